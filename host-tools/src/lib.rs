@@ -1,0 +1,10 @@
+//! classmod-host: the workstation side of classmod. A library first (the `classmod` binary is a
+//! thin CLI over it, and the integration tests call it directly): PyTorch import, datasets,
+//! evaluation, training and the PyTorch speed comparison.
+
+pub mod dataset;
+pub mod eval;
+pub mod import;
+pub mod progress;
+pub mod report;
+pub mod train;

@@ -1,0 +1,66 @@
+//! Crash-safe replacement of a file: write a temporary file in the same directory, fsync it,
+//! rename it over the target, fsync the directory. After a power cut at any point the target is
+//! either the complete old file or the complete new one. A file that is memory-mapped is thus
+//! never rewritten in place.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The temporary name used while `path` is being replaced. Stale ones (from a crash) are safe to
+/// delete; they are never read.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Atomically replaces (or creates) `path` with `bytes`.
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        sync_dir(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Fsyncs the directory holding `path`, making a rename in it durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // Directories cannot be opened for syncing on every platform; where they cannot, the rename
+    // is as durable as the platform makes it.
+    match File::open(dir) {
+        Ok(d) => d.sync_all().or_else(|e| if cfg!(unix) { Err(e) } else { Ok(()) }),
+        Err(e) if cfg!(unix) => Err(e),
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_and_leaves_no_temp_file() {
+        let dir = std::env::temp_dir().join(format!("classmod-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f.bin");
+        write(&p, b"old").unwrap();
+        write(&p, b"new contents").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new contents");
+        assert!(!temp_path(&p).exists());
+        // A target in a missing directory fails cleanly.
+        assert!(write(&dir.join("missing/f.bin"), b"x").is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,21 @@
+//! classmod-runtime: what runs on the device.
+//!
+//! This crate owns the inference side of classmod: the description of a model's architecture
+//! ([`ResNetConfig`]) and input ([`InputSpec`]), the self-describing model file
+//! ([`model_file`]), the eval-mode ResNet graph with batch norm folded into the convolutions
+//! ([`ResNet`]), and crash-safe file replacement ([`atomic_file`]). It deliberately has no CLI,
+//! no image decoding, no datasets and no training: `classmod-host` builds those on top.
+
+pub mod atomic_file;
+pub mod error;
+pub mod input_spec;
+pub mod model_file;
+pub mod resnet;
+pub mod resnet_config;
+
+pub use candle_core::{DType, Device, Tensor};
+pub use error::ModelError;
+pub use input_spec::InputSpec;
+pub use model_file::{ModelFile, ModelMeta};
+pub use resnet::ResNet;
+pub use resnet_config::{ResNetConfig, Shortcut};

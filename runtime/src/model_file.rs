@@ -1,0 +1,206 @@
+//! The self-describing model file: a safetensors file whose tensors carry canonical PyTorch names
+//! (so PyTorch can still read it) and whose metadata says what the tensors are: architecture,
+//! input spec and class names. `classmod import` and `classmod train` write it; every other
+//! command and the device read it without needing any flags.
+//!
+//! Metadata keys (all values are strings, as safetensors requires):
+//! | key | value |
+//! |---|---|
+//! | `classmod.format` | `model` |
+//! | `classmod.version` | `1` |
+//! | `classmod.arch` | JSON of [`ResNetConfig`] |
+//! | `classmod.input` | JSON of [`InputSpec`] |
+//! | `classmod.classes` | JSON list of class names, one per output |
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::SafeTensors;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{atomic_file, InputSpec, ModelError, ResNetConfig};
+
+pub const KEY_FORMAT: &str = "classmod.format";
+pub const KEY_VERSION: &str = "classmod.version";
+pub const KEY_ARCH: &str = "classmod.arch";
+pub const KEY_INPUT: &str = "classmod.input";
+pub const KEY_CLASSES: &str = "classmod.classes";
+pub const FORMAT_NAME: &str = "model";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What a model file says about its tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMeta {
+    pub arch: ResNetConfig,
+    pub input: InputSpec,
+    pub class_names: Vec<String>,
+}
+
+impl ModelMeta {
+    pub fn validate(&self) -> Result<(), ModelError> {
+        self.arch.validate()?;
+        self.input.validate()?;
+        if self.input.channels != self.arch.in_channels {
+            return Err(ModelError::BadConfig(format!(
+                "input spec has {} channels, the network takes {}",
+                self.input.channels, self.arch.in_channels
+            )));
+        }
+        if self.class_names.len() != self.arch.num_classes {
+            return Err(ModelError::BadConfig(format!(
+                "{} class names for {} outputs",
+                self.class_names.len(),
+                self.arch.num_classes
+            )));
+        }
+        Ok(())
+    }
+
+    fn to_metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (KEY_FORMAT.to_string(), FORMAT_NAME.to_string()),
+            (KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
+            (KEY_ARCH.to_string(), json(&self.arch)),
+            (KEY_INPUT.to_string(), json(&self.input)),
+            (KEY_CLASSES.to_string(), json(&self.class_names)),
+        ])
+    }
+
+    fn from_metadata(md: &HashMap<String, String>) -> Result<Self, ModelError> {
+        let get = |key: &'static str| md.get(key).ok_or(ModelError::MissingMetadata { key });
+        let format = get(KEY_FORMAT)?;
+        if format != FORMAT_NAME {
+            return Err(ModelError::BadMetadata { key: KEY_FORMAT, reason: format!("`{format}` is not `{FORMAT_NAME}`") });
+        }
+        let version = get(KEY_VERSION)?;
+        if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
+            return Err(ModelError::UnsupportedVersion { found: version.clone(), supported: FORMAT_VERSION });
+        }
+        fn parse<T: DeserializeOwned>(key: &'static str, s: &str) -> Result<T, ModelError> {
+            serde_json::from_str(s).map_err(|e| ModelError::BadMetadata { key, reason: e.to_string() })
+        }
+        let meta = ModelMeta {
+            arch: parse(KEY_ARCH, get(KEY_ARCH)?)?,
+            input: parse(KEY_INPUT, get(KEY_INPUT)?)?,
+            class_names: parse(KEY_CLASSES, get(KEY_CLASSES)?)?,
+        };
+        meta.validate()?;
+        Ok(meta)
+    }
+}
+
+/// serde_json cannot fail on our plain data types (no maps with non-string keys, no NaN floats
+/// after validation); this keeps that fact in one place.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
+}
+
+/// A model: its metadata and its parameter tensors (f32, canonical names, exactly the set that
+/// [`ResNetConfig::tensor_shapes`] lists).
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    pub meta: ModelMeta,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl ModelFile {
+    /// Builds a model from named tensors, checking that they are exactly the architecture's
+    /// tensors with the right shapes (converted to f32).
+    pub fn new(meta: ModelMeta, tensors: HashMap<String, Tensor>) -> Result<Self, ModelError> {
+        meta.validate()?;
+        let tensors = check_tensors(&meta.arch, tensors)?;
+        Ok(ModelFile { meta, tensors })
+    }
+
+    /// Reads and validates a model file.
+    pub fn read(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        Self::from_bytes(&bytes, device)
+    }
+
+    /// Parses a model file held in memory. Any byte string is safe to pass.
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, ModelError> {
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+        let md = header.metadata().clone().unwrap_or_default();
+        let meta = ModelMeta::from_metadata(&md)?;
+        let tensors = read_safetensors(bytes, device)?;
+        Self::new(meta, tensors)
+    }
+
+    /// Serialises to safetensors bytes (tensors sorted by name, as the format prescribes).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let cpu: Vec<(String, Tensor)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+            .collect::<Result<_, candle_core::Error>>()?;
+        safetensors::serialize(cpu, Some(self.meta.to_metadata()))
+            .map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })
+    }
+
+    /// Writes the file crash-safely: a reader sees the old file or the new one, never a torn one.
+    pub fn write(&self, path: &Path) -> Result<(), ModelError> {
+        let bytes = self.to_bytes()?;
+        atomic_file::write(path, &bytes).map_err(|e| ModelError::io(path, e))
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<&Tensor, ModelError> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor { name: name.to_string(), expected: vec![] })
+    }
+}
+
+/// Loads every tensor of a safetensors buffer as f32 (f16, bf16 and f64 are converted).
+pub fn read_safetensors(bytes: &[u8], device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+    use candle_core::safetensors::Load;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let dtype = view.dtype();
+        let float = matches!(
+            dtype,
+            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16 | safetensors::Dtype::F64
+        );
+        if !float {
+            // Integer buffers such as BN's `num_batches_tracked` are kept so the caller can
+            // decide; they are never used as weights.
+            if name.ends_with("num_batches_tracked") {
+                continue;
+            }
+            return Err(ModelError::TensorDtype { name, found: format!("{dtype:?}") });
+        }
+        let t = view.load(device)?.to_dtype(DType::F32)?;
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+/// Checks that `tensors` is exactly the architecture's set, with the right shapes and finite values.
+pub fn check_tensors(
+    arch: &ResNetConfig,
+    mut tensors: HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut out = HashMap::with_capacity(tensors.len());
+    for (name, shape) in arch.tensor_shapes() {
+        let t = tensors
+            .remove(&name)
+            .ok_or_else(|| ModelError::MissingTensor { name: name.clone(), expected: shape.clone() })?;
+        if t.dims() != shape.as_slice() {
+            return Err(ModelError::TensorShape { name, expected: shape, found: t.dims().to_vec() });
+        }
+        let t = t.to_dtype(DType::F32)?;
+        let finite = t.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
+        if !finite {
+            return Err(ModelError::NonFinite { name });
+        }
+        out.insert(name, t);
+    }
+    if let Some(name) = tensors.keys().min().cloned() {
+        let shape = tensors[&name].dims().to_vec();
+        return Err(ModelError::UnexpectedTensor { name, shape, arch: arch.name() });
+    }
+    Ok(out)
+}

@@ -1,0 +1,67 @@
+//! The imported ../shared ResNet-20 and ResNet-56 against PyTorch.
+//! Reference: `shared/data/cifar10-lossless-20/reference-logits.json`, logits computed by PyTorch
+//! 1.13 on CPU on the 20 lossless CIFAR-10 test PNGs with the normalisation recorded there.
+
+mod common;
+
+use classmod::host::import::{import_bytes, ImportOptions};
+use classmod::runtime::{Device, ResNet, Tensor};
+
+fn check_model(key: &str, file: &str) {
+    let Some(shared) = common::shared() else { return };
+    let dir = shared.join("data/cifar10-lossless-20");
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference-logits.json")).unwrap()).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    let norm = &reference["normalization"];
+    let opts = ImportOptions {
+        mean: Some(floats(&norm["mean"])),
+        std: Some(floats(&norm["std"])),
+        class_names: Some(common::CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    let bytes = std::fs::read(shared.join("models").join(file)).unwrap();
+    let model = import_bytes(&bytes, &opts).unwrap();
+    assert_eq!(model.meta.arch.depth(), if key == "resnet20" { 20 } else { 56 });
+    let net = ResNet::new(&model, &Device::Cpu).unwrap();
+
+    let names = reference["images"].as_array().unwrap();
+    let mut pixels = Vec::new();
+    for name in names {
+        let img = image::open(dir.join(name.as_str().unwrap())).unwrap().to_rgb8();
+        // HWC -> CHW
+        for c in 0..3 {
+            pixels.extend(img.pixels().map(|p| p.0[c]));
+        }
+    }
+    let spec = net.input_spec();
+    let mut x = vec![0f32; pixels.len()];
+    spec.normalize_into(&pixels, &mut x);
+    let x = Tensor::from_vec(x, (names.len(), 3, 32, 32), &Device::Cpu).unwrap();
+    let logits = net.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+
+    let want = reference["logits"][key].as_array().unwrap();
+    let labels = reference["labels"].as_array().unwrap();
+    let mut max_diff = 0f32;
+    for ((row, want_row), label) in logits.iter().zip(want).zip(labels) {
+        for (a, b) in row.iter().zip(floats(want_row)) {
+            max_diff = max_diff.max((a - b).abs());
+        }
+        let argmax = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        assert_eq!(argmax as u64, label.as_u64().unwrap(), "{key}: misclassified image");
+    }
+    eprintln!("{key}: max |logit - PyTorch| = {max_diff:e}");
+    assert!(max_diff < 1e-4, "{key}: max abs logit difference {max_diff} exceeds 1e-4");
+}
+
+#[test]
+fn resnet20_matches_pytorch_logits() {
+    check_model("resnet20", "resnet20-cifar10.safetensors");
+}
+
+#[test]
+fn resnet56_matches_pytorch_logits() {
+    check_model("resnet56", "resnet56-cifar10.safetensors");
+}
