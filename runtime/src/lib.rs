@@ -7,6 +7,7 @@
 //! no image decoding, no datasets and no training: `classmod-host` builds those on top.
 
 pub mod atomic_file;
+pub mod conv;
 pub mod error;
 pub mod input_spec;
 pub mod model_file;

@@ -204,3 +204,76 @@ pub fn check_tensors(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shortcut;
+
+    fn tiny() -> ModelFile {
+        let arch = ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::B, in_channels: 1, num_classes: 3 };
+        let tensors = arch
+            .tensor_shapes()
+            .into_iter()
+            .map(|(n, s)| {
+                let len: usize = s.iter().product();
+                let v: Vec<f32> = (0..len).map(|i| 0.5 + (i % 5) as f32 * 0.1).collect();
+                (n, Tensor::from_vec(v, s, &Device::Cpu).unwrap())
+            })
+            .collect();
+        let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] };
+        let meta = ModelMeta { arch, input, class_names: vec!["a".into(), "b".into(), "c".into()] };
+        ModelFile::new(meta, tensors).unwrap()
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = tiny();
+        let back = ModelFile::from_bytes(&m.to_bytes().unwrap(), &Device::Cpu).unwrap();
+        assert_eq!(back.meta, m.meta);
+        for (n, t) in &m.tensors {
+            let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = back.tensors[n].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, b, "{n}");
+        }
+    }
+
+    /// Every truncation and every single-byte change of the header is an error or a valid model,
+    /// never a panic; truncations are always errors.
+    #[test]
+    fn corrupted_files_are_typed_errors() {
+        let bytes = tiny().to_bytes().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(ModelFile::from_bytes(&bytes[..cut], &Device::Cpu).is_err(), "truncated at {cut}");
+        }
+        let header_len = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        for i in 0..header_len {
+            for v in [0u8, 0xff, bytes[i] ^ 0x20] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                let _ = ModelFile::from_bytes(&b, &Device::Cpu);
+            }
+        }
+        // A NaN weight is refused by name.
+        let mut b = bytes.clone();
+        let n = b.len();
+        b[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(matches!(ModelFile::from_bytes(&b, &Device::Cpu), Err(ModelError::NonFinite { .. })));
+    }
+
+    #[test]
+    fn metadata_errors_are_specific() {
+        let m = tiny();
+        let mut md = m.meta.to_metadata();
+        md.insert(KEY_VERSION.into(), "2".into());
+        assert!(matches!(ModelMeta::from_metadata(&md), Err(ModelError::UnsupportedVersion { .. })));
+        md.remove(KEY_ARCH);
+        md.insert(KEY_VERSION.into(), "1".into());
+        assert!(matches!(ModelMeta::from_metadata(&md), Err(ModelError::MissingMetadata { key: KEY_ARCH })));
+        let mut md = m.meta.to_metadata();
+        md.insert(KEY_CLASSES.into(), "[\"only-one\"]".into());
+        assert!(matches!(ModelMeta::from_metadata(&md), Err(ModelError::BadConfig(_))));
+        md.insert(KEY_CLASSES.into(), "{".into());
+        assert!(matches!(ModelMeta::from_metadata(&md), Err(ModelError::BadMetadata { .. })));
+    }
+}

@@ -42,7 +42,7 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
+        crate::conv::conv2d(x, &self.weight, self.padding, self.stride)?.broadcast_add(&self.bias)
     }
 }
 

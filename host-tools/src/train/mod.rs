@@ -2,6 +2,8 @@
 //! (fine-tuning), seeded and reproducible, with checkpoints in the self-describing model format.
 
 pub mod augment;
+pub mod batch_norm;
+pub mod conv;
 pub mod net;
 pub mod schedule;
 pub mod sgd;

@@ -7,6 +7,9 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var, D};
 use classmod_runtime::resnet::subsample;
+
+use super::batch_norm::batch_norm_train;
+use super::conv::conv2d;
 use classmod_runtime::resnet_config::BN_EPS;
 use classmod_runtime::{ModelError, ModelFile, ModelMeta, ResNetConfig, Shortcut};
 use rand::{Rng, SeedableRng};
@@ -108,31 +111,33 @@ impl TrainableResNet {
         updates: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<Tensor, ModelError> {
         let w = self.param(&format!("{conv}.weight"))?;
-        let y = x.conv2d(w, w.dim(3)? / 2, stride, 1, 1)?;
+        let y = conv2d(x, w, stride)?;
         let c = w.dim(0)?;
-        let gamma = self.param(&format!("{bn}.weight"))?.reshape((1, c, 1, 1))?;
-        let beta = self.param(&format!("{bn}.bias"))?.reshape((1, c, 1, 1))?;
+        let gamma = self.param(&format!("{bn}.weight"))?;
+        let beta = self.param(&format!("{bn}.bias"))?;
         let (mk, vk) = (format!("{bn}.running_mean"), format!("{bn}.running_var"));
-        let (mean, var) = match updates {
+        match updates {
             Some(updates) => {
-                // Statistics over batch, height and width, per channel.
+                let (out, mean, var) = batch_norm_train(&y, gamma, beta)?;
+                // PyTorch's running statistics: momentum 0.1, unbiased variance.
                 let (b, _, h, wd) = y.dims4()?;
-                let yc = y.transpose(0, 1)?.reshape((c, b * h * wd))?;
-                let mean = yc.mean(D::Minus1)?;
-                let var = yc.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(D::Minus1)?;
                 let m = (b * h * wd) as f64;
-                let unbiased = (var.detach() * (m / (m - 1.0).max(1.0)))?;
-                let rm = ((&self.running[&mk] * (1.0 - BN_MOMENTUM))? + (mean.detach() * BN_MOMENTUM)?)?;
-                let rv = ((&self.running[&vk] * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
+                let unbiased: Vec<f32> = var.iter().map(|v| (v * m / (m - 1.0).max(1.0)) as f32).collect();
+                let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
+                let dev = y.device();
+                let rm = ((&self.running[&mk] * (1.0 - BN_MOMENTUM))? + (Tensor::from_vec(mean, c, dev)? * BN_MOMENTUM)?)?;
+                let rv = ((&self.running[&vk] * (1.0 - BN_MOMENTUM))? + (Tensor::from_vec(unbiased, c, dev)? * BN_MOMENTUM)?)?;
                 updates.push((mk, rm));
                 updates.push((vk, rv));
-                (mean, var)
+                Ok(out)
             }
-            None => (self.running[&mk].clone(), self.running[&vk].clone()),
-        };
-        let inv = (var + BN_EPS)?.sqrt()?.recip()?.reshape((1, c, 1, 1))?;
-        let norm = y.broadcast_sub(&mean.reshape((1, c, 1, 1))?)?.broadcast_mul(&inv)?;
-        Ok(norm.broadcast_mul(&gamma)?.broadcast_add(&beta)?)
+            None => {
+                let shape = (1, c, 1, 1);
+                let inv = (&self.running[&vk] + BN_EPS)?.sqrt()?.recip()?.reshape(shape)?;
+                let norm = y.broadcast_sub(&self.running[&mk].reshape(shape)?)?.broadcast_mul(&inv)?;
+                Ok(norm.broadcast_mul(&gamma.reshape(shape)?)?.broadcast_add(&beta.reshape(shape)?)?)
+            }
+        }
     }
 
     /// Logits. `train = true` uses batch statistics and updates the running statistics.

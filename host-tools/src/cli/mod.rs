@@ -1,0 +1,112 @@
+//! Command-line flags (clap derive) and dispatch to one file per command.
+
+mod bench;
+mod demo;
+mod eval;
+mod import;
+mod train;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
+use classmod_host::import::are_generic;
+use classmod_runtime::{Device, ModelError, ModelFile};
+
+#[derive(Parser)]
+#[command(name = "classmod", version, about = "Decompose trained ResNets into per-class modules and run them on edge devices")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import a PyTorch-exported ResNet (safetensors) into a self-describing model file.
+    Import(import::Args),
+    /// Evaluate a model on a dataset: top-1, top-5 and per-class accuracy.
+    Eval(eval::Args),
+    /// Train (or fine-tune) a CIFAR-style ResNet with SGD.
+    Train(train::Args),
+    /// Compare inference speed with PyTorch CPU on the same images, in the same minute.
+    Bench(bench::Args),
+    /// The end-to-end demo on Fashion-MNIST: train a small ResNet and evaluate it.
+    Demo(demo::Args),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Import(a) => import::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// `--device`: where tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+impl DeviceArg {
+    pub fn device(self) -> Result<Device> {
+        match self {
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            DeviceArg::Cuda if cfg!(feature = "cuda") => {
+                Device::new_cuda(0).map_err(|e| anyhow!("cannot open CUDA device 0: {e}"))
+            }
+            DeviceArg::Cuda => Err(anyhow!("this build has no CUDA support; rebuild with `--features cuda`")),
+        }
+    }
+}
+
+/// A model error with the file named once (I/O errors already carry the path).
+pub fn model_error(path: &Path, e: ModelError) -> anyhow::Error {
+    match e {
+        ModelError::Io { .. } => anyhow!(e),
+        other => anyhow!("{}: {other}", path.display()),
+    }
+}
+
+pub fn read_model(path: &Path, device: &Device) -> Result<ModelFile> {
+    ModelFile::read(path, device).map_err(|e| model_error(path, e))
+}
+
+/// Loads a dataset split for a model with `meta`'s input and classes, optionally a seeded
+/// class-balanced sample of `limit` images.
+pub fn load_data(path: &Path, split: Split, shape: ImageShape, classes: Option<&[String]>, limit: Option<usize>, seed: u64) -> Result<ImageSet> {
+    let classes = classes.filter(|c| !are_generic(c));
+    let set = dataset::load(path, split, shape, classes)?;
+    Ok(match limit {
+        Some(n) => set.balanced_sample(n, seed),
+        None => set,
+    })
+}
+
+/// Prints the final JSON line of a `--json` run.
+pub fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string(v).expect("JSON values serialise"));
+}
+
+/// The parent directory of `path` exists (so a long run does not fail at its very end).
+pub fn check_output_dir(path: &Path) -> Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    if !parent.is_dir() {
+        return Err(anyhow!("{}: output directory does not exist", parent.display()));
+    }
+    Ok(())
+}
+
+/// Context for errors while reading a file given by the user.
+pub trait PathContext<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+impl<T, E: std::error::Error + Send + Sync + 'static> PathContext<T> for Result<T, E> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.with_context(|| path.display().to_string())
+    }
+}

@@ -1,0 +1,148 @@
+//! Subsets of an [`ImageSet`]: [`ImageSet::select`] and the seeded, class-balanced
+//! [`ImageSet::balanced_sample`] behind every `--limit N`.
+
+use std::collections::BTreeMap;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::ImageSet;
+
+pub(super) fn select(set: &ImageSet, indices: &[usize]) -> ImageSet {
+    let mut pixels = Vec::with_capacity(indices.len() * set.image_len());
+    for &i in indices {
+        pixels.extend_from_slice(set.image(i));
+    }
+    ImageSet {
+        class_names: set.class_names.clone(),
+        shape: set.shape,
+        pixels,
+        labels: indices.iter().map(|&i| set.labels[i]).collect(),
+    }
+}
+
+pub(super) fn balanced_sample(set: &ImageSet, n: usize, seed: u64) -> ImageSet {
+    if n >= set.len() {
+        return set.clone();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Indices per label, in label order (labels without images take no share).
+    let mut by_label: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, &l) in set.labels.iter().enumerate() {
+        by_label.entry(l).or_default().push(i);
+    }
+    let mut by_class: Vec<Vec<usize>> = by_label.into_values().collect();
+    let quotas = quotas(&by_class.iter().map(Vec::len).collect::<Vec<_>>(), n);
+    let mut chosen = Vec::with_capacity(n);
+    for (members, quota) in by_class.iter_mut().zip(quotas) {
+        members.shuffle(&mut rng);
+        chosen.extend_from_slice(&members[..quota]);
+    }
+    chosen.shuffle(&mut rng);
+    select(set, &chosen)
+}
+
+/// How many of each class to take for `n` in all (`n` at most the sum of `available`): equal
+/// shares as far as the classes have images, the remainder to the first classes.
+fn quotas(available: &[usize], n: usize) -> Vec<usize> {
+    let mut quota = vec![0; available.len()];
+    let mut remaining = n;
+    loop {
+        let open: Vec<usize> = (0..available.len()).filter(|&c| quota[c] < available[c]).collect();
+        if remaining == 0 || open.is_empty() {
+            return quota;
+        }
+        let share = remaining / open.len();
+        if share == 0 {
+            for &c in &open[..remaining] {
+                quota[c] += 1;
+            }
+            return quota;
+        }
+        for &c in &open {
+            let take = share.min(available[c] - quota[c]);
+            quota[c] += take;
+            remaining -= take;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::ImageShape;
+
+    /// Image i is one byte `i`; labels as given.
+    fn set(labels: &[u32]) -> ImageSet {
+        let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+        ImageSet {
+            class_names: (0..classes).map(|i| i.to_string()).collect(),
+            shape: ImageShape { channels: 1, height: 1, width: 1 },
+            pixels: (0..labels.len()).map(|i| i as u8).collect(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    fn counts(s: &ImageSet) -> Vec<usize> {
+        let mut c = vec![0; s.class_names.len()];
+        for &l in &s.labels {
+            c[l as usize] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn quota_rules() {
+        assert_eq!(quotas(&[10, 10, 10], 7), vec![3, 2, 2]);
+        assert_eq!(quotas(&[1, 100, 100], 10), vec![1, 5, 4]);
+        assert_eq!(quotas(&[2, 3], 5), vec![2, 3]);
+        assert_eq!(quotas(&[5, 5], 0), vec![0, 0]);
+    }
+
+    #[test]
+    fn select_keeps_order_and_pixels() {
+        let s = set(&[0, 1, 2, 0]);
+        let sub = s.select(&[3, 0, 2]);
+        assert_eq!(sub.labels, vec![0, 0, 2]);
+        assert_eq!(sub.pixels, vec![3, 0, 2]);
+        assert_eq!(sub.class_names, s.class_names);
+    }
+
+    #[test]
+    fn balanced_deterministic_and_seeded() {
+        // 4 classes, 50 images each, interleaved unevenly.
+        let labels: Vec<u32> = (0..200).map(|i| ((i * 7) % 4) as u32).collect();
+        let s = set(&labels);
+        let a = s.balanced_sample(22, 1);
+        assert_eq!(a.len(), 22);
+        assert_eq!(counts(&a), vec![6, 6, 5, 5]);
+        // Each image once, and its label kept with it.
+        let mut ids: Vec<u8> = a.pixels.clone();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 22);
+        for (p, l) in a.pixels.iter().zip(&a.labels) {
+            assert_eq!(labels[*p as usize], *l);
+        }
+        let b = s.balanced_sample(22, 1);
+        assert_eq!((a.pixels.clone(), a.labels.clone()), (b.pixels, b.labels));
+        let c = s.balanced_sample(22, 2);
+        assert_ne!(a.pixels, c.pixels);
+        // Shuffled: not grouped by class.
+        assert!(a.labels.windows(2).any(|w| w[0] > w[1]));
+        // Everything when n >= len.
+        assert_eq!(s.balanced_sample(200, 3).pixels, s.pixels);
+        assert_eq!(s.balanced_sample(1000, 3).len(), 200);
+    }
+
+    #[test]
+    fn balanced_with_small_class() {
+        let mut labels = vec![0u32; 30];
+        labels.extend([1, 1]);
+        labels.extend(vec![2u32; 30]);
+        let s = set(&labels);
+        assert_eq!(counts(&s.balanced_sample(20, 9)), vec![9, 2, 9]);
+        assert_eq!(counts(&s.balanced_sample(0, 9)), vec![0, 0, 0]);
+    }
+}
