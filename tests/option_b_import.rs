@@ -17,7 +17,14 @@ use safetensors::Dtype;
 type Params = HashMap<String, (Vec<usize>, Vec<f64>)>;
 
 /// Direct convolution of one CHW image; weight (o, i, k, k), zero padding k/2.
-fn conv(x: &[f64], c: usize, h: usize, w: usize, wt: &(Vec<usize>, Vec<f64>), stride: usize) -> (Vec<f64>, usize, usize) {
+fn conv(
+    x: &[f64],
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &(Vec<usize>, Vec<f64>),
+    stride: usize,
+) -> (Vec<f64>, usize, usize) {
     let (o, k) = (wt.0[0], wt.0[2]);
     assert_eq!(wt.0[1], c);
     let pad = (k / 2) as isize;
@@ -33,7 +40,8 @@ fn conv(x: &[f64], c: usize, h: usize, w: usize, wt: &(Vec<usize>, Vec<f64>), st
                             let iy = (y * stride + ky) as isize - pad;
                             let ix = (xx * stride + kx) as isize - pad;
                             if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                s += x[(ic * h + iy as usize) * w + ix as usize] * wt.1[((oc * c + ic) * k + ky) * k + kx];
+                                s += x[(ic * h + iy as usize) * w + ix as usize]
+                                    * wt.1[((oc * c + ic) * k + ky) * k + kx];
                             }
                         }
                     }
@@ -82,14 +90,21 @@ fn reference_forward(cfg: &ResNetConfig, p: &Params, img: &[f64], h: usize, w: u
         (h, w) = (ho, wo);
     }
     let c = cfg.widths[2];
-    let pooled: Vec<f64> = (0..c).map(|ch| x[ch * h * w..(ch + 1) * h * w].iter().sum::<f64>() / (h * w) as f64).collect();
+    let pooled: Vec<f64> =
+        (0..c).map(|ch| x[ch * h * w..(ch + 1) * h * w].iter().sum::<f64>() / (h * w) as f64).collect();
     let (lw, lb) = (&p["fc.weight"].1, &p["fc.bias"].1);
     (0..cfg.num_classes).map(|k| lb[k] + (0..c).map(|j| lw[k * c + j] * pooled[j]).sum::<f64>()).collect()
 }
 
 #[test]
 fn option_b_grayscale_import_matches_an_independent_forward() {
-    let cfg = ResNetConfig { blocks_per_stage: 1, widths: [8, 16, 32], shortcut: Shortcut::B, in_channels: 1, num_classes: 7 };
+    let cfg = ResNetConfig {
+        blocks_per_stage: 1,
+        widths: [8, 16, 32],
+        shortcut: Shortcut::B,
+        in_channels: 1,
+        num_classes: 7,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     // Random parameters under torchvision-lineage names.
     let mut params: Params = HashMap::new();
@@ -98,7 +113,9 @@ fn option_b_grayscale_import_matches_an_independent_forward() {
         let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
         let values: Vec<f64> = (0..n)
             .map(|_| {
-                if name.ends_with("running_var") || (shape.len() == 1 && name.ends_with(".weight") && !name.starts_with("linear")) {
+                if name.ends_with("running_var")
+                    || (shape.len() == 1 && name.ends_with(".weight") && !name.starts_with("linear"))
+                {
                     rng.random_range(0.5..1.5)
                 } else if shape.len() == 1 {
                     rng.random_range(-0.3..0.3)

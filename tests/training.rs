@@ -5,8 +5,8 @@
 mod common;
 
 use classmod::host::dataset::{self, ImageSet, ImageShape, Split};
-use classmod::host::train::{self, Schedule, SgdConfig, TrainOptions, TrainableResNet};
 use classmod::host::eval;
+use classmod::host::train::{self, Schedule, SgdConfig, TrainOptions, TrainableResNet};
 use classmod::runtime::{Device, ModelFile, ResNet, ResNetConfig, Tensor};
 use indicatif::ProgressBar;
 

@@ -24,12 +24,60 @@ pub struct BoardProfile {
 
 /// The built-in profiles, from NVIDIA's module data sheets (RAM of the smallest SKU).
 pub const PROFILES: &[BoardProfile] = &[
-    BoardProfile { name: "jetson-nano", soc: "tegra210", cuda: None, f16: false, bf16: false, ram_mib: 4096, module_budget_mib: 512 },
-    BoardProfile { name: "xavier-nx", soc: "tegra194", cuda: Some((7, 2)), f16: true, bf16: false, ram_mib: 8192, module_budget_mib: 1024 },
-    BoardProfile { name: "orin-nano", soc: "tegra234", cuda: Some((8, 7)), f16: true, bf16: true, ram_mib: 4096, module_budget_mib: 512 },
-    BoardProfile { name: "orin-nx", soc: "tegra234", cuda: Some((8, 7)), f16: true, bf16: true, ram_mib: 8192, module_budget_mib: 1024 },
-    BoardProfile { name: "agx-orin", soc: "tegra234", cuda: Some((8, 7)), f16: true, bf16: true, ram_mib: 32768, module_budget_mib: 4096 },
-    BoardProfile { name: "host-sim", soc: "host", cuda: None, f16: false, bf16: false, ram_mib: 16384, module_budget_mib: 2048 },
+    BoardProfile {
+        name: "jetson-nano",
+        soc: "tegra210",
+        cuda: None,
+        f16: false,
+        bf16: false,
+        ram_mib: 4096,
+        module_budget_mib: 512,
+    },
+    BoardProfile {
+        name: "xavier-nx",
+        soc: "tegra194",
+        cuda: Some((7, 2)),
+        f16: true,
+        bf16: false,
+        ram_mib: 8192,
+        module_budget_mib: 1024,
+    },
+    BoardProfile {
+        name: "orin-nano",
+        soc: "tegra234",
+        cuda: Some((8, 7)),
+        f16: true,
+        bf16: true,
+        ram_mib: 4096,
+        module_budget_mib: 512,
+    },
+    BoardProfile {
+        name: "orin-nx",
+        soc: "tegra234",
+        cuda: Some((8, 7)),
+        f16: true,
+        bf16: true,
+        ram_mib: 8192,
+        module_budget_mib: 1024,
+    },
+    BoardProfile {
+        name: "agx-orin",
+        soc: "tegra234",
+        cuda: Some((8, 7)),
+        f16: true,
+        bf16: true,
+        ram_mib: 32768,
+        module_budget_mib: 4096,
+    },
+    BoardProfile {
+        name: "host-sim",
+        soc: "host",
+        cuda: None,
+        f16: false,
+        bf16: false,
+        ram_mib: 16384,
+        module_budget_mib: 2048,
+    },
 ];
 
 /// Looks a profile up by name.

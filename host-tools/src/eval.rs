@@ -93,7 +93,12 @@ pub fn score(logits: &[f32], labels: &[u32], class_names: &[String], seconds: f6
 }
 
 /// Runs `model` over `images` and scores it.
-pub fn evaluate(model: &ResNet, images: &ImageSet, batch: usize, progress: &ProgressBar) -> Result<EvalReport, ModelError> {
+pub fn evaluate(
+    model: &ResNet,
+    images: &ImageSet,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<EvalReport, ModelError> {
     let t0 = Instant::now();
     let l = logits(model, images, batch, progress)?;
     progress.finish_and_clear();

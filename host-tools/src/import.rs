@@ -120,7 +120,10 @@ mod tests {
     #[test]
     fn names_are_canonicalised() {
         assert_eq!(canonical_name("module.layer1.0.conv1.weight").as_deref(), Some("layer1.0.conv1.weight"));
-        assert_eq!(canonical_name("layer2.0.downsample.1.running_var").as_deref(), Some("layer2.0.shortcut.1.running_var"));
+        assert_eq!(
+            canonical_name("layer2.0.downsample.1.running_var").as_deref(),
+            Some("layer2.0.shortcut.1.running_var")
+        );
         assert_eq!(canonical_name("fc.bias").as_deref(), Some("linear.bias"));
         assert_eq!(canonical_name("module.bn1.num_batches_tracked"), None);
     }

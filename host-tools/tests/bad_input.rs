@@ -13,7 +13,8 @@ use safetensors::Dtype;
 /// A PyTorch-style state dict of a tiny 1-channel ResNet-8, as safetensors bytes; `edit` may
 /// drop or reshape entries first.
 fn state_dict(edit: impl Fn(&mut Vec<(String, Vec<usize>)>)) -> Vec<u8> {
-    let cfg = ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::A, in_channels: 1, num_classes: 3 };
+    let cfg =
+        ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::A, in_channels: 1, num_classes: 3 };
     let mut tensors = cfg.tensor_shapes();
     edit(&mut tensors);
     let data: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
@@ -47,7 +48,14 @@ fn write(path: &Path, bytes: &[u8]) {
 }
 
 fn import(input: &Path, out: &Path) -> Vec<String> {
-    vec!["import".into(), input.display().to_string(), "--out".into(), out.display().to_string(), "--input-size".into(), "8".into()]
+    vec![
+        "import".into(),
+        input.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--input-size".into(),
+        "8".into(),
+    ]
 }
 
 fn run_import(input: &Path, out: &Path, names: &str) -> String {

@@ -6,12 +6,7 @@ mod common;
 
 #[test]
 fn the_demo_runs_end_to_end() {
-    let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
-    if !dir.join("t10k-images-idx3-ubyte.gz").exists() {
-        if std::env::var_os("CI").is_some() {
-            panic!("Fashion-MNIST is missing but CI is set: .ci/run must install dataset-fashion-mnist");
-        }
-        eprintln!("SKIPPED: {} is absent (apt-get install dataset-fashion-mnist)", dir.display());
+    if common::fashion_mnist().is_none() {
         return;
     }
     let out = common::scratch("demo");

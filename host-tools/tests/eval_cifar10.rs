@@ -46,7 +46,16 @@ fn limit_is_a_class_balanced_sample() {
     let data = shared.join("data/cifar10-jpeg.tar.gz");
     let run = |seed: &str| {
         let o = common::classmod(&[
-            "eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--limit", "200", "--seed", seed, "--json",
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--limit",
+            "200",
+            "--seed",
+            seed,
+            "--json",
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         common::last_json(&o)

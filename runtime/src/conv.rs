@@ -76,6 +76,9 @@ pub fn out_to_nchw(y: &Tensor, batch: usize, out: usize, ho: usize, wo: usize) -
     y.reshape((out, batch, ho * wo))?.transpose(0, 1)?.contiguous()?.reshape((batch, out, ho, wo))
 }
 
+/// Images per GEMM.
+const CHUNK: usize = 16;
+
 /// `x.conv2d(weight, padding, stride, 1, 1)` for NCHW f32 `x` and `(out, in, k, k)` weights.
 pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> candle_core::Result<Tensor> {
     if !matches!(x.device(), Device::Cpu) {
@@ -85,6 +88,16 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> can
     let (out, wc, kernel, kw) = weight.dims4()?;
     if wc != in_channels || kw != kernel || height + 2 * padding < kernel || width + 2 * padding < kernel {
         candle_core::bail!("conv2d: input {:?} and weight {:?} do not match", x.dims(), weight.dims());
+    }
+    // Large batches go through in chunks: the column matrix of a chunk stays small enough to be
+    // reused from the allocator's cache instead of fresh zeroed pages (measured: batch 64 in one
+    // piece ran at 2/3 the throughput of batch 32).
+    if batch > CHUNK {
+        let parts = (0..batch)
+            .step_by(CHUNK)
+            .map(|start| conv2d(&x.narrow(0, start, CHUNK.min(batch - start))?, weight, padding, stride))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        return Tensor::cat(&parts, 0);
     }
     let g = ConvGeometry { batch, in_channels, height, width, kernel, stride, padding };
     let (ho, wo) = g.out_size();
@@ -111,6 +124,7 @@ mod tests {
             (2, 3, 2, 7, 3, 2, 1),
             (1, 2, 2, 5, 5, 2, 2),
             (1, 1, 1, 3, 3, 1, 1),
+            (CHUNK + 3, 2, 3, 6, 3, 2, 1), // more than one chunk
         ] {
             let x = Tensor::randn(0f32, 1., (b, c, h, h), &dev)?;
             let w = Tensor::randn(0f32, 1., (o, c, k, k), &dev)?;

@@ -32,7 +32,7 @@ impl InputSpec {
         if self.channels == 0 || self.channels > 64 {
             return bad(format!("input channels {} out of range 1..=64", self.channels));
         }
-        if self.height == 0 || self.width == 0 || self.height % 4 != 0 || self.width % 4 != 0 {
+        if self.height == 0 || self.width == 0 || !self.height.is_multiple_of(4) || !self.width.is_multiple_of(4) {
             return bad(format!("input size {}x{} must be non-zero and divisible by 4", self.height, self.width));
         }
         if self.height > 4096 || self.width > 4096 {

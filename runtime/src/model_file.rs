@@ -71,7 +71,10 @@ impl ModelMeta {
         let get = |key: &'static str| md.get(key).ok_or(ModelError::MissingMetadata { key });
         let format = get(KEY_FORMAT)?;
         if format != FORMAT_NAME {
-            return Err(ModelError::BadMetadata { key: KEY_FORMAT, reason: format!("`{format}` is not `{FORMAT_NAME}`") });
+            return Err(ModelError::BadMetadata {
+                key: KEY_FORMAT,
+                reason: format!("`{format}` is not `{FORMAT_NAME}`"),
+            });
         }
         let version = get(KEY_VERSION)?;
         if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
@@ -121,8 +124,8 @@ impl ModelFile {
 
     /// Parses a model file held in memory. Any byte string is safe to pass.
     pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, ModelError> {
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
         let md = header.metadata().clone().unwrap_or_default();
         let meta = ModelMeta::from_metadata(&md)?;
         let tensors = read_safetensors(bytes, device)?;
@@ -147,9 +150,7 @@ impl ModelFile {
     }
 
     pub fn tensor(&self, name: &str) -> Result<&Tensor, ModelError> {
-        self.tensors
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor { name: name.to_string(), expected: vec![] })
+        self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_string(), expected: vec![] })
     }
 }
 
@@ -211,7 +212,13 @@ mod tests {
     use crate::Shortcut;
 
     fn tiny() -> ModelFile {
-        let arch = ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::B, in_channels: 1, num_classes: 3 };
+        let arch = ResNetConfig {
+            blocks_per_stage: 1,
+            widths: [4, 8, 16],
+            shortcut: Shortcut::B,
+            in_channels: 1,
+            num_classes: 3,
+        };
         let tensors = arch
             .tensor_shapes()
             .into_iter()

@@ -50,7 +50,10 @@ impl ConvBn {
 enum BlockShortcut {
     Identity,
     /// Option A: every second pixel, then `pad` zero channels on each side.
-    SubsamplePad { stride: usize, pad: usize },
+    SubsamplePad {
+        stride: usize,
+        pad: usize,
+    },
     Projection(ConvBn),
 }
 
@@ -112,11 +115,7 @@ impl ResNet {
         };
         let cfg = &model.meta.arch;
         let stem = ConvBn::fold(model, "conv1", "bn1", 1)?;
-        let blocks = cfg
-            .blocks()
-            .iter()
-            .map(|b| Self::block(model, cfg, b))
-            .collect::<Result<Vec<_>, _>>()?;
+        let blocks = cfg.blocks().iter().map(|b| Self::block(model, cfg, b)).collect::<Result<Vec<_>, _>>()?;
         let linear_wt = model.tensor("linear.weight")?.t()?.contiguous()?;
         let linear_b = model.tensor("linear.bias")?.clone();
         Ok(ResNet {
@@ -136,9 +135,12 @@ impl ResNet {
         let shortcut = match (b.changes_shape(), cfg.shortcut) {
             (false, _) => BlockShortcut::Identity,
             (true, Shortcut::A) => BlockShortcut::SubsamplePad { stride: b.stride, pad: (b.planes - b.in_planes) / 2 },
-            (true, Shortcut::B) => {
-                BlockShortcut::Projection(ConvBn::fold(model, &format!("{p}.shortcut.0"), &format!("{p}.shortcut.1"), b.stride)?)
-            }
+            (true, Shortcut::B) => BlockShortcut::Projection(ConvBn::fold(
+                model,
+                &format!("{p}.shortcut.0"),
+                &format!("{p}.shortcut.1"),
+                b.stride,
+            )?),
         };
         Ok(Block {
             conv1: ConvBn::fold(model, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride)?,
@@ -238,9 +240,5 @@ pub fn subsample(x: &Tensor, s: usize) -> candle_core::Result<Tensor> {
     if h % s != 0 || w % s != 0 {
         candle_core::bail!("subsample: {h}x{w} is not a multiple of stride {s}");
     }
-    x.contiguous()?
-        .reshape((b, c, h / s, s, w / s, s))?
-        .narrow(3, 0, 1)?
-        .narrow(5, 0, 1)?
-        .reshape((b, c, h / s, w / s))
+    x.contiguous()?.reshape((b, c, h / s, s, w / s, s))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((b, c, h / s, w / s))
 }

@@ -56,7 +56,7 @@ impl BlockSpec {
 impl ResNetConfig {
     /// The classic CIFAR ResNet of the given depth (20, 32, 44, 56, 110, ...), option A.
     pub fn cifar(depth: usize, in_channels: usize, num_classes: usize) -> Result<Self, ModelError> {
-        if depth < 8 || (depth - 2) % 6 != 0 {
+        if depth < 8 || !(depth - 2).is_multiple_of(6) {
             return Err(ModelError::BadConfig(format!("depth {depth} is not 6n+2 with n >= 1")));
         }
         let cfg = ResNetConfig {
@@ -98,7 +98,7 @@ impl ResNetConfig {
             // Option A pads (planes - in_planes) channels, half on each side, as planes/4 each
             // side in the reference code: it only works when each stage doubles the width.
             for s in 1..3 {
-                if self.widths[s] != 2 * self.widths[s - 1] || self.widths[s] % 4 != 0 {
+                if self.widths[s] != 2 * self.widths[s - 1] || !self.widths[s].is_multiple_of(4) {
                     return bad(format!(
                         "option-A shortcuts need each stage to double a width divisible by 4, got {:?}",
                         self.widths

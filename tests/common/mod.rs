@@ -1,33 +1,41 @@
-//! Helpers shared by the integration tests: where `../shared` is, and how to skip loudly.
+//! Helpers shared by the integration tests of every package (host-tools' tests include this file
+//! too): where the real data is, and how to skip loudly when it is absent.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// `../shared` seen from the workspace root, if present. When it is absent the test is skipped
-/// with a message on stderr; under CI (`CI` set) absence is a failure, never a silent pass.
-pub fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if dir.join("README.md").exists() {
+/// The workspace root: the nearest folder above the package that holds `Cargo.lock`.
+fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() && dir.pop() {}
+    dir
+}
+
+/// `dir` if `probe` exists in it. Otherwise the test is skipped with a message on stderr, and
+/// under CI (`CI` set) absence is a failure: never a silent pass.
+fn require(dir: PathBuf, probe: &str, how: &str) -> Option<PathBuf> {
+    if dir.join(probe).exists() {
         return Some(dir);
     }
     if std::env::var_os("CI").is_some() {
-        panic!("../shared is missing but CI is set: the real-data tests cannot run");
+        panic!("{} is missing but CI is set: {how}", dir.display());
     }
-    eprintln!("SKIPPED: {} is absent; this test needs the shared models and data", dir.display());
+    eprintln!("SKIPPED: {} is absent ({how})", dir.display());
     None
 }
 
-/// Fashion-MNIST from Debian's `dataset-fashion-mnist`, if installed (skips loudly otherwise).
+/// `../shared` beside the workspace: the pretrained models and CIFAR-10.
+pub fn shared() -> Option<PathBuf> {
+    require(workspace_root().join("../shared"), "README.md", "the real-data tests need the shared models and data")
+}
+
+/// Fashion-MNIST from Debian's `dataset-fashion-mnist`.
 pub fn fashion_mnist() -> Option<PathBuf> {
-    let dir = PathBuf::from("/usr/share/datasets/fashion-mnist");
-    if dir.join("train-images-idx3-ubyte.gz").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("Fashion-MNIST is missing but CI is set: .ci/run must `apt-get install dataset-fashion-mnist`");
-    }
-    eprintln!("SKIPPED: {} is absent (apt-get install dataset-fashion-mnist)", dir.display());
-    None
+    require(
+        PathBuf::from("/usr/share/datasets/fashion-mnist"),
+        "t10k-images-idx3-ubyte.gz",
+        "apt-get install dataset-fashion-mnist",
+    )
 }
 
 pub const CIFAR10_CLASSES: [&str; 10] =

@@ -87,7 +87,9 @@ fn rayon_threads() -> usize {
 }
 
 fn ensure_torch(python: &str) -> Result<()> {
-    let ok = |py: &str| Command::new(py).args(["-c", "import torch, numpy, PIL"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = |py: &str| {
+        Command::new(py).args(["-c", "import torch, numpy, PIL"]).output().map(|o| o.status.success()).unwrap_or(false)
+    };
     if ok(python) {
         return Ok(());
     }
@@ -95,7 +97,9 @@ fn ensure_torch(python: &str) -> Result<()> {
     if root && python == DEBIAN_PYTHON {
         eprintln!("PyTorch is absent: installing Debian's python3-torch (apt-get) ...");
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        let _ = Command::new("apt-get").args(["install", "-y", "-qq", "python3-torch", "python3-numpy", "python3-pil"]).status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "python3-torch", "python3-numpy", "python3-pil"])
+            .status();
         if ok(python) {
             return Ok(());
         }
@@ -109,8 +113,10 @@ fn pytorch_side(a: &Args) -> Result<serde_json::Value> {
     std::fs::write(&script, PYTORCH_SCRIPT).with_context(|| script.display().to_string())?;
     let mut cmd = Command::new(&a.python);
     cmd.arg(&script)
-        .arg("--model").arg(&a.model)
-        .arg("--data").arg(&a.data)
+        .arg("--model")
+        .arg(&a.model)
+        .arg("--data")
+        .arg(&a.data)
         .args(["--split", if a.split == Split::Test { "test" } else { "train" }])
         .args(["--batch", &a.batch.to_string(), "--batch1-iters", &a.batch1_iters.to_string()])
         // Same number of threads on both sides (torch 1.13 defaults to one here).
@@ -138,8 +144,8 @@ pub fn run(a: Args) -> Result<()> {
     for (label, ours_key, theirs_key) in [
         ("images/s, forward (batch)", "images_per_second_forward", "images_per_second_forward"),
         ("images/s, end to end (decode+fwd)", "images_per_second_end_to_end", "images_per_second_end_to_end"),
-        ("decode seconds", "decode_seconds", "decode_seconds"),
-        ("batch-1 latency ms (median)", "batch1_ms", "batch1_ms"),
+        ("decode seconds (lower is better)", "decode_seconds", "decode_seconds"),
+        ("batch-1 ms, median (lower better)", "batch1_ms", "batch1_ms"),
         // Debian's torch sends batch-1 convolutions to reference BLAS; the script also times
         // them forced through oneDNN, PyTorch's fast path, which is the fair baseline.
         ("batch-1 ms vs PyTorch+oneDNN", "batch1_ms", "batch1_ms_onednn"),
@@ -148,7 +154,12 @@ pub fn run(a: Args) -> Result<()> {
         let (x, y) = (f(&ours, ours_key), f(&theirs, theirs_key));
         println!("{label:<34} {x:>12.4} {y:>12.4} {:>8.3}", x / y);
     }
-    println!("(batch {}, {} images, {} threads; ratio = classmod / PyTorch)", a.batch, f(&ours, "n"), f(&ours, "threads"));
+    println!(
+        "(batch {}, {} images, {} threads; ratio = classmod / PyTorch)",
+        a.batch,
+        f(&ours, "n"),
+        f(&ours, "threads")
+    );
     if a.json {
         let ratio = f(&ours, "images_per_second_forward") / f(&theirs, "images_per_second_forward");
         let ratio_e2e = f(&ours, "images_per_second_end_to_end") / f(&theirs, "images_per_second_end_to_end");

@@ -43,7 +43,11 @@ fn ensure_fashion_mnist(dir: &Path) -> Result<()> {
     }
     eprintln!("Fashion-MNIST is absent: installing Debian's dataset-fashion-mnist ...");
     let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-    let ok = Command::new("apt-get").args(["install", "-y", "-qq", "dataset-fashion-mnist"]).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "dataset-fashion-mnist"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if ok && dir.join("train-images-idx3-ubyte.gz").exists() {
         Ok(())
     } else {
@@ -55,7 +59,10 @@ pub fn run(a: Args) -> Result<()> {
     ensure_fashion_mnist(&a.data)?;
     std::fs::create_dir_all(&a.out).map_err(|e| anyhow!("{}: {e}", a.out.display()))?;
     let model = a.out.join("fashion-resnet8.safetensors");
-    eprintln!("classmod demo: train a ResNet-8 on Fashion-MNIST ({} steps), then evaluate it on the test split", a.steps);
+    eprintln!(
+        "classmod demo: train a ResNet-8 on Fashion-MNIST ({} steps), then evaluate it on the test split",
+        a.steps
+    );
     let args = TrainArgs {
         data: a.data.clone(),
         out: model.clone(),
@@ -66,7 +73,7 @@ pub fn run(a: Args) -> Result<()> {
         steps: Some(a.steps),
         epochs: 0.0,
         batch: 64,
-        lr: 0.05,
+        lr: 0.1,
         momentum: 0.9,
         no_nesterov: false,
         weight_decay: 5e-4,

@@ -44,7 +44,13 @@ pub fn run(a: Args) -> Result<()> {
     let pb = progress::bar(data.len() as u64, "eval");
     let r = eval::evaluate(&net, &data, a.batch, &pb).map_err(|e| model_error(&a.model, e))?;
     print!("{}", report::eval_table(&r));
-    println!("({} {} images of {} read in {:.1} s)", data.len(), format!("{:?}", a.split).to_lowercase(), a.data.display(), load_seconds);
+    println!(
+        "({} {} images of {} read in {:.1} s)",
+        data.len(),
+        format!("{:?}", a.split).to_lowercase(),
+        a.data.display(),
+        load_seconds
+    );
     if a.json {
         let mut v = serde_json::to_value(&r)?;
         v["load_seconds"] = load_seconds.into();

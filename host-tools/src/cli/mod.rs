@@ -15,7 +15,11 @@ use classmod_host::import::are_generic;
 use classmod_runtime::{Device, ModelError, ModelFile};
 
 #[derive(Parser)]
-#[command(name = "classmod", version, about = "Decompose trained ResNets into per-class modules and run them on edge devices")]
+#[command(
+    name = "classmod",
+    version,
+    about = "Decompose trained ResNets into per-class modules and run them on edge devices"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,7 +82,14 @@ pub fn read_model(path: &Path, device: &Device) -> Result<ModelFile> {
 
 /// Loads a dataset split for a model with `meta`'s input and classes, optionally a seeded
 /// class-balanced sample of `limit` images.
-pub fn load_data(path: &Path, split: Split, shape: ImageShape, classes: Option<&[String]>, limit: Option<usize>, seed: u64) -> Result<ImageSet> {
+pub fn load_data(
+    path: &Path,
+    split: Split,
+    shape: ImageShape,
+    classes: Option<&[String]>,
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<ImageSet> {
     let classes = classes.filter(|c| !are_generic(c));
     let set = dataset::load(path, split, shape, classes)?;
     Ok(match limit {
@@ -94,7 +105,11 @@ pub fn print_json(v: &serde_json::Value) {
 
 /// The parent directory of `path` exists (so a long run does not fail at its very end).
 pub fn check_output_dir(path: &Path) -> Result<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     if !parent.is_dir() {
         return Err(anyhow!("{}: output directory does not exist", parent.display()));
     }

@@ -99,7 +99,9 @@ pub fn train_and_eval(a: &Args) -> Result<serde_json::Value> {
     check_output_dir(&a.out)?;
     let init = a.init.as_ref().map(|p| read_model(p, &device)).transpose()?;
     let shape = match &init {
-        Some(m) => ImageShape { channels: m.meta.input.channels, height: m.meta.input.height, width: m.meta.input.width },
+        Some(m) => {
+            ImageShape { channels: m.meta.input.channels, height: m.meta.input.height, width: m.meta.input.width }
+        }
         None => dataset::native_shape(&a.data, Split::Train)?,
     };
     let classes = init.as_ref().map(|m| m.meta.class_names.clone());
@@ -116,7 +118,12 @@ pub fn train_and_eval(a: &Args) -> Result<serde_json::Value> {
         }
         train_set.class_names = names.clone();
     }
-    eprintln!("read {} training images of {} in {:.1} s", train_set.len(), a.data.display(), t_load.elapsed().as_secs_f64());
+    eprintln!(
+        "read {} training images of {} in {:.1} s",
+        train_set.len(),
+        a.data.display(),
+        t_load.elapsed().as_secs_f64()
+    );
     let mean_std = match (&a.mean, &a.std) {
         (Some(m), Some(s)) => Some((m.clone(), s.clone())),
         (None, None) => None,
@@ -155,7 +162,11 @@ pub fn train_and_eval(a: &Args) -> Result<serde_json::Value> {
     let (model, tr) = train::train(&mut net, &train_set, &opts, &device, &pb).map_err(|e| model_error(&a.out, e))?;
     eprintln!(
         "trained in {:.1} s ({:.0} images/s); loss {:.3} -> {:.3}; saved {}",
-        tr.seconds, tr.images_per_second, tr.first_loss, tr.last_loss, a.out.display()
+        tr.seconds,
+        tr.images_per_second,
+        tr.first_loss,
+        tr.last_loss,
+        a.out.display()
     );
     let eval_net = ResNet::new(&model, &device)?;
     let test = load_data(&a.data, Split::Test, shape, Some(&model.meta.class_names), a.eval_limit, a.seed)?;

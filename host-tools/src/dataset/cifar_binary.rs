@@ -21,7 +21,12 @@ pub(super) const SHAPE: ImageShape = ImageShape { channels: 3, height: SIDE, wid
 /// CIFAR-10's class count, when `batches.meta.txt` does not list the names.
 const CLASSES: usize = 10;
 
-pub(super) fn load(dir: &Path, split: Split, shape: ImageShape, model: &ModelClasses) -> Result<ImageSet, DatasetError> {
+pub(super) fn load(
+    dir: &Path,
+    split: Split,
+    shape: ImageShape,
+    model: &ModelClasses,
+) -> Result<ImageSet, DatasetError> {
     let files = batch_files(dir, split)?;
     let natural = meta_names(dir)?.unwrap_or_else(|| classes::numeric_names(CLASSES));
 
@@ -84,7 +89,10 @@ fn batch_files(dir: &Path, split: Split) -> Result<Vec<PathBuf>, DatasetError> {
             Split::Train => "data_batch_N.bin",
             Split::Test => "test_batch.bin",
         };
-        return Err(DatasetError::Empty { path: dir.to_path_buf(), hint: format!(" (no {wanted} in this CIFAR-10 folder)") });
+        return Err(DatasetError::Empty {
+            path: dir.to_path_buf(),
+            hint: format!(" (no {wanted} in this CIFAR-10 folder)"),
+        });
     }
     Ok(files)
 }
@@ -99,7 +107,10 @@ fn read_exact_len(path: &Path, len: usize) -> Result<Vec<u8>, DatasetError> {
     })?;
     file.take(len as u64 + 1).read_to_end(&mut bytes).map_err(io_error(path))?;
     if bytes.len() != len {
-        return Err(DatasetError::BadCifar { path: path.to_path_buf(), reason: "file changed while being read".to_string() });
+        return Err(DatasetError::BadCifar {
+            path: path.to_path_buf(),
+            reason: "file changed while being read".to_string(),
+        });
     }
     Ok(bytes)
 }
@@ -153,13 +164,22 @@ mod tests {
         let set = load(t.root(), Split::Test, CIFAR, None).unwrap();
         assert_eq!(set.class_names, s(&["airplane", "automobile", "bird"]));
         let generic = s(&["class0", "class1", "class2"]);
-        assert_eq!(load(t.root(), Split::Test, CIFAR, Some(&generic)).unwrap().class_names, s(&["airplane", "automobile", "bird"]));
+        assert_eq!(
+            load(t.root(), Split::Test, CIFAR, Some(&generic)).unwrap().class_names,
+            s(&["airplane", "automobile", "bird"])
+        );
         let model = s(&["x", "y", "z", "w"]);
         let set = load(t.root(), Split::Test, CIFAR, Some(&model)).unwrap();
         assert_eq!(set.class_names, model);
         assert_eq!(set.labels, vec![1, 2]);
-        assert!(matches!(load(t.root(), Split::Test, CIFAR, Some(&s(&["x", "y"]))), Err(DatasetError::ClassMismatch { .. })));
-        assert!(matches!(load(t.root(), Split::Test, CIFAR, Some(&s(&["class0", "class1"]))), Err(DatasetError::ClassMismatch { .. })));
+        assert!(matches!(
+            load(t.root(), Split::Test, CIFAR, Some(&s(&["x", "y"]))),
+            Err(DatasetError::ClassMismatch { .. })
+        ));
+        assert!(matches!(
+            load(t.root(), Split::Test, CIFAR, Some(&s(&["class0", "class1"]))),
+            Err(DatasetError::ClassMismatch { .. })
+        ));
     }
 
     #[test]
@@ -167,7 +187,9 @@ mod tests {
         let t = TempDir::new("cifar-gray");
         t.write("test_batch.bin", &cifar_records(&[2]));
         let set = load(t.root(), Split::Test, ImageShape { channels: 1, height: 8, width: 8 }, None).unwrap();
-        let want = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb([20, 21, 22]))).to_luma8().as_raw()[0];
+        let want = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb([20, 21, 22])))
+            .to_luma8()
+            .as_raw()[0];
         assert_eq!(set.pixels, vec![want; 64]);
     }
 
@@ -177,7 +199,9 @@ mod tests {
         let mut bytes = cifar_records(&[1, 2]);
         bytes.pop();
         let bad = t.write("test_batch.bin", &bytes);
-        assert!(matches!(load(t.root(), Split::Test, CIFAR, None), Err(DatasetError::BadCifar { path, .. }) if path == bad));
+        assert!(
+            matches!(load(t.root(), Split::Test, CIFAR, None), Err(DatasetError::BadCifar { path, .. }) if path == bad)
+        );
         // No train batches.
         assert!(matches!(load(t.root(), Split::Train, CIFAR, None), Err(DatasetError::Empty { .. })));
         // Empty batch.

@@ -94,7 +94,9 @@ pub(super) fn resolve_numeric(
         if max as usize >= model_len {
             return Err(DatasetError::ClassMismatch {
                 path: path.to_path_buf(),
-                reason: format!("the dataset has label {max}, the model only {model_len} classes (labels 0..{model_len})"),
+                reason: format!(
+                    "the dataset has label {max}, the model only {model_len} classes (labels 0..{model_len})"
+                ),
             });
         }
     }

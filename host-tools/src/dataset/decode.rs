@@ -103,8 +103,7 @@ fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
 
 /// Decodes one PNG or JPEG file's bytes into `out` (`image_len(shape)` bytes, CHW).
 pub(super) fn decode_into(bytes: &[u8], shape: ImageShape, out: &mut [u8]) -> Result<(), String> {
-    let mut reader =
-        ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     match reader.format() {
         Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
         _ => return Err("not a PNG or JPEG image".to_string()),
@@ -144,7 +143,9 @@ pub(super) enum Raw<'a> {
 pub(super) fn raw_into(raw: Raw<'_>, shape: ImageShape, out: &mut [u8]) {
     let same_size = |h: usize, w: usize| h == shape.height && w == shape.width;
     match raw {
-        Raw::Gray { pixels, height, width } if shape.channels == 1 && same_size(height, width) => out.copy_from_slice(pixels),
+        Raw::Gray { pixels, height, width } if shape.channels == 1 && same_size(height, width) => {
+            out.copy_from_slice(pixels)
+        }
         Raw::RgbPlanes { pixels, height, width } if shape.channels == 3 && same_size(height, width) => {
             out.copy_from_slice(pixels)
         }
@@ -256,7 +257,9 @@ mod tests {
         img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg).unwrap();
         let mut out = vec![0; 3 * 64];
         decode_into(&bytes, ImageShape { channels: 3, height: 8, width: 8 }, &mut out).unwrap();
-        assert!((out[0] as i32 - 120).abs() <= 3 && (out[64] as i32 - 60).abs() <= 3 && (out[128] as i32 - 200).abs() <= 3);
+        assert!(
+            (out[0] as i32 - 120).abs() <= 3 && (out[64] as i32 - 60).abs() <= 3 && (out[128] as i32 - 200).abs() <= 3
+        );
     }
 
     #[test]
@@ -283,7 +286,11 @@ mod tests {
         raw_into(Raw::Gray { pixels: &gray, height: 2, width: 2 }, shape, &mut out);
         assert_eq!(out, [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4]);
         let mut out1 = vec![0; 4];
-        raw_into(Raw::Gray { pixels: &gray, height: 2, width: 2 }, ImageShape { channels: 1, height: 2, width: 2 }, &mut out1);
+        raw_into(
+            Raw::Gray { pixels: &gray, height: 2, width: 2 },
+            ImageShape { channels: 1, height: 2, width: 2 },
+            &mut out1,
+        );
         assert_eq!(out1, gray);
         let mut big = vec![0; 3 * 16];
         let flat = [9u8; 12];

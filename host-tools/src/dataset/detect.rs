@@ -30,12 +30,15 @@ pub(super) fn detect(path: &Path) -> Result<Format, DatasetError> {
     if name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar") {
         return Ok(Format::Archive(path.to_path_buf()));
     }
-    let unrecognised = |reason: &str| DatasetError::Unrecognised { path: path.to_path_buf(), reason: reason.to_string() };
+    let unrecognised =
+        |reason: &str| DatasetError::Unrecognised { path: path.to_path_buf(), reason: reason.to_string() };
     if name.contains("idx") && name.contains("ubyte") {
         return Err(unrecognised("an IDX file: pass the directory that holds the train-* and t10k-* files"));
     }
     if name.ends_with(".bin") {
-        return Err(unrecognised("a single file: pass the CIFAR-10 directory that holds data_batch_N.bin and test_batch.bin"));
+        return Err(unrecognised(
+            "a single file: pass the CIFAR-10 directory that holds data_batch_N.bin and test_batch.bin",
+        ));
     }
     // A gzip file with an unusual name may still be a tar.gz.
     let mut magic = [0u8; 2];

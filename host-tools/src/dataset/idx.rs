@@ -24,7 +24,12 @@ const MAX_IMAGE_PIXELS: u64 = 1 << 24;
 /// whose real size is only known once they are decompressed).
 const MAX_TOTAL_BYTES: u64 = 1 << 34;
 
-pub(super) fn load(dir: &Path, split: Split, shape: ImageShape, model: &ModelClasses) -> Result<ImageSet, DatasetError> {
+pub(super) fn load(
+    dir: &Path,
+    split: Split,
+    shape: ImageShape,
+    model: &ModelClasses,
+) -> Result<ImageSet, DatasetError> {
     let images_path = find_images(dir, split)?;
     let labels_path = companion_labels(dir, &images_path)?;
     let images = read_idx(&images_path, 3)?;
@@ -45,9 +50,10 @@ pub(super) fn load(dir: &Path, split: Split, shape: ImageShape, model: &ModelCla
     let class_names = classes::resolve_numeric(dir, natural, max_label, model)?;
 
     let mut pixels = decode::alloc_pixels(dir, n, shape)?;
-    pixels.par_chunks_mut(decode::image_len(shape)).zip(images.data.par_chunks_exact(rows * cols)).for_each(
-        |(out, src)| decode::raw_into(Raw::Gray { pixels: src, height: rows, width: cols }, shape, out),
-    );
+    pixels
+        .par_chunks_mut(decode::image_len(shape))
+        .zip(images.data.par_chunks_exact(rows * cols))
+        .for_each(|(out, src)| decode::raw_into(Raw::Gray { pixels: src, height: rows, width: cols }, shape, out));
     Ok(ImageSet { class_names, shape, pixels, labels })
 }
 
@@ -273,7 +279,10 @@ mod tests {
         let model = s(&["a", "b", "c"]);
         let set = load(t.root(), Split::Test, GRAY, Some(&model)).unwrap();
         assert_eq!(set.class_names, model);
-        assert!(matches!(load(t.root(), Split::Test, GRAY, Some(&s(&["a", "b"]))), Err(DatasetError::ClassMismatch { .. })));
+        assert!(matches!(
+            load(t.root(), Split::Test, GRAY, Some(&s(&["a", "b"]))),
+            Err(DatasetError::ClassMismatch { .. })
+        ));
         let generic = s(&["class0", "class1", "class2", "class3"]);
         assert_eq!(load(t.root(), Split::Test, GRAY, Some(&generic)).unwrap().class_names, s(&["0", "1", "2"]));
     }

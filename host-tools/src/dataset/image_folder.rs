@@ -12,7 +12,12 @@ use super::{io_error, is_image_name, DatasetError, ImageSet, ImageShape, Split};
 /// Deepest folder nesting followed inside a class folder (a guard against symlink loops).
 const MAX_DEPTH: usize = 32;
 
-pub(super) fn load(root: &Path, split: Split, shape: ImageShape, model: &ModelClasses) -> Result<ImageSet, DatasetError> {
+pub(super) fn load(
+    root: &Path,
+    split: Split,
+    shape: ImageShape,
+    model: &ModelClasses,
+) -> Result<ImageSet, DatasetError> {
     let dir = split_dir(root, split)?;
     let mut classes: Vec<(String, Vec<PathBuf>)> = Vec::new();
     let mut loose_images = false;

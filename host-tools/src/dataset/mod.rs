@@ -82,7 +82,12 @@ pub enum DatasetError {
 /// class that is not among them is an error). Without them (or when they are the generic
 /// `class0`, `class1`, ... of an unnamed import) folder names are sorted; IDX and CIFAR binary
 /// files have numeric labels whose names are `0`, `1`, ... (CIFAR-10: `batches.meta.txt`).
-pub fn load(path: &Path, split: Split, shape: ImageShape, class_names: Option<&[String]>) -> Result<ImageSet, DatasetError> {
+pub fn load(
+    path: &Path,
+    split: Split,
+    shape: ImageShape,
+    class_names: Option<&[String]>,
+) -> Result<ImageSet, DatasetError> {
     decode::check_shape(path, shape)?;
     let model = classes::ModelClasses::new(class_names);
     match detect::detect(path)? {

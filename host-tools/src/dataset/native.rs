@@ -14,7 +14,8 @@ pub(super) fn native_shape(path: &Path, split: Split) -> Result<ImageShape, Data
         }
         Format::ImageFolder(dir) => {
             let file = image_folder::first_image(&dir, split)?;
-            let bytes = std::fs::read(&file).map_err(|e| DatasetError::BadImage { path: file.clone(), reason: format!("cannot read: {e}") })?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| DatasetError::BadImage { path: file.clone(), reason: format!("cannot read: {e}") })?;
             decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: file, reason })
         }
         Format::Archive(file) => {
@@ -27,17 +28,25 @@ pub(super) fn native_shape(path: &Path, split: Split) -> Result<ImageShape, Data
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::fixtures::{cifar_records, gzip, idx_images, idx_labels, png_bytes, rgb_pattern, tar_gz, TempDir};
+    use crate::dataset::fixtures::{
+        cifar_records, gzip, idx_images, idx_labels, png_bytes, rgb_pattern, tar_gz, TempDir,
+    };
 
     #[test]
     fn shapes_of_each_format() {
         let t = TempDir::new("native");
         t.write("cifar/test_batch.bin", &cifar_records(&[1]));
-        assert_eq!(native_shape(&t.path("cifar"), Split::Test).unwrap(), ImageShape { channels: 3, height: 32, width: 32 });
+        assert_eq!(
+            native_shape(&t.path("cifar"), Split::Test).unwrap(),
+            ImageShape { channels: 3, height: 32, width: 32 }
+        );
 
         t.write("idx/train-images-idx3-ubyte.gz", &gzip(&idx_images(1, 28, 27, &[0; 28 * 27])));
         t.write("idx/train-labels-idx1-ubyte.gz", &gzip(&idx_labels(&[0])));
-        assert_eq!(native_shape(&t.path("idx"), Split::Train).unwrap(), ImageShape { channels: 1, height: 28, width: 27 });
+        assert_eq!(
+            native_shape(&t.path("idx"), Split::Train).unwrap(),
+            ImageShape { channels: 1, height: 28, width: 27 }
+        );
         assert!(matches!(native_shape(&t.path("idx"), Split::Test), Err(DatasetError::Empty { .. })));
 
         let gray = image::GrayImage::new(5, 6);
@@ -45,10 +54,19 @@ mod tests {
         gray.write_to(&mut std::io::Cursor::new(&mut gray_png), image::ImageFormat::Png).unwrap();
         t.write("folder/train/a/1.png", &gray_png);
         t.write("folder/test/a/1.png", &png_bytes(&rgb_pattern(7, 3, 0)));
-        assert_eq!(native_shape(&t.path("folder"), Split::Train).unwrap(), ImageShape { channels: 1, height: 6, width: 5 });
-        assert_eq!(native_shape(&t.path("folder"), Split::Test).unwrap(), ImageShape { channels: 3, height: 3, width: 7 });
+        assert_eq!(
+            native_shape(&t.path("folder"), Split::Train).unwrap(),
+            ImageShape { channels: 1, height: 6, width: 5 }
+        );
+        assert_eq!(
+            native_shape(&t.path("folder"), Split::Test).unwrap(),
+            ImageShape { channels: 3, height: 3, width: 7 }
+        );
 
-        let archive = t.write("a.tar.gz", &tar_gz(&[("x/train/a/1.png", gray_png.clone()), ("x/test/a/1.png", png_bytes(&rgb_pattern(7, 3, 0)))]));
+        let archive = t.write(
+            "a.tar.gz",
+            &tar_gz(&[("x/train/a/1.png", gray_png.clone()), ("x/test/a/1.png", png_bytes(&rgb_pattern(7, 3, 0)))]),
+        );
         assert_eq!(native_shape(&archive, Split::Test).unwrap(), ImageShape { channels: 3, height: 3, width: 7 });
         assert_eq!(native_shape(&archive, Split::Train).unwrap(), ImageShape { channels: 1, height: 6, width: 5 });
 

@@ -22,12 +22,21 @@ struct Entry {
     bytes: Vec<u8>,
 }
 
-pub(super) fn load(archive: &Path, split: Split, shape: ImageShape, model: &ModelClasses) -> Result<ImageSet, DatasetError> {
+pub(super) fn load(
+    archive: &Path,
+    split: Split,
+    shape: ImageShape,
+    model: &ModelClasses,
+) -> Result<ImageSet, DatasetError> {
     let scan = scan(archive, split)?;
     let entries = if scan.saw_split_layout { scan.split_entries } else { scan.unsplit_entries.into_classes() };
     if entries.is_empty() {
         let hint = if scan.saw_split_layout {
-            format!(" for the {} split (the archive has no {} folder with images)", split_name(split), split_name(split))
+            format!(
+                " for the {} split (the archive has no {} folder with images)",
+                split_name(split),
+                split_name(split)
+            )
         } else if scan.saw_other_dataset {
             " (it holds CIFAR-10 binary or IDX files: unpack it and pass the folder)".to_string()
         } else {

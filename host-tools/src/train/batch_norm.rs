@@ -27,7 +27,11 @@ pub fn batch_stats(x: &[f32], b: usize, c: usize, hw: usize) -> (Vec<f64>, Vec<f
 
 /// Normalises `x` (NCHW) with its batch statistics, then scales by `gamma` and shifts by `beta`.
 /// Returns the output and the batch mean and biased variance (for the running statistics).
-pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> candle_core::Result<(Tensor, Vec<f64>, Vec<f64>)> {
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+) -> candle_core::Result<(Tensor, Vec<f64>, Vec<f64>)> {
     let (b, c, h, w) = x.dims4()?;
     let data = x.flatten_all()?.to_vec1::<f32>()?;
     let (mean, var) = batch_stats(&data, b, c, h * w);

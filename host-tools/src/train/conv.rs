@@ -78,13 +78,25 @@ impl CustomOp2 for SameConv {
         "classmod-same-conv2d"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w) = (tensor_of(s1, l1)?, tensor_of(s2, l2)?);
         let y = conv::conv2d(&x, &w, w.dim(3)? / 2, self.stride)?;
         Ok((storage_of(&y)?, y.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (batch, in_channels, height, width) = x.dims4()?;
         let (o, _, k, _) = w.dims4()?;
         let geo = ConvGeometry { batch, in_channels, height, width, kernel: k, stride: self.stride, padding: k / 2 };
@@ -92,7 +104,8 @@ impl CustomOp2 for SameConv {
         let ckk = in_channels * k * k;
         let dev = x.device();
         // The output gradient as one (o, batch*ho*wo) matrix, the layout of the forward GEMM.
-        let gm = g.detach().reshape((batch, o, ho * wo))?.transpose(0, 1)?.contiguous()?.reshape((o, batch * ho * wo))?;
+        let gm =
+            g.detach().reshape((batch, o, ho * wo))?.transpose(0, 1)?.contiguous()?.reshape((o, batch * ho * wo))?;
         let wm = w.detach().reshape((o, ckk))?;
         // dL/dx = col2im(W^T g)
         let gcols = wm.t()?.matmul(&gm)?.flatten_all()?.to_vec1::<f32>()?;

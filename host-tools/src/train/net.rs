@@ -125,8 +125,10 @@ impl TrainableResNet {
                 let unbiased: Vec<f32> = var.iter().map(|v| (v * m / (m - 1.0).max(1.0)) as f32).collect();
                 let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
                 let dev = y.device();
-                let rm = ((&self.running[&mk] * (1.0 - BN_MOMENTUM))? + (Tensor::from_vec(mean, c, dev)? * BN_MOMENTUM)?)?;
-                let rv = ((&self.running[&vk] * (1.0 - BN_MOMENTUM))? + (Tensor::from_vec(unbiased, c, dev)? * BN_MOMENTUM)?)?;
+                let rm =
+                    ((&self.running[&mk] * (1.0 - BN_MOMENTUM))? + (Tensor::from_vec(mean, c, dev)? * BN_MOMENTUM)?)?;
+                let rv = ((&self.running[&vk] * (1.0 - BN_MOMENTUM))?
+                    + (Tensor::from_vec(unbiased, c, dev)? * BN_MOMENTUM)?)?;
                 updates.push((mk, rm));
                 updates.push((vk, rv));
                 Ok(out)
@@ -155,7 +157,9 @@ impl TrainableResNet {
         let mut x = self.conv_bn(x, "conv1", "bn1", 1, updates.as_deref_mut())?.relu()?;
         for b in arch.blocks() {
             let p = b.prefix();
-            let h = self.conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride, updates.as_deref_mut())?.relu()?;
+            let h = self
+                .conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride, updates.as_deref_mut())?
+                .relu()?;
             let h = self.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, updates.as_deref_mut())?;
             let short = match (b.changes_shape(), arch.shortcut) {
                 (false, _) => x,

@@ -65,7 +65,8 @@ mod tests {
     #[test]
     fn matches_pytorch_nesterov_rule() -> Result<()> {
         let p = Var::new(&[1.0f64], &Device::Cpu)?;
-        let mut opt = Sgd::new(vec![p.clone()], SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.1 });
+        let mut opt =
+            Sgd::new(vec![p.clone()], SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.1 });
         let want = [0.601, 0.191101];
         for w in want {
             let loss = p.as_tensor().sqr()?.sum_all()?;
