@@ -7,16 +7,24 @@
 //! no image decoding, no datasets and no training: `classmod-host` builds those on top.
 
 pub mod atomic_file;
+pub mod class_module;
+pub mod compose;
 pub mod conv;
 pub mod error;
 pub mod input_spec;
 pub mod model_file;
+pub mod module_file;
+pub mod module_group;
+pub mod node_mask;
 pub mod resnet;
 pub mod resnet_config;
 
 pub use candle_core::{DType, Device, Tensor};
+pub use class_module::{ClassId, ClassModule, ModuleHead, ModuleKind};
 pub use error::ModelError;
 pub use input_spec::InputSpec;
 pub use model_file::{ModelFile, ModelMeta};
+pub use module_group::{ModuleGroup, ModuleOutputs};
+pub use node_mask::{NodeMask, SiteMask};
 pub use resnet::ResNet;
 pub use resnet_config::{ResNetConfig, Shortcut};

@@ -95,7 +95,7 @@ impl ModelMeta {
 
 /// serde_json cannot fail on our plain data types (no maps with non-string keys, no NaN floats
 /// after validation); this keeps that fact in one place.
-fn json<T: Serialize>(value: &T) -> String {
+pub(crate) fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
 

@@ -198,7 +198,12 @@ impl ResNet {
     /// Logits, with `hook` called at every ReLU site.
     pub fn forward_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor, ModelError> {
         let feats = self.features_hooked(x, hook)?;
-        Ok(feats.matmul(&self.linear_wt)?.broadcast_add(&self.linear_b)?)
+        self.linear(&feats)
+    }
+
+    /// The classifier layer: logits `(batch, classes)` of pooled features `(batch, widths[2])`.
+    pub fn linear(&self, features: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(features.matmul(&self.linear_wt)?.broadcast_add(&self.linear_b)?)
     }
 
     /// Globally average-pooled features `(batch, widths[2])`, the input of the linear layer.

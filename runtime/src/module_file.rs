@@ -1,0 +1,189 @@
+//! The on-disk form of a class module until the memory-mapped blob format replaces it: a small
+//! safetensors file holding the node masks (packed bits, `U8`) and the head, whose metadata names
+//! the class, the input spec and the base model file it runs on (by file name and content
+//! digest). The base model is stored once per directory, beside its modules.
+//!
+//! | metadata key | value |
+//! |---|---|
+//! | `classmod.format` / `classmod.version` | `module` / `1` |
+//! | `classmod.class_id`, `classmod.class_name` | the class's output index in its model, its name |
+//! | `classmod.base_file`, `classmod.base_key` | base model file name (same directory), BLAKE3 hex of its bytes |
+//! | `classmod.input` | JSON of the input spec |
+//! | `classmod.head` | `{"kind":"channel","class_index":i}` or `{"kind":"calibrated"}` (tensors `head.weight` F32 [F], `head.bias` F32 [1]) |
+//! | `classmod.sites` | JSON list of `[name, channels, height, width]`, one per ReLU site; tensor `mask.NNN` (U8, packed bits) per site |
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::class_module::{ClassId, ClassModule, ModuleHead, ModuleKind};
+use crate::model_file::json;
+use crate::node_mask::{NodeMask, SiteMask};
+use crate::resnet::ReluSite;
+use crate::{atomic_file, InputSpec, ModelError};
+
+const FORMAT: &str = "module";
+const VERSION: &str = "1";
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum HeadMeta {
+    Channel { class_index: usize },
+    Calibrated,
+}
+
+/// A module as stored, with the name of its base model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModule {
+    pub module: ClassModule,
+    pub base_file: String,
+}
+
+/// BLAKE3 digest (hex) of a base model file's bytes: the compatibility key of its modules.
+pub fn base_key(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+fn bad(key: &'static str, reason: impl Into<String>) -> ModelError {
+    ModelError::BadMetadata { key, reason: reason.into() }
+}
+
+impl StoredModule {
+    pub fn to_bytes(&self, sites: &[ReluSite]) -> Result<Vec<u8>, ModelError> {
+        let m = &self.module;
+        let mask = m.mask();
+        if !mask.matches(sites) {
+            return Err(ModelError::BadConfig("module masks do not fit the given sites".into()));
+        }
+        let head = match &m.head {
+            ModuleHead::Channel { class_index } => HeadMeta::Channel { class_index: *class_index },
+            ModuleHead::Calibrated { .. } => HeadMeta::Calibrated,
+        };
+        let site_meta: Vec<(String, usize, usize, usize)> =
+            sites.iter().map(|s| (s.name.clone(), s.channels, s.height, s.width)).collect();
+        let metadata = HashMap::from([
+            ("classmod.format".to_string(), FORMAT.to_string()),
+            ("classmod.version".to_string(), VERSION.to_string()),
+            ("classmod.class_id".to_string(), m.class_id.0.to_string()),
+            ("classmod.class_name".to_string(), m.class_name.clone()),
+            ("classmod.base_file".to_string(), self.base_file.clone()),
+            ("classmod.base_key".to_string(), m.base_key.clone()),
+            ("classmod.input".to_string(), json(&m.input)),
+            ("classmod.head".to_string(), json(&head)),
+            ("classmod.sites".to_string(), json(&site_meta)),
+        ]);
+        let mut buffers: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = mask
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let b = s.to_bytes();
+                let n = b.len();
+                (format!("mask.{i:03}"), b, Dtype::U8, vec![n])
+            })
+            .collect();
+        if let ModuleHead::Calibrated { weight, bias } = &m.head {
+            buffers.push((
+                "head.weight".into(),
+                weight.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                Dtype::F32,
+                vec![weight.len()],
+            ));
+            buffers.push(("head.bias".into(), bias.to_le_bytes().to_vec(), Dtype::F32, vec![1]));
+        }
+        let views = buffers
+            .iter()
+            .map(|(n, b, d, s)| {
+                Ok((
+                    n.clone(),
+                    TensorView::new(*d, s.clone(), b)
+                        .map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        safetensors::serialize(views, Some(metadata)).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })
+    }
+
+    pub fn write(&self, path: &Path, sites: &[ReluSite]) -> Result<(), ModelError> {
+        let bytes = self.to_bytes(sites)?;
+        atomic_file::write(path, &bytes).map_err(|e| ModelError::io(path, e))
+    }
+
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Parses a module file; any byte string is safe to pass.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+        let md = header.metadata().clone().unwrap_or_default();
+        let get = |key: &'static str| md.get(key).ok_or(ModelError::MissingMetadata { key });
+        if get("classmod.format")? != FORMAT {
+            return Err(bad("classmod.format", format!("`{}` is not `{FORMAT}`", md["classmod.format"])));
+        }
+        if get("classmod.version")? != VERSION {
+            return Err(ModelError::UnsupportedVersion { found: md["classmod.version"].clone(), supported: 1 });
+        }
+        fn parse<T: serde::de::DeserializeOwned>(key: &'static str, s: &str) -> Result<T, ModelError> {
+            serde_json::from_str(s).map_err(|e| bad(key, e.to_string()))
+        }
+        let class_id = get("classmod.class_id")?.parse::<u32>().map_err(|e| bad("classmod.class_id", e.to_string()))?;
+        let input: InputSpec = parse("classmod.input", get("classmod.input")?)?;
+        input.validate()?;
+        let head_meta: HeadMeta = parse("classmod.head", get("classmod.head")?)?;
+        let site_meta: Vec<(String, usize, usize, usize)> = parse("classmod.sites", get("classmod.sites")?)?;
+        let tensor = |name: &str, dtype: Dtype| -> Result<Vec<u8>, ModelError> {
+            let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { name: name.into(), expected: vec![] })?;
+            if t.dtype() != dtype {
+                return Err(ModelError::TensorDtype { name: name.into(), found: format!("{:?}", t.dtype()) });
+            }
+            Ok(t.data().to_vec())
+        };
+        let mut sites = Vec::with_capacity(site_meta.len());
+        for (i, (name, c, h, w)) in site_meta.into_iter().enumerate() {
+            if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none_or(|n| n == 0 || n > 1 << 32) {
+                return Err(bad("classmod.sites", format!("site {name} has an invalid shape {c}x{h}x{w}")));
+            }
+            let site = ReluSite { name, channels: c, height: h, width: w };
+            sites.push(SiteMask::from_bytes(&site, &tensor(&format!("mask.{i:03}"), Dtype::U8)?)?);
+        }
+        let head = match head_meta {
+            HeadMeta::Channel { class_index } => ModuleHead::Channel { class_index },
+            HeadMeta::Calibrated => {
+                let f32s = |b: Vec<u8>| -> Vec<f32> {
+                    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                };
+                let weight = f32s(tensor("head.weight", Dtype::F32)?);
+                let bias = f32s(tensor("head.bias", Dtype::F32)?);
+                let [bias] = bias[..] else {
+                    return Err(ModelError::TensorShape {
+                        name: "head.bias".into(),
+                        expected: vec![1],
+                        found: vec![bias.len()],
+                    });
+                };
+                if weight.iter().chain([&bias]).any(|v| !v.is_finite()) {
+                    return Err(ModelError::NonFinite { name: "head".into() });
+                }
+                ModuleHead::Calibrated { weight, bias }
+            }
+        };
+        Ok(StoredModule {
+            module: ClassModule {
+                class_id: ClassId(class_id),
+                class_name: get("classmod.class_name")?.clone(),
+                base_key: get("classmod.base_key")?.clone(),
+                input,
+                kind: ModuleKind::Mask(NodeMask { sites }),
+                head,
+            },
+            base_file: get("classmod.base_file")?.clone(),
+        })
+    }
+}
