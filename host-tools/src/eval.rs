@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use classmod_runtime::{ModelError, ResNet, Tensor};
+use classmod_runtime::{Device, InputSpec, ModelError, ResNet, Tensor};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -26,6 +26,23 @@ pub struct EvalReport {
     pub per_class: Vec<ClassAccuracy>,
     pub seconds: f64,
     pub images_per_second: f64,
+}
+
+/// The normalised `(n, C, H, W)` tensor of the images at `indices`.
+pub fn batch_tensor(
+    images: &ImageSet,
+    indices: &[usize],
+    spec: &InputSpec,
+    device: &Device,
+) -> Result<Tensor, ModelError> {
+    let per = images.image_len();
+    let mut raw = Vec::with_capacity(indices.len() * per);
+    for &i in indices {
+        raw.extend_from_slice(images.image(i));
+    }
+    let mut x = vec![0f32; raw.len()];
+    spec.normalize_into(&raw, &mut x);
+    Ok(Tensor::from_vec(x, (indices.len(), spec.channels, spec.height, spec.width), device)?)
 }
 
 /// Logits of every image, `len * classes` values, row-major.

@@ -2,7 +2,9 @@
 //! thin CLI over it, and the integration tests call it directly): PyTorch import, datasets,
 //! evaluation, training and the PyTorch speed comparison.
 
+pub mod compose_eval;
 pub mod dataset;
+pub mod decompose;
 pub mod eval;
 pub mod import;
 pub mod progress;

@@ -22,3 +22,22 @@ pub fn eval_table(r: &EvalReport) -> String {
     ));
     s
 }
+
+/// `confusion[true][predicted]` with class names as row labels and class indices as columns.
+pub fn confusion_table(names: &[String], confusion: &[Vec<u32>]) -> String {
+    let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(4);
+    let cell = confusion.iter().flatten().map(|v| v.to_string().len()).max().unwrap_or(1).max(3);
+    let mut s = format!("confusion (rows: true class, columns: predicted)\n{:<w$}", "");
+    for j in 0..names.len() {
+        s.push_str(&format!(" {j:>cell$}"));
+    }
+    s.push('\n');
+    for (i, row) in confusion.iter().enumerate() {
+        s.push_str(&format!("{:<w$}", format!("{i} {}", names[i]).chars().take(w + 3).collect::<String>()));
+        for v in row {
+            s.push_str(&format!(" {v:>cell$}"));
+        }
+        s.push('\n');
+    }
+    s
+}

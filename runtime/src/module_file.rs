@@ -187,3 +187,72 @@ impl StoredModule {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sites() -> Vec<ReluSite> {
+        vec![
+            ReluSite { name: "relu0".into(), channels: 2, height: 4, width: 4 },
+            ReluSite { name: "layer1.0.out".into(), channels: 3, height: 3, width: 3 },
+        ]
+    }
+
+    fn stored(head: ModuleHead) -> StoredModule {
+        let mut mask = NodeMask::ones(&sites());
+        mask.sites[1].set(4, false);
+        StoredModule {
+            module: ClassModule {
+                class_id: ClassId(7),
+                class_name: "horse".into(),
+                base_key: base_key(b"base"),
+                input: InputSpec::cifar10_imagenet_stats(),
+                kind: ModuleKind::Mask(mask),
+                head,
+            },
+            base_file: "base.safetensors".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_both_heads() {
+        for head in [
+            ModuleHead::Channel { class_index: 7 },
+            ModuleHead::Calibrated { weight: vec![0.5, -1.0, 2.0], bias: 0.25 },
+        ] {
+            let s = stored(head);
+            let back = StoredModule::from_bytes(&s.to_bytes(&sites()).unwrap()).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    /// Every truncation is an error; every single-byte change of the header is an error or a
+    /// module, never a panic.
+    #[test]
+    fn corrupted_module_files_are_typed_errors() {
+        let bytes =
+            stored(ModuleHead::Calibrated { weight: vec![0.5, -1.0, 2.0], bias: 0.25 }).to_bytes(&sites()).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(StoredModule::from_bytes(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        for i in 0..header {
+            for v in [0u8, 0xff, bytes[i] ^ 0x01] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                let _ = StoredModule::from_bytes(&b);
+            }
+        }
+    }
+
+    #[test]
+    fn another_format_version_is_refused() {
+        let bytes = stored(ModuleHead::Channel { class_index: 7 }).to_bytes(&sites()).unwrap();
+        let pat = b"\"classmod.version\":\"1\"";
+        let at = bytes.windows(pat.len()).position(|w| w == pat).expect("version in the header");
+        let mut b = bytes.clone();
+        b[at + pat.len() - 2] = b'9';
+        assert!(matches!(StoredModule::from_bytes(&b), Err(ModelError::UnsupportedVersion { .. })));
+    }
+}

@@ -108,6 +108,16 @@ impl ModuleGroup {
         &self.modules
     }
 
+    /// Pooled features and base logits of every module on `x`: `(k*B, F)` and `(k*B, classes)`,
+    /// module-major, from one forward of batch k*B.
+    pub fn features_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
+        let k = self.modules.len().max(1);
+        let xs = if k == 1 { x.clone() } else { x.repeat((k, 1, 1, 1))? };
+        let feats = self.base.features_hooked(&xs, &mut StackedMasks { masks: &self.masks, k })?;
+        let logits = self.base.linear(&feats)?;
+        Ok((feats, logits))
+    }
+
     /// Runs every module on a normalised batch `x` (B, C, H, W) in one forward of batch k*B.
     pub fn run(&self, x: &Tensor) -> Result<ModuleOutputs, ModelError> {
         let k = self.modules.len();
@@ -115,9 +125,7 @@ impl ModuleGroup {
         if k == 0 {
             return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
         }
-        let xs = if k == 1 { x.clone() } else { x.repeat((k, 1, 1, 1))? };
-        let feats = self.base.features_hooked(&xs, &mut StackedMasks { masks: &self.masks, k })?;
-        let logits = self.base.linear(&feats)?;
+        let (feats, logits) = self.features_and_logits(x)?;
         let (feats, logits) = (feats.to_vec2::<f32>()?, logits.to_vec2::<f32>()?);
         let mut pos = Vec::with_capacity(k * batch);
         let mut neg = Vec::with_capacity(k * batch);

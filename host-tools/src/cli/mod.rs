@@ -1,6 +1,8 @@
 //! Command-line flags (clap derive) and dispatch to one file per command.
 
 mod bench;
+mod compose_eval;
+mod decompose;
 mod demo;
 mod eval;
 mod import;
@@ -31,6 +33,10 @@ enum Command {
     Import(import::Args),
     /// Evaluate a model on a dataset: top-1, top-5 and per-class accuracy.
     Eval(eval::Args),
+    /// Decompose a model into one mask module per class.
+    Decompose(decompose::Args),
+    /// Evaluate a classifier composed from modules (one or several models).
+    ComposeEval(compose_eval::Args),
     /// Train (or fine-tune) a CIFAR-style ResNet with SGD.
     Train(train::Args),
     /// Compare inference speed with PyTorch CPU on the same images, in the same minute.
@@ -43,6 +49,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Import(a) => import::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Decompose(a) => decompose::run(a),
+        Command::ComposeEval(a) => compose_eval::run(a),
         Command::Train(a) => train::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),

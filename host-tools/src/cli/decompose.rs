@@ -1,0 +1,122 @@
+//! `classmod decompose`
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use classmod_host::dataset::{ImageShape, Split};
+use classmod_host::decompose::{self, DecomposeOptions, HeadKind};
+use classmod_host::progress;
+use classmod_runtime::module_file::base_key;
+use classmod_runtime::{ModelFile, ResNet};
+
+use super::{load_data, model_error, print_json, PathContext};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    model: PathBuf,
+    /// Training data of the model (its `train` split gives positives and negatives).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory: the base model once, one `*.module.safetensors` per class.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "channel")]
+    head: HeadKind,
+    /// Class names (or output indices) to decompose, comma-separated; default all.
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<String>>,
+    /// Positives per class.
+    #[arg(long, default_value_t = 200)]
+    n_pos: usize,
+    /// Minimum softmax probability of a positive (relaxed, and reported, if too few qualify).
+    #[arg(long, default_value_t = 0.9)]
+    pos_conf: f32,
+    /// CI: keep a node active on at least this fraction of the positives.
+    #[arg(long, default_value_t = 0.5)]
+    keep_rate: f64,
+    /// TI: restore a node active on at least this fraction of the negatives (0 = any).
+    #[arg(long, default_value_t = 0.5)]
+    tangle_rate: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let bytes = std::fs::read(&a.model).at(&a.model)?;
+    let device = classmod_runtime::Device::Cpu;
+    let model = ModelFile::from_bytes(&bytes, &device).map_err(|e| model_error(&a.model, e))?;
+    let names = &model.meta.class_names;
+    let classes = a
+        .classes
+        .as_ref()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    names
+                        .iter()
+                        .position(|n| n == c)
+                        .or_else(|| c.parse::<usize>().ok().filter(|&i| i < names.len()))
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "--classes: `{c}` is neither a class of {} ({}) nor an index",
+                                a.model.display(),
+                                names.join(", ")
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    if !(0.0..=1.0).contains(&a.keep_rate) || a.tangle_rate < 0.0 {
+        return Err(anyhow!("--keep-rate must be in [0, 1] and --tangle-rate at least 0"));
+    }
+    let spec = &model.meta.input;
+    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let train = load_data(&a.data, Split::Train, shape, Some(names), None, a.seed)?;
+    let opts = DecomposeOptions {
+        n_pos: a.n_pos.max(1),
+        pos_conf: a.pos_conf,
+        keep_rate: a.keep_rate,
+        tangle_rate: a.tangle_rate,
+        head: a.head,
+        classes,
+        seed: a.seed,
+        batch: a.batch,
+    };
+    let key = base_key(&bytes);
+    let pb = progress::bar(0, "decompose");
+    let d = decompose::decompose(&model, &key, &train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;
+    pb.finish_and_clear();
+    let sites = ResNet::new(&model, &device)?.relu_sites();
+    let paths = decompose::write(&a.out, &bytes, &sites, &d).map_err(|e| model_error(&a.out, e))?;
+    println!("{:<14} {:>9} {:>9} {:>9} {:>10}  relaxed", "class", "positives", "negatives", "pos_conf", "nodes kept");
+    for r in &d.reports {
+        println!(
+            "{:<14} {:>9} {:>9} {:>9.3} {:>9.1}%  {}",
+            r.class_name,
+            r.positives,
+            r.negatives,
+            r.pos_conf_used,
+            100.0 * r.nodes_kept,
+            if r.relaxed { "yes" } else { "no" }
+        );
+    }
+    println!(
+        "{} modules in {} ({:.1} s); mean nodes kept {:.1}%",
+        paths.len(),
+        a.out.display(),
+        d.seconds,
+        100.0 * d.nodes_kept()
+    );
+    if a.json {
+        print_json(&serde_json::json!({
+            "modules": paths, "nodes_kept": d.nodes_kept(), "seconds": d.seconds, "options": opts, "classes": d.reports,
+        }));
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! `classmod decompose`: a trained model -> one mask module per class (Pan & Rajan's concern
+//! identification, tangling identification and concern modularization; see PRODUCT.md).
+
+pub mod concern;
+pub mod logistic;
+pub mod observe;
+pub mod samples;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use classmod_runtime::module_file::{base_key, StoredModule};
+use classmod_runtime::{ClassId, ClassModule, ModelError, ModelFile, ModuleGroup, ModuleHead, ModuleKind, ResNet};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::dataset::ImageSet;
+use crate::eval::batch_tensor;
+use observe::ActivityCounts;
+
+/// Which binary head the modules get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// The paper's: own logit against the mean of the others.
+    Channel,
+    /// One-vs-rest logistic regression on the module's pooled features.
+    Calibrated,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecomposeOptions {
+    pub n_pos: usize,
+    pub pos_conf: f32,
+    pub keep_rate: f64,
+    pub tangle_rate: f64,
+    pub head: HeadKind,
+    /// Output indices of the classes to decompose; `None` = all.
+    pub classes: Option<Vec<usize>>,
+    pub seed: u64,
+    pub batch: usize,
+}
+
+/// What happened for one class.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassReport {
+    pub class_id: u32,
+    pub class_name: String,
+    pub positives: usize,
+    pub negatives: usize,
+    pub pos_conf_used: f32,
+    pub relaxed: bool,
+    /// Fraction of the base's nodes the module keeps, overall and per ReLU site.
+    pub nodes_kept: f64,
+    pub kept_per_site: Vec<(String, f64)>,
+    pub seconds: f64,
+}
+
+pub struct Decomposition {
+    pub modules: Vec<ClassModule>,
+    pub reports: Vec<ClassReport>,
+    pub seconds: f64,
+}
+
+impl Decomposition {
+    /// Mean fraction of the model's nodes a module keeps.
+    pub fn nodes_kept(&self) -> f64 {
+        self.reports.iter().map(|r| r.nodes_kept).sum::<f64>() / self.reports.len().max(1) as f64
+    }
+}
+
+/// Decomposes `model` using its training images `train` (labels in the model's class order).
+/// `key` identifies the base model file (see [`base_key`]).
+pub fn decompose(
+    model: &ModelFile,
+    key: &str,
+    train: &ImageSet,
+    opts: &DecomposeOptions,
+    progress: &ProgressBar,
+) -> Result<Decomposition, ModelError> {
+    let t0 = Instant::now();
+    let device = classmod_runtime::Device::Cpu;
+    let net = ResNet::new(model, &device)?;
+    let n_classes = net.class_names().len();
+    let wanted: Vec<usize> = opts.classes.clone().unwrap_or_else(|| (0..n_classes).collect());
+    if let Some(&bad) = wanted.iter().find(|&&c| c >= n_classes) {
+        return Err(ModelError::BadConfig(format!("class index {bad} out of range (the model has {n_classes})")));
+    }
+    let samples = samples::choose(&net, train, &wanted, opts.n_pos, opts.pos_conf, opts.seed, progress)?;
+    let sites = net.relu_sites();
+    // Activity of each class's negative draw, shared by every other class's negatives.
+    let draws = samples
+        .iter()
+        .map(|s| observe::count(&net, train, &s.negative_draw, opts.batch))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut modules = Vec::with_capacity(wanted.len());
+    let mut reports = Vec::with_capacity(wanted.len());
+    for &c in &wanted {
+        let tc = Instant::now();
+        let s = &samples[c];
+        if s.positives.is_empty() {
+            return Err(ModelError::BadConfig(format!(
+                "class `{}`: the model classifies none of the {} scanned training images as this class",
+                net.class_names()[c],
+                s.scanned
+            )));
+        }
+        let pos = observe::count(&net, train, &s.positives, opts.batch)?;
+        let mut neg = ActivityCounts {
+            images: 0,
+            sites: sites.iter().map(|x| vec![0; x.channels * x.height * x.width]).collect(),
+        };
+        for (j, d) in draws.iter().enumerate() {
+            if j != c {
+                neg.add(d);
+            }
+        }
+        let mask = concern::node_mask(&sites, &pos, &neg, opts.keep_rate, opts.tangle_rate);
+        let negatives: Vec<usize> = samples
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != c)
+            .flat_map(|(_, s)| s.negative_draw.iter().cloned())
+            .collect();
+        let mut module = ClassModule {
+            class_id: ClassId(c as u32),
+            class_name: net.class_names()[c].clone(),
+            base_key: key.to_string(),
+            input: net.input_spec().clone(),
+            kind: ModuleKind::Mask(mask.clone()),
+            head: ModuleHead::Channel { class_index: c },
+        };
+        if opts.head == HeadKind::Calibrated {
+            module.head = calibrated_head(&net, &module, train, &s.positives, &negatives, opts.batch)?;
+        }
+        reports.push(ClassReport {
+            class_id: c as u32,
+            class_name: module.class_name.clone(),
+            positives: s.positives.len(),
+            negatives: negatives.len(),
+            pos_conf_used: s.pos_conf_used,
+            relaxed: s.relaxed,
+            nodes_kept: mask.kept_fraction(),
+            kept_per_site: sites
+                .iter()
+                .zip(&mask.sites)
+                .map(|(site, m)| (site.name.clone(), m.count_kept() as f64 / m.len() as f64))
+                .collect(),
+            seconds: tc.elapsed().as_secs_f64(),
+        });
+        modules.push(module);
+    }
+    Ok(Decomposition { modules, reports, seconds: t0.elapsed().as_secs_f64() })
+}
+
+/// Fits the calibrated head on the masked module's pooled features of its positives (1) and
+/// negatives (0).
+fn calibrated_head(
+    net: &ResNet,
+    module: &ClassModule,
+    train: &ImageSet,
+    positives: &[usize],
+    negatives: &[usize],
+    batch: usize,
+) -> Result<ModuleHead, ModelError> {
+    let group = ModuleGroup::new(net.clone(), vec![module.clone()])?;
+    let mut features = Vec::with_capacity(positives.len() + negatives.len());
+    let mut labels = Vec::with_capacity(features.capacity());
+    for (set, label) in [(positives, true), (negatives, false)] {
+        for chunk in set.chunks(batch.max(1)) {
+            let x = batch_tensor(train, chunk, net.input_spec(), net.device())?;
+            let (f, _) = group.features_and_logits(&x)?;
+            features.extend(f.to_vec2::<f32>()?);
+            labels.extend(std::iter::repeat_n(label, chunk.len()));
+        }
+    }
+    let (weight, bias) = logistic::fit(&features, &labels, 1e-3);
+    Ok(ModuleHead::Calibrated { weight, bias })
+}
+
+/// File name of a module: `class-007-horse.module.safetensors` (unsafe characters replaced).
+pub fn module_file_name(m: &ClassModule) -> String {
+    let name: String =
+        m.class_name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("class-{:03}-{name}.module.safetensors", m.class_id.0)
+}
+
+/// Writes the base model file (once) and every module into `dir`; returns the module paths.
+pub fn write(
+    dir: &Path,
+    model_bytes: &[u8],
+    net_sites: &[classmod_runtime::resnet::ReluSite],
+    d: &Decomposition,
+) -> Result<Vec<PathBuf>, ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let key = base_key(model_bytes);
+    let base_file = format!("base-{}.safetensors", &key[..16]);
+    let base_path = dir.join(&base_file);
+    classmod_runtime::atomic_file::write(&base_path, model_bytes).map_err(|e| ModelError::io(&base_path, e))?;
+    let mut paths = Vec::new();
+    for m in &d.modules {
+        let p = dir.join(module_file_name(m));
+        StoredModule { module: m.clone(), base_file: base_file.clone() }.write(&p, net_sites)?;
+        paths.push(p);
+    }
+    Ok(paths)
+}

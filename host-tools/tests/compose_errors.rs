@@ -1,0 +1,107 @@
+//! `classmod compose-eval` refuses what cannot be composed, with one clear line and exit code 2:
+//! an empty module set, modules whose input specs differ, a module file of another format
+//! version, a base file that does not match its modules.
+
+mod common;
+
+use std::path::Path;
+
+use classmod_runtime::module_file::{base_key, StoredModule};
+use classmod_runtime::{
+    ClassId, ClassModule, Device, InputSpec, ModelFile, ModelMeta, ModuleHead, ModuleKind, NodeMask, ResNet,
+    ResNetConfig, Shortcut, Tensor,
+};
+
+/// A tiny 1-channel 8x8 base with `mean` as its normalisation, and one all-ones module per class.
+fn module_dir(dir: &Path, mean: f32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let arch =
+        ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::A, in_channels: 1, num_classes: 2 };
+    let tensors = arch
+        .tensor_shapes()
+        .into_iter()
+        .map(|(n, s)| {
+            let len: usize = s.iter().product();
+            (
+                n,
+                Tensor::from_vec((0..len).map(|i| 0.5 + (i % 3) as f32 * 0.1).collect::<Vec<f32>>(), s, &Device::Cpu)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![mean], std: vec![0.5] };
+    let model =
+        ModelFile::new(ModelMeta { arch, input: input.clone(), class_names: vec!["a".into(), "b".into()] }, tensors)
+            .unwrap();
+    let bytes = model.to_bytes().unwrap();
+    std::fs::write(dir.join("base.safetensors"), &bytes).unwrap();
+    let sites = ResNet::new(&model, &Device::Cpu).unwrap().relu_sites();
+    for c in 0..2 {
+        let m = ClassModule {
+            class_id: ClassId(c),
+            class_name: ["a", "b"][c as usize].into(),
+            base_key: base_key(&bytes),
+            input: input.clone(),
+            kind: ModuleKind::Mask(NodeMask::ones(&sites)),
+            head: ModuleHead::Channel { class_index: c as usize },
+        };
+        StoredModule { module: m, base_file: "base.safetensors".into() }
+            .write(&dir.join(format!("class-{c}.module.safetensors")), &sites)
+            .unwrap();
+    }
+}
+
+fn compose(modules: &[&Path], data: &Path) -> std::process::Output {
+    let mut args = vec!["compose-eval".to_string(), "--modules".into()];
+    args.extend(modules.iter().map(|p| p.display().to_string()));
+    args.extend(["--data".into(), data.display().to_string()]);
+    common::classmod(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn fails(o: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+}
+
+#[test]
+fn what_cannot_be_composed_is_refused_clearly() {
+    let dir = common::scratch("compose-errors");
+    let data = dir.join("data");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        image::GrayImage::from_pixel(8, 8, image::Luma([100])).save(data.join(class).join("0.png")).unwrap();
+    }
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    module_dir(&one, 0.5);
+    module_dir(&two, 0.25);
+
+    // A well-formed set composes (the fixture is valid).
+    let ok = compose(&[&one], &data);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails(&compose(&[&empty], &data), "no module files");
+
+    fails(
+        &compose(&[&one.join("class-0.module.safetensors"), &two.join("class-1.module.safetensors")], &data),
+        "different input specs",
+    );
+
+    let m = std::fs::read(one.join("class-1.module.safetensors")).unwrap();
+    let pat = b"\"classmod.version\":\"1\"";
+    let at = m.windows(pat.len()).position(|w| w == pat).unwrap();
+    let mut v2 = m.clone();
+    v2[at + pat.len() - 2] = b'2';
+    let v2_path = dir.join("v2.module.safetensors");
+    std::fs::write(&v2_path, &v2).unwrap();
+    fails(&compose(&[&v2_path], &data), "v2.module.safetensors");
+
+    // The base replaced by another model: refused by its digest.
+    std::fs::copy(two.join("base.safetensors"), one.join("base.safetensors")).unwrap();
+    fails(&compose(&[&one], &data), "does not match");
+    let _ = std::fs::remove_dir_all(dir);
+}
