@@ -7,7 +7,7 @@ mod common;
 use classmod::host::dataset::{self, ImageShape, Split};
 use classmod::host::decompose::{decompose, DecomposeOptions, HeadKind};
 use classmod::host::import::{import_bytes, ImportOptions};
-use classmod::runtime::{Device, InputSpec, NodeMask};
+use classmod::runtime::{InputSpec, NodeMask};
 use indicatif::ProgressBar;
 
 #[test]
