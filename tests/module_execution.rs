@@ -67,9 +67,9 @@ fn all_ones_modules_predict_exactly_what_the_base_predicts() {
         let scores: Vec<f32> = (0..10).map(|m| out.score(m, i)).collect();
         let votes: Vec<bool> = (0..10).map(|m| out.votes(m, i)).collect();
         assert_eq!(predict(&scores, &votes, Rule::Max), base_pred, "image {i}");
-        for m in 0..10 {
+        for (m, &logit) in row.iter().enumerate() {
             // The positive logit is the base's logit of the class, computed in the same pass.
-            assert!((out.pos[m * x.dim(0).unwrap() + i] - row[m]).abs() < 1e-4);
+            assert!((out.pos[m * x.dim(0).unwrap() + i] - logit).abs() < 1e-4);
         }
     }
 }

@@ -18,7 +18,7 @@ impl SiteMask {
     fn with(channels: usize, height: usize, width: usize, fill: bool) -> Self {
         let n = channels * height * width;
         let mut bits = vec![if fill { u64::MAX } else { 0 }; n.div_ceil(64)];
-        if fill && n % 64 != 0 {
+        if fill && !n.is_multiple_of(64) {
             // Bits past the end stay clear so counts and equality only see real nodes.
             *bits.last_mut().expect("n > 0") = (1u64 << (n % 64)) - 1;
         }
@@ -89,7 +89,7 @@ impl SiteMask {
                 n.div_ceil(8)
             )));
         }
-        if n % 8 != 0 && bytes[bytes.len() - 1] >> (n % 8) != 0 {
+        if !n.is_multiple_of(8) && bytes[bytes.len() - 1] >> (n % 8) != 0 {
             return Err(ModelError::BadConfig(format!("mask of site {} sets bits past its last node", site.name)));
         }
         for (i, chunk) in bytes.chunks(8).enumerate() {

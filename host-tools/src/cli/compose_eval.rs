@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use classmod_host::compose_eval::{self, dataset_classes, restrict};
-use classmod_host::dataset::{ImageShape, Split};
+use classmod_host::dataset::ImageShape;
 use classmod_host::{progress, report};
 use classmod_runtime::compose::Rule;
 
-use super::{load_data, print_json, DeviceArg};
+use super::{load_data, print_json, EvalArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuleArg {
@@ -21,27 +21,16 @@ pub struct Args {
     /// Module files, or directories of them (`*.module.safetensors`).
     #[arg(long, num_args = 1.., required = true)]
     modules: Vec<PathBuf>,
-    #[arg(long)]
-    data: PathBuf,
-    #[arg(long, value_enum, default_value = "test")]
-    split: Split,
     #[arg(long, value_enum, default_value = "max")]
     rule: RuleArg,
-    #[arg(long)]
-    limit: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: DeviceArg,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    eval: EvalArgs,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    let a = &args.eval;
     let device = a.device.device()?;
-    let c = compose_eval::load(&a.modules, &device)?;
+    let c = compose_eval::load(&args.modules, &device)?;
     let spec = c.input_spec();
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     let (classes, map) = dataset_classes(&c);
@@ -51,7 +40,7 @@ pub fn run(a: Args) -> Result<()> {
         Some(n) => images.balanced_sample(n, a.seed),
         None => images,
     };
-    let rule = match a.rule {
+    let rule = match args.rule {
         RuleArg::Max => Rule::Max,
         RuleArg::Vote => Rule::Vote,
     };

@@ -3,46 +3,32 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use classmod_host::dataset::{ImageShape, Split};
+use classmod_host::dataset::ImageShape;
 use classmod_host::{eval, progress, report};
 use classmod_runtime::ResNet;
 
-use super::{load_data, model_error, print_json, read_model, DeviceArg};
+use super::{load_data, model_error, print_json, read_model, EvalArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long)]
     model: PathBuf,
-    /// ImageFolder directory, .tar.gz of one, CIFAR-10 binary or IDX directory.
-    #[arg(long)]
-    data: PathBuf,
-    #[arg(long, value_enum, default_value = "test")]
-    split: Split,
-    /// Evaluate a seeded class-balanced sample of N images.
-    #[arg(long)]
-    limit: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Images per forward pass (32 keeps the im2col buffers in cache on small CPUs).
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: DeviceArg,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    eval: EvalArgs,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    let (model_path, a) = (&args.model, &args.eval);
     let device = a.device.device()?;
-    let model = read_model(&a.model, &device)?;
-    let net = ResNet::new(&model, &device).map_err(|e| model_error(&a.model, e))?;
+    let model = read_model(model_path, &device)?;
+    let net = ResNet::new(&model, &device).map_err(|e| model_error(model_path, e))?;
     let spec = net.input_spec();
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     let t0 = std::time::Instant::now();
     let data = load_data(&a.data, a.split, shape, Some(net.class_names()), a.limit, a.seed)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let pb = progress::bar(data.len() as u64, "eval");
-    let r = eval::evaluate(&net, &data, a.batch, &pb).map_err(|e| model_error(&a.model, e))?;
+    let r = eval::evaluate(&net, &data, a.batch, &pb).map_err(|e| model_error(model_path, e))?;
     print!("{}", report::eval_table(&r));
     println!(
         "({} {} images of {} read in {:.1} s)",

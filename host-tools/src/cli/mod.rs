@@ -57,6 +57,28 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The labelled images an evaluation reads, and how it runs (shared by `eval` and `compose-eval`).
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// ImageFolder directory, .tar.gz of one, CIFAR-10 binary or IDX directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: Split,
+    /// Evaluate a seeded class-balanced sample of N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images per forward pass (32 keeps the im2col buffers in cache on small CPUs).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `--device`: where tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceArg {

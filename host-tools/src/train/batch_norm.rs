@@ -9,6 +9,8 @@ use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
 
 use classmod_runtime::resnet_config::BN_EPS;
 
+use super::cpu_storage::contiguous_f32;
+
 /// Per-channel batch mean and biased variance of an NCHW tensor, in f64 for accuracy.
 pub fn batch_stats(x: &[f32], b: usize, c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
     let m = (b * hw) as f64;
@@ -52,13 +54,6 @@ pub fn batch_norm_train(
 
 struct BatchNormTrain;
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("batch norm: non-contiguous input"),
-    }
-}
-
 impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
         "classmod-batch-norm-train"
@@ -73,7 +68,7 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, gamma, beta) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, gamma, beta) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
         let (b, c, h, w) = l1.shape().dims4()?;
         let hw = h * w;
         let (mean, var) = batch_stats(x, b, c, hw);

@@ -5,7 +5,9 @@
 //! plain loops: forward = im2col + matmul (the runtime's CPU convolution), input gradient =
 //! col2im(W^T g), weight gradient = g im2col(x)^T. Other devices keep candle's own backward.
 
-use candle_core::{CpuStorage, CustomOp2, Device, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Device, Layout, Shape, Tensor};
+
+use super::cpu_storage::{storage_of, tensor_of};
 use classmod_runtime::conv::{self, ConvGeometry};
 
 /// `x.conv2d(w, k/2, stride, 1, 1)` with the fast CPU backward.
@@ -19,29 +21,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tens
 /// A "same" convolution (padding k/2, odd k) with the given stride.
 struct SameConv {
     stride: usize,
-}
-
-/// A tensor over a copy of a CPU storage's view (custom ops get raw storage).
-fn tensor_of(s: &CpuStorage, l: &Layout) -> candle_core::Result<Tensor> {
-    let data = s.as_slice::<f32>()?;
-    let t = match l.contiguous_offsets() {
-        Some((a, b)) => Tensor::from_slice(&data[a..b], l.shape(), &Device::Cpu)?,
-        None => candle_core::bail!("train conv: non-contiguous input"),
-    };
-    Ok(t)
-}
-
-fn storage_of(t: &Tensor) -> candle_core::Result<CpuStorage> {
-    let t = t.contiguous()?;
-    let (s, l) = t.storage_and_layout();
-    match &*s {
-        Storage::Cpu(c) => match l.contiguous_offsets() {
-            Some((0, n)) if n == c.as_slice::<f32>()?.len() => Ok(c.clone()),
-            Some((a, b)) => Ok(CpuStorage::F32(c.as_slice::<f32>()?[a..b].to_vec())),
-            None => candle_core::bail!("train conv: non-contiguous output"),
-        },
-        _ => candle_core::bail!("train conv: expected CPU storage"),
-    }
 }
 
 /// The adjoint of [`conv::im2col`]: scatter-adds columns `(c*k*k, batch*ho*wo)` into NCHW.

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod batch_norm;
 pub mod conv;
+pub mod cpu_storage;
 pub mod net;
 pub mod schedule;
 pub mod sgd;
