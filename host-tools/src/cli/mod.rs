@@ -5,6 +5,7 @@ mod compose_eval;
 mod decompose;
 mod demo;
 mod eval;
+mod experiment;
 mod import;
 mod train;
 
@@ -37,6 +38,9 @@ enum Command {
     Decompose(decompose::Args),
     /// Evaluate a classifier composed from modules (one or several models).
     ComposeEval(compose_eval::Args),
+    /// Reproduce the paper's measurements (tables, JSON, SVG charts).
+    #[command(subcommand)]
+    Experiment(experiment::Experiment),
     /// Train (or fine-tune) a CIFAR-style ResNet with SGD.
     Train(train::Args),
     /// Compare inference speed with PyTorch CPU on the same images, in the same minute.
@@ -51,6 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Decompose(a) => decompose::run(a),
         Command::ComposeEval(a) => compose_eval::run(a),
+        Command::Experiment(e) => experiment::run(e),
         Command::Train(a) => train::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),

@@ -78,25 +78,46 @@ pub fn decompose(
     opts: &DecomposeOptions,
     progress: &ProgressBar,
 ) -> Result<Decomposition, ModelError> {
+    let obs = observe(model, key, train, opts, progress)?;
+    obs.modules(train, opts.keep_rate, opts.tangle_rate, opts.head, opts.batch)
+}
+
+/// What observation found: each class's samples and node activity counts. It does not depend on
+/// the CI/TI rates or the head, so a sweep over those observes once.
+pub struct Observation {
+    net: ResNet,
+    key: String,
+    wanted: Vec<usize>,
+    samples: Vec<samples::ClassSamples>,
+    /// Activity over each wanted class's positives (indexed by class).
+    positives: Vec<Option<ActivityCounts>>,
+    /// Activity over each class's negative draw, shared by every other class's negatives.
+    draws: Vec<ActivityCounts>,
+    seconds: f64,
+}
+
+/// Chooses samples and counts node activity (`opts`' rates and head are not used here).
+pub fn observe(
+    model: &ModelFile,
+    key: &str,
+    train: &ImageSet,
+    opts: &DecomposeOptions,
+    progress: &ProgressBar,
+) -> Result<Observation, ModelError> {
     let t0 = Instant::now();
-    let device = classmod_runtime::Device::Cpu;
-    let net = ResNet::new(model, &device)?;
+    let net = ResNet::new(model, &classmod_runtime::Device::Cpu)?;
     let n_classes = net.class_names().len();
     let wanted: Vec<usize> = opts.classes.clone().unwrap_or_else(|| (0..n_classes).collect());
     if let Some(&bad) = wanted.iter().find(|&&c| c >= n_classes) {
         return Err(ModelError::BadConfig(format!("class index {bad} out of range (the model has {n_classes})")));
     }
     let samples = samples::choose(&net, train, &wanted, opts.n_pos, opts.pos_conf, opts.seed, progress)?;
-    let sites = net.relu_sites();
-    // Activity of each class's negative draw, shared by every other class's negatives.
     let draws = samples
         .iter()
         .map(|s| observe::count(&net, train, &s.negative_draw, opts.batch))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut modules = Vec::with_capacity(wanted.len());
-    let mut reports = Vec::with_capacity(wanted.len());
+    let mut positives = vec![None; n_classes];
     for &c in &wanted {
-        let tc = Instant::now();
         let s = &samples[c];
         if s.positives.is_empty() {
             return Err(ModelError::BadConfig(format!(
@@ -105,52 +126,94 @@ pub fn decompose(
                 s.scanned
             )));
         }
-        let pos = observe::count(&net, train, &s.positives, opts.batch)?;
-        let mut neg = ActivityCounts {
-            images: 0,
-            sites: sites.iter().map(|x| vec![0; x.channels * x.height * x.width]).collect(),
-        };
-        for (j, d) in draws.iter().enumerate() {
-            if j != c {
-                neg.add(d);
-            }
-        }
-        let mask = concern::node_mask(&sites, &pos, &neg, opts.keep_rate, opts.tangle_rate);
-        let negatives: Vec<usize> = samples
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != c)
-            .flat_map(|(_, s)| s.negative_draw.iter().cloned())
-            .collect();
-        let mut module = ClassModule {
-            class_id: ClassId(c as u32),
-            class_name: net.class_names()[c].clone(),
-            base_key: key.to_string(),
-            input: net.input_spec().clone(),
-            kind: ModuleKind::Mask(mask.clone()),
-            head: ModuleHead::Channel { class_index: c },
-        };
-        if opts.head == HeadKind::Calibrated {
-            module.head = calibrated_head(&net, &module, train, &s.positives, &negatives, opts.batch)?;
-        }
-        reports.push(ClassReport {
-            class_id: c as u32,
-            class_name: module.class_name.clone(),
-            positives: s.positives.len(),
-            negatives: negatives.len(),
-            pos_conf_used: s.pos_conf_used,
-            relaxed: s.relaxed,
-            nodes_kept: mask.kept_fraction(),
-            kept_per_site: sites
-                .iter()
-                .zip(&mask.sites)
-                .map(|(site, m)| (site.name.clone(), m.count_kept() as f64 / m.len() as f64))
-                .collect(),
-            seconds: tc.elapsed().as_secs_f64(),
-        });
-        modules.push(module);
+        positives[c] = Some(observe::count(&net, train, &s.positives, opts.batch)?);
     }
-    Ok(Decomposition { modules, reports, seconds: t0.elapsed().as_secs_f64() })
+    Ok(Observation {
+        net,
+        key: key.to_string(),
+        wanted,
+        samples,
+        positives,
+        draws,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+impl Observation {
+    /// Seconds spent choosing samples and counting activity.
+    pub fn seconds(&self) -> f64 {
+        self.seconds
+    }
+
+    pub fn base(&self) -> &ResNet {
+        &self.net
+    }
+
+    /// The modules for the given rates and head (CI, TI, CM).
+    pub fn modules(
+        &self,
+        train: &ImageSet,
+        keep_rate: f64,
+        tangle_rate: f64,
+        head: HeadKind,
+        batch: usize,
+    ) -> Result<Decomposition, ModelError> {
+        let t0 = Instant::now();
+        let net = &self.net;
+        let sites = net.relu_sites();
+        let mut modules = Vec::with_capacity(self.wanted.len());
+        let mut reports = Vec::with_capacity(self.wanted.len());
+        for &c in &self.wanted {
+            let tc = Instant::now();
+            let s = &self.samples[c];
+            let pos = self.positives[c].as_ref().expect("observed for every wanted class");
+            let mut neg = ActivityCounts {
+                images: 0,
+                sites: sites.iter().map(|x| vec![0; x.channels * x.height * x.width]).collect(),
+            };
+            for (j, d) in self.draws.iter().enumerate() {
+                if j != c {
+                    neg.add(d);
+                }
+            }
+            let mask = concern::node_mask(&sites, pos, &neg, keep_rate, tangle_rate);
+            let negatives: Vec<usize> = self
+                .samples
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != c)
+                .flat_map(|(_, s)| s.negative_draw.iter().cloned())
+                .collect();
+            let mut module = ClassModule {
+                class_id: ClassId(c as u32),
+                class_name: net.class_names()[c].clone(),
+                base_key: self.key.clone(),
+                input: net.input_spec().clone(),
+                kind: ModuleKind::Mask(mask.clone()),
+                head: ModuleHead::Channel { class_index: c },
+            };
+            if head == HeadKind::Calibrated {
+                module.head = calibrated_head(net, &module, train, &s.positives, &negatives, batch)?;
+            }
+            reports.push(ClassReport {
+                class_id: c as u32,
+                class_name: module.class_name.clone(),
+                positives: s.positives.len(),
+                negatives: negatives.len(),
+                pos_conf_used: s.pos_conf_used,
+                relaxed: s.relaxed,
+                nodes_kept: mask.kept_fraction(),
+                kept_per_site: sites
+                    .iter()
+                    .zip(&mask.sites)
+                    .map(|(site, m)| (site.name.clone(), m.count_kept() as f64 / m.len() as f64))
+                    .collect(),
+                seconds: tc.elapsed().as_secs_f64(),
+            });
+            modules.push(module);
+        }
+        Ok(Decomposition { modules, reports, seconds: self.seconds + t0.elapsed().as_secs_f64() })
+    }
 }
 
 /// Fits the calibrated head on the masked module's pooled features of its positives (1) and
