@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use classmod_host::dataset::{ImageShape, Split};
 use classmod_host::decompose::{DecomposeOptions, HeadKind};
-use classmod_host::experiment::tradeoff;
+use classmod_host::dataset::ImageSet;
+use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
 use classmod_runtime::module_file::base_key;
 use classmod_runtime::ModelFile;
@@ -16,6 +17,107 @@ use super::{load_data, model_error, print_json, PathContext};
 pub enum Experiment {
     /// Nodes kept vs composed accuracy over keep/tangle rates and both heads.
     Tradeoff(TradeoffArgs),
+    /// Intra-model reuse: all two-class subsets and sampled five-class subsets.
+    Reuse(ReuseArgs),
+    /// Inter-model replace: each class's module taken from another model.
+    Replace(ReplaceArgs),
+}
+
+/// Flags shared by the reuse and replace experiments.
+#[derive(clap::Args)]
+pub struct ModuleExperimentArgs {
+    /// The model's dataset: `train` for decomposition, `test` for scoring.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Test images (seeded class-balanced sample); default all.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, value_enum, default_value = "calibrated")]
+    head: HeadKind,
+    #[arg(long, default_value_t = 0.9)]
+    keep_rate: f64,
+    #[arg(long, default_value_t = 0.05)]
+    tangle_rate: f64,
+    #[arg(long, default_value_t = 200)]
+    n_pos: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+impl ModuleExperimentArgs {
+    fn options(&self) -> DecomposeOptions {
+        DecomposeOptions {
+            n_pos: self.n_pos,
+            pos_conf: 0.9,
+            keep_rate: self.keep_rate,
+            tangle_rate: self.tangle_rate,
+            head: self.head,
+            classes: None,
+            seed: self.seed,
+            batch: 32,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ReuseArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// How many seeded five-class subsets.
+    #[arg(long, default_value_t = 30)]
+    fives: usize,
+    #[command(flatten)]
+    common: ModuleExperimentArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ReplaceArgs {
+    /// The model whose modules are replaced.
+    #[arg(long)]
+    model: PathBuf,
+    /// The model the replacements come from (same classes and input spec).
+    #[arg(long)]
+    with: PathBuf,
+    #[command(flatten)]
+    common: ModuleExperimentArgs,
+}
+
+/// A model file's bytes (for its key) and contents.
+fn read(path: &std::path::Path) -> Result<(Vec<u8>, ModelFile)> {
+    let bytes = std::fs::read(path).at(path)?;
+    let model = ModelFile::from_bytes(&bytes, &classmod_runtime::Device::Cpu).map_err(|e| model_error(path, e))?;
+    Ok((bytes, model))
+}
+
+/// Train and test splits for `model`'s input and classes.
+fn splits(model: &ModelFile, data: &std::path::Path, limit: Option<usize>, seed: u64) -> Result<(ImageSet, ImageSet)> {
+    let spec = &model.meta.input;
+    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let names = &model.meta.class_names;
+    Ok((load_data(data, Split::Train, shape, Some(names), None, seed)?, load_data(data, Split::Test, shape, Some(names), limit, seed)?))
+}
+
+/// Writes `NAME.md` and `NAME.json` into `dir` and prints the Markdown.
+fn publish<T: serde::Serialize>(dir: &std::path::Path, name: &str, md: &str, report: &T, json: bool, seconds: f64) -> Result<()> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let w = |ext: &str, bytes: &[u8]| {
+        let p = dir.join(format!("{name}.{ext}"));
+        classmod_runtime::atomic_file::write(&p, bytes).at(&p)
+    };
+    w("md", md.as_bytes())?;
+    w("json", &serde_json::to_vec_pretty(report)?)?;
+    print!("{md}");
+    println!("\nwritten: {}/{name}.{{md,json}} ({seconds:.0} s)", dir.display());
+    if json {
+        let mut v = serde_json::to_value(report)?;
+        v["seconds"] = seconds.into();
+        print_json(&v);
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -51,6 +153,32 @@ pub struct TradeoffArgs {
 pub fn run(e: Experiment) -> Result<()> {
     match e {
         Experiment::Tradeoff(a) => run_tradeoff(a),
+        Experiment::Reuse(a) => {
+            let t0 = std::time::Instant::now();
+            let (bytes, model) = read(&a.model)?;
+            let (train, test) = splits(&model, &a.common.data, a.common.limit, a.common.seed)?;
+            let pb = progress::bar(test.len() as u64, "score");
+            let r = reuse::reuse(&model, &base_key(&bytes), &train, &test, &a.common.options(), a.fives, &pb)?;
+            pb.finish_and_clear();
+            publish(&a.common.out, "reuse", &reuse::reuse_markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
+        }
+        Experiment::Replace(a) => {
+            let t0 = std::time::Instant::now();
+            let (bytes_a, model_a) = read(&a.model)?;
+            let (bytes_b, model_b) = read(&a.with)?;
+            let (train, test) = splits(&model_a, &a.common.data, a.common.limit, a.common.seed)?;
+            let pb = progress::bar(2 * test.len() as u64, "score");
+            let r = reuse::replace(
+                (&model_a, &base_key(&bytes_a)),
+                (&model_b, &base_key(&bytes_b)),
+                &train,
+                &test,
+                &a.common.options(),
+                &pb,
+            )?;
+            pb.finish_and_clear();
+            publish(&a.common.out, "replace", &reuse::replace_markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
+        }
     }
 }
 

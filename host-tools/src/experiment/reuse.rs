@@ -1,0 +1,213 @@
+//! Reuse and replace (the paper's RQ on module reuse), from score tables:
+//! - intra-model reuse: every two-class subset and a seeded sample of five-class subsets,
+//!   composed from one model's modules, against the base restricted to the subset's classes;
+//! - inter-model replace: for each class c, model A's module c replaced by model B's, with the
+//!   change in class c's accuracy and in the overall accuracy.
+
+use classmod_runtime::compose::Rule;
+use classmod_runtime::{ModelError, ModelFile, ModuleGroup};
+use indicatif::ProgressBar;
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::scores::ScoreTable;
+use crate::dataset::ImageSet;
+use crate::decompose::{decompose, DecomposeOptions};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubsetRow {
+    pub classes: Vec<String>,
+    pub n: usize,
+    pub composed: f64,
+    pub base: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReuseReport {
+    pub model: String,
+    pub images: usize,
+    pub options: DecomposeOptions,
+    pub nodes_kept: f64,
+    pub pairs: Vec<SubsetRow>,
+    pub fives: Vec<SubsetRow>,
+}
+
+/// Decomposes `model` with `opts` and scores the modules once over `test`.
+pub fn score_table(model: &ModelFile, key: &str, train: &ImageSet, test: &ImageSet, opts: &DecomposeOptions, progress: &ProgressBar) -> Result<(ScoreTable, f64), ModelError> {
+    let d = decompose(model, key, train, opts, &ProgressBar::hidden())?;
+    let nodes_kept = d.nodes_kept();
+    let group = ModuleGroup::new(classmod_runtime::ResNet::new(model, &classmod_runtime::Device::Cpu)?, d.modules)?;
+    Ok((ScoreTable::compute(&group, test, opts.batch, progress)?, nodes_kept))
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    s / n.max(1) as f64
+}
+
+/// Intra-model reuse. `test` labels are in the model's class order; all classes are decomposed.
+pub fn reuse(model: &ModelFile, key: &str, train: &ImageSet, test: &ImageSet, opts: &DecomposeOptions, fives: usize, progress: &ProgressBar) -> Result<ReuseReport, ModelError> {
+    let (table, nodes_kept) = score_table(model, key, train, test, &DecomposeOptions { classes: None, ..opts.clone() }, progress)?;
+    let names = &model.meta.class_names;
+    let k = names.len();
+    let row = |subset: &[usize]| {
+        let s: Vec<(usize, usize)> = subset.iter().map(|&m| (0, m)).collect();
+        let a = ScoreTable::subset_accuracy(&[&table], &s, Rule::Max);
+        SubsetRow { classes: subset.iter().map(|&m| names[m].clone()).collect(), n: a.n, composed: a.composed, base: a.base }
+    };
+    let pairs = (0..k).flat_map(|a| (a + 1..k).map(move |b| [a, b])).map(|p| row(&p)).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let fives = if k >= 5 {
+        (0..fives)
+            .map(|_| {
+                let mut s = sample(&mut rng, k, 5).into_vec();
+                s.sort();
+                row(&s)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(ReuseReport { model: model.meta.arch.name(), images: test.len(), options: opts.clone(), nodes_kept, pairs, fives })
+}
+
+pub fn reuse_markdown(r: &ReuseReport) -> String {
+    let summary = |rows: &[SubsetRow]| {
+        let d: Vec<f64> = rows.iter().map(|x| 100.0 * (x.composed - x.base)).collect();
+        format!(
+            "{} subsets: composed {:.2} %, restricted base {:.2} %, mean Δ {:+.2} points (min {:+.2}, max {:+.2})",
+            rows.len(),
+            100.0 * mean(rows.iter().map(|x| x.composed)),
+            100.0 * mean(rows.iter().map(|x| x.base)),
+            mean(d.iter().cloned()),
+            d.iter().cloned().fold(f64::INFINITY, f64::min),
+            d.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+        )
+    };
+    let mut s = format!(
+        "# Intra-model reuse: {} ({} test images, {:?} head, keep {} / tangle {}, {:.1} % of nodes kept)\n\n\
+         Paper (Pan & Rajan 2022): reuse loses 2.3 points on average against the restricted model.\n\n\
+         - two-class: {}\n- five-class: {}\n\n| classes | n | composed | base | Δ |\n|---|---|---|---|---|\n",
+        r.model,
+        r.images,
+        r.options.head,
+        r.options.keep_rate,
+        r.options.tangle_rate,
+        100.0 * r.nodes_kept,
+        summary(&r.pairs),
+        summary(&r.fives)
+    );
+    for x in r.pairs.iter().chain(&r.fives) {
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {:+.2} |\n",
+            x.classes.join(", "),
+            x.n,
+            100.0 * x.composed,
+            100.0 * x.base,
+            100.0 * (x.composed - x.base)
+        ));
+    }
+    s
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplaceRow {
+    pub class: String,
+    pub class_before: f64,
+    pub class_after: f64,
+    pub overall_before: f64,
+    pub overall_after: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplaceReport {
+    pub model_a: String,
+    pub model_b: String,
+    pub images: usize,
+    pub options: DecomposeOptions,
+    /// All of A's modules, all of B's, and the two bases (all classes).
+    pub composed_a: f64,
+    pub composed_b: f64,
+    pub base_a: f64,
+    pub base_b: f64,
+    pub rows: Vec<ReplaceRow>,
+}
+
+/// Inter-model replace: models `a` and `b` must have the same classes and input spec.
+#[allow(clippy::too_many_arguments)]
+pub fn replace(
+    a: (&ModelFile, &str),
+    b: (&ModelFile, &str),
+    train: &ImageSet,
+    test: &ImageSet,
+    opts: &DecomposeOptions,
+    progress: &ProgressBar,
+) -> Result<ReplaceReport, ModelError> {
+    if a.0.meta.class_names != b.0.meta.class_names || a.0.meta.input != b.0.meta.input {
+        return Err(ModelError::BadConfig("replace needs two models with the same classes and input spec".into()));
+    }
+    let opts = DecomposeOptions { classes: None, ..opts.clone() };
+    let (ta, _) = score_table(a.0, a.1, train, test, &opts, progress)?;
+    let (tb, _) = score_table(b.0, b.1, train, test, &opts, progress)?;
+    let k = a.0.meta.class_names.len();
+    let all = |src: usize| (0..k).map(|m| (src, m)).collect::<Vec<_>>();
+    let acc = |s: &[(usize, usize)]| ScoreTable::subset_accuracy(&[&ta, &tb], s, Rule::Max);
+    let before = acc(&all(0));
+    let rows = (0..k)
+        .map(|c| {
+            let mut s = all(0);
+            s[c] = (1, c);
+            let after = acc(&s);
+            ReplaceRow {
+                class: a.0.meta.class_names[c].clone(),
+                class_before: before.per_class[c],
+                class_after: after.per_class[c],
+                overall_before: before.composed,
+                overall_after: after.composed,
+            }
+        })
+        .collect();
+    let base_b = ScoreTable::subset_accuracy(&[&tb], &all(0), Rule::Max).base;
+    Ok(ReplaceReport {
+        model_a: a.0.meta.arch.name(),
+        model_b: b.0.meta.arch.name(),
+        images: test.len(),
+        options: opts,
+        composed_a: before.composed,
+        composed_b: acc(&all(1)).composed,
+        base_a: before.base,
+        base_b,
+        rows,
+    })
+}
+
+pub fn replace_markdown(r: &ReplaceReport) -> String {
+    let mut s = format!(
+        "# Inter-model replace: {a}'s module c replaced by {b}'s ({} test images, {:?} head)\n\n\
+         All {a} modules: {:.2} % (base {:.2} %); all {b} modules: {:.2} % (base {:.2} %).\n\n\
+         | class | class top-1 before | after | Δ class | overall before | after | Δ overall |\n|---|---|---|---|---|---|---|\n",
+        r.images,
+        r.options.head,
+        100.0 * r.composed_a,
+        100.0 * r.base_a,
+        100.0 * r.composed_b,
+        100.0 * r.base_b,
+        a = r.model_a,
+        b = r.model_b
+    );
+    for x in &r.rows {
+        s.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:+.2} | {:.2} | {:.2} | {:+.2} |\n",
+            x.class,
+            100.0 * x.class_before,
+            100.0 * x.class_after,
+            100.0 * (x.class_after - x.class_before),
+            100.0 * x.overall_before,
+            100.0 * x.overall_after,
+            100.0 * (x.overall_after - x.overall_before)
+        ));
+    }
+    s
+}
