@@ -114,3 +114,23 @@ fn stacked_execution_equals_separate_masked_forwards() {
     eprintln!("stacked vs separate: max abs difference {max_diff:e}");
     assert!(max_diff < 1e-5, "{max_diff}");
 }
+
+#[test]
+fn modules_that_do_not_fit_the_base_are_refused() {
+    let Some(shared) = common::shared() else { return };
+    let (net, _) = base_and_images(&shared);
+    let sites = net.relu_sites();
+    let bad_heads =
+        [ModuleHead::Channel { class_index: 10 }, ModuleHead::Calibrated { weight: vec![0.0; 63], bias: 0.0 }];
+    for head in bad_heads {
+        assert!(ModuleGroup::new(net.clone(), vec![module(&net, 0, NodeMask::ones(&sites), head)]).is_err());
+    }
+    let mut m = module(&net, 0, NodeMask::ones(&sites), ModuleHead::Channel { class_index: 0 });
+    m.class_id = ClassId(99);
+    assert!(ModuleGroup::new(net.clone(), vec![m]).is_err());
+    let mut short = NodeMask::ones(&sites);
+    short.sites.pop();
+    assert!(
+        ModuleGroup::new(net.clone(), vec![module(&net, 0, short, ModuleHead::Channel { class_index: 0 })]).is_err()
+    );
+}

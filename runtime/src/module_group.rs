@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::class_module::{score, ClassModule};
+use crate::class_module::{score, ClassModule, ModuleHead};
 use crate::resnet::ReluHook;
 use crate::{ModelError, ResNet};
 
@@ -75,6 +75,30 @@ impl ModuleGroup {
                     "module `{}`: its masks do not fit the base network",
                     m.class_name
                 )));
+            }
+            // Indices and sizes from a file are checked here, so execution never indexes out of range.
+            let (classes, features) = (base.config().num_classes, base.config().widths[2]);
+            if m.class_id.0 as usize >= classes {
+                return Err(ModelError::BadConfig(format!(
+                    "module `{}`: class id {} but the base has {classes} classes",
+                    m.class_name, m.class_id.0
+                )));
+            }
+            match &m.head {
+                ModuleHead::Channel { class_index } if *class_index >= classes => {
+                    return Err(ModelError::BadConfig(format!(
+                        "module `{}`: head reads logit {class_index} of {classes}",
+                        m.class_name
+                    )));
+                }
+                ModuleHead::Calibrated { weight, .. } if weight.len() != features => {
+                    return Err(ModelError::BadConfig(format!(
+                        "module `{}`: calibrated head has {} weights for {features} features",
+                        m.class_name,
+                        weight.len()
+                    )));
+                }
+                _ => {}
             }
         }
         let device = base.device().clone();

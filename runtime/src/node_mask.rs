@@ -79,9 +79,9 @@ impl SiteMask {
 
     /// Inverse of [`Self::to_bytes`] for a site of the given shape; padding bits must be zero.
     pub fn from_bytes(site: &ReluSite, bytes: &[u8]) -> Result<Self, ModelError> {
-        let mut m = Self::zeros(site);
-        let n = m.len();
-        if bytes.len() != n.div_ceil(8) {
+        // The length is checked before anything is allocated from the (untrusted) site shape.
+        let n = site.channels.checked_mul(site.height).and_then(|v| v.checked_mul(site.width)).unwrap_or(usize::MAX);
+        if n == usize::MAX || bytes.len() != n.div_ceil(8) {
             return Err(ModelError::BadConfig(format!(
                 "mask of site {} has {} bytes, expected {}",
                 site.name,
@@ -92,6 +92,7 @@ impl SiteMask {
         if !n.is_multiple_of(8) && bytes[bytes.len() - 1] >> (n % 8) != 0 {
             return Err(ModelError::BadConfig(format!("mask of site {} sets bits past its last node", site.name)));
         }
+        let mut m = Self::zeros(site);
         for (i, chunk) in bytes.chunks(8).enumerate() {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
+use classmod_host::dataset::ImageSet;
 use classmod_host::dataset::{ImageShape, Split};
 use classmod_host::decompose::{DecomposeOptions, HeadKind};
-use classmod_host::dataset::ImageSet;
 use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
 use classmod_runtime::module_file::base_key;
@@ -98,11 +98,21 @@ fn splits(model: &ModelFile, data: &std::path::Path, limit: Option<usize>, seed:
     let spec = &model.meta.input;
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     let names = &model.meta.class_names;
-    Ok((load_data(data, Split::Train, shape, Some(names), None, seed)?, load_data(data, Split::Test, shape, Some(names), limit, seed)?))
+    Ok((
+        load_data(data, Split::Train, shape, Some(names), None, seed)?,
+        load_data(data, Split::Test, shape, Some(names), limit, seed)?,
+    ))
 }
 
 /// Writes `NAME.md` and `NAME.json` into `dir` and prints the Markdown.
-fn publish<T: serde::Serialize>(dir: &std::path::Path, name: &str, md: &str, report: &T, json: bool, seconds: f64) -> Result<()> {
+fn publish<T: serde::Serialize>(
+    dir: &std::path::Path,
+    name: &str,
+    md: &str,
+    report: &T,
+    json: bool,
+    seconds: f64,
+) -> Result<()> {
     std::fs::create_dir_all(dir).at(dir)?;
     let w = |ext: &str, bytes: &[u8]| {
         let p = dir.join(format!("{name}.{ext}"));
@@ -177,7 +187,14 @@ pub fn run(e: Experiment) -> Result<()> {
                 &pb,
             )?;
             pb.finish_and_clear();
-            publish(&a.common.out, "replace", &reuse::replace_markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
+            publish(
+                &a.common.out,
+                "replace",
+                &reuse::replace_markdown(&r),
+                &r,
+                a.common.json,
+                t0.elapsed().as_secs_f64(),
+            )
         }
     }
 }
@@ -191,13 +208,8 @@ fn run_tradeoff(a: TradeoffArgs) -> Result<()> {
             Ok((k.trim().parse::<f64>()?, t.trim().parse::<f64>()?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = std::fs::read(&a.model).at(&a.model)?;
-    let model = ModelFile::from_bytes(&bytes, &classmod_runtime::Device::Cpu).map_err(|e| model_error(&a.model, e))?;
-    let spec = &model.meta.input;
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
-    let names = &model.meta.class_names;
-    let train = load_data(&a.data, Split::Train, shape, Some(names), None, a.seed)?;
-    let test = load_data(&a.data, Split::Test, shape, Some(names), a.limit, a.seed)?;
+    let (bytes, model) = read(&a.model)?;
+    let (train, test) = splits(&model, &a.data, a.limit, a.seed)?;
     let opts = DecomposeOptions {
         n_pos: a.n_pos,
         pos_conf: 0.9,

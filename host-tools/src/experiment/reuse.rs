@@ -35,7 +35,14 @@ pub struct ReuseReport {
 }
 
 /// Decomposes `model` with `opts` and scores the modules once over `test`.
-pub fn score_table(model: &ModelFile, key: &str, train: &ImageSet, test: &ImageSet, opts: &DecomposeOptions, progress: &ProgressBar) -> Result<(ScoreTable, f64), ModelError> {
+pub fn score_table(
+    model: &ModelFile,
+    key: &str,
+    train: &ImageSet,
+    test: &ImageSet,
+    opts: &DecomposeOptions,
+    progress: &ProgressBar,
+) -> Result<(ScoreTable, f64), ModelError> {
     let d = decompose(model, key, train, opts, &ProgressBar::hidden())?;
     let nodes_kept = d.nodes_kept();
     let group = ModuleGroup::new(classmod_runtime::ResNet::new(model, &classmod_runtime::Device::Cpu)?, d.modules)?;
@@ -48,14 +55,28 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Intra-model reuse. `test` labels are in the model's class order; all classes are decomposed.
-pub fn reuse(model: &ModelFile, key: &str, train: &ImageSet, test: &ImageSet, opts: &DecomposeOptions, fives: usize, progress: &ProgressBar) -> Result<ReuseReport, ModelError> {
-    let (table, nodes_kept) = score_table(model, key, train, test, &DecomposeOptions { classes: None, ..opts.clone() }, progress)?;
+pub fn reuse(
+    model: &ModelFile,
+    key: &str,
+    train: &ImageSet,
+    test: &ImageSet,
+    opts: &DecomposeOptions,
+    fives: usize,
+    progress: &ProgressBar,
+) -> Result<ReuseReport, ModelError> {
+    let (table, nodes_kept) =
+        score_table(model, key, train, test, &DecomposeOptions { classes: None, ..opts.clone() }, progress)?;
     let names = &model.meta.class_names;
     let k = names.len();
     let row = |subset: &[usize]| {
         let s: Vec<(usize, usize)> = subset.iter().map(|&m| (0, m)).collect();
         let a = ScoreTable::subset_accuracy(&[&table], &s, Rule::Max);
-        SubsetRow { classes: subset.iter().map(|&m| names[m].clone()).collect(), n: a.n, composed: a.composed, base: a.base }
+        SubsetRow {
+            classes: subset.iter().map(|&m| names[m].clone()).collect(),
+            n: a.n,
+            composed: a.composed,
+            base: a.base,
+        }
     };
     let pairs = (0..k).flat_map(|a| (a + 1..k).map(move |b| [a, b])).map(|p| row(&p)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
@@ -70,7 +91,14 @@ pub fn reuse(model: &ModelFile, key: &str, train: &ImageSet, test: &ImageSet, op
     } else {
         Vec::new()
     };
-    Ok(ReuseReport { model: model.meta.arch.name(), images: test.len(), options: opts.clone(), nodes_kept, pairs, fives })
+    Ok(ReuseReport {
+        model: model.meta.arch.name(),
+        images: test.len(),
+        options: opts.clone(),
+        nodes_kept,
+        pairs,
+        fives,
+    })
 }
 
 pub fn reuse_markdown(r: &ReuseReport) -> String {

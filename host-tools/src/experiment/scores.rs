@@ -21,9 +21,15 @@ pub struct ScoreTable {
 
 impl ScoreTable {
     /// Runs `group` over `test`, whose labels index the group's modules.
-    pub fn compute(group: &ModuleGroup, test: &ImageSet, batch: usize, progress: &ProgressBar) -> Result<Self, ModelError> {
+    pub fn compute(
+        group: &ModuleGroup,
+        test: &ImageSet,
+        batch: usize,
+        progress: &ProgressBar,
+    ) -> Result<Self, ModelError> {
         let k = group.modules().len();
-        let (mut scores, mut votes) = (vec![Vec::with_capacity(test.len()); k], vec![Vec::with_capacity(test.len()); k]);
+        let (mut scores, mut votes) =
+            (vec![Vec::with_capacity(test.len()); k], vec![Vec::with_capacity(test.len()); k]);
         let mut base = Vec::with_capacity(test.len());
         let idx: Vec<usize> = (0..test.len()).collect();
         for chunk in idx.chunks(batch.max(1)) {
@@ -65,7 +71,12 @@ impl ScoreTable {
             }
         }
         let f = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        SubsetAccuracy { n, composed: f(composed, n), base: f(base, n), per_class: per_class.iter().map(|&(t, c)| f(c, t)).collect() }
+        SubsetAccuracy {
+            n,
+            composed: f(composed, n),
+            base: f(base, n),
+            per_class: per_class.iter().map(|&(t, c)| f(c, t)).collect(),
+        }
     }
 }
 
@@ -88,7 +99,11 @@ mod tests {
         let a = ScoreTable {
             labels: vec![0, 1, 2, 2],
             scores: vec![vec![0.9, 0.1, 0.2, 0.6], vec![0.2, 0.8, 0.1, 0.1], vec![0.1, 0.3, 0.7, 0.5]],
-            votes: vec![vec![true, false, false, true], vec![false, true, false, false], vec![false, false, true, true]],
+            votes: vec![
+                vec![true, false, false, true],
+                vec![false, true, false, false],
+                vec![false, false, true, true],
+            ],
             base: vec![vec![3.0, 1.0, 0.0], vec![0.0, 2.0, 1.0], vec![0.0, 0.0, 1.0], vec![2.0, 0.0, 1.0]],
         };
         let r = ScoreTable::subset_accuracy(&[&a], &[(0, 0), (0, 2)], Rule::Max);
@@ -97,7 +112,12 @@ mod tests {
         assert!((r.composed - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.base - 2.0 / 3.0).abs() < 1e-12);
         // Swap in another model's module for class 2 that is surer on image 3.
-        let mut b = ScoreTable { labels: a.labels.clone(), scores: a.scores.clone(), votes: a.votes.clone(), base: a.base.clone() };
+        let mut b = ScoreTable {
+            labels: a.labels.clone(),
+            scores: a.scores.clone(),
+            votes: a.votes.clone(),
+            base: a.base.clone(),
+        };
         b.scores[2][3] = 0.95;
         let r = ScoreTable::subset_accuracy(&[&a, &b], &[(0, 0), (1, 2)], Rule::Max);
         assert!((r.composed - 1.0).abs() < 1e-12);
