@@ -7,9 +7,8 @@ use classmod_host::dataset::{ImageShape, Split};
 use classmod_host::decompose::{self, DecomposeOptions, HeadKind};
 use classmod_host::progress;
 use classmod_runtime::module_file::base_key;
-use classmod_runtime::{ModelFile, ResNet};
 
-use super::{load_data, model_error, print_json, PathContext};
+use super::{load_data, model_error, print_json, read_model_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,9 +48,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let bytes = std::fs::read(&a.model).at(&a.model)?;
-    let device = classmod_runtime::Device::Cpu;
-    let model = ModelFile::from_bytes(&bytes, &device).map_err(|e| model_error(&a.model, e))?;
+    let (bytes, model) = read_model_bytes(&a.model)?;
     let names = &model.meta.class_names;
     let classes = a
         .classes
@@ -94,8 +91,7 @@ pub fn run(a: Args) -> Result<()> {
     let pb = progress::bar(0, "decompose");
     let d = decompose::decompose(&model, &key, &train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;
     pb.finish_and_clear();
-    let sites = ResNet::new(&model, &device)?.relu_sites();
-    let paths = decompose::write(&a.out, &bytes, &sites, &d).map_err(|e| model_error(&a.out, e))?;
+    let paths = decompose::write(&a.out, &bytes, &d).map_err(|e| model_error(&a.out, e))?;
     println!("{:<14} {:>9} {:>9} {:>9} {:>10}  relaxed", "class", "positives", "negatives", "pos_conf", "nodes kept");
     for r in &d.reports {
         println!(

@@ -11,7 +11,7 @@ use classmod_host::progress;
 use classmod_runtime::module_file::base_key;
 use classmod_runtime::ModelFile;
 
-use super::{load_data, model_error, print_json, PathContext};
+use super::{load_data, print_json, read_model_bytes, PathContext};
 
 #[derive(clap::Subcommand)]
 pub enum Experiment {
@@ -86,13 +86,6 @@ pub struct ReplaceArgs {
     common: ModuleExperimentArgs,
 }
 
-/// A model file's bytes (for its key) and contents.
-fn read(path: &std::path::Path) -> Result<(Vec<u8>, ModelFile)> {
-    let bytes = std::fs::read(path).at(path)?;
-    let model = ModelFile::from_bytes(&bytes, &classmod_runtime::Device::Cpu).map_err(|e| model_error(path, e))?;
-    Ok((bytes, model))
-}
-
 /// Train and test splits for `model`'s input and classes.
 fn splits(model: &ModelFile, data: &std::path::Path, limit: Option<usize>, seed: u64) -> Result<(ImageSet, ImageSet)> {
     let spec = &model.meta.input;
@@ -165,7 +158,7 @@ pub fn run(e: Experiment) -> Result<()> {
         Experiment::Tradeoff(a) => run_tradeoff(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
-            let (bytes, model) = read(&a.model)?;
+            let (bytes, model) = read_model_bytes(&a.model)?;
             let (train, test) = splits(&model, &a.common.data, a.common.limit, a.common.seed)?;
             let pb = progress::bar(test.len() as u64, "score");
             let r = reuse::reuse(&model, &base_key(&bytes), &train, &test, &a.common.options(), a.fives, &pb)?;
@@ -174,8 +167,8 @@ pub fn run(e: Experiment) -> Result<()> {
         }
         Experiment::Replace(a) => {
             let t0 = std::time::Instant::now();
-            let (bytes_a, model_a) = read(&a.model)?;
-            let (bytes_b, model_b) = read(&a.with)?;
+            let (bytes_a, model_a) = read_model_bytes(&a.model)?;
+            let (bytes_b, model_b) = read_model_bytes(&a.with)?;
             let (train, test) = splits(&model_a, &a.common.data, a.common.limit, a.common.seed)?;
             let pb = progress::bar(2 * test.len() as u64, "score");
             let r = reuse::replace(
@@ -208,7 +201,7 @@ fn run_tradeoff(a: TradeoffArgs) -> Result<()> {
             Ok((k.trim().parse::<f64>()?, t.trim().parse::<f64>()?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let (bytes, model) = read(&a.model)?;
+    let (bytes, model) = read_model_bytes(&a.model)?;
     let (train, test) = splits(&model, &a.data, a.limit, a.seed)?;
     let opts = DecomposeOptions {
         n_pos: a.n_pos,

@@ -115,6 +115,13 @@ pub fn read_model(path: &Path, device: &Device) -> Result<ModelFile> {
     ModelFile::read(path, device).map_err(|e| model_error(path, e))
 }
 
+/// A model file's bytes (for its content key) and its parsed contents, on the CPU.
+pub fn read_model_bytes(path: &Path) -> Result<(Vec<u8>, ModelFile)> {
+    let bytes = std::fs::read(path).at(path)?;
+    let model = ModelFile::from_bytes(&bytes, &Device::Cpu).map_err(|e| model_error(path, e))?;
+    Ok((bytes, model))
+}
+
 /// Loads a dataset split for a model with `meta`'s input and classes, optionally a seeded
 /// class-balanced sample of `limit` images.
 pub fn load_data(

@@ -58,6 +58,8 @@ pub struct ClassReport {
 
 pub struct Decomposition {
     pub modules: Vec<ClassModule>,
+    /// The base network's ReLU sites, which the module masks follow.
+    pub sites: Vec<classmod_runtime::resnet::ReluSite>,
     pub reports: Vec<ClassReport>,
     pub seconds: f64,
 }
@@ -212,7 +214,7 @@ impl Observation {
             });
             modules.push(module);
         }
-        Ok(Decomposition { modules, reports, seconds: self.seconds + t0.elapsed().as_secs_f64() })
+        Ok(Decomposition { modules, sites, reports, seconds: self.seconds + t0.elapsed().as_secs_f64() })
     }
 }
 
@@ -249,12 +251,7 @@ pub fn module_file_name(m: &ClassModule) -> String {
 }
 
 /// Writes the base model file (once) and every module into `dir`; returns the module paths.
-pub fn write(
-    dir: &Path,
-    model_bytes: &[u8],
-    net_sites: &[classmod_runtime::resnet::ReluSite],
-    d: &Decomposition,
-) -> Result<Vec<PathBuf>, ModelError> {
+pub fn write(dir: &Path, model_bytes: &[u8], d: &Decomposition) -> Result<Vec<PathBuf>, ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let key = base_key(model_bytes);
     let base_file = format!("base-{}.safetensors", &key[..16]);
@@ -263,7 +260,7 @@ pub fn write(
     let mut paths = Vec::new();
     for m in &d.modules {
         let p = dir.join(module_file_name(m));
-        StoredModule { module: m.clone(), base_file: base_file.clone() }.write(&p, net_sites)?;
+        StoredModule { module: m.clone(), base_file: base_file.clone() }.write(&p, &d.sites)?;
         paths.push(p);
     }
     Ok(paths)

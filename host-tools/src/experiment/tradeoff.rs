@@ -58,12 +58,15 @@ pub fn run(
             let t0 = Instant::now();
             let d = obs.modules(train, keep_rate, tangle_rate, head, opts.batch)?;
             let build_seconds = t0.elapsed().as_secs_f64();
-            let sites: Vec<String> = obs.base().relu_sites().into_iter().map(|s| s.name).collect();
-            let kept_per_site = sites
+            let kept_per_site = d
+                .sites
                 .iter()
                 .enumerate()
-                .map(|(i, n)| {
-                    (n.clone(), d.reports.iter().map(|r| r.kept_per_site[i].1).sum::<f64>() / d.reports.len() as f64)
+                .map(|(i, site)| {
+                    (
+                        site.name.clone(),
+                        d.reports.iter().map(|r| r.kept_per_site[i].1).sum::<f64>() / d.reports.len() as f64,
+                    )
                 })
                 .collect();
             let k = d.modules.len();
