@@ -1,7 +1,8 @@
 //! `classmod compose-eval`: loads modules (from one or several base models), builds the composed
 //! classifier (one stacked forward per base) and scores it on labelled images: top-1, top-5,
-//! per-class accuracy, confusion matrix, and the base model restricted to the same classes when
-//! all modules come from one base.
+//! per-class accuracy, confusion matrix, and a reference beside them: the base model restricted to
+//! the same classes when all modules come from one base, or, when the bases were trained on
+//! different datasets (one dataset per base), each base on its own dataset's images (per source).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,11 +65,19 @@ pub fn module_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ComposeError> {
 /// The composed classifier: groups of modules, one per base, in composition order.
 pub struct Composition {
     pub groups: Vec<ModuleGroup>,
+    /// The base model file of each group.
+    pub base_files: Vec<PathBuf>,
     /// The composed classes: (group, module index in group), in the order the modules were given.
     pub order: Vec<(usize, usize)>,
 }
 
 impl Composition {
+    /// Every module of `group`, in its order.
+    pub fn of_one_base(group: ModuleGroup, base_file: PathBuf) -> Composition {
+        let order = (0..group.modules().len()).map(|i| (0, i)).collect();
+        Composition { groups: vec![group], base_files: vec![base_file], order }
+    }
+
     pub fn class_names(&self) -> Vec<String> {
         self.order.iter().map(|&(g, m)| self.groups[g].modules()[m].class_name.clone()).collect()
     }
@@ -92,6 +101,7 @@ pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeEr
     let files = module_paths(paths)?;
     let mut bases: BTreeMap<String, (ResNet, Vec<ClassModule>)> = BTreeMap::new();
     let mut base_order: Vec<String> = Vec::new();
+    let mut base_files: Vec<PathBuf> = Vec::new();
     let mut order_keys: Vec<(String, usize)> = Vec::new();
     let mut first: Option<ClassModule> = None;
     for path in &files {
@@ -123,6 +133,7 @@ pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeEr
                 .map_err(|source| ComposeError::Module { path: base_path.clone(), source })?;
             bases.insert(m.base_key.clone(), (ResNet::new(&model, device)?, Vec::new()));
             base_order.push(m.base_key.clone());
+            base_files.push(base_path);
         }
         let entry = bases.get_mut(&m.base_key).expect("inserted above");
         order_keys.push((m.base_key.clone(), entry.1.len()));
@@ -146,11 +157,12 @@ pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeEr
         .into_iter()
         .map(|(k, i)| (base_order.iter().position(|b| *b == k).expect("known base"), i))
         .collect();
-    Ok(Composition { groups, order })
+    Ok(Composition { groups, base_files, order })
 }
 
-/// The class list to read a dataset with (every base's classes, first seen first), and the
-/// composed label of each of those classes (`None` for classes outside the composition).
+/// The class list to read one dataset for all bases with (every base's classes, first seen
+/// first), and the composed label of each of those classes (`None` for classes outside the
+/// composition).
 pub fn dataset_classes(c: &Composition) -> (Vec<String>, Vec<Option<u32>>) {
     let mut all: Vec<String> = Vec::new();
     for g in &c.groups {
@@ -160,6 +172,16 @@ pub fn dataset_classes(c: &Composition) -> (Vec<String>, Vec<Option<u32>>) {
             }
         }
     }
+    with_composed_labels(c, all)
+}
+
+/// As [`dataset_classes`] for the dataset of group `g`'s base alone (bases trained on different
+/// datasets: one dataset per base).
+pub fn source_classes(c: &Composition, g: usize) -> (Vec<String>, Vec<Option<u32>>) {
+    with_composed_labels(c, c.groups[g].base().class_names().to_vec())
+}
+
+fn with_composed_labels(c: &Composition, all: Vec<String>) -> (Vec<String>, Vec<Option<u32>>) {
     let composed = c.class_names();
     let map = all.iter().map(|n| composed.iter().position(|x| x == n).map(|i| i as u32)).collect();
     (all, map)
@@ -186,8 +208,35 @@ pub struct ComposeReport {
     /// The base model restricted to the composed classes (argmax over their logits), on the
     /// same images, when all modules come from one base.
     pub base: Option<EvalReport>,
+    /// Per base, when each base has its own dataset ([`Reference::PerSource`]).
+    pub sources: Vec<SourceReport>,
     /// Mean fraction of the base's nodes the modules keep.
     pub nodes_kept: f64,
+}
+
+/// What the composed classifier is held against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// The single base restricted to the composed classes (no reference with several bases).
+    RestrictedBase,
+    /// The bases were trained on different datasets and each image's label says which: each base
+    /// alone, restricted to its composed classes, on its own images: a classifier told the
+    /// source of every image, which the composition is not.
+    PerSource,
+}
+
+/// The images of one base's classes in an inter-dataset composition.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    pub base: String,
+    pub classes: Vec<String>,
+    pub n: usize,
+    /// The composition on these images.
+    pub composed_top1: f64,
+    /// The base alone, restricted to its composed classes, on these images.
+    pub base_top1: f64,
+    /// Images the composition gave a class of another base.
+    pub crossed: usize,
 }
 
 /// Scores the composition on `images`, whose labels index the composed classes.
@@ -195,15 +244,19 @@ pub fn evaluate(
     c: &Composition,
     images: &ImageSet,
     rule: Rule,
+    reference: Reference,
     batch: usize,
     progress: &ProgressBar,
 ) -> Result<ComposeReport, ComposeError> {
     let t0 = Instant::now();
     let k = c.order.len();
     let spec = c.input_spec().clone();
+    let per_source = reference == Reference::PerSource;
     let mut scores_all: Vec<f32> = Vec::with_capacity(images.len() * k);
     let mut predictions: Vec<usize> = Vec::with_capacity(images.len());
     let mut base_logits: Vec<f32> = Vec::new();
+    // Per source: the restricted base's prediction for each image (a composed class index).
+    let mut source_predictions: Vec<usize> = Vec::new();
     let device = c.groups[0].base().device().clone();
     let idx: Vec<usize> = (0..images.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
@@ -218,7 +271,21 @@ pub fn evaluate(
             ranked[*predictions.last().expect("pushed")] = f32::INFINITY;
             scores_all.extend(ranked);
         }
-        if let Some(base) = c.single_base() {
+        if per_source {
+            let logits = c
+                .groups
+                .iter()
+                .map(|g| g.base().forward(&x)?.to_vec2::<f32>().map_err(ModelError::from))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (i, &image) in chunk.iter().enumerate() {
+                let g = c.order[images.labels[image] as usize].0;
+                let best = (0..k)
+                    .filter(|&j| c.order[j].0 == g)
+                    .map(|j| (j, logits[g][i][c.modules()[j].class_id.0 as usize]))
+                    .fold((usize::MAX, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+                source_predictions.push(best.0);
+            }
+        } else if let Some(base) = c.single_base() {
             let logits = base.forward(&x)?.to_vec2::<f32>().map_err(ModelError::from)?;
             for row in logits {
                 base_logits.extend(c.modules().iter().map(|m| row[m.class_id.0 as usize]));
@@ -234,7 +301,12 @@ pub fn evaluate(
     for (p, &l) in predictions.iter().zip(&images.labels) {
         confusion[l as usize][*p] += 1;
     }
-    let base = c.single_base().map(|_| score(&base_logits, &images.labels, &names, seconds));
+    let base = match reference {
+        Reference::RestrictedBase => c.single_base().map(|_| score(&base_logits, &images.labels, &names, seconds)),
+        Reference::PerSource => None,
+    };
+    let sources =
+        if per_source { source_reports(c, &images.labels, &predictions, &source_predictions) } else { vec![] };
     let nodes_kept = c.modules().iter().map(|m| m.mask().kept_fraction()).sum::<f64>() / k.max(1) as f64;
     Ok(ComposeReport {
         rule: format!("{rule:?}").to_lowercase(),
@@ -242,6 +314,28 @@ pub fn evaluate(
         composed,
         confusion,
         base,
+        sources,
         nodes_kept,
     })
+}
+
+/// Per base: the composition and the base alone on the images of that base's composed classes.
+fn source_reports(c: &Composition, labels: &[u32], composed: &[usize], alone: &[usize]) -> Vec<SourceReport> {
+    let names = c.class_names();
+    let group_of = |class: usize| c.order[class].0;
+    let frac = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    (0..c.groups.len())
+        .map(|g| {
+            let mine: Vec<usize> = (0..labels.len()).filter(|&i| group_of(labels[i] as usize) == g).collect();
+            let right = |p: &[usize]| mine.iter().filter(|&&i| p[i] == labels[i] as usize).count();
+            SourceReport {
+                base: c.base_files[g].display().to_string(),
+                classes: (0..names.len()).filter(|&j| group_of(j) == g).map(|j| names[j].clone()).collect(),
+                n: mine.len(),
+                composed_top1: frac(right(composed), mine.len()),
+                base_top1: frac(right(alone), mine.len()),
+                crossed: mine.iter().filter(|&&i| group_of(composed[i]) != g).count(),
+            }
+        })
+        .collect()
 }

@@ -10,5 +10,6 @@ pub mod experiment;
 pub mod import;
 pub mod plot;
 pub mod progress;
+pub mod recalibrate;
 pub mod report;
 pub mod train;

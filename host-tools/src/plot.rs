@@ -8,6 +8,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// How many series a chart tells apart by colour.
+pub const COLOURS: usize = COLORS.len();
 const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
 
 fn escape(s: &str) -> String {

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
+use anyhow::anyhow;
 use anyhow::Result;
-use classmod_host::compose_eval::{self, dataset_classes, restrict};
-use classmod_host::dataset::ImageShape;
+use classmod_host::compose_eval::{self, dataset_classes, restrict, source_classes, Composition, Reference};
+use classmod_host::dataset::{ImageSet, ImageShape, Split};
+use classmod_host::recalibrate::recalibrate;
 use classmod_host::{progress, report};
 use classmod_runtime::compose::Rule;
 
@@ -23,6 +25,20 @@ pub struct Args {
     modules: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "max")]
     rule: RuleArg,
+    /// Labelled images (ImageFolder, .tar.gz of one, CIFAR-10 binary or IDX directory). Once for
+    /// modules of one dataset; or once per base model, in the order the bases first appear among
+    /// the modules, when the bases were trained on different datasets (inter-dataset reuse: the
+    /// union of their test images is scored, and each base beside it on its own images).
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Refit every module's head (as a calibrated head) against the other composed classes on
+    /// the datasets' training images before scoring: for modules of models trained on different
+    /// datasets, whose heads never saw each other's images. Masks stay as they are.
+    #[arg(long)]
+    recalibrate: bool,
+    /// Training images per class for --recalibrate.
+    #[arg(long, default_value_t = 200)]
+    n_pos: usize,
     #[command(flatten)]
     eval: EvalArgs,
 }
@@ -30,12 +46,16 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let a = &args.eval;
     let device = a.device.device()?;
-    let c = compose_eval::load(&args.modules, &device)?;
+    let mut c = compose_eval::load(&args.modules, &device)?;
     let spec = c.input_spec();
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
-    let (classes, map) = dataset_classes(&c);
-    let all = load_data(&a.data, a.split, shape, Some(&classes), None, a.seed)?;
-    let images = restrict(all, &map, c.class_names());
+    if args.recalibrate {
+        let t0 = std::time::Instant::now();
+        let train = composed_images(&c, &args.data, Split::Train, a.seed, shape)?;
+        recalibrate(&mut c, &train, args.n_pos, a.seed, a.batch)?;
+        eprintln!("heads recalibrated on {} training images in {:.1} s", train.len(), t0.elapsed().as_secs_f64());
+    }
+    let images = composed_images(&c, &args.data, a.split, a.seed, shape)?;
     let images = match a.limit {
         Some(n) => images.balanced_sample(n, a.seed),
         None => images,
@@ -45,11 +65,13 @@ pub fn run(args: Args) -> Result<()> {
         RuleArg::Vote => Rule::Vote,
     };
     let pb = progress::bar(images.len() as u64, "compose");
-    let r = compose_eval::evaluate(&c, &images, rule, a.batch, &pb)?;
+    let reference = if args.data.len() > 1 { Reference::PerSource } else { Reference::RestrictedBase };
+    let r = compose_eval::evaluate(&c, &images, rule, reference, a.batch, &pb)?;
     println!(
-        "composed from {} modules (rule {}), mean nodes kept {:.1}%:",
+        "composed from {} modules (rule {}{}), mean nodes kept {:.1}%:",
         r.modules.len(),
         r.rule,
+        if args.recalibrate { ", heads recalibrated" } else { "" },
         100.0 * r.nodes_kept
     );
     print!("{}", report::eval_table(&r.composed));
@@ -62,11 +84,62 @@ pub fn run(args: Args) -> Result<()> {
             100.0 * (r.composed.top5 - b.top5)
         );
     }
+    for s in &r.sources {
+        println!(
+            "images of {} ({}): {}, composed top-1 {:.2}%, that base alone told the source {:.2}% ({:+.2} points); {} given another base's class",
+            s.base,
+            s.classes.join(", "),
+            s.n,
+            100.0 * s.composed_top1,
+            100.0 * s.base_top1,
+            100.0 * (s.composed_top1 - s.base_top1),
+            s.crossed
+        );
+    }
+    if !r.sources.is_empty() {
+        let n: usize = r.sources.iter().map(|s| s.n).sum();
+        let told = r.sources.iter().map(|s| s.n as f64 * s.base_top1).sum::<f64>() / n.max(1) as f64;
+        println!(
+            "told the source, the bases alone would reach top-1 {:.2}% on these images (composed - told: {:+.2} points)",
+            100.0 * told,
+            100.0 * (r.composed.top1 - told)
+        );
+    }
     print!("{}", report::confusion_table(&r.modules, &r.confusion));
     if a.json {
         let mut v = serde_json::to_value(&r)?;
         v["seconds"] = r.composed.seconds.into();
+        v["recalibrated"] = args.recalibrate.into();
         print_json(&v);
     }
     Ok(())
+}
+
+/// The images of the composed classes, labelled in composition order: one dataset read with every
+/// base's classes, or one dataset per base read with that base's classes, concatenated.
+fn composed_images(c: &Composition, data: &[PathBuf], split: Split, seed: u64, shape: ImageShape) -> Result<ImageSet> {
+    if let [one] = data {
+        let (classes, map) = dataset_classes(c);
+        let all = load_data(one, split, shape, Some(&classes), None, seed)?;
+        return Ok(restrict(all, &map, c.class_names()));
+    }
+    if data.len() != c.groups.len() {
+        let bases: Vec<String> = c.base_files.iter().map(|p| p.display().to_string()).collect();
+        return Err(anyhow!(
+            "{} datasets for {} base models: give one --data for all modules, or one per base in this order: {}",
+            data.len(),
+            c.groups.len(),
+            bases.join(", ")
+        ));
+    }
+    let mut union: Option<ImageSet> = None;
+    for (g, path) in data.iter().enumerate() {
+        let (classes, map) = source_classes(c, g);
+        let set = restrict(load_data(path, split, shape, Some(&classes), None, seed)?, &map, c.class_names());
+        match union.as_mut() {
+            Some(u) => u.append(set),
+            None => union = Some(set),
+        }
+    }
+    Ok(union.expect("at least two datasets"))
 }

@@ -13,6 +13,9 @@ use super::{load_data, model_error, print_json, read_model, EvalArgs};
 pub struct Args {
     #[arg(long)]
     model: PathBuf,
+    /// ImageFolder directory, .tar.gz of one, CIFAR-10 binary or IDX directory.
+    #[arg(long)]
+    data: PathBuf,
     #[command(flatten)]
     eval: EvalArgs,
 }
@@ -25,7 +28,7 @@ pub fn run(args: Args) -> Result<()> {
     let spec = net.input_spec();
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     let t0 = std::time::Instant::now();
-    let data = load_data(&a.data, a.split, shape, Some(net.class_names()), a.limit, a.seed)?;
+    let data = load_data(&args.data, a.split, shape, Some(net.class_names()), a.limit, a.seed)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let pb = progress::bar(data.len() as u64, "eval");
     let r = eval::evaluate(&net, &data, a.batch, &pb).map_err(|e| model_error(model_path, e))?;
@@ -34,7 +37,7 @@ pub fn run(args: Args) -> Result<()> {
         "({} {} images of {} read in {:.1} s)",
         data.len(),
         format!("{:?}", a.split).to_lowercase(),
-        a.data.display(),
+        args.data.display(),
         load_seconds
     );
     if a.json {

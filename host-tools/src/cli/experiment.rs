@@ -6,6 +6,7 @@ use anyhow::{anyhow, Result};
 use classmod_host::dataset::ImageSet;
 use classmod_host::dataset::{ImageShape, Split};
 use classmod_host::decompose::{DecomposeOptions, HeadKind};
+use classmod_host::experiment::cost::{self, CostOptions};
 use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
 use classmod_runtime::module_file::base_key;
@@ -21,6 +22,8 @@ pub enum Experiment {
     Reuse(ReuseArgs),
     /// Inter-model replace: each class's module taken from another model.
     Replace(ReplaceArgs),
+    /// Decomposition against training from scratch: wall time, CPU time, energy estimate.
+    Cost(CostArgs),
 }
 
 /// Flags shared by the reuse and replace experiments.
@@ -86,6 +89,29 @@ pub struct ReplaceArgs {
     common: ModuleExperimentArgs,
 }
 
+#[derive(clap::Args)]
+pub struct CostArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// Training steps to measure; default one epoch of the training split.
+    #[arg(long)]
+    train_steps: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Epochs of the standard recipe (akamaster/pytorch_resnet_cifar10: 200).
+    #[arg(long, default_value_t = 200.0)]
+    recipe_epochs: f64,
+    /// Assumed power per busy core, watts: about 4.4 W of package power per core of a 64-core,
+    /// 280 W server CPU, doubled for memory, board and power-supply losses.
+    #[arg(long, default_value_t = 9.0)]
+    watts_per_core: f64,
+    /// Grid carbon intensity, kg CO2e per kWh (IEA world average, about 0.475).
+    #[arg(long, default_value_t = 0.475)]
+    kg_co2e_per_kwh: f64,
+    #[command(flatten)]
+    common: ModuleExperimentArgs,
+}
+
 /// Train and test splits for `model`'s input and classes.
 fn splits(model: &ModelFile, data: &std::path::Path, limit: Option<usize>, seed: u64) -> Result<(ImageSet, ImageSet)> {
     let spec = &model.meta.input;
@@ -140,7 +166,7 @@ pub struct TradeoffArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1.0:0.0,0.9:0.02,0.9:0.05,0.8:0.1,0.5:0.1,0.5:0.2,0.5:0.3,0.5:0.5"
+        default_value = "1.0:0.0,0.9:0.02,0.9:0.03,0.9:0.05,0.5:0.05,0.9:0.07,0.9:0.1,0.9:0.15,0.5:0.2,0.5:0.3,0.5:0.5"
     )]
     settings: Vec<String>,
     #[arg(long, value_delimiter = ',', value_enum, default_value = "channel,calibrated")]
@@ -164,6 +190,23 @@ pub fn run(e: Experiment) -> Result<()> {
             let r = reuse::reuse(&model, &base_key(&bytes), &train, &test, &a.common.options(), a.fives, &pb)?;
             pb.finish_and_clear();
             publish(&a.common.out, "reuse", &reuse::reuse_markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
+        }
+        Experiment::Cost(a) => {
+            let t0 = std::time::Instant::now();
+            let (bytes, model) = read_model_bytes(&a.model)?;
+            let (train, _) = splits(&model, &a.common.data, Some(1), a.common.seed)?;
+            let o = CostOptions {
+                train_steps: a.train_steps.unwrap_or(train.len().div_ceil(a.batch)),
+                batch: a.batch,
+                recipe_epochs: a.recipe_epochs,
+                watts_per_core: a.watts_per_core,
+                kg_co2e_per_kwh: a.kg_co2e_per_kwh,
+            };
+            eprintln!("decomposing, then {} training steps of batch {} ...", o.train_steps, o.batch);
+            let pb = progress::bar(o.train_steps as u64, "train");
+            let r = cost::run(&model, &base_key(&bytes), &train, &a.common.options(), &o, &pb)?;
+            pb.finish_and_clear();
+            publish(&a.common.out, "cost", &cost::markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
         }
         Experiment::Replace(a) => {
             let t0 = std::time::Instant::now();

@@ -62,12 +62,10 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The labelled images an evaluation reads, and how it runs (shared by `eval` and `compose-eval`).
+/// Which labelled images an evaluation reads and how it runs (shared by `eval` and
+/// `compose-eval`, which each name their datasets).
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// ImageFolder directory, .tar.gz of one, CIFAR-10 binary or IDX directory.
-    #[arg(long)]
-    pub data: PathBuf,
     #[arg(long, value_enum, default_value = "test")]
     pub split: Split,
     /// Evaluate a seeded class-balanced sample of N images.

@@ -125,6 +125,13 @@ impl ImageSet {
     pub fn select(&self, indices: &[usize]) -> ImageSet {
         sampling::select(self, indices)
     }
+    /// Adds `other`'s images after these.
+    ///
+    /// # Panics
+    /// If the two differ in image shape or class list (relabel first, as `compose-eval` does).
+    pub fn append(&mut self, other: ImageSet) {
+        sampling::append(self, other)
+    }
     /// A seeded, class-balanced sample of `n` images (as equal a share per class as the classes
     /// allow, the remainder spread over the first classes), in a seeded shuffled order. `n` at
     /// least `len()` returns everything.

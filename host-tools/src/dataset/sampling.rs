@@ -1,5 +1,5 @@
-//! Subsets of an [`ImageSet`]: [`ImageSet::select`] and the seeded, class-balanced
-//! [`ImageSet::balanced_sample`] behind every `--limit N`.
+//! Subsets and unions of [`ImageSet`]s: [`ImageSet::select`], the seeded, class-balanced
+//! [`ImageSet::balanced_sample`] behind every `--limit N`, and [`ImageSet::append`].
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,16 @@ pub(super) fn select(set: &ImageSet, indices: &[usize]) -> ImageSet {
         pixels,
         labels: indices.iter().map(|&i| set.labels[i]).collect(),
     }
+}
+
+pub(super) fn append(set: &mut ImageSet, other: ImageSet) {
+    assert_eq!(
+        (set.shape, &set.class_names),
+        (other.shape, &other.class_names),
+        "append: sets of one shape and class list"
+    );
+    set.pixels.extend_from_slice(&other.pixels);
+    set.labels.extend_from_slice(&other.labels);
 }
 
 pub(super) fn balanced_sample(set: &ImageSet, n: usize, seed: u64) -> ImageSet {
@@ -90,6 +100,24 @@ mod tests {
             c[l as usize] += 1;
         }
         c
+    }
+
+    #[test]
+    fn append_keeps_images_with_their_labels() {
+        let mut a = set(&[0, 1, 1]);
+        let mut b = set(&[1, 0]);
+        b.pixels = vec![7, 9];
+        a.append(b);
+        assert_eq!(a.labels, vec![0, 1, 1, 1, 0]);
+        assert_eq!(a.pixels, vec![0, 1, 2, 7, 9]);
+        assert_eq!(a.image(4), &[9]);
+    }
+
+    #[test]
+    #[should_panic(expected = "one shape and class list")]
+    fn append_refuses_other_classes() {
+        let mut a = set(&[0, 1]);
+        a.append(set(&[0, 1, 2]));
     }
 
     #[test]

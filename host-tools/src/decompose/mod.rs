@@ -219,8 +219,8 @@ impl Observation {
 }
 
 /// Fits the calibrated head on the masked module's pooled features of its positives (1) and
-/// negatives (0).
-fn calibrated_head(
+/// negatives (0), images of `train`.
+pub fn calibrated_head(
     net: &ResNet,
     module: &ClassModule,
     train: &ImageSet,

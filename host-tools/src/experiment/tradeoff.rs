@@ -10,10 +10,10 @@ use classmod_runtime::{ModelError, ModelFile, ModuleGroup};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::compose_eval::{self, Composition};
+use crate::compose_eval::{self, Composition, Reference};
 use crate::dataset::ImageSet;
 use crate::decompose::{observe, DecomposeOptions, HeadKind};
-use crate::plot::{line_chart, Series};
+use crate::plot::{line_chart, Series, COLOURS};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TradeoffPoint {
@@ -69,12 +69,11 @@ pub fn run(
                     )
                 })
                 .collect();
-            let k = d.modules.len();
-            let composition = Composition {
-                groups: vec![ModuleGroup::new(obs.base().clone(), d.modules.clone())?],
-                order: (0..k).map(|i| (0, i)).collect(),
-            };
-            let r = compose_eval::evaluate(&composition, test, Rule::Max, opts.batch, &ProgressBar::hidden())?;
+            let group = ModuleGroup::new(obs.base().clone(), d.modules.clone())?;
+            let composition = Composition::of_one_base(group, "(in memory)".into());
+            let hidden = ProgressBar::hidden();
+            let r =
+                compose_eval::evaluate(&composition, test, Rule::Max, Reference::RestrictedBase, opts.batch, &hidden)?;
             let base = r.base.as_ref().ok_or_else(|| ModelError::BadConfig("no base figures".into()))?;
             points.push(TradeoffPoint {
                 head,
@@ -117,7 +116,64 @@ pub fn markdown(r: &TradeoffReport) -> String {
             100.0 * (p.top5 - p.base_top5)
         ));
     }
+    for head in [HeadKind::Channel, HeadKind::Calibrated] {
+        if let Some(p) = knee(r, head) {
+            s.push_str(&format!(
+                "\nKnee, {head:?} head: keep {} / tangle {} keeps {:.1} % of nodes, the fewest among the settings within \
+                 {KNEE_TOP1} points of the base's top-1 and {KNEE_TOP5} of its top-5 ({:+.2} / {:+.2}).\n",
+                p.keep_rate,
+                p.tangle_rate,
+                100.0 * p.nodes_kept,
+                100.0 * (p.top1 - p.base_top1),
+                100.0 * (p.top5 - p.base_top5)
+            ));
+        }
+    }
+    let layers = layer_settings(r);
+    if let Some(first) = layers.first() {
+        s.push_str("\n## Nodes kept per ReLU site (mean over classes)\n\n| site |");
+        for p in &layers {
+            s.push_str(&format!(" {} / {} |", p.keep_rate, p.tangle_rate));
+        }
+        s.push_str(&format!("\n|---|{}\n", "---|".repeat(layers.len())));
+        for (i, (site, _)) in first.kept_per_site.iter().enumerate() {
+            s.push_str(&format!("| {site} |"));
+            for p in &layers {
+                s.push_str(&format!(" {:.1} % |", 100.0 * p.kept_per_site[i].1));
+            }
+            s.push('\n');
+        }
+    }
     s
+}
+
+/// The knee's bounds, in points: the aim of the decomposition issue for top-1 and the paper's
+/// average top-5 cost.
+const KNEE_TOP1: f64 = 0.5;
+const KNEE_TOP5: f64 = 0.85;
+
+/// The point of `head` with the fewest nodes kept whose composed top-1 and top-5 are within
+/// [`KNEE_TOP1`] and [`KNEE_TOP5`] points of the base's.
+pub fn knee(r: &TradeoffReport, head: HeadKind) -> Option<&TradeoffPoint> {
+    r.points
+        .iter()
+        .filter(|p| p.head == head)
+        .filter(|p| {
+            100.0 * (p.base_top1 - p.top1) <= KNEE_TOP1 + 1e-9 && 100.0 * (p.base_top5 - p.top5) <= KNEE_TOP5 + 1e-9
+        })
+        .min_by(|a, b| a.nodes_kept.total_cmp(&b.nodes_kept))
+}
+
+/// One point per distinct (keep, tangle) setting (the masks do not depend on the head), in the
+/// sweep's order.
+fn layer_settings(r: &TradeoffReport) -> Vec<&TradeoffPoint> {
+    let mut out: Vec<&TradeoffPoint> = Vec::new();
+    for p in &r.points {
+        if !out.iter().any(|q| q.keep_rate == p.keep_rate && q.tangle_rate == p.tangle_rate) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Writes `tradeoff.md`, `tradeoff.json` and `tradeoff.svg` into `dir`.
@@ -140,6 +196,24 @@ pub fn write(dir: &Path, r: &TradeoffReport) -> std::io::Result<()> {
         &[("base model".into(), base)],
     );
     classmod_runtime::atomic_file::write(&dir.join("tradeoff.svg"), svg.as_bytes())?;
+    // Per-layer picture: at most as many settings as the chart has colours, spread over the sweep.
+    let settings = layer_settings(r);
+    let shown = settings.len().min(COLOURS);
+    let series: Vec<Series> = (0..shown)
+        .map(|i| settings[i * (settings.len() - 1) / (shown - 1).max(1)])
+        .map(|p| Series {
+            name: format!("keep {} / tangle {}", p.keep_rate, p.tangle_rate),
+            points: p.kept_per_site.iter().enumerate().map(|(i, s)| (i as f64, s.1)).collect(),
+        })
+        .collect();
+    let svg = line_chart(
+        &format!("{}: fraction of nodes kept per ReLU site (mean over classes)", r.model),
+        "ReLU site, input to output",
+        "nodes kept",
+        &series,
+        &[],
+    );
+    classmod_runtime::atomic_file::write(&dir.join("tradeoff-layers.svg"), svg.as_bytes())?;
     classmod_runtime::atomic_file::write(&dir.join("tradeoff.md"), markdown(r).as_bytes())?;
     let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
     classmod_runtime::atomic_file::write(&dir.join("tradeoff.json"), &json)
@@ -148,6 +222,37 @@ pub fn write(dir: &Path, r: &TradeoffReport) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knee_is_the_smallest_setting_within_bounds() {
+        let p = |tangle: f64, kept: f64, top1: f64, top5: f64| TradeoffPoint {
+            head: HeadKind::Channel,
+            keep_rate: 0.9,
+            tangle_rate: tangle,
+            nodes_kept: kept,
+            kept_per_site: vec![],
+            top1,
+            top5,
+            base_top1: 0.80,
+            base_top5: 0.98,
+            build_seconds: 0.0,
+            eval_seconds: 0.0,
+        };
+        let r = TradeoffReport {
+            model: "m".into(),
+            images: 1000,
+            observe_seconds: 0.0,
+            points: vec![
+                p(0.0, 0.95, 0.80, 0.98),
+                p(0.05, 0.93, 0.796, 0.975),
+                p(0.07, 0.92, 0.80, 0.97),
+                p(0.1, 0.91, 0.79, 0.98),
+            ],
+        };
+        // 0.07 loses 1 point of top-5, 0.1 one of top-1: the knee is 0.05.
+        assert_eq!(knee(&r, HeadKind::Channel).unwrap().tangle_rate, 0.05);
+        assert!(knee(&r, HeadKind::Calibrated).is_none());
+    }
 
     #[test]
     fn writes_table_json_and_chart() {
@@ -172,6 +277,8 @@ mod tests {
         };
         let md = markdown(&r);
         assert!(md.contains("| Channel | 0.9 | 0.1 | 93.0 % | 81.50 |"), "{md}");
+        assert!(md.contains("Knee, Channel head: keep 0.9 / tangle 0.1 keeps 93.0 %"), "{md}");
+        assert!(!md.contains("Knee, Calibrated"), "21 points below the base is no knee: {md}");
         assert!(md.contains("+0.50"), "{md}");
         let dir = std::env::temp_dir().join(format!("classmod-tradeoff-{}", std::process::id()));
         write(&dir, &r).unwrap();
@@ -180,6 +287,9 @@ mod tests {
         assert_eq!(json["points"].as_array().unwrap().len(), 2);
         let svg = std::fs::read_to_string(dir.join("tradeoff.svg")).unwrap();
         assert_eq!(svg.matches("<polyline").count(), 2, "one line per head");
+        let layers = std::fs::read_to_string(dir.join("tradeoff-layers.svg")).unwrap();
+        assert_eq!(layers.matches("<polyline").count(), 2, "one line per setting");
+        assert!(md.contains("| relu0 | 93.0 % | 70.0 % |"), "{md}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

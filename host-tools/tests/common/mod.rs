@@ -4,7 +4,7 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod workspace;
-pub use workspace::{fashion_mnist, scratch, shared};
+pub use workspace::{fashion_mnist, scratch, shared, CIFAR10_CLASSES};
 
 use std::path::Path;
 use std::process::{Command, Output};
