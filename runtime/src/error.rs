@@ -41,6 +41,15 @@ pub enum ModelError {
     #[error("input has shape {found:?}, the model expects [batch, {c}, {h}, {w}]", c = expected.0, h = expected.1, w = expected.2)]
     InputShape { expected: (usize, usize, usize), found: Vec<usize> },
 
+    #[error("blob: {0}")]
+    Blob(#[from] classmod_blob::BlobError),
+
+    #[error("the blob's header and its contents disagree: {0}")]
+    BlobMismatch(String),
+
+    #[error("golden self-test failed: image {image} scores {found}, the blob says {expected}")]
+    GoldenMismatch { image: usize, expected: f32, found: f32 },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

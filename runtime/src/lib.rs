@@ -7,23 +7,31 @@
 //! no image decoding, no datasets and no training: `classmod-host` builds those on top.
 
 pub mod atomic_file;
+pub mod base_blob;
 pub mod class_module;
 pub mod compose;
 pub mod conv;
 pub mod error;
 pub mod input_spec;
+pub mod manifest;
+pub mod mapped_file;
 pub mod model_file;
+pub mod module_blob;
 pub mod module_file;
 pub mod module_group;
+mod module_parts;
 pub mod node_mask;
 pub mod resnet;
 pub mod resnet_config;
+#[cfg(test)]
+mod tiny_model;
 
 pub use candle_core::{DType, Device, Tensor};
 pub use class_module::{ClassId, ClassModule, ModuleHead, ModuleKind};
 pub use error::ModelError;
 pub use input_spec::InputSpec;
 pub use model_file::{ModelFile, ModelMeta};
+pub use module_blob::{Golden, ModuleBlob};
 pub use module_group::{ModuleGroup, ModuleOutputs};
 pub use node_mask::{NodeMask, SiteMask};
 pub use resnet::ResNet;

@@ -15,25 +15,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
-use serde::{Deserialize, Serialize};
-
-use crate::class_module::{ClassId, ClassModule, ModuleHead, ModuleKind};
+use crate::class_module::ClassModule;
 use crate::model_file::json;
-use crate::node_mask::{NodeMask, SiteMask};
+use crate::module_parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
 use crate::resnet::ReluSite;
 use crate::{atomic_file, InputSpec, ModelError};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 
 const FORMAT: &str = "module";
 const VERSION: &str = "1";
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum HeadMeta {
-    Channel { class_index: usize },
-    Calibrated,
-}
 
 /// A module as stored, with the name of its base model file.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,16 +45,7 @@ fn bad(key: &'static str, reason: impl Into<String>) -> ModelError {
 impl StoredModule {
     pub fn to_bytes(&self, sites: &[ReluSite]) -> Result<Vec<u8>, ModelError> {
         let m = &self.module;
-        let mask = m.mask();
-        if !mask.matches(sites) {
-            return Err(ModelError::BadConfig("module masks do not fit the given sites".into()));
-        }
-        let head = match &m.head {
-            ModuleHead::Channel { class_index } => HeadMeta::Channel { class_index: *class_index },
-            ModuleHead::Calibrated { .. } => HeadMeta::Calibrated,
-        };
-        let site_meta: Vec<(String, usize, usize, usize)> =
-            sites.iter().map(|s| (s.name.clone(), s.channels, s.height, s.width)).collect();
+        let (head, site_meta, tensors) = module_parts::encode(m, sites)?;
         let metadata = HashMap::from([
             ("classmod.format".to_string(), FORMAT.to_string()),
             ("classmod.version".to_string(), VERSION.to_string()),
@@ -75,31 +57,13 @@ impl StoredModule {
             ("classmod.head".to_string(), json(&head)),
             ("classmod.sites".to_string(), json(&site_meta)),
         ]);
-        let mut buffers: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = mask
-            .sites
+        let views = tensors
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let b = s.to_bytes();
-                let n = b.len();
-                (format!("mask.{i:03}"), b, Dtype::U8, vec![n])
-            })
-            .collect();
-        if let ModuleHead::Calibrated { weight, bias } = &m.head {
-            buffers.push((
-                "head.weight".into(),
-                weight.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                Dtype::F32,
-                vec![weight.len()],
-            ));
-            buffers.push(("head.bias".into(), bias.to_le_bytes().to_vec(), Dtype::F32, vec![1]));
-        }
-        let views = buffers
-            .iter()
-            .map(|(n, b, d, s)| {
+            .map(|t| {
+                let dtype = if t.u8 { Dtype::U8 } else { Dtype::F32 };
                 Ok((
-                    n.clone(),
-                    TensorView::new(*d, s.clone(), b)
+                    t.name.clone(),
+                    TensorView::new(dtype, t.shape.clone(), &t.bytes)
                         .map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?,
                 ))
             })
@@ -135,54 +99,23 @@ impl StoredModule {
         }
         let class_id = get("classmod.class_id")?.parse::<u32>().map_err(|e| bad("classmod.class_id", e.to_string()))?;
         let input: InputSpec = parse("classmod.input", get("classmod.input")?)?;
-        input.validate()?;
-        let head_meta: HeadMeta = parse("classmod.head", get("classmod.head")?)?;
-        let site_meta: Vec<(String, usize, usize, usize)> = parse("classmod.sites", get("classmod.sites")?)?;
-        let tensor = |name: &str, dtype: Dtype| -> Result<Vec<u8>, ModelError> {
+        let head: HeadMeta = parse("classmod.head", get("classmod.head")?)?;
+        let site_meta: SiteMeta = parse("classmod.sites", get("classmod.sites")?)?;
+        let tensor = |name: &str, u8: bool| -> Result<Vec<u8>, ModelError> {
             let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { name: name.into(), expected: vec![] })?;
-            if t.dtype() != dtype {
+            if t.dtype() != if u8 { Dtype::U8 } else { Dtype::F32 } {
                 return Err(ModelError::TensorDtype { name: name.into(), found: format!("{:?}", t.dtype()) });
             }
             Ok(t.data().to_vec())
         };
-        let mut sites = Vec::with_capacity(site_meta.len());
-        for (i, (name, c, h, w)) in site_meta.into_iter().enumerate() {
-            if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none_or(|n| n == 0 || n > 1 << 32) {
-                return Err(bad("classmod.sites", format!("site {name} has an invalid shape {c}x{h}x{w}")));
-            }
-            let site = ReluSite { name, channels: c, height: h, width: w };
-            sites.push(SiteMask::from_bytes(&site, &tensor(&format!("mask.{i:03}"), Dtype::U8)?)?);
-        }
-        let head = match head_meta {
-            HeadMeta::Channel { class_index } => ModuleHead::Channel { class_index },
-            HeadMeta::Calibrated => {
-                let f32s = |b: Vec<u8>| -> Vec<f32> {
-                    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-                };
-                let weight = f32s(tensor("head.weight", Dtype::F32)?);
-                let bias = f32s(tensor("head.bias", Dtype::F32)?);
-                let [bias] = bias[..] else {
-                    return Err(ModelError::TensorShape {
-                        name: "head.bias".into(),
-                        expected: vec![1],
-                        found: vec![bias.len()],
-                    });
-                };
-                if weight.iter().chain([&bias]).any(|v| !v.is_finite()) {
-                    return Err(ModelError::NonFinite { name: "head".into() });
-                }
-                ModuleHead::Calibrated { weight, bias }
-            }
+        let id = ModuleIdentity {
+            class_id,
+            class_name: get("classmod.class_name")?.clone(),
+            base_key: get("classmod.base_key")?.clone(),
+            input,
         };
         Ok(StoredModule {
-            module: ClassModule {
-                class_id: ClassId(class_id),
-                class_name: get("classmod.class_name")?.clone(),
-                base_key: get("classmod.base_key")?.clone(),
-                input,
-                kind: ModuleKind::Mask(NodeMask { sites }),
-                head,
-            },
+            module: module_parts::decode(id, head, site_meta, tensor)?,
             base_file: get("classmod.base_file")?.clone(),
         })
     }
@@ -191,6 +124,7 @@ impl StoredModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ClassId, ModuleHead, ModuleKind, NodeMask};
 
     fn sites() -> Vec<ReluSite> {
         vec![

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use classmod_host::dataset::{ImageShape, Split};
 use classmod_host::decompose::{self, DecomposeOptions, HeadKind};
+use classmod_host::pack::{golden_sample, pack, PackGroup};
 use classmod_host::progress;
 use classmod_runtime::module_file::base_key;
+use classmod_runtime::ClassModule;
 
+use super::keygen::read_secret_key;
 use super::{load_data, model_error, print_json, read_model_bytes};
 
 #[derive(clap::Args)]
@@ -43,6 +46,16 @@ pub struct Args {
     seed: u64,
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Write device blobs (base blob, module blobs with golden vectors from the training images,
+    /// manifest.json) instead of module files.
+    #[arg(long)]
+    blobs: bool,
+    /// Sign the blobs with this secret key (`classmod keygen`); implies --blobs.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Golden images per module blob.
+    #[arg(long, default_value_t = 8)]
+    golden: usize,
     #[arg(long)]
     json: bool,
 }
@@ -91,7 +104,15 @@ pub fn run(a: Args) -> Result<()> {
     let pb = progress::bar(0, "decompose");
     let d = decompose::decompose(&model, &key, &train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;
     pb.finish_and_clear();
-    let paths = decompose::write(&a.out, &bytes, &d).map_err(|e| model_error(&a.out, e))?;
+    let paths = if a.blobs || a.key.is_some() {
+        let key = a.key.as_deref().map(read_secret_key).transpose()?;
+        let group = PackGroup { model: model.clone(), modules: d.modules.clone() };
+        let golden = |_: usize, m: &ClassModule| golden_sample(&train, a.golden, a.seed ^ m.class_id.0 as u64);
+        let manifest = pack(&[group], &a.out, key.as_ref(), golden).map_err(|e| model_error(&a.out, e))?;
+        manifest.modules.iter().map(|m| a.out.join(&m.file)).collect()
+    } else {
+        decompose::write(&a.out, &bytes, &d).map_err(|e| model_error(&a.out, e))?
+    };
     println!("{:<14} {:>9} {:>9} {:>9} {:>10}  relaxed", "class", "positives", "negatives", "pos_conf", "nodes kept");
     for r in &d.reports {
         println!(

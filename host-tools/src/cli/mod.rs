@@ -7,7 +7,11 @@ mod demo;
 mod eval;
 mod experiment;
 mod import;
+mod inspect;
+mod keygen;
+mod pack;
 mod train;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +45,14 @@ enum Command {
     /// Reproduce the paper's measurements (tables, JSON, SVG charts).
     #[command(subcommand)]
     Experiment(experiment::Experiment),
+    /// Pack modules and their bases into signed, memory-mappable blobs with a manifest.
+    Pack(pack::Args),
+    /// Print a blob's header, tensors and metadata.
+    Inspect(inspect::Args),
+    /// Check blobs as a device would: layout, hash, signature, manifest, golden self-tests.
+    Verify(verify::Args),
+    /// Make an Ed25519 key pair for signing blobs.
+    Keygen(keygen::Args),
     /// Train (or fine-tune) a CIFAR-style ResNet with SGD.
     Train(train::Args),
     /// Compare inference speed with PyTorch CPU on the same images, in the same minute.
@@ -56,6 +68,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Decompose(a) => decompose::run(a),
         Command::ComposeEval(a) => compose_eval::run(a),
         Command::Experiment(e) => experiment::run(e),
+        Command::Pack(a) => pack::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Keygen(a) => keygen::run(a),
         Command::Train(a) => train::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),

@@ -243,11 +243,16 @@ pub fn calibrated_head(
     Ok(ModuleHead::Calibrated { weight, bias })
 }
 
-/// File name of a module: `class-007-horse.module.safetensors` (unsafe characters replaced).
-pub fn module_file_name(m: &ClassModule) -> String {
+/// `class-007-horse`: a module's file name without extension (unsafe characters replaced).
+pub fn class_file_stem(m: &ClassModule) -> String {
     let name: String =
         m.class_name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("class-{:03}-{name}.module.safetensors", m.class_id.0)
+    format!("class-{:03}-{name}", m.class_id.0)
+}
+
+/// File name of a module: `class-007-horse.module.safetensors`.
+pub fn module_file_name(m: &ClassModule) -> String {
+    format!("{}.module.safetensors", class_file_stem(m))
 }
 
 /// Writes the base model file (once) and every module into `dir`; returns the module paths.

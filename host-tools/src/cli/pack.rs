@@ -1,0 +1,70 @@
+//! `classmod pack`
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use classmod_host::dataset::{ImageShape, Split};
+use classmod_host::pack::{golden_sample, pack, read_groups};
+
+use super::keygen::read_secret_key;
+use super::load_data;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Module files, or directories of them (`*.module.safetensors`, as `decompose` writes).
+    #[arg(long, num_args = 1.., required = true)]
+    modules: Vec<PathBuf>,
+    /// Images for the golden self-test vectors: one dataset for every base, or one per base in
+    /// the order the bases first appear among the modules.
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Output directory: one blob per base and per module, and `manifest.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Sign every blob with this secret key (`classmod keygen`).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Golden images per module.
+    #[arg(long, default_value_t = 8)]
+    golden: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let key = a.key.as_deref().map(read_secret_key).transpose()?;
+    let groups = read_groups(&a.modules)?;
+    if a.data.len() != 1 && a.data.len() != groups.len() {
+        return Err(anyhow!(
+            "{} datasets for {} base models: give one --data, or one per base",
+            a.data.len(),
+            groups.len()
+        ));
+    }
+    let mut sets = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let spec = &g.model.meta.input;
+        let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+        let path = &a.data[i.min(a.data.len() - 1)];
+        sets.push(load_data(path, Split::Test, shape, Some(&g.model.meta.class_names), None, a.seed)?);
+    }
+    let golden =
+        |g: usize, m: &classmod_runtime::ClassModule| golden_sample(&sets[g], a.golden, a.seed ^ m.class_id.0 as u64);
+    let manifest = pack(&groups, &a.out, key.as_ref(), golden)?;
+    let bytes: u64 = manifest.bases.iter().map(|b| b.bytes).chain(manifest.modules.iter().map(|m| m.bytes)).sum();
+    println!(
+        "packed {} base model(s) and {} module(s) into {} ({:.1} MiB, {}); manifest.json written last",
+        manifest.bases.len(),
+        manifest.modules.len(),
+        a.out.display(),
+        bytes as f64 / (1 << 20) as f64,
+        if key.is_some() { "signed" } else { "unsigned" }
+    );
+    println!("{:<28} {:>10}", "file", "bytes");
+    for (file, bytes) in
+        manifest.bases.iter().map(|b| (&b.file, b.bytes)).chain(manifest.modules.iter().map(|m| (&m.file, m.bytes)))
+    {
+        println!("{file:<28} {bytes:>10}");
+    }
+    Ok(())
+}

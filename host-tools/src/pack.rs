@@ -1,0 +1,111 @@
+//! Packing modules into blobs for a device: one base blob per base model, one module blob per
+//! class (with golden self-test vectors recorded on real images) and the directory's manifest.
+
+use std::path::{Path, PathBuf};
+
+use classmod_blob::{Blob, SigningKey};
+use classmod_runtime::base_blob::{self, key_hex, model_key};
+use classmod_runtime::manifest::{Manifest, ManifestBase, ManifestModule};
+use classmod_runtime::module_file::{base_key, StoredModule};
+use classmod_runtime::{atomic_file, ClassModule, Device, Golden, ModelError, ModelFile, ModuleBlob, ResNet};
+
+use crate::compose_eval::{module_paths, ComposeError};
+use crate::dataset::ImageSet;
+use crate::decompose::class_file_stem;
+
+/// A base model and the modules to pack with it.
+pub struct PackGroup {
+    pub model: ModelFile,
+    pub modules: Vec<ClassModule>,
+}
+
+/// Reads module files (or directories of them) and their bases, grouped per base.
+pub fn read_groups(paths: &[PathBuf]) -> Result<Vec<PackGroup>, ComposeError> {
+    let mut groups: Vec<(PathBuf, PackGroup)> = Vec::new();
+    for path in module_paths(paths)? {
+        let stored = StoredModule::read(&path).map_err(|source| ComposeError::Module { path: path.clone(), source })?;
+        let base_path = path.parent().unwrap_or(Path::new(".")).join(&stored.base_file);
+        if let Some((_, g)) = groups.iter_mut().find(|(p, _)| *p == base_path) {
+            g.modules.push(stored.module);
+            continue;
+        }
+        let bytes = std::fs::read(&base_path)
+            .map_err(|e| ComposeError::Module { path: path.clone(), source: ModelError::io(&base_path, e) })?;
+        if base_key(&bytes) != stored.module.base_key {
+            return Err(ComposeError::BaseMismatch { path: path.clone(), base: base_path });
+        }
+        let model = ModelFile::from_bytes(&bytes, &Device::Cpu)
+            .map_err(|source| ComposeError::Module { path: base_path.clone(), source })?;
+        groups.push((base_path, PackGroup { model, modules: vec![stored.module] }));
+    }
+    Ok(groups.into_iter().map(|(_, g)| g).collect())
+}
+
+/// File name of a module blob: `class-007-horse.blob`.
+pub fn module_blob_name(m: &ClassModule) -> String {
+    format!("{}.blob", class_file_stem(m))
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelError> {
+    let p = dir.join(name);
+    atomic_file::write(&p, bytes).map_err(|e| ModelError::io(&p, e))
+}
+
+fn content_hash_hex(bytes: &[u8]) -> Result<String, ModelError> {
+    Ok(key_hex(&Blob::parse(bytes)?.content_hash()))
+}
+
+/// Writes every group's base blob and module blobs into `out`, then the manifest (last, so a
+/// directory with a manifest is complete). `golden(group index, module)` gives each module's golden
+/// images (raw pixels of the input spec). Module keys are re-keyed to the blob format's content
+/// key of their base.
+pub fn pack(
+    groups: &[PackGroup],
+    out: &Path,
+    key: Option<&SigningKey>,
+    golden: impl Fn(usize, &ClassModule) -> Vec<u8>,
+) -> Result<Manifest, ModelError> {
+    std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
+    let (mut bases, mut modules) = (Vec::new(), Vec::new());
+    for (gi, g) in groups.iter().enumerate() {
+        let bkey = model_key(&g.model)?;
+        let base_bytes = base_blob::encode(&g.model, key)?;
+        let base_file = format!("base-{}.blob", &key_hex(&bkey)[..16]);
+        write(out, &base_file, &base_bytes)?;
+        bases.push(ManifestBase {
+            file: base_file,
+            key: key_hex(&bkey),
+            content_hash: content_hash_hex(&base_bytes)?,
+            bytes: base_bytes.len() as u64,
+            class_names: g.model.meta.class_names.clone(),
+        });
+        let net = ResNet::new(&g.model, &Device::Cpu)?;
+        for m in &g.modules {
+            let mut module = m.clone();
+            module.base_key = key_hex(&bkey);
+            let images = golden(gi, m);
+            let blob = ModuleBlob { golden: Golden::record(&net, &module, images)?, module, sites: net.relu_sites() };
+            let bytes = blob.encode(key)?;
+            let file = module_blob_name(&blob.module);
+            write(out, &file, &bytes)?;
+            modules.push(ManifestModule {
+                file,
+                class_name: blob.module.class_name.clone(),
+                class_id: blob.module.class_id.0,
+                base_key: key_hex(&bkey),
+                content_hash: content_hash_hex(&bytes)?,
+                bytes: bytes.len() as u64,
+            });
+        }
+    }
+    let manifest = Manifest::new(bases, modules);
+    Manifest::from_json(&serde_json::to_string(&manifest).expect("serialises"))?;
+    manifest.write(out)?;
+    Ok(manifest)
+}
+
+/// Golden images for a module: `n` images of a seeded class-balanced sample of `images` (whose
+/// classes are the base's), raw pixels.
+pub fn golden_sample(images: &ImageSet, n: usize, seed: u64) -> Vec<u8> {
+    images.balanced_sample(n, seed).pixels
+}

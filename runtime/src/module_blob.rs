@@ -1,0 +1,272 @@
+//! A class module as a blob (kind `Module`): metadata naming the class, its head and the ReLU-site
+//! geometry; tensors `mask.NNN` (packed bits), `head.weight`/`head.bias` (calibrated heads) and the
+//! golden self-test vectors `golden.images` (u8, n x C x H x W raw pixels) and `golden.scores`
+//! (f32, what the module scored on them when it was packed). The header's `base_key` is the key
+//! of the base model the module runs on, its `input_key` the digest of the input spec.
+
+use candle_core::Tensor;
+use classmod_blob::{Blob, BlobKind, BlobWriter, DType, SigningKey};
+use serde::{Deserialize, Serialize};
+
+use crate::base_blob::{input_key, key_hex};
+use crate::model_file::json;
+use crate::module_parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
+use crate::resnet::ReluSite;
+use crate::{ClassModule, InputSpec, ModelError, ModuleGroup, ResNet};
+
+const FORMAT: &str = "classmod-module";
+
+/// Largest score difference the golden self-test tolerates: scores are sigmoids in [0, 1]; the
+/// same module on another CPU (other SIMD widths, other summation orders) differs by ~1e-6.
+pub const GOLDEN_TOLERANCE: f32 = 1e-4;
+
+#[derive(Serialize, Deserialize)]
+struct ModuleMeta {
+    format: String,
+    class_id: u32,
+    class_name: String,
+    input: InputSpec,
+    head: HeadMeta,
+    sites: SiteMeta,
+}
+
+/// Golden self-test vectors: raw images and the scores the module gave them when packed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Golden {
+    /// `n * C * H * W` bytes, image after image, as the input spec's pixels.
+    pub images: Vec<u8>,
+    pub scores: Vec<f32>,
+}
+
+impl Golden {
+    /// Runs `module` on `images` (on `base`) and records its scores.
+    pub fn record(base: &ResNet, module: &ClassModule, images: Vec<u8>) -> Result<Golden, ModelError> {
+        let scores = golden_scores(base, module, &images)?;
+        Ok(Golden { images, scores })
+    }
+}
+
+fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<Vec<f32>, ModelError> {
+    let spec = base.input_spec();
+    let per = spec.image_len();
+    if per == 0 || !images.len().is_multiple_of(per) {
+        return Err(ModelError::BlobMismatch(format!("{} golden bytes are not whole images of {per}", images.len())));
+    }
+    let n = images.len() / per;
+    let mut x = vec![0f32; images.len()];
+    spec.normalize_into(images, &mut x);
+    let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), base.device())?;
+    let out = ModuleGroup::new(base.clone(), vec![module.clone()])?.run(&x)?;
+    Ok((0..n).map(|i| out.score(0, i)).collect())
+}
+
+/// A module read from a blob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleBlob {
+    pub module: ClassModule,
+    pub sites: Vec<ReluSite>,
+    pub golden: Golden,
+}
+
+impl ModuleBlob {
+    /// The blob bytes, signed when `key` is given. `module.base_key` is the hex key of the base.
+    pub fn encode(&self, key: Option<&SigningKey>) -> Result<Vec<u8>, ModelError> {
+        let m = &self.module;
+        let (head, sites, tensors) = module_parts::encode(m, &self.sites)?;
+        let base_key = parse_key_hex(&m.base_key)?;
+        let meta = ModuleMeta {
+            format: FORMAT.into(),
+            class_id: m.class_id.0,
+            class_name: m.class_name.clone(),
+            input: m.input.clone(),
+            head,
+            sites,
+        };
+        let mut w = BlobWriter::new(BlobKind::Module, base_key, input_key(&m.input), json(&meta));
+        for t in tensors {
+            w.tensor(&t.name, if t.u8 { DType::U8 } else { DType::F32 }, &t.shape, t.bytes)?;
+        }
+        let spec = &m.input;
+        let per = spec.image_len();
+        let n = self.golden.scores.len();
+        if n == 0 || self.golden.images.len() != n * per {
+            return Err(ModelError::BlobMismatch(format!(
+                "{} golden scores for {} bytes of {per}-byte images",
+                n,
+                self.golden.images.len()
+            )));
+        }
+        w.tensor("golden.images", DType::U8, &[n, spec.channels, spec.height, spec.width], self.golden.images.clone())?;
+        w.tensor_f32("golden.scores", &[n], &self.golden.scores)?;
+        Ok(w.finish(key))
+    }
+
+    /// The module in a (parsed, verified) module blob.
+    pub fn decode(blob: &Blob) -> Result<ModuleBlob, ModelError> {
+        if blob.kind() != BlobKind::Module {
+            return Err(ModelError::BlobMismatch("a base model where a module blob was expected".into()));
+        }
+        let meta: ModuleMeta = serde_json::from_str(blob.meta())
+            .map_err(|e| ModelError::BadMetadata { key: "module blob metadata", reason: e.to_string() })?;
+        if meta.format != FORMAT {
+            return Err(ModelError::BadMetadata {
+                key: "format",
+                reason: format!("`{}` is not `{FORMAT}`", meta.format),
+            });
+        }
+        if input_key(&meta.input) != blob.input_key() {
+            return Err(ModelError::BlobMismatch("the header's input key is not the module's input spec".into()));
+        }
+        let sites: Vec<ReluSite> = meta
+            .sites
+            .iter()
+            .map(|(name, c, h, w)| ReluSite { name: name.clone(), channels: *c, height: *h, width: *w })
+            .collect();
+        let tensor = |name: &str, u8: bool| -> Result<Vec<u8>, ModelError> {
+            let t = blob.tensor(name)?;
+            if t.dtype != if u8 { DType::U8 } else { DType::F32 } {
+                return Err(ModelError::TensorDtype { name: name.into(), found: format!("{:?}", t.dtype) });
+            }
+            Ok(t.bytes.to_vec())
+        };
+        let id = ModuleIdentity {
+            class_id: meta.class_id,
+            class_name: meta.class_name,
+            base_key: key_hex(&blob.base_key()),
+            input: meta.input,
+        };
+        let module = module_parts::decode(id, meta.head, meta.sites, tensor)?;
+        let spec = &module.input;
+        let images = blob.tensor("golden.images")?;
+        let n = images.shape.first().copied().unwrap_or(0);
+        images.expect(DType::U8, &[n, spec.channels, spec.height, spec.width])?;
+        let scores = blob.tensor("golden.scores")?;
+        scores.expect(DType::F32, &[n])?;
+        let golden = Golden { images: images.bytes.to_vec(), scores: scores.to_f32()? };
+        Ok(ModuleBlob { module, sites, golden })
+    }
+
+    /// The health check of a field update: the module, run on `base` (whose key is `base_key`),
+    /// reproduces its golden scores within [`GOLDEN_TOLERANCE`]. Returns the largest difference.
+    pub fn self_test(&self, base: &ResNet, base_key: &[u8; 32]) -> Result<f32, ModelError> {
+        if key_hex(base_key) != self.module.base_key {
+            return Err(ModelError::BlobMismatch("the module names another base model".into()));
+        }
+        let found = golden_scores(base, &self.module, &self.golden.images)?;
+        let mut worst = 0f32;
+        for (image, (&e, &f)) in self.golden.scores.iter().zip(&found).enumerate() {
+            let d = (e - f).abs();
+            if d.is_nan() || d > GOLDEN_TOLERANCE {
+                return Err(ModelError::GoldenMismatch { image, expected: e, found: f });
+            }
+            worst = worst.max(d);
+        }
+        Ok(worst)
+    }
+}
+
+fn parse_key_hex(s: &str) -> Result<[u8; 32], ModelError> {
+    let bad = || ModelError::BlobMismatch(format!("module base key `{s}` is not 64 hex digits"));
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base_blob::{self, model_key};
+    use crate::tiny_model::tiny_model;
+    use crate::{ClassId, ModuleHead, ModuleKind, NodeMask};
+    use candle_core::Device;
+    use classmod_blob::Blob;
+
+    /// `bytes` in 8-byte-aligned storage, as a mapping gives them (little-endian layout).
+    fn aligned(bytes: &[u8]) -> Vec<u64> {
+        let mut v = vec![0u64; bytes.len().div_ceil(8)];
+        for (i, b) in bytes.iter().enumerate() {
+            v[i / 8] |= (*b as u64) << (8 * (i % 8));
+        }
+        v
+    }
+    fn view(v: &[u64], len: usize) -> &[u8] {
+        assert!(cfg!(target_endian = "little") && len <= 8 * v.len());
+        // SAFETY: `len` bytes of live u64 storage, read as bytes.
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, len) }
+    }
+
+    fn module(base: &ResNet, key: &[u8; 32], head: ModuleHead) -> ModuleBlob {
+        let sites = base.relu_sites();
+        let mut mask = NodeMask::ones(&sites);
+        for (i, s) in mask.sites.iter_mut().enumerate() {
+            s.set(i % s.len(), false);
+        }
+        let module = ClassModule {
+            class_id: ClassId(1),
+            class_name: "b".into(),
+            base_key: key_hex(key),
+            input: base.input_spec().clone(),
+            kind: ModuleKind::Mask(mask),
+            head,
+        };
+        let images: Vec<u8> = (0..3 * 64).map(|i| (i * 37 % 251) as u8).collect();
+        let golden = Golden::record(base, &module, images).unwrap();
+        ModuleBlob { module, sites, golden }
+    }
+
+    #[test]
+    fn base_blob_round_trips_and_keys_its_content() {
+        let model = tiny_model(1);
+        let bytes = base_blob::encode(&model, None).unwrap();
+        let store = aligned(&bytes);
+        let blob = Blob::open(view(&store, bytes.len()), None).unwrap();
+        let back = base_blob::decode(&blob, &Device::Cpu).unwrap();
+        assert_eq!(model_key(&back).unwrap(), model_key(&model).unwrap());
+        assert_ne!(model_key(&tiny_model(2)).unwrap(), model_key(&model).unwrap());
+        assert_eq!(back.meta, model.meta);
+        assert!(matches!(ModuleBlob::decode(&blob), Err(ModelError::BlobMismatch(_))));
+        assert_eq!(bytes, base_blob::encode(&model, None).unwrap(), "deterministic");
+    }
+
+    #[test]
+    fn module_blob_round_trips_and_passes_its_self_test() {
+        let model = tiny_model(1);
+        let key = model_key(&model).unwrap();
+        let base = ResNet::new(&model, &Device::Cpu).unwrap();
+        for head in
+            [ModuleHead::Channel { class_index: 1 }, ModuleHead::Calibrated { weight: vec![0.1; 16], bias: -0.2 }]
+        {
+            let m = module(&base, &key, head);
+            let bytes = m.encode(None).unwrap();
+            let store = aligned(&bytes);
+            let blob = Blob::open(view(&store, bytes.len()), None).unwrap();
+            assert_eq!(blob.base_key(), key);
+            let back = ModuleBlob::decode(&blob).unwrap();
+            assert_eq!(back, m);
+            assert_eq!(back.self_test(&base, &key).unwrap(), 0.0, "same machine, same scores");
+            assert!(matches!(back.self_test(&base, &[7; 32]), Err(ModelError::BlobMismatch(_))));
+            let mut wrong = back.clone();
+            wrong.golden.scores[2] += 0.01;
+            assert!(matches!(wrong.self_test(&base, &key), Err(ModelError::GoldenMismatch { image: 2, .. })));
+            // The same module on another base (same key claimed) fails its golden check.
+            let other = ResNet::new(&tiny_model(3), &Device::Cpu).unwrap();
+            assert!(back.self_test(&other, &key).is_err());
+        }
+    }
+
+    #[test]
+    fn golden_vectors_must_be_whole_images() {
+        let model = tiny_model(1);
+        let key = model_key(&model).unwrap();
+        let base = ResNet::new(&model, &Device::Cpu).unwrap();
+        let mut m = module(&base, &key, ModuleHead::Channel { class_index: 1 });
+        m.golden.images.pop();
+        assert!(m.encode(None).is_err());
+        assert!(Golden::record(&base, &m.module, vec![0; 65]).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! The parts of a stored class module that do not depend on the container: the head and site
+//! descriptions (JSON) and the tensors (packed mask bits per ReLU site, head weights). Shared by
+//! the interim module file ([`crate::module_file`]) and the module blob ([`crate::module_blob`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::class_module::{ClassId, ClassModule, ModuleHead, ModuleKind};
+use crate::node_mask::{NodeMask, SiteMask};
+use crate::resnet::ReluSite;
+use crate::{InputSpec, ModelError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub(crate) enum HeadMeta {
+    Channel { class_index: usize },
+    Calibrated,
+}
+
+/// `[name, channels, height, width]` of each ReLU site, in network order.
+pub(crate) type SiteMeta = Vec<(String, usize, usize, usize)>;
+
+/// A tensor of a stored module: bytes are little-endian; `u8` = packed mask bits, else f32.
+pub(crate) struct PartTensor {
+    pub name: String,
+    pub u8: bool,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+pub(crate) fn mask_name(site: usize) -> String {
+    format!("mask.{site:03}")
+}
+
+/// Head and site descriptions and the tensors of `m`, whose masks must fit `sites`.
+pub(crate) fn encode(m: &ClassModule, sites: &[ReluSite]) -> Result<(HeadMeta, SiteMeta, Vec<PartTensor>), ModelError> {
+    let mask = m.mask();
+    if !mask.matches(sites) {
+        return Err(ModelError::BadConfig("module masks do not fit the given sites".into()));
+    }
+    let site_meta = sites.iter().map(|s| (s.name.clone(), s.channels, s.height, s.width)).collect();
+    let mut tensors: Vec<PartTensor> = mask
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let bytes = s.to_bytes();
+            PartTensor { name: mask_name(i), u8: true, shape: vec![bytes.len()], bytes }
+        })
+        .collect();
+    let head = match &m.head {
+        ModuleHead::Channel { class_index } => HeadMeta::Channel { class_index: *class_index },
+        ModuleHead::Calibrated { weight, bias } => {
+            tensors.push(PartTensor {
+                name: "head.weight".into(),
+                u8: false,
+                shape: vec![weight.len()],
+                bytes: weight.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            });
+            tensors.push(PartTensor {
+                name: "head.bias".into(),
+                u8: false,
+                shape: vec![1],
+                bytes: bias.to_le_bytes().to_vec(),
+            });
+            HeadMeta::Calibrated
+        }
+    };
+    Ok((head, site_meta, tensors))
+}
+
+/// What identifies a module besides its parts.
+pub(crate) struct ModuleIdentity {
+    pub class_id: u32,
+    pub class_name: String,
+    pub base_key: String,
+    pub input: InputSpec,
+}
+
+/// Rebuilds a module; `tensor(name, is_u8)` returns a stored tensor's bytes or an error.
+pub(crate) fn decode(
+    id: ModuleIdentity,
+    head: HeadMeta,
+    site_meta: SiteMeta,
+    tensor: impl Fn(&str, bool) -> Result<Vec<u8>, ModelError>,
+) -> Result<ClassModule, ModelError> {
+    id.input.validate()?;
+    let mut sites = Vec::with_capacity(site_meta.len());
+    for (i, (name, c, h, w)) in site_meta.into_iter().enumerate() {
+        if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none_or(|n| n == 0 || n > 1 << 32) {
+            return Err(ModelError::BadMetadata {
+                key: "sites",
+                reason: format!("site {name} has an invalid shape {c}x{h}x{w}"),
+            });
+        }
+        let site = ReluSite { name, channels: c, height: h, width: w };
+        sites.push(SiteMask::from_bytes(&site, &tensor(&mask_name(i), true)?)?);
+    }
+    let head = match head {
+        HeadMeta::Channel { class_index } => ModuleHead::Channel { class_index },
+        HeadMeta::Calibrated => {
+            let f32s = |b: Vec<u8>| -> Vec<f32> {
+                b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            };
+            let weight = f32s(tensor("head.weight", false)?);
+            let bias = f32s(tensor("head.bias", false)?);
+            let [bias] = bias[..] else {
+                return Err(ModelError::TensorShape {
+                    name: "head.bias".into(),
+                    expected: vec![1],
+                    found: vec![bias.len()],
+                });
+            };
+            if weight.iter().chain([&bias]).any(|v| !v.is_finite()) {
+                return Err(ModelError::NonFinite { name: "head".into() });
+            }
+            ModuleHead::Calibrated { weight, bias }
+        }
+    };
+    Ok(ClassModule {
+        class_id: ClassId(id.class_id),
+        class_name: id.class_name,
+        base_key: id.base_key,
+        input: id.input,
+        kind: ModuleKind::Mask(NodeMask { sites }),
+        head,
+    })
+}
