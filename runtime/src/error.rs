@@ -50,6 +50,12 @@ pub enum ModelError {
     #[error("golden self-test failed: image {image} scores {found}, the blob says {expected}")]
     GoldenMismatch { image: usize, expected: f32, found: f32 },
 
+    #[error("memory budget exceeded: the loaded set would need {need} bytes, the board allows {budget}")]
+    BudgetExceeded { need: u64, budget: u64 },
+
+    #[error("no module for class `{0}`")]
+    UnknownClass(String),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

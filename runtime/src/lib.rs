@@ -23,6 +23,7 @@ mod module_parts;
 pub mod node_mask;
 pub mod resnet;
 pub mod resnet_config;
+pub mod serving;
 #[cfg(test)]
 mod tiny_model;
 

@@ -1,0 +1,559 @@
+//! The device's serving state: the set of loaded class modules, held as an immutable
+//! [`Snapshot`] that every classification takes once and keeps for its whole run. Loading,
+//! unloading or replacing a module builds a new snapshot and swaps it in atomically; a
+//! classification therefore sees one consistent set of modules, never half old and half new,
+//! and a replaced module's memory (and its base's, with the last module that uses it) is released
+//! when the last snapshot holding it is dropped.
+//!
+//! Blobs are memory-mapped, verified (layout, hash, signature when the device has a key),
+//! decoded, and checked against the manifest; a module also passes its golden self-test on its
+//! base before it is served. A base is mapped once and shared by all its loaded modules.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use candle_core::{Device, Tensor};
+use classmod_blob::VerifyingKey;
+
+use crate::base_blob::{self, key_hex};
+use crate::compose::{predict, Rule};
+use crate::manifest::{Manifest, ManifestModule};
+use crate::mapped_file::MappedFile;
+use crate::{ModelError, ModuleBlob, ModuleGroup, ResNet};
+
+/// How a device serves.
+#[derive(Clone)]
+pub struct ServingConfig {
+    pub device: Device,
+    /// Refuse blobs not signed by this key.
+    pub key: Option<VerifyingKey>,
+    /// Largest resident size of bases plus modules, bytes (the board profile's).
+    pub budget_bytes: Option<u64>,
+    pub rule: Rule,
+}
+
+/// A base model in memory, shared by its loaded modules.
+pub struct LoadedBase {
+    pub key: [u8; 32],
+    pub net: ResNet,
+    /// Weights as resident tensors.
+    pub resident_bytes: u64,
+}
+
+/// A loaded class module.
+pub struct LoadedModule {
+    pub blob: ModuleBlob,
+    pub file: PathBuf,
+    pub base: Arc<LoadedBase>,
+    /// Masks as resident f32 tensors plus the head.
+    pub resident_bytes: u64,
+}
+
+/// One consistent set of loaded modules, grouped per base for one stacked pass each.
+pub struct Snapshot {
+    /// Increases with every change.
+    pub generation: u64,
+    /// Loaded modules in load order: the classifier's classes.
+    pub modules: Vec<Arc<LoadedModule>>,
+    groups: Vec<ModuleGroup>,
+    /// For each module: (group, index in group).
+    order: Vec<(usize, usize)>,
+}
+
+/// What a classification returns: the snapshot's classes and, per image, the winner and every
+/// class's score.
+#[derive(Debug, Clone)]
+pub struct Classification {
+    pub generation: u64,
+    pub classes: Vec<String>,
+    pub predictions: Vec<usize>,
+    /// `scores[i][c]`: class c's module on image i.
+    pub scores: Vec<Vec<f32>>,
+}
+
+impl Snapshot {
+    fn build(generation: u64, modules: Vec<Arc<LoadedModule>>) -> Result<Snapshot, ModelError> {
+        let mut bases: Vec<Arc<LoadedBase>> = Vec::new();
+        let mut members: Vec<Vec<crate::ClassModule>> = Vec::new();
+        let mut order = Vec::with_capacity(modules.len());
+        for m in &modules {
+            let g = match bases.iter().position(|b| Arc::ptr_eq(b, &m.base)) {
+                Some(g) => g,
+                None => {
+                    bases.push(m.base.clone());
+                    members.push(Vec::new());
+                    bases.len() - 1
+                }
+            };
+            order.push((g, members[g].len()));
+            members[g].push(m.blob.module.clone());
+        }
+        let groups = bases
+            .iter()
+            .zip(members)
+            .map(|(b, ms)| ModuleGroup::new(b.net.clone(), ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Snapshot { generation, modules, groups, order })
+    }
+
+    pub fn class_names(&self) -> Vec<String> {
+        self.modules.iter().map(|m| m.blob.module.class_name.clone()).collect()
+    }
+
+    /// Resident bytes: each distinct base once, plus every module.
+    pub fn resident_bytes(&self) -> u64 {
+        let mut bases: Vec<&Arc<LoadedBase>> = Vec::new();
+        for m in &self.modules {
+            if !bases.iter().any(|b| Arc::ptr_eq(b, &m.base)) {
+                bases.push(&m.base);
+            }
+        }
+        bases.iter().map(|b| b.resident_bytes).sum::<u64>() + self.modules.iter().map(|m| m.resident_bytes).sum::<u64>()
+    }
+
+    /// Classifies `n` images of raw pixels (`n * C * H * W` bytes in the input spec's layout).
+    pub fn classify(&self, pixels: &[u8], rule: Rule) -> Result<Classification, ModelError> {
+        let classes = self.class_names();
+        let Some(first) = self.modules.first() else {
+            return Err(ModelError::BadConfig("no classes are loaded".into()));
+        };
+        let spec = first.blob.module.input.clone();
+        let per = spec.image_len();
+        if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
+            return Err(ModelError::InputShape {
+                expected: (spec.channels, spec.height, spec.width),
+                found: vec![pixels.len()],
+            });
+        }
+        let n = pixels.len() / per;
+        let mut x = vec![0f32; pixels.len()];
+        spec.normalize_into(pixels, &mut x);
+        let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), first.base.net.device())?;
+        let outs = self.groups.iter().map(|g| g.run(&x)).collect::<Result<Vec<_>, _>>()?;
+        let mut predictions = Vec::with_capacity(n);
+        let mut scores = Vec::with_capacity(n);
+        for i in 0..n {
+            let s: Vec<f32> = self.order.iter().map(|&(g, m)| outs[g].score(m, i)).collect();
+            let v: Vec<bool> = self.order.iter().map(|&(g, m)| outs[g].votes(m, i)).collect();
+            predictions.push(predict(&s, &v, rule));
+            scores.push(s);
+        }
+        Ok(Classification { generation: self.generation, classes, predictions, scores })
+    }
+}
+
+/// The serving runtime over one packed directory.
+pub struct ModuleRuntime {
+    dir: PathBuf,
+    config: ServingConfig,
+    current: RwLock<Arc<Snapshot>>,
+    /// Serialises changes (each builds on the snapshot before it).
+    edit: Mutex<Manifest>,
+    /// Bases in memory, found again while any snapshot still holds them.
+    bases: Mutex<Vec<Weak<LoadedBase>>>,
+}
+
+impl ModuleRuntime {
+    /// Opens a packed directory (its `manifest.json`); nothing is mapped yet.
+    pub fn open(dir: &Path, config: ServingConfig) -> Result<ModuleRuntime, ModelError> {
+        let manifest = Manifest::read(dir)?;
+        Ok(ModuleRuntime {
+            dir: dir.to_path_buf(),
+            config,
+            current: RwLock::new(Arc::new(Snapshot::build(0, Vec::new())?)),
+            edit: Mutex::new(manifest),
+            bases: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The classes a device could load.
+    pub fn available(&self) -> Vec<String> {
+        self.edit.lock().unwrap_or_else(|e| e.into_inner()).modules.iter().map(|m| m.class_name.clone()).collect()
+    }
+
+    /// The current snapshot: hold it for one classification.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Classifies with the current snapshot.
+    pub fn classify(&self, pixels: &[u8]) -> Result<Classification, ModelError> {
+        self.snapshot().classify(pixels, self.config.rule)
+    }
+
+    fn base(&self, manifest: &Manifest, key: &str) -> Result<Arc<LoadedBase>, ModelError> {
+        let mut cache = self.bases.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|w| w.strong_count() > 0);
+        if let Some(b) = cache.iter().filter_map(Weak::upgrade).find(|b| key_hex(&b.key) == key) {
+            return Ok(b);
+        }
+        let entry =
+            manifest.base(key).ok_or_else(|| ModelError::BlobMismatch(format!("base {key} is not in the manifest")))?;
+        let map = MappedFile::open(&self.dir.join(&entry.file))?;
+        let blob = map.blob(self.config.key.as_ref())?;
+        if key_hex(&blob.content_hash()) != entry.content_hash {
+            return Err(ModelError::BlobMismatch(format!("{}: content hash differs from the manifest's", entry.file)));
+        }
+        let model = base_blob::decode(&blob, &self.config.device)?;
+        let resident_bytes = model.tensors.values().map(|t| t.elem_count() as u64 * 4).sum();
+        let base = Arc::new(LoadedBase {
+            key: blob.base_key(),
+            net: ResNet::new(&model, &self.config.device)?,
+            resident_bytes,
+        });
+        cache.push(Arc::downgrade(&base));
+        Ok(base)
+    }
+
+    /// Maps, verifies, decodes and self-tests the module blob `file` (for `entry`'s class).
+    fn prepare(&self, manifest: &Manifest, entry: &ManifestModule, file: &Path) -> Result<LoadedModule, ModelError> {
+        let map = MappedFile::open(file)?;
+        let blob = map.blob(self.config.key.as_ref())?;
+        if key_hex(&blob.content_hash()) != entry.content_hash {
+            return Err(ModelError::BlobMismatch(format!(
+                "{}: content hash differs from the manifest's",
+                file.display()
+            )));
+        }
+        let mb = ModuleBlob::decode(&blob)?;
+        if mb.module.class_name != entry.class_name || mb.module.base_key != entry.base_key {
+            return Err(ModelError::BlobMismatch(format!(
+                "{}: class or base differ from the manifest's",
+                file.display()
+            )));
+        }
+        let base = self.base(manifest, &entry.base_key)?;
+        mb.self_test(&base.net, &base.key)?;
+        let nodes = mb.module.mask().total_nodes() as u64;
+        let head = match &mb.module.head {
+            crate::ModuleHead::Calibrated { weight, .. } => 4 * (weight.len() as u64 + 1),
+            crate::ModuleHead::Channel { .. } => 0,
+        };
+        Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, resident_bytes: 4 * nodes + head })
+    }
+
+    /// Swaps in `modules` as the next snapshot, if they fit the budget.
+    fn commit(&self, modules: Vec<Arc<LoadedModule>>) -> Result<Arc<Snapshot>, ModelError> {
+        let generation = self.snapshot().generation + 1;
+        let next = Arc::new(Snapshot::build(generation, modules)?);
+        if let Some(budget) = self.config.budget_bytes {
+            let need = next.resident_bytes();
+            if need > budget {
+                return Err(ModelError::BudgetExceeded { need, budget });
+            }
+        }
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        Ok(next)
+    }
+
+    /// Loads the module of `class` (by name) and serves it from the next classification on.
+    /// On any error nothing changes.
+    pub fn load(&self, class: &str) -> Result<Arc<Snapshot>, ModelError> {
+        let manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.snapshot();
+        if now.modules.iter().any(|m| m.blob.module.class_name == class) {
+            return Ok(now);
+        }
+        let entry = manifest.module(class).ok_or_else(|| ModelError::UnknownClass(class.to_string()))?.clone();
+        let loaded = Arc::new(self.prepare(&manifest, &entry, &self.dir.join(&entry.file))?);
+        let mut modules = now.modules.clone();
+        modules.push(loaded);
+        self.commit(modules)
+    }
+
+    /// Stops serving `class`; its memory goes when the last classification using it ends.
+    pub fn unload(&self, class: &str) -> Result<Arc<Snapshot>, ModelError> {
+        let _manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.snapshot();
+        if !now.modules.iter().any(|m| m.blob.module.class_name == class) {
+            return Err(ModelError::UnknownClass(class.to_string()));
+        }
+        let modules = now.modules.iter().filter(|m| m.blob.module.class_name != class).cloned().collect();
+        self.commit(modules)
+    }
+
+    /// Replaces the served module of `entry.class_name` (loaded or not) by the blob at `file`,
+    /// which must match `entry`; records `entry` in the in-memory manifest. Nothing changes on error.
+    pub fn replace(&self, entry: &ManifestModule, file: &Path) -> Result<Arc<Snapshot>, ModelError> {
+        let mut manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = Arc::new(self.prepare(&manifest, entry, file)?);
+        let now = self.snapshot();
+        let mut modules: Vec<Arc<LoadedModule>> = now.modules.clone();
+        match modules.iter().position(|m| m.blob.module.class_name == entry.class_name) {
+            Some(i) => modules[i] = loaded,
+            None => modules.push(loaded),
+        }
+        let snap = self.commit(modules)?;
+        match manifest.modules.iter_mut().find(|m| m.class_name == entry.class_name) {
+            Some(m) => *m = entry.clone(),
+            None => manifest.modules.push(entry.clone()),
+        }
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base_blob::model_key;
+    use crate::manifest::ManifestBase;
+    use crate::tiny_model::tiny_model;
+    use crate::{ClassId, ClassModule, Golden, ModelFile, ModuleHead, ModuleKind, NodeMask};
+    use classmod_blob::{Blob, SigningKey};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+    fn scratch() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "classmod-serving-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn images(n: usize) -> Vec<u8> {
+        (0..n * 64).map(|i| (i * 53 % 256) as u8).collect()
+    }
+
+    /// A module of `model` for output `id`, dropping every `drop`-th node.
+    fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop: usize) -> ModuleBlob {
+        let sites = net.relu_sites();
+        let mut mask = NodeMask::ones(&sites);
+        for s in mask.sites.iter_mut() {
+            for i in (0..s.len()).step_by(drop) {
+                s.set(i, false);
+            }
+        }
+        let module = ClassModule {
+            class_id: ClassId(id),
+            class_name: name.into(),
+            base_key: key_hex(&model_key(model).unwrap()),
+            input: model.meta.input.clone(),
+            kind: ModuleKind::Mask(mask),
+            head: ModuleHead::Channel { class_index: id as usize },
+        };
+        let golden = Golden::record(net, &module, images(2)).unwrap();
+        ModuleBlob { module, sites, golden }
+    }
+
+    fn hash_hex(bytes: &[u8]) -> String {
+        key_hex(&Blob::parse(bytes).unwrap().content_hash())
+    }
+
+    /// Writes base blobs, module blobs and the manifest; returns the manifest.
+    fn pack(dir: &Path, models: &[&ModelFile], modules: &[&ModuleBlob], key: Option<&SigningKey>) -> Manifest {
+        let mut bases = Vec::new();
+        for (i, m) in models.iter().enumerate() {
+            let bytes = base_blob::encode(m, key).unwrap();
+            let file = format!("base{i}.blob");
+            std::fs::write(dir.join(&file), &bytes).unwrap();
+            bases.push(ManifestBase {
+                file,
+                key: key_hex(&model_key(m).unwrap()),
+                content_hash: hash_hex(&bytes),
+                bytes: bytes.len() as u64,
+                class_names: m.meta.class_names.clone(),
+            });
+        }
+        let mut entries = Vec::new();
+        for mb in modules {
+            entries.push(write_module(dir, mb, &format!("{}.blob", mb.module.class_name), key));
+        }
+        let manifest = Manifest::new(bases, entries);
+        manifest.write(dir).unwrap();
+        manifest
+    }
+
+    fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<&SigningKey>) -> ManifestModule {
+        let bytes = mb.encode(key).unwrap();
+        std::fs::write(dir.join(file), &bytes).unwrap();
+        ManifestModule {
+            file: file.into(),
+            class_name: mb.module.class_name.clone(),
+            class_id: mb.module.class_id.0,
+            base_key: mb.module.base_key.clone(),
+            content_hash: hash_hex(&bytes),
+            bytes: bytes.len() as u64,
+        }
+    }
+
+    fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
+        ServingConfig { device: Device::Cpu, key, budget_bytes: budget, rule: Rule::Max }
+    }
+
+    /// What module `mb` alone scores on `pixels` (the reference for served scores).
+    fn alone(net: &ResNet, mb: &ModuleBlob, pixels: &[u8]) -> Vec<f32> {
+        let n = pixels.len() / 64;
+        let mut x = vec![0f32; pixels.len()];
+        mb.module.input.normalize_into(pixels, &mut x);
+        let x = Tensor::from_vec(x, (n, 1, 8, 8), &Device::Cpu).unwrap();
+        let out = ModuleGroup::new(net.clone(), vec![mb.module.clone()]).unwrap().run(&x).unwrap();
+        (0..n).map(|i| out.score(0, i)).collect()
+    }
+
+    struct Fixture {
+        dir: PathBuf,
+        nets: [ResNet; 2],
+        a: ModuleBlob,
+        b: ModuleBlob,
+        c: ModuleBlob,
+    }
+
+    fn fixture(key: Option<&SigningKey>) -> Fixture {
+        let (m1, m2) = (tiny_model(1), tiny_model(2));
+        let nets = [ResNet::new(&m1, &Device::Cpu).unwrap(), ResNet::new(&m2, &Device::Cpu).unwrap()];
+        let a = module(&m1, &nets[0], 0, "a", 3);
+        let b = module(&m1, &nets[0], 1, "b", 5);
+        let c = module(&m2, &nets[1], 2, "c", 4);
+        let dir = scratch();
+        pack(&dir, &[&m1, &m2], &[&a, &b, &c], key);
+        Fixture { dir, nets, a, b, c }
+    }
+
+    #[test]
+    fn loads_only_what_is_asked_and_classifies_like_the_modules_alone() {
+        let f = fixture(None);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        assert_eq!(rt.available(), ["a", "b", "c"]);
+        assert!(rt.classify(&images(1)).is_err(), "nothing loaded yet");
+        rt.load("a").unwrap();
+        rt.load("c").unwrap();
+        let before = rt.snapshot().generation;
+        assert_eq!(rt.load("a").unwrap().generation, before, "loading a loaded class changes nothing");
+        let px = images(3);
+        let r = rt.classify(&px).unwrap();
+        assert_eq!(r.classes, ["a", "c"]);
+        let (sa, sc) = (alone(&f.nets[0], &f.a, &px), alone(&f.nets[1], &f.c, &px));
+        for i in 0..3 {
+            assert!((r.scores[i][0] - sa[i]).abs() < 1e-5 && (r.scores[i][1] - sc[i]).abs() < 1e-5);
+            assert_eq!(r.predictions[i], usize::from(sc[i] > sa[i]));
+        }
+        let two_bases = rt.snapshot().resident_bytes();
+        rt.load("b").unwrap();
+        let with_b = rt.snapshot().resident_bytes();
+        let b_bytes = 4 * f.b.module.mask().total_nodes() as u64;
+        assert_eq!(with_b - two_bases, b_bytes, "b shares a's base: only its masks are added");
+        rt.unload("a").unwrap();
+        rt.unload("b").unwrap();
+        assert!(matches!(rt.unload("b"), Err(ModelError::UnknownClass(_))));
+        assert!(matches!(rt.load("zebra"), Err(ModelError::UnknownClass(_))));
+        // Base 0 is released with its last module (no snapshot holds it any more).
+        let live: Vec<[u8; 32]> = rt.bases.lock().unwrap().iter().filter_map(Weak::upgrade).map(|b| b.key).collect();
+        assert_eq!(live.len(), 1, "only c's base stays mapped");
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    #[test]
+    fn budget_refusal_and_bad_files_change_nothing() {
+        let f = fixture(None);
+        let probe = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        let one = probe.load("a").unwrap().resident_bytes();
+        let rt = ModuleRuntime::open(&f.dir, config(Some(one + 10), None)).unwrap();
+        rt.load("a").unwrap();
+        let err = rt.load("c").err().unwrap();
+        assert!(matches!(err, ModelError::BudgetExceeded { .. }), "{err}");
+        assert!(err.to_string().contains("budget"));
+        assert_eq!(rt.snapshot().class_names(), ["a"], "nothing loaded half-way");
+        // A module blob corrupted on disk is refused at load; the served set stays.
+        let path = f.dir.join("b.blob");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("a").unwrap();
+        let generation = rt.snapshot().generation;
+        assert!(rt.load("b").is_err());
+        assert_eq!((rt.snapshot().generation, rt.snapshot().class_names()), (generation, vec!["a".to_string()]));
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    #[test]
+    fn a_device_with_a_key_serves_only_blobs_it_signed() {
+        let sk = SigningKey::from_bytes(&[4; 32]);
+        let signed = fixture(Some(&sk));
+        let rt = ModuleRuntime::open(&signed.dir, config(None, Some(sk.verifying_key()))).unwrap();
+        rt.load("a").unwrap();
+        let unsigned = fixture(None);
+        let rt = ModuleRuntime::open(&unsigned.dir, config(None, Some(sk.verifying_key()))).unwrap();
+        assert!(matches!(rt.load("a"), Err(ModelError::Blob(classmod_blob::BlobError::Unsigned))));
+        let _ = std::fs::remove_dir_all(&signed.dir);
+        let _ = std::fs::remove_dir_all(&unsigned.dir);
+    }
+
+    /// Readers classify continuously while a writer swaps b between two versions and loads and
+    /// unloads c hundreds of times: every result is one consistent set ({a, b} or {a, b, c}, b in
+    /// one version), each score equal to that module alone; generations never go back.
+    #[test]
+    fn hot_swap_under_load_is_consistent() {
+        let f = fixture(None);
+        let m1 = tiny_model(1);
+        let b2 = module(&m1, &f.nets[0], 1, "b", 2);
+        let b2_entry = write_module(&f.dir, &b2, "b-v2.blob", None);
+        let b1_entry = Manifest::read(&f.dir).unwrap().module("b").unwrap().clone();
+        let rt = Arc::new(ModuleRuntime::open(&f.dir, config(None, None)).unwrap());
+        rt.load("a").unwrap();
+        rt.load("b").unwrap();
+        let px = images(2);
+        let want_a = alone(&f.nets[0], &f.a, &px);
+        let want_b = [alone(&f.nets[0], &f.b, &px), alone(&f.nets[0], &b2, &px)];
+        let want_c = alone(&f.nets[1], &f.c, &px);
+        assert_ne!(want_b[0], want_b[1], "the two versions of b are distinguishable");
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (rt, stop, px, started) = (rt.clone(), stop.clone(), px.clone(), started.clone());
+                let (want_a, want_b, want_c) = (want_a.clone(), want_b.clone(), want_c.clone());
+                std::thread::spawn(move || {
+                    let (mut seen, mut last) = (0usize, 0u64);
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = rt.classify(&px).unwrap();
+                        assert!(r.generation >= last, "generations never go back");
+                        last = r.generation;
+                        let close = |x: f32, y: f32| (x - y).abs() < 1e-5;
+                        assert!(r.classes == ["a", "b"] || r.classes == ["a", "b", "c"], "{:?}", r.classes);
+                        let version = (0..2).find(|&v| (0..2).all(|i| close(r.scores[i][1], want_b[v][i])));
+                        assert!(version.is_some(), "b is wholly one version: {:?}", r.scores);
+                        for i in 0..2 {
+                            assert!(close(r.scores[i][0], want_a[i]));
+                            if r.classes.len() == 3 {
+                                assert!(close(r.scores[i][2], want_c[i]));
+                            }
+                        }
+                        if seen == 0 {
+                            started.fetch_add(1, Ordering::Relaxed);
+                        }
+                        seen += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        while started.load(Ordering::Relaxed) < 3 {
+            std::thread::yield_now();
+        }
+        for i in 0..300 {
+            let entry = if i % 2 == 0 { &b2_entry } else { &b1_entry };
+            rt.replace(entry, &f.dir.join(&entry.file)).unwrap();
+            if i % 3 == 0 {
+                rt.load("c").unwrap();
+            } else if rt.snapshot().modules.len() == 3 {
+                rt.unload("c").unwrap();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let seen: usize = readers.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(seen > 0);
+        assert!(rt.snapshot().generation >= 300);
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+}
