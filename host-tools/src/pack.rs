@@ -95,6 +95,7 @@ pub fn pack(
                 base_key: key_hex(&bkey),
                 content_hash: content_hash_hex(&bytes)?,
                 bytes: bytes.len() as u64,
+                previous: None,
             });
         }
     }

@@ -14,21 +14,60 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Atomically replaces (or creates) `path` with `bytes`.
-pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// The file-system steps of a durable write, behind a trait so that tests can cut the power
+/// after any one of them (see the field-update tests).
+pub trait DurableFs {
+    /// Creates (or truncates) `path` and writes `bytes` to it.
+    fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Flushes `path`'s data to the disk.
+    fn sync_file(&mut self, path: &Path) -> io::Result<()>;
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes renames in the directory holding `path` durable.
+    fn sync_dir(&mut self, path: &Path) -> io::Result<()>;
+    fn remove(&mut self, path: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+pub struct OsFs;
+
+impl DurableFs for OsFs {
+    fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        File::create(path)?.write_all(bytes)
+    }
+    fn sync_file(&mut self, path: &Path) -> io::Result<()> {
+        // fsync through any descriptor of the file flushes the file's data.
+        fs::OpenOptions::new().write(true).open(path)?.sync_all()
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+    fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
+        sync_dir(path)
+    }
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+}
+
+/// Atomically replaces (or creates) `path` with `bytes` through `fs`: temp file, fsync, rename,
+/// fsync of the directory. On error the temp file is removed (when `fs` still can).
+pub fn write_with(fs: &mut dyn DurableFs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        sync_dir(path)
+        fs.write_file(&tmp, bytes)?;
+        fs.sync_file(&tmp)?;
+        fs.rename(&tmp, path)?;
+        fs.sync_dir(path)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs.remove(&tmp);
     }
     result
+}
+
+/// Atomically replaces (or creates) `path` with `bytes`.
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(&mut OsFs, path, bytes)
 }
 
 /// Fsyncs the directory holding `path`, making a rename in it durable.

@@ -12,6 +12,7 @@ pub mod class_module;
 pub mod compose;
 pub mod conv;
 pub mod error;
+pub mod field_update;
 pub mod input_spec;
 pub mod manifest;
 pub mod mapped_file;
@@ -24,6 +25,8 @@ pub mod node_mask;
 pub mod resnet;
 pub mod resnet_config;
 pub mod serving;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tiny_model;
 

@@ -33,6 +33,17 @@ pub struct ManifestModule {
     pub base_key: String,
     pub content_hash: String,
     pub bytes: u64,
+    /// After a field update, until it is confirmed: the module it replaced (the rollback copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousModule>,
+}
+
+/// The module an unconfirmed update replaced, kept on disk for rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousModule {
+    pub file: String,
+    pub content_hash: String,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +52,13 @@ pub struct Manifest {
     pub version: u32,
     pub bases: Vec<ManifestBase>,
     pub modules: Vec<ManifestModule>,
+}
+
+/// `class-007-horse`: the stem of a module's file name (unsafe characters replaced).
+pub fn file_stem(class_id: u32, class_name: &str) -> String {
+    let name: String =
+        class_name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("class-{class_id:03}-{name}")
 }
 
 fn bad(reason: impl Into<String>) -> ModelError {
@@ -72,7 +90,8 @@ impl Manifest {
             return Err(ModelError::UnsupportedVersion { found: m.version.to_string(), supported: VERSION });
         }
         let mut files: Vec<&str> = Vec::new();
-        for f in m.bases.iter().map(|b| &b.file).chain(m.modules.iter().map(|x| &x.file)) {
+        let previous = m.modules.iter().filter_map(|x| x.previous.as_ref().map(|p| &p.file));
+        for f in m.bases.iter().map(|b| &b.file).chain(m.modules.iter().map(|x| &x.file)).chain(previous) {
             if !plain_file_name(f) {
                 return Err(bad(format!("`{f}` is not a plain file name in the manifest's directory")));
             }
@@ -102,9 +121,14 @@ impl Manifest {
 
     /// Written crash-safely.
     pub fn write(&self, dir: &Path) -> Result<(), ModelError> {
+        self.write_with(&mut atomic_file::OsFs, dir)
+    }
+
+    /// Written crash-safely through `fs`.
+    pub fn write_with(&self, fs: &mut dyn atomic_file::DurableFs, dir: &Path) -> Result<(), ModelError> {
         let path = dir.join(FILE_NAME);
         let text = serde_json::to_string_pretty(self).expect("plain data serialises");
-        atomic_file::write(&path, text.as_bytes()).map_err(|e| ModelError::io(&path, e))
+        atomic_file::write_with(fs, &path, text.as_bytes()).map_err(|e| ModelError::io(&path, e))
     }
 
     pub fn module(&self, class_name: &str) -> Option<&ManifestModule> {
@@ -136,6 +160,7 @@ mod tests {
                 base_key: "k".into(),
                 content_hash: "h2".into(),
                 bytes: 5,
+                previous: None,
             }],
         )
     }

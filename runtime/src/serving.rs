@@ -209,8 +209,21 @@ impl ModuleRuntime {
         Ok(base)
     }
 
+    pub(crate) fn lock_manifest(&self) -> std::sync::MutexGuard<'_, Manifest> {
+        self.edit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> &ServingConfig {
+        &self.config
+    }
+
     /// Maps, verifies, decodes and self-tests the module blob `file` (for `entry`'s class).
-    fn prepare(&self, manifest: &Manifest, entry: &ManifestModule, file: &Path) -> Result<LoadedModule, ModelError> {
+    pub(crate) fn prepare(
+        &self,
+        manifest: &Manifest,
+        entry: &ManifestModule,
+        file: &Path,
+    ) -> Result<LoadedModule, ModelError> {
         let map = MappedFile::open(file)?;
         let blob = map.blob(self.config.key.as_ref())?;
         if key_hex(&blob.content_hash()) != entry.content_hash {
@@ -236,8 +249,8 @@ impl ModuleRuntime {
         Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, resident_bytes: 4 * nodes + head })
     }
 
-    /// Swaps in `modules` as the next snapshot, if they fit the budget.
-    fn commit(&self, modules: Vec<Arc<LoadedModule>>) -> Result<Arc<Snapshot>, ModelError> {
+    /// The snapshot that would serve `modules`, if they fit the budget (nothing is swapped yet).
+    fn next_snapshot(&self, modules: Vec<Arc<LoadedModule>>) -> Result<Arc<Snapshot>, ModelError> {
         let generation = self.snapshot().generation + 1;
         let next = Arc::new(Snapshot::build(generation, modules)?);
         if let Some(budget) = self.config.budget_bytes {
@@ -246,8 +259,63 @@ impl ModuleRuntime {
                 return Err(ModelError::BudgetExceeded { need, budget });
             }
         }
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
         Ok(next)
+    }
+
+    fn install(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        next
+    }
+
+    /// Swaps in `modules` as the next snapshot, if they fit the budget.
+    fn commit(&self, modules: Vec<Arc<LoadedModule>>) -> Result<Arc<Snapshot>, ModelError> {
+        Ok(self.install(self.next_snapshot(modules)?))
+    }
+
+    /// The snapshot with `loaded` replacing its class's module (or added), budget checked, not
+    /// yet installed. Callers hold the manifest lock.
+    pub(crate) fn with_module(&self, loaded: LoadedModule) -> Result<Arc<Snapshot>, ModelError> {
+        let mut modules = self.snapshot().modules.clone();
+        let name = loaded.blob.module.class_name.clone();
+        match modules.iter().position(|m| m.blob.module.class_name == name) {
+            Some(i) => modules[i] = Arc::new(loaded),
+            None => modules.push(Arc::new(loaded)),
+        }
+        self.next_snapshot(modules)
+    }
+
+    pub(crate) fn install_snapshot(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.install(next)
+    }
+
+    /// Whether `class` is being served.
+    pub fn serves(&self, class: &str) -> bool {
+        self.snapshot().modules.iter().any(|m| m.blob.module.class_name == class)
+    }
+
+    /// Removes what a power cut can leave behind: temp files and blob files the manifest does not
+    /// name (staged updates that never committed, rollback copies already confirmed).
+    pub fn clean(&self, fs: &mut dyn crate::atomic_file::DurableFs) -> Result<Vec<String>, ModelError> {
+        let manifest = self.lock_manifest();
+        let named: Vec<&str> = manifest
+            .bases
+            .iter()
+            .map(|b| b.file.as_str())
+            .chain(manifest.modules.iter().map(|m| m.file.as_str()))
+            .chain(manifest.modules.iter().filter_map(|m| m.previous.as_ref().map(|p| p.file.as_str())))
+            .collect();
+        let mut removed = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(|e| ModelError::io(&self.dir, e))? {
+            let e = e.map_err(|e| ModelError::io(&self.dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = (name.starts_with('.') && name.contains(".tmp"))
+                || (name.ends_with(".blob") && !named.contains(&name.as_str()));
+            if stale && e.path().is_file() {
+                fs.remove(&e.path()).map_err(|err| ModelError::io(e.path(), err))?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
     }
 
     /// Loads the module of `class` (by name) and serves it from the next classification on.
@@ -280,14 +348,8 @@ impl ModuleRuntime {
     /// which must match `entry`; records `entry` in the in-memory manifest. Nothing changes on error.
     pub fn replace(&self, entry: &ManifestModule, file: &Path) -> Result<Arc<Snapshot>, ModelError> {
         let mut manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
-        let loaded = Arc::new(self.prepare(&manifest, entry, file)?);
-        let now = self.snapshot();
-        let mut modules: Vec<Arc<LoadedModule>> = now.modules.clone();
-        match modules.iter().position(|m| m.blob.module.class_name == entry.class_name) {
-            Some(i) => modules[i] = loaded,
-            None => modules.push(loaded),
-        }
-        let snap = self.commit(modules)?;
+        let loaded = self.prepare(&manifest, entry, file)?;
+        let snap = self.install(self.with_module(loaded)?);
         match manifest.modules.iter_mut().find(|m| m.class_name == entry.class_name) {
             Some(m) => *m = entry.clone(),
             None => manifest.modules.push(entry.clone()),
@@ -299,124 +361,10 @@ impl ModuleRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::base_blob::model_key;
-    use crate::manifest::ManifestBase;
+    use crate::test_support::*;
     use crate::tiny_model::tiny_model;
-    use crate::{ClassId, ClassModule, Golden, ModelFile, ModuleHead, ModuleKind, NodeMask};
-    use classmod_blob::{Blob, SigningKey};
+    use classmod_blob::SigningKey;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    static DIRS: AtomicUsize = AtomicUsize::new(0);
-
-    fn scratch() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "classmod-serving-{}-{}",
-            std::process::id(),
-            DIRS.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn images(n: usize) -> Vec<u8> {
-        (0..n * 64).map(|i| (i * 53 % 256) as u8).collect()
-    }
-
-    /// A module of `model` for output `id`, dropping every `drop`-th node.
-    fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop: usize) -> ModuleBlob {
-        let sites = net.relu_sites();
-        let mut mask = NodeMask::ones(&sites);
-        for s in mask.sites.iter_mut() {
-            for i in (0..s.len()).step_by(drop) {
-                s.set(i, false);
-            }
-        }
-        let module = ClassModule {
-            class_id: ClassId(id),
-            class_name: name.into(),
-            base_key: key_hex(&model_key(model).unwrap()),
-            input: model.meta.input.clone(),
-            kind: ModuleKind::Mask(mask),
-            head: ModuleHead::Channel { class_index: id as usize },
-        };
-        let golden = Golden::record(net, &module, images(2)).unwrap();
-        ModuleBlob { module, sites, golden }
-    }
-
-    fn hash_hex(bytes: &[u8]) -> String {
-        key_hex(&Blob::parse(bytes).unwrap().content_hash())
-    }
-
-    /// Writes base blobs, module blobs and the manifest; returns the manifest.
-    fn pack(dir: &Path, models: &[&ModelFile], modules: &[&ModuleBlob], key: Option<&SigningKey>) -> Manifest {
-        let mut bases = Vec::new();
-        for (i, m) in models.iter().enumerate() {
-            let bytes = base_blob::encode(m, key).unwrap();
-            let file = format!("base{i}.blob");
-            std::fs::write(dir.join(&file), &bytes).unwrap();
-            bases.push(ManifestBase {
-                file,
-                key: key_hex(&model_key(m).unwrap()),
-                content_hash: hash_hex(&bytes),
-                bytes: bytes.len() as u64,
-                class_names: m.meta.class_names.clone(),
-            });
-        }
-        let mut entries = Vec::new();
-        for mb in modules {
-            entries.push(write_module(dir, mb, &format!("{}.blob", mb.module.class_name), key));
-        }
-        let manifest = Manifest::new(bases, entries);
-        manifest.write(dir).unwrap();
-        manifest
-    }
-
-    fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<&SigningKey>) -> ManifestModule {
-        let bytes = mb.encode(key).unwrap();
-        std::fs::write(dir.join(file), &bytes).unwrap();
-        ManifestModule {
-            file: file.into(),
-            class_name: mb.module.class_name.clone(),
-            class_id: mb.module.class_id.0,
-            base_key: mb.module.base_key.clone(),
-            content_hash: hash_hex(&bytes),
-            bytes: bytes.len() as u64,
-        }
-    }
-
-    fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
-        ServingConfig { device: Device::Cpu, key, budget_bytes: budget, rule: Rule::Max }
-    }
-
-    /// What module `mb` alone scores on `pixels` (the reference for served scores).
-    fn alone(net: &ResNet, mb: &ModuleBlob, pixels: &[u8]) -> Vec<f32> {
-        let n = pixels.len() / 64;
-        let mut x = vec![0f32; pixels.len()];
-        mb.module.input.normalize_into(pixels, &mut x);
-        let x = Tensor::from_vec(x, (n, 1, 8, 8), &Device::Cpu).unwrap();
-        let out = ModuleGroup::new(net.clone(), vec![mb.module.clone()]).unwrap().run(&x).unwrap();
-        (0..n).map(|i| out.score(0, i)).collect()
-    }
-
-    struct Fixture {
-        dir: PathBuf,
-        nets: [ResNet; 2],
-        a: ModuleBlob,
-        b: ModuleBlob,
-        c: ModuleBlob,
-    }
-
-    fn fixture(key: Option<&SigningKey>) -> Fixture {
-        let (m1, m2) = (tiny_model(1), tiny_model(2));
-        let nets = [ResNet::new(&m1, &Device::Cpu).unwrap(), ResNet::new(&m2, &Device::Cpu).unwrap()];
-        let a = module(&m1, &nets[0], 0, "a", 3);
-        let b = module(&m1, &nets[0], 1, "b", 5);
-        let c = module(&m2, &nets[1], 2, "c", 4);
-        let dir = scratch();
-        pack(&dir, &[&m1, &m2], &[&a, &b, &c], key);
-        Fixture { dir, nets, a, b, c }
-    }
 
     #[test]
     fn loads_only_what_is_asked_and_classifies_like_the_modules_alone() {

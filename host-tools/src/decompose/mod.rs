@@ -245,9 +245,7 @@ pub fn calibrated_head(
 
 /// `class-007-horse`: a module's file name without extension (unsafe characters replaced).
 pub fn class_file_stem(m: &ClassModule) -> String {
-    let name: String =
-        m.class_name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("class-{:03}-{name}", m.class_id.0)
+    classmod_runtime::manifest::file_stem(m.class_id.0, &m.class_name)
 }
 
 /// File name of a module: `class-007-horse.module.safetensors`.

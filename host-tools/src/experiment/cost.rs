@@ -143,10 +143,10 @@ pub fn markdown(r: &CostReport) -> String {
     let row = |name: &str, x: &Spent| {
         let kwh = x.kwh(o);
         format!(
-            "| {name} | {} | {} | {:.4} kWh | {:.1} g |\n",
+            "| {name} | {} | {} | {:.2} Wh | {:.2} g |\n",
             duration(x.wall_seconds),
             duration(x.cpu_seconds),
-            kwh,
+            1000.0 * kwh,
             1000.0 * kwh * o.kg_co2e_per_kwh
         )
     };

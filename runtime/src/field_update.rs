@@ -1,0 +1,380 @@
+//! The field update of one class module, as a transaction:
+//!
+//! 1. **verify** the new blob in memory: layout, hash, signature (when the device has a key),
+//!    decoding, and compatibility (its base is one the manifest lists, with the same input spec);
+//! 2. **stage** it under its own content-named file beside the active one (temp file, fsync,
+//!    rename, fsync of the directory);
+//! 3. **health check**: map the staged file and run the module's golden self-test on its base;
+//! 4. **commit** by writing the new manifest atomically (temp, fsync, rename, fsync directory): it
+//!    names the new file and keeps the old one as the rollback copy; then serve the new module.
+//!
+//! The manifest rename is the commit point. A power cut before it leaves the old manifest (the
+//! old module; the staged file is an orphan that [`ModuleRuntime::clean`] removes); after it, the
+//! new one. Both name only complete, fsynced files, so a restart comes up with the old or the new
+//! module, never a broken one. Any failed step leaves the running set untouched. [`confirm`]
+//! forgets the rollback copy; [`rollback`] goes back to it.
+//!
+//! [`confirm`]: ModuleRuntime::confirm
+//! [`rollback`]: ModuleRuntime::rollback
+
+use std::path::Path;
+
+use classmod_blob::Blob;
+
+use crate::atomic_file::{self, DurableFs};
+use crate::base_blob::key_hex;
+use crate::manifest::{Manifest, ManifestModule, PreviousModule};
+use crate::serving::ModuleRuntime;
+use crate::{ModelError, ModuleBlob};
+
+/// What an update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateReport {
+    pub class_name: String,
+    pub file: String,
+    /// The module it replaced, kept until [`ModuleRuntime::confirm`].
+    pub previous: Option<String>,
+}
+
+/// `bytes` copied into 8-byte-aligned storage, as the blob parser needs (a mapping always is).
+struct Aligned(Vec<u64>, usize);
+
+impl Aligned {
+    fn new(bytes: &[u8]) -> Aligned {
+        let mut v = vec![0u64; bytes.len().div_ceil(8)];
+        for (chunk, word) in bytes.chunks(8).zip(v.iter_mut()) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *word = u64::from_ne_bytes(b);
+        }
+        Aligned(v, bytes.len())
+    }
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the first `self.1` bytes of live, initialised u64 storage.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.1) }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |e| ModelError::io(path, e)
+}
+
+impl ModuleRuntime {
+    /// Applies a module update (the blob's bytes) through `fs`. On any error the served set, the
+    /// manifest and the active files are as before.
+    pub fn update(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<UpdateReport, ModelError> {
+        let mut manifest = self.lock_manifest();
+        // 1. Verify.
+        let aligned = Aligned::new(bytes);
+        let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
+        let new = ModuleBlob::decode(&blob)?;
+        let m = &new.module;
+        let base = manifest.base(&m.base_key).ok_or_else(|| {
+            ModelError::BlobMismatch(format!("module `{}` needs a base this device does not have", m.class_name))
+        })?;
+        if base.class_names.get(m.class_id.0 as usize).is_none_or(|n| *n != m.class_name) {
+            return Err(ModelError::BlobMismatch(format!(
+                "class `{}` is not output {} of its base model",
+                m.class_name, m.class_id.0
+            )));
+        }
+        let content_hash = key_hex(&blob.content_hash());
+        let file = format!("{}-{}.blob", crate::manifest::file_stem(m.class_id.0, &m.class_name), &content_hash[..16]);
+        let old = manifest.module(&m.class_name).cloned();
+        if old.as_ref().is_some_and(|o| o.content_hash == content_hash) {
+            return Err(ModelError::BlobMismatch(format!("class `{}` already runs this module", m.class_name)));
+        }
+        let entry = ManifestModule {
+            file: file.clone(),
+            class_name: m.class_name.clone(),
+            class_id: m.class_id.0,
+            base_key: m.base_key.clone(),
+            content_hash,
+            bytes: bytes.len() as u64,
+            previous: old.as_ref().map(|o| PreviousModule {
+                file: o.file.clone(),
+                content_hash: o.content_hash.clone(),
+                bytes: o.bytes,
+            }),
+        };
+        // 2. Stage beside the active file.
+        let staged = self.dir().join(&file);
+        atomic_file::write_with(fs, &staged, bytes).map_err(io(&staged))?;
+        // 3. Health check on the staged file (and the memory budget, if the class is served);
+        // 4. commit.
+        let result = (|| {
+            let loaded = self.prepare(&manifest, &entry, &staged)?;
+            let snapshot = if self.serves(&entry.class_name) { Some(self.with_module(loaded)?) } else { None };
+            let mut next = manifest.clone();
+            match next.modules.iter_mut().find(|x| x.class_name == entry.class_name) {
+                Some(x) => *x = entry.clone(),
+                None => next.modules.push(entry.clone()),
+            }
+            Manifest::from_json(&serde_json::to_string(&next).expect("serialises"))?;
+            next.write_with(fs, self.dir())?;
+            *manifest = next;
+            Ok(snapshot)
+        })();
+        match result {
+            Ok(Some(snapshot)) => {
+                self.install_snapshot(snapshot);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = fs.remove(&staged);
+                return Err(e);
+            }
+        }
+        Ok(UpdateReport { class_name: entry.class_name, file, previous: old.map(|o| o.file) })
+    }
+
+    /// Confirms the update of `class`: the rollback copy is forgotten and deleted.
+    pub fn confirm(&self, fs: &mut dyn DurableFs, class: &str) -> Result<(), ModelError> {
+        let mut manifest = self.lock_manifest();
+        let mut next = manifest.clone();
+        let entry = next
+            .modules
+            .iter_mut()
+            .find(|x| x.class_name == class)
+            .ok_or_else(|| ModelError::UnknownClass(class.into()))?;
+        let Some(previous) = entry.previous.take() else { return Ok(()) };
+        next.write_with(fs, self.dir())?;
+        *manifest = next;
+        let old = self.dir().join(&previous.file);
+        fs.remove(&old).map_err(io(&old))
+    }
+
+    /// Goes back to the module `class` ran before its unconfirmed update (and serves it if the
+    /// class is served). The updated file is deleted.
+    pub fn rollback(&self, fs: &mut dyn DurableFs, class: &str) -> Result<(), ModelError> {
+        let mut manifest = self.lock_manifest();
+        let current = manifest.module(class).cloned().ok_or_else(|| ModelError::UnknownClass(class.into()))?;
+        let previous = current
+            .previous
+            .clone()
+            .ok_or_else(|| ModelError::BlobMismatch(format!("class `{class}` has no update to roll back")))?;
+        let back = ManifestModule {
+            file: previous.file,
+            content_hash: previous.content_hash,
+            bytes: previous.bytes,
+            previous: None,
+            ..current.clone()
+        };
+        let loaded = self.prepare(&manifest, &back, &self.dir().join(&back.file))?;
+        let snapshot = if self.serves(class) { Some(self.with_module(loaded)?) } else { None };
+        let mut next = manifest.clone();
+        if let Some(x) = next.modules.iter_mut().find(|x| x.class_name == class) {
+            *x = back;
+        }
+        next.write_with(fs, self.dir())?;
+        *manifest = next;
+        if let Some(s) = snapshot {
+            self.install_snapshot(s);
+        }
+        let updated = self.dir().join(&current.file);
+        fs.remove(&updated).map_err(io(&updated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::atomic_file::OsFs;
+    use crate::test_support::*;
+    use crate::tiny_model::tiny_model;
+    use crate::{Device, ResNet};
+    use std::io;
+    use std::path::PathBuf;
+
+    /// The power goes off during step number `cut` (counting from 0): that step does half its
+    /// work (a write writes half its bytes) and fails, and every later step fails.
+    struct PowerCut {
+        steps: usize,
+        cut: usize,
+    }
+
+    impl PowerCut {
+        fn step(&mut self) -> Result<bool, io::Error> {
+            let n = self.steps;
+            self.steps += 1;
+            match n.cmp(&self.cut) {
+                std::cmp::Ordering::Less => Ok(true),
+                std::cmp::Ordering::Equal => Ok(false),
+                std::cmp::Ordering::Greater => Err(io::Error::other("the power is off")),
+            }
+        }
+    }
+
+    fn cut() -> io::Error {
+        io::Error::other("power cut")
+    }
+
+    impl DurableFs for PowerCut {
+        fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+            if self.step()? {
+                OsFs.write_file(path, bytes)
+            } else {
+                OsFs.write_file(path, &bytes[..bytes.len() / 2])?;
+                Err(cut())
+            }
+        }
+        fn sync_file(&mut self, path: &Path) -> io::Result<()> {
+            if self.step()? {
+                OsFs.sync_file(path)
+            } else {
+                Err(cut())
+            }
+        }
+        fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+            // A rename is atomic: it happened or it did not.
+            if self.step()? {
+                OsFs.rename(from, to)
+            } else {
+                Err(cut())
+            }
+        }
+        fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
+            if self.step()? {
+                OsFs.sync_dir(path)
+            } else {
+                Err(cut())
+            }
+        }
+        fn remove(&mut self, path: &Path) -> io::Result<()> {
+            if self.step()? {
+                OsFs.remove(path)
+            } else {
+                Err(cut())
+            }
+        }
+    }
+
+    fn served_file(rt: &ModuleRuntime, class: &str) -> String {
+        let snap = rt.snapshot();
+        let m = snap.modules.iter().find(|m| m.blob.module.class_name == class).expect("served");
+        m.file.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    /// A second version of class b (another mask) as blob bytes.
+    fn b_v2(f: &Fixture) -> Vec<u8> {
+        module(&tiny_model(1), &f.nets[0], 1, "b", 2).encode(None).unwrap()
+    }
+
+    #[test]
+    fn a_restart_after_a_power_cut_at_any_step_serves_the_old_or_the_new_module() {
+        // How many steps a whole update and its confirmation take.
+        let f = fixture(None);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        let mut count = PowerCut { steps: 0, cut: usize::MAX };
+        rt.update(&mut count, &b_v2(&f)).unwrap();
+        rt.confirm(&mut count, "b").unwrap();
+        let total = count.steps;
+        assert!(total >= 10, "stage (4) + manifest (4) + confirm (4+1) steps, got {total}");
+        let _ = std::fs::remove_dir_all(&f.dir);
+
+        let mut outcomes = Vec::new();
+        for cut in 0..=total {
+            let f = fixture(None);
+            let old = Manifest::read(&f.dir).unwrap().module("b").unwrap().file.clone();
+            let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+            rt.load("a").unwrap();
+            rt.load("b").unwrap();
+            let mut fs = PowerCut { steps: 0, cut };
+            let updated = rt.update(&mut fs, &b_v2(&f));
+            if updated.is_err() {
+                assert_eq!(served_file(&rt, "b"), old, "cut {cut}: a failed update leaves the running set untouched");
+            } else {
+                let _ = rt.confirm(&mut fs, "b");
+            }
+            drop(rt);
+            // Restart.
+            let rt =
+                ModuleRuntime::open(&f.dir, config(None, None)).unwrap_or_else(|e| panic!("cut {cut}: restart: {e}"));
+            rt.clean(&mut OsFs).unwrap();
+            rt.load("a").unwrap();
+            rt.load("b").unwrap_or_else(|e| panic!("cut {cut}: b does not load after restart: {e}"));
+            let now = served_file(&rt, "b");
+            let new = now != old;
+            if new {
+                assert!(now.starts_with("class-001-b-"), "{now}");
+            }
+            assert!(rt.classify(&images(2)).is_ok());
+            // Nothing but the named files and the manifest is left.
+            let left: Vec<PathBuf> = std::fs::read_dir(&f.dir).unwrap().map(|e| e.unwrap().path()).collect();
+            assert!(
+                left.iter().all(|p| !p.file_name().unwrap().to_string_lossy().contains(".tmp")),
+                "cut {cut}: {left:?}"
+            );
+            outcomes.push(new);
+            let _ = std::fs::remove_dir_all(&f.dir);
+        }
+        eprintln!("power cut at each of {} steps -> new module after restart: {outcomes:?}", outcomes.len());
+        assert!(
+            !outcomes[0] && *outcomes.last().unwrap(),
+            "old before the first step, new after the last: {outcomes:?}"
+        );
+        let switch = outcomes.iter().position(|&n| n).unwrap();
+        assert!(outcomes[switch..].iter().all(|&n| n), "once committed, always new: {outcomes:?}");
+    }
+
+    #[test]
+    fn refused_updates_leave_everything_untouched() {
+        let f = fixture(None);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("b").unwrap();
+        let manifest_before = std::fs::read(f.dir.join("manifest.json")).unwrap();
+        let files_before = std::fs::read_dir(&f.dir).unwrap().count();
+        let generation = rt.snapshot().generation;
+        // Golden scores that the module does not reproduce: the health check fails.
+        let mut bad = module(&tiny_model(1), &f.nets[0], 1, "b", 2);
+        bad.golden.scores[0] += 0.5;
+        let err = rt.update(&mut OsFs, &bad.encode(None).unwrap()).unwrap_err();
+        assert!(matches!(err, ModelError::GoldenMismatch { .. }), "{err}");
+        // Truncated bytes, a module of a base the device lacks, the module already running.
+        let mut v2 = b_v2(&f);
+        assert!(rt.update(&mut OsFs, &v2[..v2.len() - 1]).is_err());
+        let foreign = module(&tiny_model(9), &ResNet::new(&tiny_model(9), &Device::Cpu).unwrap(), 1, "b", 2);
+        assert!(rt.update(&mut OsFs, &foreign.encode(None).unwrap()).is_err());
+        assert!(rt.update(&mut OsFs, &std::fs::read(f.dir.join("b.blob")).unwrap()).is_err());
+        v2[200] ^= 1;
+        assert!(rt.update(&mut OsFs, &v2).is_err());
+        assert_eq!(std::fs::read(f.dir.join("manifest.json")).unwrap(), manifest_before);
+        assert_eq!(std::fs::read_dir(&f.dir).unwrap().count(), files_before, "no staged file left");
+        assert_eq!(rt.snapshot().generation, generation);
+        assert_eq!(served_file(&rt, "b"), "b.blob");
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    #[test]
+    fn a_device_with_a_key_refuses_unsigned_updates() {
+        let sk = classmod_blob::SigningKey::from_bytes(&[5; 32]);
+        let f = fixture(Some(&sk));
+        let rt = ModuleRuntime::open(&f.dir, config(None, Some(sk.verifying_key()))).unwrap();
+        let unsigned = b_v2(&f);
+        assert!(matches!(rt.update(&mut OsFs, &unsigned), Err(ModelError::Blob(classmod_blob::BlobError::Unsigned))));
+        let signed = module(&tiny_model(1), &f.nets[0], 1, "b", 2).encode(Some(&sk)).unwrap();
+        rt.update(&mut OsFs, &signed).unwrap();
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    #[test]
+    fn rollback_and_confirm() {
+        let f = fixture(None);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("b").unwrap();
+        let report = rt.update(&mut OsFs, &b_v2(&f)).unwrap();
+        assert_eq!(report.previous.as_deref(), Some("b.blob"));
+        assert_eq!(served_file(&rt, "b"), report.file);
+        rt.rollback(&mut OsFs, "b").unwrap();
+        assert_eq!(served_file(&rt, "b"), "b.blob");
+        assert!(!f.dir.join(&report.file).exists(), "the rolled-back update is deleted");
+        assert!(rt.rollback(&mut OsFs, "b").is_err(), "nothing left to roll back");
+        let report = rt.update(&mut OsFs, &b_v2(&f)).unwrap();
+        rt.confirm(&mut OsFs, "b").unwrap();
+        assert!(!f.dir.join("b.blob").exists(), "the confirmed update's rollback copy is deleted");
+        let m = Manifest::read(&f.dir).unwrap();
+        assert_eq!(m.module("b").unwrap().file, report.file);
+        assert!(m.module("b").unwrap().previous.is_none());
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+}

@@ -1,0 +1,131 @@
+//! Test support: packed directories of tiny random models, built with the runtime's own
+//! writers (bases, module blobs with golden vectors, manifest).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use classmod_blob::{Blob, SigningKey, VerifyingKey};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::base_blob::{self, key_hex, model_key};
+use crate::compose::Rule;
+use crate::manifest::{Manifest, ManifestBase, ManifestModule};
+use crate::serving::ServingConfig;
+use crate::tiny_model::tiny_model;
+use crate::{
+    ClassId, ClassModule, Golden, ModelFile, ModuleBlob, ModuleGroup, ModuleHead, ModuleKind, NodeMask, ResNet,
+};
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn scratch() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "classmod-serving-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub(crate) fn images(n: usize) -> Vec<u8> {
+    (0..n * 64).map(|i| (i * 53 % 256) as u8).collect()
+}
+
+/// A module of `model` for output `id`, dropping every `drop`-th node.
+pub(crate) fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop: usize) -> ModuleBlob {
+    let sites = net.relu_sites();
+    let mut mask = NodeMask::ones(&sites);
+    for s in mask.sites.iter_mut() {
+        for i in (0..s.len()).step_by(drop) {
+            s.set(i, false);
+        }
+    }
+    let module = ClassModule {
+        class_id: ClassId(id),
+        class_name: name.into(),
+        base_key: key_hex(&model_key(model).unwrap()),
+        input: model.meta.input.clone(),
+        kind: ModuleKind::Mask(mask),
+        head: ModuleHead::Channel { class_index: id as usize },
+    };
+    let golden = Golden::record(net, &module, images(2)).unwrap();
+    ModuleBlob { module, sites, golden }
+}
+
+pub(crate) fn hash_hex(bytes: &[u8]) -> String {
+    key_hex(&Blob::parse(bytes).unwrap().content_hash())
+}
+
+/// Writes base blobs, module blobs and the manifest; returns the manifest.
+pub(crate) fn pack(dir: &Path, models: &[&ModelFile], modules: &[&ModuleBlob], key: Option<&SigningKey>) -> Manifest {
+    let mut bases = Vec::new();
+    for (i, m) in models.iter().enumerate() {
+        let bytes = base_blob::encode(m, key).unwrap();
+        let file = format!("base{i}.blob");
+        std::fs::write(dir.join(&file), &bytes).unwrap();
+        bases.push(ManifestBase {
+            file,
+            key: key_hex(&model_key(m).unwrap()),
+            content_hash: hash_hex(&bytes),
+            bytes: bytes.len() as u64,
+            class_names: m.meta.class_names.clone(),
+        });
+    }
+    let mut entries = Vec::new();
+    for mb in modules {
+        entries.push(write_module(dir, mb, &format!("{}.blob", mb.module.class_name), key));
+    }
+    let manifest = Manifest::new(bases, entries);
+    manifest.write(dir).unwrap();
+    manifest
+}
+
+pub(crate) fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<&SigningKey>) -> ManifestModule {
+    let bytes = mb.encode(key).unwrap();
+    std::fs::write(dir.join(file), &bytes).unwrap();
+    ManifestModule {
+        file: file.into(),
+        class_name: mb.module.class_name.clone(),
+        class_id: mb.module.class_id.0,
+        base_key: mb.module.base_key.clone(),
+        content_hash: hash_hex(&bytes),
+        bytes: bytes.len() as u64,
+        previous: None,
+    }
+}
+
+pub(crate) fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
+    ServingConfig { device: Device::Cpu, key, budget_bytes: budget, rule: Rule::Max }
+}
+
+/// What module `mb` alone scores on `pixels` (the reference for served scores).
+pub(crate) fn alone(net: &ResNet, mb: &ModuleBlob, pixels: &[u8]) -> Vec<f32> {
+    let n = pixels.len() / 64;
+    let mut x = vec![0f32; pixels.len()];
+    mb.module.input.normalize_into(pixels, &mut x);
+    let x = Tensor::from_vec(x, (n, 1, 8, 8), &Device::Cpu).unwrap();
+    let out = ModuleGroup::new(net.clone(), vec![mb.module.clone()]).unwrap().run(&x).unwrap();
+    (0..n).map(|i| out.score(0, i)).collect()
+}
+
+pub(crate) struct Fixture {
+    pub(crate) dir: PathBuf,
+    pub(crate) nets: [ResNet; 2],
+    pub(crate) a: ModuleBlob,
+    pub(crate) b: ModuleBlob,
+    pub(crate) c: ModuleBlob,
+}
+
+pub(crate) fn fixture(key: Option<&SigningKey>) -> Fixture {
+    let (m1, m2) = (tiny_model(1), tiny_model(2));
+    let nets = [ResNet::new(&m1, &Device::Cpu).unwrap(), ResNet::new(&m2, &Device::Cpu).unwrap()];
+    let a = module(&m1, &nets[0], 0, "a", 3);
+    let b = module(&m1, &nets[0], 1, "b", 5);
+    let c = module(&m2, &nets[1], 2, "c", 4);
+    let dir = scratch();
+    pack(&dir, &[&m1, &m2], &[&a, &b, &c], key);
+    Fixture { dir, nets, a, b, c }
+}
