@@ -1,99 +1,29 @@
-//! classmod-boards: what the runtime needs to know about the board it runs on, as data.
+//! classmod-boards: what the runtime needs to know about the board it runs on, and the board's
+//! few peripherals, behind traits.
 //!
-//! This crate owns the board profiles (SoC, CUDA capability, half-precision support, RAM and the
-//! memory budget for class modules). Peripherals (status LED, trigger input over embedded-hal
-//! traits) and detection from the device tree come with the device-runtime work; the runtime
-//! depends only on these types, never on a concrete board.
+//! - `profile`: board profiles as data (SoC, CUDA capability, half precision, RAM, the memory
+//!   budget for class modules);
+//! - `detect`: which board this is, from `/proc/device-tree/model`, with an override;
+//! - `status_led`: status LED patterns (loading, serving, updating, error) driven through any
+//!   embedded-hal 1.0 `OutputPin`, stepped by the caller's clock, without allocation;
+//! - `trigger`: a debounced edge detector over any embedded-hal `InputPin`;
+//! - feature `linux`: GPIO character-device pins (linux-embedded-hal) for real boards.
+//!
+//! Nothing here knows the runtime: the device program joins them.
 
-/// CUDA compute capability, e.g. `(8, 7)` for sm_87.
-pub type ComputeCapability = (u8, u8);
+#![cfg_attr(not(test), no_std)]
 
-/// One board the runtime can be deployed on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoardProfile {
-    pub name: &'static str,
-    pub soc: &'static str,
-    /// `None`: CPU-only (Jetson Nano's Maxwell GPU is below candle's CUDA floor).
-    pub cuda: Option<ComputeCapability>,
-    pub f16: bool,
-    pub bf16: bool,
-    pub ram_mib: u32,
-    /// Memory the module registry may keep resident.
-    pub module_budget_mib: u32,
-}
+#[cfg(feature = "std")]
+extern crate std;
 
-/// The built-in profiles, from NVIDIA's module data sheets (RAM of the smallest SKU).
-pub const PROFILES: &[BoardProfile] = &[
-    BoardProfile {
-        name: "jetson-nano",
-        soc: "tegra210",
-        cuda: None,
-        f16: false,
-        bf16: false,
-        ram_mib: 4096,
-        module_budget_mib: 512,
-    },
-    BoardProfile {
-        name: "xavier-nx",
-        soc: "tegra194",
-        cuda: Some((7, 2)),
-        f16: true,
-        bf16: false,
-        ram_mib: 8192,
-        module_budget_mib: 1024,
-    },
-    BoardProfile {
-        name: "orin-nano",
-        soc: "tegra234",
-        cuda: Some((8, 7)),
-        f16: true,
-        bf16: true,
-        ram_mib: 4096,
-        module_budget_mib: 512,
-    },
-    BoardProfile {
-        name: "orin-nx",
-        soc: "tegra234",
-        cuda: Some((8, 7)),
-        f16: true,
-        bf16: true,
-        ram_mib: 8192,
-        module_budget_mib: 1024,
-    },
-    BoardProfile {
-        name: "agx-orin",
-        soc: "tegra234",
-        cuda: Some((8, 7)),
-        f16: true,
-        bf16: true,
-        ram_mib: 32768,
-        module_budget_mib: 4096,
-    },
-    BoardProfile {
-        name: "host-sim",
-        soc: "host",
-        cuda: None,
-        f16: false,
-        bf16: false,
-        ram_mib: 16384,
-        module_budget_mib: 2048,
-    },
-];
+pub mod detect;
+#[cfg(feature = "linux")]
+pub mod linux;
+pub mod profile;
+pub mod status_led;
+pub mod trigger;
 
-/// Looks a profile up by name.
-pub fn profile(name: &str) -> Option<&'static BoardProfile> {
-    PROFILES.iter().find(|p| p.name == name)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_profile_is_found_by_name_and_budgets_fit_in_ram() {
-        for p in super::PROFILES {
-            assert_eq!(super::profile(p.name), Some(p));
-            assert!(p.module_budget_mib < p.ram_mib, "{}", p.name);
-            assert!(!p.bf16 || p.f16, "{}: bf16 hardware also has f16", p.name);
-        }
-        assert!(super::profile("nonexistent").is_none());
-    }
-}
+pub use detect::{detect, Detection};
+pub use profile::{profile, BoardProfile, ComputeCapability, PROFILES};
+pub use status_led::{Status, StatusLed};
+pub use trigger::Trigger;

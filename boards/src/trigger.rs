@@ -1,0 +1,58 @@
+//! The trigger input: a rising edge on an embedded-hal 1.0 `InputPin` (a button, a PIR sensor)
+//! asks for one classification. Debounced: the level must hold for `stable` consecutive polls.
+
+use embedded_hal::digital::InputPin;
+
+pub struct Trigger<P: InputPin> {
+    pin: P,
+    stable: u8,
+    /// The accepted (debounced) level, and how many polls the raw level has differed from it.
+    level: bool,
+    differing: u8,
+}
+
+impl<P: InputPin> Trigger<P> {
+    /// Starts from the pin's current level (an input already high is no edge).
+    pub fn new(mut pin: P, stable: u8) -> Result<Self, P::Error> {
+        let level = pin.is_high()?;
+        Ok(Trigger { pin, stable: stable.max(1), level, differing: 0 })
+    }
+
+    /// Polls once; true exactly when a debounced rising edge completes.
+    pub fn poll(&mut self) -> Result<bool, P::Error> {
+        let raw = self.pin.is_high()?;
+        if raw == self.level {
+            self.differing = 0;
+            return Ok(false);
+        }
+        self.differing += 1;
+        if self.differing < self.stable {
+            return Ok(false);
+        }
+        self.level = raw;
+        self.differing = 0;
+        Ok(raw)
+    }
+
+    pub fn release(self) -> P {
+        self.pin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_hal_mock::eh1::digital::{Mock, State, Transaction as T};
+
+    #[test]
+    fn one_edge_per_debounced_press_and_bounces_ignored() {
+        use State::{High as H, Low as L};
+        // Initial read, then: a bounce (H, L), a press held (H, H, H), a release (L, L), a press (H, H).
+        let levels = [L, H, L, H, H, H, L, L, H, H];
+        let expect: std::vec::Vec<T> = levels.iter().map(|&s| T::get(s)).collect();
+        let mut t = Trigger::new(Mock::new(&expect), 2).unwrap();
+        let edges: std::vec::Vec<bool> = (0..levels.len() - 1).map(|_| t.poll().unwrap()).collect();
+        assert_eq!(edges, [false, false, false, true, false, false, false, false, true]);
+        t.release().done();
+    }
+}
