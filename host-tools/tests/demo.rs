@@ -19,5 +19,13 @@ fn the_demo_runs_end_to_end() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("Ankle boot") && stdout.contains("Trouser"), "{stdout}");
     assert!(out.join("fashion-resnet8.safetensors").exists());
+    // The device part: three classes served, one swapped for the other model's, a fourth added.
+    assert!(stdout.contains("device program: serving T-shirt/top, Trouser, Pullover, Dress"), "{stdout}");
+    assert!(stdout.contains("2 base models"), "{stdout}");
+    let log: Vec<&str> = v["device_log"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(log.iter().any(|l| l.contains("class `T-shirt/top` updated") && l.contains("rollback copy")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("class `Dress` updated") && l.contains("now served")), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("REFUSED")), "{log:?}");
+    assert!(out.join("inbox/done").read_dir().unwrap().count() >= 3);
     let _ = std::fs::remove_dir_all(out);
 }

@@ -128,6 +128,38 @@ impl ModuleRuntime {
         Ok(UpdateReport { class_name: entry.class_name, file, previous: old.map(|o| o.file) })
     }
 
+    /// Adds a base model (a base blob's bytes) so that modules of another model can be installed:
+    /// verified (hash, signature, contents against its key), written beside the others, then
+    /// recorded by an atomic manifest rename. A base the device already has changes nothing.
+    /// Returns its file name and whether it was new.
+    pub fn add_base(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<(String, bool), ModelError> {
+        let mut manifest = self.lock_manifest();
+        let aligned = Aligned::new(bytes);
+        let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
+        let model = crate::base_blob::decode(&blob, &crate::Device::Cpu)?;
+        let key = key_hex(&blob.base_key());
+        if let Some(b) = manifest.base(&key) {
+            return Ok((b.file.clone(), false));
+        }
+        let file = format!("base-{}.blob", &key[..16]);
+        let path = self.dir().join(&file);
+        atomic_file::write_with(fs, &path, bytes).map_err(io(&path))?;
+        let mut next = manifest.clone();
+        next.bases.push(crate::manifest::ManifestBase {
+            file: file.clone(),
+            key,
+            content_hash: key_hex(&blob.content_hash()),
+            bytes: bytes.len() as u64,
+            class_names: model.meta.class_names.clone(),
+        });
+        if let Err(e) = next.write_with(fs, self.dir()) {
+            let _ = fs.remove(&path);
+            return Err(e);
+        }
+        *manifest = next;
+        Ok((file, true))
+    }
+
     /// Confirms the update of `class`: the rollback copy is forgotten and deleted.
     pub fn confirm(&self, fs: &mut dyn DurableFs, class: &str) -> Result<(), ModelError> {
         let mut manifest = self.lock_manifest();
@@ -354,6 +386,29 @@ mod tests {
         assert!(matches!(rt.update(&mut OsFs, &unsigned), Err(ModelError::Blob(classmod_blob::BlobError::Unsigned))));
         let signed = module(&tiny_model(1), &f.nets[0], 1, "b", 2).encode(Some(&sk)).unwrap();
         rt.update(&mut OsFs, &signed).unwrap();
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    #[test]
+    fn modules_of_another_model_install_after_its_base() {
+        let f = fixture(None);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("b").unwrap();
+        let other = tiny_model(7);
+        let net = ResNet::new(&other, &Device::Cpu).unwrap();
+        let b_other = module(&other, &net, 1, "b", 3).encode(None).unwrap();
+        assert!(rt.update(&mut OsFs, &b_other).is_err(), "its base is not on the device yet");
+        let (file, new) = rt.add_base(&mut OsFs, &crate::base_blob::encode(&other, None).unwrap()).unwrap();
+        assert!(new);
+        assert_eq!(rt.add_base(&mut OsFs, &crate::base_blob::encode(&other, None).unwrap()).unwrap(), (file, false));
+        rt.update(&mut OsFs, &b_other).unwrap();
+        let snap = rt.snapshot();
+        assert_eq!(key_hex(&snap.modules[0].base.key), key_hex(&crate::base_blob::model_key(&other).unwrap()));
+        // A restart finds the new base and module.
+        drop(rt);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("b").unwrap();
+        assert!(rt.classify(&images(1)).is_ok());
         let _ = std::fs::remove_dir_all(&f.dir);
     }
 

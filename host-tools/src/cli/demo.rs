@@ -88,10 +88,123 @@ pub fn run(a: Args) -> Result<()> {
         device: DeviceArg::Cpu,
         json: false,
     };
-    let v = train_and_eval(&args)?;
+    let mut v = train_and_eval(&args)?;
     println!("model written to {}", model.display());
+    // A second model (another seed, a quarter of the steps) whose module will replace one class.
+    let other = a.out.join("fashion-resnet8-other.safetensors");
+    let other_args = TrainArgs { out: other.clone(), steps: Some((a.steps / 4).max(30)), seed: a.seed + 1, ..args };
+    eprintln!("classmod demo: a second model to take one module from ({} steps)", (a.steps / 4).max(30));
+    train_and_eval(&other_args)?;
+    let log = device_demo(&a.out, &model, &other, &a.data, a.seed)?;
     if a.json {
+        v["device_log"] = log.into();
         print_json(&v);
     }
     Ok(())
+}
+
+/// The device side of the demo: decompose the model, pack three classes (signed) for a device,
+/// start the device program, classify test images, then drop into its inbox the other model's
+/// base and its module for class 0 (a swap) and this model's module for class 3 (a fourth
+/// class), and classify again. Returns the device log.
+fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, seed: u64) -> Result<Vec<String>> {
+    use classmod_edge::{Edge, EdgeOptions, LogPin};
+    use classmod_host::dataset::{self, ImageShape, Split};
+    use classmod_host::decompose::{decompose, DecomposeOptions, HeadKind};
+    use classmod_host::pack::{golden_sample, pack, PackGroup};
+    use classmod_runtime::module_file::base_key;
+    use classmod_runtime::{Device, ModelFile};
+
+    eprintln!("classmod demo: decompose both models, pack three classes for a device, run the device program");
+    let key = classmod_blob::SigningKey::from_bytes(&{
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+        seed
+    });
+    let read = |p: &Path| -> Result<(Vec<u8>, ModelFile)> {
+        let bytes = std::fs::read(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        let m = ModelFile::from_bytes(&bytes, &Device::Cpu)?;
+        Ok((bytes, m))
+    };
+    let (bytes, model) = read(model_path)?;
+    let (other_bytes, other) = read(other_path)?;
+    let spec = &model.meta.input;
+    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let names = &model.meta.class_names;
+    let train = dataset::load(data, Split::Train, shape, Some(names))?;
+    let test = dataset::load(data, Split::Test, shape, Some(names))?;
+    let opts = |classes: Vec<usize>| DecomposeOptions {
+        n_pos: 100,
+        pos_conf: 0.9,
+        keep_rate: 0.9,
+        tangle_rate: 0.05,
+        head: HeadKind::Calibrated,
+        classes: Some(classes),
+        seed,
+        batch: 32,
+    };
+    let hidden = indicatif::ProgressBar::hidden();
+    let mine = decompose(&model, &base_key(&bytes), &train, &opts(vec![0, 1, 2, 3]), &hidden)?;
+    let theirs = decompose(&other, &base_key(&other_bytes), &train, &opts(vec![0]), &hidden)?;
+    let golden = |_: usize, m: &classmod_runtime::ClassModule| golden_sample(&test, 4, seed ^ m.class_id.0 as u64);
+    let device = out.join("device");
+    let staging = out.join("staging");
+    let _ = std::fs::remove_dir_all(&device);
+    let _ = std::fs::remove_dir_all(&staging);
+    let group = |m: &ModelFile, modules: &[classmod_runtime::ClassModule]| PackGroup {
+        model: m.clone(),
+        modules: modules.to_vec(),
+    };
+    pack(&[group(&model, &mine.modules[..3])], &device, Some(&key), golden)?;
+    pack(&[group(&model, &mine.modules[3..]), group(&other, &theirs.modules)], &staging, Some(&key), golden)?;
+    // Test images as PNG files, two of each of the first four classes.
+    let images_dir = out.join("images");
+    std::fs::create_dir_all(&images_dir)?;
+    let mut files = Vec::new();
+    for class in 0..4u32 {
+        for (k, i) in (0..test.len()).filter(|&i| test.labels[i] == class).take(2).enumerate() {
+            let path = images_dir.join(format!("{}-{k}.png", names[class as usize].replace('/', "_")));
+            image::GrayImage::from_raw(shape.width as u32, shape.height as u32, test.image(i).to_vec())
+                .ok_or_else(|| anyhow!("a {}x{} gray image", shape.width, shape.height))?
+                .save(&path)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            files.push(path);
+        }
+    }
+    let served: Vec<String> = names[..3].to_vec();
+    println!("\ndevice program: serving {} from {}", served.join(", "), device.display());
+    let opts = EdgeOptions {
+        dir: device.clone(),
+        classes: served,
+        board: None,
+        key: Some(key.verifying_key()),
+        serve_new: true,
+    };
+    let mut edge = Edge::start(opts, LogPin::default())?;
+    edge.classify_files(&files)?;
+    // The updates arrive: the other model's base and class-0 module, and this model's class 3.
+    let inbox = out.join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    for e in std::fs::read_dir(&staging)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "blob") {
+            std::fs::copy(&p, inbox.join(p.file_name().expect("a file")))?;
+        }
+    }
+    let applied = edge.process_inbox(&inbox)?;
+    println!("device program: {applied} update(s) applied; classifying again");
+    edge.classify_files(&files)?;
+    let snap = edge.runtime.snapshot();
+    println!(
+        "device program: serving {} ({} KiB resident, {} base models)",
+        snap.class_names().join(", "),
+        snap.resident_bytes() >> 10,
+        {
+            let mut keys: Vec<[u8; 32]> = snap.modules.iter().map(|m| m.base.key).collect();
+            keys.sort();
+            keys.dedup();
+            keys.len()
+        }
+    );
+    Ok(edge.log)
 }

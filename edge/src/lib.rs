@@ -1,0 +1,237 @@
+//! classmod-edge: the device program, as a library so the demo and tests drive it in-process.
+//!
+//! It starts from a packed directory (manifest and blobs) and a board profile (detected or
+//! named), loads the classes it is told to serve, classifies image files (given, or dropped into a
+//! watched directory), and applies module and base updates dropped into an inbox through the
+//! runtime's update transaction, moving each processed file to `inbox/done/` or
+//! `inbox/rejected/`. The status LED shows loading, serving, updating and error.
+
+mod image_input;
+mod log_pin;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use classmod_blob::{BlobKind, VerifyingKey};
+use classmod_boards::{detect, BoardProfile, Detection, Status, StatusLed};
+use classmod_runtime::atomic_file::OsFs;
+use classmod_runtime::compose::Rule;
+use classmod_runtime::serving::{ModuleRuntime, ServingConfig};
+use classmod_runtime::Device;
+use embedded_hal::digital::OutputPin;
+
+pub use image_input::pixels;
+pub use log_pin::LogPin;
+
+pub struct EdgeOptions {
+    pub dir: PathBuf,
+    pub classes: Vec<String>,
+    /// Board name; `None`: detect from the device tree.
+    pub board: Option<String>,
+    pub key: Option<VerifyingKey>,
+    /// Load classes that an update adds.
+    pub serve_new: bool,
+}
+
+/// One classified image.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub file: PathBuf,
+    pub class: String,
+    pub score: f32,
+    pub generation: u64,
+}
+
+pub struct Edge<P: OutputPin> {
+    pub runtime: ModuleRuntime,
+    pub board: &'static BoardProfile,
+    led: StatusLed<P>,
+    serve_new: bool,
+    started: Instant,
+    /// Every line logged, also written to stderr.
+    pub log: Vec<String>,
+}
+
+impl<P: OutputPin> Edge<P> {
+    /// Detects the board, opens the directory, removes what a crash left behind and loads
+    /// `classes` (LED: loading, then serving; error on failure).
+    pub fn start(opts: EdgeOptions, pin: P) -> Result<Edge<P>> {
+        let model = std::fs::read_to_string("/proc/device-tree/model").ok();
+        let (board, how) =
+            detect(opts.board.as_deref(), model.as_deref()).map_err(|n| anyhow!("unknown board `{n}`"))?;
+        let led = StatusLed::new(pin, Status::Loading).map_err(|_| anyhow!("status LED pin failed"))?;
+        let config = ServingConfig {
+            device: Device::Cpu,
+            key: opts.key,
+            budget_bytes: Some(u64::from(board.module_budget_mib) << 20),
+            rule: Rule::Max,
+        };
+        let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| anyhow!("{}: {e}", opts.dir.display()))?;
+        let mut edge =
+            Edge { runtime, board, led, serve_new: opts.serve_new, started: Instant::now(), log: Vec::new() };
+        let how = match how {
+            Detection::Override => "given",
+            Detection::DeviceTree => "from the device tree",
+            Detection::Fallback => "no Jetson found: host simulation",
+        };
+        edge.say(format!("board {} ({how}), module budget {} MiB", board.name, board.module_budget_mib));
+        let removed = edge.runtime.clean(&mut OsFs)?;
+        if !removed.is_empty() {
+            edge.say(format!("removed {} file(s) a crash left behind: {}", removed.len(), removed.join(", ")));
+        }
+        for class in &opts.classes {
+            if let Err(e) = edge.runtime.load(class) {
+                edge.status(Status::Error);
+                return Err(anyhow!("cannot load class `{class}`: {e}"));
+            }
+            edge.say(format!(
+                "loaded `{class}` ({} KiB resident in all)",
+                edge.runtime.snapshot().resident_bytes() >> 10
+            ));
+        }
+        edge.status(Status::Serving);
+        Ok(edge)
+    }
+
+    fn say(&mut self, line: String) {
+        let line = format!("[{:7.2} s] {line}", self.started.elapsed().as_secs_f64());
+        eprintln!("{line}");
+        self.log.push(line);
+    }
+
+    fn status(&mut self, s: Status) {
+        if s != self.led.status() {
+            self.say(format!("status LED: {s:?}"));
+        }
+        let _ = self.led.set(s);
+    }
+
+    pub fn led_status(&self) -> Status {
+        self.led.status()
+    }
+
+    /// Classifies image files with one consistent set of modules.
+    pub fn classify_files(&mut self, files: &[PathBuf]) -> Result<Vec<Verdict>> {
+        let snap = self.runtime.snapshot();
+        let spec = snap.modules.first().ok_or_else(|| anyhow!("no classes are loaded"))?.blob.module.input.clone();
+        let mut px = Vec::with_capacity(files.len() * spec.image_len());
+        for f in files {
+            px.extend(pixels(f, &spec)?);
+        }
+        let r = snap.classify(&px, Rule::Max)?;
+        let verdicts: Vec<Verdict> = files
+            .iter()
+            .zip(r.predictions.iter().zip(&r.scores))
+            .map(|(f, (&p, s))| Verdict {
+                file: f.clone(),
+                class: r.classes[p].clone(),
+                score: s[p],
+                generation: r.generation,
+            })
+            .collect();
+        for v in &verdicts {
+            let name = v.file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            self.say(format!("{name}: {} ({:.3}) [classes {}]", v.class, v.score, r.classes.join(", ")));
+        }
+        Ok(verdicts)
+    }
+
+    /// Applies every `*.blob` in `inbox` (bases first), moving each to `done/` or `rejected/`.
+    /// Returns how many were applied.
+    pub fn process_inbox(&mut self, inbox: &Path) -> Result<usize> {
+        let mut files: Vec<(bool, PathBuf)> = Vec::new();
+        for e in std::fs::read_dir(inbox).map_err(|e| anyhow!("{}: {e}", inbox.display()))? {
+            let p = e?.path();
+            if p.is_file() && p.extension().is_some_and(|x| x == "blob") {
+                let bytes = std::fs::read(&p)?;
+                let is_base = blob_kind(&bytes) == Some(BlobKind::Base);
+                files.push((!is_base, p));
+            }
+        }
+        files.sort();
+        let mut applied = 0;
+        for (_, path) in files {
+            self.status(Status::Updating);
+            let bytes = std::fs::read(&path)?;
+            let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let outcome = match blob_kind(&bytes) {
+                Some(BlobKind::Base) => self.runtime.add_base(&mut OsFs, &bytes).map(|(f, new)| {
+                    if new {
+                        format!("base model added as {f}")
+                    } else {
+                        format!("base model already here ({f})")
+                    }
+                }),
+                _ => self.runtime.update(&mut OsFs, &bytes).and_then(|r| {
+                    let mut msg = format!(
+                        "class `{}` updated to {}{}",
+                        r.class_name,
+                        r.file,
+                        r.previous.as_ref().map_or(String::new(), |p| format!(" (rollback copy {p})"))
+                    );
+                    if r.previous.is_none() && self.serve_new && !self.runtime.serves(&r.class_name) {
+                        self.runtime.load(&r.class_name)?;
+                        msg.push_str(", now served");
+                    }
+                    Ok(msg)
+                }),
+            };
+            let (dest, ok) = match outcome {
+                Ok(msg) => {
+                    self.say(format!("update {name}: {msg}"));
+                    applied += 1;
+                    ("done", true)
+                }
+                Err(e) => {
+                    self.say(format!("update {name} REFUSED, nothing changed: {e}"));
+                    ("rejected", false)
+                }
+            };
+            let to = inbox.join(dest);
+            std::fs::create_dir_all(&to)?;
+            std::fs::rename(&path, to.join(&name))?;
+            self.status(if ok { Status::Serving } else { Status::Error });
+        }
+        Ok(applied)
+    }
+
+    /// Classifies the image files in `dir` (not in sub-directories), moving them to `dir/done/`.
+    pub fn process_watch(&mut self, dir: &Path) -> Result<Vec<Verdict>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_string_lossy().to_lowercase().as_str()))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Ok(vec![]);
+        }
+        let verdicts = self.classify_files(&files)?;
+        let done = dir.join("done");
+        std::fs::create_dir_all(&done)?;
+        for f in &files {
+            if let Some(n) = f.file_name() {
+                std::fs::rename(f, done.join(n))?;
+            }
+        }
+        Ok(verdicts)
+    }
+
+    /// Advances the LED pattern by `ms`.
+    pub fn tick(&mut self, ms: u32) {
+        let _ = self.led.step(ms);
+    }
+}
+
+/// The kind a blob's header claims (the transaction checks everything else).
+fn blob_kind(bytes: &[u8]) -> Option<BlobKind> {
+    if bytes.len() < 16 || bytes[..8] != classmod_blob::MAGIC {
+        return None;
+    }
+    BlobKind::from_u32(u32::from_le_bytes(bytes[12..16].try_into().ok()?)).ok()
+}
