@@ -1,0 +1,22 @@
+//! Any bytes through everything a device does with a blob file: layout, hash, signature checks,
+//! every tensor, and decoding as a module and as a base model. Must never panic.
+#![no_main]
+
+use classmod_blob::{Blob, SigningKey};
+use classmod_runtime::{Device, ModuleBlob};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // 8-byte-aligned copy, as a mapping is.
+    let mut store = vec![0u64; data.len().div_ceil(8)];
+    let bytes = unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), data.len()) };
+    bytes.copy_from_slice(data);
+    let Ok(blob) = Blob::parse(bytes) else { return };
+    let _ = blob.verify_content();
+    let _ = blob.verify_signature(Some(&SigningKey::from_bytes(&[1; 32]).verifying_key()));
+    for t in blob.tensors() {
+        let _ = t.to_f32();
+    }
+    let _ = ModuleBlob::decode(&blob);
+    let _ = classmod_runtime::base_blob::decode(&blob, &Device::Cpu);
+});
