@@ -40,10 +40,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0.9)]
     keep_rate: f64,
     /// TI: restore a node active on at least this fraction of the negatives (0 = any). The
-    /// default is the knee of the measured trade-off (results/resnet20-tradeoff): the fewest
-    /// nodes (93.0 % for ResNet-20) whose composed top-1 stays within 0.5 points and top-5 within
-    /// 0.85 points of the base with the default channel head; at 0.07 top-1 already drops 0.6,
-    /// at 0.1 two points.
+    /// default is the knee of the measured trade-off (results/resnet{20,56}-tradeoff): the
+    /// fewest nodes (93.0 % of ResNet-20's, 93.4 % of ResNet-56's) whose composed top-1 stays
+    /// within 0.5 points and top-5 within 0.85 points of the base with the default channel head;
+    /// at 0.07 top-1 already drops 0.6 (ResNet-20) and 1.4 points (ResNet-56).
     #[arg(long, default_value_t = 0.05)]
     tangle_rate: f64,
     #[arg(long, default_value_t = 0)]
