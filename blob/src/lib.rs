@@ -13,6 +13,7 @@
 //! against the bytes present before anything is sliced, so hostile input gives a [`BlobError`],
 //! never a panic or an out-of-bounds read.
 
+mod aligned;
 mod error;
 mod header;
 mod reader;
@@ -21,6 +22,7 @@ mod table;
 mod trailer;
 mod writer;
 
+pub use aligned::AlignedBytes;
 pub use error::BlobError;
 pub use header::{BlobKind, Header, HEADER_LEN, MAGIC, VERSION};
 pub use reader::{Blob, TensorView};

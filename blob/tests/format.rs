@@ -5,19 +5,6 @@
 use classmod_blob::*;
 use proptest::prelude::*;
 
-/// Bytes copied into 8-byte-aligned storage, as a memory mapping would give them.
-struct Aligned(Vec<u64>, usize);
-impl Aligned {
-    fn new(bytes: &[u8]) -> Aligned {
-        let mut v = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut v)[..bytes.len()].copy_from_slice(bytes);
-        Aligned(v, bytes.len())
-    }
-    fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice::<u64, u8>(&self.0)[..self.1]
-    }
-}
-
 fn sample(key: Option<&SigningKey>) -> Vec<u8> {
     let mut w = BlobWriter::new(BlobKind::Module, [3; 32], [5; 16], r#"{"class":"cat"}"#);
     w.tensor_f32("head.weight", &[1, 3], &[0.5, -1.0, 2.25]).unwrap();
@@ -27,7 +14,7 @@ fn sample(key: Option<&SigningKey>) -> Vec<u8> {
 }
 
 fn open(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<(), BlobError> {
-    let a = Aligned::new(bytes);
+    let a = AlignedBytes::new(bytes);
     Blob::open(a.bytes(), key).map(|_| ())
 }
 
@@ -35,7 +22,7 @@ fn open(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<(), BlobError> {
 fn round_trip_aligned_and_deterministic() {
     let bytes = sample(None);
     assert_eq!(bytes, sample(None), "same inputs, same bytes");
-    let a = Aligned::new(&bytes);
+    let a = AlignedBytes::new(&bytes);
     let b = Blob::open(a.bytes(), None).unwrap();
     assert_eq!(b.kind(), BlobKind::Module);
     assert_eq!(b.meta(), r#"{"class":"cat"}"#);
@@ -139,13 +126,13 @@ fn signatures() {
     assert_eq!(open(&signed, Some(&pk)), Ok(()));
     assert_eq!(open(&signed, None), Ok(()), "a device without a key still checks the hash");
     {
-        let a = Aligned::new(&signed);
+        let a = AlignedBytes::new(&signed);
         assert_eq!(Blob::parse(a.bytes()).unwrap().signer(), Some(key_id(&pk)));
     }
     assert_eq!(open(&sample(None), Some(&pk)), Err(BlobError::Unsigned), "unsigned refused by a device with a key");
     assert!(matches!(open(&signed, Some(&other)), Err(BlobError::WrongKey { .. })));
     // A forger changes one payload byte and recomputes the content hash: the signature catches it.
-    let b = Blob::parse(Aligned::new(&signed).bytes()).map(|b| b.header().data_offset).unwrap();
+    let b = Blob::parse(AlignedBytes::new(&signed).bytes()).map(|b| b.header().data_offset).unwrap();
     let mut forged = signed.clone();
     forged[u64::from_le(b) as usize] ^= 1;
     let end = forged.len() - TRAILER_LEN;

@@ -2,16 +2,14 @@
 //! every tensor, and decoding as a module and as a base model. Must never panic.
 #![no_main]
 
-use classmod_blob::{Blob, SigningKey};
+use classmod_blob::{AlignedBytes, Blob, SigningKey};
 use classmod_runtime::{Device, ModuleBlob};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // 8-byte-aligned copy, as a mapping is.
-    let mut store = vec![0u64; data.len().div_ceil(8)];
-    let bytes = unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), data.len()) };
-    bytes.copy_from_slice(data);
-    let Ok(blob) = Blob::parse(bytes) else { return };
+    // 8-byte aligned, as a mapping is.
+    let store = AlignedBytes::new(data);
+    let Ok(blob) = Blob::parse(store.bytes()) else { return };
     let _ = blob.verify_content();
     let _ = blob.verify_signature(Some(&SigningKey::from_bytes(&[1; 32]).verifying_key()));
     for t in blob.tensors() {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use classmod_blob::{Blob, SigningKey};
+use classmod_blob::{AlignedBytes, Blob, SigningKey};
 use classmod_runtime::base_blob::{self, key_hex, model_key};
 use classmod_runtime::manifest::{Manifest, ManifestBase, ManifestModule};
 use classmod_runtime::module_file::{base_key, StoredModule};
@@ -52,7 +52,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelError> {
 }
 
 fn content_hash_hex(bytes: &[u8]) -> Result<String, ModelError> {
-    Ok(key_hex(&Blob::parse(bytes)?.content_hash()))
+    Ok(key_hex(&Blob::parse(AlignedBytes::new(bytes).bytes())?.content_hash()))
 }
 
 /// Writes every group's base blob and module blobs into `out`, then the manifest (last, so a

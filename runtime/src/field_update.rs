@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use classmod_blob::Blob;
+use classmod_blob::{AlignedBytes, Blob};
 
 use crate::atomic_file::{self, DurableFs};
 use crate::base_blob::key_hex;
@@ -36,25 +36,6 @@ pub struct UpdateReport {
     pub previous: Option<String>,
 }
 
-/// `bytes` copied into 8-byte-aligned storage, as the blob parser needs (a mapping always is).
-struct Aligned(Vec<u64>, usize);
-
-impl Aligned {
-    fn new(bytes: &[u8]) -> Aligned {
-        let mut v = vec![0u64; bytes.len().div_ceil(8)];
-        for (chunk, word) in bytes.chunks(8).zip(v.iter_mut()) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            *word = u64::from_ne_bytes(b);
-        }
-        Aligned(v, bytes.len())
-    }
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the first `self.1` bytes of live, initialised u64 storage.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.1) }
-    }
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |e| ModelError::io(path, e)
 }
@@ -65,7 +46,7 @@ impl ModuleRuntime {
     pub fn update(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<UpdateReport, ModelError> {
         let mut manifest = self.lock_manifest();
         // 1. Verify.
-        let aligned = Aligned::new(bytes);
+        let aligned = AlignedBytes::new(bytes);
         let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
         let new = ModuleBlob::decode(&blob)?;
         let m = &new.module;
@@ -134,7 +115,7 @@ impl ModuleRuntime {
     /// Returns its file name and whether it was new.
     pub fn add_base(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<(String, bool), ModelError> {
         let mut manifest = self.lock_manifest();
-        let aligned = Aligned::new(bytes);
+        let aligned = AlignedBytes::new(bytes);
         let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
         let model = crate::base_blob::decode(&blob, &crate::Device::Cpu)?;
         let key = key_hex(&blob.base_key());

@@ -184,21 +184,7 @@ mod tests {
     use crate::tiny_model::tiny_model;
     use crate::{ClassId, ModuleHead, ModuleKind, NodeMask};
     use candle_core::Device;
-    use classmod_blob::Blob;
-
-    /// `bytes` in 8-byte-aligned storage, as a mapping gives them (little-endian layout).
-    fn aligned(bytes: &[u8]) -> Vec<u64> {
-        let mut v = vec![0u64; bytes.len().div_ceil(8)];
-        for (i, b) in bytes.iter().enumerate() {
-            v[i / 8] |= (*b as u64) << (8 * (i % 8));
-        }
-        v
-    }
-    fn view(v: &[u64], len: usize) -> &[u8] {
-        assert!(cfg!(target_endian = "little") && len <= 8 * v.len());
-        // SAFETY: `len` bytes of live u64 storage, read as bytes.
-        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, len) }
-    }
+    use classmod_blob::{AlignedBytes, Blob};
 
     fn module(base: &ResNet, key: &[u8; 32], head: ModuleHead) -> ModuleBlob {
         let sites = base.relu_sites();
@@ -223,8 +209,8 @@ mod tests {
     fn base_blob_round_trips_and_keys_its_content() {
         let model = tiny_model(1);
         let bytes = base_blob::encode(&model, None).unwrap();
-        let store = aligned(&bytes);
-        let blob = Blob::open(view(&store, bytes.len()), None).unwrap();
+        let store = AlignedBytes::new(&bytes);
+        let blob = Blob::open(store.bytes(), None).unwrap();
         let back = base_blob::decode(&blob, &Device::Cpu).unwrap();
         assert_eq!(model_key(&back).unwrap(), model_key(&model).unwrap());
         assert_ne!(model_key(&tiny_model(2)).unwrap(), model_key(&model).unwrap());
@@ -243,8 +229,8 @@ mod tests {
         {
             let m = module(&base, &key, head);
             let bytes = m.encode(None).unwrap();
-            let store = aligned(&bytes);
-            let blob = Blob::open(view(&store, bytes.len()), None).unwrap();
+            let store = AlignedBytes::new(&bytes);
+            let blob = Blob::open(store.bytes(), None).unwrap();
             assert_eq!(blob.base_key(), key);
             let back = ModuleBlob::decode(&blob).unwrap();
             assert_eq!(back, m);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use classmod_blob::{Blob, SigningKey, VerifyingKey};
+use classmod_blob::{AlignedBytes, Blob, SigningKey, VerifyingKey};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -56,7 +56,7 @@ pub(crate) fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop:
 }
 
 pub(crate) fn hash_hex(bytes: &[u8]) -> String {
-    key_hex(&Blob::parse(bytes).unwrap().content_hash())
+    key_hex(&Blob::parse(AlignedBytes::new(bytes).bytes()).unwrap().content_hash())
 }
 
 /// Writes base blobs, module blobs and the manifest; returns the manifest.

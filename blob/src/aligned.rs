@@ -1,0 +1,34 @@
+//! Blob bytes held in memory rather than mapped: the parser reads header, table and trailer in
+//! place and so needs the 8-byte alignment a mapping always has and a `Vec<u8>` does not promise.
+
+/// An owned copy of some bytes on an 8-byte boundary.
+#[derive(Debug, Clone)]
+pub struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    pub fn new(bytes: &[u8]) -> AlignedBytes {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        AlignedBytes { words, len: bytes.len() }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keeps_the_bytes_on_an_8_byte_boundary() {
+        for n in [0, 1, 7, 8, 9, 100] {
+            let src: Vec<u8> = (0..n as u8).collect();
+            let a = super::AlignedBytes::new(&src);
+            assert_eq!(a.bytes(), &src[..]);
+            assert_eq!(a.bytes().as_ptr() as usize % 8, 0);
+        }
+    }
+}
