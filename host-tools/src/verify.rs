@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use classmod_blob::{BlobKind, VerifyingKey};
+use classmod_blob::{Blob, BlobKind, VerifyingKey};
 use classmod_runtime::base_blob::{self, key_hex};
-use classmod_runtime::manifest::Manifest;
+use classmod_runtime::compose::Rule;
 use classmod_runtime::mapped_file::MappedFile;
-use classmod_runtime::{Device, ModelError, ModuleBlob, ResNet};
+use classmod_runtime::serving::{ModuleRuntime, ServingConfig};
+use classmod_runtime::{Device, ModelError, ModuleBlob};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,28 +20,6 @@ pub struct VerifyRow {
     pub signer: Option<String>,
     /// What passed, or why the file is refused.
     pub result: Result<String, String>,
-}
-
-/// Verifies one base blob: returns the model's network and its key.
-fn check_base(
-    path: &Path,
-    key: Option<&VerifyingKey>,
-    want_hash: Option<&str>,
-) -> Result<(ResNet, [u8; 32]), ModelError> {
-    let map = MappedFile::open(path)?;
-    let blob = map.blob(key)?;
-    check_hash(&blob.content_hash(), want_hash)?;
-    let model = base_blob::decode(&blob, &Device::Cpu)?;
-    Ok((ResNet::new(&model, &Device::Cpu)?, blob.base_key()))
-}
-
-fn check_hash(found: &[u8; 32], want: Option<&str>) -> Result<(), ModelError> {
-    match want {
-        Some(w) if key_hex(found) != w => {
-            Err(ModelError::BlobMismatch("content hash differs from the manifest's: not the file it lists".into()))
-        }
-        _ => Ok(()),
-    }
 }
 
 fn row(
@@ -59,48 +38,36 @@ fn row(
     }
 }
 
-/// Every file a manifest lists. An unreadable manifest is an error; a bad file is a failed row.
+/// Every file a manifest lists, checked by the device runtime's own loading code (without
+/// serving). An unreadable manifest is an error; a bad file is a failed row.
 pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRow>, ModelError> {
-    let manifest = Manifest::read(dir)?;
+    let config = ServingConfig { device: Device::Cpu, key: key.cloned(), budget_bytes: None, rule: Rule::Max };
+    let rt = ModuleRuntime::open(dir, config)?;
+    let manifest = rt.manifest();
     let mut rows = Vec::new();
-    // Per base key: its network and key, or why it was refused.
-    type Checked = Result<(ResNet, [u8; 32]), String>;
-    let mut bases: Vec<(String, Checked)> = Vec::new();
     for b in &manifest.bases {
         let path = dir.join(&b.file);
-        let r = check_base(&path, key, Some(&b.content_hash));
-        let signer = MappedFile::open(&path).ok().and_then(|m| m.blob(None).ok().and_then(|b| b.signer()));
-        let r = r.map_err(|e| e.to_string());
-        let result = r.as_ref().map(|_| "layout, hash, signature, weights".to_string()).map_err(String::clone);
-        rows.push(row(&path, "base", None, signer, result));
-        bases.push((b.key.clone(), r));
+        let result = rt.check_base(&b.key).map(|_| "layout, hash, signature, weights".to_string());
+        rows.push(row(&path, "base", None, signer(&path), result.map_err(|e| e.to_string())));
     }
     for m in &manifest.modules {
         let path = dir.join(&m.file);
-        let mut signer = None;
-        let result = (|| {
-            let map = MappedFile::open(&path)?;
-            let blob = map.blob(key)?;
-            signer = blob.signer();
-            check_hash(&blob.content_hash(), Some(&m.content_hash))?;
-            let mb = ModuleBlob::decode(&blob)?;
-            if mb.module.class_name != m.class_name || mb.module.base_key != m.base_key {
-                return Err(ModelError::BlobMismatch("class or base differ from the manifest's".into()));
-            }
-            let (net, bkey) = match bases.iter().find(|(k, _)| *k == m.base_key) {
-                Some((_, Ok(b))) => b,
-                Some((_, Err(e))) => return Err(ModelError::BlobMismatch(format!("its base is refused: {e}"))),
-                None => return Err(ModelError::BlobMismatch("its base is not in the manifest".into())),
-            };
-            let worst = mb.self_test(net, bkey)?;
-            Ok(format!(
-                "layout, hash, signature, golden self-test ({} images, max diff {worst:.1e})",
-                mb.golden.scores.len()
-            ))
-        })();
-        rows.push(row(&path, "module", Some(m.class_name.clone()), signer, result.map_err(|e| e.to_string())));
+        let result = rt.check_module(&m.class_name).map(|l| {
+            format!(
+                "layout, hash, signature, golden self-test ({} images, max diff {:.1e})",
+                l.blob.golden.scores.len(),
+                l.self_test_diff
+            )
+        });
+        rows.push(row(&path, "module", Some(m.class_name.clone()), signer(&path), result.map_err(|e| e.to_string())));
     }
     Ok(rows)
+}
+
+/// The signer a blob's trailer names (layout checked, not the hash: this is only for display).
+fn signer(path: &Path) -> Option<[u8; 8]> {
+    let map = MappedFile::open(path).ok()?;
+    Blob::parse(map.bytes()).ok()?.signer()
 }
 
 /// One blob file on its own: layout, hash, signature and decoding (a module's self-test needs its

@@ -45,6 +45,8 @@ pub struct LoadedModule {
     pub blob: ModuleBlob,
     pub file: PathBuf,
     pub base: Arc<LoadedBase>,
+    /// Largest score difference of its golden self-test.
+    pub self_test_diff: f32,
     /// Masks as resident f32 tensors plus the head.
     pub resident_bytes: u64,
 }
@@ -175,6 +177,26 @@ impl ModuleRuntime {
         self.edit.lock().unwrap_or_else(|e| e.into_inner()).modules.iter().map(|m| m.class_name.clone()).collect()
     }
 
+    /// The manifest as it stands (updates included).
+    pub fn manifest(&self) -> Manifest {
+        self.lock_manifest().clone()
+    }
+
+    /// Checks the base blob of `key` as loading does (mapping, hash, signature, manifest hash,
+    /// weights against its key), without serving anything.
+    pub fn check_base(&self, key: &str) -> Result<Arc<LoadedBase>, ModelError> {
+        let manifest = self.lock_manifest();
+        self.base(&manifest, key)
+    }
+
+    /// Checks the module of `class` as loading does (its base too, and the golden self-test),
+    /// without serving it.
+    pub fn check_module(&self, class: &str) -> Result<LoadedModule, ModelError> {
+        let manifest = self.lock_manifest();
+        let entry = manifest.module(class).ok_or_else(|| ModelError::UnknownClass(class.to_string()))?;
+        self.prepare(&manifest, entry, &self.dir.join(&entry.file))
+    }
+
     /// The current snapshot: hold it for one classification.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -240,13 +262,13 @@ impl ModuleRuntime {
             )));
         }
         let base = self.base(manifest, &entry.base_key)?;
-        mb.self_test(&base.net, &base.key)?;
+        let self_test_diff = mb.self_test(&base.net, &base.key)?;
         let nodes = mb.module.mask().total_nodes() as u64;
         let head = match &mb.module.head {
             crate::ModuleHead::Calibrated { weight, .. } => 4 * (weight.len() as u64 + 1),
             crate::ModuleHead::Channel { .. } => 0,
         };
-        Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, resident_bytes: 4 * nodes + head })
+        Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, self_test_diff, resident_bytes: 4 * nodes + head })
     }
 
     /// The snapshot that would serve `modules`, if they fit the budget (nothing is swapped yet).
