@@ -140,30 +140,22 @@ impl<P: OutputPin> Edge<P> {
     /// Applies every `*.blob` in `inbox` (bases first), moving each to `done/` or `rejected/`.
     /// Returns how many were applied.
     pub fn process_inbox(&mut self, inbox: &Path) -> Result<usize> {
+        // (is a module, path): bases sort first, so modules of a new base find it.
         let mut files: Vec<(bool, PathBuf)> = Vec::new();
         for e in std::fs::read_dir(inbox).map_err(|e| anyhow!("{}: {e}", inbox.display()))? {
             let p = e?.path();
             if p.is_file() && p.extension().is_some_and(|x| x == "blob") {
-                let bytes = std::fs::read(&p)?;
-                let is_base = blob_kind(&bytes) == Some(BlobKind::Base);
-                files.push((!is_base, p));
+                files.push((header_kind(&p) != Some(BlobKind::Base), p));
             }
         }
         files.sort();
         let mut applied = 0;
-        for (_, path) in files {
+        for (is_module, path) in files {
             self.status(Status::Updating);
             let bytes = std::fs::read(&path)?;
             let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            let outcome = match blob_kind(&bytes) {
-                Some(BlobKind::Base) => self.runtime.add_base(&mut OsFs, &bytes).map(|(f, new)| {
-                    if new {
-                        format!("base model added as {f}")
-                    } else {
-                        format!("base model already here ({f})")
-                    }
-                }),
-                _ => self.runtime.update(&mut OsFs, &bytes).and_then(|r| {
+            let outcome = if is_module {
+                self.runtime.update(&mut OsFs, &bytes).and_then(|r| {
                     let mut msg = format!(
                         "class `{}` updated to {}{}",
                         r.class_name,
@@ -175,7 +167,15 @@ impl<P: OutputPin> Edge<P> {
                         msg.push_str(", now served");
                     }
                     Ok(msg)
-                }),
+                })
+            } else {
+                self.runtime.add_base(&mut OsFs, &bytes).map(|(f, new)| {
+                    if new {
+                        format!("base model added as {f}")
+                    } else {
+                        format!("base model already here ({f})")
+                    }
+                })
             };
             let (dest, ok) = match outcome {
                 Ok(msg) => {
@@ -228,10 +228,14 @@ impl<P: OutputPin> Edge<P> {
     }
 }
 
-/// The kind a blob's header claims (the transaction checks everything else).
-fn blob_kind(bytes: &[u8]) -> Option<BlobKind> {
-    if bytes.len() < 16 || bytes[..8] != classmod_blob::MAGIC {
+/// The kind a blob file's header claims, from its first 16 bytes (the transaction checks
+/// everything else).
+fn header_kind(path: &Path) -> Option<BlobKind> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    if head[..8] != classmod_blob::MAGIC {
         return None;
     }
-    BlobKind::from_u32(u32::from_le_bytes(bytes[12..16].try_into().ok()?)).ok()
+    BlobKind::from_u32(u32::from_le_bytes(head[12..16].try_into().ok()?)).ok()
 }
