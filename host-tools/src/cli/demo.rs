@@ -7,9 +7,9 @@ use std::process::Command;
 
 use anyhow::{anyhow, Result};
 
-use super::print_json;
 use super::train::{train_and_eval, Args as TrainArgs, ShortcutArg};
 use super::DeviceArg;
+use super::{print_json, read_model_bytes};
 use classmod_host::train::Schedule;
 
 pub const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -113,7 +113,7 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
     use classmod_host::decompose::{decompose, DecomposeOptions, HeadKind};
     use classmod_host::pack::{golden_sample, pack, PackGroup};
     use classmod_runtime::module_file::base_key;
-    use classmod_runtime::{Device, ModelFile};
+    use classmod_runtime::ModelFile;
 
     eprintln!("classmod demo: decompose both models, pack three classes for a device, run the device program");
     let key = classmod_blob::SigningKey::from_bytes(&{
@@ -121,13 +121,8 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
         seed
     });
-    let read = |p: &Path| -> Result<(Vec<u8>, ModelFile)> {
-        let bytes = std::fs::read(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
-        let m = ModelFile::from_bytes(&bytes, &Device::Cpu)?;
-        Ok((bytes, m))
-    };
-    let (bytes, model) = read(model_path)?;
-    let (other_bytes, other) = read(other_path)?;
+    let (bytes, model) = read_model_bytes(model_path)?;
+    let (other_bytes, other) = read_model_bytes(other_path)?;
     let spec = &model.meta.input;
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     let names = &model.meta.class_names;
