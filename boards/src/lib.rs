@@ -24,6 +24,6 @@ pub mod status_led;
 pub mod trigger;
 
 pub use detect::{detect, Detection};
-pub use profile::{profile, BoardProfile, ComputeCapability, PROFILES};
+pub use profile::{profile, BoardProfile, ComputeCapability, GpioLine, PROFILES};
 pub use status_led::{Status, StatusLed};
 pub use trigger::Trigger;

@@ -3,6 +3,31 @@
 /// CUDA compute capability, e.g. `(8, 7)` for sm_87.
 pub type ComputeCapability = (u8, u8);
 
+/// One GPIO line of the developer kit's 40-pin header, as the Linux GPIO character device names it:
+/// the chip by its label (its `/dev/gpiochipN` number differs between JetPack releases) and the
+/// line offset inside that chip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpioLine {
+    pub chip_label: &'static str,
+    pub line: u32,
+    /// The header pin it comes out on, for the wiring.
+    pub header_pin: u8,
+}
+
+/// The status LED on header pin 12 and the trigger on pin 18 of each Jetson developer kit. Line
+/// offsets are those of NVIDIA's Jetson.GPIO pin tables (`gpio_pin_data.py`).
+const fn header(chip_label: &'static str, pin12: u32, pin18: u32) -> (Option<GpioLine>, Option<GpioLine>) {
+    (
+        Some(GpioLine { chip_label, line: pin12, header_pin: 12 }),
+        Some(GpioLine { chip_label, line: pin18, header_pin: 18 }),
+    )
+}
+const NANO_PINS: (Option<GpioLine>, Option<GpioLine>) = header("tegra-gpio", 79, 15);
+const XAVIER_NX_PINS: (Option<GpioLine>, Option<GpioLine>) = header("tegra194-gpio", 127, 152);
+/// Orin Nano and Orin NX share the p3768/p3509 carrier's pinout.
+const ORIN_NX_PINS: (Option<GpioLine>, Option<GpioLine>) = header("tegra234-gpio", 50, 125);
+const AGX_ORIN_PINS: (Option<GpioLine>, Option<GpioLine>) = header("tegra234-gpio", 50, 43);
+
 /// One board the runtime can be deployed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoardProfile {
@@ -15,6 +40,10 @@ pub struct BoardProfile {
     pub ram_mib: u32,
     /// Memory the module registry may keep resident.
     pub module_budget_mib: u32,
+    /// Output line for the status LED (`None`: no header, e.g. the host simulation).
+    pub status_led: Option<GpioLine>,
+    /// Input line for the trigger.
+    pub trigger: Option<GpioLine>,
 }
 
 /// The built-in profiles, from NVIDIA's module data sheets (RAM of the smallest SKU).
@@ -27,6 +56,8 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: false,
         ram_mib: 4096,
         module_budget_mib: 512,
+        status_led: NANO_PINS.0,
+        trigger: NANO_PINS.1,
     },
     BoardProfile {
         name: "xavier-nx",
@@ -36,6 +67,8 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: false,
         ram_mib: 8192,
         module_budget_mib: 1024,
+        status_led: XAVIER_NX_PINS.0,
+        trigger: XAVIER_NX_PINS.1,
     },
     BoardProfile {
         name: "orin-nano",
@@ -45,6 +78,8 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: true,
         ram_mib: 4096,
         module_budget_mib: 512,
+        status_led: ORIN_NX_PINS.0,
+        trigger: ORIN_NX_PINS.1,
     },
     BoardProfile {
         name: "orin-nx",
@@ -54,6 +89,8 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: true,
         ram_mib: 8192,
         module_budget_mib: 1024,
+        status_led: ORIN_NX_PINS.0,
+        trigger: ORIN_NX_PINS.1,
     },
     BoardProfile {
         name: "agx-orin",
@@ -63,6 +100,8 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: true,
         ram_mib: 32768,
         module_budget_mib: 4096,
+        status_led: AGX_ORIN_PINS.0,
+        trigger: AGX_ORIN_PINS.1,
     },
     BoardProfile {
         name: "host-sim",
@@ -72,6 +111,8 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: false,
         ram_mib: 16384,
         module_budget_mib: 2048,
+        status_led: None,
+        trigger: None,
     },
 ];
 
@@ -88,6 +129,13 @@ mod tests {
             assert_eq!(super::profile(p.name), Some(p));
             assert!(p.module_budget_mib < p.ram_mib, "{}", p.name);
             assert!(!p.bf16 || p.f16, "{}: bf16 hardware also has f16", p.name);
+            // A Jetson has its header; the LED is an output and the trigger another line.
+            assert_eq!(p.status_led.is_some(), p.soc != "host", "{}", p.name);
+            if let (Some(led), Some(trig)) = (p.status_led, p.trigger) {
+                assert_eq!((led.header_pin, trig.header_pin), (12, 18), "{}", p.name);
+                assert_eq!(led.chip_label, trig.chip_label, "{}", p.name);
+                assert_ne!(led.line, trig.line, "{}", p.name);
+            }
         }
         assert!(super::profile("nonexistent").is_none());
     }

@@ -1,28 +1,42 @@
 //! classmod-edge: the device program, as a library so the demo and tests drive it in-process.
 //!
 //! It starts from a packed directory (manifest and blobs) and a board profile (detected or
-//! named), loads the classes it is told to serve, classifies image files (given, or dropped into a
-//! watched directory), and applies module and base updates dropped into an inbox through the
-//! runtime's update transaction, moving each processed file to `inbox/done/` or
-//! `inbox/rejected/`. The status LED shows loading, serving, updating and error.
+//! named), on the CPU or the board's CUDA GPU, loads the classes it is told to serve, classifies
+//! image files (given, dropped into a watched directory, or a camera frame on each trigger edge),
+//! and applies module and base updates dropped into an inbox through the runtime's update
+//! transaction, moving each processed file to `inbox/done/` or `inbox/rejected/`. The status LED
+//! shows loading, serving, updating and error. An image that cannot be read is logged and set
+//! aside; it never stops the device.
 
 mod image_input;
 mod log_pin;
+pub mod pins;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use classmod_blob::{BlobKind, VerifyingKey};
-use classmod_boards::{detect, BoardProfile, Detection, Status, StatusLed};
+use classmod_boards::{detect, BoardProfile, Detection, StatusLed};
 use classmod_runtime::atomic_file::OsFs;
 use classmod_runtime::compose::Rule;
 use classmod_runtime::serving::{ModuleRuntime, ServingConfig};
 use classmod_runtime::Device;
-use embedded_hal::digital::OutputPin;
+use embedded_hal::digital::{InputPin, OutputPin};
 
+pub use classmod_boards::{Status, Trigger};
 pub use image_input::pixels;
 pub use log_pin::LogPin;
+
+/// Where the device computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The board's CUDA GPU when it has one and this build has the `cuda` feature, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
 
 pub struct EdgeOptions {
     pub dir: PathBuf,
@@ -32,7 +46,26 @@ pub struct EdgeOptions {
     pub key: Option<VerifyingKey>,
     /// Load classes that an update adds.
     pub serve_new: bool,
+    pub device: DeviceChoice,
 }
+
+/// The device for `choice` on `board`, and how to name it in the log.
+fn select_device(choice: DeviceChoice, board: &BoardProfile) -> Result<(Device, String)> {
+    let gpu = |cc: Option<(u8, u8)>| -> Result<(Device, String)> {
+        let d = classmod_runtime::device::cuda(0)?;
+        Ok((d, cc.map_or("CUDA GPU 0".into(), |(major, minor)| format!("CUDA GPU 0 (sm_{major}{minor})"))))
+    };
+    let cpu = || (Device::Cpu, "CPU".to_string());
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Cuda => gpu(board.cuda),
+        DeviceChoice::Auto if board.cuda.is_some() && classmod_runtime::device::CUDA_BUILT => gpu(board.cuda),
+        DeviceChoice::Auto => Ok(cpu()),
+    }
+}
+
+/// A file that could not be read as an image, and why.
+type Unreadable = (PathBuf, anyhow::Error);
 
 /// One classified image.
 #[derive(Debug, Clone)]
@@ -61,8 +94,9 @@ impl<P: OutputPin> Edge<P> {
         let (board, how) =
             detect(opts.board.as_deref(), model.as_deref()).map_err(|n| anyhow!("unknown board `{n}`"))?;
         let led = StatusLed::new(pin, Status::Loading).map_err(|_| anyhow!("status LED pin failed"))?;
+        let (device, device_name) = select_device(opts.device, board)?;
         let config = ServingConfig {
-            device: Device::Cpu,
+            device,
             key: opts.key,
             budget_bytes: Some(u64::from(board.module_budget_mib) << 20),
             rule: Rule::Max,
@@ -75,7 +109,10 @@ impl<P: OutputPin> Edge<P> {
             Detection::DeviceTree => "from the device tree",
             Detection::Fallback => "no Jetson found: host simulation",
         };
-        edge.say(format!("board {} ({how}), module budget {} MiB", board.name, board.module_budget_mib));
+        edge.say(format!(
+            "board {} ({how}), module budget {} MiB, computing on the {device_name}",
+            board.name, board.module_budget_mib
+        ));
         let removed = edge.runtime.clean(&mut OsFs)?;
         if !removed.is_empty() {
             edge.say(format!("removed {} file(s) a crash left behind: {}", removed.len(), removed.join(", ")));
@@ -111,19 +148,39 @@ impl<P: OutputPin> Edge<P> {
         self.led.status()
     }
 
-    /// Classifies image files with one consistent set of modules.
+    /// Classifies image files with one consistent set of modules; any unreadable file is an error.
     pub fn classify_files(&mut self, files: &[PathBuf]) -> Result<Vec<Verdict>> {
+        let (verdicts, unreadable) = self.classify_readable(files)?;
+        match unreadable.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(verdicts),
+        }
+    }
+
+    /// Classifies the readable ones of `files` in one batch with one consistent set of modules;
+    /// returns the verdicts and the files that could not be read, each with why.
+    fn classify_readable(&mut self, files: &[PathBuf]) -> Result<(Vec<Verdict>, Vec<Unreadable>)> {
         let snap = self.runtime.snapshot();
         let spec = snap.modules.first().ok_or_else(|| anyhow!("no classes are loaded"))?.blob.module.input.clone();
         let mut px = Vec::with_capacity(files.len() * spec.image_len());
+        let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
         for f in files {
-            px.extend(pixels(f, &spec)?);
+            match pixels(f, &spec) {
+                Ok(p) => {
+                    px.extend(p);
+                    readable.push(f);
+                }
+                Err(e) => unreadable.push((f.clone(), e)),
+            }
+        }
+        if readable.is_empty() {
+            return Ok((vec![], unreadable));
         }
         let r = snap.classify(&px, Rule::Max)?;
-        let verdicts: Vec<Verdict> = files
+        let verdicts: Vec<Verdict> = readable
             .iter()
             .zip(r.predictions.iter().zip(&r.scores))
-            .map(|(f, (&p, s))| Verdict {
+            .map(|(&f, (&p, s))| Verdict {
                 file: f.clone(),
                 class: r.classes[p].clone(),
                 score: s[p],
@@ -131,10 +188,30 @@ impl<P: OutputPin> Edge<P> {
             })
             .collect();
         for v in &verdicts {
-            let name = v.file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            self.say(format!("{name}: {} ({:.3}) [classes {}]", v.class, v.score, r.classes.join(", ")));
+            self.say(format!("{}: {} ({:.3}) [classes {}]", file_name(&v.file), v.class, v.score, r.classes.join(", ")));
         }
-        Ok(verdicts)
+        Ok((verdicts, unreadable))
+    }
+
+    /// Polls the trigger once; on a debounced rising edge classifies `frame` (the image a camera
+    /// keeps current). A frame that cannot be read is logged and shows the error pattern; the
+    /// next good frame restores serving.
+    pub fn poll_trigger<I: InputPin>(&mut self, trigger: &mut Trigger<I>, frame: &Path) -> Result<Option<Verdict>>
+    where
+        I::Error: std::fmt::Debug,
+    {
+        if !trigger.poll().map_err(|e| anyhow!("trigger input failed: {e:?}"))? {
+            return Ok(None);
+        }
+        self.say(format!("trigger: classifying {}", frame.display()));
+        let (mut verdicts, unreadable) = self.classify_readable(std::slice::from_ref(&frame.to_path_buf()))?;
+        if let Some((_, e)) = unreadable.into_iter().next() {
+            self.say(format!("trigger: frame unreadable, nothing classified: {e:#}"));
+            self.status(Status::Error);
+            return Ok(None);
+        }
+        self.status(Status::Serving);
+        Ok(verdicts.pop())
     }
 
     /// Applies every `*.blob` in `inbox` (bases first), moving each to `done/` or `rejected/`.
@@ -153,7 +230,7 @@ impl<P: OutputPin> Edge<P> {
         for (is_module, path) in files {
             self.status(Status::Updating);
             let bytes = std::fs::read(&path)?;
-            let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let name = file_name(&path);
             let outcome = if is_module {
                 self.runtime.update(&mut OsFs, &bytes).and_then(|r| {
                     let mut msg = format!(
@@ -196,7 +273,8 @@ impl<P: OutputPin> Edge<P> {
         Ok(applied)
     }
 
-    /// Classifies the image files in `dir` (not in sub-directories), moving them to `dir/done/`.
+    /// Classifies the image files in `dir` (not in sub-directories), moving them to `dir/done/`,
+    /// or to `dir/rejected/` when they cannot be read.
     pub fn process_watch(&mut self, dir: &Path) -> Result<Vec<Verdict>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| anyhow!("{}: {e}", dir.display()))?
@@ -211,12 +289,16 @@ impl<P: OutputPin> Edge<P> {
         if files.is_empty() {
             return Ok(vec![]);
         }
-        let verdicts = self.classify_files(&files)?;
-        let done = dir.join("done");
-        std::fs::create_dir_all(&done)?;
+        let (verdicts, unreadable) = self.classify_readable(&files)?;
+        for (f, e) in &unreadable {
+            self.say(format!("{}: unreadable, moved to rejected/: {e:#}", file_name(f)));
+        }
+        let rejected: Vec<&PathBuf> = unreadable.iter().map(|(f, _)| f).collect();
         for f in &files {
+            let to = dir.join(if rejected.contains(&f) { "rejected" } else { "done" });
+            std::fs::create_dir_all(&to)?;
             if let Some(n) = f.file_name() {
-                std::fs::rename(f, done.join(n))?;
+                std::fs::rename(f, to.join(n))?;
             }
         }
         Ok(verdicts)
@@ -226,6 +308,10 @@ impl<P: OutputPin> Edge<P> {
     pub fn tick(&mut self, ms: u32) {
         let _ = self.led.step(ms);
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
 /// The kind a blob file's header claims, from its first 16 bytes (the transaction checks

@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::Parser;
 use classmod_blob::parse_public_key;
-use classmod_edge::{Edge, EdgeOptions, LogPin};
+use classmod_boards::{BoardProfile, Trigger};
+use classmod_edge::pins::{LedPin, TriggerPin, ValueFilePin};
+use classmod_edge::{DeviceChoice, Edge, EdgeOptions, LogPin};
 
 #[derive(Parser)]
 #[command(name = "classmod-edge", version, about = "Serve classmod class modules on a device")]
@@ -20,6 +22,10 @@ struct Args {
     /// Board profile name (default: detected from /proc/device-tree/model).
     #[arg(long)]
     board: Option<String>,
+    /// Where to compute: `auto` is the board's CUDA GPU when it has one and this build has the
+    /// `cuda` feature, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
     /// Only accept blobs signed by this public key (`classmod keygen`).
     #[arg(long)]
     key: Option<PathBuf>,
@@ -35,45 +41,143 @@ struct Args {
     /// Load classes that an update adds.
     #[arg(long)]
     serve_new: bool,
-    /// Process the images, the inbox and the watched directory once, then exit.
+    /// The image classified on each trigger edge (the frame a camera keeps current).
+    #[arg(long, requires = "trigger")]
+    frame: Option<PathBuf>,
+    /// The trigger is a value file: `1` is high (sysfs GPIO's `value`, or any file a script writes).
+    #[arg(long, group = "trigger", requires = "frame")]
+    trigger_file: Option<PathBuf>,
+    /// The trigger is a GPIO line: the board's (header pin 18) without a value, or CHIP:LINE
+    /// (`/dev/gpiochip0:125`, `tegra234-gpio:125`). Needs the `linux` feature.
+    #[arg(long, group = "trigger", requires = "frame", num_args = 0..=1, default_missing_value = "board")]
+    trigger_gpio: Option<String>,
+    /// Polls the trigger level must hold to count (10 ms apart).
+    #[arg(long, default_value_t = 3)]
+    debounce: u8,
+    /// Drive a status LED on a GPIO line: the board's (header pin 12) without a value, or
+    /// CHIP:LINE. Needs the `linux` feature. Without it the log tells the LED's state.
+    #[arg(long, num_args = 0..=1, default_missing_value = "board")]
+    led_gpio: Option<String>,
+    /// Process the images, the inbox and the watched directory once, then exit (the trigger is
+    /// not waited for).
     #[arg(long)]
     once: bool,
+    /// Exit after this many trigger classifications.
+    #[arg(long)]
+    max_triggers: Option<u64>,
+    /// How often the inbox and the watched directory are scanned.
     #[arg(long, default_value_t = 500)]
     poll_ms: u64,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The trigger and LED are polled and stepped this often.
+const TICK: Duration = Duration::from_millis(10);
+
 fn run(a: Args) -> Result<()> {
     let key = match &a.key {
         Some(p) => Some(
-            parse_public_key(&std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            parse_public_key(&std::fs::read_to_string(p).map_err(|e| anyhow!("{}: {e}", p.display()))?)
+                .map_err(|e| anyhow!("{}: {e}", p.display()))?,
         ),
         None => None,
     };
+    // The board decides the default GPIO lines, so it is known before the pins are opened.
+    let model = std::fs::read_to_string("/proc/device-tree/model").ok();
+    let (board, _) =
+        classmod_boards::detect(a.board.as_deref(), model.as_deref()).map_err(|n| anyhow!("unknown board `{n}`"))?;
+    let led = match &a.led_gpio {
+        Some(spec) => gpio_led(spec, board)?,
+        None => LedPin::Log(LogPin::default()),
+    };
+    let mut trigger = match (&a.trigger_file, &a.trigger_gpio) {
+        (Some(path), _) => Some(TriggerPin::File(ValueFilePin { path: path.clone() })),
+        (None, Some(spec)) => Some(gpio_trigger(spec, board)?),
+        (None, None) => None,
+    }
+    .map(|pin| Trigger::new(pin, a.debounce))
+    .transpose()
+    .map_err(|e| anyhow!("trigger input: {e}"))?;
     let opts = EdgeOptions {
         dir: a.dir.clone(),
         classes: a.classes.clone(),
         board: a.board.clone(),
         key,
         serve_new: a.serve_new,
+        device: match a.device {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+        },
     };
-    let mut edge = Edge::start(opts, LogPin::default())?;
+    let mut edge = Edge::start(opts, led)?;
     if !a.images.is_empty() {
         edge.classify_files(&a.images)?;
     }
+    let (mut triggered, mut last_scan) = (0u64, None::<Instant>);
     loop {
-        if let Some(inbox) = &a.inbox {
-            edge.process_inbox(inbox)?;
-        }
-        if let Some(watch) = &a.watch {
-            edge.process_watch(watch)?;
+        if last_scan.is_none_or(|t| t.elapsed() >= Duration::from_millis(a.poll_ms)) {
+            last_scan = Some(Instant::now());
+            if let Some(inbox) = &a.inbox {
+                edge.process_inbox(inbox)?;
+            }
+            if let Some(watch) = &a.watch {
+                edge.process_watch(watch)?;
+            }
         }
         if a.once {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(a.poll_ms));
-        edge.tick(a.poll_ms as u32);
+        if let (Some(t), Some(frame)) = (trigger.as_mut(), &a.frame) {
+            if edge.poll_trigger(t, frame)?.is_some() {
+                triggered += 1;
+            }
+        }
+        if a.max_triggers.is_some_and(|n| triggered >= n) {
+            return Ok(());
+        }
+        std::thread::sleep(TICK);
+        edge.tick(TICK.as_millis() as u32);
     }
+}
+
+#[cfg(feature = "linux")]
+fn gpio_line(spec: &str, board_line: Option<classmod_boards::GpioLine>, what: &str) -> Result<(String, u32)> {
+    if spec == "board" {
+        let l = board_line.ok_or_else(|| anyhow!("this board profile has no {what} line: give CHIP:LINE"))?;
+        return Ok((l.chip_label.to_string(), l.line));
+    }
+    Ok(classmod_edge::pins::parse_line(spec)?)
+}
+
+#[cfg(feature = "linux")]
+fn gpio_led(spec: &str, board: &BoardProfile) -> Result<LedPin> {
+    let (chip, line) = gpio_line(spec, board.status_led, "status LED")?;
+    let pin = classmod_boards::linux::output_pin(&chip, line).map_err(|e| anyhow!("status LED {chip}:{line}: {e}"))?;
+    Ok(LedPin::Gpio(pin))
+}
+
+#[cfg(feature = "linux")]
+fn gpio_trigger(spec: &str, board: &BoardProfile) -> Result<TriggerPin> {
+    let (chip, line) = gpio_line(spec, board.trigger, "trigger")?;
+    let pin = classmod_boards::linux::input_pin(&chip, line).map_err(|e| anyhow!("trigger {chip}:{line}: {e}"))?;
+    Ok(TriggerPin::Gpio(pin))
+}
+
+#[cfg(not(feature = "linux"))]
+fn gpio_led(_: &str, _: &BoardProfile) -> Result<LedPin> {
+    Err(anyhow!("--led-gpio needs GPIO support: rebuild with `--features linux`"))
+}
+
+#[cfg(not(feature = "linux"))]
+fn gpio_trigger(_: &str, _: &BoardProfile) -> Result<TriggerPin> {
+    Err(anyhow!("--trigger-gpio needs GPIO support: rebuild with `--features linux` (or use --trigger-file)"))
 }
 
 fn main() -> ExitCode {

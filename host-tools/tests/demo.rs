@@ -26,6 +26,9 @@ fn the_demo_runs_end_to_end() {
     assert!(log.iter().any(|l| l.contains("class `T-shirt/top` updated") && l.contains("rollback copy")), "{log:?}");
     assert!(log.iter().any(|l| l.contains("class `Dress` updated") && l.contains("now served")), "{log:?}");
     assert!(!log.iter().any(|l| l.contains("REFUSED")), "{log:?}");
+    // The trigger: one press, one classification of the frame.
+    assert!(stdout.contains("device program: trigger pressed, 1 classification"), "{stdout}");
+    assert_eq!(log.iter().filter(|l| l.contains("trigger: classifying")).count(), 1, "{log:?}");
     assert!(out.join("inbox/done").read_dir().unwrap().count() >= 3);
     let _ = std::fs::remove_dir_all(out);
 }

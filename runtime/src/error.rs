@@ -56,6 +56,9 @@ pub enum ModelError {
     #[error("no module for class `{0}`")]
     UnknownClass(String),
 
+    #[error("cannot use {device}: {reason}")]
+    DeviceUnavailable { device: String, reason: String },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

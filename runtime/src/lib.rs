@@ -11,6 +11,7 @@ pub mod base_blob;
 pub mod class_module;
 pub mod compose;
 pub mod conv;
+pub mod device;
 pub mod error;
 pub mod field_update;
 pub mod input_spec;

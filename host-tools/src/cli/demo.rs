@@ -108,6 +108,7 @@ pub fn run(a: Args) -> Result<()> {
 /// base and its module for class 0 (a swap) and this model's module for class 3 (a fourth
 /// class), and classify again. Returns the device log.
 fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, seed: u64) -> Result<Vec<String>> {
+    use classmod_edge::pins::ValueFilePin;
     use classmod_edge::{Edge, EdgeOptions, LogPin};
     use classmod_host::dataset::{self, ImageShape, Split};
     use classmod_host::decompose::{decompose, DecomposeOptions, HeadKind};
@@ -174,9 +175,19 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
         board: None,
         key: Some(key.verifying_key()),
         serve_new: true,
+        device: classmod_edge::DeviceChoice::Cpu,
     };
     let mut edge = Edge::start(opts, LogPin::default())?;
     edge.classify_files(&files)?;
+    // A button on the trigger input (here a value file, as sysfs GPIO has) classifies the frame a
+    // camera keeps current: the press is written to the file, the debounced edge fires once.
+    let value = out.join("trigger-value");
+    std::fs::write(&value, "0\n")?;
+    let mut trigger = classmod_edge::Trigger::new(ValueFilePin { path: value.clone() }, 2)
+        .map_err(|e| anyhow!("trigger: {e}"))?;
+    std::fs::write(&value, "1\n")?;
+    let fired = (0..3).filter_map(|_| edge.poll_trigger(&mut trigger, &files[0]).transpose()).count();
+    println!("device program: trigger pressed, {fired} classification");
     // The updates arrive: the other model's base and class-0 module, and this model's class 3.
     let inbox = out.join("inbox");
     std::fs::create_dir_all(&inbox)?;

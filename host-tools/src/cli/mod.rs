@@ -109,10 +109,7 @@ impl DeviceArg {
     pub fn device(self) -> Result<Device> {
         match self {
             DeviceArg::Cpu => Ok(Device::Cpu),
-            DeviceArg::Cuda if cfg!(feature = "cuda") => {
-                Device::new_cuda(0).map_err(|e| anyhow!("cannot open CUDA device 0: {e}"))
-            }
-            DeviceArg::Cuda => Err(anyhow!("this build has no CUDA support; rebuild with `--features cuda`")),
+            DeviceArg::Cuda => Ok(classmod_runtime::device::cuda(0)?),
         }
     }
 }

@@ -1,0 +1,65 @@
+//! Real packed directories for the cross-crate tests and the benches: the ../shared ResNet-20
+//! imported with its normalisation, some of its classes decomposed on CIFAR-10's training
+//! images, packed with golden vectors from the test images.
+
+use std::path::Path;
+
+use anyhow::Result;
+use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
+use classmod_host::decompose::{decompose, DecomposeOptions, HeadKind};
+use classmod_host::import::{import_bytes, ImportOptions};
+use classmod_host::pack::{golden_sample, pack, PackGroup};
+use classmod_runtime::manifest::Manifest;
+use classmod_runtime::module_file::base_key;
+use classmod_runtime::{InputSpec, ModelFile};
+
+pub const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+
+/// The shared ResNet-20 as a classmod model (ImageNet statistics, CIFAR-10 class names).
+pub fn resnet20(shared: &Path) -> Result<ModelFile> {
+    let bytes = std::fs::read(shared.join("models/resnet20-cifar10.safetensors"))?;
+    let spec = InputSpec::cifar10_imagenet_stats();
+    let opts = ImportOptions {
+        mean: Some(spec.mean),
+        std: Some(spec.std),
+        class_names: Some(CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    Ok(import_bytes(&bytes, &opts)?)
+}
+
+/// A packed directory and the test images it was packed with.
+pub struct Packed {
+    pub model: ModelFile,
+    pub manifest: Manifest,
+    pub test: ImageSet,
+}
+
+/// Decomposes `classes` (output indices) of the shared ResNet-20 with `n_pos` positives each
+/// (the default rates, channel head) and packs them into `out`, unsigned, with `golden` golden
+/// images per module.
+pub fn packed_resnet20(shared: &Path, classes: &[usize], n_pos: usize, golden: usize, out: &Path) -> Result<Packed> {
+    let model = resnet20(shared)?;
+    let spec = &model.meta.input;
+    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let data = shared.join("data/cifar10-jpeg.tar.gz");
+    let names = &model.meta.class_names;
+    let train = dataset::load(&data, Split::Train, shape, Some(names))?;
+    let test = dataset::load(&data, Split::Test, shape, Some(names))?;
+    let opts = DecomposeOptions {
+        n_pos,
+        pos_conf: 0.9,
+        keep_rate: 0.9,
+        tangle_rate: 0.05,
+        head: HeadKind::Channel,
+        classes: Some(classes.to_vec()),
+        seed: 7,
+        batch: 64,
+    };
+    let key = base_key(&model.to_bytes()?);
+    let d = decompose(&model, &key, &train, &opts, &indicatif::ProgressBar::hidden())?;
+    let group = PackGroup { model: model.clone(), modules: d.modules };
+    let manifest = pack(&[group], out, None, |_, m| golden_sample(&test, golden, m.class_id.0 as u64))?;
+    Ok(Packed { model, manifest, test })
+}
