@@ -6,11 +6,10 @@ use std::path::Path;
 
 use anyhow::Result;
 use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
-use classmod_host::decompose::{decompose, DecomposeOptions, HeadKind};
+use classmod_host::decompose::{DecomposeOptions, HeadKind};
 use classmod_host::import::{import_bytes, ImportOptions};
-use classmod_host::pack::{golden_sample, pack, PackGroup};
+use classmod_host::pack::decompose_and_pack;
 use classmod_runtime::manifest::Manifest;
-use classmod_runtime::module_file::base_key;
 use classmod_runtime::{InputSpec, ModelFile};
 
 pub const CIFAR10_CLASSES: [&str; 10] =
@@ -57,9 +56,7 @@ pub fn packed_resnet20(shared: &Path, classes: &[usize], n_pos: usize, golden: u
         seed: 7,
         batch: 64,
     };
-    let key = base_key(&model.to_bytes()?);
-    let d = decompose(&model, &key, &train, &opts, &indicatif::ProgressBar::hidden())?;
-    let group = PackGroup { model: model.clone(), modules: d.modules };
-    let manifest = pack(&[group], out, None, |_, m| golden_sample(&test, golden, m.class_id.0 as u64))?;
+    let hidden = indicatif::ProgressBar::hidden();
+    let manifest = decompose_and_pack(&model, &train, &test, &opts, golden, out, None, &hidden)?;
     Ok(Packed { model, manifest, test })
 }

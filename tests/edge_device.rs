@@ -76,9 +76,7 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     // Initial level low; then a bounce (H, L), a press held (H, H, H), a release (L, L), a press
     // (H, H). Debounce 2: exactly two edges, at the 4th and the 9th poll.
     use std::iter::once;
-    let script: VecDeque<bool> = once(false)
-        .chain([true, false, true, true, true, false, false, true, true])
-        .collect();
+    let script: VecDeque<bool> = once(false).chain([true, false, true, true, true, false, false, true, true]).collect();
     let mut trigger = Trigger::new(ScriptedPin(script), 2).unwrap();
     let mut fired = Vec::new();
     for poll in 0..12 {
@@ -115,8 +113,10 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     }
     std::fs::write(watch.join("broken.png"), b"\x89PNG\r\n\x1a\n not really").unwrap();
     let verdicts = edge.process_watch(&watch).unwrap();
-    let got: Vec<(String, String)> =
-        verdicts.iter().map(|v| (v.file.file_name().unwrap().to_string_lossy().into_owned(), v.class.clone())).collect();
+    let got: Vec<(String, String)> = verdicts
+        .iter()
+        .map(|v| (v.file.file_name().unwrap().to_string_lossy().into_owned(), v.class.clone()))
+        .collect();
     let want: Vec<(String, String)> = ["cifar10_00_3.png", "cifar10_02_8.png"]
         .iter()
         .map(|n| (n.to_string(), base_choice(&net, &pngs.join(n))))

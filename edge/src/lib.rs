@@ -188,7 +188,13 @@ impl<P: OutputPin> Edge<P> {
             })
             .collect();
         for v in &verdicts {
-            self.say(format!("{}: {} ({:.3}) [classes {}]", file_name(&v.file), v.class, v.score, r.classes.join(", ")));
+            self.say(format!(
+                "{}: {} ({:.3}) [classes {}]",
+                file_name(&v.file),
+                v.class,
+                v.score,
+                r.classes.join(", ")
+            ));
         }
         Ok((verdicts, unreadable))
     }

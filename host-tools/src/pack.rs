@@ -11,7 +11,8 @@ use classmod_runtime::{atomic_file, ClassModule, Device, Golden, ModelError, Mod
 
 use crate::compose_eval::{module_paths, ComposeError};
 use crate::dataset::ImageSet;
-use crate::decompose::class_file_stem;
+use crate::decompose::{class_file_stem, decompose, DecomposeOptions};
+use indicatif::ProgressBar;
 
 /// A base model and the modules to pack with it.
 pub struct PackGroup {
@@ -103,6 +104,24 @@ pub fn pack(
     Manifest::from_json(&serde_json::to_string(&manifest).expect("serialises"))?;
     manifest.write(out)?;
     Ok(manifest)
+}
+
+/// Decomposes `opts.classes` of `model` on `train` and packs them into `out` (see [`pack`]), each
+/// module with `golden` golden images drawn from `test`.
+#[allow(clippy::too_many_arguments)]
+pub fn decompose_and_pack(
+    model: &ModelFile,
+    train: &ImageSet,
+    test: &ImageSet,
+    opts: &DecomposeOptions,
+    golden: usize,
+    out: &Path,
+    key: Option<&SigningKey>,
+    progress: &ProgressBar,
+) -> Result<Manifest, ModelError> {
+    let d = decompose(model, &base_key(&model.to_bytes()?), train, opts, progress)?;
+    let group = PackGroup { model: model.clone(), modules: d.modules };
+    pack(&[group], out, key, |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))
 }
 
 /// Golden images for a module: `n` images of a seeded class-balanced sample of `images` (whose

@@ -14,7 +14,10 @@ use crate::{ModelError, ResNet};
 pub struct ModuleGroup {
     base: ResNet,
     modules: Vec<ClassModule>,
-    /// Per ReLU site: the stacked masks `(k, 1, C, H, W)`, or `None` if no module drops a node there.
+    /// Per ReLU site: the stacked masks `(k, 1, C, H, W)` as 0/1 bytes, or `None` if no module
+    /// drops a node there. Bytes, not f32: a served module's masks are its resident memory beyond
+    /// the shared base (1 byte a node instead of 4), and widening them at each site costs little
+    /// beside the convolution that precedes it.
     masks: Vec<Option<Tensor>>,
 }
 
@@ -52,7 +55,8 @@ impl ReluHook for StackedMasks<'_> {
             None => Ok(a),
             Some(m) => {
                 let (kb, c, h, w) = a.dims4()?;
-                a.reshape((self.k, kb / self.k, c, h, w))?.broadcast_mul(m)?.reshape((kb, c, h, w))
+                let m = m.to_dtype(a.dtype())?;
+                a.reshape((self.k, kb / self.k, c, h, w))?.broadcast_mul(&m)?.reshape((kb, c, h, w))
             }
         }
     }
@@ -118,7 +122,7 @@ impl ModuleGroup {
                 out.push(None);
                 continue;
             }
-            let values: Vec<f32> = modules.iter().flat_map(|m| m.mask().sites[s].to_f32()).collect();
+            let values: Vec<u8> = modules.iter().flat_map(|m| m.mask().sites[s].to_u8()).collect();
             out.push(Some(Tensor::from_vec(values, (k, 1, site.channels, site.height, site.width), device)?));
         }
         Ok(out)

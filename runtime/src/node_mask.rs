@@ -65,9 +65,9 @@ impl SiteMask {
         self.count_kept() == self.len()
     }
 
-    /// 0.0 / 1.0 per node, for multiplying activations.
-    pub fn to_f32(&self) -> Vec<f32> {
-        (0..self.len()).map(|i| if self.get(i) { 1.0 } else { 0.0 }).collect()
+    /// 0 / 1 per node, widened to the activations' type for multiplying them.
+    pub fn to_u8(&self) -> Vec<u8> {
+        (0..self.len()).map(|i| u8::from(self.get(i))).collect()
     }
 
     /// Packed little-endian bits (node i = bit i % 8 of byte i / 8), the on-disk form.
@@ -158,7 +158,7 @@ mod tests {
             assert_eq!(back, m);
             assert_eq!(SiteMask::ones(&s).count_kept(), m.len());
             assert!(SiteMask::ones(&s).all_kept());
-            assert_eq!(m.to_f32().iter().filter(|&&v| v == 1.0).count(), m.count_kept());
+            assert_eq!(m.to_u8().iter().filter(|&&v| v == 1).count(), m.count_kept());
         }
     }
 

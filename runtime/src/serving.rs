@@ -47,7 +47,7 @@ pub struct LoadedModule {
     pub base: Arc<LoadedBase>,
     /// Largest score difference of its golden self-test.
     pub self_test_diff: f32,
-    /// Masks as resident f32 tensors plus the head.
+    /// Masks as resident tensors (a byte a node) plus the head.
     pub resident_bytes: u64,
 }
 
@@ -268,7 +268,7 @@ impl ModuleRuntime {
             crate::ModuleHead::Calibrated { weight, .. } => 4 * (weight.len() as u64 + 1),
             crate::ModuleHead::Channel { .. } => 0,
         };
-        Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, self_test_diff, resident_bytes: 4 * nodes + head })
+        Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, self_test_diff, resident_bytes: nodes + head })
     }
 
     /// The snapshot that would serve `modules`, if they fit the budget (nothing is swapped yet).
@@ -409,7 +409,7 @@ mod tests {
         let two_bases = rt.snapshot().resident_bytes();
         rt.load("b").unwrap();
         let with_b = rt.snapshot().resident_bytes();
-        let b_bytes = 4 * f.b.module.mask().total_nodes() as u64;
+        let b_bytes = f.b.module.mask().total_nodes() as u64;
         assert_eq!(with_b - two_bases, b_bytes, "b shares a's base: only its masks are added");
         rt.unload("a").unwrap();
         rt.unload("b").unwrap();

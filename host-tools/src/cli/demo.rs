@@ -183,8 +183,8 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
     // camera keeps current: the press is written to the file, the debounced edge fires once.
     let value = out.join("trigger-value");
     std::fs::write(&value, "0\n")?;
-    let mut trigger = classmod_edge::Trigger::new(ValueFilePin { path: value.clone() }, 2)
-        .map_err(|e| anyhow!("trigger: {e}"))?;
+    let mut trigger =
+        classmod_edge::Trigger::new(ValueFilePin { path: value.clone() }, 2).map_err(|e| anyhow!("trigger: {e}"))?;
     std::fs::write(&value, "1\n")?;
     let fired = (0..3).filter_map(|_| edge.poll_trigger(&mut trigger, &files[0]).transpose()).count();
     println!("device program: trigger pressed, {fired} classification");

@@ -24,6 +24,38 @@ pub enum Experiment {
     Replace(ReplaceArgs),
     /// Decomposition against training from scratch: wall time, CPU time, energy estimate.
     Cost(CostArgs),
+    /// The device runtime against the monolithic base: open/verify/map, cold load of k classes,
+    /// swap, classification latency and resident memory against the number of loaded classes.
+    Serving(ServingArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ServingArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// The model's dataset: `train` for decomposition, `test` for the images classified.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where serving.md, serving.json, serving-latency.svg and serving-memory.svg go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Batch sizes whose latency is measured.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    batches: Vec<usize>,
+    /// Timed classifications per number of classes and batch size.
+    #[arg(long, default_value_t = 9)]
+    iters: usize,
+    #[arg(long, default_value_t = 3)]
+    cold_starts: usize,
+    /// Golden self-test images per module.
+    #[arg(long, default_value_t = 8)]
+    golden: usize,
+    #[arg(long, default_value_t = 100)]
+    n_pos: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 /// Flags shared by the reuse and replace experiments.
@@ -182,6 +214,7 @@ pub struct TradeoffArgs {
 pub fn run(e: Experiment) -> Result<()> {
     match e {
         Experiment::Tradeoff(a) => run_tradeoff(a),
+        Experiment::Serving(a) => run_serving(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
             let (bytes, model) = read_model_bytes(&a.model)?;
@@ -269,4 +302,56 @@ fn run_tradeoff(a: TradeoffArgs) -> Result<()> {
         print_json(&v);
     }
     Ok(())
+}
+
+/// Decomposes every class (the default rates, channel head), packs them signed into a scratch
+/// directory, and measures serving from it.
+fn run_serving(a: ServingArgs) -> Result<()> {
+    use classmod_host::experiment::serving::{self, ServingOptions};
+    use classmod_host::pack::decompose_and_pack;
+    let t0 = std::time::Instant::now();
+    if a.batches.is_empty() || a.batches.contains(&0) {
+        return Err(anyhow!("--batches: give batch sizes of at least 1"));
+    }
+    let (_, model) = read_model_bytes(&a.model)?;
+    let (train, test) = splits(&model, &a.data, Some(1000), a.seed)?;
+    let packed = std::env::temp_dir().join(format!("classmod-serving-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&packed);
+    let key = classmod_blob::SigningKey::from_bytes(&{
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+        seed
+    });
+    let opts = DecomposeOptions {
+        n_pos: a.n_pos,
+        pos_conf: 0.9,
+        keep_rate: 0.9,
+        tangle_rate: 0.05,
+        head: HeadKind::Channel,
+        classes: None,
+        seed: a.seed,
+        batch: 32,
+    };
+    eprintln!(
+        "decomposing {} classes and packing them (signed) into {} ...",
+        model.meta.class_names.len(),
+        packed.display()
+    );
+    let pb = progress::bar(model.meta.class_names.len() as u64, "decompose");
+    decompose_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
+    pb.finish_and_clear();
+    drop(train);
+    let o = ServingOptions { batches: a.batches.clone(), iters: a.iters, cold_starts: a.cold_starts };
+    let pb = progress::bar(0, "measure");
+    let r = serving::measure(&packed, Some(key.verifying_key()), &test, &o, &pb);
+    pb.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&packed);
+    let r = r?;
+    let (latency, memory) = serving::charts(&r);
+    std::fs::create_dir_all(&a.out).at(&a.out)?;
+    for (name, svg) in [("serving-latency.svg", latency), ("serving-memory.svg", memory)] {
+        let p = a.out.join(name);
+        classmod_runtime::atomic_file::write(&p, svg.as_bytes()).at(&p)?;
+    }
+    publish(&a.out, "serving", &serving::markdown(&r), &r, a.json, t0.elapsed().as_secs_f64())
 }

@@ -4,4 +4,5 @@
 pub mod cost;
 pub mod reuse;
 pub mod scores;
+pub mod serving;
 pub mod tradeoff;

@@ -1,0 +1,375 @@
+//! What serving class modules costs on a device, beside the monolithic base model measured in the
+//! same process and the same minute: opening, verifying and mapping one module blob; loading k
+//! modules from a cold start; swapping one module while k are served; classification latency and
+//! resident memory against the number of loaded classes.
+//!
+//! Method. Everything runs through `ModuleRuntime`, the device's own code, on a packed directory.
+//! Times are medians of repeated runs (wall clock; this machine is shared, so compare the rows of
+//! one run, not runs of different days). Memory is measured before any classification so that
+//! freed activations cannot hide growth: classes are loaded one by one into one runtime, and the
+//! runtime's account of its resident tensors and the process's resident set size (Linux
+//! `/proc/self/statm`, read after the allocator's free memory is handed back) are read after each;
+//! the base model is then loaded on its own beside them.
+
+use std::path::Path;
+use std::time::Instant;
+
+use classmod_blob::VerifyingKey;
+use classmod_runtime::compose::Rule;
+use classmod_runtime::mapped_file::MappedFile;
+use classmod_runtime::serving::{ModuleRuntime, ServingConfig};
+use classmod_runtime::{base_blob, Device, ModelError, ResNet, Tensor};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::dataset::ImageSet;
+use crate::plot::{line_chart, Series};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServingOptions {
+    /// Batch sizes whose latency is measured.
+    pub batches: Vec<usize>,
+    /// Timed classifications per (k, batch); the median is reported.
+    pub iters: usize,
+    /// Cold starts (open, load 1..=k) timed; the median per k is reported.
+    pub cold_starts: usize,
+}
+
+/// One number of loaded classes.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadedRow {
+    pub k: usize,
+    /// Opening the directory and loading the first k classes (the base included), median.
+    pub cold_load_ms: f64,
+    /// Tensors the runtime holds: the base once plus every module.
+    pub resident_bytes: u64,
+    /// Process resident-set growth since the runtime was opened (None off Linux).
+    pub rss_growth_bytes: Option<u64>,
+    /// Median latency of one classification, per batch size of `batches`.
+    pub latency_ms: Vec<f64>,
+    /// The base model's median latency on the same batches, timed alternately with them.
+    pub base_latency_ms: Vec<f64>,
+}
+
+/// The monolithic base model on the same images.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseRow {
+    /// Opening, verifying, mapping and decoding the base blob, median.
+    pub load_ms: f64,
+    pub resident_bytes: u64,
+    pub rss_growth_bytes: Option<u64>,
+    /// Median latency of one forward plus arg-max, per batch size, over all rows' timings.
+    pub latency_ms: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServingReport {
+    pub dir: String,
+    pub classes: Vec<String>,
+    pub options: ServingOptions,
+    pub threads: usize,
+    pub signed: bool,
+    pub base_blob_bytes: u64,
+    pub module_blob_bytes: Vec<u64>,
+    /// Mapping one module blob and verifying its layout, hash and signature, median.
+    pub open_verify_map_ms: f64,
+    /// Replacing one module (map, verify, decode, golden self-test, snapshot swap) while all
+    /// classes are served, median.
+    pub swap_ms: f64,
+    pub base: BaseRow,
+    pub rows: Vec<LoadedRow>,
+}
+
+/// One timing of `f`, milliseconds.
+fn time_ms(f: &mut impl FnMut() -> Result<(), ModelError>) -> Result<f64, ModelError> {
+    let t0 = Instant::now();
+    f()?;
+    Ok(t0.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Median of `n` timings of `f`, milliseconds.
+fn median_ms(n: usize, mut f: impl FnMut() -> Result<(), ModelError>) -> Result<f64, ModelError> {
+    Ok(median((0..n.max(1)).map(|_| time_ms(&mut f)).collect::<Result<_, _>>()?))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The process's resident set size, bytes (Linux).
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Hands the allocator's free memory back to the system, so that the resident set grows with what
+/// is allocated next instead of reusing what earlier work (decomposition, decoding) freed.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Resident-set growth since `since`, after the free heap is handed back: what stays allocated, not
+/// the high-water mark of work already done (a golden self-test's activations).
+fn growth(since: Option<u64>) -> Option<u64> {
+    release_free_heap();
+    Some(rss_bytes()?.saturating_sub(since?))
+}
+
+/// `n` images of `test` (cycled), raw pixels.
+fn batch_pixels(test: &ImageSet, n: usize) -> Vec<u8> {
+    (0..n).flat_map(|i| test.image(i % test.len()).iter().copied()).collect()
+}
+
+/// Measures serving from the packed directory `dir` (every class it has, in manifest order) on
+/// images of `test`. `key`: the device key, when the blobs are signed.
+pub fn measure(
+    dir: &Path,
+    key: Option<VerifyingKey>,
+    test: &ImageSet,
+    o: &ServingOptions,
+    progress: &ProgressBar,
+) -> Result<ServingReport, ModelError> {
+    let config = ServingConfig { device: Device::Cpu, key, budget_bytes: None, rule: Rule::Max };
+    let open = || ModuleRuntime::open(dir, config.clone());
+    let rt = open()?;
+    let manifest = rt.manifest();
+    let classes = rt.available();
+    let base_entry = manifest
+        .bases
+        .first()
+        .ok_or_else(|| ModelError::BlobMismatch(format!("{}: the manifest names no base", dir.display())))?;
+    progress.set_length((classes.len() * (1 + o.batches.len()) + o.cold_starts * classes.len()) as u64);
+
+    // The base as a monolithic model: its network and its weights' bytes.
+    let base_file = dir.join(&base_entry.file);
+    let load_base = || -> Result<(ResNet, u64), ModelError> {
+        let map = MappedFile::open(&base_file)?;
+        let model = base_blob::decode(&map.blob(config.key.as_ref())?, &Device::Cpu)?;
+        let bytes = model.tensors.values().map(|t| t.elem_count() as u64 * 4).sum();
+        Ok((ResNet::new(&model, &Device::Cpu)?, bytes))
+    };
+    let spec = load_base()?.0.input_spec().clone();
+    let to_tensor = |px: &[u8], x: &mut Vec<f32>| -> Result<Tensor, ModelError> {
+        x.resize(px.len(), 0.0);
+        spec.normalize_into(px, x);
+        Ok(Tensor::from_slice(x, (px.len() / spec.image_len(), spec.channels, spec.height, spec.width), &Device::Cpu)?)
+    };
+    // One-time costs (the thread pool, the allocator's arenas) are paid before memory is
+    // measured, by a forward of the base that is then dropped; neither side is charged for them.
+    let mut x = Vec::new();
+    {
+        let (warm, _) = load_base()?;
+        warm.forward(&to_tensor(&batch_pixels(test, 8), &mut x)?)?;
+    }
+
+    // Memory first, before any classification (see the module comment).
+    release_free_heap();
+    let rss0 = rss_bytes();
+    let mut rows = Vec::new();
+    for (i, class) in classes.iter().enumerate() {
+        rt.load(class)?;
+        let snap = rt.snapshot();
+        rows.push(LoadedRow {
+            k: i + 1,
+            cold_load_ms: f64::NAN,
+            resident_bytes: snap.resident_bytes(),
+            rss_growth_bytes: growth(rss0),
+            latency_ms: vec![],
+            base_latency_ms: vec![],
+        });
+        progress.inc(1);
+    }
+    release_free_heap();
+    let base_rss0 = rss_bytes();
+    let (net, base_resident) = load_base()?;
+    let base_rss = growth(base_rss0);
+
+    // Cold starts: a fresh runtime loading the classes one by one, the elapsed time after each.
+    let mut cold: Vec<Vec<f64>> = vec![Vec::new(); classes.len()];
+    for _ in 0..o.cold_starts {
+        let t0 = Instant::now();
+        let fresh = open()?;
+        for (i, class) in classes.iter().enumerate() {
+            fresh.load(class)?;
+            cold[i].push(t0.elapsed().as_secs_f64() * 1e3);
+            progress.inc(1);
+        }
+    }
+    for (row, times) in rows.iter_mut().zip(cold) {
+        row.cold_load_ms = median(times);
+    }
+    let base_load_ms = median_ms(o.cold_starts, || load_base().map(drop))?;
+
+    let module_file = dir.join(&manifest.modules[0].file);
+    let open_verify_map_ms = median_ms(50, || {
+        let map = MappedFile::open(&module_file)?;
+        map.blob(config.key.as_ref()).map(drop)
+    })?;
+    let swap_ms = median_ms(o.iters, || rt.replace(&manifest.modules[0], &module_file).map(drop))?;
+
+    // Latency against k: unload from the end so the runtime serves the first k classes. Each
+    // timed classification alternates with a timed forward of the base on the same batch, so each
+    // row has its own same-minute baseline on this shared machine.
+    let inputs: Vec<Vec<u8>> = o.batches.iter().map(|&b| batch_pixels(test, b)).collect();
+    let mut base_all: Vec<Vec<f64>> = vec![Vec::new(); inputs.len()];
+    for k in (1..=classes.len()).rev() {
+        let row = &mut rows[k - 1];
+        for (j, px) in inputs.iter().enumerate() {
+            let mut base_forward = || -> Result<(), ModelError> {
+                net.forward(&to_tensor(px, &mut x)?)?.argmax(1)?.to_vec1::<u32>()?;
+                Ok(())
+            };
+            let mut classify = || rt.classify(px).map(drop);
+            classify()?; // warm-up
+            base_forward()?;
+            let (mut ours, mut base) = (Vec::new(), Vec::new());
+            for _ in 0..o.iters.max(1) {
+                ours.push(time_ms(&mut classify)?);
+                base.push(time_ms(&mut base_forward)?);
+            }
+            base_all[j].extend(&base);
+            row.latency_ms.push(median(ours));
+            row.base_latency_ms.push(median(base));
+            progress.inc(1);
+        }
+        rt.unload(&classes[k - 1])?;
+    }
+    let base_latency = base_all.into_iter().map(median).collect();
+
+    let size = |f: &str| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+    Ok(ServingReport {
+        dir: dir.display().to_string(),
+        classes,
+        options: o.clone(),
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        signed: config.key.is_some(),
+        base_blob_bytes: size(&base_entry.file),
+        module_blob_bytes: manifest.modules.iter().map(|m| size(&m.file)).collect(),
+        open_verify_map_ms,
+        swap_ms,
+        base: BaseRow {
+            load_ms: base_load_ms,
+            resident_bytes: base_resident,
+            rss_growth_bytes: base_rss,
+            latency_ms: base_latency,
+        },
+        rows,
+    })
+}
+
+fn kib(b: Option<u64>) -> String {
+    b.map_or("-".into(), |b| format!("{:.0}", b as f64 / 1024.0))
+}
+
+pub fn markdown(r: &ServingReport) -> String {
+    let mean_module = r.module_blob_bytes.iter().sum::<u64>() as f64 / r.module_blob_bytes.len().max(1) as f64;
+    let mut s = format!(
+        "# Serving class modules against the monolithic base\n\n\
+         {} classes from `{}` ({} blobs), {} threads; times are medians ({} runs per latency, {} cold starts).\n\n\
+         | what | ms |\n|---|---:|\n\
+         | open + verify ({}) + map one module blob | {:.3} |\n\
+         | open + verify + map + decode the base blob | {:.1} |\n\
+         | swap one module while {} are served (map, verify, decode, golden self-test, snapshot swap) | {:.1} |\n\n\
+         Blob sizes: base {:.0} KiB, module {:.1} KiB on average.\n\n",
+        r.classes.len(),
+        r.dir,
+        if r.signed { "signed" } else { "unsigned" },
+        r.threads,
+        r.options.iters,
+        r.options.cold_starts,
+        if r.signed { "hash and signature" } else { "hash" },
+        r.open_verify_map_ms,
+        r.base.load_ms,
+        r.classes.len(),
+        r.swap_ms,
+        r.base_blob_bytes as f64 / 1024.0,
+        mean_module / 1024.0,
+    );
+    s.push_str(
+        "Latency: one classification of a batch (normalisation to arg-max); `x base` divides it by the \
+         base model's latency on the same batch, timed alternately with it.\n\n",
+    );
+    s.push_str("| loaded classes | cold load (ms) | resident (KiB) | RSS growth (KiB) |");
+    for b in &r.options.batches {
+        s.push_str(&format!(" batch {b} (ms) | x base |"));
+    }
+    s.push_str("\n|---|---:|---:|---:|");
+    for _ in &r.options.batches {
+        s.push_str("---:|---:|");
+    }
+    s.push('\n');
+    s.push_str(&format!(
+        "| base model (all {} classes) | {:.1} | {} | {} |",
+        r.classes.len(),
+        r.base.load_ms,
+        kib(Some(r.base.resident_bytes)),
+        kib(r.base.rss_growth_bytes)
+    ));
+    for l in &r.base.latency_ms {
+        s.push_str(&format!(" {l:.2} | 1.00 |"));
+    }
+    s.push('\n');
+    for row in &r.rows {
+        s.push_str(&format!(
+            "| {} | {:.1} | {} | {} |",
+            row.k,
+            row.cold_load_ms,
+            kib(Some(row.resident_bytes)),
+            kib(row.rss_growth_bytes)
+        ));
+        for (l, b) in row.latency_ms.iter().zip(&row.base_latency_ms) {
+            s.push_str(&format!(" {l:.2} | {:.2} |", l / b));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Latency (as a multiple of the base's, per batch size) and resident memory against the number
+/// of loaded classes.
+pub fn charts(r: &ServingReport) -> (String, String) {
+    let latency: Vec<Series> = r
+        .options
+        .batches
+        .iter()
+        .enumerate()
+        .map(|(j, b)| Series {
+            name: format!("batch {b}"),
+            points: r.rows.iter().map(|row| (row.k as f64, row.latency_ms[j] / row.base_latency_ms[j])).collect(),
+        })
+        .collect();
+    let latency = line_chart(
+        "Classification latency against loaded classes",
+        "loaded classes",
+        "latency / base model's",
+        &latency,
+        &[("base model".into(), 1.0)],
+    );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut memory = vec![Series {
+        name: "runtime's tensors".into(),
+        points: r.rows.iter().map(|row| (row.k as f64, mib(row.resident_bytes))).collect(),
+    }];
+    if r.rows.iter().all(|row| row.rss_growth_bytes.is_some()) {
+        memory.push(Series {
+            name: "process RSS growth".into(),
+            points: r.rows.iter().map(|row| (row.k as f64, mib(row.rss_growth_bytes.unwrap_or(0)))).collect(),
+        });
+    }
+    let memory = line_chart(
+        "Resident memory against loaded classes",
+        "loaded classes",
+        "MiB",
+        &memory,
+        &[("base model's weights".into(), mib(r.base.resident_bytes))],
+    );
+    (latency, memory)
+}
