@@ -202,10 +202,7 @@ impl<P: OutputPin> Edge<P> {
     /// Polls the trigger once; on a debounced rising edge classifies `frame` (the image a camera
     /// keeps current). A frame that cannot be read is logged and shows the error pattern; the
     /// next good frame restores serving.
-    pub fn poll_trigger<I: InputPin>(&mut self, trigger: &mut Trigger<I>, frame: &Path) -> Result<Option<Verdict>>
-    where
-        I::Error: std::fmt::Debug,
-    {
+    pub fn poll_trigger<I: InputPin>(&mut self, trigger: &mut Trigger<I>, frame: &Path) -> Result<Option<Verdict>> {
         if !trigger.poll().map_err(|e| anyhow!("trigger input failed: {e:?}"))? {
             return Ok(None);
         }
@@ -280,7 +277,8 @@ impl<P: OutputPin> Edge<P> {
     }
 
     /// Classifies the image files in `dir` (not in sub-directories), moving them to `dir/done/`,
-    /// or to `dir/rejected/` when they cannot be read.
+    /// or to `dir/rejected/` when they cannot be read. Producers should write elsewhere and rename
+    /// into `dir`, so that no half-written image is seen.
     pub fn process_watch(&mut self, dir: &Path) -> Result<Vec<Verdict>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| anyhow!("{}: {e}", dir.display()))?

@@ -346,7 +346,8 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     let r = serving::measure(&packed, Some(key.verifying_key()), &test, &o, &pb);
     pb.finish_and_clear();
     let _ = std::fs::remove_dir_all(&packed);
-    let r = r?;
+    let mut r = r?;
+    r.dir = format!("{}, decomposed and packed for this run", a.model.display());
     let (latency, memory) = serving::charts(&r);
     std::fs::create_dir_all(&a.out).at(&a.out)?;
     for (name, svg) in [("serving-latency.svg", latency), ("serving-memory.svg", memory)] {

@@ -64,6 +64,7 @@ pub struct BaseRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ServingReport {
+    /// Where the modules came from.
     pub dir: String,
     pub classes: Vec<String>,
     pub options: ServingOptions,
@@ -273,7 +274,7 @@ pub fn markdown(r: &ServingReport) -> String {
     let mean_module = r.module_blob_bytes.iter().sum::<u64>() as f64 / r.module_blob_bytes.len().max(1) as f64;
     let mut s = format!(
         "# Serving class modules against the monolithic base\n\n\
-         {} classes from `{}` ({} blobs), {} threads; times are medians ({} runs per latency, {} cold starts).\n\n\
+         {} classes of {} ({} blobs), {} threads; times are medians ({} runs per latency, {} cold starts).\n\n\
          | what | ms |\n|---|---:|\n\
          | open + verify ({}) + map one module blob | {:.3} |\n\
          | open + verify + map + decode the base blob | {:.1} |\n\
