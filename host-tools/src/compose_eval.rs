@@ -97,6 +97,25 @@ impl Composition {
 }
 
 /// Loads modules and their bases (each base verified against its modules' key, loaded once).
+/// The base model file `base_file` (relative to module `path`) of a module whose base key is
+/// `key`, checked against that key.
+pub fn read_base(
+    path: &Path,
+    base_file: &str,
+    key: &str,
+    device: &Device,
+) -> Result<(PathBuf, ModelFile), ComposeError> {
+    let base_path = path.parent().unwrap_or(Path::new(".")).join(base_file);
+    let bytes = std::fs::read(&base_path)
+        .map_err(|e| ComposeError::Module { path: path.to_path_buf(), source: ModelError::io(&base_path, e) })?;
+    if base_key(&bytes) != key {
+        return Err(ComposeError::BaseMismatch { path: path.to_path_buf(), base: base_path });
+    }
+    let model = ModelFile::from_bytes(&bytes, device)
+        .map_err(|source| ComposeError::Module { path: base_path.clone(), source })?;
+    Ok((base_path, model))
+}
+
 pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeError> {
     let files = module_paths(paths)?;
     let mut bases: BTreeMap<String, (ResNet, Vec<ClassModule>)> = BTreeMap::new();
@@ -123,14 +142,7 @@ pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeEr
             first = Some(m.clone());
         }
         if !bases.contains_key(&m.base_key) {
-            let base_path = path.parent().unwrap_or(Path::new(".")).join(&stored.base_file);
-            let bytes = std::fs::read(&base_path)
-                .map_err(|e| ComposeError::Module { path: path.clone(), source: ModelError::io(&base_path, e) })?;
-            if base_key(&bytes) != m.base_key {
-                return Err(ComposeError::BaseMismatch { path: path.clone(), base: base_path });
-            }
-            let model = ModelFile::from_bytes(&bytes, device)
-                .map_err(|source| ComposeError::Module { path: base_path.clone(), source })?;
+            let (base_path, model) = read_base(path, &stored.base_file, &m.base_key, device)?;
             bases.insert(m.base_key.clone(), (ResNet::new(&model, device)?, Vec::new()));
             base_order.push(m.base_key.clone());
             base_files.push(base_path);

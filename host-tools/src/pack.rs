@@ -9,7 +9,7 @@ use classmod_runtime::manifest::{Manifest, ManifestBase, ManifestModule};
 use classmod_runtime::module_file::{base_key, StoredModule};
 use classmod_runtime::{atomic_file, ClassModule, Device, Golden, ModelError, ModelFile, ModuleBlob, ResNet};
 
-use crate::compose_eval::{module_paths, ComposeError};
+use crate::compose_eval::{module_paths, read_base, ComposeError};
 use crate::dataset::ImageSet;
 use crate::decompose::{class_file_stem, decompose, DecomposeOptions};
 use indicatif::ProgressBar;
@@ -30,13 +30,7 @@ pub fn read_groups(paths: &[PathBuf]) -> Result<Vec<PackGroup>, ComposeError> {
             g.modules.push(stored.module);
             continue;
         }
-        let bytes = std::fs::read(&base_path)
-            .map_err(|e| ComposeError::Module { path: path.clone(), source: ModelError::io(&base_path, e) })?;
-        if base_key(&bytes) != stored.module.base_key {
-            return Err(ComposeError::BaseMismatch { path: path.clone(), base: base_path });
-        }
-        let model = ModelFile::from_bytes(&bytes, &Device::Cpu)
-            .map_err(|source| ComposeError::Module { path: base_path.clone(), source })?;
+        let (base_path, model) = read_base(&path, &stored.base_file, &stored.module.base_key, &Device::Cpu)?;
         groups.push((base_path, PackGroup { model, modules: vec![stored.module] }));
     }
     Ok(groups.into_iter().map(|(_, g)| g).collect())

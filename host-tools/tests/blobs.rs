@@ -14,6 +14,14 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `classmod decompose` of `classes` with 50 positives each, plus `extra` flags.
+fn decompose(model: &Path, data: &Path, out: &Path, classes: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["decompose", "--model", s(model), "--data", s(data), "--out", s(out)];
+    args.extend(["--classes", classes, "--n-pos", "50"]);
+    args.extend(extra);
+    run(&args)
+}
+
 #[test]
 fn packed_blobs_verify_and_tampering_is_refused() {
     let Some(shared) = common::shared() else { return };
@@ -22,19 +30,7 @@ fn packed_blobs_verify_and_tampering_is_refused() {
     common::import_shared(&shared, "resnet20-cifar10.safetensors", &model);
     let data = shared.join("data/cifar10-jpeg.tar.gz");
     let modules = dir.join("modules");
-    let o = run(&[
-        "decompose",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&modules),
-        "--classes",
-        "cat,dog",
-        "--n-pos",
-        "50",
-    ]);
+    let o = decompose(&model, &data, &modules, "cat,dog", &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let key = dir.join("device");
@@ -128,23 +124,7 @@ fn packed_blobs_verify_and_tampering_is_refused() {
 
     // decompose writes signed blobs directly.
     let direct = dir.join("direct");
-    let o = run(&[
-        "decompose",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&direct),
-        "--classes",
-        "ship",
-        "--n-pos",
-        "50",
-        "--key",
-        s(&secret),
-        "--golden",
-        "3",
-    ]);
+    let o = decompose(&model, &data, &direct, "ship", &["--key", s(&secret), "--golden", "3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run(&["verify", s(&direct), "--key", s(&public)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));

@@ -56,6 +56,9 @@ pub enum ModelError {
     #[error("no module for class `{0}`")]
     UnknownClass(String),
 
+    #[error("class `{class}` takes {}x{}x{} images, the served classes {}x{}x{}", found.0, found.1, found.2, served.0, served.1, served.2)]
+    IncompatibleInput { class: String, found: (usize, usize, usize), served: (usize, usize, usize) },
+
     #[error("cannot use {device}: {reason}")]
     DeviceUnavailable { device: String, reason: String },
 

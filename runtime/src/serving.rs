@@ -19,7 +19,7 @@ use crate::base_blob::{self, key_hex};
 use crate::compose::{predict, Rule};
 use crate::manifest::{Manifest, ManifestModule};
 use crate::mapped_file::MappedFile;
-use crate::{ModelError, ModuleBlob, ModuleGroup, ResNet};
+use crate::{InputSpec, ModelError, ModuleBlob, ModuleGroup, ResNet};
 
 /// How a device serves.
 #[derive(Clone)]
@@ -75,6 +75,21 @@ pub struct Classification {
 
 impl Snapshot {
     fn build(generation: u64, modules: Vec<Arc<LoadedModule>>) -> Result<Snapshot, ModelError> {
+        // One batch of raw pixels feeds every group, each normalised its own base's way: the
+        // image shape must agree, the normalisation need not (classes from other models).
+        if let Some(first) = modules.first() {
+            let shape = |m: &LoadedModule| {
+                let s = &m.blob.module.input;
+                (s.channels, s.height, s.width)
+            };
+            if let Some(m) = modules.iter().find(|m| shape(m) != shape(first)) {
+                return Err(ModelError::IncompatibleInput {
+                    class: m.blob.module.class_name.clone(),
+                    found: shape(m),
+                    served: shape(first),
+                });
+            }
+        }
         let mut bases: Vec<Arc<LoadedBase>> = Vec::new();
         let mut members: Vec<Vec<crate::ClassModule>> = Vec::new();
         let mut order = Vec::with_capacity(modules.len());
@@ -128,10 +143,23 @@ impl Snapshot {
             });
         }
         let n = pixels.len() / per;
-        let mut x = vec![0f32; pixels.len()];
-        spec.normalize_into(pixels, &mut x);
-        let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), first.base.net.device())?;
-        let outs = self.groups.iter().map(|g| g.run(&x)).collect::<Result<Vec<_>, _>>()?;
+        // Normalised once per distinct input spec (usually one for all groups).
+        let mut inputs: Vec<(&InputSpec, Tensor)> = Vec::new();
+        let mut outs = Vec::with_capacity(self.groups.len());
+        for g in &self.groups {
+            let gspec = g.base().input_spec();
+            let x = match inputs.iter().find(|(s, _)| *s == gspec) {
+                Some((_, x)) => x.clone(),
+                None => {
+                    let mut x = vec![0f32; pixels.len()];
+                    gspec.normalize_into(pixels, &mut x);
+                    let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), g.base().device())?;
+                    inputs.push((gspec, x.clone()));
+                    x
+                }
+            };
+            outs.push(g.run(&x)?);
+        }
         let mut predictions = Vec::with_capacity(n);
         let mut scores = Vec::with_capacity(n);
         for i in 0..n {
@@ -444,6 +472,40 @@ mod tests {
         assert!(rt.load("b").is_err());
         assert_eq!((rt.snapshot().generation, rt.snapshot().class_names()), (generation, vec!["a".to_string()]));
         let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    #[test]
+    fn classes_of_models_with_other_normalisation_serve_together_and_other_shapes_are_refused() {
+        let m1 = tiny_model(1);
+        // Another model normalising the same 8x8 images its own way, and one taking 16x16 images.
+        let mut m3 = tiny_model(3);
+        m3.meta.input.mean = vec![0.3];
+        m3.meta.input.std = vec![0.5];
+        let mut m4 = tiny_model(4);
+        (m4.meta.input.height, m4.meta.input.width) = (16, 16);
+        let nets = [&m1, &m3, &m4].map(|m| ResNet::new(m, &Device::Cpu).unwrap());
+        let a = module(&m1, &nets[0], 0, "a", 3);
+        let d = module(&m3, &nets[1], 1, "d", 4);
+        let e = module(&m4, &nets[2], 2, "e", 5);
+        let dir = scratch();
+        pack(&dir, &[&m1, &m3, &m4], &[&a, &d, &e], None);
+        let rt = ModuleRuntime::open(&dir, config(None, None)).unwrap();
+        rt.load("a").unwrap();
+        rt.load("d").unwrap();
+        // Reference: each module alone on the same raw pixels, normalised with its own spec.
+        let px = images(3);
+        let r = rt.classify(&px).unwrap();
+        let (sa, sd) = (alone(&nets[0], &a, &px), alone(&nets[1], &d, &px));
+        for i in 0..3 {
+            assert!((r.scores[i][0] - sa[i]).abs() < 1e-5 && (r.scores[i][1] - sd[i]).abs() < 1e-5, "image {i}");
+        }
+        // A class taking 16x16 images cannot share the 8x8 batch: refused, nothing changes.
+        let before = rt.snapshot().generation;
+        let err = rt.load("e").err().unwrap();
+        assert!(matches!(err, ModelError::IncompatibleInput { .. }), "{err}");
+        assert!(err.to_string().contains("1x16x16") && err.to_string().contains("1x8x8"), "{err}");
+        assert_eq!((rt.snapshot().generation, rt.snapshot().class_names()), (before, vec!["a".into(), "d".into()]));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
