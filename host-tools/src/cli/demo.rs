@@ -117,11 +117,7 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
     use classmod_runtime::ModelFile;
 
     eprintln!("classmod demo: decompose both models, pack three classes for a device, run the device program");
-    let key = classmod_blob::SigningKey::from_bytes(&{
-        let mut seed = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
-        seed
-    });
+    let key = super::keygen::fresh_key();
     let (bytes, model) = read_model_bytes(model_path)?;
     let (other_bytes, other) = read_model_bytes(other_path)?;
     let spec = &model.meta.input;

@@ -317,11 +317,7 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     let (train, test) = splits(&model, &a.data, Some(1000), a.seed)?;
     let packed = std::env::temp_dir().join(format!("classmod-serving-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&packed);
-    let key = classmod_blob::SigningKey::from_bytes(&{
-        let mut seed = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
-        seed
-    });
+    let key = super::keygen::fresh_key();
     let opts = DecomposeOptions {
         n_pos: a.n_pos,
         pos_conf: 0.9,

@@ -38,12 +38,17 @@ fn create(path: &Path, text: &str, mode: u32) -> Result<()> {
 
 pub fn run(a: Args) -> Result<()> {
     // ThreadRng: ChaCha12 seeded (and reseeded) from the operating system's generator.
-    let mut seed = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
-    let key = SigningKey::from_bytes(&seed);
+    let key = fresh_key();
     let (secret, public) = (a.out.with_extension("secret"), a.out.with_extension("public"));
     create(&secret, &secret_key_text(&key), 0o600)?;
     create(&public, &public_key_text(&key.verifying_key()), 0o644)?;
     println!("secret key: {} (keep it off devices)\npublic key: {}", secret.display(), public.display());
     Ok(())
+}
+
+/// A new signing key from the operating system's randomness.
+pub fn fresh_key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+    SigningKey::from_bytes(&seed)
 }
