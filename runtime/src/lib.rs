@@ -10,7 +10,7 @@ pub mod atomic_file;
 pub mod base_blob;
 pub mod class_module;
 pub mod compose;
-pub mod conv;
+pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod field_update;

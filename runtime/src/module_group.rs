@@ -1,11 +1,13 @@
 //! Runs mask modules that share one base network as ONE batched forward: k modules on a batch of
 //! B images is one pass of batch k*B over the shared weights, each slice of the batch multiplied
 //! by its module's masks at every ReLU site (sites where every module keeps every node are
-//! skipped). Modules of different bases run as one group per base.
+//! skipped). Modules of different bases run as one group per base. On the CPU the masks are
+//! applied inside the convolutions' epilogues (NHWC bytes); elsewhere through the `ReluHook`.
 
 use candle_core::{Device, Tensor};
 
 use crate::class_module::{score, ClassModule, ModuleHead};
+use crate::cpu::net::SiteMasks;
 use crate::resnet::ReluHook;
 use crate::{ModelError, ResNet};
 
@@ -14,11 +16,18 @@ use crate::{ModelError, ResNet};
 pub struct ModuleGroup {
     base: ResNet,
     modules: Vec<ClassModule>,
-    /// Per ReLU site: the stacked masks `(k, 1, C, H, W)` as 0/1 bytes, or `None` if no module
-    /// drops a node there. Bytes, not f32: a served module's masks are its resident memory beyond
-    /// the shared base (1 byte a node instead of 4), and widening them at each site costs little
-    /// beside the convolution that precedes it.
-    masks: Vec<Option<Tensor>>,
+    /// The stacked masks as 0/1 bytes: a served module's masks are its resident memory beyond
+    /// the shared base, so one byte a node, not four.
+    masks: Masks,
+}
+
+#[derive(Debug, Clone)]
+enum Masks {
+    /// The CPU path's: per site `k * H*W*C` bytes in NHWC order, `None` where no module drops a
+    /// node.
+    Cpu(std::sync::Arc<SiteMasks>),
+    /// Per site `(k, 1, C, H, W)` byte tensors, widened at each site by the hook.
+    Tensors(Vec<Option<Tensor>>),
 }
 
 /// Positive and negative logits of k modules on B images, module-major.
@@ -105,8 +114,11 @@ impl ModuleGroup {
                 _ => {}
             }
         }
-        let device = base.device().clone();
-        let masks = Self::stack(&modules, &sites, &device)?;
+        let masks = if base.cpu().is_some() {
+            Masks::Cpu(std::sync::Arc::new(Self::stack_nhwc(&modules, &sites)))
+        } else {
+            Masks::Tensors(Self::stack(&modules, &sites, base.device())?)
+        };
         Ok(ModuleGroup { base, modules, masks })
     }
 
@@ -128,6 +140,33 @@ impl ModuleGroup {
         Ok(out)
     }
 
+    /// The masks in the CPU path's NHWC order: node `(c, y, x)` of module m at
+    /// `(m*H*W + y*W + x)*C + c`.
+    fn stack_nhwc(modules: &[ClassModule], sites: &[crate::resnet::ReluSite]) -> SiteMasks {
+        let sites = sites
+            .iter()
+            .enumerate()
+            .map(|(s, site)| {
+                if modules.iter().all(|m| m.mask().sites[s].all_kept()) {
+                    return None;
+                }
+                let (c, pixels) = (site.channels, site.height * site.width);
+                let mut out = vec![0u8; modules.len() * pixels * c];
+                for (m, module) in modules.iter().enumerate() {
+                    let nchw = module.mask().sites[s].to_u8();
+                    let dst = &mut out[m * pixels * c..][..pixels * c];
+                    for ch in 0..c {
+                        for (i, &v) in nchw[ch * pixels..][..pixels].iter().enumerate() {
+                            dst[i * c + ch] = v;
+                        }
+                    }
+                }
+                Some(out)
+            })
+            .collect();
+        SiteMasks { sites, modules: modules.len() }
+    }
+
     pub fn base(&self) -> &ResNet {
         &self.base
     }
@@ -141,7 +180,10 @@ impl ModuleGroup {
     pub fn features_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
         let k = self.modules.len().max(1);
         let xs = if k == 1 { x.clone() } else { x.repeat((k, 1, 1, 1))? };
-        let feats = self.base.features_hooked(&xs, &mut StackedMasks { masks: &self.masks, k })?;
+        let feats = match &self.masks {
+            Masks::Cpu(masks) => self.base.features_masked(&xs, masks)?,
+            Masks::Tensors(masks) => self.base.features_hooked(&xs, &mut StackedMasks { masks, k })?,
+        };
         let logits = self.base.linear(&feats)?;
         Ok((feats, logits))
     }
@@ -165,5 +207,54 @@ impl ModuleGroup {
             }
         }
         Ok(ModuleOutputs { modules: k, batch, pos, neg })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiny_model::tiny_model;
+    use crate::{ClassId, ModuleKind, NodeMask};
+
+    /// Masks applied inside the CPU path's convolutions (NHWC bytes) against the same masks
+    /// applied by the hook to candle's operations (the reference), for three modules at once.
+    #[test]
+    fn masks_in_the_cpu_epilogue_match_masks_applied_by_the_hook() {
+        let model = tiny_model(6);
+        let fast = ResNet::new(&model, &Device::Cpu).unwrap();
+        let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
+        let sites = fast.relu_sites();
+        let modules: Vec<ClassModule> = (0..3u32)
+            .map(|id| {
+                let mut mask = NodeMask::ones(&sites);
+                for (s, site) in mask.sites.iter_mut().enumerate() {
+                    // Module 2 keeps every node of the first site: that site then skips a module.
+                    if id == 2 && s == 0 {
+                        continue;
+                    }
+                    for i in (id as usize + s..site.len()).step_by(3 + id as usize) {
+                        site.set(i, false);
+                    }
+                }
+                ClassModule {
+                    class_id: ClassId(id),
+                    class_name: format!("c{id}"),
+                    base_key: String::new(),
+                    input: model.meta.input.clone(),
+                    kind: ModuleKind::Mask(mask),
+                    head: ModuleHead::Channel { class_index: id as usize },
+                }
+            })
+            .collect();
+        let x: Vec<f32> = (0..4 * 64).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
+        let x = Tensor::from_vec(x, (4, 1, 8, 8), &Device::Cpu).unwrap();
+        let unmasked = fast.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let a = ModuleGroup::new(fast, modules.clone()).unwrap().run(&x).unwrap();
+        let b = ModuleGroup::new(reference, modules).unwrap().run(&x).unwrap();
+        for (p, q) in a.pos.iter().zip(&b.pos).chain(a.neg.iter().zip(&b.neg)) {
+            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+        }
+        // Module 0's positive logit on image 0 is class 0's logit of the masked network.
+        assert!((a.pos[0] - unmasked[0][0]).abs() > 1e-4, "the masks changed nothing");
     }
 }

@@ -4,11 +4,18 @@
 //!
 //! Every ReLU output is a *site* (numbered in forward order: the stem, then per block the ReLU
 //! after `bn1` and the ReLU after the residual add). A [`ReluHook`] sees, and may replace, each
-//! site's activation: decomposition observes nodes through it and modules apply node masks
-//! through it.
+//! site's activation: decomposition observes nodes through it and, on other devices than the
+//! CPU, modules apply node masks through it.
+//!
+//! On the CPU the graph runs on the CPU path (`crate::cpu`: NHWC, packed weights, fused
+//! epilogues, masks applied inside the convolutions); elsewhere through candle's operations.
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor, D};
 
+use crate::cpu::conv::{PackedConv, Plane};
+use crate::cpu::net::{to_nchw, to_nhwc, CpuBlock, CpuNet, CpuShortcut, SiteMasks, SiteVisitor};
 use crate::resnet_config::{BlockSpec, BN_EPS};
 use crate::{InputSpec, ModelError, ModelFile, ResNetConfig, Shortcut};
 
@@ -42,7 +49,14 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::conv::conv2d(x, &self.weight, self.padding, self.stride)?.broadcast_add(&self.bias)
+        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
+    }
+
+    fn packed(&self) -> candle_core::Result<PackedConv> {
+        let dims = self.weight.dims4()?;
+        let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
+        let b = self.bias.flatten_all()?.to_vec1::<f32>()?;
+        Ok(PackedConv::new(&w, b, [dims.0, dims.1, dims.2, dims.3], self.stride, self.padding))
     }
 }
 
@@ -68,6 +82,11 @@ struct Block {
 pub trait ReluHook {
     /// Called with the output of ReLU number `site`; returns the tensor the forward continues with.
     fn after_relu(&mut self, site: usize, activation: Tensor) -> candle_core::Result<Tensor>;
+
+    /// True for a hook that neither looks nor changes: the forward need not call it at all.
+    fn is_identity(&self) -> bool {
+        false
+    }
 }
 
 /// The hook that changes nothing.
@@ -76,6 +95,41 @@ impl ReluHook for NoHook {
     fn after_relu(&mut self, _: usize, a: Tensor) -> candle_core::Result<Tensor> {
         Ok(a)
     }
+    fn is_identity(&self) -> bool {
+        true
+    }
+}
+
+/// A [`ReluHook`] called from the CPU path: each NHWC site activation as an NCHW tensor, and
+/// what the hook returns copied back if it is another tensor.
+struct HookVisitor<'a> {
+    hook: &'a mut dyn ReluHook,
+}
+
+impl SiteVisitor for HookVisitor<'_> {
+    fn visit(&mut self, site: usize, act: &mut [f32], [b, h, w, c]: [usize; 4]) -> Result<(), ModelError> {
+        let t = Tensor::from_vec(to_nchw(act, b, c, h * w), (b, c, h, w), &Device::Cpu)?;
+        let id = t.id();
+        let out = self.hook.after_relu(site, t)?;
+        if out.id() != id {
+            if out.dims() != [b, c, h, w] {
+                return Err(ModelError::BadConfig(format!("a ReLU hook changed site {site}'s shape")));
+            }
+            act.copy_from_slice(&to_nhwc(&out.flatten_all()?.to_vec1::<f32>()?, b, c, h * w));
+        }
+        Ok(())
+    }
+}
+
+/// How the convolutions run.
+#[derive(Debug, Clone)]
+enum Engine {
+    /// The CPU path; shared, since snapshots and module groups clone the network.
+    Cpu(Arc<CpuNet>),
+    Candle {
+        stem: ConvBn,
+        blocks: Vec<Block>,
+    },
 }
 
 /// Shape of one ReLU site's activation for one image.
@@ -94,8 +148,7 @@ pub struct ResNet {
     config: ResNetConfig,
     input: InputSpec,
     class_names: Vec<String>,
-    stem: ConvBn,
-    blocks: Vec<Block>,
+    engine: Engine,
     /// (features, classes): the linear weight transposed once at load.
     linear_wt: Tensor,
     linear_b: Tensor,
@@ -103,8 +156,14 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// Builds the graph from a validated model on `device`.
+    /// Builds the graph from a validated model on `device` (on the CPU, the CPU path).
     pub fn new(model: &ModelFile, device: &Device) -> Result<Self, ModelError> {
+        Self::build(model, device, matches!(device, Device::Cpu))
+    }
+
+    /// `cpu_path: false` runs candle's operations even on the CPU: the reference the CPU path is
+    /// tested against.
+    pub(crate) fn build(model: &ModelFile, device: &Device, cpu_path: bool) -> Result<Self, ModelError> {
         let model = &ModelFile {
             meta: model.meta.clone(),
             tensors: model
@@ -118,12 +177,17 @@ impl ResNet {
         let blocks = cfg.blocks().iter().map(|b| Self::block(model, cfg, b)).collect::<Result<Vec<_>, _>>()?;
         let linear_wt = model.tensor("linear.weight")?.t()?.contiguous()?;
         let linear_b = model.tensor("linear.bias")?.clone();
+        let engine = if cpu_path {
+            let input = Plane { height: model.meta.input.height, width: model.meta.input.width };
+            Engine::Cpu(Arc::new(Self::cpu_net(&stem, &blocks, input)?))
+        } else {
+            Engine::Candle { stem, blocks }
+        };
         Ok(ResNet {
             config: cfg.clone(),
             input: model.meta.input.clone(),
             class_names: model.meta.class_names.clone(),
-            stem,
-            blocks,
+            engine,
             linear_wt,
             linear_b,
             device: device.clone(),
@@ -147,6 +211,34 @@ impl ResNet {
             conv2: ConvBn::fold(model, &format!("{p}.conv2"), &format!("{p}.bn2"), 1)?,
             shortcut,
         })
+    }
+
+    fn cpu_net(stem: &ConvBn, blocks: &[Block], input: Plane) -> candle_core::Result<CpuNet> {
+        let blocks = blocks
+            .iter()
+            .map(|b| {
+                Ok(CpuBlock {
+                    conv1: b.conv1.packed()?,
+                    conv2: b.conv2.packed()?,
+                    shortcut: match &b.shortcut {
+                        BlockShortcut::Identity => CpuShortcut::Identity,
+                        BlockShortcut::SubsamplePad { stride, pad } => {
+                            CpuShortcut::SubsamplePad { stride: *stride, pad: *pad }
+                        }
+                        BlockShortcut::Projection(p) => CpuShortcut::Projection(p.packed()?),
+                    },
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(CpuNet { stem: stem.packed()?, blocks, input })
+    }
+
+    /// The CPU path's network, when the graph runs on the CPU.
+    pub fn cpu(&self) -> Option<&CpuNet> {
+        match &self.engine {
+            Engine::Cpu(net) => Some(net),
+            Engine::Candle { .. } => None,
+        }
     }
 
     /// Reads a model file and builds its graph.
@@ -209,14 +301,19 @@ impl ResNet {
     /// Globally average-pooled features `(batch, widths[2])`, the input of the linear layer.
     pub fn features_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor, ModelError> {
         self.check_input(x)?;
+        let (stem, blocks) = match &self.engine {
+            Engine::Cpu(_) if hook.is_identity() => return self.cpu_features(x, None, None),
+            Engine::Cpu(_) => return self.cpu_features(x, None, Some(&mut HookVisitor { hook })),
+            Engine::Candle { stem, blocks } => (stem, blocks),
+        };
         let mut site = 0;
         let mut relu = |t: Tensor, hook: &mut dyn ReluHook| -> candle_core::Result<Tensor> {
             let out = hook.after_relu(site, t.relu()?);
             site += 1;
             out
         };
-        let mut x = relu(self.stem.forward(x)?, hook)?;
-        for b in &self.blocks {
+        let mut x = relu(stem.forward(x)?, hook)?;
+        for b in blocks {
             let h = relu(b.conv1.forward(&x)?, hook)?;
             let h = b.conv2.forward(&h)?;
             let short = match &b.shortcut {
@@ -227,6 +324,29 @@ impl ResNet {
             x = relu((h + short)?, hook)?;
         }
         Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+    }
+
+    /// Pooled features of k modules' stacked batch `x` (k slices of B images), each slice masked
+    /// by its module's `masks` inside the convolutions. CPU path only.
+    pub fn features_masked(&self, x: &Tensor, masks: &SiteMasks) -> Result<Tensor, ModelError> {
+        self.check_input(x)?;
+        self.cpu_features(x, Some(masks), None)
+    }
+
+    fn cpu_features(
+        &self,
+        x: &Tensor,
+        masks: Option<&SiteMasks>,
+        visitor: Option<&mut dyn SiteVisitor>,
+    ) -> Result<Tensor, ModelError> {
+        let Engine::Cpu(net) = &self.engine else {
+            return Err(ModelError::BadConfig("the CPU path runs on the CPU only".into()));
+        };
+        let (batch, c, h, w) = x.dims4()?;
+        let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, batch, c, h * w);
+        let feats = net.features(&nhwc, batch, masks, visitor)?;
+        let f = feats.len() / batch.max(1);
+        Ok(Tensor::from_vec(feats, (batch, f), &Device::Cpu)?)
     }
 }
 
@@ -246,4 +366,49 @@ pub fn subsample(x: &Tensor, s: usize) -> candle_core::Result<Tensor> {
         candle_core::bail!("subsample: {h}x{w} is not a multiple of stride {s}");
     }
     x.contiguous()?.reshape((b, c, h / s, s, w / s, s))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((b, c, h / s, w / s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiny_model::tiny_model;
+
+    fn batch(n: usize) -> Tensor {
+        let v: Vec<f32> = (0..n * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        Tensor::from_vec(v, (n, 1, 8, 8), &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Scales every activation of one site by 0.5: a hook that changes what the forward sees.
+    struct HalveSite(usize);
+    impl ReluHook for HalveSite {
+        fn after_relu(&mut self, site: usize, a: Tensor) -> candle_core::Result<Tensor> {
+            if site == self.0 {
+                a * 0.5
+            } else {
+                Ok(a)
+            }
+        }
+    }
+
+    /// The CPU path against candle's own operations on the same weights (the reference), with
+    /// and without a hook that rewrites a site, for every site.
+    #[test]
+    fn the_cpu_path_computes_what_candles_operations_compute() {
+        let model = tiny_model(5);
+        let fast = ResNet::new(&model, &Device::Cpu).unwrap();
+        let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
+        assert!(fast.cpu().is_some() && reference.cpu().is_none());
+        let x = batch(5);
+        assert!(max_diff(&fast.forward(&x).unwrap(), &reference.forward(&x).unwrap()) < 1e-5);
+        for site in 0..fast.relu_sites().len() {
+            let a = fast.forward_hooked(&x, &mut HalveSite(site)).unwrap();
+            let b = reference.forward_hooked(&x, &mut HalveSite(site)).unwrap();
+            assert!(max_diff(&a, &b) < 1e-5, "site {site}");
+            assert!(max_diff(&a, &fast.forward(&x).unwrap()) > 1e-4, "site {site}: the hook changed nothing");
+        }
+    }
 }

@@ -2,13 +2,13 @@
 //!
 //! candle differentiates `conv2d` with `conv_transpose2d`, whose CPU kernel is about 14x slower
 //! than the forward: it made a training step 13x its forward. Here everything is GEMM plus
-//! plain loops: forward = im2col + matmul (the runtime's CPU convolution), input gradient =
+//! plain loops: forward = im2col + matmul (`im2col.rs`), input gradient =
 //! col2im(W^T g), weight gradient = g im2col(x)^T. Other devices keep candle's own backward.
 
 use candle_core::{CpuStorage, CustomOp2, Device, Layout, Shape, Tensor};
 
 use super::cpu_storage::{storage_of, tensor_of};
-use classmod_runtime::conv::{self, ConvGeometry};
+use super::im2col::{self as conv, ConvGeometry};
 
 /// `x.conv2d(w, k/2, stride, 1, 1)` with the fast CPU backward.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {

@@ -1,7 +1,8 @@
-//! The CPU convolution of the graph: im2col written as plain loops, then one batched GEMM
-//! (candle's matmul, i.e. the `gemm` crate with run-time SIMD dispatch). candle 0.11's own CPU
-//! `conv2d` is a direct tiled loop that reaches about a quarter of the GEMM's throughput on these
-//! layer shapes. Other devices use candle's `conv2d` unchanged.
+//! The training convolution's forward on NCHW tensors: im2col written as plain loops, then one
+//! batched GEMM (candle's matmul, i.e. the `gemm` crate with run-time SIMD dispatch). candle
+//! 0.11's own CPU `conv2d` is a direct tiled loop that reaches about a quarter of the GEMM's
+//! throughput on these layer shapes; the backward (`conv.rs`) reuses the same column layout.
+//! Inference has its own NHWC path in `classmod_runtime::cpu`.
 
 use candle_core::{Device, Tensor};
 

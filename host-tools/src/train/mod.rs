@@ -5,6 +5,7 @@ pub mod augment;
 pub mod batch_norm;
 pub mod conv;
 pub mod cpu_storage;
+pub mod im2col;
 pub mod net;
 pub mod schedule;
 pub mod sgd;

@@ -1,0 +1,82 @@
+//! The CPU path's convolution on every layer shape of ResNet-20 at batch 64, in GFLOP/s (criterion
+//! reports "elements" per second; one element here is one floating-point operation), beside the
+//! machine's GEMM peak measured the same way: a large square f32 GEMM through the `gemm` crate on
+//! all threads, the figure the "60 % of the FMA peak" is taken against.
+//! Run: `cargo bench --bench cpu_kernels`.
+
+use classmod::runtime::cpu::conv::{Epilogue, PackedConv, Plane};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn values(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect()
+}
+
+fn gemm_peak(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm_peak");
+    g.sample_size(10);
+    for n in [256usize, 1024] {
+        let (a, b) = (values(n * n), values(n * n));
+        let mut d = vec![0f32; n * n];
+        g.throughput(Throughput::Elements(2 * (n * n * n) as u64));
+        g.bench_function(BenchmarkId::from_parameter(n), |bench| {
+            bench.iter(|| {
+                // SAFETY: three n x n row-major matrices, each exactly n*n elements.
+                unsafe {
+                    gemm::gemm(
+                        n,
+                        n,
+                        n,
+                        d.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        n as isize,
+                        b.as_ptr(),
+                        1,
+                        n as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(0),
+                    )
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+/// ResNet-20's convolutions: (name, in, out, input size, stride).
+const LAYERS: [(&str, usize, usize, usize, usize); 6] = [
+    ("stem_3x16_32", 3, 16, 32, 1),
+    ("s1_16x16_32", 16, 16, 32, 1),
+    ("s2in_16x32_32s2", 16, 32, 32, 2),
+    ("s2_32x32_16", 32, 32, 16, 1),
+    ("s3in_32x64_16s2", 32, 64, 16, 2),
+    ("s3_64x64_8", 64, 64, 8, 1),
+];
+
+fn layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3_b64");
+    g.sample_size(10);
+    let batch = 64;
+    for (name, cin, cout, hw, s) in LAYERS {
+        let conv = PackedConv::new(&values(cout * cin * 9), values(cout), [cout, cin, 3, 3], s, 1);
+        let p = Plane { height: hw, width: hw };
+        let op = conv.out_plane(p);
+        let x = values(batch * hw * hw * cin);
+        let mut out = vec![0f32; batch * op.height * op.width * cout];
+        let flops = 2 * batch * op.height * op.width * cout * cin * 9;
+        g.throughput(Throughput::Elements(flops as u64));
+        let e = Epilogue { residual: None, relu: true, mask: None };
+        g.bench_function(name, |b| b.iter(|| conv.forward(&x, batch, p, &e, &mut out)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_peak, layers);
+criterion_main!(benches);

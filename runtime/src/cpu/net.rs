@@ -1,0 +1,168 @@
+//! The CIFAR ResNet on the CPU path: NHWC activations through packed convolutions whose
+//! epilogues carry the bias, the residual add, the ReLU and the modules' node masks, then the
+//! global average pool. A forward of a stacked batch (k modules x B images) masks each module's
+//! slice at every site in the same pass. Anything else that wants to see a site (decomposition's
+//! node counting) gets a [`SiteVisitor`] call with the activation after the epilogue.
+
+use super::conv::{Epilogue, PackedConv, Plane, StackedMask};
+use crate::ModelError;
+
+/// A block's shortcut on the CPU path.
+#[derive(Debug, Clone)]
+pub enum CpuShortcut {
+    Identity,
+    /// Option A: every `stride`-th pixel, `pad` zero channels on each side.
+    SubsamplePad {
+        stride: usize,
+        pad: usize,
+    },
+    Projection(PackedConv),
+}
+
+#[derive(Debug, Clone)]
+pub struct CpuBlock {
+    pub conv1: PackedConv,
+    pub conv2: PackedConv,
+    pub shortcut: CpuShortcut,
+}
+
+#[derive(Debug, Clone)]
+pub struct CpuNet {
+    pub stem: PackedConv,
+    pub blocks: Vec<CpuBlock>,
+    pub input: Plane,
+}
+
+/// Node masks of k modules for every site: `Some(k * H*W*C bytes, NHWC per module)` where some
+/// module drops a node, `None` where all keep every node.
+#[derive(Debug)]
+pub struct SiteMasks {
+    pub sites: Vec<Option<Vec<u8>>>,
+    pub modules: usize,
+}
+
+/// Sees (and may change) each site's activation, NHWC `[batch, height, width, channels]`.
+pub trait SiteVisitor {
+    fn visit(&mut self, site: usize, activation: &mut [f32], shape: [usize; 4]) -> Result<(), ModelError>;
+}
+
+impl CpuNet {
+    /// Pooled features `(batch, channels)` of NHWC input `x` (normalised).
+    pub fn features(
+        &self,
+        x: &[f32],
+        batch: usize,
+        masks: Option<&SiteMasks>,
+        mut visitor: Option<&mut dyn SiteVisitor>,
+    ) -> Result<Vec<f32>, ModelError> {
+        if let Some(m) = masks {
+            if m.modules == 0 || !batch.is_multiple_of(m.modules) {
+                return Err(ModelError::BadConfig(format!("a batch of {batch} is not {} modules' slices", m.modules)));
+            }
+        }
+        let mask = |site: usize| {
+            masks.and_then(|m| {
+                m.sites
+                    .get(site)
+                    .and_then(Option::as_deref)
+                    .map(|masks| StackedMask { masks, images_per_module: batch / m.modules })
+            })
+        };
+        let mut site = 0usize;
+        let mut visit = |site: usize, act: &mut [f32], p: Plane, c: usize| -> Result<(), ModelError> {
+            match visitor.as_deref_mut() {
+                Some(v) => v.visit(site, act, [batch, p.height, p.width, c]),
+                None => Ok(()),
+            }
+        };
+        let run = |conv: &PackedConv, x: &[f32], p: Plane, residual: Option<&[f32]>, site: usize| {
+            let op = conv.out_plane(p);
+            let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels];
+            let e = Epilogue { residual, relu: true, mask: mask(site) };
+            conv.forward(x, batch, p, &e, &mut out);
+            (out, op)
+        };
+        let (mut x, mut p) = run(&self.stem, x, self.input, None, site);
+        visit(site, &mut x, p, self.stem.out_channels)?;
+        site += 1;
+        for b in &self.blocks {
+            let (h, hp) = run(&b.conv1, &x, p, None, site);
+            let mut h = h;
+            visit(site, &mut h, hp, b.conv1.out_channels)?;
+            site += 1;
+            let short = match &b.shortcut {
+                CpuShortcut::Identity => None,
+                CpuShortcut::SubsamplePad { stride, pad } => {
+                    Some(subsample_pad(&x, batch, p, b.conv1.in_channels, *stride, *pad))
+                }
+                CpuShortcut::Projection(conv) => {
+                    let op = conv.out_plane(p);
+                    let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels];
+                    conv.forward(&x, batch, p, &Epilogue { residual: None, relu: false, mask: None }, &mut out);
+                    Some(out)
+                }
+            };
+            let residual = short.as_deref().unwrap_or(&x);
+            let (out, op) = run(&b.conv2, &h, hp, Some(residual), site);
+            x = out;
+            p = op;
+            visit(site, &mut x, p, b.conv2.out_channels)?;
+            site += 1;
+        }
+        let c = self.blocks.last().map_or(self.stem.out_channels, |b| b.conv2.out_channels);
+        Ok(average_pool(&x, batch, p.height * p.width, c))
+    }
+}
+
+/// Option A's shortcut in NHWC: `out[b, y, x, pad + c] = x[b, s*y, s*x, c]`, zero elsewhere.
+fn subsample_pad(x: &[f32], batch: usize, p: Plane, c: usize, s: usize, pad: usize) -> Vec<f32> {
+    let (ho, wo, co) = (p.height.div_ceil(s), p.width.div_ceil(s), c + 2 * pad);
+    let mut out = vec![0f32; batch * ho * wo * co];
+    for b in 0..batch {
+        for y in 0..ho {
+            for xx in 0..wo {
+                let src = &x[((b * p.height + y * s) * p.width + xx * s) * c..][..c];
+                out[((b * ho + y) * wo + xx) * co + pad..][..c].copy_from_slice(src);
+            }
+        }
+    }
+    out
+}
+
+/// Mean over the pixels of each image and channel: `(batch, c)`.
+fn average_pool(x: &[f32], batch: usize, pixels: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; batch * c];
+    for (b, o) in out.chunks_exact_mut(c).enumerate() {
+        for px in x[b * pixels * c..][..pixels * c].chunks_exact(c) {
+            o.iter_mut().zip(px).for_each(|(a, v)| *a += v);
+        }
+        o.iter_mut().for_each(|a| *a /= pixels as f32);
+    }
+    out
+}
+
+/// NCHW -> NHWC.
+pub fn to_nhwc(x: &[f32], batch: usize, c: usize, pixels: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for b in 0..batch {
+        for ch in 0..c {
+            for (i, v) in x[(b * c + ch) * pixels..][..pixels].iter().enumerate() {
+                out[(b * pixels + i) * c + ch] = *v;
+            }
+        }
+    }
+    out
+}
+
+/// NHWC -> NCHW.
+pub fn to_nchw(x: &[f32], batch: usize, c: usize, pixels: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for b in 0..batch {
+        for i in 0..pixels {
+            for ch in 0..c {
+                out[(b * c + ch) * pixels + i] = x[(b * pixels + i) * c + ch];
+            }
+        }
+    }
+    out
+}
