@@ -4,7 +4,7 @@
 //! all threads, the figure the "60 % of the FMA peak" is taken against.
 //! Run: `cargo bench --bench cpu_kernels`.
 
-use classmod::runtime::cpu::conv::{Epilogue, PackedConv, Plane};
+use classmod::runtime::cpu::conv::{Epilogue, PackedConv, Plane, Threads};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn values(n: usize) -> Vec<f32> {
@@ -73,7 +73,7 @@ fn layers(c: &mut Criterion) {
         let flops = 2 * batch * op.height * op.width * cout * cin * 9;
         g.throughput(Throughput::Elements(flops as u64));
         let e = Epilogue { residual: None, relu: true, mask: None };
-        g.bench_function(name, |b| b.iter(|| conv.forward(&x, batch, p, &e, &mut out)));
+        g.bench_function(name, |b| b.iter(|| conv.forward(&x, batch, p, &e, &mut out, Threads::Tiles)));
     }
     g.finish();
 }

@@ -37,11 +37,24 @@ pub struct Epilogue<'a> {
 }
 
 /// 0/1 node masks of k modules for one site, NHWC order per image (`k * Ho*Wo*Cout` bytes); the
-/// batch is k groups of `images_per_module` images, group m masked by module m.
+/// stacked batch is k groups of `images_per_module` images, group m masked by module m. A call
+/// may convolve a slice of that batch starting at image `first_image`.
 #[derive(Clone, Copy)]
 pub struct StackedMask<'a> {
     pub masks: &'a [u8],
     pub images_per_module: usize,
+    pub first_image: usize,
+}
+
+/// How one convolution uses the threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Tiles of the output in parallel (rayon): for small batches, where the batch itself cannot
+    /// keep every thread busy.
+    Tiles,
+    /// Tiles one after the other on the calling thread: the caller runs slices of a large batch
+    /// in parallel, each slice's activations staying in that core's cache.
+    Caller,
 }
 
 /// Largest patch matrix a tile gathers, in floats: 64 KiB, so that it, the weights' panel the GEMM
@@ -76,7 +89,7 @@ impl PackedConv {
     }
 
     /// Convolves `batch` NHWC images `x` of plane `p` into `out` (NHWC, `batch * Ho*Wo*Cout`).
-    pub fn forward(&self, x: &[f32], batch: usize, p: Plane, e: &Epilogue, out: &mut [f32]) {
+    pub fn forward(&self, x: &[f32], batch: usize, p: Plane, e: &Epilogue, out: &mut [f32], threads: Threads) {
         let op = self.out_plane(p);
         let (cin, cout, k) = (self.in_channels, self.out_channels, self.kernel);
         let pixels = op.height * op.width;
@@ -86,17 +99,19 @@ impl PackedConv {
             assert_eq!(r.len(), out.len(), "residual size");
         }
         if let Some(m) = e.mask {
-            assert_eq!(m.masks.len() * m.images_per_module.max(1), batch * pixels * cout, "mask size");
+            let modules = (m.first_image + batch).div_ceil(m.images_per_module.max(1));
+            assert!(m.masks.len() >= modules * pixels * cout, "mask size");
         }
         let depth = k * k * cin;
         let rows = batch * pixels;
-        // Rows per tile: the patch matrix within TILE_FLOATS, at least 8 rows, and enough tiles
-        // for every thread even for one small image.
-        let threads = rayon::current_num_threads().max(1);
+        // Rows per tile: the patch matrix within TILE_FLOATS, at least 8 rows, and (in parallel)
+        // enough tiles for every thread even for one small image.
         let by_cache = (TILE_FLOATS / depth).max(8);
-        let by_threads = rows.div_ceil(2 * threads).max(8);
-        let tile = by_cache.min(by_threads);
-        out.par_chunks_mut(tile * cout).enumerate().for_each(|(t, dst)| {
+        let tile = match threads {
+            Threads::Tiles => by_cache.min(rows.div_ceil(2 * rayon::current_num_threads().max(1)).max(8)),
+            Threads::Caller => by_cache,
+        };
+        let one = |(t, dst): (usize, &mut [f32])| {
             let r0 = t * tile;
             let m = dst.len() / cout;
             PATCHES.with(|buf| {
@@ -133,7 +148,11 @@ impl PackedConv {
                 }
             });
             self.finish(dst, r0, pixels, e);
-        });
+        };
+        match threads {
+            Threads::Tiles => out.par_chunks_mut(tile * cout).enumerate().for_each(one),
+            Threads::Caller => out.chunks_mut(tile * cout).enumerate().for_each(one),
+        }
     }
 
     /// Patch rows `r0..r0+m` (output pixels in NHWC order) into `patches` (`m x k*k*Cin`).
@@ -192,7 +211,7 @@ impl PackedConv {
                 }
             }
             if let Some(m) = e.mask {
-                let (b, yx) = (r / pixels, r % pixels);
+                let (b, yx) = (m.first_image + r / pixels, r % pixels);
                 let module = b / m.images_per_module.max(1);
                 let keep = &m.masks[(module * pixels + yx) * cout..][..cout];
                 for (v, &k) in row.iter_mut().zip(keep) {
@@ -292,14 +311,20 @@ mod tests {
                 for (i, v) in want.iter_mut().enumerate() {
                     *v = (*v + residual[i]).max(0.0) * f32::from(masks[i]);
                 }
-                Epilogue { residual: Some(&residual), relu: true, mask: Some(StackedMask { masks: &masks, images_per_module: 1 }) }
+                Epilogue {
+                    residual: Some(&residual),
+                    relu: true,
+                    mask: Some(StackedMask { masks: &masks, images_per_module: 1, first_image: 0 }),
+                }
             } else {
                 Epilogue { residual: None, relu: false, mask: None }
             };
-            let mut got = vec![f32::NAN; n];
-            conv.forward(&x, batch, p, &e, &mut got);
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "element {i}: {a} vs {b}");
+            for threads in [Threads::Tiles, Threads::Caller] {
+                let mut got = vec![f32::NAN; n];
+                conv.forward(&x, batch, p, &e, &mut got, threads);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{threads:?} element {i}: {a} vs {b}");
+                }
             }
         }
     }

@@ -4,7 +4,9 @@
 //! slice at every site in the same pass. Anything else that wants to see a site (decomposition's
 //! node counting) gets a [`SiteVisitor`] call with the activation after the epilogue.
 
-use super::conv::{Epilogue, PackedConv, Plane, StackedMask};
+use rayon::prelude::*;
+
+use super::conv::{Epilogue, PackedConv, Plane, StackedMask, Threads};
 use crate::ModelError;
 
 /// A block's shortcut on the CPU path.
@@ -46,26 +48,63 @@ pub trait SiteVisitor {
     fn visit(&mut self, site: usize, activation: &mut [f32], shape: [usize; 4]) -> Result<(), ModelError>;
 }
 
+/// Images a thread runs through the whole network at a time when a batch is split across
+/// threads: a stage-1 activation of a 32x32 image is 64 KiB, so a slice's few live activations
+/// and the patch matrix stay in one core's L2 cache.
+const SLICE: usize = 4;
+
 impl CpuNet {
-    /// Pooled features `(batch, channels)` of NHWC input `x` (normalised).
+    /// Pooled features `(batch, channels)` of NHWC input `x` (normalised). A batch large enough
+    /// to give every thread slices runs as slices in parallel, each convolution on one thread;
+    /// a small batch (or one a visitor watches) runs whole, each convolution's tiles in parallel.
     pub fn features(
         &self,
         x: &[f32],
         batch: usize,
         masks: Option<&SiteMasks>,
-        mut visitor: Option<&mut dyn SiteVisitor>,
+        visitor: Option<&mut dyn SiteVisitor>,
     ) -> Result<Vec<f32>, ModelError> {
         if let Some(m) = masks {
             if m.modules == 0 || !batch.is_multiple_of(m.modules) {
                 return Err(ModelError::BadConfig(format!("a batch of {batch} is not {} modules' slices", m.modules)));
             }
         }
+        let per_image = self.input.height * self.input.width * self.stem.in_channels;
+        if x.len() != batch * per_image {
+            return Err(ModelError::BadConfig(format!("{} input values are not {batch} images", x.len())));
+        }
+        let threads = rayon::current_num_threads().max(1);
+        if visitor.is_some() || batch < 2 * threads {
+            return self.forward_slice(x, batch, 0, batch, masks, visitor, Threads::Tiles);
+        }
+        let slices: Vec<(usize, &[f32])> =
+            x.chunks(SLICE * per_image).enumerate().map(|(i, xs)| (i * SLICE, xs)).collect();
+        let feats = slices
+            .into_par_iter()
+            .map(|(first, xs)| self.forward_slice(xs, xs.len() / per_image, first, batch, masks, None, Threads::Caller))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(feats.concat())
+    }
+
+    /// The forward of images `first..first + batch` of a stacked batch of `total` images.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_slice(
+        &self,
+        x: &[f32],
+        batch: usize,
+        first: usize,
+        total: usize,
+        masks: Option<&SiteMasks>,
+        mut visitor: Option<&mut dyn SiteVisitor>,
+        threads: Threads,
+    ) -> Result<Vec<f32>, ModelError> {
         let mask = |site: usize| {
             masks.and_then(|m| {
-                m.sites
-                    .get(site)
-                    .and_then(Option::as_deref)
-                    .map(|masks| StackedMask { masks, images_per_module: batch / m.modules })
+                m.sites.get(site).and_then(Option::as_deref).map(|masks| StackedMask {
+                    masks,
+                    images_per_module: total / m.modules,
+                    first_image: first,
+                })
             })
         };
         let mut site = 0usize;
@@ -79,7 +118,7 @@ impl CpuNet {
             let op = conv.out_plane(p);
             let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels];
             let e = Epilogue { residual, relu: true, mask: mask(site) };
-            conv.forward(x, batch, p, &e, &mut out);
+            conv.forward(x, batch, p, &e, &mut out, threads);
             (out, op)
         };
         let (mut x, mut p) = run(&self.stem, x, self.input, None, site);
@@ -98,7 +137,8 @@ impl CpuNet {
                 CpuShortcut::Projection(conv) => {
                     let op = conv.out_plane(p);
                     let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels];
-                    conv.forward(&x, batch, p, &Epilogue { residual: None, relu: false, mask: None }, &mut out);
+                    let e = Epilogue { residual: None, relu: false, mask: None };
+                    conv.forward(&x, batch, p, &e, &mut out, threads);
                     Some(out)
                 }
             };
