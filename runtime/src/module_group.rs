@@ -179,10 +179,12 @@ impl ModuleGroup {
     /// module-major, from one forward of batch k*B.
     pub fn features_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
         let k = self.modules.len().max(1);
-        let xs = if k == 1 { x.clone() } else { x.repeat((k, 1, 1, 1))? };
         let feats = match &self.masks {
-            Masks::Cpu(masks) => self.base.features_masked(&xs, masks)?,
-            Masks::Tensors(masks) => self.base.features_hooked(&xs, &mut StackedMasks { masks, k })?,
+            Masks::Cpu(masks) => self.base.features_masked(x, masks)?,
+            Masks::Tensors(masks) => {
+                let xs = if k == 1 { x.clone() } else { x.repeat((k, 1, 1, 1))? };
+                self.base.features_hooked(&xs, &mut StackedMasks { masks, k })?
+            }
         };
         let logits = self.base.linear(&feats)?;
         Ok((feats, logits))

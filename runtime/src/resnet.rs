@@ -326,13 +326,15 @@ impl ResNet {
         Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
     }
 
-    /// Pooled features of k modules' stacked batch `x` (k slices of B images), each slice masked
-    /// by its module's `masks` inside the convolutions. CPU path only.
+    /// Pooled features `(k*B, F)` of `masks.modules` = k modules on the B images of `x`: the
+    /// batch is stacked k times (module-major) and each copy masked by its module's `masks`
+    /// inside the convolutions. CPU path only.
     pub fn features_masked(&self, x: &Tensor, masks: &SiteMasks) -> Result<Tensor, ModelError> {
         self.check_input(x)?;
         self.cpu_features(x, Some(masks), None)
     }
 
+    /// `x` converted to NHWC once, stacked once per module when there are masks.
     fn cpu_features(
         &self,
         x: &Tensor,
@@ -342,8 +344,15 @@ impl ResNet {
         let Engine::Cpu(net) = &self.engine else {
             return Err(ModelError::BadConfig("the CPU path runs on the CPU only".into()));
         };
-        let (batch, c, h, w) = x.dims4()?;
-        let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, batch, c, h * w);
+        // No modules: nothing to mask, one copy.
+        let masks = masks.filter(|m| m.modules > 0);
+        let (images, c, h, w) = x.dims4()?;
+        let mut nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+        let copies = masks.map_or(1, |m| m.modules);
+        if copies > 1 {
+            nhwc = nhwc.repeat(copies);
+        }
+        let batch = images * copies;
         let feats = net.features(&nhwc, batch, masks, visitor)?;
         let f = feats.len() / batch.max(1);
         Ok(Tensor::from_vec(feats, (batch, f), &Device::Cpu)?)

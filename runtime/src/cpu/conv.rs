@@ -214,10 +214,9 @@ impl PackedConv {
                 let (b, yx) = (m.first_image + r / pixels, r % pixels);
                 let module = b / m.images_per_module.max(1);
                 let keep = &m.masks[(module * pixels + yx) * cout..][..cout];
+                // Branch-free (masks are mostly ones, but not predictably): vectorises.
                 for (v, &k) in row.iter_mut().zip(keep) {
-                    if k == 0 {
-                        *v = 0.0;
-                    }
+                    *v *= f32::from(k);
                 }
             }
         }

@@ -73,12 +73,13 @@ impl CpuNet {
         if x.len() != batch * per_image {
             return Err(ModelError::BadConfig(format!("{} input values are not {batch} images", x.len())));
         }
-        let threads = rayon::current_num_threads().max(1);
-        if visitor.is_some() || batch < 2 * threads {
+        // Slices of up to SLICE images, at least two per thread.
+        let slice = SLICE.min(batch / (2 * rayon::current_num_threads().max(1)));
+        if visitor.is_some() || slice == 0 {
             return self.forward_slice(x, batch, 0, batch, masks, visitor, Threads::Tiles);
         }
         let slices: Vec<(usize, &[f32])> =
-            x.chunks(SLICE * per_image).enumerate().map(|(i, xs)| (i * SLICE, xs)).collect();
+            x.chunks(slice * per_image).enumerate().map(|(i, xs)| (i * slice, xs)).collect();
         let feats = slices
             .into_par_iter()
             .map(|(first, xs)| self.forward_slice(xs, xs.len() / per_image, first, batch, masks, None, Threads::Caller))
