@@ -115,19 +115,19 @@ impl CpuNet {
                 None => Ok(()),
             }
         };
-        let run = |conv: &PackedConv, x: &[f32], p: Plane, residual: Option<&[f32]>, site: usize| {
+        // A convolution; ending ReLU site `site` (ReLU and that site's masks) unless `None`.
+        let run = |conv: &PackedConv, x: &[f32], p: Plane, residual: Option<&[f32]>, site: Option<usize>| {
             let op = conv.out_plane(p);
             let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels];
-            let e = Epilogue { residual, relu: true, mask: mask(site) };
+            let e = Epilogue { residual, relu: site.is_some(), mask: site.and_then(mask) };
             conv.forward(x, batch, p, &e, &mut out, threads);
             (out, op)
         };
-        let (mut x, mut p) = run(&self.stem, x, self.input, None, site);
+        let (mut x, mut p) = run(&self.stem, x, self.input, None, Some(site));
         visit(site, &mut x, p, self.stem.out_channels)?;
         site += 1;
         for b in &self.blocks {
-            let (h, hp) = run(&b.conv1, &x, p, None, site);
-            let mut h = h;
+            let (mut h, hp) = run(&b.conv1, &x, p, None, Some(site));
             visit(site, &mut h, hp, b.conv1.out_channels)?;
             site += 1;
             let short = match &b.shortcut {
@@ -135,16 +135,10 @@ impl CpuNet {
                 CpuShortcut::SubsamplePad { stride, pad } => {
                     Some(subsample_pad(&x, batch, p, b.conv1.in_channels, *stride, *pad))
                 }
-                CpuShortcut::Projection(conv) => {
-                    let op = conv.out_plane(p);
-                    let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels];
-                    let e = Epilogue { residual: None, relu: false, mask: None };
-                    conv.forward(&x, batch, p, &e, &mut out, threads);
-                    Some(out)
-                }
+                CpuShortcut::Projection(conv) => Some(run(conv, &x, p, None, None).0),
             };
             let residual = short.as_deref().unwrap_or(&x);
-            let (out, op) = run(&b.conv2, &h, hp, Some(residual), site);
+            let (out, op) = run(&b.conv2, &h, hp, Some(residual), Some(site));
             x = out;
             p = op;
             visit(site, &mut x, p, b.conv2.out_channels)?;
