@@ -47,14 +47,8 @@ pub fn packed_resnet20(shared: &Path, classes: &[usize], n_pos: usize, golden: u
     let train = dataset::load(&data, Split::Train, shape, Some(names))?;
     let test = dataset::load(&data, Split::Test, shape, Some(names))?;
     let opts = DecomposeOptions {
-        n_pos,
-        pos_conf: 0.9,
-        keep_rate: 0.9,
-        tangle_rate: 0.05,
-        head: HeadKind::Channel,
-        classes: Some(classes.to_vec()),
-        seed: 7,
         batch: 64,
+        ..DecomposeOptions::with_default_rates(n_pos, HeadKind::Channel, Some(classes.to_vec()), 7)
     };
     let hidden = indicatif::ProgressBar::hidden();
     let manifest = decompose_and_pack(&model, &train, &test, &opts, golden, out, None, &hidden)?;

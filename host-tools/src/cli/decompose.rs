@@ -33,18 +33,18 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     n_pos: usize,
     /// Minimum softmax probability of a positive (relaxed, and reported, if too few qualify).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = decompose::POS_CONF)]
     pos_conf: f32,
     /// CI: keep a node active on at least this fraction of the positives. At these rates TI
     /// decides (keep 0.5 and 0.9 give the same masks at tangle 0.05); see --tangle-rate.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = decompose::KEEP_RATE)]
     keep_rate: f64,
     /// TI: restore a node active on at least this fraction of the negatives (0 = any). The
     /// default is the knee of the measured trade-off (results/resnet{20,56}-tradeoff): the
     /// fewest nodes (93.0 % of ResNet-20's, 93.4 % of ResNet-56's) whose composed top-1 stays
     /// within 0.5 points and top-5 within 0.85 points of the base with the default channel head;
     /// at 0.07 top-1 already drops 0.6 (ResNet-20) and 1.4 points (ResNet-56).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = decompose::TANGLE_RATE)]
     tangle_rate: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,

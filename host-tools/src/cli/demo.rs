@@ -125,16 +125,8 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
     let names = &model.meta.class_names;
     let train = dataset::load(data, Split::Train, shape, Some(names))?;
     let test = dataset::load(data, Split::Test, shape, Some(names))?;
-    let opts = |classes: Vec<usize>| DecomposeOptions {
-        n_pos: 100,
-        pos_conf: 0.9,
-        keep_rate: 0.9,
-        tangle_rate: 0.05,
-        head: HeadKind::Calibrated,
-        classes: Some(classes),
-        seed,
-        batch: 32,
-    };
+    let opts =
+        |classes: Vec<usize>| DecomposeOptions::with_default_rates(100, HeadKind::Calibrated, Some(classes), seed);
     let hidden = indicatif::ProgressBar::hidden();
     let mine = decompose(&model, &base_key(&bytes), &train, &opts(vec![0, 1, 2, 3]), &hidden)?;
     let theirs = decompose(&other, &base_key(&other_bytes), &train, &opts(vec![0]), &hidden)?;

@@ -318,16 +318,7 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     let packed = std::env::temp_dir().join(format!("classmod-serving-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&packed);
     let key = super::keygen::fresh_key();
-    let opts = DecomposeOptions {
-        n_pos: a.n_pos,
-        pos_conf: 0.9,
-        keep_rate: 0.9,
-        tangle_rate: 0.05,
-        head: HeadKind::Channel,
-        classes: None,
-        seed: a.seed,
-        batch: 32,
-    };
+    let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);
     eprintln!(
         "decomposing {} classes and packing them (signed) into {} ...",
         model.meta.class_names.len(),

@@ -41,6 +41,29 @@ pub struct DecomposeOptions {
     pub batch: usize,
 }
 
+/// Minimum softmax probability of a positive, by default.
+pub const POS_CONF: f32 = 0.9;
+/// CI's default keep rate (at the default tangle rate TI decides; keep 0.5 gives the same masks).
+pub const KEEP_RATE: f64 = 0.9;
+/// TI's default tangle rate: the knee of the measured trade-off (results/resnet{20,56}-tradeoff).
+pub const TANGLE_RATE: f64 = 0.05;
+
+impl DecomposeOptions {
+    /// The default confidence and rates with `n_pos` positives per class.
+    pub fn with_default_rates(n_pos: usize, head: HeadKind, classes: Option<Vec<usize>>, seed: u64) -> Self {
+        DecomposeOptions {
+            n_pos,
+            pos_conf: POS_CONF,
+            keep_rate: KEEP_RATE,
+            tangle_rate: TANGLE_RATE,
+            head,
+            classes,
+            seed,
+            batch: 32,
+        }
+    }
+}
+
 /// What happened for one class.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassReport {
