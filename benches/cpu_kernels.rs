@@ -1,11 +1,15 @@
-//! The CPU path's convolution on every layer shape of ResNet-20 at batch 64, in GFLOP/s (criterion
+//! The CPU path's convolution on every layer shape of ResNet-20 at batch 64, with each
+//! micro-kernel this CPU runs (the SIMD one and the portable fallback), in GFLOP/s (criterion
 //! reports "elements" per second; one element here is one floating-point operation), beside the
-//! machine's GEMM peak measured the same way: a large square f32 GEMM through the `gemm` crate on
-//! all threads, the figure the "60 % of the FMA peak" is taken against.
+//! machine's GEMM peak measured the same way: a large square f32 GEMM through the `gemm` crate
+//! (candle's matmul) on all threads, the figure the "60 % of the FMA peak" is taken
+//! against.
 //! Run: `cargo bench --bench cpu_kernels`.
 
 use classmod::runtime::cpu::conv::{Epilogue, PackedConv, Plane, Threads};
+use classmod::runtime::cpu::microkernel::Microkernel;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rayon::prelude::*;
 
 fn values(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect()
@@ -73,7 +77,17 @@ fn layers(c: &mut Criterion) {
         let flops = 2 * batch * op.height * op.width * cout * cin * 9;
         g.throughput(Throughput::Elements(flops as u64));
         let e = Epilogue { residual: None, relu: true, mask: None };
-        g.bench_function(name, |b| b.iter(|| conv.forward(&x, batch, p, &e, &mut out, Threads::Tiles)));
+        // As `CpuNet` runs a batch of 64: slices of 4 images in parallel, each on one core.
+        let (xs, os) = (x.len() / (batch / 4), out.len() / (batch / 4));
+        for kernel in Microkernel::available() {
+            g.bench_function(BenchmarkId::new(name, kernel.name), |b| {
+                b.iter(|| {
+                    x.par_chunks(xs)
+                        .zip(out.par_chunks_mut(os))
+                        .for_each(|(x, o)| conv.forward_with(&kernel, x, 4, p, &e, o, Threads::Caller))
+                })
+            });
+        }
     }
     g.finish();
 }

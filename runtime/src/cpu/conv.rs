@@ -1,14 +1,16 @@
-//! One convolution of the CPU path: NHWC activations, weights packed once at load into the GEMM's
-//! right-hand matrix `(k*k*Cin, Cout)`, and the output computed in tiles of output pixels. Each
-//! tile gathers its input patches into a small thread-local matrix (`tile x k*k*Cin`: a row is
-//! `k*k` contiguous runs of `Cin` channels, cheap in NHWC), multiplies it by the packed weights
-//! with the `gemm` crate (run-time SIMD dispatch: AVX-512, AVX2+FMA, NEON, scalar), and finishes
-//! the tile while it is still in cache: bias (folded batch norm), residual add, ReLU, node mask.
-//! Tiles run in parallel (rayon); a batch of one image still splits into tiles of rows.
+//! One convolution of the CPU path: NHWC activations, weights packed once at load into panels of
+//! [`NR`] output channels, and the output computed in register blocks of output pixels. The input
+//! is first copied with its zero padding stored (a few percent of the layer's time), so that every
+//! kernel row of every output pixel is one contiguous run of `k*Cin` floats; the micro-kernels of
+//! `microkernel.rs` read it in place, start from the bias, and apply the epilogue (residual add,
+//! ReLU, node mask) as they store. Tiles of blocks run in parallel (rayon) for small batches, so a
+//! batch of one image still uses every core; large batches arrive here as one slice per core.
 
+pub use super::epilogue::{Epilogue, StackedMask};
+use super::microkernel::{BlockOut, Microkernel, Receptive, MAX_MR, NR};
 use rayon::prelude::*;
 
-/// A convolution with batch norm folded in, weights packed for the tiled GEMM.
+/// A convolution with batch norm folded in, weights packed for the micro-kernels.
 #[derive(Debug, Clone)]
 pub struct PackedConv {
     pub in_channels: usize,
@@ -16,8 +18,10 @@ pub struct PackedConv {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
-    /// `(kernel*kernel*in_channels, out_channels)` row-major; row `(ky*kernel + kx)*in + ci`.
+    /// Panels of `NR` output channels, `[panel][ky][kx][ci][NR]` (so kernel row `ky` is one run of
+    /// `k*Cin` weights per channel, as it is of inputs), channels past `out_channels` zero.
     weights: Vec<f32>,
+    /// `NR` per panel, padded with zeros.
     bias: Vec<f32>,
 }
 
@@ -26,24 +30,6 @@ pub struct PackedConv {
 pub struct Plane {
     pub height: usize,
     pub width: usize,
-}
-
-/// What the output tile gets after the GEMM, in this order: `+ bias`, `+ residual`, ReLU, `* mask`.
-pub struct Epilogue<'a> {
-    /// Same shape as the output (NHWC), added before the ReLU.
-    pub residual: Option<&'a [f32]>,
-    pub relu: bool,
-    pub mask: Option<StackedMask<'a>>,
-}
-
-/// 0/1 node masks of k modules for one site, NHWC order per image (`k * Ho*Wo*Cout` bytes); the
-/// stacked batch is k groups of `images_per_module` images, group m masked by module m. A call
-/// may convolve a slice of that batch starting at image `first_image`.
-#[derive(Clone, Copy)]
-pub struct StackedMask<'a> {
-    pub masks: &'a [u8],
-    pub images_per_module: usize,
-    pub first_image: usize,
 }
 
 /// How one convolution uses the threads.
@@ -57,12 +43,13 @@ pub enum Threads {
     Caller,
 }
 
-/// Largest patch matrix a tile gathers, in floats: 64 KiB, so that it, the weights' panel the GEMM
-/// is working on and the output tile share the L2 cache.
-const TILE_FLOATS: usize = 16 * 1024;
+/// Register blocks per tile: the unit of work when tiles run in parallel (small enough to give two
+/// cores work on one 8x8 image, large enough to amortise rayon's scheduling).
+const TILE_BLOCKS: usize = 16;
 
 thread_local! {
-    static PATCHES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The padded copy of the input, reused across calls on a thread.
+    static PADDED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl PackedConv {
@@ -72,15 +59,20 @@ impl PackedConv {
         assert_eq!(k, k2, "square kernels");
         assert_eq!(weight.len(), out * inc * k * k);
         assert_eq!(bias.len(), out);
-        let mut weights = vec![0f32; k * k * inc * out];
+        let (taps, panels) = (k * k, out.div_ceil(NR));
+        let mut weights = vec![0f32; panels * taps * inc * NR];
+        let mut padded = vec![0f32; panels * NR];
         for co in 0..out {
+            let (panel, j) = (co / NR, co % NR);
+            padded[co] = bias[co];
             for ci in 0..inc {
-                for t in 0..k * k {
-                    weights[(t * inc + ci) * out + co] = weight[((co * inc + ci) * k * k) + t];
+                for t in 0..taps {
+                    // Tap t = ky*k + kx.
+                    weights[((panel * taps + t) * inc + ci) * NR + j] = weight[((co * inc + ci) * taps) + t];
                 }
             }
         }
-        PackedConv { in_channels: inc, out_channels: out, kernel: k, stride, padding, weights, bias }
+        PackedConv { in_channels: inc, out_channels: out, kernel: k, stride, padding, weights, bias: padded }
     }
 
     pub fn out_plane(&self, p: Plane) -> Plane {
@@ -88,12 +80,28 @@ impl PackedConv {
         Plane { height: o(p.height), width: o(p.width) }
     }
 
-    /// Convolves `batch` NHWC images `x` of plane `p` into `out` (NHWC, `batch * Ho*Wo*Cout`).
+    /// Convolves `batch` NHWC images `x` of plane `p` into `out` (NHWC, `batch * Ho*Wo*Cout`),
+    /// with the fastest micro-kernel this CPU has.
     pub fn forward(&self, x: &[f32], batch: usize, p: Plane, e: &Epilogue, out: &mut [f32], threads: Threads) {
+        self.forward_with(Microkernel::best(), x, batch, p, e, out, threads)
+    }
+
+    /// [`Self::forward`] with a given micro-kernel (tests run every kernel the CPU has).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_with(
+        &self,
+        kernel: &Microkernel,
+        x: &[f32],
+        batch: usize,
+        p: Plane,
+        e: &Epilogue,
+        out: &mut [f32],
+        threads: Threads,
+    ) {
         let op = self.out_plane(p);
-        let (cin, cout, k) = (self.in_channels, self.out_channels, self.kernel);
+        let cout = self.out_channels;
         let pixels = op.height * op.width;
-        assert_eq!(x.len(), batch * p.height * p.width * cin, "input size");
+        assert_eq!(x.len(), batch * p.height * p.width * self.in_channels, "input size");
         assert_eq!(out.len(), batch * pixels * cout, "output size");
         if let Some(r) = e.residual {
             assert_eq!(r.len(), out.len(), "residual size");
@@ -102,122 +110,116 @@ impl PackedConv {
             let modules = (m.first_image + batch).div_ceil(m.images_per_module.max(1));
             assert!(m.masks.len() >= modules * pixels * cout, "mask size");
         }
-        let depth = k * k * cin;
         let rows = batch * pixels;
-        // Rows per tile: the patch matrix within TILE_FLOATS, at least 8 rows, and (in parallel)
-        // enough tiles for every thread even for one small image.
-        let by_cache = (TILE_FLOATS / depth).max(8);
+        // Rows per tile: whole register blocks, and (in parallel) enough tiles for every thread
+        // even for one small image.
+        let mr = kernel.mr;
         let tile = match threads {
-            Threads::Tiles => by_cache.min(rows.div_ceil(2 * rayon::current_num_threads().max(1)).max(8)),
-            Threads::Caller => by_cache,
+            Threads::Tiles => {
+                let share = rows.div_ceil(2 * rayon::current_num_threads().max(1));
+                share.div_ceil(mr).clamp(1, TILE_BLOCKS) * mr
+            }
+            Threads::Caller => TILE_BLOCKS * mr,
         };
+        // Taken out of the thread-local, not borrowed: a thread that steals another
+        // convolution's work while this one runs gets a buffer of its own.
+        let mut padded = PADDED.take();
+        let (input, pp) = self.pad(x, batch, p, &mut padded);
         let one = |(t, dst): (usize, &mut [f32])| {
-            let r0 = t * tile;
-            let m = dst.len() / cout;
-            PATCHES.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                if buf.len() < m * depth {
-                    buf.resize(m * depth, 0.0);
-                }
-                let patches = &mut buf[..m * depth];
-                self.gather(x, p, op, r0, m, patches);
-                // SAFETY: the three matrices are row-major with the strides given, and each slice
-                // holds exactly the elements those dimensions and strides address.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        cout,
-                        depth,
-                        dst.as_mut_ptr(),
-                        1,
-                        cout as isize,
-                        false,
-                        patches.as_ptr(),
-                        1,
-                        depth as isize,
-                        self.weights.as_ptr(),
-                        1,
-                        cout as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            });
-            self.finish(dst, r0, pixels, e);
+            self.tile(kernel, input, pp, op, e, t * tile, dst);
         };
         match threads {
             Threads::Tiles => out.par_chunks_mut(tile * cout).enumerate().for_each(one),
             Threads::Caller => out.chunks_mut(tile * cout).enumerate().for_each(one),
         }
+        PADDED.set(padded);
     }
 
-    /// Patch rows `r0..r0+m` (output pixels in NHWC order) into `patches` (`m x k*k*Cin`).
-    fn gather(&self, x: &[f32], p: Plane, op: Plane, r0: usize, m: usize, patches: &mut [f32]) {
-        let (cin, k, s, pad) = (self.in_channels, self.kernel, self.stride, self.padding as isize);
-        let depth = k * k * cin;
+    /// The input with its zero padding stored, and the padded plane: `x` itself without padding.
+    fn pad<'a>(&self, x: &'a [f32], batch: usize, p: Plane, buf: &'a mut Vec<f32>) -> (&'a [f32], Plane) {
+        let pad = self.padding;
+        if pad == 0 {
+            return (x, p);
+        }
+        let cin = self.in_channels;
+        let pp = Plane { height: p.height + 2 * pad, width: p.width + 2 * pad };
+        let (row, prow) = (p.width * cin, pp.width * cin);
+        // Every float is written below (borders zeroed, the rest copied): no need to clear.
+        let n = batch * pp.height * prow;
+        buf.truncate(n);
+        buf.resize(n, 0.0);
+        for (src, dst) in x.chunks_exact(p.height * row).zip(buf.chunks_exact_mut(pp.height * prow)) {
+            let (top, rest) = dst.split_at_mut(pad * prow);
+            let (middle, bottom) = rest.split_at_mut(p.height * prow);
+            top.fill(0.0);
+            bottom.fill(0.0);
+            for (s, d) in src.chunks_exact(row).zip(middle.chunks_exact_mut(prow)) {
+                let (left, rest) = d.split_at_mut(pad * cin);
+                let (inside, right) = rest.split_at_mut(row);
+                left.fill(0.0);
+                inside.copy_from_slice(s);
+                right.fill(0.0);
+            }
+        }
+        (buf, pp)
+    }
+
+    /// Output rows `r0..` (pixels in NHWC order over the call) into `dst`, finished; `x` is
+    /// padded (plane `pp`).
+    #[allow(clippy::too_many_arguments)]
+    fn tile(&self, kernel: &Microkernel, x: &[f32], pp: Plane, op: Plane, e: &Epilogue, r0: usize, dst: &mut [f32]) {
+        let (cin, cout, k, s) = (self.in_channels, self.out_channels, self.kernel, self.stride);
+        let mr = kernel.mr;
+        let m = dst.len() / cout;
         let pixels = op.height * op.width;
-        for (i, row) in patches.chunks_exact_mut(depth).take(m).enumerate() {
-            let r = r0 + i;
-            let (b, yx) = (r / pixels, r % pixels);
-            let (oy, ox) = (yx / op.width, yx % op.width);
-            let image = &x[b * p.height * p.width * cin..][..p.height * p.width * cin];
-            for ky in 0..k {
-                let iy = (oy * s) as isize + ky as isize - pad;
-                let dst = &mut row[ky * k * cin..][..k * cin];
-                if iy < 0 || iy >= p.height as isize {
-                    dst.fill(0.0);
-                    continue;
+        let image_len = pp.height * pp.width * cin;
+        let f = Receptive { taps: k, run: k * cin, tap_stride: pp.width * cin };
+        let panel_len = k * f.run * NR;
+        // The last input a receptive field reads, from its top-left: what each pointer must have.
+        let field = (k - 1) * f.tap_stride + f.run;
+        let residual = e.residual.map(|r| &r[r0 * cout..][..dst.len()]);
+        // The next row's image and output pixel, stepped rather than divided out per row.
+        let (mut image, mut oy, mut ox) = (r0 / pixels, r0 % pixels / op.width, r0 % op.width);
+        for c0 in (0..m).step_by(mr) {
+            let rows = mr.min(m - c0);
+            let mut a = [std::ptr::null::<f32>(); MAX_MR];
+            let mut masks = [std::ptr::null::<u8>(); MAX_MR];
+            for i in 0..rows {
+                a[i] = x[image * image_len + (oy * s * pp.width + ox * s) * cin..][..field].as_ptr();
+                if let Some(m) = e.mask {
+                    masks[i] = m.keep(image, oy * op.width + ox, pixels, cout).as_ptr();
                 }
-                let line = &image[iy as usize * p.width * cin..][..p.width * cin];
-                let ix0 = (ox * s) as isize - pad;
-                if ix0 >= 0 && ix0 as usize + k <= p.width {
-                    // The whole kernel row is inside: one contiguous run of k*Cin floats.
-                    dst.copy_from_slice(&line[ix0 as usize * cin..][..k * cin]);
-                } else {
-                    for kx in 0..k {
-                        let ix = ix0 + kx as isize;
-                        let d = &mut dst[kx * cin..][..cin];
-                        if ix < 0 || ix >= p.width as isize {
-                            d.fill(0.0);
-                        } else {
-                            d.copy_from_slice(&line[ix as usize * cin..][..cin]);
-                        }
+                ox += 1;
+                if ox == op.width {
+                    (ox, oy) = (0, oy + 1);
+                    if oy == op.height {
+                        (oy, image) = (0, image + 1);
                     }
                 }
             }
-        }
-    }
-
-    /// The epilogue over output rows `r0..` held in `dst`.
-    fn finish(&self, dst: &mut [f32], r0: usize, pixels: usize, e: &Epilogue) {
-        let cout = self.out_channels;
-        for (i, row) in dst.chunks_exact_mut(cout).enumerate() {
-            let r = r0 + i;
-            for (v, b) in row.iter_mut().zip(&self.bias) {
-                *v += b;
+            // Rows past the tile repeat its last row: computed, never stored.
+            for i in rows..mr {
+                a[i] = a[rows - 1];
             }
-            if let Some(res) = e.residual {
-                for (v, a) in row.iter_mut().zip(&res[r * cout..][..cout]) {
-                    *v += a;
-                }
-            }
-            if e.relu {
-                for v in row.iter_mut() {
-                    *v = v.max(0.0);
-                }
-            }
-            if let Some(m) = e.mask {
-                let (b, yx) = (m.first_image + r / pixels, r % pixels);
-                let module = b / m.images_per_module.max(1);
-                let keep = &m.masks[(module * pixels + yx) * cout..][..cout];
-                // Branch-free (masks are mostly ones, but not predictably): vectorises.
-                for (v, &k) in row.iter_mut().zip(keep) {
-                    *v *= f32::from(k);
-                }
+            for panel in 0..cout.div_ceil(NR) {
+                let cols = NR.min(cout - panel * NR);
+                let at = c0 * cout + panel * NR;
+                let len = (rows - 1) * cout + cols;
+                let out = BlockOut {
+                    rows,
+                    cols,
+                    c: dst[at..][..len].as_mut_ptr(),
+                    stride: cout,
+                    residual: residual.map_or(std::ptr::null(), |r| r[at..][..len].as_ptr()),
+                    relu: e.relu,
+                    masks: if e.mask.is_some() { masks.map(|p| p.wrapping_add(panel * NR)) } else { masks },
+                };
+                let w = &self.weights[panel * panel_len..][..panel_len];
+                // SAFETY: each of the mr pointers has the `field` floats of its receptive field,
+                // and `out`'s output and residual the `len` floats of `rows` rows of stride
+                // `cout` (sliced above); each mask row has `cout` bytes from the panel's start
+                // (`StackedMask::keep`); `w` and the bias are one whole panel.
+                unsafe { kernel.run(f, a.as_ptr(), w.as_ptr(), self.bias[panel * NR..][..NR].as_ptr(), &out) };
             }
         }
     }
@@ -288,7 +290,7 @@ mod tests {
         /// definition; with a residual, ReLU and stacked masks against the same applied by hand.
         #[test]
         fn tiled_conv_matches_the_definition(
-            batch in 1usize..5, cin in 1usize..19, cout in 1usize..21, hw in 1usize..12,
+            batch in 1usize..5, cin in 1usize..19, cout in 1usize..40, hw in 1usize..12,
             k in prop::sample::select(vec![1usize, 3, 5]), s in 1usize..3, seed in 0u64..1000,
             with_epilogue in any::<bool>(),
         ) {
@@ -318,11 +320,13 @@ mod tests {
             } else {
                 Epilogue { residual: None, relu: false, mask: None }
             };
-            for threads in [Threads::Tiles, Threads::Caller] {
-                let mut got = vec![f32::NAN; n];
-                conv.forward(&x, batch, p, &e, &mut got, threads);
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{threads:?} element {i}: {a} vs {b}");
+            for kernel in Microkernel::available() {
+                for threads in [Threads::Tiles, Threads::Caller] {
+                    let mut got = vec![f32::NAN; n];
+                    conv.forward_with(&kernel, &x, batch, p, &e, &mut got, threads);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{kernel:?} {threads:?} element {i}: {a} vs {b}");
+                    }
                 }
             }
         }

@@ -50,7 +50,7 @@ pub trait SiteVisitor {
 
 /// Images a thread runs through the whole network at a time when a batch is split across
 /// threads: a stage-1 activation of a 32x32 image is 64 KiB, so a slice's few live activations
-/// and the patch matrix stay in one core's L2 cache.
+/// and their padded copies stay in one core's L2 cache.
 const SLICE: usize = 4;
 
 impl CpuNet {
