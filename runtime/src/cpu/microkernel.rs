@@ -128,24 +128,29 @@ unsafe fn store_rows(acc: &[[f32; NR]], out: &BlockOut) {
     }
 }
 
-/// The portable kernel: 4 x 16, plain loops the compiler vectorises for the baseline ISA.
+/// The portable kernel: 4 x 16, one pixel at a time (a row of 16 accumulators is four SSE or
+/// NEON registers, a loop the compiler vectorises for the baseline ISA; all four rows at once
+/// would not fit the baseline's 16 registers, and spill).
 unsafe fn scalar_4x16(f: Receptive, a: *const *const f32, w: *const f32, bias: *const f32, out: &BlockOut) {
     const MR: usize = 4;
-    let bias = &*(bias as *const [f32; NR]);
-    let mut acc = [*bias; MR];
-    let mut w = w;
-    for t in 0..f.taps {
-        let p: [*const f32; MR] = std::array::from_fn(|i| (*a.add(i)).add(t * f.tap_stride));
-        for ci in 0..f.run {
-            let wv = &*(w as *const [f32; NR]);
-            for (row, &pi) in acc.iter_mut().zip(&p) {
-                let x = *pi.add(ci);
-                for (o, &wj) in row.iter_mut().zip(wv) {
+    let mut acc = [[0f32; NR]; MR];
+    for (i, row) in acc.iter_mut().enumerate().take(out.rows) {
+        // A local, not `row`: the compiler cannot tell `w` from `acc`, and would store the
+        // accumulators back on every step.
+        let mut sum = *(bias as *const [f32; NR]);
+        let mut w = w;
+        for t in 0..f.taps {
+            let p = (*a.add(i)).add(t * f.tap_stride);
+            for ci in 0..f.run {
+                let x = *p.add(ci);
+                let wv = &*(w as *const [f32; NR]);
+                for (o, &wj) in sum.iter_mut().zip(wv) {
                     *o += x * wj;
                 }
+                w = w.add(NR);
             }
-            w = w.add(NR);
         }
+        *row = sum;
     }
     store_rows(&acc, out);
 }
