@@ -1,12 +1,14 @@
 //! The CPU path's convolution on every layer shape of ResNet-20 at batch 64, with each
-//! micro-kernel this CPU runs (the SIMD one and the portable fallback), in GFLOP/s (criterion
-//! reports "elements" per second; one element here is one floating-point operation), beside the
+//! micro-kernel this CPU runs (the SIMD one and the portable fallback), direct and (where it
+//! applies) Winograd, in GFLOP/s of the direct convolution's work (criterion reports "elements"
+//! per second; one element here is one floating-point operation of `2*k*k*Cin*Cout` per output
+//! pixel, whichever way it is computed, so Winograd's figures are effective ones), beside the
 //! machine's GEMM peak measured the same way: a large square f32 GEMM through the `gemm` crate
 //! (candle's matmul) on all threads, the figure the "60 % of the FMA peak" is taken
 //! against.
 //! Run: `cargo bench --bench cpu_kernels`.
 
-use classmod::runtime::cpu::conv::{Epilogue, PackedConv, Plane, Threads};
+use classmod::runtime::cpu::conv::{Epilogue, Method, PackedConv, Plane, Threads};
 use classmod::runtime::cpu::microkernel::Microkernel;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
@@ -80,13 +82,19 @@ fn layers(c: &mut Criterion) {
         // As `CpuNet` runs a batch of 64: slices of 4 images in parallel, each on one core.
         let (xs, os) = (x.len() / (batch / 4), out.len() / (batch / 4));
         for kernel in Microkernel::available() {
-            g.bench_function(BenchmarkId::new(name, kernel.name), |b| {
-                b.iter(|| {
-                    x.par_chunks(xs)
-                        .zip(out.par_chunks_mut(os))
-                        .for_each(|(x, o)| conv.forward_with(&kernel, x, 4, p, &e, o, Threads::Caller))
-                })
-            });
+            for method in [Method::Direct, Method::Winograd] {
+                if method == Method::Winograd && !(s == 1 && cin % 8 == 0) {
+                    continue;
+                }
+                let id = BenchmarkId::new(name, format!("{}-{method:?}", kernel.name).to_lowercase());
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        x.par_chunks(xs)
+                            .zip(out.par_chunks_mut(os))
+                            .for_each(|(x, o)| conv.forward_with(&kernel, method, x, 4, p, &e, o, Threads::Caller))
+                    })
+                });
+            }
         }
     }
     g.finish();

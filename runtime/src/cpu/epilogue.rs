@@ -1,5 +1,6 @@
 //! What a convolution does to its output after the sums (which start from the bias): `+ residual`,
-//! ReLU, `* node mask`. The micro-kernels apply it as they store each register block.
+//! ReLU, `* node mask`. The micro-kernels apply it as they store each register block; Winograd
+//! tiles as they store their output transform.
 
 /// The operations after the convolution, in this order: `+ residual`, ReLU, `* mask`.
 pub struct Epilogue<'a> {

@@ -53,10 +53,23 @@ pub struct BlockOut {
 /// - `bias`: `NR` floats, the accumulators' start.
 type KernelFn = unsafe fn(f: Receptive, a: *const *const f32, w: *const f32, bias: *const f32, out: &BlockOut);
 
+/// An instruction set the CPU path has code for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// x86-64 with AVX2 and FMA.
+    Avx2Fma,
+    /// AArch64's Advanced SIMD.
+    Neon,
+    /// Whatever the compiler makes of plain Rust for the baseline of the target.
+    Portable,
+}
+
 /// One micro-kernel and the register block it computes.
 #[derive(Clone, Copy)]
 pub struct Microkernel {
     pub name: &'static str,
+    /// What it runs on; the code around it (Winograd's transforms) uses the same.
+    pub isa: Isa,
     /// Output pixels per block.
     pub mr: usize,
     run: KernelFn,
@@ -94,11 +107,11 @@ impl Microkernel {
         let mut ks = Vec::new();
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            ks.push(Microkernel { name: "avx2-fma", mr: 6, run: x86::avx2_6x16 });
+            ks.push(Microkernel { name: "avx2-fma", isa: Isa::Avx2Fma, mr: 6, run: x86::avx2_6x16 });
         }
         #[cfg(target_arch = "aarch64")]
-        ks.push(Microkernel { name: "neon", mr: 6, run: arm::neon_6x16 });
-        ks.push(Microkernel { name: "scalar", mr: 4, run: scalar_4x16 });
+        ks.push(Microkernel { name: "neon", isa: Isa::Neon, mr: 6, run: arm::neon_6x16 });
+        ks.push(Microkernel { name: "scalar", isa: Isa::Portable, mr: 4, run: scalar_4x16 });
         ks
     }
 }

@@ -1,10 +1,13 @@
 //! The CPU execution path: the model's operations on NHWC activations with weights packed once
-//! at load. `microkernel.rs` owns the micro-kernels (AVX2+FMA, NEON, scalar, chosen at run
-//! time), `conv.rs` one convolution (padding, tiles), `epilogue.rs` what follows it in the same
-//! pass (residual add, ReLU, node mask), `net.rs` the network. Candle stays the tensor type at
-//! the boundary and the path for other devices.
+//! at load. `microkernel.rs` owns the micro-kernels (AVX2+FMA, NEON, portable, chosen at run
+//! time), `conv.rs` one convolution (padding, tiles; direct or by `winograd.rs`), `lanes.rs` the
+//! SIMD vocabulary of Winograd's transforms, `epilogue.rs` what follows a convolution in the
+//! same pass (residual add, ReLU, node mask), `net.rs` the network. Candle stays the tensor type
+//! at the boundary and the path for other devices.
 
 pub mod conv;
 pub mod epilogue;
+pub(crate) mod lanes;
 pub mod microkernel;
 pub mod net;
+pub mod winograd;
