@@ -52,11 +52,12 @@ impl ConvBn {
         x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
     }
 
-    fn packed(&self) -> candle_core::Result<PackedConv> {
+    /// Packed for the CPU path, for input plane `p` (only the weights that plane needs).
+    fn packed(&self, p: Plane) -> candle_core::Result<PackedConv> {
         let dims = self.weight.dims4()?;
         let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
         let b = self.bias.flatten_all()?.to_vec1::<f32>()?;
-        Ok(PackedConv::new(&w, b, [dims.0, dims.1, dims.2, dims.3], self.stride, self.padding))
+        Ok(PackedConv::for_plane(&w, b, [dims.0, dims.1, dims.2, dims.3], self.stride, self.padding, p))
     }
 }
 
@@ -161,6 +162,25 @@ impl ResNet {
         Self::build(model, device, matches!(device, Device::Cpu))
     }
 
+    /// Bytes of weights this network holds, in whatever form its engine keeps them (the CPU
+    /// path's packed and Winograd-transformed convolutions, or candle's folded tensors), plus the
+    /// linear head.
+    pub fn resident_bytes(&self) -> u64 {
+        let tensor = |t: &Tensor| t.elem_count() as u64 * 4;
+        let convs = match &self.engine {
+            Engine::Cpu(net) => net.weight_bytes(),
+            Engine::Candle { stem, blocks } => {
+                let conv = |c: &ConvBn| tensor(&c.weight) + tensor(&c.bias);
+                let shortcut = |b: &Block| match &b.shortcut {
+                    BlockShortcut::Projection(c) => conv(c),
+                    _ => 0,
+                };
+                conv(stem) + blocks.iter().map(|b| conv(&b.conv1) + conv(&b.conv2) + shortcut(b)).sum::<u64>()
+            }
+        };
+        convs + tensor(&self.linear_wt) + tensor(&self.linear_b)
+    }
+
     /// `cpu_path: false` runs candle's operations even on the CPU: the reference the CPU path is
     /// tested against.
     pub(crate) fn build(model: &ModelFile, device: &Device, cpu_path: bool) -> Result<Self, ModelError> {
@@ -214,23 +234,30 @@ impl ResNet {
     }
 
     fn cpu_net(stem: &ConvBn, blocks: &[Block], input: Plane) -> candle_core::Result<CpuNet> {
+        let stem = stem.packed(input)?;
+        // Every convolution's input plane is fixed by the model's: follow it through the blocks.
+        let mut p = stem.out_plane(input);
         let blocks = blocks
             .iter()
             .map(|b| {
-                Ok(CpuBlock {
-                    conv1: b.conv1.packed()?,
-                    conv2: b.conv2.packed()?,
+                let conv1 = b.conv1.packed(p)?;
+                let mid = conv1.out_plane(p);
+                let block = CpuBlock {
+                    conv2: b.conv2.packed(mid)?,
                     shortcut: match &b.shortcut {
                         BlockShortcut::Identity => CpuShortcut::Identity,
                         BlockShortcut::SubsamplePad { stride, pad } => {
                             CpuShortcut::SubsamplePad { stride: *stride, pad: *pad }
                         }
-                        BlockShortcut::Projection(p) => CpuShortcut::Projection(p.packed()?),
+                        BlockShortcut::Projection(s) => CpuShortcut::Projection(s.packed(p)?),
                     },
-                })
+                    conv1,
+                };
+                p = block.conv2.out_plane(mid);
+                Ok(block)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(CpuNet { stem: stem.packed()?, blocks, input })
+        Ok(CpuNet { stem, blocks, input })
     }
 
     /// The CPU path's network, when the graph runs on the CPU.

@@ -36,7 +36,7 @@ pub struct ServingConfig {
 pub struct LoadedBase {
     pub key: [u8; 32],
     pub net: ResNet,
-    /// Weights as resident tensors.
+    /// Weights as the network holds them (`ResNet::resident_bytes`).
     pub resident_bytes: u64,
 }
 
@@ -249,12 +249,8 @@ impl ModuleRuntime {
             return Err(ModelError::BlobMismatch(format!("{}: content hash differs from the manifest's", entry.file)));
         }
         let model = base_blob::decode(&blob, &self.config.device)?;
-        let resident_bytes = model.tensors.values().map(|t| t.elem_count() as u64 * 4).sum();
-        let base = Arc::new(LoadedBase {
-            key: blob.base_key(),
-            net: ResNet::new(&model, &self.config.device)?,
-            resident_bytes,
-        });
+        let net = ResNet::new(&model, &self.config.device)?;
+        let base = Arc::new(LoadedBase { key: blob.base_key(), resident_bytes: net.resident_bytes(), net });
         cache.push(Arc::downgrade(&base));
         Ok(base)
     }

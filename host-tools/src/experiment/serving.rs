@@ -154,8 +154,9 @@ pub fn measure(
     let load_base = || -> Result<(ResNet, u64), ModelError> {
         let map = MappedFile::open(&base_file)?;
         let model = base_blob::decode(&map.blob(config.key.as_ref())?, &Device::Cpu)?;
-        let bytes = model.tensors.values().map(|t| t.elem_count() as u64 * 4).sum();
-        Ok((ResNet::new(&model, &Device::Cpu)?, bytes))
+        let net = ResNet::new(&model, &Device::Cpu)?;
+        let bytes = net.resident_bytes();
+        Ok((net, bytes))
     };
     let spec = load_base()?.0.input_spec().clone();
     let to_tensor = |px: &[u8], x: &mut Vec<f32>| -> Result<Tensor, ModelError> {

@@ -21,12 +21,14 @@ pub struct PackedConv {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
-    /// Panels of `NR` output channels, `[panel][ky][kx][ci][NR]` (so kernel row `ky` is one run of
-    /// `k*Cin` weights per channel, as it is of inputs), channels past `out_channels` zero.
-    weights: Vec<f32>,
+    /// For the direct method: panels of `NR` output channels, `[panel][ky][kx][ci][NR]` (so
+    /// kernel row `ky` is one run of `k*Cin` weights per channel, as it is of inputs), channels
+    /// past `out_channels` zero. `None` when packed for one plane that Winograd covers.
+    direct: Option<Vec<f32>>,
     /// `NR` per panel, padded with zeros.
     bias: Vec<f32>,
-    /// The Winograd transform of the weights, for a convolution it suits.
+    /// The Winograd transform of the weights, for a convolution it suits (and, when packed for
+    /// one plane, one that plane lets it run on).
     winograd: Option<WinogradWeights>,
 }
 
@@ -68,8 +70,34 @@ thread_local! {
 }
 
 impl PackedConv {
-    /// Packs `(out, in, k, k)` weights (row-major, as PyTorch stores them) and a bias of `out`.
+    /// Packs `(out, in, k, k)` weights (row-major, as PyTorch stores them) and a bias of `out`
+    /// for every method and input plane.
     pub fn new(weight: &[f32], bias: Vec<f32>, dims: [usize; 4], stride: usize, padding: usize) -> Self {
+        Self::pack(weight, bias, dims, stride, padding, None)
+    }
+
+    /// [`Self::new`] for input plane `p` only, with one set of weights: Winograd's where it
+    /// applies to `p`, the direct method's elsewhere. (A network's planes are fixed; keeping both
+    /// would make its convolutions' resident weights 2.8x the model's, not 1.8x.)
+    pub fn for_plane(
+        weight: &[f32],
+        bias: Vec<f32>,
+        dims: [usize; 4],
+        stride: usize,
+        padding: usize,
+        p: Plane,
+    ) -> Self {
+        Self::pack(weight, bias, dims, stride, padding, Some(p))
+    }
+
+    fn pack(
+        weight: &[f32],
+        bias: Vec<f32>,
+        dims: [usize; 4],
+        stride: usize,
+        padding: usize,
+        plane: Option<Plane>,
+    ) -> Self {
         let [out, inc, k, k2] = dims;
         assert_eq!(k, k2, "square kernels");
         assert_eq!(weight.len(), out * inc * k * k);
@@ -87,8 +115,37 @@ impl PackedConv {
                 }
             }
         }
-        let winograd = WinogradWeights::suits(k, stride, padding, inc).then(|| WinogradWeights::new(weight, out, inc));
-        PackedConv { in_channels: inc, out_channels: out, kernel: k, stride, padding, weights, bias: padded, winograd }
+        let mut conv = PackedConv {
+            in_channels: inc,
+            out_channels: out,
+            kernel: k,
+            stride,
+            padding,
+            direct: Some(weights),
+            bias: padded,
+            winograd: None,
+        };
+        if WinogradWeights::suits(k, stride, padding, inc) {
+            let covered = plane.map(|p| conv.winograd_covers(conv.out_plane(p)));
+            if covered != Some(false) {
+                conv.winograd = Some(WinogradWeights::new(weight, out, inc));
+            }
+            if covered == Some(true) {
+                conv.direct = None;
+            }
+        }
+        conv
+    }
+
+    /// Bytes of weights and bias this convolution holds (what it adds to a process's memory).
+    pub fn weight_bytes(&self) -> u64 {
+        let direct = self.direct.as_ref().map_or(0, |w| w.len() as u64 * 4);
+        direct + self.winograd.as_ref().map_or(0, WinogradWeights::bytes) + self.bias.len() as u64 * 4
+    }
+
+    /// Whether Winograd's 2x2 tiles cover an output plane exactly.
+    fn winograd_covers(&self, op: Plane) -> bool {
+        op.height.is_multiple_of(2) && op.width.is_multiple_of(2)
     }
 
     pub fn out_plane(&self, p: Plane) -> Plane {
@@ -142,8 +199,9 @@ impl PackedConv {
         // convolution's work while this one runs gets a buffer of its own.
         let mut padded = PADDED.take();
         let (input, pp) = self.pad(x, batch, p, &mut padded);
-        if let Some(wg) = self.winograd.as_ref().filter(|_| method == Method::Winograd) {
-            if op.height.is_multiple_of(2) && op.width.is_multiple_of(2) {
+        let winograd = self.winograd.as_ref().filter(|_| method == Method::Winograd || self.direct.is_none());
+        if let Some(wg) = winograd {
+            if self.winograd_covers(op) {
                 // Work in tile rows: two output rows of one image, contiguous in NHWC.
                 let row_len = 2 * op.width * cout;
                 let per = match threads {
@@ -160,8 +218,9 @@ impl PackedConv {
                 return;
             }
         }
+        let weights = self.direct.as_deref().expect("a convolution packed for one plane runs on that plane");
         let one = |(t, dst): (usize, &mut [f32])| {
-            self.tile(kernel, input, pp, op, e, t * tile, dst);
+            self.tile(kernel, weights, input, pp, op, e, t * tile, dst);
         };
         match threads {
             Threads::Tiles => out.par_chunks_mut(tile * cout).enumerate().for_each(one),
@@ -202,7 +261,17 @@ impl PackedConv {
     /// Output rows `r0..` (pixels in NHWC order over the call) into `dst`, finished; `x` is
     /// padded (plane `pp`).
     #[allow(clippy::too_many_arguments)]
-    fn tile(&self, kernel: &Microkernel, x: &[f32], pp: Plane, op: Plane, e: &Epilogue, r0: usize, dst: &mut [f32]) {
+    fn tile(
+        &self,
+        kernel: &Microkernel,
+        weights: &[f32],
+        x: &[f32],
+        pp: Plane,
+        op: Plane,
+        e: &Epilogue,
+        r0: usize,
+        dst: &mut [f32],
+    ) {
         let (cin, cout, k, s) = (self.in_channels, self.out_channels, self.kernel, self.stride);
         let mr = kernel.mr;
         let m = dst.len() / cout;
@@ -249,7 +318,7 @@ impl PackedConv {
                     relu: e.relu,
                     masks: if e.mask.is_some() { masks.map(|p| p.wrapping_add(panel * NR)) } else { masks },
                 };
-                let w = &self.weights[panel * panel_len..][..panel_len];
+                let w = &weights[panel * panel_len..][..panel_len];
                 // SAFETY: each of the mr pointers has the `field` floats of its receptive field,
                 // and `out`'s output and residual the `len` floats of `rows` rows of stride
                 // `cout` (sliced above); each mask row has `cout` bytes from the panel's start
@@ -339,6 +408,8 @@ mod tests {
         let w = values(cout * cin * k * k, seed + 1);
         let bias = values(cout, seed + 2);
         let conv = PackedConv::new(&w, bias.clone(), dims, s, pad);
+        // Packed for this plane only: one set of weights, whichever method is asked for.
+        let planned = PackedConv::for_plane(&w, bias.clone(), dims, s, pad, p);
         let op = conv.out_plane(p);
         let n = batch * op.height * op.width * cout;
         let mut want = reference(&x, &w, &bias, dims, batch, p, s, pad);
@@ -359,18 +430,41 @@ mod tests {
         for kernel in Microkernel::available() {
             for method in [Method::Direct, Method::Winograd] {
                 for threads in [Threads::Tiles, Threads::Caller] {
-                    let mut got = vec![f32::NAN; n];
-                    conv.forward_with(&kernel, method, &x, batch, p, &e, &mut got, threads);
-                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                        prop_assert!(
-                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                            "{kernel:?} {method:?} {threads:?} element {i}: {a} vs {b}"
-                        );
+                    for (packing, conv) in [("new", &conv), ("for_plane", &planned)] {
+                        let mut got = vec![f32::NAN; n];
+                        conv.forward_with(&kernel, method, &x, batch, p, &e, &mut got, threads);
+                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                            prop_assert!(
+                                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                "{kernel:?} {method:?} {threads:?} {packing} element {i}: {a} vs {b}"
+                            );
+                        }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// A network's convolution keeps one set of weights: Winograd's 16 per input and output
+    /// channel where its plane lets Winograd run, the direct 9 elsewhere.
+    #[test]
+    fn packing_for_a_plane_keeps_one_set_of_weights() {
+        let (cout, cin) = (32, 16);
+        let (w, b) = (values(cout * cin * 9, 1), values(cout, 2));
+        let bytes = |p: Option<Plane>| {
+            let dims = [cout, cin, 3, 3];
+            match p {
+                Some(p) => PackedConv::for_plane(&w, b.clone(), dims, 1, 1, p).weight_bytes(),
+                None => PackedConv::new(&w, b.clone(), dims, 1, 1).weight_bytes(),
+            }
+        };
+        let bias = (cout * 4) as u64;
+        let odd = bytes(Some(Plane { height: 7, width: 8 }));
+        let even = bytes(Some(Plane { height: 8, width: 8 }));
+        assert_eq!(odd, (9 * cin * cout * 4) as u64 + bias);
+        assert_eq!(even, (16 * cin * cout * 4) as u64 + bias);
+        assert_eq!(bytes(None), odd + even - bias, "packed for every plane: both");
     }
 
     proptest! {

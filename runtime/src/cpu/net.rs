@@ -54,6 +54,18 @@ pub trait SiteVisitor {
 const SLICE: usize = 4;
 
 impl CpuNet {
+    /// Bytes of packed weights the network holds.
+    pub fn weight_bytes(&self) -> u64 {
+        let blocks = self.blocks.iter().map(|b| {
+            let shortcut = match &b.shortcut {
+                CpuShortcut::Projection(c) => c.weight_bytes(),
+                _ => 0,
+            };
+            b.conv1.weight_bytes() + b.conv2.weight_bytes() + shortcut
+        });
+        self.stem.weight_bytes() + blocks.sum::<u64>()
+    }
+
     /// Pooled features `(batch, channels)` of NHWC input `x` (normalised). A batch large enough
     /// to give every thread slices runs as slices in parallel, each convolution on one thread;
     /// a small batch (or one a visitor watches) runs whole, each convolution's tiles in parallel.

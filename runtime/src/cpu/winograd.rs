@@ -75,6 +75,11 @@ impl WinogradWeights {
         WinogradWeights { cin, cout, weights }
     }
 
+    /// Bytes of transformed weights held.
+    pub fn bytes(&self) -> u64 {
+        self.weights.len() as u64 * 4
+    }
+
     /// Tile rows `first_tile_row..` of the call (a tile row is two output rows of one image;
     /// `dst` holds whole ones, NHWC) from the padded input `x` (plane `pp`, padding 1), plus
     /// `bias` (`NR` per panel) and the epilogue.
