@@ -7,8 +7,9 @@
 //! site's activation: decomposition observes nodes through it and, on other devices than the
 //! CPU, modules apply node masks through it.
 //!
-//! On the CPU the graph runs on the CPU path (`crate::cpu`: NHWC, packed weights, fused
-//! epilogues, masks applied inside the convolutions); elsewhere through candle's operations.
+//! On the CPU the graph runs on the CPU path (`crate::cpu`: NHWC, packed weights, own
+//! micro-kernels and Winograd, fused epilogues, masks applied inside the convolutions); elsewhere
+//! through candle's operations.
 
 use std::sync::Arc;
 

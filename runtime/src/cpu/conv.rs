@@ -32,7 +32,8 @@ pub struct PackedConv {
     winograd: Option<WinogradWeights>,
 }
 
-/// How a convolution is computed.
+/// How a convolution is computed. A convolution packed for one plane (`PackedConv::for_plane`)
+/// holds one set of weights and uses it whichever method is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// Straight from the padded input, on the micro-kernels.
