@@ -86,7 +86,7 @@ fn layers(c: &mut Criterion) {
                 if method == Method::Winograd && !(s == 1 && cin % 8 == 0) {
                     continue;
                 }
-                let id = BenchmarkId::new(name, format!("{}-{method:?}", kernel.name).to_lowercase());
+                let id = BenchmarkId::new(name, format!("{}-{method:?}", kernel.name()).to_lowercase());
                 g.bench_function(id, |b| {
                     b.iter(|| {
                         x.par_chunks(xs)

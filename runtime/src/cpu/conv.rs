@@ -16,11 +16,11 @@ use rayon::prelude::*;
 /// A convolution with batch norm folded in, weights packed for the micro-kernels.
 #[derive(Debug, Clone)]
 pub struct PackedConv {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
     /// For the direct method: panels of `NR` output channels, `[panel][ky][kx][ci][NR]` (so
     /// kernel row `ky` is one run of `k*Cin` weights per channel, as it is of inputs), channels
     /// past `out_channels` zero. `None` when packed for one plane that Winograd covers.
@@ -70,6 +70,16 @@ thread_local! {
     static PADDED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// Floats of a per-thread buffer kept for the next call; a larger one (a whole large batch run
+/// in parallel tiles, as decomposition's counting does) is freed instead of held for good.
+pub(crate) const KEEP_FLOATS: usize = 1 << 20;
+
+fn keep_padded(buf: Vec<f32>) {
+    if buf.capacity() <= KEEP_FLOATS {
+        PADDED.set(buf);
+    }
+}
+
 impl PackedConv {
     /// Packs `(out, in, k, k)` weights (row-major, as PyTorch stores them) and a bias of `out`
     /// for every method and input plane.
@@ -101,6 +111,7 @@ impl PackedConv {
     ) -> Self {
         let [out, inc, k, k2] = dims;
         assert_eq!(k, k2, "square kernels");
+        assert!(out > 0 && inc > 0 && k > 0 && stride > 0, "a convolution with nothing to compute: {dims:?}");
         assert_eq!(weight.len(), out * inc * k * k);
         assert_eq!(bias.len(), out);
         let (taps, panels) = (k * k, out.div_ceil(NR));
@@ -136,6 +147,14 @@ impl PackedConv {
             }
         }
         conv
+    }
+
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
     }
 
     /// Bytes of weights and bias this convolution holds (what it adds to a process's memory).
@@ -188,7 +207,10 @@ impl PackedConv {
         let rows = batch * pixels;
         // Rows per tile: whole register blocks, and (in parallel) enough tiles for every thread
         // even for one small image.
-        let mr = kernel.mr;
+        if out.is_empty() {
+            return;
+        }
+        let mr = kernel.mr();
         let tile = match threads {
             Threads::Tiles => {
                 let share = rows.div_ceil(2 * rayon::current_num_threads().max(1));
@@ -215,7 +237,7 @@ impl PackedConv {
                     Threads::Tiles => out.par_chunks_mut(per * row_len).enumerate().for_each(one),
                     Threads::Caller => out.chunks_mut(per * row_len).enumerate().for_each(one),
                 }
-                PADDED.set(padded);
+                keep_padded(padded);
                 return;
             }
         }
@@ -227,7 +249,7 @@ impl PackedConv {
             Threads::Tiles => out.par_chunks_mut(tile * cout).enumerate().for_each(one),
             Threads::Caller => out.chunks_mut(tile * cout).enumerate().for_each(one),
         }
-        PADDED.set(padded);
+        keep_padded(padded);
     }
 
     /// The input with its zero padding stored, and the padded plane: `x` itself without padding.
@@ -274,7 +296,7 @@ impl PackedConv {
         dst: &mut [f32],
     ) {
         let (cin, cout, k, s) = (self.in_channels, self.out_channels, self.kernel, self.stride);
-        let mr = kernel.mr;
+        let mr = kernel.mr();
         let m = dst.len() / cout;
         let pixels = op.height * op.width;
         let image_len = pp.height * pp.width * cin;
@@ -303,7 +325,7 @@ impl PackedConv {
                 }
             }
             // Rows past the tile repeat its last row: computed, never stored.
-            for i in rows..mr {
+            for i in rows..MAX_MR {
                 a[i] = a[rows - 1];
             }
             for panel in 0..cout.div_ceil(NR) {
@@ -390,7 +412,8 @@ mod tests {
 
     /// One case of the convolution against its definition: every micro-kernel this CPU runs,
     /// both thread modes, both methods (Winograd falls back to direct where it does not apply);
-    /// with the epilogue, a residual, ReLU and one module's masks per image against the same
+    /// with the epilogue, a residual, ReLU and stacked masks (`images_per_module` images a
+    /// module, the call's first image being image `first_image` of the stack) against the same
     /// applied by hand.
     #[allow(clippy::too_many_arguments)]
     fn check(
@@ -403,6 +426,7 @@ mod tests {
         pad: usize,
         seed: u64,
         with_epilogue: bool,
+        (images_per_module, first_image): (usize, usize),
     ) -> Result<(), TestCaseError> {
         let dims = [cout, cin, k, k];
         let x = values(batch * p.height * p.width * cin, seed);
@@ -415,15 +439,18 @@ mod tests {
         let n = batch * op.height * op.width * cout;
         let mut want = reference(&x, &w, &bias, dims, batch, p, s, pad);
         let residual = values(n, seed + 3);
-        let masks: Vec<u8> = values(n, seed + 4).iter().map(|v| u8::from(*v > -0.2)).collect();
+        let plane = op.height * op.width * cout;
+        let modules = (first_image + batch).div_ceil(images_per_module);
+        let masks: Vec<u8> = values(modules * plane, seed + 4).iter().map(|v| u8::from(*v > -0.2)).collect();
         let e = if with_epilogue {
             for (i, v) in want.iter_mut().enumerate() {
-                *v = (*v + residual[i]).max(0.0) * f32::from(masks[i]);
+                let module = (first_image + i / plane) / images_per_module;
+                *v = (*v + residual[i]).max(0.0) * f32::from(masks[module * plane + i % plane]);
             }
             Epilogue {
                 residual: Some(&residual),
                 relu: true,
-                mask: Some(StackedMask { masks: &masks, images_per_module: 1, first_image: 0 }),
+                mask: Some(StackedMask { masks: &masks, images_per_module, first_image }),
             }
         } else {
             Epilogue { residual: None, relu: false, mask: None }
@@ -445,6 +472,20 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// An empty batch computes nothing, on either method, and does not panic.
+    #[test]
+    fn an_empty_batch_computes_nothing() {
+        let conv = PackedConv::new(&values(16 * 8 * 9, 1), values(16, 2), [16, 8, 3, 3], 1, 1);
+        let e = Epilogue { residual: None, relu: true, mask: None };
+        for kernel in Microkernel::available() {
+            for method in [Method::Direct, Method::Winograd] {
+                for threads in [Threads::Tiles, Threads::Caller] {
+                    conv.forward_with(&kernel, method, &[], 0, Plane { height: 8, width: 8 }, &e, &mut [], threads);
+                }
+            }
+        }
     }
 
     /// A network's convolution keeps one set of weights: Winograd's 16 per input and output
@@ -476,12 +517,13 @@ mod tests {
         fn conv_matches_the_definition(
             batch in 1usize..5, cin in 1usize..19, cout in 1usize..40, hw in 1usize..12, wider in 0usize..2,
             k in prop::sample::select(vec![1usize, 3, 5]), s in 1usize..3, seed in 0u64..1000,
-            pad in 0usize..5, with_epilogue in any::<bool>(),
+            pad in 0usize..5, with_epilogue in any::<bool>(), ipm in 1usize..4, first in 0usize..4,
         ) {
             // Any padding a kernel can have: none up to k - 1.
             let pad = pad.min(k - 1);
             prop_assume!(hw + 2 * pad >= k);
-            check(batch, cin, cout, Plane { height: hw, width: hw + wider }, k, s, pad, seed, with_epilogue)?;
+            let p = Plane { height: hw, width: hw + wider };
+            check(batch, cin, cout, p, k, s, pad, seed, with_epilogue, (ipm, first))?;
         }
 
         /// The shapes Winograd takes (3x3, stride 1, padding 1, input channels in eights), even
@@ -489,9 +531,9 @@ mod tests {
         #[test]
         fn winograd_matches_the_definition(
             batch in 1usize..5, eights in 1usize..5, cout in 1usize..40, h in 1usize..11, w in 1usize..11,
-            seed in 0u64..1000, with_epilogue in any::<bool>(),
+            seed in 0u64..1000, with_epilogue in any::<bool>(), ipm in 1usize..4, first in 0usize..4,
         ) {
-            check(batch, 8 * eights, cout, Plane { height: h, width: w }, 3, 1, 1, seed, with_epilogue)?;
+            check(batch, 8 * eights, cout, Plane { height: h, width: w }, 3, 1, 1, seed, with_epilogue, (ipm, first))?;
         }
     }
 }

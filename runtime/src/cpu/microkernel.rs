@@ -64,14 +64,13 @@ pub enum Isa {
     Portable,
 }
 
-/// One micro-kernel and the register block it computes.
+/// One micro-kernel and the register block it computes. Only [`Microkernel::available`] makes
+/// them, so a kernel's instruction set is one the CPU has and its block fits `MAX_MR`.
 #[derive(Clone, Copy)]
 pub struct Microkernel {
-    pub name: &'static str,
-    /// What it runs on; the code around it (Winograd's transforms) uses the same.
-    pub isa: Isa,
-    /// Output pixels per block.
-    pub mr: usize,
+    name: &'static str,
+    isa: Isa,
+    mr: usize,
     run: KernelFn,
 }
 
@@ -82,6 +81,20 @@ impl std::fmt::Debug for Microkernel {
 }
 
 impl Microkernel {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// What it runs on; the code around it (Winograd's transforms) uses the same.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Output pixels per block (at most `MAX_MR`).
+    pub fn mr(&self) -> usize {
+        self.mr
+    }
+
     /// One block; see [`KernelFn`] for what each pointer must address.
     ///
     /// # Safety

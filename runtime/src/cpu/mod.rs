@@ -10,4 +10,4 @@ pub mod epilogue;
 pub(crate) mod lanes;
 pub mod microkernel;
 pub mod net;
-pub mod winograd;
+pub(crate) mod winograd;

@@ -81,7 +81,7 @@ impl CpuNet {
                 return Err(ModelError::BadConfig(format!("a batch of {batch} is not {} modules' slices", m.modules)));
             }
         }
-        let per_image = self.input.height * self.input.width * self.stem.in_channels;
+        let per_image = self.input.height * self.input.width * self.stem.in_channels();
         if x.len() != batch * per_image {
             return Err(ModelError::BadConfig(format!("{} input values are not {batch} images", x.len())));
         }
@@ -130,22 +130,22 @@ impl CpuNet {
         // A convolution; ending ReLU site `site` (ReLU and that site's masks) unless `None`.
         let run = |conv: &PackedConv, x: &[f32], p: Plane, residual: Option<&[f32]>, site: Option<usize>| {
             let op = conv.out_plane(p);
-            let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels];
+            let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels()];
             let e = Epilogue { residual, relu: site.is_some(), mask: site.and_then(mask) };
             conv.forward(x, batch, p, &e, &mut out, threads);
             (out, op)
         };
         let (mut x, mut p) = run(&self.stem, x, self.input, None, Some(site));
-        visit(site, &mut x, p, self.stem.out_channels)?;
+        visit(site, &mut x, p, self.stem.out_channels())?;
         site += 1;
         for b in &self.blocks {
             let (mut h, hp) = run(&b.conv1, &x, p, None, Some(site));
-            visit(site, &mut h, hp, b.conv1.out_channels)?;
+            visit(site, &mut h, hp, b.conv1.out_channels())?;
             site += 1;
             let short = match &b.shortcut {
                 CpuShortcut::Identity => None,
                 CpuShortcut::SubsamplePad { stride, pad } => {
-                    Some(subsample_pad(&x, batch, p, b.conv1.in_channels, *stride, *pad))
+                    Some(subsample_pad(&x, batch, p, b.conv1.in_channels(), *stride, *pad))
                 }
                 CpuShortcut::Projection(conv) => Some(run(conv, &x, p, None, None).0),
             };
@@ -153,10 +153,10 @@ impl CpuNet {
             let (out, op) = run(&b.conv2, &h, hp, Some(residual), Some(site));
             x = out;
             p = op;
-            visit(site, &mut x, p, b.conv2.out_channels)?;
+            visit(site, &mut x, p, b.conv2.out_channels())?;
             site += 1;
         }
-        let c = self.blocks.last().map_or(self.stem.out_channels, |b| b.conv2.out_channels);
+        let c = self.blocks.last().map_or(self.stem.out_channels(), |b| b.conv2.out_channels());
         Ok(average_pool(&x, batch, p.height * p.width, c))
     }
 }

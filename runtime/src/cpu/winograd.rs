@@ -95,9 +95,17 @@ impl WinogradWeights {
         dst: &mut [f32],
     ) {
         let (cin, cout) = (self.cin, self.cout);
+        assert!(
+            pp.height >= 4 && pp.width >= 4 && pp.height.is_multiple_of(2) && pp.width.is_multiple_of(2),
+            "plane {pp:?}"
+        );
         let op = Plane { height: pp.height - 2, width: pp.width - 2 };
         let tiles_across = op.width / 2;
         let row_len = 2 * op.width * cout;
+        let image_len = pp.height * pp.width * cin;
+        assert!(x.len().is_multiple_of(image_len) && dst.len().is_multiple_of(row_len), "input or output size");
+        let tile_rows = x.len() / image_len * (op.height / 2);
+        assert!(first_tile_row + dst.len() / row_len <= tile_rows, "tile rows past the input");
         // Whole tile rows per unit, at least one.
         let rows_per_unit = (UNIT_TILES / tiles_across).max(1);
         let mut scratch = SCRATCH.take();
@@ -113,16 +121,18 @@ impl WinogradWeights {
                 per_image: op.height / 2,
             };
             let tiles = u.rows * u.across;
-            transform_input(kernel.isa, x, pp, cin, u, &mut v[..XI * tiles * cin]);
+            transform_input(kernel.isa(), x, pp, cin, u, &mut v[..XI * tiles * cin]);
             self.multiply(kernel, &v[..XI * tiles * cin], tiles, &mut m[..XI * tiles * cout]);
-            transform_output(kernel.isa, &m[..XI * tiles * cout], op, cout, bias, e, u, out);
+            transform_output(kernel.isa(), &m[..XI * tiles * cout], op, cout, bias, e, u, out);
         }
-        SCRATCH.set(scratch);
+        if scratch.capacity() <= super::conv::KEEP_FLOATS {
+            SCRATCH.set(scratch);
+        }
     }
 
     /// `M[t][ξ] = V[t][ξ] U[ξ]` for the unit's tiles.
     fn multiply(&self, kernel: &Microkernel, v: &[f32], tiles: usize, m: &mut [f32]) {
-        let (cin, cout, mr) = (self.cin, self.cout, kernel.mr);
+        let (cin, cout, mr) = (self.cin, self.cout, kernel.mr());
         let panels = cout.div_ceil(NR);
         let f = Receptive { taps: 1, run: cin, tap_stride: 0 };
         let zeros = [0f32; NR];
@@ -130,7 +140,7 @@ impl WinogradWeights {
             for t0 in (0..tiles).step_by(mr) {
                 let rows = mr.min(tiles - t0);
                 let mut a = [std::ptr::null::<f32>(); MAX_MR];
-                for (i, p) in a.iter_mut().enumerate().take(mr) {
+                for (i, p) in a.iter_mut().enumerate() {
                     // Rows past the unit repeat its last tile: computed, never stored.
                     *p = v[((t0 + i.min(rows - 1)) * XI + xi) * cin..][..cin].as_ptr();
                 }
@@ -273,8 +283,10 @@ impl UnitOut<'_> {
             residual: self.e.residual.map(|r| at.map(|a| r.as_ptr().add(a))),
             relu: self.e.relu,
             keep: self.e.mask.map(|m| {
-                let module = m.keep(b, 0, pixels, cout).as_ptr();
-                yx.map(|yx| module.add(yx * cout))
+                // The whole plane of the image's module, so that the pointers stay within it.
+                let module = (m.first_image + b) / m.images_per_module.max(1);
+                let plane = m.masks[module * pixels * cout..][..pixels * cout].as_ptr();
+                yx.map(|yx| plane.add(yx * cout))
             }),
         }
     }
