@@ -21,9 +21,14 @@ pub struct StackedMask<'a> {
 }
 
 impl StackedMask<'_> {
+    /// The masks of the call's image `image` (`pixels * cout` bytes, NHWC): its module's.
+    pub fn plane(&self, image: usize, pixels: usize, cout: usize) -> &[u8] {
+        let module = (self.first_image + image) / self.images_per_module.max(1);
+        &self.masks[module * pixels * cout..][..pixels * cout]
+    }
+
     /// The `cout` mask bytes of output pixel `yx` (of `pixels`) of the call's image `image`.
     pub fn keep(&self, image: usize, yx: usize, pixels: usize, cout: usize) -> &[u8] {
-        let module = (self.first_image + image) / self.images_per_module.max(1);
-        &self.masks[(module * pixels + yx) * cout..][..cout]
+        &self.plane(image, pixels, cout)[yx * cout..][..cout]
     }
 }

@@ -283,9 +283,8 @@ impl UnitOut<'_> {
             residual: self.e.residual.map(|r| at.map(|a| r.as_ptr().add(a))),
             relu: self.e.relu,
             keep: self.e.mask.map(|m| {
-                // The whole plane of the image's module, so that the pointers stay within it.
-                let module = (m.first_image + b) / m.images_per_module.max(1);
-                let plane = m.masks[module * pixels * cout..][..pixels * cout].as_ptr();
+                // From the module's whole plane, so that the pointers stay within it.
+                let plane = m.plane(b, pixels, cout).as_ptr();
                 yx.map(|yx| plane.add(yx * cout))
             }),
         }
