@@ -74,6 +74,24 @@ thread_local! {
 /// in parallel tiles, as decomposition's counting does) is freed instead of held for good.
 pub(crate) const KEEP_FLOATS: usize = 1 << 20;
 
+/// Whether Winograd's 2x2 tiles cover an output plane exactly.
+fn winograd_covers(op: Plane) -> bool {
+    op.height.is_multiple_of(2) && op.width.is_multiple_of(2)
+}
+
+/// A share of `units` (at least one) that gives every thread about two.
+fn per_thread_share(units: usize) -> usize {
+    units.div_ceil(2 * rayon::current_num_threads().max(1)).max(1)
+}
+
+/// `one(i, chunk)` for each chunk of `len` floats of `out`: in parallel or on this thread.
+fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one: impl Fn(usize, &mut [f32]) + Sync) {
+    match threads {
+        Threads::Tiles => out.par_chunks_mut(len).enumerate().for_each(|(i, c)| one(i, c)),
+        Threads::Caller => out.chunks_mut(len).enumerate().for_each(|(i, c)| one(i, c)),
+    }
+}
+
 fn keep_padded(buf: Vec<f32>) {
     if buf.capacity() <= KEEP_FLOATS {
         PADDED.set(buf);
@@ -138,7 +156,7 @@ impl PackedConv {
             winograd: None,
         };
         if WinogradWeights::suits(k, stride, padding, inc) {
-            let covered = plane.map(|p| conv.winograd_covers(conv.out_plane(p)));
+            let covered = plane.map(|p| winograd_covers(conv.out_plane(p)));
             if covered != Some(false) {
                 conv.winograd = Some(WinogradWeights::new(weight, out, inc));
             }
@@ -161,11 +179,6 @@ impl PackedConv {
     pub fn weight_bytes(&self) -> u64 {
         let direct = self.direct.as_ref().map_or(0, |w| w.len() as u64 * 4);
         direct + self.winograd.as_ref().map_or(0, WinogradWeights::bytes) + self.bias.len() as u64 * 4
-    }
-
-    /// Whether Winograd's 2x2 tiles cover an output plane exactly.
-    fn winograd_covers(&self, op: Plane) -> bool {
-        op.height.is_multiple_of(2) && op.width.is_multiple_of(2)
     }
 
     pub fn out_plane(&self, p: Plane) -> Plane {
@@ -204,50 +217,39 @@ impl PackedConv {
             let modules = (m.first_image + batch).div_ceil(m.images_per_module.max(1));
             assert!(m.masks.len() >= modules * pixels * cout, "mask size");
         }
-        let rows = batch * pixels;
-        // Rows per tile: whole register blocks, and (in parallel) enough tiles for every thread
-        // even for one small image.
         if out.is_empty() {
             return;
         }
-        let mr = kernel.mr();
-        let tile = match threads {
-            Threads::Tiles => {
-                let share = rows.div_ceil(2 * rayon::current_num_threads().max(1));
-                share.div_ceil(mr).clamp(1, TILE_BLOCKS) * mr
-            }
-            Threads::Caller => TILE_BLOCKS * mr,
-        };
         // Taken out of the thread-local, not borrowed: a thread that steals another
         // convolution's work while this one runs gets a buffer of its own.
         let mut padded = PADDED.take();
         let (input, pp) = self.pad(x, batch, p, &mut padded);
         let winograd = self.winograd.as_ref().filter(|_| method == Method::Winograd || self.direct.is_none());
-        if let Some(wg) = winograd {
-            if self.winograd_covers(op) {
+        match winograd.filter(|_| winograd_covers(op)) {
+            Some(wg) => {
                 // Work in tile rows: two output rows of one image, contiguous in NHWC.
-                let row_len = 2 * op.width * cout;
+                let tile_rows = batch * op.height / 2;
                 let per = match threads {
-                    Threads::Tiles => (batch * op.height / 2).div_ceil(2 * rayon::current_num_threads().max(1)),
-                    Threads::Caller => batch * op.height / 2,
-                }
-                .max(1);
-                let one = |(i, dst): (usize, &mut [f32])| wg.tile_rows(kernel, input, pp, &self.bias, e, i * per, dst);
-                match threads {
-                    Threads::Tiles => out.par_chunks_mut(per * row_len).enumerate().for_each(one),
-                    Threads::Caller => out.chunks_mut(per * row_len).enumerate().for_each(one),
-                }
-                keep_padded(padded);
-                return;
+                    Threads::Tiles => per_thread_share(tile_rows),
+                    Threads::Caller => tile_rows,
+                };
+                for_each_chunk(out, per * 2 * op.width * cout, threads, |i, dst| {
+                    wg.tile_rows(kernel, input, pp, &self.bias, e, i * per, dst)
+                });
             }
-        }
-        let weights = self.direct.as_deref().expect("a convolution packed for one plane runs on that plane");
-        let one = |(t, dst): (usize, &mut [f32])| {
-            self.tile(kernel, weights, input, pp, op, e, t * tile, dst);
-        };
-        match threads {
-            Threads::Tiles => out.par_chunks_mut(tile * cout).enumerate().for_each(one),
-            Threads::Caller => out.chunks_mut(tile * cout).enumerate().for_each(one),
+            None => {
+                let weights = self.direct.as_deref().expect("a convolution packed for one plane runs on that plane");
+                // Rows per tile: whole register blocks, and (in parallel) enough tiles for every
+                // thread even for one small image.
+                let mr = kernel.mr();
+                let tile = match threads {
+                    Threads::Tiles => per_thread_share(batch * pixels).div_ceil(mr).min(TILE_BLOCKS) * mr,
+                    Threads::Caller => TILE_BLOCKS * mr,
+                };
+                for_each_chunk(out, tile * cout, threads, |t, dst| {
+                    self.tile(kernel, weights, input, pp, op, e, t * tile, dst)
+                });
+            }
         }
         keep_padded(padded);
     }
