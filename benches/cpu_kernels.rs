@@ -8,8 +8,8 @@
 //! against.
 //! Run: `cargo bench --bench cpu_kernels`.
 
-use classmod::runtime::cpu::conv::{Epilogue, Method, PackedConv, Plane, Threads};
-use classmod::runtime::cpu::microkernel::Microkernel;
+use classmod::runtime::bench::Microkernel;
+use classmod::runtime::bench::{Epilogue, Method, PackedConv, Plane, Threads};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
 

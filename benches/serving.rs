@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use classmod::fixtures::packed_resnet20;
-use classmod::runtime::compose::Rule;
-use classmod::runtime::mapped_file::MappedFile;
-use classmod::runtime::serving::{ModuleRuntime, ServingConfig};
+use classmod::runtime::host::MappedFile;
+use classmod::runtime::Rule;
 use classmod::runtime::{Device, ResNet, Tensor};
+use classmod::runtime::{ModuleRuntime, ServingConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 struct Setup {

@@ -9,7 +9,7 @@ use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
 use classmod_host::decompose::{DecomposeOptions, HeadKind};
 use classmod_host::import::{import_bytes, ImportOptions};
 use classmod_host::pack::decompose_and_pack;
-use classmod_runtime::manifest::Manifest;
+use classmod_runtime::Manifest;
 use classmod_runtime::{InputSpec, ModelFile};
 
 pub const CIFAR10_CLASSES: [&str; 10] =

@@ -131,7 +131,7 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     assert!(format!("{e:#}").contains("broken.png"), "{e:#}");
 
     // A GPU asked of a build without CUDA: a clear error before anything is loaded.
-    if !classmod::runtime::device::CUDA_BUILT {
+    if !classmod::runtime::CUDA_BUILT {
         let e = Edge::start(options(&dir.join("packed"), DeviceChoice::Cuda), LogPin::default()).err().unwrap();
         assert!(e.to_string().contains("no CUDA support"), "{e}");
         // `auto` on a board without CUDA, or in a CPU build, is the CPU.

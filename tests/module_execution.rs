@@ -5,7 +5,7 @@
 mod common;
 
 use classmod::host::import::{import_bytes, ImportOptions};
-use classmod::runtime::compose::{predict, Rule};
+use classmod::runtime::{host::predict, Rule};
 use classmod::runtime::{
     ClassId, ClassModule, Device, InputSpec, ModuleGroup, ModuleHead, ModuleKind, NodeMask, ResNet, Tensor,
 };

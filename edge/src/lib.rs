@@ -18,10 +18,10 @@ use std::time::Instant;
 use anyhow::{anyhow, Result};
 use classmod_blob::{BlobKind, VerifyingKey};
 use classmod_boards::{detect, BoardProfile, Detection, StatusLed};
-use classmod_runtime::atomic_file::OsFs;
-use classmod_runtime::compose::Rule;
-use classmod_runtime::serving::{ModuleRuntime, ServingConfig};
 use classmod_runtime::Device;
+use classmod_runtime::OsFs;
+use classmod_runtime::Rule;
+use classmod_runtime::{ModuleRuntime, ServingConfig};
 use embedded_hal::digital::{InputPin, OutputPin};
 
 pub use classmod_boards::{Status, Trigger};
@@ -52,14 +52,14 @@ pub struct EdgeOptions {
 /// The device for `choice` on `board`, and how to name it in the log.
 fn select_device(choice: DeviceChoice, board: &BoardProfile) -> Result<(Device, String)> {
     let gpu = |cc: Option<(u8, u8)>| -> Result<(Device, String)> {
-        let d = classmod_runtime::device::cuda(0)?;
+        let d = classmod_runtime::cuda(0)?;
         Ok((d, cc.map_or("CUDA GPU 0".into(), |(major, minor)| format!("CUDA GPU 0 (sm_{major}{minor})"))))
     };
     let cpu = || (Device::Cpu, "CPU".to_string());
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
         DeviceChoice::Cuda => gpu(board.cuda),
-        DeviceChoice::Auto if board.cuda.is_some() && classmod_runtime::device::CUDA_BUILT => gpu(board.cuda),
+        DeviceChoice::Auto if board.cuda.is_some() && classmod_runtime::CUDA_BUILT => gpu(board.cuda),
         DeviceChoice::Auto => Ok(cpu()),
     }
 }

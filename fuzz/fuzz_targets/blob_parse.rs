@@ -16,5 +16,5 @@ fuzz_target!(|data: &[u8]| {
         let _ = t.to_f32();
     }
     let _ = ModuleBlob::decode(&blob);
-    let _ = classmod_runtime::base_blob::decode(&blob, &Device::Cpu);
+    let _ = classmod_runtime::host::base_blob::decode(&blob, &Device::Cpu);
 });

@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = classmod_runtime::manifest::Manifest::from_json(text);
+        let _ = classmod_runtime::Manifest::from_json(text);
     }
 });

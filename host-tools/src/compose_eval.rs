@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use classmod_runtime::compose::{predict, Rule};
-use classmod_runtime::module_file::{base_key, StoredModule};
+use classmod_runtime::host::module_file::{base_key, StoredModule};
+use classmod_runtime::{host::predict, Rule};
 use classmod_runtime::{ClassModule, Device, InputSpec, ModelError, ModelFile, ModuleGroup, ResNet};
 use indicatif::ProgressBar;
 use serde::Serialize;

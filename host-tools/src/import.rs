@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use classmod_runtime::model_file::{check_tensors, read_safetensors};
+use classmod_runtime::host::{check_tensors, read_safetensors};
 use classmod_runtime::{Device, InputSpec, ModelError, ModelFile, ModelMeta, ResNetConfig, Shortcut, Tensor};
 
 /// What the user says about the model beyond its tensors.

@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use classmod_blob::{AlignedBytes, Blob, SigningKey};
-use classmod_runtime::base_blob::{self, key_hex, model_key};
-use classmod_runtime::manifest::{Manifest, ManifestBase, ManifestModule};
-use classmod_runtime::module_file::{base_key, StoredModule};
-use classmod_runtime::{atomic_file, ClassModule, Device, Golden, ModelError, ModelFile, ModuleBlob, ResNet};
+use classmod_runtime::host::base_blob::{self, key_hex, model_key};
+use classmod_runtime::host::module_file::{base_key, StoredModule};
+use classmod_runtime::host::write_atomically;
+use classmod_runtime::{ClassModule, Device, Golden, ModelError, ModelFile, ModuleBlob, ResNet};
+use classmod_runtime::{Manifest, ManifestBase, ManifestModule};
 
 use crate::compose_eval::{module_paths, read_base, ComposeError};
 use crate::dataset::ImageSet;
@@ -43,7 +44,7 @@ pub fn module_blob_name(m: &ClassModule) -> String {
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelError> {
     let p = dir.join(name);
-    atomic_file::write(&p, bytes).map_err(|e| ModelError::io(&p, e))
+    write_atomically(&p, bytes).map_err(|e| ModelError::io(&p, e))
 }
 
 fn content_hash_hex(bytes: &[u8]) -> Result<String, ModelError> {

@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use classmod_blob::{Blob, BlobKind, VerifyingKey};
-use classmod_runtime::base_blob::{self, key_hex};
-use classmod_runtime::compose::Rule;
-use classmod_runtime::mapped_file::MappedFile;
-use classmod_runtime::serving::{ModuleRuntime, ServingConfig};
+use classmod_runtime::host::base_blob::{self, key_hex};
+use classmod_runtime::host::MappedFile;
+use classmod_runtime::Rule;
 use classmod_runtime::{Device, ModelError, ModuleBlob};
+use classmod_runtime::{ModuleRuntime, ServingConfig};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use classmod_runtime::module_file::{base_key, StoredModule};
+use classmod_runtime::host::module_file::{base_key, StoredModule};
 use classmod_runtime::{
     ClassId, ClassModule, Device, InputSpec, ModelFile, ModelMeta, ModuleHead, ModuleKind, NodeMask, ResNet,
     ResNetConfig, Shortcut, Tensor,

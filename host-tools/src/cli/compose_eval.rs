@@ -8,7 +8,7 @@ use classmod_host::compose_eval::{self, dataset_classes, restrict, source_classe
 use classmod_host::dataset::{ImageSet, ImageShape, Split};
 use classmod_host::recalibrate::recalibrate;
 use classmod_host::{progress, report};
-use classmod_runtime::compose::Rule;
+use classmod_runtime::Rule;
 
 use super::{load_data, print_json, EvalArgs};
 

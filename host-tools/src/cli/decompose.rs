@@ -7,7 +7,7 @@ use classmod_host::dataset::{ImageShape, Split};
 use classmod_host::decompose::{self, DecomposeOptions, HeadKind};
 use classmod_host::pack::{golden_sample, pack, PackGroup};
 use classmod_host::progress;
-use classmod_runtime::module_file::base_key;
+use classmod_runtime::host::module_file::base_key;
 use classmod_runtime::ClassModule;
 
 use super::keygen::read_secret_key;

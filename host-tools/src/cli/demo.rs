@@ -113,7 +113,7 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
     use classmod_host::dataset::{self, ImageShape, Split};
     use classmod_host::decompose::{decompose, DecomposeOptions, HeadKind};
     use classmod_host::pack::{golden_sample, pack, PackGroup};
-    use classmod_runtime::module_file::base_key;
+    use classmod_runtime::host::module_file::base_key;
     use classmod_runtime::ModelFile;
 
     eprintln!("classmod demo: decompose both models, pack three classes for a device, run the device program");

@@ -9,7 +9,7 @@ use classmod_host::decompose::{DecomposeOptions, HeadKind};
 use classmod_host::experiment::cost::{self, CostOptions};
 use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
-use classmod_runtime::module_file::base_key;
+use classmod_runtime::host::module_file::base_key;
 use classmod_runtime::ModelFile;
 
 use super::{load_data, print_json, read_model_bytes, PathContext};
@@ -167,7 +167,7 @@ fn publish<T: serde::Serialize>(
     std::fs::create_dir_all(dir).at(dir)?;
     let w = |ext: &str, bytes: &[u8]| {
         let p = dir.join(format!("{name}.{ext}"));
-        classmod_runtime::atomic_file::write(&p, bytes).at(&p)
+        classmod_runtime::host::write_atomically(&p, bytes).at(&p)
     };
     w("md", md.as_bytes())?;
     w("json", &serde_json::to_vec_pretty(report)?)?;
@@ -339,7 +339,7 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).at(&a.out)?;
     for (name, svg) in [("serving-latency.svg", latency), ("serving-memory.svg", memory)] {
         let p = a.out.join(name);
-        classmod_runtime::atomic_file::write(&p, svg.as_bytes()).at(&p)?;
+        classmod_runtime::host::write_atomically(&p, svg.as_bytes()).at(&p)?;
     }
     publish(&a.out, "serving", &serving::markdown(&r), &r, a.json, t0.elapsed().as_secs_f64())
 }

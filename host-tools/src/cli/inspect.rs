@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use classmod_runtime::base_blob::key_hex;
-use classmod_runtime::mapped_file::MappedFile;
+use classmod_runtime::host::base_blob::key_hex;
+use classmod_runtime::host::MappedFile;
 
 use super::{model_error, print_json};
 

@@ -109,7 +109,7 @@ impl DeviceArg {
     pub fn device(self) -> Result<Device> {
         match self {
             DeviceArg::Cpu => Ok(Device::Cpu),
-            DeviceArg::Cuda => Ok(classmod_runtime::device::cuda(0)?),
+            DeviceArg::Cuda => Ok(classmod_runtime::cuda(0)?),
         }
     }
 }

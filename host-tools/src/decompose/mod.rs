@@ -9,7 +9,7 @@ pub mod samples;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use classmod_runtime::module_file::{base_key, StoredModule};
+use classmod_runtime::host::module_file::{base_key, StoredModule};
 use classmod_runtime::{ClassId, ClassModule, ModelError, ModelFile, ModuleGroup, ModuleHead, ModuleKind, ResNet};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -82,7 +82,7 @@ pub struct ClassReport {
 pub struct Decomposition {
     pub modules: Vec<ClassModule>,
     /// The base network's ReLU sites, which the module masks follow.
-    pub sites: Vec<classmod_runtime::resnet::ReluSite>,
+    pub sites: Vec<classmod_runtime::ReluSite>,
     pub reports: Vec<ClassReport>,
     pub seconds: f64,
 }
@@ -268,7 +268,7 @@ pub fn calibrated_head(
 
 /// `class-007-horse`: a module's file name without extension (unsafe characters replaced).
 pub fn class_file_stem(m: &ClassModule) -> String {
-    classmod_runtime::manifest::file_stem(m.class_id.0, &m.class_name)
+    classmod_runtime::host::file_stem(m.class_id.0, &m.class_name)
 }
 
 /// File name of a module: `class-007-horse.module.safetensors`.
@@ -282,7 +282,7 @@ pub fn write(dir: &Path, model_bytes: &[u8], d: &Decomposition) -> Result<Vec<Pa
     let key = base_key(model_bytes);
     let base_file = format!("base-{}.safetensors", &key[..16]);
     let base_path = dir.join(&base_file);
-    classmod_runtime::atomic_file::write(&base_path, model_bytes).map_err(|e| ModelError::io(&base_path, e))?;
+    classmod_runtime::host::write_atomically(&base_path, model_bytes).map_err(|e| ModelError::io(&base_path, e))?;
     let mut paths = Vec::new();
     for m in &d.modules {
         let p = dir.join(module_file_name(m));

@@ -1,7 +1,7 @@
 //! Observation: how often each node (ReLU output) is active (> 0) over a group of images.
 
 use candle_core::Tensor;
-use classmod_runtime::resnet::ReluHook;
+use classmod_runtime::host::ReluHook;
 use classmod_runtime::{ModelError, ResNet};
 
 use crate::dataset::ImageSet;

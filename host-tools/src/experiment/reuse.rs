@@ -4,7 +4,7 @@
 //! - inter-model replace: for each class c, model A's module c replaced by model B's, with the
 //!   change in class c's accuracy and in the overall accuracy.
 
-use classmod_runtime::compose::Rule;
+use classmod_runtime::Rule;
 use classmod_runtime::{ModelError, ModelFile, ModuleGroup};
 use indicatif::ProgressBar;
 use rand::seq::index::sample;

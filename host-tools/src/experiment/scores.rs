@@ -2,7 +2,7 @@
 //! classes, computed once (one stacked pass per batch). Compositions of any subset of the modules,
 //! and of modules swapped in from another model, are then arithmetic on this table.
 
-use classmod_runtime::compose::{predict, Rule};
+use classmod_runtime::{host::predict, Rule};
 use classmod_runtime::{ModelError, ModuleGroup};
 use indicatif::ProgressBar;
 

@@ -15,10 +15,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use classmod_blob::VerifyingKey;
-use classmod_runtime::compose::Rule;
-use classmod_runtime::mapped_file::MappedFile;
-use classmod_runtime::serving::{ModuleRuntime, ServingConfig};
-use classmod_runtime::{base_blob, Device, ModelError, ResNet, Tensor};
+use classmod_runtime::host::base_blob;
+use classmod_runtime::host::MappedFile;
+use classmod_runtime::Rule;
+use classmod_runtime::{Device, ModelError, ResNet, Tensor};
+use classmod_runtime::{ModuleRuntime, ServingConfig};
 use indicatif::ProgressBar;
 use serde::Serialize;
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use classmod_runtime::compose::Rule;
+use classmod_runtime::Rule;
 use classmod_runtime::{ModelError, ModelFile, ModuleGroup};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -195,7 +195,7 @@ pub fn write(dir: &Path, r: &TradeoffReport) -> std::io::Result<()> {
         &series,
         &[("base model".into(), base)],
     );
-    classmod_runtime::atomic_file::write(&dir.join("tradeoff.svg"), svg.as_bytes())?;
+    classmod_runtime::host::write_atomically(&dir.join("tradeoff.svg"), svg.as_bytes())?;
     // Per-layer picture: at most as many settings as the chart has colours, spread over the sweep.
     let settings = layer_settings(r);
     let shown = settings.len().min(COLOURS);
@@ -213,10 +213,10 @@ pub fn write(dir: &Path, r: &TradeoffReport) -> std::io::Result<()> {
         &series,
         &[],
     );
-    classmod_runtime::atomic_file::write(&dir.join("tradeoff-layers.svg"), svg.as_bytes())?;
-    classmod_runtime::atomic_file::write(&dir.join("tradeoff.md"), markdown(r).as_bytes())?;
+    classmod_runtime::host::write_atomically(&dir.join("tradeoff-layers.svg"), svg.as_bytes())?;
+    classmod_runtime::host::write_atomically(&dir.join("tradeoff.md"), markdown(r).as_bytes())?;
     let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
-    classmod_runtime::atomic_file::write(&dir.join("tradeoff.json"), &json)
+    classmod_runtime::host::write_atomically(&dir.join("tradeoff.json"), &json)
 }
 
 #[cfg(test)]

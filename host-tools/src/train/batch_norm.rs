@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
 
-use classmod_runtime::resnet_config::BN_EPS;
+use classmod_runtime::host::BN_EPS;
 
 use super::cpu_storage::contiguous_f32;
 

@@ -2,7 +2,7 @@
 //! batched GEMM (candle's matmul, i.e. the `gemm` crate with run-time SIMD dispatch). candle
 //! 0.11's own CPU `conv2d` is a direct tiled loop that reaches about a quarter of the GEMM's
 //! throughput on these layer shapes; the backward (`conv.rs`) reuses the same column layout.
-//! Inference has its own NHWC path in `classmod_runtime::cpu`.
+//! Inference has its own NHWC path in `classmod_runtime` (`runtime/src/cpu`).
 
 use candle_core::{Device, Tensor};
 

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use classmod_runtime::{atomic_file, InputSpec, ModelError, ModelFile, ModelMeta, ResNetConfig};
+use classmod_runtime::host::write_atomically;
+use classmod_runtime::{InputSpec, ModelError, ModelFile, ModelMeta, ResNetConfig};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -167,7 +168,7 @@ pub fn train(
 fn checkpoint(net: &TrainableResNet, opts: &TrainOptions) -> Result<ModelFile, ModelError> {
     let model = net.to_model()?;
     if let Some(path) = &opts.checkpoint {
-        atomic_file::write(path, &model.to_bytes()?).map_err(|e| ModelError::io(path, e))?;
+        write_atomically(path, &model.to_bytes()?).map_err(|e| ModelError::io(path, e))?;
     }
     Ok(model)
 }

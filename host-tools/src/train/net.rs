@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var, D};
-use classmod_runtime::resnet::subsample;
+use classmod_runtime::host::subsample;
 
 use super::batch_norm::batch_norm_train;
 use super::conv::conv2d;
-use classmod_runtime::resnet_config::BN_EPS;
+use classmod_runtime::host::BN_EPS;
 use classmod_runtime::{ModelError, ModelFile, ModelMeta, ResNetConfig, Shortcut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

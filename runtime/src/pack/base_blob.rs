@@ -8,8 +8,8 @@ use candle_core::{Device, Tensor};
 use classmod_blob::{Blob, BlobKind, BlobWriter, DType, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use crate::model_file::json;
-use crate::resnet_config::ResNetConfig;
+use crate::model::config::ResNetConfig;
+use crate::model::file::json;
 use crate::{InputSpec, ModelError, ModelFile, ModelMeta};
 
 const FORMAT: &str = "classmod-base";

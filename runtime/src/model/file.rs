@@ -19,7 +19,8 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{atomic_file, InputSpec, ModelError, ResNetConfig};
+use crate::pack::atomic;
+use crate::{InputSpec, ModelError, ResNetConfig};
 
 pub const KEY_FORMAT: &str = "classmod.format";
 pub const KEY_VERSION: &str = "classmod.version";
@@ -146,7 +147,7 @@ impl ModelFile {
     /// Writes the file crash-safely: a reader sees the old file or the new one, never a torn one.
     pub fn write(&self, path: &Path) -> Result<(), ModelError> {
         let bytes = self.to_bytes()?;
-        atomic_file::write(path, &bytes).map_err(|e| ModelError::io(path, e))
+        atomic::write(path, &bytes).map_err(|e| ModelError::io(path, e))
     }
 
     pub fn tensor(&self, name: &str) -> Result<&Tensor, ModelError> {

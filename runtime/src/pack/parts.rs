@@ -1,12 +1,12 @@
 //! The parts of a stored class module that do not depend on the container: the head and site
 //! descriptions (JSON) and the tensors (packed mask bits per ReLU site, head weights). Shared by
-//! the interim module file ([`crate::module_file`]) and the module blob ([`crate::module_blob`]).
+//! the interim module file ([`crate::pack::module_file`]) and the module blob ([`crate::pack::module_blob`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::class_module::{ClassId, ClassModule, ModuleHead, ModuleKind};
-use crate::node_mask::{NodeMask, SiteMask};
-use crate::resnet::ReluSite;
+use crate::model::graph::ReluSite;
+use crate::module::mask::{NodeMask, SiteMask};
+use crate::module::{ClassId, ClassModule, ModuleHead, ModuleKind};
 use crate::{InputSpec, ModelError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,9 +6,9 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::class_module::{score, ClassModule, ModuleHead};
 use crate::cpu::net::SiteMasks;
-use crate::resnet::ReluHook;
+use crate::model::graph::ReluHook;
+use crate::module::{score, ClassModule, ModuleHead};
 use crate::{ModelError, ResNet};
 
 /// Modules of one base, ready to run together.
@@ -124,7 +124,7 @@ impl ModuleGroup {
 
     fn stack(
         modules: &[ClassModule],
-        sites: &[crate::resnet::ReluSite],
+        sites: &[crate::model::graph::ReluSite],
         device: &Device,
     ) -> Result<Vec<Option<Tensor>>, ModelError> {
         let k = modules.len();
@@ -142,7 +142,7 @@ impl ModuleGroup {
 
     /// The masks in the CPU path's NHWC order: node `(c, y, x)` of module m at
     /// `(m*H*W + y*W + x)*C + c`.
-    fn stack_nhwc(modules: &[ClassModule], sites: &[crate::resnet::ReluSite]) -> SiteMasks {
+    fn stack_nhwc(modules: &[ClassModule], sites: &[crate::model::graph::ReluSite]) -> SiteMasks {
         let sites = sites
             .iter()
             .enumerate()
@@ -215,7 +215,7 @@ impl ModuleGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tiny_model::tiny_model;
+    use crate::testing::tiny_model::tiny_model;
     use crate::{ClassId, ModuleKind, NodeMask};
 
     /// Masks applied inside the CPU path's convolutions (NHWC bytes) against the same masks

@@ -21,10 +21,10 @@ use std::path::Path;
 
 use classmod_blob::{AlignedBytes, Blob};
 
-use crate::atomic_file::{self, DurableFs};
-use crate::base_blob::key_hex;
-use crate::manifest::{Manifest, ManifestModule, PreviousModule};
-use crate::serving::ModuleRuntime;
+use crate::pack::atomic::{self, DurableFs};
+use crate::pack::base_blob::key_hex;
+use crate::pack::manifest::{Manifest, ManifestModule, PreviousModule};
+use crate::serve::ModuleRuntime;
 use crate::{ModelError, ModuleBlob};
 
 /// What an update did.
@@ -60,7 +60,8 @@ impl ModuleRuntime {
             )));
         }
         let content_hash = key_hex(&blob.content_hash());
-        let file = format!("{}-{}.blob", crate::manifest::file_stem(m.class_id.0, &m.class_name), &content_hash[..16]);
+        let file =
+            format!("{}-{}.blob", crate::pack::manifest::file_stem(m.class_id.0, &m.class_name), &content_hash[..16]);
         let old = manifest.module(&m.class_name).cloned();
         if old.as_ref().is_some_and(|o| o.content_hash == content_hash) {
             return Err(ModelError::BlobMismatch(format!("class `{}` already runs this module", m.class_name)));
@@ -80,7 +81,7 @@ impl ModuleRuntime {
         };
         // 2. Stage beside the active file.
         let staged = self.dir().join(&file);
-        atomic_file::write_with(fs, &staged, bytes).map_err(io(&staged))?;
+        atomic::write_with(fs, &staged, bytes).map_err(io(&staged))?;
         // 3. Health check on the staged file (and the memory budget, if the class is served);
         // 4. commit.
         let result = (|| {
@@ -98,7 +99,7 @@ impl ModuleRuntime {
         })();
         match result {
             Ok(Some(snapshot)) => {
-                self.install_snapshot(snapshot);
+                self.install(snapshot);
             }
             Ok(None) => {}
             Err(e) => {
@@ -117,16 +118,16 @@ impl ModuleRuntime {
         let mut manifest = self.lock_manifest();
         let aligned = AlignedBytes::new(bytes);
         let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
-        let model = crate::base_blob::decode(&blob, &crate::Device::Cpu)?;
+        let model = crate::pack::base_blob::decode(&blob, &crate::Device::Cpu)?;
         let key = key_hex(&blob.base_key());
         if let Some(b) = manifest.base(&key) {
             return Ok((b.file.clone(), false));
         }
         let file = format!("base-{}.blob", &key[..16]);
         let path = self.dir().join(&file);
-        atomic_file::write_with(fs, &path, bytes).map_err(io(&path))?;
+        atomic::write_with(fs, &path, bytes).map_err(io(&path))?;
         let mut next = manifest.clone();
-        next.bases.push(crate::manifest::ManifestBase {
+        next.bases.push(crate::pack::manifest::ManifestBase {
             file: file.clone(),
             key,
             content_hash: key_hex(&blob.content_hash()),
@@ -182,7 +183,7 @@ impl ModuleRuntime {
         next.write_with(fs, self.dir())?;
         *manifest = next;
         if let Some(s) = snapshot {
-            self.install_snapshot(s);
+            self.install(s);
         }
         let updated = self.dir().join(&current.file);
         fs.remove(&updated).map_err(io(&updated))
@@ -192,9 +193,9 @@ impl ModuleRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::atomic_file::OsFs;
-    use crate::test_support::*;
-    use crate::tiny_model::tiny_model;
+    use crate::pack::atomic::OsFs;
+    use crate::testing::tiny_model::tiny_model;
+    use crate::testing::*;
     use crate::{Device, ResNet};
     use std::io;
     use std::path::PathBuf;
@@ -379,12 +380,15 @@ mod tests {
         let net = ResNet::new(&other, &Device::Cpu).unwrap();
         let b_other = module(&other, &net, 1, "b", 3).encode(None).unwrap();
         assert!(rt.update(&mut OsFs, &b_other).is_err(), "its base is not on the device yet");
-        let (file, new) = rt.add_base(&mut OsFs, &crate::base_blob::encode(&other, None).unwrap()).unwrap();
+        let (file, new) = rt.add_base(&mut OsFs, &crate::pack::base_blob::encode(&other, None).unwrap()).unwrap();
         assert!(new);
-        assert_eq!(rt.add_base(&mut OsFs, &crate::base_blob::encode(&other, None).unwrap()).unwrap(), (file, false));
+        assert_eq!(
+            rt.add_base(&mut OsFs, &crate::pack::base_blob::encode(&other, None).unwrap()).unwrap(),
+            (file, false)
+        );
         rt.update(&mut OsFs, &b_other).unwrap();
         let snap = rt.snapshot();
-        assert_eq!(key_hex(&snap.modules[0].base.key), key_hex(&crate::base_blob::model_key(&other).unwrap()));
+        assert_eq!(key_hex(&snap.modules[0].base.key), key_hex(&crate::pack::base_blob::model_key(&other).unwrap()));
         // A restart finds the new base and module.
         drop(rt);
         let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();

@@ -15,11 +15,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::class_module::ClassModule;
-use crate::model_file::json;
-use crate::module_parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
-use crate::resnet::ReluSite;
-use crate::{atomic_file, InputSpec, ModelError};
+use crate::model::file::json;
+use crate::model::graph::ReluSite;
+use crate::module::ClassModule;
+use crate::pack::atomic;
+use crate::pack::parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
+use crate::{InputSpec, ModelError};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -45,7 +46,7 @@ fn bad(key: &'static str, reason: impl Into<String>) -> ModelError {
 impl StoredModule {
     pub fn to_bytes(&self, sites: &[ReluSite]) -> Result<Vec<u8>, ModelError> {
         let m = &self.module;
-        let (head, site_meta, tensors) = module_parts::encode(m, sites)?;
+        let (head, site_meta, tensors) = parts::encode(m, sites)?;
         let metadata = HashMap::from([
             ("classmod.format".to_string(), FORMAT.to_string()),
             ("classmod.version".to_string(), VERSION.to_string()),
@@ -73,7 +74,7 @@ impl StoredModule {
 
     pub fn write(&self, path: &Path, sites: &[ReluSite]) -> Result<(), ModelError> {
         let bytes = self.to_bytes(sites)?;
-        atomic_file::write(path, &bytes).map_err(|e| ModelError::io(path, e))
+        atomic::write(path, &bytes).map_err(|e| ModelError::io(path, e))
     }
 
     pub fn read(path: &Path) -> Result<Self, ModelError> {
@@ -115,7 +116,7 @@ impl StoredModule {
             input,
         };
         Ok(StoredModule {
-            module: module_parts::decode(id, head, site_meta, tensor)?,
+            module: parts::decode(id, head, site_meta, tensor)?,
             base_file: get("classmod.base_file")?.clone(),
         })
     }

@@ -9,17 +9,24 @@
 //! decoded, and checked against the manifest; a module also passes its golden self-test on its
 //! base before it is served. A base is mapped once and shared by all its loaded modules.
 
+mod clean;
+mod snapshot;
+mod update;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use classmod_blob::VerifyingKey;
 
-use crate::base_blob::{self, key_hex};
-use crate::compose::{predict, Rule};
-use crate::manifest::{Manifest, ManifestModule};
-use crate::mapped_file::MappedFile;
-use crate::{InputSpec, ModelError, ModuleBlob, ModuleGroup, ResNet};
+use crate::module::compose::Rule;
+use crate::pack::base_blob::{self, key_hex};
+use crate::pack::manifest::{Manifest, ManifestModule};
+use crate::pack::mapped::MappedFile;
+use crate::{ModelError, ModuleBlob, ResNet};
+
+pub use snapshot::{Classification, LoadedBase, LoadedModule, Snapshot};
+pub use update::UpdateReport;
 
 /// How a device serves.
 #[derive(Clone)]
@@ -30,146 +37,6 @@ pub struct ServingConfig {
     /// Largest resident size of bases plus modules, bytes (the board profile's).
     pub budget_bytes: Option<u64>,
     pub rule: Rule,
-}
-
-/// A base model in memory, shared by its loaded modules.
-pub struct LoadedBase {
-    pub key: [u8; 32],
-    pub net: ResNet,
-    /// Weights as the network holds them (`ResNet::resident_bytes`).
-    pub resident_bytes: u64,
-}
-
-/// A loaded class module.
-pub struct LoadedModule {
-    pub blob: ModuleBlob,
-    pub file: PathBuf,
-    pub base: Arc<LoadedBase>,
-    /// Largest score difference of its golden self-test.
-    pub self_test_diff: f32,
-    /// Masks as resident tensors (a byte a node) plus the head.
-    pub resident_bytes: u64,
-}
-
-/// One consistent set of loaded modules, grouped per base for one stacked pass each.
-pub struct Snapshot {
-    /// Increases with every change.
-    pub generation: u64,
-    /// Loaded modules in load order: the classifier's classes.
-    pub modules: Vec<Arc<LoadedModule>>,
-    groups: Vec<ModuleGroup>,
-    /// For each module: (group, index in group).
-    order: Vec<(usize, usize)>,
-}
-
-/// What a classification returns: the snapshot's classes and, per image, the winner and every
-/// class's score.
-#[derive(Debug, Clone)]
-pub struct Classification {
-    pub generation: u64,
-    pub classes: Vec<String>,
-    pub predictions: Vec<usize>,
-    /// `scores[i][c]`: class c's module on image i.
-    pub scores: Vec<Vec<f32>>,
-}
-
-impl Snapshot {
-    fn build(generation: u64, modules: Vec<Arc<LoadedModule>>) -> Result<Snapshot, ModelError> {
-        // One batch of raw pixels feeds every group, each normalised its own base's way: the
-        // image shape must agree, the normalisation need not (classes from other models).
-        if let Some(first) = modules.first() {
-            let shape = |m: &LoadedModule| {
-                let s = &m.blob.module.input;
-                (s.channels, s.height, s.width)
-            };
-            if let Some(m) = modules.iter().find(|m| shape(m) != shape(first)) {
-                return Err(ModelError::IncompatibleInput {
-                    class: m.blob.module.class_name.clone(),
-                    found: shape(m),
-                    served: shape(first),
-                });
-            }
-        }
-        let mut bases: Vec<Arc<LoadedBase>> = Vec::new();
-        let mut members: Vec<Vec<crate::ClassModule>> = Vec::new();
-        let mut order = Vec::with_capacity(modules.len());
-        for m in &modules {
-            let g = match bases.iter().position(|b| Arc::ptr_eq(b, &m.base)) {
-                Some(g) => g,
-                None => {
-                    bases.push(m.base.clone());
-                    members.push(Vec::new());
-                    bases.len() - 1
-                }
-            };
-            order.push((g, members[g].len()));
-            members[g].push(m.blob.module.clone());
-        }
-        let groups = bases
-            .iter()
-            .zip(members)
-            .map(|(b, ms)| ModuleGroup::new(b.net.clone(), ms))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Snapshot { generation, modules, groups, order })
-    }
-
-    pub fn class_names(&self) -> Vec<String> {
-        self.modules.iter().map(|m| m.blob.module.class_name.clone()).collect()
-    }
-
-    /// Resident bytes: each distinct base once, plus every module.
-    pub fn resident_bytes(&self) -> u64 {
-        let mut bases: Vec<&Arc<LoadedBase>> = Vec::new();
-        for m in &self.modules {
-            if !bases.iter().any(|b| Arc::ptr_eq(b, &m.base)) {
-                bases.push(&m.base);
-            }
-        }
-        bases.iter().map(|b| b.resident_bytes).sum::<u64>() + self.modules.iter().map(|m| m.resident_bytes).sum::<u64>()
-    }
-
-    /// Classifies `n` images of raw pixels (`n * C * H * W` bytes in the input spec's layout).
-    pub fn classify(&self, pixels: &[u8], rule: Rule) -> Result<Classification, ModelError> {
-        let classes = self.class_names();
-        let Some(first) = self.modules.first() else {
-            return Err(ModelError::BadConfig("no classes are loaded".into()));
-        };
-        let spec = first.blob.module.input.clone();
-        let per = spec.image_len();
-        if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
-            return Err(ModelError::InputShape {
-                expected: (spec.channels, spec.height, spec.width),
-                found: vec![pixels.len()],
-            });
-        }
-        let n = pixels.len() / per;
-        // Normalised once per distinct input spec (usually one for all groups).
-        let mut inputs: Vec<(&InputSpec, Tensor)> = Vec::new();
-        let mut outs = Vec::with_capacity(self.groups.len());
-        for g in &self.groups {
-            let gspec = g.base().input_spec();
-            let x = match inputs.iter().find(|(s, _)| *s == gspec) {
-                Some((_, x)) => x.clone(),
-                None => {
-                    let mut x = vec![0f32; pixels.len()];
-                    gspec.normalize_into(pixels, &mut x);
-                    let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), g.base().device())?;
-                    inputs.push((gspec, x.clone()));
-                    x
-                }
-            };
-            outs.push(g.run(&x)?);
-        }
-        let mut predictions = Vec::with_capacity(n);
-        let mut scores = Vec::with_capacity(n);
-        for i in 0..n {
-            let s: Vec<f32> = self.order.iter().map(|&(g, m)| outs[g].score(m, i)).collect();
-            let v: Vec<bool> = self.order.iter().map(|&(g, m)| outs[g].votes(m, i)).collect();
-            predictions.push(predict(&s, &v, rule));
-            scores.push(s);
-        }
-        Ok(Classification { generation: self.generation, classes, predictions, scores })
-    }
 }
 
 /// The serving runtime over one packed directory.
@@ -255,7 +122,7 @@ impl ModuleRuntime {
         Ok(base)
     }
 
-    pub(crate) fn lock_manifest(&self) -> std::sync::MutexGuard<'_, Manifest> {
+    fn lock_manifest(&self) -> std::sync::MutexGuard<'_, Manifest> {
         self.edit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -264,12 +131,7 @@ impl ModuleRuntime {
     }
 
     /// Maps, verifies, decodes and self-tests the module blob `file` (for `entry`'s class).
-    pub(crate) fn prepare(
-        &self,
-        manifest: &Manifest,
-        entry: &ManifestModule,
-        file: &Path,
-    ) -> Result<LoadedModule, ModelError> {
+    fn prepare(&self, manifest: &Manifest, entry: &ManifestModule, file: &Path) -> Result<LoadedModule, ModelError> {
         let map = MappedFile::open(file)?;
         let blob = map.blob(self.config.key.as_ref())?;
         if key_hex(&blob.content_hash()) != entry.content_hash {
@@ -320,7 +182,7 @@ impl ModuleRuntime {
 
     /// The snapshot with `loaded` replacing its class's module (or added), budget checked, not
     /// yet installed. Callers hold the manifest lock.
-    pub(crate) fn with_module(&self, loaded: LoadedModule) -> Result<Arc<Snapshot>, ModelError> {
+    fn with_module(&self, loaded: LoadedModule) -> Result<Arc<Snapshot>, ModelError> {
         let mut modules = self.snapshot().modules.clone();
         let name = loaded.blob.module.class_name.clone();
         match modules.iter().position(|m| m.blob.module.class_name == name) {
@@ -330,38 +192,9 @@ impl ModuleRuntime {
         self.next_snapshot(modules)
     }
 
-    pub(crate) fn install_snapshot(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
-        self.install(next)
-    }
-
     /// Whether `class` is being served.
     pub fn serves(&self, class: &str) -> bool {
         self.snapshot().modules.iter().any(|m| m.blob.module.class_name == class)
-    }
-
-    /// Removes what a power cut can leave behind: temp files and blob files the manifest does not
-    /// name (staged updates that never committed, rollback copies already confirmed).
-    pub fn clean(&self, fs: &mut dyn crate::atomic_file::DurableFs) -> Result<Vec<String>, ModelError> {
-        let manifest = self.lock_manifest();
-        let named: Vec<&str> = manifest
-            .bases
-            .iter()
-            .map(|b| b.file.as_str())
-            .chain(manifest.modules.iter().map(|m| m.file.as_str()))
-            .chain(manifest.modules.iter().filter_map(|m| m.previous.as_ref().map(|p| p.file.as_str())))
-            .collect();
-        let mut removed = Vec::new();
-        for e in std::fs::read_dir(&self.dir).map_err(|e| ModelError::io(&self.dir, e))? {
-            let e = e.map_err(|e| ModelError::io(&self.dir, e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let stale = (name.starts_with('.') && name.contains(".tmp"))
-                || (name.ends_with(".blob") && !named.contains(&name.as_str()));
-            if stale && e.path().is_file() {
-                fs.remove(&e.path()).map_err(|err| ModelError::io(e.path(), err))?;
-                removed.push(name);
-            }
-        }
-        Ok(removed)
     }
 
     /// Loads the module of `class` (by name) and serves it from the next classification on.
@@ -407,8 +240,8 @@ impl ModuleRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::*;
-    use crate::tiny_model::tiny_model;
+    use crate::testing::tiny_model::tiny_model;
+    use crate::testing::*;
     use classmod_blob::SigningKey;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

@@ -1,6 +1,8 @@
 //! Test support: packed directories of tiny random models, built with the runtime's own
 //! writers (bases, module blobs with golden vectors, manifest).
 
+pub(crate) mod tiny_model;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -8,11 +10,11 @@ use classmod_blob::{AlignedBytes, Blob, SigningKey, VerifyingKey};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::base_blob::{self, key_hex, model_key};
-use crate::compose::Rule;
-use crate::manifest::{Manifest, ManifestBase, ManifestModule};
-use crate::serving::ServingConfig;
-use crate::tiny_model::tiny_model;
+use crate::module::compose::Rule;
+use crate::pack::base_blob::{self, key_hex, model_key};
+use crate::pack::manifest::{Manifest, ManifestBase, ManifestModule};
+use crate::serve::ServingConfig;
+use crate::testing::tiny_model::tiny_model;
 use crate::{
     ClassId, ClassModule, Golden, ModelFile, ModuleBlob, ModuleGroup, ModuleHead, ModuleKind, NodeMask, ResNet,
 };

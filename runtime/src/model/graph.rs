@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::cpu::net::{to_nchw, to_nhwc, CpuBlock, CpuNet, CpuShortcut, SiteMasks, SiteVisitor};
-use crate::resnet_config::{BlockSpec, BN_EPS};
+use crate::model::config::{BlockSpec, BN_EPS};
 use crate::{InputSpec, ModelError, ModelFile, ResNetConfig, Shortcut};
 
 /// A convolution with the following batch norm folded in.
@@ -408,7 +408,7 @@ pub fn subsample(x: &Tensor, s: usize) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tiny_model::tiny_model;
+    use crate::testing::tiny_model::tiny_model;
 
     fn batch(n: usize) -> Tensor {
         let v: Vec<f32> = (0..n * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();

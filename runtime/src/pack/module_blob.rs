@@ -8,10 +8,10 @@ use candle_core::Tensor;
 use classmod_blob::{Blob, BlobKind, BlobWriter, DType, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use crate::base_blob::{input_key, key_hex};
-use crate::model_file::json;
-use crate::module_parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
-use crate::resnet::ReluSite;
+use crate::model::file::json;
+use crate::model::graph::ReluSite;
+use crate::pack::base_blob::{input_key, key_hex};
+use crate::pack::parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
 use crate::{ClassModule, InputSpec, ModelError, ModuleGroup, ResNet};
 
 const FORMAT: &str = "classmod-module";
@@ -72,7 +72,7 @@ impl ModuleBlob {
     /// The blob bytes, signed when `key` is given. `module.base_key` is the hex key of the base.
     pub fn encode(&self, key: Option<&SigningKey>) -> Result<Vec<u8>, ModelError> {
         let m = &self.module;
-        let (head, sites, tensors) = module_parts::encode(m, &self.sites)?;
+        let (head, sites, tensors) = parts::encode(m, &self.sites)?;
         let base_key = parse_key_hex(&m.base_key)?;
         let meta = ModuleMeta {
             format: FORMAT.into(),
@@ -135,7 +135,7 @@ impl ModuleBlob {
             base_key: key_hex(&blob.base_key()),
             input: meta.input,
         };
-        let module = module_parts::decode(id, meta.head, meta.sites, tensor)?;
+        let module = parts::decode(id, meta.head, meta.sites, tensor)?;
         let spec = &module.input;
         let images = blob.tensor("golden.images")?;
         let n = images.shape.first().copied().unwrap_or(0);
@@ -180,8 +180,8 @@ fn parse_key_hex(s: &str) -> Result<[u8; 32], ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::base_blob::{self, model_key};
-    use crate::tiny_model::tiny_model;
+    use crate::pack::base_blob::{self, model_key};
+    use crate::testing::tiny_model::tiny_model;
     use crate::{ClassId, ModuleHead, ModuleKind, NodeMask};
     use candle_core::Device;
     use classmod_blob::{AlignedBytes, Blob};

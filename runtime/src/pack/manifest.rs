@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{atomic_file, ModelError};
+use crate::pack::atomic;
+use crate::ModelError;
 
 pub const FILE_NAME: &str = "manifest.json";
 const FORMAT: &str = "classmod-manifest";
@@ -16,7 +17,7 @@ const VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestBase {
     pub file: String,
-    /// Hex model key ([`crate::base_blob::model_key`]).
+    /// Hex model key ([`crate::pack::base_blob::model_key`]).
     pub key: String,
     /// Hex BLAKE3 content hash of the blob (its trailer's).
     pub content_hash: String,
@@ -121,14 +122,14 @@ impl Manifest {
 
     /// Written crash-safely.
     pub fn write(&self, dir: &Path) -> Result<(), ModelError> {
-        self.write_with(&mut atomic_file::OsFs, dir)
+        self.write_with(&mut atomic::OsFs, dir)
     }
 
     /// Written crash-safely through `fs`.
-    pub fn write_with(&self, fs: &mut dyn atomic_file::DurableFs, dir: &Path) -> Result<(), ModelError> {
+    pub fn write_with(&self, fs: &mut dyn atomic::DurableFs, dir: &Path) -> Result<(), ModelError> {
         let path = dir.join(FILE_NAME);
         let text = serde_json::to_string_pretty(self).expect("plain data serialises");
-        atomic_file::write_with(fs, &path, text.as_bytes()).map_err(|e| ModelError::io(&path, e))
+        atomic::write_with(fs, &path, text.as_bytes()).map_err(|e| ModelError::io(&path, e))
     }
 
     pub fn module(&self, class_name: &str) -> Option<&ManifestModule> {
