@@ -42,7 +42,7 @@ fn masks_are_deterministic_and_monotone_in_the_rates() {
         let d = decompose(&model, "key", &train, &o, &ProgressBar::hidden()).unwrap();
         assert_eq!(d.reports.len(), 2);
         assert!(d.reports.iter().all(|r| r.positives > 0 && r.negatives > 0));
-        d.modules.iter().map(|m| m.mask().clone()).collect()
+        d.modules.iter().map(|m| m.as_mask().expect("a mask module").clone()).collect()
     };
     let a = run(0.5, 0.5, 1);
     assert_eq!(a, run(0.5, 0.5, 1), "same inputs and seed -> identical masks");

@@ -9,12 +9,14 @@ pub struct AlignedBytes {
 }
 
 impl AlignedBytes {
+    /// Copies `bytes` into a fresh buffer that starts on an 8-byte boundary.
     pub fn new(bytes: &[u8]) -> AlignedBytes {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         AlignedBytes { words, len: bytes.len() }
     }
 
+    /// The copied bytes (exactly as many as given to [`AlignedBytes::new`]), 8-byte aligned.
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
     }

@@ -4,8 +4,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::BlobError;
 
+/// The header's first 8 bytes, `CLSMBLOB` in ASCII.
 pub const MAGIC: [u8; 8] = *b"CLSMBLOB";
+/// The format version this crate reads and writes.
 pub const VERSION: u32 = 1;
+/// Size of the header in bytes; the tensor table starts right after it.
 pub const HEADER_LEN: usize = 128;
 
 /// What a blob holds.
@@ -18,6 +21,7 @@ pub enum BlobKind {
 }
 
 impl BlobKind {
+    /// The kind for the header's `kind` value (1 or 2), else [`BlobError::UnknownKind`].
     pub fn from_u32(v: u32) -> Result<BlobKind, BlobError> {
         match v {
             1 => Ok(BlobKind::Base),
@@ -31,28 +35,43 @@ impl BlobKind {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 pub struct Header {
+    /// [`MAGIC`], `CLSMBLOB`.
     pub magic: [u8; 8],
+    /// Format version; must be [`VERSION`] (1).
     pub version: u32,
+    /// [`BlobKind`] as a number: 1 = base model, 2 = class module. Decode with [`Header::kind`].
     pub kind: u32,
+    /// Number of entries in the tensor table.
     pub tensor_count: u32,
+    /// Reserved for future use; must be zero.
     pub flags: u32,
+    /// File offset of the tensor table; always [`HEADER_LEN`] (128), right after the header.
     pub table_offset: u64,
+    /// File offset of the metadata JSON: right after the table, `128 + 96 * tensor_count`.
     pub meta_offset: u64,
+    /// Length of the metadata JSON in bytes.
     pub meta_len: u64,
+    /// File offset of the tensor data section: the first multiple of 64 at or after the end of
+    /// the metadata; the gap is zero padding.
     pub data_offset: u64,
+    /// Length of the tensor data section in bytes: up to the end of the last tensor's bytes (0
+    /// without tensors).
     pub data_len: u64,
+    /// File offset of the trailer: `data_offset + data_len`; the trailer ends the file.
     pub trailer_offset: u64,
     /// For a base: its own key. For a module: the key of the base it needs.
     pub base_key: [u8; 32],
     /// Digest of the input spec (shape, mean, std): modules of different bases compose only if
     /// theirs are equal.
     pub input_key: [u8; 16],
+    /// Reserved; must be zero.
     pub reserved: [u8; 8],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_LEN);
 
 impl Header {
+    /// The decoded `kind` field, or [`BlobError::UnknownKind`].
     pub fn kind(&self) -> Result<BlobKind, BlobError> {
         BlobKind::from_u32(u32::from_le(self.kind))
     }

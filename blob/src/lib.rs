@@ -13,6 +13,8 @@
 //! against the bytes present before anything is sliced, so hostile input gives a [`BlobError`],
 //! never a panic or an out-of-bounds read.
 
+#![warn(missing_docs)]
+
 mod aligned;
 mod error;
 mod header;

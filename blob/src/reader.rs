@@ -24,9 +24,13 @@ pub struct Blob<'a> {
 /// One tensor of a blob, its bytes borrowed from the blob.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorView<'a> {
+    /// Tensor name from its table entry (1 to 48 bytes of UTF-8).
     pub name: &'a str,
+    /// Element type.
     pub dtype: DType,
+    /// Dimensions, outermost first; 1 to [`MAX_RANK`] of them, each at least 1.
     pub shape: Vec<usize>,
+    /// The tensor's raw little-endian bytes in the blob (64-byte aligned in the file).
     pub bytes: &'a [u8],
 }
 
@@ -191,21 +195,28 @@ impl<'a> Blob<'a> {
         Ok(b)
     }
 
+    /// Whether this is a base model or a class module.
     pub fn kind(&self) -> BlobKind {
         self.kind
     }
+    /// The raw header, read in place (fields little-endian).
     pub fn header(&self) -> &'a Header {
         self.header
     }
+    /// The metadata JSON, unparsed; its meaning belongs to the runtime.
     pub fn meta(&self) -> &'a str {
         self.meta
     }
+    /// For a base: its own key. For a module: the key of the base it needs.
     pub fn base_key(&self) -> [u8; 32] {
         self.header.base_key
     }
+    /// Digest of the input spec; modules compose only when theirs are equal.
     pub fn input_key(&self) -> [u8; 16] {
         self.header.input_key
     }
+    /// The trailer's BLAKE3 hash of every byte before the trailer (as stored; see
+    /// [`Blob::verify_content`]).
     pub fn content_hash(&self) -> [u8; 32] {
         self.trailer.content_hash
     }
@@ -213,13 +224,16 @@ impl<'a> Blob<'a> {
     pub fn signer(&self) -> Option<[u8; 8]> {
         (u32::from_le(self.trailer.signed) == 1).then_some(self.trailer.key_id)
     }
+    /// Length of the whole file in bytes, trailer included.
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
+    /// Always false: a parsed blob holds at least a header and a trailer (256 bytes).
     pub fn is_empty(&self) -> bool {
         false
     }
 
+    /// Every tensor, in table order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorView<'a>> + '_ {
         let data = u64::from_le(self.header.data_offset) as usize;
         let bytes = self.bytes;
@@ -236,6 +250,7 @@ impl<'a> Blob<'a> {
         })
     }
 
+    /// The tensor called `name`, or [`BlobError::MissingTensor`].
     pub fn tensor(&self, name: &str) -> Result<TensorView<'a>, BlobError> {
         self.tensors().find(|t| t.name == name).ok_or_else(|| BlobError::MissingTensor(name.to_string()))
     }

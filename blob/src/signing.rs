@@ -53,10 +53,13 @@ fn parse_line<'a>(text: &'a str, tag: &str) -> Result<[u8; 32], BlobError> {
     unhex32(rest.trim()).ok_or_else(|| BlobError::BadKey("expected 64 hexadecimal digits after the tag".into()))
 }
 
+/// Reads a secret key file written by [`secret_key_text`] (the 32-byte Ed25519 seed).
 pub fn parse_secret_key(text: &str) -> Result<SigningKey, BlobError> {
     Ok(SigningKey::from_bytes(&parse_line(text, SECRET_TAG)?))
 }
 
+/// Reads a public key file written by [`public_key_text`]; rejects bytes that are not a valid
+/// Ed25519 public key.
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, BlobError> {
     VerifyingKey::from_bytes(&parse_line(text, PUBLIC_TAG)?)
         .map_err(|_| BlobError::BadKey("not a valid Ed25519 public key".into()))

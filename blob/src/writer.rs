@@ -16,6 +16,8 @@ struct Pending {
     bytes: Vec<u8>,
 }
 
+/// Builds a blob in memory: give it the header's keys and the metadata, add tensors, then
+/// [`BlobWriter::finish`].
 pub struct BlobWriter {
     kind: BlobKind,
     base_key: [u8; 32],
@@ -29,6 +31,8 @@ fn align_up(x: usize) -> usize {
 }
 
 impl BlobWriter {
+    /// A writer for a blob of `kind` with the given header keys (see [`Header::base_key`] and
+    /// [`Header::input_key`]) and metadata JSON; no tensors yet.
     pub fn new(kind: BlobKind, base_key: [u8; 32], input_key: [u8; 16], meta: impl Into<String>) -> BlobWriter {
         BlobWriter { kind, base_key, input_key, meta: meta.into(), tensors: Vec::new() }
     }
@@ -60,6 +64,7 @@ impl BlobWriter {
         Ok(self)
     }
 
+    /// Adds an f32 tensor, storing `data` little-endian.
     pub fn tensor_f32(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<&mut Self, BlobError> {
         self.tensor(name, DType::F32, shape, data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }

@@ -6,7 +6,9 @@ use crate::profile::{profile, BoardProfile};
 /// How the profile was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detection {
+    /// The caller named the board (e.g. `--board`).
     Override,
+    /// The device tree's model string names a known board.
     DeviceTree,
     /// No device tree naming a known board: a workstation running the host simulation.
     Fallback,

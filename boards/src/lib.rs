@@ -12,6 +12,7 @@
 //! Nothing here knows the runtime: the device program joins them.
 
 #![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
 
 #[cfg(feature = "std")]
 extern crate std;

@@ -8,7 +8,9 @@ pub type ComputeCapability = (u8, u8);
 /// line offset inside that chip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpioLine {
+    /// Label of the GPIO chip, e.g. `tegra234-gpio`.
     pub chip_label: &'static str,
+    /// Line offset within that chip.
     pub line: u32,
     /// The header pin it comes out on, for the wiring.
     pub header_pin: u8,
@@ -31,14 +33,19 @@ const AGX_ORIN_PINS: (Option<GpioLine>, Option<GpioLine>) = header("tegra234-gpi
 /// One board the runtime can be deployed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoardProfile {
+    /// Board name as `--board` takes it, e.g. `orin-nano`.
     pub name: &'static str,
+    /// SoC identifier, e.g. `tegra234`; `host` for the host simulation.
     pub soc: &'static str,
     /// `None`: CPU-only (Jetson Nano's Maxwell GPU is below candle's CUDA floor).
     pub cuda: Option<ComputeCapability>,
+    /// The GPU computes in half precision (f16); false for CPU-only profiles.
     pub f16: bool,
+    /// The GPU computes in bfloat16 (Ampere and later); implies `f16`.
     pub bf16: bool,
+    /// Total RAM in MiB (shared by CPU and GPU on a Jetson), of the smallest SKU.
     pub ram_mib: u32,
-    /// Memory the module registry may keep resident.
+    /// Memory the module registry may keep resident, in MiB; less than `ram_mib`.
     pub module_budget_mib: u32,
     /// Output line for the status LED (`None`: no header, e.g. the host simulation).
     pub status_led: Option<GpioLine>,

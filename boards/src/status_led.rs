@@ -50,6 +50,7 @@ impl<P: OutputPin> StatusLed<P> {
         Ok(led)
     }
 
+    /// The status whose pattern is playing.
     pub fn status(&self) -> Status {
         self.status
     }
@@ -90,6 +91,7 @@ impl<P: OutputPin> StatusLed<P> {
         }
     }
 
+    /// Gives the pin back, leaving it at its current level.
     pub fn release(self) -> P {
         self.pin
     }

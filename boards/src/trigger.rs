@@ -3,6 +3,7 @@
 
 use embedded_hal::digital::InputPin;
 
+/// Debounced rising-edge detector over an input pin, polled by the caller.
 pub struct Trigger<P: InputPin> {
     pin: P,
     stable: u8,
@@ -34,6 +35,7 @@ impl<P: InputPin> Trigger<P> {
         Ok(raw)
     }
 
+    /// Gives the pin back.
     pub fn release(self) -> P {
         self.pin
     }

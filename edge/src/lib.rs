@@ -16,12 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use classmod_blob::{BlobKind, VerifyingKey};
 use classmod_boards::{detect, BoardProfile, Detection, StatusLed};
-use classmod_runtime::Device;
-use classmod_runtime::OsFs;
-use classmod_runtime::Rule;
-use classmod_runtime::{ModuleRuntime, ServingConfig};
+use classmod_runtime::prelude::*;
 use embedded_hal::digital::{InputPin, OutputPin};
 
 pub use classmod_boards::{Status, Trigger};
@@ -161,7 +157,7 @@ impl<P: OutputPin> Edge<P> {
     /// returns the verdicts and the files that could not be read, each with why.
     fn classify_readable(&mut self, files: &[PathBuf]) -> Result<(Vec<Verdict>, Vec<Unreadable>)> {
         let snap = self.runtime.snapshot();
-        let spec = snap.modules.first().ok_or_else(|| anyhow!("no classes are loaded"))?.blob.module.input.clone();
+        let spec = snap.input_spec().ok_or(Error::NoClassesLoaded)?.clone();
         let mut px = Vec::with_capacity(files.len() * spec.image_len());
         let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
         for f in files {
@@ -220,22 +216,22 @@ impl<P: OutputPin> Edge<P> {
     /// Applies every `*.blob` in `inbox` (bases first), moving each to `done/` or `rejected/`.
     /// Returns how many were applied.
     pub fn process_inbox(&mut self, inbox: &Path) -> Result<usize> {
-        // (is a module, path): bases sort first, so modules of a new base find it.
-        let mut files: Vec<(bool, PathBuf)> = Vec::new();
+        // (kind, path): bases sort first, so modules of a new base find it.
+        let mut files: Vec<(Option<UpdateKind>, PathBuf)> = Vec::new();
         for e in std::fs::read_dir(inbox).map_err(|e| anyhow!("{}: {e}", inbox.display()))? {
             let p = e?.path();
             if p.is_file() && p.extension().is_some_and(|x| x == "blob") {
-                files.push((header_kind(&p) != Some(BlobKind::Base), p));
+                files.push((header_kind(&p), p));
             }
         }
         files.sort();
         let mut applied = 0;
-        for (is_module, path) in files {
+        for (_, path) in files {
             self.status(Status::Updating);
             let bytes = std::fs::read(&path)?;
             let name = file_name(&path);
-            let outcome = if is_module {
-                self.runtime.update(&mut OsFs, &bytes).and_then(|r| {
+            let outcome = self.runtime.apply_update(&mut OsFs, &bytes).and_then(|applied| match applied {
+                Applied::Module(r) => {
                     let mut msg = format!(
                         "class `{}` updated to {}{}",
                         r.class_name,
@@ -247,16 +243,10 @@ impl<P: OutputPin> Edge<P> {
                         msg.push_str(", now served");
                     }
                     Ok(msg)
-                })
-            } else {
-                self.runtime.add_base(&mut OsFs, &bytes).map(|(f, new)| {
-                    if new {
-                        format!("base model added as {f}")
-                    } else {
-                        format!("base model already here ({f})")
-                    }
-                })
-            };
+                }
+                Applied::Base { file, new: true } => Ok(format!("base model added as {file}")),
+                Applied::Base { file, new: false } => Ok(format!("base model already here ({file})")),
+            });
             let (dest, ok) = match outcome {
                 Ok(msg) => {
                     self.say(format!("update {name}: {msg}"));
@@ -320,12 +310,9 @@ fn file_name(path: &Path) -> String {
 
 /// The kind a blob file's header claims, from its first 16 bytes (the transaction checks
 /// everything else).
-fn header_kind(path: &Path) -> Option<BlobKind> {
+fn header_kind(path: &Path) -> Option<UpdateKind> {
     use std::io::Read;
     let mut head = [0u8; 16];
     std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
-    if head[..8] != classmod_blob::MAGIC {
-        return None;
-    }
-    BlobKind::from_u32(u32::from_le_bytes(head[12..16].try_into().ok()?)).ok()
+    UpdateKind::of(&head)
 }

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use clap::Parser;
-use classmod_blob::parse_public_key;
 use classmod_boards::{BoardProfile, Trigger};
 use classmod_edge::pins::{LedPin, TriggerPin, ValueFilePin};
 use classmod_edge::{DeviceChoice, Edge, EdgeOptions, LogPin};
+use classmod_runtime::parse_public_key;
 
 #[derive(Parser)]
 #[command(name = "classmod-edge", version, about = "Serve classmod class modules on a device")]

@@ -4,13 +4,14 @@
 //! the same classes when all modules come from one base, or, when the bases were trained on
 //! different datasets (one dataset per base), each base on its own dataset's images (per source).
 
+use crate::HostError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use classmod_runtime::host::module_file::{base_key, StoredModule};
 use classmod_runtime::{host::predict, Rule};
-use classmod_runtime::{ClassModule, Device, InputSpec, ModelError, ModelFile, ModuleGroup, ResNet};
+use classmod_runtime::{ClassModule, Device, InputSpec, ModelFile, ModuleGroup, ResNet};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -22,8 +23,8 @@ use crate::eval::{batch_tensor, score, EvalReport};
 pub enum ComposeError {
     #[error("no module files (*.module.safetensors) in {0}")]
     NoModules(String),
-    #[error("{path}: {source}")]
-    Module { path: PathBuf, source: ModelError },
+    #[error("{}: {error}", path.display())]
+    Module { path: PathBuf, error: classmod_runtime::Error },
     #[error("{path}: its base model {base} does not match the module's base key (modified or replaced?)")]
     BaseMismatch { path: PathBuf, base: PathBuf },
     #[error("modules have different input specs and cannot be composed: `{a}` ({a_spec}) vs `{b}` ({b_spec})")]
@@ -31,7 +32,9 @@ pub enum ComposeError {
     #[error("class `{0}` has more than one module in the set")]
     DuplicateClass(String),
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Runtime(#[from] classmod_runtime::Error),
 }
 
 /// Module files named by `paths` (files, or directories holding `*.module.safetensors`), in a
@@ -41,7 +44,7 @@ pub fn module_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ComposeError> {
     for p in paths {
         if p.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| ComposeError::Module { path: p.clone(), source: ModelError::io(p, e) })?
+                .map_err(|e| ComposeError::Module { path: p.clone(), error: classmod_runtime::Error::io(p, e) })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".module.safetensors")))
                 .collect();
@@ -106,13 +109,15 @@ pub fn read_base(
     device: &Device,
 ) -> Result<(PathBuf, ModelFile), ComposeError> {
     let base_path = path.parent().unwrap_or(Path::new(".")).join(base_file);
-    let bytes = std::fs::read(&base_path)
-        .map_err(|e| ComposeError::Module { path: path.to_path_buf(), source: ModelError::io(&base_path, e) })?;
+    let bytes = std::fs::read(&base_path).map_err(|e| ComposeError::Module {
+        path: path.to_path_buf(),
+        error: classmod_runtime::Error::io(&base_path, e),
+    })?;
     if base_key(&bytes) != key {
         return Err(ComposeError::BaseMismatch { path: path.to_path_buf(), base: base_path });
     }
     let model = ModelFile::from_bytes(&bytes, device)
-        .map_err(|source| ComposeError::Module { path: base_path.clone(), source })?;
+        .map_err(|error| ComposeError::Module { path: base_path.clone(), error })?;
     Ok((base_path, model))
 }
 
@@ -124,7 +129,7 @@ pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeEr
     let mut order_keys: Vec<(String, usize)> = Vec::new();
     let mut first: Option<ClassModule> = None;
     for path in &files {
-        let stored = StoredModule::read(path).map_err(|source| ComposeError::Module { path: path.clone(), source })?;
+        let stored = StoredModule::read(path).map_err(|error| ComposeError::Module { path: path.clone(), error })?;
         let m = stored.module;
         if let Some(f) = &first {
             if f.input != m.input {
@@ -287,7 +292,7 @@ pub fn evaluate(
             let logits = c
                 .groups
                 .iter()
-                .map(|g| g.base().forward(&x)?.to_vec2::<f32>().map_err(ModelError::from))
+                .map(|g| g.base().forward(&x)?.to_vec2::<f32>().map_err(classmod_runtime::Error::from))
                 .collect::<Result<Vec<_>, _>>()?;
             for (i, &image) in chunk.iter().enumerate() {
                 let g = c.order[images.labels[image] as usize].0;
@@ -298,7 +303,7 @@ pub fn evaluate(
                 source_predictions.push(best.0);
             }
         } else if let Some(base) = c.single_base() {
-            let logits = base.forward(&x)?.to_vec2::<f32>().map_err(ModelError::from)?;
+            let logits = base.forward(&x)?.to_vec2::<f32>().map_err(classmod_runtime::Error::from)?;
             for row in logits {
                 base_logits.extend(c.modules().iter().map(|m| row[m.class_id.0 as usize]));
             }
@@ -319,7 +324,7 @@ pub fn evaluate(
     };
     let sources =
         if per_source { source_reports(c, &images.labels, &predictions, &source_predictions) } else { vec![] };
-    let nodes_kept = c.modules().iter().map(|m| m.mask().kept_fraction()).sum::<f64>() / k.max(1) as f64;
+    let nodes_kept = c.modules().iter().filter_map(|m| m.kind.kept_fraction()).sum::<f64>() / k.max(1) as f64;
     Ok(ComposeReport {
         rule: format!("{rule:?}").to_lowercase(),
         modules: names,

@@ -1,8 +1,9 @@
 //! Evaluation of a model on an image set: logits in batches, top-1 / top-5, per-class accuracy.
 
+use crate::HostError;
 use std::time::Instant;
 
-use classmod_runtime::{Device, InputSpec, ModelError, ResNet, Tensor};
+use classmod_runtime::{Device, InputSpec, ResNet, Tensor};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -34,7 +35,7 @@ pub fn batch_tensor(
     indices: &[usize],
     spec: &InputSpec,
     device: &Device,
-) -> Result<Tensor, ModelError> {
+) -> Result<Tensor, HostError> {
     let per = images.image_len();
     let mut raw = Vec::with_capacity(indices.len() * per);
     for &i in indices {
@@ -46,14 +47,15 @@ pub fn batch_tensor(
 }
 
 /// Logits of every image, `len * classes` values, row-major.
-pub fn logits(model: &ResNet, images: &ImageSet, batch: usize, progress: &ProgressBar) -> Result<Vec<f32>, ModelError> {
+pub fn logits(model: &ResNet, images: &ImageSet, batch: usize, progress: &ProgressBar) -> Result<Vec<f32>, HostError> {
     let spec = model.input_spec();
     let per = images.image_len();
     if per != spec.image_len() {
-        return Err(ModelError::InputShape {
+        return Err(classmod_runtime::Error::InputShape {
             expected: (spec.channels, spec.height, spec.width),
             found: vec![images.shape.channels, images.shape.height, images.shape.width],
-        });
+        }
+        .into());
     }
     let batch = batch.max(1);
     let mut out = Vec::with_capacity(images.len() * model.config().num_classes);
@@ -115,7 +117,7 @@ pub fn evaluate(
     images: &ImageSet,
     batch: usize,
     progress: &ProgressBar,
-) -> Result<EvalReport, ModelError> {
+) -> Result<EvalReport, HostError> {
     let t0 = Instant::now();
     let l = logits(model, images, batch, progress)?;
     progress.finish_and_clear();

@@ -3,10 +3,11 @@
 //! CIFAR-lineage ones (`shortcut.0/1`, `linear`), so torchvision-lineage names (`downsample.0/1`,
 //! `fc`) and DataParallel's `module.` prefix are rewritten first.
 
+use crate::HostError;
 use std::collections::HashMap;
 
 use classmod_runtime::host::{check_tensors, read_safetensors};
-use classmod_runtime::{Device, InputSpec, ModelError, ModelFile, ModelMeta, ResNetConfig, Shortcut, Tensor};
+use classmod_runtime::{Device, InputSpec, ModelFile, ModelMeta, ResNetConfig, Shortcut, Tensor};
 
 /// What the user says about the model beyond its tensors.
 #[derive(Debug, Clone, Default)]
@@ -43,22 +44,32 @@ fn canonical_name(name: &str) -> Option<String> {
     })
 }
 
-fn dims(tensors: &HashMap<String, Tensor>, name: &str) -> Result<Vec<usize>, ModelError> {
+fn dims(tensors: &HashMap<String, Tensor>, name: &str) -> Result<Vec<usize>, HostError> {
     tensors
         .get(name)
         .map(|t| t.dims().to_vec())
-        .ok_or_else(|| ModelError::MissingTensor { name: name.to_string(), expected: vec![] })
+        .ok_or_else(|| classmod_runtime::Error::MissingTensor { name: name.to_string(), expected: vec![] }.into())
 }
 
 /// Detects the architecture from canonical tensor names and shapes.
-pub fn detect_arch(tensors: &HashMap<String, Tensor>) -> Result<ResNetConfig, ModelError> {
+pub fn detect_arch(tensors: &HashMap<String, Tensor>) -> Result<ResNetConfig, HostError> {
     let stem = dims(tensors, "conv1.weight")?;
     let [_, in_channels, 3, 3] = stem[..] else {
-        return Err(ModelError::TensorShape { name: "conv1.weight".into(), expected: vec![16, 3, 3, 3], found: stem });
+        return Err(classmod_runtime::Error::TensorShape {
+            name: "conv1.weight".into(),
+            expected: vec![16, 3, 3, 3],
+            found: stem,
+        }
+        .into());
     };
     let linear = dims(tensors, "linear.weight")?;
     let [num_classes, _] = linear[..] else {
-        return Err(ModelError::TensorShape { name: "linear.weight".into(), expected: vec![10, 64], found: linear });
+        return Err(classmod_runtime::Error::TensorShape {
+            name: "linear.weight".into(),
+            expected: vec![10, 64],
+            found: linear,
+        }
+        .into());
     };
     let mut widths = [0; 3];
     let mut blocks = [0; 3];
@@ -68,9 +79,9 @@ pub fn detect_arch(tensors: &HashMap<String, Tensor>) -> Result<ResNetConfig, Mo
         blocks[s] = (0..).take_while(|b| tensors.contains_key(&format!("layer{}.{b}.conv1.weight", s + 1))).count();
     }
     if blocks[1] != blocks[0] || blocks[2] != blocks[0] {
-        return Err(ModelError::BadConfig(format!(
-            "stages have {blocks:?} blocks; a CIFAR ResNet has the same number in each"
-        )));
+        return Err(HostError::Import {
+            reason: format!("stages have {blocks:?} blocks; a CIFAR ResNet has the same number in each"),
+        });
     }
     let shortcut = if tensors.keys().any(|k| k.contains(".shortcut.")) { Shortcut::B } else { Shortcut::A };
     let cfg = ResNetConfig { blocks_per_stage: blocks[0], widths, shortcut, in_channels, num_classes };
@@ -79,7 +90,7 @@ pub fn detect_arch(tensors: &HashMap<String, Tensor>) -> Result<ResNetConfig, Mo
 }
 
 /// Imports a PyTorch safetensors buffer.
-pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<ModelFile, ModelError> {
+pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<ModelFile, HostError> {
     let raw = read_safetensors(bytes, &Device::Cpu)?;
     let mut tensors = HashMap::with_capacity(raw.len());
     for (name, t) in raw {
@@ -90,11 +101,13 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<ModelFile, Mod
     let arch = detect_arch(&tensors)?;
     if let Some(d) = opts.depth {
         if d != arch.depth() {
-            return Err(ModelError::BadConfig(format!(
-                "--arch says resnet{d}, the tensors describe {} ({} blocks per stage)",
-                arch.name(),
-                arch.blocks_per_stage
-            )));
+            return Err(HostError::Import {
+                reason: format!(
+                    "--arch says resnet{d}, the tensors describe {} ({} blocks per stage)",
+                    arch.name(),
+                    arch.blocks_per_stage
+                ),
+            });
         }
     }
     let c = arch.in_channels;
@@ -110,7 +123,7 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<ModelFile, Mod
     let meta = ModelMeta { arch, input, class_names };
     // check_tensors names the first missing, unexpected or mis-shaped tensor.
     let tensors = check_tensors(&meta.arch, tensors)?;
-    ModelFile::new(meta, tensors)
+    Ok(ModelFile::new(meta, tensors)?)
 }
 
 #[cfg(test)]

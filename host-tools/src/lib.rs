@@ -5,6 +5,7 @@
 pub mod compose_eval;
 pub mod dataset;
 pub mod decompose;
+pub mod error;
 pub mod eval;
 pub mod experiment;
 pub mod import;
@@ -15,3 +16,4 @@ pub mod recalibrate;
 pub mod report;
 pub mod train;
 pub mod verify;
+pub use error::HostError;

@@ -1,13 +1,14 @@
 //! Packing modules into blobs for a device: one base blob per base model, one module blob per
 //! class (with golden self-test vectors recorded on real images) and the directory's manifest.
 
+use crate::HostError;
 use std::path::{Path, PathBuf};
 
 use classmod_blob::{AlignedBytes, Blob, SigningKey};
 use classmod_runtime::host::base_blob::{self, key_hex, model_key};
 use classmod_runtime::host::module_file::{base_key, StoredModule};
 use classmod_runtime::host::write_atomically;
-use classmod_runtime::{ClassModule, Device, Golden, ModelError, ModelFile, ModuleBlob, ResNet};
+use classmod_runtime::{ClassModule, Device, Golden, ModelFile, ModuleBlob, ResNet};
 use classmod_runtime::{Manifest, ManifestBase, ManifestModule};
 
 use crate::compose_eval::{module_paths, read_base, ComposeError};
@@ -25,7 +26,7 @@ pub struct PackGroup {
 pub fn read_groups(paths: &[PathBuf]) -> Result<Vec<PackGroup>, ComposeError> {
     let mut groups: Vec<(PathBuf, PackGroup)> = Vec::new();
     for path in module_paths(paths)? {
-        let stored = StoredModule::read(&path).map_err(|source| ComposeError::Module { path: path.clone(), source })?;
+        let stored = StoredModule::read(&path).map_err(|error| ComposeError::Module { path: path.clone(), error })?;
         let base_path = path.parent().unwrap_or(Path::new(".")).join(&stored.base_file);
         if let Some((_, g)) = groups.iter_mut().find(|(p, _)| *p == base_path) {
             g.modules.push(stored.module);
@@ -42,13 +43,13 @@ pub fn module_blob_name(m: &ClassModule) -> String {
     format!("{}.blob", class_file_stem(m))
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelError> {
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), HostError> {
     let p = dir.join(name);
-    write_atomically(&p, bytes).map_err(|e| ModelError::io(&p, e))
+    write_atomically(&p, bytes).map_err(|e| HostError::io(&p, e))
 }
 
-fn content_hash_hex(bytes: &[u8]) -> Result<String, ModelError> {
-    Ok(key_hex(&Blob::parse(AlignedBytes::new(bytes).bytes())?.content_hash()))
+fn content_hash_hex(bytes: &[u8]) -> Result<String, HostError> {
+    Ok(key_hex(&Blob::parse(AlignedBytes::new(bytes).bytes()).map_err(classmod_runtime::Error::from)?.content_hash()))
 }
 
 /// Writes every group's base blob and module blobs into `out`, then the manifest (last, so a
@@ -60,8 +61,8 @@ pub fn pack(
     out: &Path,
     key: Option<&SigningKey>,
     golden: impl Fn(usize, &ClassModule) -> Vec<u8>,
-) -> Result<Manifest, ModelError> {
-    std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
+) -> Result<Manifest, HostError> {
+    std::fs::create_dir_all(out).map_err(|e| HostError::io(out, e))?;
     let (mut bases, mut modules) = (Vec::new(), Vec::new());
     for (gi, g) in groups.iter().enumerate() {
         let bkey = model_key(&g.model)?;
@@ -113,7 +114,7 @@ pub fn decompose_and_pack(
     out: &Path,
     key: Option<&SigningKey>,
     progress: &ProgressBar,
-) -> Result<Manifest, ModelError> {
+) -> Result<Manifest, HostError> {
     let d = decompose(model, &base_key(&model.to_bytes()?), train, opts, progress)?;
     let group = PackGroup { model: model.clone(), modules: d.modules };
     pack(&[group], out, key, |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))

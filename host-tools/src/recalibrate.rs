@@ -8,7 +8,8 @@
 //! against those of every other composed class, from whichever dataset they come. Masks and the
 //! base models are untouched: no backpropagation, seconds of work.
 
-use classmod_runtime::{ModelError, ModuleGroup};
+use crate::HostError;
+use classmod_runtime::ModuleGroup;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -25,7 +26,7 @@ pub fn recalibrate(
     n_pos: usize,
     seed: u64,
     batch: usize,
-) -> Result<(), ModelError> {
+) -> Result<(), HostError> {
     let k = c.order.len();
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
     for (i, &l) in train.labels.iter().enumerate() {
@@ -33,10 +34,7 @@ pub fn recalibrate(
     }
     for (j, idx) in by_class.iter_mut().enumerate() {
         if idx.is_empty() {
-            return Err(ModelError::BadConfig(format!(
-                "no training images of class `{}` to recalibrate with",
-                c.class_names()[j]
-            )));
+            return Err(HostError::NoImagesOfClass { class: c.class_names()[j].clone() });
         }
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     }

@@ -2,13 +2,14 @@
 //! layout, content hash, signature (when a key is given), the manifest's recorded hash, decoding,
 //! and each module's golden self-test on its base.
 
+use crate::HostError;
 use std::path::Path;
 
 use classmod_blob::{Blob, BlobKind, VerifyingKey};
 use classmod_runtime::host::base_blob::{self, key_hex};
 use classmod_runtime::host::MappedFile;
 use classmod_runtime::Rule;
-use classmod_runtime::{Device, ModelError, ModuleBlob};
+use classmod_runtime::{Device, ModuleBlob};
 use classmod_runtime::{ModuleRuntime, ServingConfig};
 use serde::Serialize;
 
@@ -40,7 +41,7 @@ fn row(
 
 /// Every file a manifest lists, checked by the device runtime's own loading code (without
 /// serving). An unreadable manifest is an error; a bad file is a failed row.
-pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRow>, ModelError> {
+pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRow>, HostError> {
     let config = ServingConfig { device: Device::Cpu, key: key.cloned(), budget_bytes: None, rule: Rule::Max };
     let rt = ModuleRuntime::open(dir, config)?;
     let manifest = rt.manifest();
@@ -92,5 +93,5 @@ pub fn verify_file(path: &Path, key: Option<&VerifyingKey>) -> VerifyRow {
         }
         Ok("layout, hash, signature, contents (self-test: verify the directory)".to_string())
     })();
-    row(path, kind, class, signer, result.map_err(|e: ModelError| e.to_string()))
+    row(path, kind, class, signer, result.map_err(|e: HostError| e.to_string()))
 }

@@ -3,21 +3,22 @@
 
 use candle_core::Device;
 
-use crate::ModelError;
+use crate::Error;
+use crate::Result;
 
 /// Whether this build can run on a CUDA GPU.
 pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
 /// CUDA device `ordinal`, or a typed error saying why not (no `cuda` feature, no GPU, no driver).
-pub fn cuda(ordinal: usize) -> Result<Device, ModelError> {
+pub fn cuda(ordinal: usize) -> Result<Device> {
     let device = format!("CUDA device {ordinal}");
     if !CUDA_BUILT {
-        return Err(ModelError::DeviceUnavailable {
+        return Err(Error::DeviceUnavailable {
             device,
             reason: "this build has no CUDA support; rebuild with `--features cuda`".into(),
         });
     }
-    Device::new_cuda(ordinal).map_err(|e| ModelError::DeviceUnavailable { device, reason: e.to_string() })
+    Device::new_cuda(ordinal).map_err(|e| Error::DeviceUnavailable { device, reason: e.to_string() })
 }
 
 #[cfg(test)]

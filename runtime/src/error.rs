@@ -1,74 +1,369 @@
-//! The typed errors of model loading and execution. Every variant is something a user or a
-//! corrupted file can cause; none of them is a panic.
+//! The runtime's typed errors: one variant per thing that went wrong, each saying what happened
+//! and, for anything read from disk, which file. Every variant is something a user, an operator
+//! or a corrupted file can cause; none of them is a panic. A variant never repeats the error it
+//! wraps in its own text and also hands it out as a source, so `{:#}` chains print each fact once.
 
 use std::path::PathBuf;
 
+use classmod_blob::BlobError;
+
+/// `Result` with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong loading, running, serving or updating modules.
 #[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+#[non_exhaustive]
+pub enum Error {
+    // --- Files and containers ---
+    /// A file could not be read, written, mapped or renamed.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        error: std::io::Error,
+    },
 
+    /// A model or module file is not valid safetensors.
     #[error("not a safetensors file: {reason}")]
-    NotSafetensors { reason: String },
+    NotSafetensors {
+        /// What the safetensors parser said.
+        reason: String,
+    },
 
+    /// A safetensors file lacks one of classmod's metadata keys.
     #[error("not a classmod model: metadata key `{key}` is missing (run `classmod import` on PyTorch exports)")]
-    MissingMetadata { key: &'static str },
+    MissingMetadata {
+        /// The key.
+        key: &'static str,
+    },
 
+    /// A metadata entry (of a model, module, blob or manifest) does not parse or is out of range.
     #[error("metadata `{key}` is invalid: {reason}")]
-    BadMetadata { key: &'static str, reason: String },
+    BadMetadata {
+        /// Which entry.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
 
-    #[error("unsupported model format version {found} (this build reads version {supported})")]
-    UnsupportedVersion { found: String, supported: u32 },
+    /// A container of another format version than this build reads.
+    #[error("unsupported format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The file's version.
+        found: String,
+        /// The version this build reads.
+        supported: u32,
+    },
 
+    /// A module of a kind this build cannot run (a newer device's module on an older one).
+    #[error("module kind `{kind}` is not one this build runs (it runs: {known})")]
+    UnknownModuleKind {
+        /// The kind the module names.
+        kind: String,
+        /// The kinds this build runs.
+        known: &'static str,
+    },
+
+    /// A blob that does not parse or verify (layout, hash, signature), in memory.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+
+    /// A blob file that does not parse or verify.
+    #[error("{}: {error}", path.display())]
+    BadBlob {
+        /// The file.
+        path: PathBuf,
+        /// Which rule of the format it breaks.
+        error: BlobError,
+    },
+
+    /// A blob of the other kind (a base where a module was expected, or the reverse).
+    #[error("a {found} blob where a {expected} blob was expected")]
+    WrongBlobKind {
+        /// The kind wanted.
+        expected: &'static str,
+        /// The kind found.
+        found: &'static str,
+    },
+
+    /// A blob header's key does not match the contents it describes.
+    #[error("the blob header's {key} key does not match its contents")]
+    HeaderKeyMismatch {
+        /// `base` or `input`.
+        key: &'static str,
+    },
+
+    /// A key or hash in text that is not 64 hex digits.
+    #[error("`{text}` is not a key of 64 hex digits")]
+    BadKey {
+        /// The text.
+        text: String,
+    },
+
+    // --- Model ---
+    /// A tensor the architecture needs is absent.
     #[error("tensor `{name}` is missing (expected shape {expected:?})")]
-    MissingTensor { name: String, expected: Vec<usize> },
+    MissingTensor {
+        /// Its name.
+        name: String,
+        /// Its expected shape (empty when any shape would do).
+        expected: Vec<usize>,
+    },
 
+    /// A tensor the architecture does not have.
     #[error("unexpected tensor `{name}` (shape {shape:?}) is not part of {arch}")]
-    UnexpectedTensor { name: String, shape: Vec<usize>, arch: String },
+    UnexpectedTensor {
+        /// Its name.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The architecture.
+        arch: String,
+    },
 
+    /// A tensor of the wrong shape.
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
-    TensorShape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    TensorShape {
+        /// Its name.
+        name: String,
+        /// The shape wanted.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+    },
 
-    #[error("tensor `{name}` has dtype {found}, expected a floating-point dtype")]
-    TensorDtype { name: String, found: String },
+    /// A tensor of the wrong element type.
+    #[error("tensor `{name}` has dtype {found}, expected {expected}")]
+    TensorDtype {
+        /// Its name.
+        name: String,
+        /// The type wanted.
+        expected: &'static str,
+        /// The type found.
+        found: String,
+    },
 
+    /// A weight that is NaN or infinite.
     #[error("tensor `{name}` holds a non-finite value")]
-    NonFinite { name: String },
+    NonFinite {
+        /// The tensor.
+        name: String,
+    },
 
-    #[error("invalid architecture: {0}")]
-    BadConfig(String),
+    /// An architecture this runtime cannot build (depth, widths, shortcuts, class count).
+    #[error("invalid architecture: {reason}")]
+    InvalidArchitecture {
+        /// What is out of range.
+        reason: String,
+    },
 
+    /// An input spec out of range (channels, size, normalisation).
+    #[error("invalid input spec: {reason}")]
+    InvalidInputSpec {
+        /// What is out of range.
+        reason: String,
+    },
+
+    /// A model whose parts disagree (input spec against network, class names against outputs).
+    #[error("inconsistent model: {reason}")]
+    InconsistentModel {
+        /// Which parts disagree.
+        reason: String,
+    },
+
+    /// A batch of another shape than the network takes.
     #[error("input has shape {found:?}, the model expects [batch, {c}, {h}, {w}]", c = expected.0, h = expected.1, w = expected.2)]
-    InputShape { expected: (usize, usize, usize), found: Vec<usize> },
+    InputShape {
+        /// (channels, height, width) the model takes.
+        expected: (usize, usize, usize),
+        /// What was given.
+        found: Vec<usize>,
+    },
 
-    #[error("blob: {0}")]
-    Blob(#[from] classmod_blob::BlobError),
+    /// A [`crate::host::ReluHook`] returned an activation of another shape.
+    #[error("a ReLU hook changed the shape of site {site}")]
+    HookChangedShape {
+        /// The site.
+        site: usize,
+    },
 
-    #[error("the blob's header and its contents disagree: {0}")]
-    BlobMismatch(String),
+    // --- Modules ---
+    /// A module that cannot run on the base it names (masks, class index, head width, input).
+    #[error("module `{class}` does not fit its base: {reason}")]
+    ModuleDoesNotFit {
+        /// The module's class.
+        class: String,
+        /// What does not fit.
+        reason: String,
+    },
 
+    /// A stored node mask of the wrong length or with bits past its last node.
+    #[error("mask of site `{site}`: {reason}")]
+    BadMask {
+        /// The site.
+        site: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Golden self-test vectors that are not whole images, or not one score per image.
+    #[error("golden self-test vectors: {reason}")]
+    BadGolden {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The golden self-test did not reproduce a packed score.
     #[error("golden self-test failed: image {image} scores {found}, the blob says {expected}")]
-    GoldenMismatch { image: usize, expected: f32, found: f32 },
+    GoldenMismatch {
+        /// The golden image.
+        image: usize,
+        /// The score recorded when packing.
+        expected: f32,
+        /// The score computed now.
+        found: f32,
+    },
 
-    #[error("memory budget exceeded: the loaded set would need {need} bytes, the board allows {budget}")]
-    BudgetExceeded { need: u64, budget: u64 },
+    /// A module self-tested against another base than the one it names.
+    #[error("module `{class}` names another base model")]
+    WrongBase {
+        /// The module's class.
+        class: String,
+    },
 
+    // --- Serving and updates ---
+    /// A classification with nothing loaded.
+    #[error("no classes are loaded")]
+    NoClassesLoaded,
+
+    /// A class the directory has no module for (or that is not loaded, for `unload`).
     #[error("no module for class `{0}`")]
     UnknownClass(String),
 
+    /// A base model the manifest does not list.
+    #[error("base {key} is not in the manifest")]
+    BaseNotInManifest {
+        /// Its key.
+        key: String,
+    },
+
+    /// A blob whose content hash is not the one the manifest records for it.
+    #[error("{}: content hash differs from the manifest's", path.display())]
+    ManifestHashMismatch {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A module blob whose class or base differ from its manifest entry.
+    #[error("{}: class or base differ from the manifest's", path.display())]
+    ManifestEntryMismatch {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// An update whose base model the device does not have (send the base first).
+    #[error("module `{class}` needs a base this device does not have")]
+    MissingBase {
+        /// The module's class.
+        class: String,
+    },
+
+    /// An update whose class is not the named output of its base.
+    #[error("class `{class}` is not output {index} of its base model")]
+    ClassNotInBase {
+        /// The module's class.
+        class: String,
+        /// The output index it claims.
+        index: u32,
+    },
+
+    /// An update identical to the module already installed.
+    #[error("class `{class}` already runs this module")]
+    AlreadyInstalled {
+        /// The class.
+        class: String,
+    },
+
+    /// A rollback with no unconfirmed update to go back from.
+    #[error("class `{class}` has no update to roll back")]
+    NothingToRollBack {
+        /// The class.
+        class: String,
+    },
+
+    /// Loading would exceed the board's memory budget.
+    #[error("memory budget exceeded: the loaded set would need {need} bytes, the board allows {budget}")]
+    BudgetExceeded {
+        /// Bytes the new set needs.
+        need: u64,
+        /// Bytes the board allows.
+        budget: u64,
+    },
+
+    /// A class whose images have another shape than the served classes'.
     #[error("class `{class}` takes {}x{}x{} images, the served classes {}x{}x{}", found.0, found.1, found.2, served.0, served.1, served.2)]
-    IncompatibleInput { class: String, found: (usize, usize, usize), served: (usize, usize, usize) },
+    IncompatibleInput {
+        /// The class.
+        class: String,
+        /// Its (channels, height, width).
+        found: (usize, usize, usize),
+        /// The served classes' (channels, height, width).
+        served: (usize, usize, usize),
+    },
 
+    /// A compute device that cannot be used (no CUDA in this build, no GPU, no driver).
     #[error("cannot use {device}: {reason}")]
-    DeviceUnavailable { device: String, reason: String },
+    DeviceUnavailable {
+        /// The device.
+        device: String,
+        /// Why.
+        reason: String,
+    },
 
+    /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
-impl ModelError {
-    /// Attaches a path to an I/O error.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ModelError::Io { path: path.into(), source }
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Error::Io { path: path.into(), error }
+    }
+
+    /// A blob error of the file at `path`.
+    pub fn blob_file(path: impl Into<PathBuf>, error: BlobError) -> Self {
+        Error::BadBlob { path: path.into(), error }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `{:#}` of an anyhow chain prints every source after the message: the text of a wrapped
+    /// error must not appear twice.
+    #[test]
+    fn wrapped_errors_are_printed_once() {
+        let e = Error::io("/x/y", std::io::Error::from(std::io::ErrorKind::NotFound));
+        let chained = format!("{:#}", anyhow_like(&e));
+        assert_eq!(chained.matches("not found").count(), 1, "{chained}");
+        let b = Error::blob_file("/x/b.blob", BlobError::Unsigned);
+        let chained = format!("{:#}", anyhow_like(&b));
+        assert!(chained.contains("/x/b.blob"), "{chained}");
+        assert_eq!(chained.matches(&BlobError::Unsigned.to_string()).count(), 1, "{chained}");
+    }
+
+    /// The message followed by each source, as anyhow's alternate form prints a chain.
+    fn anyhow_like(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut next = e.source();
+        while let Some(src) = next {
+            s.push_str(": ");
+            s.push_str(&src.to_string());
+            next = src.source();
+        }
+        s
     }
 }

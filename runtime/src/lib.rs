@@ -17,6 +17,69 @@
 //! packaging tools need (writing containers, hashing models, hooks into the graph) is under
 //! [`host`]. There is no CLI, no image decoding, no dataset and no training code here:
 //! `classmod-host` builds those on top.
+//!
+//! A device program, start to end: open a packed directory, serve two classes, classify an
+//! image, then swap one class for another while serving.
+//!
+//! ```
+//! use classmod_runtime::prelude::*;
+//!
+//! # fn main() -> classmod_runtime::Result<()> {
+//! # let dir = example::packed_directory()?;
+//! let config = ServingConfig { device: Device::Cpu, key: None, budget_bytes: Some(64 << 20), rule: Rule::Max };
+//! let runtime = ModuleRuntime::open(&dir, config)?;
+//! runtime.load("cat")?;
+//! runtime.load("dog")?;
+//! let snapshot = runtime.snapshot(); // one consistent set of modules for this classification
+//! let pixels = vec![128u8; snapshot.input_spec().expect("two classes are loaded").image_len()];
+//! let result = snapshot.classify(&pixels, Rule::Max)?;
+//! let winner = result.predictions[0];
+//! println!("{} ({:.2})", result.classes[winner], result.scores[0][winner]);
+//! runtime.unload("dog")?; // classifications still running keep their snapshot
+//! runtime.load("ship")?;
+//! assert_eq!(runtime.snapshot().class_names(), ["cat", "ship"]);
+//! # Ok(())
+//! # }
+//! # mod example {
+//! #     //! A packed directory of a small random ResNet-8 with classes cat, dog and ship, as
+//! #     //! `classmod pack` writes one (without golden images from a dataset).
+//! #     use classmod_runtime::host::base_blob::{encode, key_hex, model_key};
+//! #     use classmod_runtime::*;
+//! #     pub fn packed_directory() -> Result<std::path::PathBuf> {
+//! #         let dir = std::env::temp_dir().join(format!("classmod-doctest-{}", std::process::id()));
+//! #         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+//! #         let arch = ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::A, in_channels: 1, num_classes: 3 };
+//! #         let mut tensors = std::collections::HashMap::new();
+//! #         for (i, (name, shape)) in arch.tensor_shapes().into_iter().enumerate() {
+//! #             let n: usize = shape.iter().product();
+//! #             let v: Vec<f32> = (0..n).map(|j| if name.ends_with("running_var") { 1.0 } else { ((i * 31 + j * 17) % 13) as f32 / 13.0 - 0.5 }).collect();
+//! #             tensors.insert(name, Tensor::from_vec(v, shape, &Device::Cpu)?);
+//! #         }
+//! #         let classes: Vec<String> = ["cat", "dog", "ship"].map(String::from).to_vec();
+//! #         let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] };
+//! #         let model = ModelFile::new(ModelMeta { arch, input: input.clone(), class_names: classes.clone() }, tensors)?;
+//! #         let (net, key) = (ResNet::new(&model, &Device::Cpu)?, key_hex(&model_key(&model)?));
+//! #         let base = encode(&model, None)?;
+//! #         std::fs::write(dir.join("base.blob"), &base).map_err(|e| Error::io(&dir, e))?;
+//! #         let content_hash = key_hex(&classmod_blob::Blob::parse(classmod_blob::AlignedBytes::new(&base).bytes())?.content_hash());
+//! #         let bases = vec![ManifestBase { file: "base.blob".into(), key: key.clone(), content_hash, bytes: base.len() as u64, class_names: classes.clone() }];
+//! #         let mut modules = Vec::new();
+//! #         for (id, name) in classes.iter().enumerate() {
+//! #             let module = ClassModule { class_id: ClassId(id as u32), class_name: name.clone(), base_key: key.clone(), input: input.clone(), kind: ModuleKind::Mask(NodeMask::ones(&net.relu_sites())), head: ModuleHead::Channel { class_index: id } };
+//! #             let golden = Golden::record(&net, &module, vec![7; 2 * input.image_len()])?;
+//! #             let bytes = ModuleBlob { module, sites: net.relu_sites(), golden }.encode(None)?;
+//! #             let file = format!("{name}.blob");
+//! #             std::fs::write(dir.join(&file), &bytes).map_err(|e| Error::io(&dir, e))?;
+//! #             let content_hash = key_hex(&classmod_blob::Blob::parse(classmod_blob::AlignedBytes::new(&bytes).bytes())?.content_hash());
+//! #             modules.push(ManifestModule { file, class_name: name.clone(), class_id: id as u32, base_key: key.clone(), content_hash, bytes: bytes.len() as u64, previous: None });
+//! #         }
+//! #         Manifest::new(bases, modules).write(&dir)?;
+//! #         Ok(dir)
+//! #     }
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 mod cpu;
 mod device;
@@ -32,19 +95,22 @@ pub use candle_core::{DType, Device, Tensor};
 pub use classmod_blob::{parse_public_key, BlobError, VerifyingKey};
 
 pub use device::{cuda, CUDA_BUILT};
-pub use error::ModelError;
+pub use error::{Error, Result};
 pub use model::{InputSpec, ModelFile, ModelMeta, ReluSite, ResNet, ResNetConfig, Shortcut};
 pub use module::compose::Rule;
 pub use module::{ClassId, ClassModule, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs, NodeMask, SiteMask};
 pub use pack::manifest::{Manifest, ManifestBase, ManifestModule, PreviousModule};
+pub use pack::module_blob::GOLDEN_TOLERANCE;
 pub use pack::{DurableFs, Golden, ModuleBlob, OsFs};
-pub use serve::{Classification, LoadedBase, LoadedModule, ModuleRuntime, ServingConfig, Snapshot, UpdateReport};
+pub use serve::{
+    Applied, Classification, LoadedBase, LoadedModule, ModuleRuntime, ServingConfig, Snapshot, UpdateKind, UpdateReport,
+};
 
 /// What a device integrator needs: `use classmod_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Classification, Device, DurableFs, InputSpec, ModelError, ModuleRuntime, OsFs, Rule, ServingConfig, Snapshot,
-        UpdateReport, VerifyingKey,
+        Applied, Classification, Device, DurableFs, Error, InputSpec, ModuleRuntime, OsFs, Result, Rule, ServingConfig,
+        Snapshot, UpdateKind, UpdateReport, VerifyingKey,
     };
 }
 

@@ -19,7 +19,8 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
 use classmod_host::import::are_generic;
-use classmod_runtime::{Device, ModelError, ModelFile};
+use classmod_host::HostError;
+use classmod_runtime::{Device, Error as RuntimeError, ModelFile};
 
 #[derive(Parser)]
 #[command(
@@ -114,10 +115,17 @@ impl DeviceArg {
     }
 }
 
-/// A model error with the file named once (I/O errors already carry the path).
-pub fn model_error(path: &Path, e: ModelError) -> anyhow::Error {
-    match e {
-        ModelError::Io { .. } => anyhow!(e),
+/// An error about the file at `path`, with the file named once (errors that carry their own
+/// path are printed as they are).
+pub fn model_error(path: &Path, e: impl Into<HostError>) -> anyhow::Error {
+    use RuntimeError::{BadBlob, Io, ManifestEntryMismatch, ManifestHashMismatch};
+    match e.into() {
+        e @ HostError::Runtime(
+            Io { .. } | BadBlob { .. } | ManifestHashMismatch { .. } | ManifestEntryMismatch { .. },
+        ) => {
+            anyhow!(e)
+        }
+        e @ HostError::NoBaseInManifest { .. } => anyhow!(e),
         other => anyhow!("{}: {other}", path.display()),
     }
 }

@@ -103,7 +103,7 @@ fn read_exact_len(path: &Path, len: usize) -> Result<Vec<u8>, DatasetError> {
     let mut bytes = Vec::new();
     bytes.try_reserve_exact(len).map_err(|_| DatasetError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("{len} bytes do not fit in memory")),
+        error: std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("{len} bytes do not fit in memory")),
     })?;
     file.take(len as u64 + 1).read_to_end(&mut bytes).map_err(io_error(path))?;
     if bytes.len() != len {

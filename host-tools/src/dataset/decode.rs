@@ -40,7 +40,7 @@ pub(super) fn image_len(shape: ImageShape) -> usize {
 pub(super) fn alloc_pixels(path: &Path, n: usize, shape: ImageShape) -> Result<Vec<u8>, DatasetError> {
     let oom = || DatasetError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(
+        error: std::io::Error::new(
             std::io::ErrorKind::OutOfMemory,
             format!("{n} images of {}x{}x{} bytes do not fit in memory", shape.channels, shape.height, shape.width),
         ),

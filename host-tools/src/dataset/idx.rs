@@ -107,7 +107,7 @@ fn companion_labels(dir: &Path, images: &Path) -> Result<PathBuf, DatasetError> 
     if other.is_file() {
         return Ok(other);
     }
-    Err(DatasetError::Io { path, source: io::Error::new(io::ErrorKind::NotFound, "labels file not found") })
+    Err(DatasetError::Io { path, error: io::Error::new(io::ErrorKind::NotFound, "labels file not found") })
 }
 
 struct Idx {
@@ -136,7 +136,7 @@ fn read_idx(path: &Path, ndims: u8) -> Result<Idx, DatasetError> {
         if is_gzip {
             bad(path, format!("corrupt or truncated gzip data: {e}"))
         } else {
-            DatasetError::Io { path: path.to_path_buf(), source: e }
+            DatasetError::Io { path: path.to_path_buf(), error: e }
         }
     })?;
     match (data.len() as u64).cmp(&total) {
@@ -163,7 +163,7 @@ fn read_header(path: &Path, ndims: u8) -> Result<Header, DatasetError> {
         } else if is_gzip {
             bad(path, format!("corrupt or truncated gzip data: {e}"))
         } else {
-            DatasetError::Io { path: path.to_path_buf(), source: e }
+            DatasetError::Io { path: path.to_path_buf(), error: e }
         }
     };
 

@@ -58,8 +58,8 @@ pub struct ImageSet {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: not a dataset: {reason}")]
     Unrecognised { path: PathBuf, reason: String },
     #[error("{path}: no images found{hint}")]
@@ -142,7 +142,7 @@ impl ImageSet {
 
 /// `DatasetError::Io` for `path`, as a `map_err` argument.
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
-    move |source| DatasetError::Io { path: path.to_path_buf(), source }
+    move |error| DatasetError::Io { path: path.to_path_buf(), error }
 }
 
 /// Whether a file name is one of the image files an ImageFolder holds (PNG or JPEG, not hidden).

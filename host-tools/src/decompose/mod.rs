@@ -6,11 +6,12 @@ pub mod logistic;
 pub mod observe;
 pub mod samples;
 
+use crate::HostError;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use classmod_runtime::host::module_file::{base_key, StoredModule};
-use classmod_runtime::{ClassId, ClassModule, ModelError, ModelFile, ModuleGroup, ModuleHead, ModuleKind, ResNet};
+use classmod_runtime::{ClassId, ClassModule, ModelFile, ModuleGroup, ModuleHead, ModuleKind, ResNet};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -102,7 +103,7 @@ pub fn decompose(
     train: &ImageSet,
     opts: &DecomposeOptions,
     progress: &ProgressBar,
-) -> Result<Decomposition, ModelError> {
+) -> Result<Decomposition, HostError> {
     let obs = observe(model, key, train, opts, progress)?;
     obs.modules(train, opts.keep_rate, opts.tangle_rate, opts.head, opts.batch)
 }
@@ -128,13 +129,13 @@ pub fn observe(
     train: &ImageSet,
     opts: &DecomposeOptions,
     progress: &ProgressBar,
-) -> Result<Observation, ModelError> {
+) -> Result<Observation, HostError> {
     let t0 = Instant::now();
     let net = ResNet::new(model, &classmod_runtime::Device::Cpu)?;
     let n_classes = net.class_names().len();
     let wanted: Vec<usize> = opts.classes.clone().unwrap_or_else(|| (0..n_classes).collect());
     if let Some(&bad) = wanted.iter().find(|&&c| c >= n_classes) {
-        return Err(ModelError::BadConfig(format!("class index {bad} out of range (the model has {n_classes})")));
+        return Err(HostError::ClassOutOfRange { index: bad, classes: n_classes });
     }
     let samples = samples::choose(&net, train, &wanted, opts.n_pos, opts.pos_conf, opts.seed, progress)?;
     let draws = samples
@@ -145,11 +146,7 @@ pub fn observe(
     for &c in &wanted {
         let s = &samples[c];
         if s.positives.is_empty() {
-            return Err(ModelError::BadConfig(format!(
-                "class `{}`: the model classifies none of the {} scanned training images as this class",
-                net.class_names()[c],
-                s.scanned
-            )));
+            return Err(HostError::NoPositives { class: net.class_names()[c].clone(), scanned: s.scanned });
         }
         positives[c] = Some(observe::count(&net, train, &s.positives, opts.batch)?);
     }
@@ -182,7 +179,7 @@ impl Observation {
         tangle_rate: f64,
         head: HeadKind,
         batch: usize,
-    ) -> Result<Decomposition, ModelError> {
+    ) -> Result<Decomposition, HostError> {
         let t0 = Instant::now();
         let net = &self.net;
         let sites = net.relu_sites();
@@ -250,7 +247,7 @@ pub fn calibrated_head(
     positives: &[usize],
     negatives: &[usize],
     batch: usize,
-) -> Result<ModuleHead, ModelError> {
+) -> Result<ModuleHead, HostError> {
     let group = ModuleGroup::new(net.clone(), vec![module.clone()])?;
     let mut features = Vec::with_capacity(positives.len() + negatives.len());
     let mut labels = Vec::with_capacity(features.capacity());
@@ -277,12 +274,12 @@ pub fn module_file_name(m: &ClassModule) -> String {
 }
 
 /// Writes the base model file (once) and every module into `dir`; returns the module paths.
-pub fn write(dir: &Path, model_bytes: &[u8], d: &Decomposition) -> Result<Vec<PathBuf>, ModelError> {
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+pub fn write(dir: &Path, model_bytes: &[u8], d: &Decomposition) -> Result<Vec<PathBuf>, HostError> {
+    std::fs::create_dir_all(dir).map_err(|e| HostError::io(dir, e))?;
     let key = base_key(model_bytes);
     let base_file = format!("base-{}.safetensors", &key[..16]);
     let base_path = dir.join(&base_file);
-    classmod_runtime::host::write_atomically(&base_path, model_bytes).map_err(|e| ModelError::io(&base_path, e))?;
+    classmod_runtime::host::write_atomically(&base_path, model_bytes).map_err(|e| HostError::io(&base_path, e))?;
     let mut paths = Vec::new();
     for m in &d.modules {
         let p = dir.join(module_file_name(m));

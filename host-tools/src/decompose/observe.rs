@@ -1,8 +1,9 @@
 //! Observation: how often each node (ReLU output) is active (> 0) over a group of images.
 
+use crate::HostError;
 use candle_core::Tensor;
 use classmod_runtime::host::ReluHook;
-use classmod_runtime::{ModelError, ResNet};
+use classmod_runtime::ResNet;
 
 use crate::dataset::ImageSet;
 use crate::eval::batch_tensor;
@@ -41,7 +42,7 @@ impl ReluHook for Counter {
 }
 
 /// Counts node activity of `model` over the images at `indices`.
-pub fn count(model: &ResNet, set: &ImageSet, indices: &[usize], batch: usize) -> Result<ActivityCounts, ModelError> {
+pub fn count(model: &ResNet, set: &ImageSet, indices: &[usize], batch: usize) -> Result<ActivityCounts, HostError> {
     let sites = model.relu_sites();
     let mut counter = Counter { sites: vec![Vec::new(); sites.len()] };
     for chunk in indices.chunks(batch.max(1)) {

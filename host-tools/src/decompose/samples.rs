@@ -3,7 +3,8 @@
 //! (relaxed, and reported, when too few qualify), and a seeded balanced draw of about
 //! `n_pos/(N-1)` images from each other class as negatives.
 
-use classmod_runtime::{ModelError, ResNet};
+use crate::HostError;
+use classmod_runtime::ResNet;
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -40,7 +41,7 @@ pub fn choose(
     pos_conf: f32,
     seed: u64,
     progress: &ProgressBar,
-) -> Result<Vec<ClassSamples>, ModelError> {
+) -> Result<Vec<ClassSamples>, HostError> {
     let n_classes = model.class_names().len();
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
     for (i, &l) in train.labels.iter().enumerate() {

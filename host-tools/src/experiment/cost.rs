@@ -11,9 +11,10 @@
 //! inputs because no power counter is readable here (no RAPL in this VM). The ratio of the two
 //! sides does not depend on them.
 
+use crate::HostError;
 use std::time::Instant;
 
-use classmod_runtime::{Device, ModelError, ModelFile};
+use classmod_runtime::{Device, ModelFile};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -75,7 +76,7 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-fn measure<T>(f: impl FnOnce() -> Result<T, ModelError>) -> Result<(T, Spent), ModelError> {
+fn measure<T>(f: impl FnOnce() -> Result<T, HostError>) -> Result<(T, Spent), HostError> {
     let (w, c) = (Instant::now(), cpu_seconds());
     let out = f()?;
     Ok((out, Spent { wall_seconds: w.elapsed().as_secs_f64(), cpu_seconds: cpu_seconds() - c }))
@@ -89,7 +90,7 @@ pub fn run(
     decompose_options: &DecomposeOptions,
     o: &CostOptions,
     progress: &ProgressBar,
-) -> Result<CostReport, ModelError> {
+) -> Result<CostReport, HostError> {
     let (d, decompose_spent) = measure(|| decompose(model, key, train_set, decompose_options, &ProgressBar::hidden()))?;
     let opts = TrainOptions {
         arch: model.meta.arch.clone(),

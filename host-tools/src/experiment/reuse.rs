@@ -4,8 +4,9 @@
 //! - inter-model replace: for each class c, model A's module c replaced by model B's, with the
 //!   change in class c's accuracy and in the overall accuracy.
 
+use crate::HostError;
 use classmod_runtime::Rule;
-use classmod_runtime::{ModelError, ModelFile, ModuleGroup};
+use classmod_runtime::{ModelFile, ModuleGroup};
 use indicatif::ProgressBar;
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -42,7 +43,7 @@ pub fn score_table(
     test: &ImageSet,
     opts: &DecomposeOptions,
     progress: &ProgressBar,
-) -> Result<(ScoreTable, f64), ModelError> {
+) -> Result<(ScoreTable, f64), HostError> {
     let d = decompose(model, key, train, opts, &ProgressBar::hidden())?;
     let nodes_kept = d.nodes_kept();
     let group = ModuleGroup::new(classmod_runtime::ResNet::new(model, &classmod_runtime::Device::Cpu)?, d.modules)?;
@@ -63,7 +64,7 @@ pub fn reuse(
     opts: &DecomposeOptions,
     fives: usize,
     progress: &ProgressBar,
-) -> Result<ReuseReport, ModelError> {
+) -> Result<ReuseReport, HostError> {
     let (table, nodes_kept) =
         score_table(model, key, train, test, &DecomposeOptions { classes: None, ..opts.clone() }, progress)?;
     let names = &model.meta.class_names;
@@ -172,9 +173,9 @@ pub fn replace(
     test: &ImageSet,
     opts: &DecomposeOptions,
     progress: &ProgressBar,
-) -> Result<ReplaceReport, ModelError> {
+) -> Result<ReplaceReport, HostError> {
     if a.0.meta.class_names != b.0.meta.class_names || a.0.meta.input != b.0.meta.input {
-        return Err(ModelError::BadConfig("replace needs two models with the same classes and input spec".into()));
+        return Err(HostError::ModelsDiffer);
     }
     let opts = DecomposeOptions { classes: None, ..opts.clone() };
     let (ta, _) = score_table(a.0, a.1, train, test, &opts, progress)?;

@@ -2,8 +2,9 @@
 //! classes, computed once (one stacked pass per batch). Compositions of any subset of the modules,
 //! and of modules swapped in from another model, are then arithmetic on this table.
 
+use crate::HostError;
+use classmod_runtime::ModuleGroup;
 use classmod_runtime::{host::predict, Rule};
-use classmod_runtime::{ModelError, ModuleGroup};
 use indicatif::ProgressBar;
 
 use crate::dataset::ImageSet;
@@ -26,7 +27,7 @@ impl ScoreTable {
         test: &ImageSet,
         batch: usize,
         progress: &ProgressBar,
-    ) -> Result<Self, ModelError> {
+    ) -> Result<Self, HostError> {
         let k = group.modules().len();
         let (mut scores, mut votes) =
             (vec![Vec::with_capacity(test.len()); k], vec![Vec::with_capacity(test.len()); k]);

@@ -11,6 +11,7 @@
 //! `/proc/self/statm`, read after the allocator's free memory is handed back) are read after each;
 //! the base model is then loaded on its own beside them.
 
+use crate::HostError;
 use std::path::Path;
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use classmod_blob::VerifyingKey;
 use classmod_runtime::host::base_blob;
 use classmod_runtime::host::MappedFile;
 use classmod_runtime::Rule;
-use classmod_runtime::{Device, ModelError, ResNet, Tensor};
+use classmod_runtime::{Device, ResNet, Tensor};
 use classmod_runtime::{ModuleRuntime, ServingConfig};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -83,14 +84,14 @@ pub struct ServingReport {
 }
 
 /// One timing of `f`, milliseconds.
-fn time_ms(f: &mut impl FnMut() -> Result<(), ModelError>) -> Result<f64, ModelError> {
+fn time_ms(f: &mut impl FnMut() -> Result<(), HostError>) -> Result<f64, HostError> {
     let t0 = Instant::now();
     f()?;
     Ok(t0.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Median of `n` timings of `f`, milliseconds.
-fn median_ms(n: usize, mut f: impl FnMut() -> Result<(), ModelError>) -> Result<f64, ModelError> {
+fn median_ms(n: usize, mut f: impl FnMut() -> Result<(), HostError>) -> Result<f64, HostError> {
     Ok(median((0..n.max(1)).map(|_| time_ms(&mut f)).collect::<Result<_, _>>()?))
 }
 
@@ -138,21 +139,18 @@ pub fn measure(
     test: &ImageSet,
     o: &ServingOptions,
     progress: &ProgressBar,
-) -> Result<ServingReport, ModelError> {
+) -> Result<ServingReport, HostError> {
     let config = ServingConfig { device: Device::Cpu, key, budget_bytes: None, rule: Rule::Max };
     let open = || ModuleRuntime::open(dir, config.clone());
     let rt = open()?;
     let manifest = rt.manifest();
     let classes = rt.available();
-    let base_entry = manifest
-        .bases
-        .first()
-        .ok_or_else(|| ModelError::BlobMismatch(format!("{}: the manifest names no base", dir.display())))?;
+    let base_entry = manifest.bases.first().ok_or_else(|| HostError::NoBaseInManifest { dir: dir.to_path_buf() })?;
     progress.set_length((classes.len() * (1 + o.batches.len()) + o.cold_starts * classes.len()) as u64);
 
     // The base as a monolithic model: its network and its weights' bytes.
     let base_file = dir.join(&base_entry.file);
-    let load_base = || -> Result<(ResNet, u64), ModelError> {
+    let load_base = || -> Result<(ResNet, u64), HostError> {
         let map = MappedFile::open(&base_file)?;
         let model = base_blob::decode(&map.blob(config.key.as_ref())?, &Device::Cpu)?;
         let net = ResNet::new(&model, &Device::Cpu)?;
@@ -160,7 +158,7 @@ pub fn measure(
         Ok((net, bytes))
     };
     let spec = load_base()?.0.input_spec().clone();
-    let to_tensor = |px: &[u8], x: &mut Vec<f32>| -> Result<Tensor, ModelError> {
+    let to_tensor = |px: &[u8], x: &mut Vec<f32>| -> Result<Tensor, HostError> {
         x.resize(px.len(), 0.0);
         spec.normalize_into(px, x);
         Ok(Tensor::from_slice(x, (px.len() / spec.image_len(), spec.channels, spec.height, spec.width), &Device::Cpu)?)
@@ -214,9 +212,9 @@ pub fn measure(
     let module_file = dir.join(&manifest.modules[0].file);
     let open_verify_map_ms = median_ms(50, || {
         let map = MappedFile::open(&module_file)?;
-        map.blob(config.key.as_ref()).map(drop)
+        Ok(map.blob(config.key.as_ref()).map(drop)?)
     })?;
-    let swap_ms = median_ms(o.iters, || rt.replace(&manifest.modules[0], &module_file).map(drop))?;
+    let swap_ms = median_ms(o.iters, || Ok(rt.replace(&manifest.modules[0], &module_file).map(drop)?))?;
 
     // Latency against k: unload from the end so the runtime serves the first k classes. Each
     // timed classification alternates with a timed forward of the base on the same batch, so each
@@ -226,11 +224,11 @@ pub fn measure(
     for k in (1..=classes.len()).rev() {
         let row = &mut rows[k - 1];
         for (j, px) in inputs.iter().enumerate() {
-            let mut base_forward = || -> Result<(), ModelError> {
+            let mut base_forward = || -> Result<(), HostError> {
                 net.forward(&to_tensor(px, &mut x)?)?.argmax(1)?.to_vec1::<u32>()?;
                 Ok(())
             };
-            let mut classify = || rt.classify(px).map(drop);
+            let mut classify = || Ok(rt.classify(px).map(drop)?);
             classify()?; // warm-up
             base_forward()?;
             let (mut ours, mut base) = (Vec::new(), Vec::new());

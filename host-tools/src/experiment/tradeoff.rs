@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use classmod_runtime::Rule;
-use classmod_runtime::{ModelError, ModelFile, ModuleGroup};
+use classmod_runtime::{ModelFile, ModuleGroup};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -14,6 +14,7 @@ use crate::compose_eval::{self, Composition, Reference};
 use crate::dataset::ImageSet;
 use crate::decompose::{observe, DecomposeOptions, HeadKind};
 use crate::plot::{line_chart, Series, COLOURS};
+use crate::HostError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TradeoffPoint {
@@ -74,7 +75,7 @@ pub fn run(
             let hidden = ProgressBar::hidden();
             let r =
                 compose_eval::evaluate(&composition, test, Rule::Max, Reference::RestrictedBase, opts.batch, &hidden)?;
-            let base = r.base.as_ref().ok_or_else(|| ModelError::BadConfig("no base figures".into()))?;
+            let base = r.base.as_ref().ok_or(HostError::NoBaseFigures)?;
             points.push(TradeoffPoint {
                 head,
                 keep_rate,

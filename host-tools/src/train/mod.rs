@@ -10,12 +10,13 @@ pub mod net;
 pub mod schedule;
 pub mod sgd;
 
+use crate::HostError;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use classmod_runtime::host::write_atomically;
-use classmod_runtime::{InputSpec, ModelError, ModelFile, ModelMeta, ResNetConfig};
+use classmod_runtime::{InputSpec, ModelFile, ModelMeta, ResNetConfig};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -94,9 +95,9 @@ pub fn train(
     opts: &TrainOptions,
     device: &Device,
     progress: &ProgressBar,
-) -> Result<(ModelFile, TrainReport), ModelError> {
+) -> Result<(ModelFile, TrainReport), HostError> {
     if set.is_empty() {
-        return Err(ModelError::BadConfig("no training images".into()));
+        return Err(HostError::NoTrainingImages);
     }
     let spec = net.meta.input.clone();
     let (c, h, w) = (spec.channels, spec.height, spec.width);
@@ -134,9 +135,7 @@ pub fn train(
         let loss = candle_nn::loss::cross_entropy(&logits, &yt)?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
-            return Err(ModelError::BadConfig(format!(
-                "training diverged at step {step} (loss {loss_value}); lower --lr"
-            )));
+            return Err(HostError::Diverged { step, loss: loss_value });
         }
         losses.push(loss_value);
         sgd.set_lr(opts.schedule.lr(step, opts.steps, opts.sgd.lr));
@@ -165,10 +164,10 @@ pub fn train(
 }
 
 /// Writes the current weights to the checkpoint path (atomically) and returns them.
-fn checkpoint(net: &TrainableResNet, opts: &TrainOptions) -> Result<ModelFile, ModelError> {
+fn checkpoint(net: &TrainableResNet, opts: &TrainOptions) -> Result<ModelFile, HostError> {
     let model = net.to_model()?;
     if let Some(path) = &opts.checkpoint {
-        write_atomically(path, &model.to_bytes()?).map_err(|e| ModelError::io(path, e))?;
+        write_atomically(path, &model.to_bytes()?).map_err(|e| HostError::io(path, e))?;
     }
     Ok(model)
 }

@@ -3,6 +3,7 @@
 //! momentum 0.1, unbiased variance). Parameters are candle `Var`s; running statistics are plain
 //! tensors replaced after each training step.
 
+use crate::HostError;
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var, D};
@@ -11,7 +12,7 @@ use classmod_runtime::host::subsample;
 use super::batch_norm::batch_norm_train;
 use super::conv::conv2d;
 use classmod_runtime::host::BN_EPS;
-use classmod_runtime::{ModelError, ModelFile, ModelMeta, ResNetConfig, Shortcut};
+use classmod_runtime::{ModelFile, ModelMeta, ResNetConfig, Shortcut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -42,7 +43,7 @@ fn kaiming(rng: &mut ChaCha8Rng, n: usize, fan_in: usize) -> Vec<f32> {
 impl TrainableResNet {
     /// A freshly initialised network: Kaiming-normal convolutions, BN scale 1 / shift 0,
     /// linear layer uniform in +-1/sqrt(fan_in) as PyTorch's default.
-    pub fn init(meta: ModelMeta, seed: u64, device: &Device) -> Result<Self, ModelError> {
+    pub fn init(meta: ModelMeta, seed: u64, device: &Device) -> Result<Self, HostError> {
         meta.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut tensors = HashMap::new();
@@ -66,7 +67,7 @@ impl TrainableResNet {
     }
 
     /// Starts from an existing model (fine-tuning).
-    pub fn from_model(model: &ModelFile, device: &Device) -> Result<Self, ModelError> {
+    pub fn from_model(model: &ModelFile, device: &Device) -> Result<Self, HostError> {
         let mut params = Vec::new();
         let mut running = HashMap::new();
         for (name, _) in model.meta.arch.tensor_shapes() {
@@ -84,20 +85,20 @@ impl TrainableResNet {
         self.params.iter().map(|(_, v)| v.clone()).collect()
     }
 
-    fn param(&self, name: &str) -> Result<&Tensor, ModelError> {
+    fn param(&self, name: &str) -> Result<&Tensor, HostError> {
         self.params
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_tensor())
-            .ok_or_else(|| ModelError::MissingTensor { name: name.into(), expected: vec![] })
+            .ok_or_else(|| classmod_runtime::Error::MissingTensor { name: name.into(), expected: vec![] }.into())
     }
 
     /// The current weights as a model file (what checkpoints hold).
-    pub fn to_model(&self) -> Result<ModelFile, ModelError> {
+    pub fn to_model(&self) -> Result<ModelFile, HostError> {
         let mut tensors: HashMap<String, Tensor> =
             self.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
         tensors.extend(self.running.iter().map(|(n, t)| (n.clone(), t.clone())));
-        ModelFile::new(self.meta.clone(), tensors)
+        Ok(ModelFile::new(self.meta.clone(), tensors)?)
     }
 
     /// Conv + BN. In training mode BN uses batch statistics and the new running statistics are
@@ -109,7 +110,7 @@ impl TrainableResNet {
         bn: &str,
         stride: usize,
         updates: Option<&mut Vec<(String, Tensor)>>,
-    ) -> Result<Tensor, ModelError> {
+    ) -> Result<Tensor, HostError> {
         let w = self.param(&format!("{conv}.weight"))?;
         let y = conv2d(x, w, stride)?;
         let c = w.dim(0)?;
@@ -143,7 +144,7 @@ impl TrainableResNet {
     }
 
     /// Logits. `train = true` uses batch statistics and updates the running statistics.
-    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor, HostError> {
         let mut updates = Vec::new();
         let logits = self.forward_inner(x, if train { Some(&mut updates) } else { None })?;
         for (k, v) in updates {
@@ -152,7 +153,7 @@ impl TrainableResNet {
         Ok(logits)
     }
 
-    fn forward_inner(&self, x: &Tensor, mut updates: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor, ModelError> {
+    fn forward_inner(&self, x: &Tensor, mut updates: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor, HostError> {
         let arch: &ResNetConfig = &self.meta.arch;
         let mut x = self.conv_bn(x, "conv1", "bn1", 1, updates.as_deref_mut())?.relu()?;
         for b in arch.blocks() {

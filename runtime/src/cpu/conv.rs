@@ -46,7 +46,9 @@ pub enum Method {
 /// Height and width of an NHWC activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plane {
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
 }
 
@@ -167,10 +169,12 @@ impl PackedConv {
         conv
     }
 
+    /// Channels the convolution takes.
     pub fn in_channels(&self) -> usize {
         self.in_channels
     }
 
+    /// Channels it gives.
     pub fn out_channels(&self) -> usize {
         self.out_channels
     }
@@ -181,6 +185,7 @@ impl PackedConv {
         direct + self.winograd.as_ref().map_or(0, WinogradWeights::bytes) + self.bias.len() as u64 * 4
     }
 
+    /// The output plane for input plane `p`.
     pub fn out_plane(&self, p: Plane) -> Plane {
         let o = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
         Plane { height: o(p.height), width: o(p.width) }

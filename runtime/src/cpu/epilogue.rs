@@ -6,7 +6,9 @@
 pub struct Epilogue<'a> {
     /// Same shape as the output (NHWC), added before the ReLU.
     pub residual: Option<&'a [f32]>,
+    /// Whether a ReLU follows.
     pub relu: bool,
+    /// The stacked modules' node masks, applied last.
     pub mask: Option<StackedMask<'a>>,
 }
 

@@ -81,6 +81,7 @@ impl std::fmt::Debug for Microkernel {
 }
 
 impl Microkernel {
+    /// The kernel's name, e.g. `avx2-fma`.
     pub fn name(&self) -> &'static str {
         self.name
     }

@@ -7,7 +7,8 @@
 use rayon::prelude::*;
 
 use super::conv::{Epilogue, PackedConv, Plane, StackedMask, Threads};
-use crate::ModelError;
+use crate::Error;
+use crate::Result;
 
 /// A block's shortcut on the CPU path.
 #[derive(Debug, Clone)]
@@ -45,7 +46,7 @@ pub struct SiteMasks {
 
 /// Sees (and may change) each site's activation, NHWC `[batch, height, width, channels]`.
 pub trait SiteVisitor {
-    fn visit(&mut self, site: usize, activation: &mut [f32], shape: [usize; 4]) -> Result<(), ModelError>;
+    fn visit(&mut self, site: usize, activation: &mut [f32], shape: [usize; 4]) -> Result<()>;
 }
 
 /// Images a thread runs through the whole network at a time when a batch is split across
@@ -75,15 +76,19 @@ impl CpuNet {
         batch: usize,
         masks: Option<&SiteMasks>,
         visitor: Option<&mut dyn SiteVisitor>,
-    ) -> Result<Vec<f32>, ModelError> {
+    ) -> Result<Vec<f32>> {
         if let Some(m) = masks {
             if m.modules == 0 || !batch.is_multiple_of(m.modules) {
-                return Err(ModelError::BadConfig(format!("a batch of {batch} is not {} modules' slices", m.modules)));
+                let expected = (self.stem.in_channels(), self.input.height, self.input.width);
+                return Err(Error::InputShape { expected, found: vec![batch] });
             }
         }
         let per_image = self.input.height * self.input.width * self.stem.in_channels();
         if x.len() != batch * per_image {
-            return Err(ModelError::BadConfig(format!("{} input values are not {batch} images", x.len())));
+            return Err(Error::InputShape {
+                expected: (self.stem.in_channels(), self.input.height, self.input.width),
+                found: vec![x.len()],
+            });
         }
         // Slices of up to SLICE images, at least two per thread.
         let slice = SLICE.min(batch / (2 * rayon::current_num_threads().max(1)));
@@ -110,7 +115,7 @@ impl CpuNet {
         masks: Option<&SiteMasks>,
         mut visitor: Option<&mut dyn SiteVisitor>,
         threads: Threads,
-    ) -> Result<Vec<f32>, ModelError> {
+    ) -> Result<Vec<f32>> {
         let mask = |site: usize| {
             masks.and_then(|m| {
                 m.sites.get(site).and_then(Option::as_deref).map(|masks| StackedMask {
@@ -121,7 +126,7 @@ impl CpuNet {
             })
         };
         let mut site = 0usize;
-        let mut visit = |site: usize, act: &mut [f32], p: Plane, c: usize| -> Result<(), ModelError> {
+        let mut visit = |site: usize, act: &mut [f32], p: Plane, c: usize| -> Result<()> {
             match visitor.as_deref_mut() {
                 Some(v) => v.visit(site, act, [batch, p.height, p.width, c]),
                 None => Ok(()),

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
+use crate::Error;
+use crate::Result;
 
 /// How a block whose shape changes carries its input to the residual add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,8 +26,11 @@ pub struct ResNetConfig {
     pub blocks_per_stage: usize,
     /// Channel width of each stage; the stem has the width of the first stage.
     pub widths: [usize; 3],
+    /// How blocks that change shape add their input (option A or B).
     pub shortcut: Shortcut,
+    /// Channels of the input images (3 for RGB, 1 for gray).
     pub in_channels: usize,
+    /// Outputs of the linear layer: one per class.
     pub num_classes: usize,
 }
 
@@ -36,14 +40,20 @@ pub const BN_EPS: f64 = 1e-5;
 /// One stage-block position: `layer{stage+1}.{block}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockSpec {
+    /// Stage, from 0.
     pub stage: usize,
+    /// Block within its stage, from 0.
     pub index: usize,
+    /// Channels the block takes.
     pub in_planes: usize,
+    /// Channels the block gives.
     pub planes: usize,
+    /// Stride of its first convolution (2 where a stage halves the plane).
     pub stride: usize,
 }
 
 impl BlockSpec {
+    /// The block's tensor-name prefix, e.g. `layer2.0`.
     pub fn prefix(&self) -> String {
         format!("layer{}.{}", self.stage + 1, self.index)
     }
@@ -55,9 +65,9 @@ impl BlockSpec {
 
 impl ResNetConfig {
     /// The classic CIFAR ResNet of the given depth (20, 32, 44, 56, 110, ...), option A.
-    pub fn cifar(depth: usize, in_channels: usize, num_classes: usize) -> Result<Self, ModelError> {
+    pub fn cifar(depth: usize, in_channels: usize, num_classes: usize) -> Result<Self> {
         if depth < 8 || !(depth - 2).is_multiple_of(6) {
-            return Err(ModelError::BadConfig(format!("depth {depth} is not 6n+2 with n >= 1")));
+            return Err(Error::InvalidArchitecture { reason: format!("depth {depth} is not 6n+2 with n >= 1") });
         }
         let cfg = ResNetConfig {
             blocks_per_stage: (depth - 2) / 6,
@@ -70,6 +80,7 @@ impl ResNetConfig {
         Ok(cfg)
     }
 
+    /// Layers counted as the paper does: `6n + 2`.
     pub fn depth(&self) -> usize {
         6 * self.blocks_per_stage + 2
     }
@@ -86,8 +97,9 @@ impl ResNetConfig {
         s
     }
 
-    pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |m: String| Err(ModelError::BadConfig(m));
+    /// Checks every size against what this runtime builds (and what a hostile file could make it allocate).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::InvalidArchitecture { reason });
         if self.blocks_per_stage == 0 || self.blocks_per_stage > 200 {
             return bad(format!("blocks_per_stage {} out of range 1..=200", self.blocks_per_stage));
         }

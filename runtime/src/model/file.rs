@@ -20,40 +20,52 @@ use safetensors::SafeTensors;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::pack::atomic;
-use crate::{InputSpec, ModelError, ResNetConfig};
+use crate::Result;
+use crate::{Error, InputSpec, ResNetConfig};
 
+/// Metadata key of the format name (`model`).
 pub const KEY_FORMAT: &str = "classmod.format";
+/// Metadata key of the format version.
 pub const KEY_VERSION: &str = "classmod.version";
+/// Metadata key of the architecture (JSON of [`ResNetConfig`]).
 pub const KEY_ARCH: &str = "classmod.arch";
+/// Metadata key of the input spec (JSON of [`InputSpec`]).
 pub const KEY_INPUT: &str = "classmod.input";
+/// Metadata key of the class names (a JSON list, one per output).
 pub const KEY_CLASSES: &str = "classmod.classes";
+/// The format name model files carry.
 pub const FORMAT_NAME: &str = "model";
+/// The format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// What a model file says about its tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelMeta {
+    /// The network's architecture.
     pub arch: ResNetConfig,
+    /// The images it takes and how they are normalised.
     pub input: InputSpec,
+    /// One name per output, in output order.
     pub class_names: Vec<String>,
 }
 
 impl ModelMeta {
-    pub fn validate(&self) -> Result<(), ModelError> {
+    /// Checks the architecture, the input spec and that they agree with each other and the class names.
+    pub fn validate(&self) -> Result<()> {
         self.arch.validate()?;
         self.input.validate()?;
         if self.input.channels != self.arch.in_channels {
-            return Err(ModelError::BadConfig(format!(
-                "input spec has {} channels, the network takes {}",
-                self.input.channels, self.arch.in_channels
-            )));
+            return Err(Error::InconsistentModel {
+                reason: format!(
+                    "input spec has {} channels, the network takes {}",
+                    self.input.channels, self.arch.in_channels
+                ),
+            });
         }
         if self.class_names.len() != self.arch.num_classes {
-            return Err(ModelError::BadConfig(format!(
-                "{} class names for {} outputs",
-                self.class_names.len(),
-                self.arch.num_classes
-            )));
+            return Err(Error::InconsistentModel {
+                reason: format!("{} class names for {} outputs", self.class_names.len(), self.arch.num_classes),
+            });
         }
         Ok(())
     }
@@ -68,21 +80,18 @@ impl ModelMeta {
         ])
     }
 
-    fn from_metadata(md: &HashMap<String, String>) -> Result<Self, ModelError> {
-        let get = |key: &'static str| md.get(key).ok_or(ModelError::MissingMetadata { key });
+    fn from_metadata(md: &HashMap<String, String>) -> Result<Self> {
+        let get = |key: &'static str| md.get(key).ok_or(Error::MissingMetadata { key });
         let format = get(KEY_FORMAT)?;
         if format != FORMAT_NAME {
-            return Err(ModelError::BadMetadata {
-                key: KEY_FORMAT,
-                reason: format!("`{format}` is not `{FORMAT_NAME}`"),
-            });
+            return Err(Error::BadMetadata { key: KEY_FORMAT, reason: format!("`{format}` is not `{FORMAT_NAME}`") });
         }
         let version = get(KEY_VERSION)?;
         if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
-            return Err(ModelError::UnsupportedVersion { found: version.clone(), supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion { found: version.clone(), supported: FORMAT_VERSION });
         }
-        fn parse<T: DeserializeOwned>(key: &'static str, s: &str) -> Result<T, ModelError> {
-            serde_json::from_str(s).map_err(|e| ModelError::BadMetadata { key, reason: e.to_string() })
+        fn parse<T: DeserializeOwned>(key: &'static str, s: &str) -> Result<T> {
+            serde_json::from_str(s).map_err(|e| Error::BadMetadata { key, reason: e.to_string() })
         }
         let meta = ModelMeta {
             arch: parse(KEY_ARCH, get(KEY_ARCH)?)?,
@@ -104,29 +113,31 @@ pub(crate) fn json<T: Serialize>(value: &T) -> String {
 /// [`ResNetConfig::tensor_shapes`] lists).
 #[derive(Debug, Clone)]
 pub struct ModelFile {
+    /// Architecture, input spec and class names.
     pub meta: ModelMeta,
+    /// Parameters by canonical PyTorch name.
     pub tensors: HashMap<String, Tensor>,
 }
 
 impl ModelFile {
     /// Builds a model from named tensors, checking that they are exactly the architecture's
     /// tensors with the right shapes (converted to f32).
-    pub fn new(meta: ModelMeta, tensors: HashMap<String, Tensor>) -> Result<Self, ModelError> {
+    pub fn new(meta: ModelMeta, tensors: HashMap<String, Tensor>) -> Result<Self> {
         meta.validate()?;
         let tensors = check_tensors(&meta.arch, tensors)?;
         Ok(ModelFile { meta, tensors })
     }
 
     /// Reads and validates a model file.
-    pub fn read(path: &Path, device: &Device) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    pub fn read(path: &Path, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&bytes, device)
     }
 
     /// Parses a model file held in memory. Any byte string is safe to pass.
-    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, ModelError> {
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self> {
         let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+            SafeTensors::read_metadata(bytes).map_err(|e| Error::NotSafetensors { reason: e.to_string() })?;
         let md = header.metadata().clone().unwrap_or_default();
         let meta = ModelMeta::from_metadata(&md)?;
         let tensors = read_safetensors(bytes, device)?;
@@ -134,31 +145,32 @@ impl ModelFile {
     }
 
     /// Serialises to safetensors bytes (tensors sorted by name, as the format prescribes).
-    pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let cpu: Vec<(String, Tensor)> = self
             .tensors
             .iter()
             .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
             .collect::<Result<_, candle_core::Error>>()?;
         safetensors::serialize(cpu, Some(self.meta.to_metadata()))
-            .map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })
+            .map_err(|e| Error::NotSafetensors { reason: e.to_string() })
     }
 
     /// Writes the file crash-safely: a reader sees the old file or the new one, never a torn one.
-    pub fn write(&self, path: &Path) -> Result<(), ModelError> {
+    pub fn write(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes()?;
-        atomic::write(path, &bytes).map_err(|e| ModelError::io(path, e))
+        atomic::write(path, &bytes).map_err(|e| Error::io(path, e))
     }
 
-    pub fn tensor(&self, name: &str) -> Result<&Tensor, ModelError> {
-        self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_string(), expected: vec![] })
+    /// The parameter `name`, or a typed error naming it.
+    pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors.get(name).ok_or_else(|| Error::MissingTensor { name: name.to_string(), expected: vec![] })
     }
 }
 
 /// Loads every tensor of a safetensors buffer as f32 (f16, bf16 and f64 are converted).
-pub fn read_safetensors(bytes: &[u8], device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+pub fn read_safetensors(bytes: &[u8], device: &Device) -> Result<HashMap<String, Tensor>> {
     use candle_core::safetensors::Load;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::NotSafetensors { reason: e.to_string() })?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let dtype = view.dtype();
@@ -172,7 +184,7 @@ pub fn read_safetensors(bytes: &[u8], device: &Device) -> Result<HashMap<String,
             if name.ends_with("num_batches_tracked") {
                 continue;
             }
-            return Err(ModelError::TensorDtype { name, found: format!("{dtype:?}") });
+            return Err(Error::TensorDtype { name, expected: "a floating-point type", found: format!("{dtype:?}") });
         }
         let t = view.load(device)?.to_dtype(DType::F32)?;
         out.insert(name, t);
@@ -181,28 +193,25 @@ pub fn read_safetensors(bytes: &[u8], device: &Device) -> Result<HashMap<String,
 }
 
 /// Checks that `tensors` is exactly the architecture's set, with the right shapes and finite values.
-pub fn check_tensors(
-    arch: &ResNetConfig,
-    mut tensors: HashMap<String, Tensor>,
-) -> Result<HashMap<String, Tensor>, ModelError> {
+pub fn check_tensors(arch: &ResNetConfig, mut tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::with_capacity(tensors.len());
     for (name, shape) in arch.tensor_shapes() {
         let t = tensors
             .remove(&name)
-            .ok_or_else(|| ModelError::MissingTensor { name: name.clone(), expected: shape.clone() })?;
+            .ok_or_else(|| Error::MissingTensor { name: name.clone(), expected: shape.clone() })?;
         if t.dims() != shape.as_slice() {
-            return Err(ModelError::TensorShape { name, expected: shape, found: t.dims().to_vec() });
+            return Err(Error::TensorShape { name, expected: shape, found: t.dims().to_vec() });
         }
         let t = t.to_dtype(DType::F32)?;
         let finite = t.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
         if !finite {
-            return Err(ModelError::NonFinite { name });
+            return Err(Error::NonFinite { name });
         }
         out.insert(name, t);
     }
     if let Some(name) = tensors.keys().min().cloned() {
         let shape = tensors[&name].dims().to_vec();
-        return Err(ModelError::UnexpectedTensor { name, shape, arch: arch.name() });
+        return Err(Error::UnexpectedTensor { name, shape, arch: arch.name() });
     }
     Ok(out)
 }
@@ -266,7 +275,7 @@ mod tests {
         let mut b = bytes.clone();
         let n = b.len();
         b[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert!(matches!(ModelFile::from_bytes(&b, &Device::Cpu), Err(ModelError::NonFinite { .. })));
+        assert!(matches!(ModelFile::from_bytes(&b, &Device::Cpu), Err(Error::NonFinite { .. })));
     }
 
     #[test]
@@ -274,14 +283,14 @@ mod tests {
         let m = tiny();
         let mut md = m.meta.to_metadata();
         md.insert(KEY_VERSION.into(), "2".into());
-        assert!(matches!(ModelMeta::from_metadata(&md), Err(ModelError::UnsupportedVersion { .. })));
+        assert!(matches!(ModelMeta::from_metadata(&md), Err(Error::UnsupportedVersion { .. })));
         md.remove(KEY_ARCH);
         md.insert(KEY_VERSION.into(), "1".into());
-        assert!(matches!(ModelMeta::from_metadata(&md), Err(ModelError::MissingMetadata { key: KEY_ARCH })));
+        assert!(matches!(ModelMeta::from_metadata(&md), Err(Error::MissingMetadata { key: KEY_ARCH })));
         let mut md = m.meta.to_metadata();
         md.insert(KEY_CLASSES.into(), "[\"only-one\"]".into());
-        assert!(matches!(ModelMeta::from_metadata(&md), Err(ModelError::BadConfig(_))));
+        assert!(matches!(ModelMeta::from_metadata(&md), Err(Error::InconsistentModel { .. })));
         md.insert(KEY_CLASSES.into(), "{".into());
-        assert!(matches!(ModelMeta::from_metadata(&md), Err(ModelError::BadMetadata { .. })));
+        assert!(matches!(ModelMeta::from_metadata(&md), Err(Error::BadMetadata { .. })));
     }
 }

@@ -18,7 +18,8 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::cpu::net::{to_nchw, to_nhwc, CpuBlock, CpuNet, CpuShortcut, SiteMasks, SiteVisitor};
 use crate::model::config::{BlockSpec, BN_EPS};
-use crate::{InputSpec, ModelError, ModelFile, ResNetConfig, Shortcut};
+use crate::Result;
+use crate::{Error, InputSpec, ModelFile, ResNetConfig, Shortcut};
 
 /// A convolution with the following batch norm folded in.
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ pub struct ConvBn {
 
 impl ConvBn {
     /// Folds `{bn}.{weight,bias,running_mean,running_var}` into `{conv}.weight`.
-    fn fold(model: &ModelFile, conv: &str, bn: &str, stride: usize) -> Result<Self, ModelError> {
+    fn fold(model: &ModelFile, conv: &str, bn: &str, stride: usize) -> Result<Self> {
         let w = model.tensor(&format!("{conv}.weight"))?;
         let g = model.tensor(&format!("{bn}.weight"))?;
         let beta = model.tensor(&format!("{bn}.bias"))?;
@@ -109,13 +110,13 @@ struct HookVisitor<'a> {
 }
 
 impl SiteVisitor for HookVisitor<'_> {
-    fn visit(&mut self, site: usize, act: &mut [f32], [b, h, w, c]: [usize; 4]) -> Result<(), ModelError> {
+    fn visit(&mut self, site: usize, act: &mut [f32], [b, h, w, c]: [usize; 4]) -> Result<()> {
         let t = Tensor::from_vec(to_nchw(act, b, c, h * w), (b, c, h, w), &Device::Cpu)?;
         let id = t.id();
         let out = self.hook.after_relu(site, t)?;
         if out.id() != id {
             if out.dims() != [b, c, h, w] {
-                return Err(ModelError::BadConfig(format!("a ReLU hook changed site {site}'s shape")));
+                return Err(Error::HookChangedShape { site });
             }
             act.copy_from_slice(&to_nhwc(&out.flatten_all()?.to_vec1::<f32>()?, b, c, h * w));
         }
@@ -139,8 +140,11 @@ enum Engine {
 pub struct ReluSite {
     /// e.g. `relu0` (stem), `layer2.0.relu1` (inside a block), `layer2.0.out` (after the add).
     pub name: String,
+    /// Channels of the activation.
     pub channels: usize,
+    /// Rows of the activation.
     pub height: usize,
+    /// Columns of the activation.
     pub width: usize,
 }
 
@@ -159,7 +163,7 @@ pub struct ResNet {
 
 impl ResNet {
     /// Builds the graph from a validated model on `device` (on the CPU, the CPU path).
-    pub fn new(model: &ModelFile, device: &Device) -> Result<Self, ModelError> {
+    pub fn new(model: &ModelFile, device: &Device) -> Result<Self> {
         Self::build(model, device, matches!(device, Device::Cpu))
     }
 
@@ -184,7 +188,7 @@ impl ResNet {
 
     /// `cpu_path: false` runs candle's operations even on the CPU: the reference the CPU path is
     /// tested against.
-    pub(crate) fn build(model: &ModelFile, device: &Device, cpu_path: bool) -> Result<Self, ModelError> {
+    pub(crate) fn build(model: &ModelFile, device: &Device, cpu_path: bool) -> Result<Self> {
         let model = &ModelFile {
             meta: model.meta.clone(),
             tensors: model
@@ -215,7 +219,7 @@ impl ResNet {
         })
     }
 
-    fn block(model: &ModelFile, cfg: &ResNetConfig, b: &BlockSpec) -> Result<Block, ModelError> {
+    fn block(model: &ModelFile, cfg: &ResNetConfig, b: &BlockSpec) -> Result<Block> {
         let p = b.prefix();
         let shortcut = match (b.changes_shape(), cfg.shortcut) {
             (false, _) => BlockShortcut::Identity,
@@ -270,19 +274,23 @@ impl ResNet {
     }
 
     /// Reads a model file and builds its graph.
-    pub fn load(path: &std::path::Path, device: &Device) -> Result<Self, ModelError> {
+    pub fn load(path: &std::path::Path, device: &Device) -> Result<Self> {
         Self::new(&ModelFile::read(path, device)?, device)
     }
 
+    /// The architecture.
     pub fn config(&self) -> &ResNetConfig {
         &self.config
     }
+    /// The images the network takes.
     pub fn input_spec(&self) -> &InputSpec {
         &self.input
     }
+    /// One name per output.
     pub fn class_names(&self) -> &[String] {
         &self.class_names
     }
+    /// Where the network's tensors live.
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -302,32 +310,32 @@ impl ResNet {
         out
     }
 
-    fn check_input(&self, x: &Tensor) -> Result<(), ModelError> {
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let want = (self.input.channels, self.input.height, self.input.width);
         match x.dims() {
             [_, c, h, w] if (*c, *h, *w) == want => Ok(()),
-            dims => Err(ModelError::InputShape { expected: want, found: dims.to_vec() }),
+            dims => Err(Error::InputShape { expected: want, found: dims.to_vec() }),
         }
     }
 
     /// Logits `(batch, classes)` of a normalised NCHW batch.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_hooked(x, &mut NoHook)
     }
 
     /// Logits, with `hook` called at every ReLU site.
-    pub fn forward_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor, ModelError> {
+    pub fn forward_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor> {
         let feats = self.features_hooked(x, hook)?;
         self.linear(&feats)
     }
 
     /// The classifier layer: logits `(batch, classes)` of pooled features `(batch, widths[2])`.
-    pub fn linear(&self, features: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn linear(&self, features: &Tensor) -> Result<Tensor> {
         Ok(features.matmul(&self.linear_wt)?.broadcast_add(&self.linear_b)?)
     }
 
     /// Globally average-pooled features `(batch, widths[2])`, the input of the linear layer.
-    pub fn features_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor, ModelError> {
+    pub fn features_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor> {
         self.check_input(x)?;
         let (stem, blocks) = match &self.engine {
             Engine::Cpu(_) if hook.is_identity() => return self.cpu_features(x, None, None),
@@ -357,7 +365,7 @@ impl ResNet {
     /// Pooled features `(k*B, F)` of `masks.modules` = k modules on the B images of `x`: the
     /// batch is stacked k times (module-major) and each copy masked by its module's `masks`
     /// inside the convolutions. CPU path only.
-    pub fn features_masked(&self, x: &Tensor, masks: &SiteMasks) -> Result<Tensor, ModelError> {
+    pub fn features_masked(&self, x: &Tensor, masks: &SiteMasks) -> Result<Tensor> {
         self.check_input(x)?;
         self.cpu_features(x, Some(masks), None)
     }
@@ -368,9 +376,12 @@ impl ResNet {
         x: &Tensor,
         masks: Option<&SiteMasks>,
         visitor: Option<&mut dyn SiteVisitor>,
-    ) -> Result<Tensor, ModelError> {
+    ) -> Result<Tensor> {
         let Engine::Cpu(net) = &self.engine else {
-            return Err(ModelError::BadConfig("the CPU path runs on the CPU only".into()));
+            return Err(Error::DeviceUnavailable {
+                device: "the CPU path".into(),
+                reason: "this network runs on another device".into(),
+            });
         };
         // No modules: nothing to mask, one copy.
         let masks = masks.filter(|m| m.modules > 0);
@@ -390,7 +401,7 @@ impl ResNet {
 impl Module for ResNet {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         ResNet::forward(self, x).map_err(|e| match e {
-            ModelError::Candle(c) => c,
+            Error::Candle(c) => c,
             other => candle_core::Error::Msg(other.to_string()),
         })
     }

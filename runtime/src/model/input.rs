@@ -3,15 +3,21 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
+use crate::Error;
+use crate::Result;
 
 /// Pixels are 8-bit, scaled to [0, 1], then normalised per channel: `(x/255 - mean[c]) / std[c]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
+    /// Channels per image (3 for RGB, 1 for gray).
     pub channels: usize,
+    /// Rows per image.
     pub height: usize,
+    /// Columns per image.
     pub width: usize,
+    /// Per-channel mean subtracted from the [0, 1] pixels.
     pub mean: Vec<f32>,
+    /// Per-channel standard deviation the centred pixels are divided by.
     pub std: Vec<f32>,
 }
 
@@ -27,8 +33,9 @@ impl InputSpec {
         }
     }
 
-    pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |m: String| Err(ModelError::BadConfig(m));
+    /// Checks sizes and statistics (finite means, positive finite standard deviations).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::InvalidInputSpec { reason });
         if self.channels == 0 || self.channels > 64 {
             return bad(format!("input channels {} out of range 1..=64", self.channels));
         }

@@ -6,7 +6,9 @@
 /// A composition rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
+    /// The module with the highest score wins.
     Max,
+    /// A single module whose positive logit beats its negative one wins; otherwise the highest score.
     Vote,
 }
 

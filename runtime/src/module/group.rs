@@ -8,8 +8,9 @@ use candle_core::{Device, Tensor};
 
 use crate::cpu::net::SiteMasks;
 use crate::model::graph::ReluHook;
-use crate::module::{score, ClassModule, ModuleHead};
-use crate::{ModelError, ResNet};
+use crate::module::{score, ClassModule, NodeMask};
+use crate::Result;
+use crate::{Error, ResNet};
 
 /// Modules of one base, ready to run together.
 #[derive(Debug, Clone)]
@@ -33,9 +34,13 @@ enum Masks {
 /// Positive and negative logits of k modules on B images, module-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModuleOutputs {
+    /// k, the number of modules.
     pub modules: usize,
+    /// B, the number of images.
     pub batch: usize,
+    /// Positive logits, `pos[m * batch + i]` for module m on image i.
     pub pos: Vec<f32>,
+    /// Negative logits, in the same order.
     pub neg: Vec<f32>,
 }
 
@@ -72,69 +77,38 @@ impl ReluHook for StackedMasks<'_> {
 }
 
 impl ModuleGroup {
-    /// Groups `modules`, which must all be mask modules of `base` (same input spec, masks of its
-    /// shape).
-    pub fn new(base: ResNet, modules: Vec<ClassModule>) -> Result<Self, ModelError> {
+    /// Groups `modules`, which must all be mask modules that fit `base` ([`ClassModule::fits`]).
+    pub fn new(base: ResNet, modules: Vec<ClassModule>) -> Result<Self> {
         let sites = base.relu_sites();
+        let mut masks = Vec::with_capacity(modules.len());
         for m in &modules {
-            if &m.input != base.input_spec() {
-                return Err(ModelError::BadConfig(format!(
-                    "module `{}` has another input spec than its base",
-                    m.class_name
-                )));
-            }
-            if !m.mask().matches(&sites) {
-                return Err(ModelError::BadConfig(format!(
-                    "module `{}`: its masks do not fit the base network",
-                    m.class_name
-                )));
-            }
-            // Indices and sizes from a file are checked here, so execution never indexes out of range.
-            let (classes, features) = (base.config().num_classes, base.config().widths[2]);
-            if m.class_id.0 as usize >= classes {
-                return Err(ModelError::BadConfig(format!(
-                    "module `{}`: class id {} but the base has {classes} classes",
-                    m.class_name, m.class_id.0
-                )));
-            }
-            match &m.head {
-                ModuleHead::Channel { class_index } if *class_index >= classes => {
-                    return Err(ModelError::BadConfig(format!(
-                        "module `{}`: head reads logit {class_index} of {classes}",
-                        m.class_name
-                    )));
-                }
-                ModuleHead::Calibrated { weight, .. } if weight.len() != features => {
-                    return Err(ModelError::BadConfig(format!(
-                        "module `{}`: calibrated head has {} weights for {features} features",
-                        m.class_name,
-                        weight.len()
-                    )));
-                }
-                _ => {}
-            }
+            m.fits(&base)?;
+            masks.push(m.as_mask().ok_or_else(|| Error::ModuleDoesNotFit {
+                class: m.class_name.clone(),
+                reason: format!("a {} module in a group of mask modules", m.kind.name()),
+            })?);
         }
         let masks = if base.cpu().is_some() {
-            Masks::Cpu(std::sync::Arc::new(Self::stack_nhwc(&modules, &sites)))
+            Masks::Cpu(std::sync::Arc::new(Self::stack_nhwc(&masks, &sites)))
         } else {
-            Masks::Tensors(Self::stack(&modules, &sites, base.device())?)
+            Masks::Tensors(Self::stack(&masks, &sites, base.device())?)
         };
         Ok(ModuleGroup { base, modules, masks })
     }
 
     fn stack(
-        modules: &[ClassModule],
+        modules: &[&NodeMask],
         sites: &[crate::model::graph::ReluSite],
         device: &Device,
-    ) -> Result<Vec<Option<Tensor>>, ModelError> {
+    ) -> Result<Vec<Option<Tensor>>> {
         let k = modules.len();
         let mut out = Vec::with_capacity(sites.len());
         for (s, site) in sites.iter().enumerate() {
-            if modules.iter().all(|m| m.mask().sites[s].all_kept()) {
+            if modules.iter().all(|m| m.sites[s].all_kept()) {
                 out.push(None);
                 continue;
             }
-            let values: Vec<u8> = modules.iter().flat_map(|m| m.mask().sites[s].to_u8()).collect();
+            let values: Vec<u8> = modules.iter().flat_map(|m| m.sites[s].to_u8()).collect();
             out.push(Some(Tensor::from_vec(values, (k, 1, site.channels, site.height, site.width), device)?));
         }
         Ok(out)
@@ -142,18 +116,18 @@ impl ModuleGroup {
 
     /// The masks in the CPU path's NHWC order: node `(c, y, x)` of module m at
     /// `(m*H*W + y*W + x)*C + c`.
-    fn stack_nhwc(modules: &[ClassModule], sites: &[crate::model::graph::ReluSite]) -> SiteMasks {
+    fn stack_nhwc(modules: &[&NodeMask], sites: &[crate::model::graph::ReluSite]) -> SiteMasks {
         let sites = sites
             .iter()
             .enumerate()
             .map(|(s, site)| {
-                if modules.iter().all(|m| m.mask().sites[s].all_kept()) {
+                if modules.iter().all(|m| m.sites[s].all_kept()) {
                     return None;
                 }
                 let (c, pixels) = (site.channels, site.height * site.width);
                 let mut out = vec![0u8; modules.len() * pixels * c];
                 for (m, module) in modules.iter().enumerate() {
-                    let nchw = module.mask().sites[s].to_u8();
+                    let nchw = module.sites[s].to_u8();
                     let dst = &mut out[m * pixels * c..][..pixels * c];
                     for ch in 0..c {
                         for (i, &v) in nchw[ch * pixels..][..pixels].iter().enumerate() {
@@ -167,17 +141,19 @@ impl ModuleGroup {
         SiteMasks { sites, modules: modules.len() }
     }
 
+    /// The base network the modules share.
     pub fn base(&self) -> &ResNet {
         &self.base
     }
 
+    /// The modules, in group order.
     pub fn modules(&self) -> &[ClassModule] {
         &self.modules
     }
 
     /// Pooled features and base logits of every module on `x`: `(k*B, F)` and `(k*B, classes)`,
     /// module-major, from one forward of batch k*B.
-    pub fn features_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
+    pub fn features_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let k = self.modules.len().max(1);
         let feats = match &self.masks {
             Masks::Cpu(masks) => self.base.features_masked(x, masks)?,
@@ -191,7 +167,7 @@ impl ModuleGroup {
     }
 
     /// Runs every module on a normalised batch `x` (B, C, H, W) in one forward of batch k*B.
-    pub fn run(&self, x: &Tensor) -> Result<ModuleOutputs, ModelError> {
+    pub fn run(&self, x: &Tensor) -> Result<ModuleOutputs> {
         let k = self.modules.len();
         let batch = x.dim(0)?;
         if k == 0 {
@@ -216,7 +192,7 @@ impl ModuleGroup {
 mod tests {
     use super::*;
     use crate::testing::tiny_model::tiny_model;
-    use crate::{ClassId, ModuleKind, NodeMask};
+    use crate::{ClassId, ModuleHead, ModuleKind};
 
     /// Masks applied inside the CPU path's convolutions (NHWC bytes) against the same masks
     /// applied by the hook to candle's operations (the reference), for three modules at once.

@@ -7,18 +7,35 @@
 pub enum ModuleHead {
     /// The paper's channeling: positive = the original logit of the class, negative = the mean
     /// of the other classes' logits.
-    Channel { class_index: usize },
+    Channel {
+        /// The output of the base that is the module's class.
+        class_index: usize,
+    },
     /// A one-vs-rest logistic regression on the module's pooled features: positive =
     /// `weight . features + bias`, negative = 0. Scores of modules from different models are
     /// calibrated probabilities, hence comparable.
-    Calibrated { weight: Vec<f32>, bias: f32 },
+    Calibrated {
+        /// One weight per pooled feature of the base.
+        weight: Vec<f32>,
+        /// The intercept.
+        bias: f32,
+    },
 }
 
 impl ModuleHead {
+    /// The head's name in module metadata.
     pub fn name(&self) -> &'static str {
         match self {
             ModuleHead::Channel { .. } => "channel",
             ModuleHead::Calibrated { .. } => "calibrated",
+        }
+    }
+
+    /// Bytes the head holds (a calibrated head's weights and bias).
+    pub fn resident_bytes(&self) -> u64 {
+        match self {
+            ModuleHead::Channel { .. } => 0,
+            ModuleHead::Calibrated { weight, .. } => 4 * (weight.len() as u64 + 1),
         }
     }
 

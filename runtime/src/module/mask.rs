@@ -3,13 +3,17 @@
 //! set, and inference multiplies every ReLU output by its site's mask.
 
 use crate::model::graph::ReluSite;
-use crate::ModelError;
+use crate::Error;
+use crate::Result;
 
 /// The kept nodes of one ReLU site, one bit per node in (channel, y, x) order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteMask {
+    /// Channels of the site.
     pub channels: usize,
+    /// Rows of the site.
     pub height: usize,
+    /// Columns of the site.
     pub width: usize,
     bits: Vec<u64>,
 }
@@ -40,14 +44,17 @@ impl SiteMask {
         self.channels * self.height * self.width
     }
 
+    /// Whether the site has no nodes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether node `i` (in (channel, y, x) order) is kept.
     pub fn get(&self, i: usize) -> bool {
         self.bits[i / 64] >> (i % 64) & 1 == 1
     }
 
+    /// Keeps or drops node `i`.
     pub fn set(&mut self, i: usize, keep: bool) {
         let (w, b) = (i / 64, i % 64);
         if keep {
@@ -57,10 +64,12 @@ impl SiteMask {
         }
     }
 
+    /// Number of kept nodes.
     pub fn count_kept(&self) -> usize {
         self.bits.iter().map(|w| w.count_ones() as usize).sum()
     }
 
+    /// Whether every node is kept (a site a group need not mask).
     pub fn all_kept(&self) -> bool {
         self.count_kept() == self.len()
     }
@@ -78,19 +87,17 @@ impl SiteMask {
     }
 
     /// Inverse of [`Self::to_bytes`] for a site of the given shape; padding bits must be zero.
-    pub fn from_bytes(site: &ReluSite, bytes: &[u8]) -> Result<Self, ModelError> {
+    pub fn from_bytes(site: &ReluSite, bytes: &[u8]) -> Result<Self> {
         // The length is checked before anything is allocated from the (untrusted) site shape.
         let n = site.channels.checked_mul(site.height).and_then(|v| v.checked_mul(site.width)).unwrap_or(usize::MAX);
         if n == usize::MAX || bytes.len() != n.div_ceil(8) {
-            return Err(ModelError::BadConfig(format!(
-                "mask of site {} has {} bytes, expected {}",
-                site.name,
-                bytes.len(),
-                n.div_ceil(8)
-            )));
+            return Err(Error::BadMask {
+                site: site.name.clone(),
+                reason: format!("{} bytes, expected {}", bytes.len(), n.div_ceil(8)),
+            });
         }
         if !n.is_multiple_of(8) && bytes[bytes.len() - 1] >> (n % 8) != 0 {
-            return Err(ModelError::BadConfig(format!("mask of site {} sets bits past its last node", site.name)));
+            return Err(Error::BadMask { site: site.name.clone(), reason: "bits set past its last node".into() });
         }
         let mut m = Self::zeros(site);
         for (i, chunk) in bytes.chunks(8).enumerate() {
@@ -101,6 +108,7 @@ impl SiteMask {
         Ok(m)
     }
 
+    /// Whether the mask has the shape of `site`.
     pub fn matches(&self, site: &ReluSite) -> bool {
         (self.channels, self.height, self.width) == (site.channels, site.height, site.width)
     }
@@ -109,6 +117,7 @@ impl SiteMask {
 /// The kept nodes of every ReLU site of a base network, in site order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeMask {
+    /// One mask per ReLU site, in forward order.
     pub sites: Vec<SiteMask>,
 }
 
@@ -118,10 +127,12 @@ impl NodeMask {
         NodeMask { sites: sites.iter().map(SiteMask::ones).collect() }
     }
 
+    /// Nodes of the base network.
     pub fn total_nodes(&self) -> usize {
         self.sites.iter().map(SiteMask::len).sum()
     }
 
+    /// Nodes the module keeps.
     pub fn kept_nodes(&self) -> usize {
         self.sites.iter().map(SiteMask::count_kept).sum()
     }

@@ -21,9 +21,11 @@ pub trait DurableFs {
     fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
     /// Flushes `path`'s data to the disk.
     fn sync_file(&mut self, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` atomically (both in one directory).
     fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes renames in the directory holding `path` durable.
     fn sync_dir(&mut self, path: &Path) -> io::Result<()>;
+    /// Removes the file `path`.
     fn remove(&mut self, path: &Path) -> io::Result<()>;
 }
 

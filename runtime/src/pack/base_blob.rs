@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::config::ResNetConfig;
 use crate::model::file::json;
-use crate::{InputSpec, ModelError, ModelFile, ModelMeta};
+use crate::Result;
+use crate::{Error, InputSpec, ModelFile, ModelMeta};
 
 const FORMAT: &str = "classmod-base";
 
@@ -24,7 +25,7 @@ struct BaseMeta {
 
 /// Digest of what a model computes: its metadata and every tensor (name, shape, f32 values),
 /// independent of the container it is stored in.
-pub fn model_key(model: &ModelFile) -> Result<[u8; 32], ModelError> {
+pub fn model_key(model: &ModelFile) -> Result<[u8; 32], Error> {
     let mut h = blake3::Hasher::new();
     h.update(json(&model.meta.arch).as_bytes());
     h.update(json(&model.meta.input).as_bytes());
@@ -55,7 +56,7 @@ pub fn key_hex(key: &[u8]) -> String {
 /// (name, values, shape) of a parameter.
 type Param<'a> = (&'a str, Vec<f32>, Vec<usize>);
 
-fn sorted_f32(model: &ModelFile) -> Result<Vec<Param<'_>>, ModelError> {
+fn sorted_f32(model: &ModelFile) -> Result<Vec<Param<'_>>> {
     let mut names: Vec<&String> = model.tensors.keys().collect();
     names.sort();
     names
@@ -68,7 +69,7 @@ fn sorted_f32(model: &ModelFile) -> Result<Vec<Param<'_>>, ModelError> {
 }
 
 /// The blob of `model`, signed when `key` is given.
-pub fn encode(model: &ModelFile, key: Option<&SigningKey>) -> Result<Vec<u8>, ModelError> {
+pub fn encode(model: &ModelFile, key: Option<&SigningKey>) -> Result<Vec<u8>> {
     let meta = BaseMeta {
         format: FORMAT.into(),
         arch: model.meta.arch.clone(),
@@ -84,14 +85,14 @@ pub fn encode(model: &ModelFile, key: Option<&SigningKey>) -> Result<Vec<u8>, Mo
 
 /// The model in a (parsed, verified) base blob, its tensors copied onto `device`. The model's
 /// content must match the header's key.
-pub fn decode(blob: &Blob, device: &Device) -> Result<ModelFile, ModelError> {
+pub fn decode(blob: &Blob, device: &Device) -> Result<ModelFile> {
     if blob.kind() != BlobKind::Base {
-        return Err(ModelError::BlobMismatch("a module blob where a base model was expected".into()));
+        return Err(Error::WrongBlobKind { expected: "base", found: "module" });
     }
     let meta: BaseMeta = serde_json::from_str(blob.meta())
-        .map_err(|e| ModelError::BadMetadata { key: "base blob metadata", reason: e.to_string() })?;
+        .map_err(|e| Error::BadMetadata { key: "base blob metadata", reason: e.to_string() })?;
     if meta.format != FORMAT {
-        return Err(ModelError::BadMetadata { key: "format", reason: format!("`{}` is not `{FORMAT}`", meta.format) });
+        return Err(Error::BadMetadata { key: "format", reason: format!("`{}` is not `{FORMAT}`", meta.format) });
     }
     let meta = ModelMeta { arch: meta.arch, input: meta.input, class_names: meta.class_names };
     meta.validate()?;
@@ -102,10 +103,10 @@ pub fn decode(blob: &Blob, device: &Device) -> Result<ModelFile, ModelError> {
     }
     let model = ModelFile::new(meta, tensors)?;
     if model_key(&model)? != blob.base_key() {
-        return Err(ModelError::BlobMismatch("the header's base key is not the key of the model it holds".into()));
+        return Err(Error::HeaderKeyMismatch { key: "base" });
     }
     if input_key(&model.meta.input) != blob.input_key() {
-        return Err(ModelError::BlobMismatch("the header's input key is not the model's input spec".into()));
+        return Err(Error::HeaderKeyMismatch { key: "input" });
     }
     Ok(model)
 }

@@ -8,31 +8,43 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::pack::atomic;
-use crate::ModelError;
+use crate::Error;
+use crate::Result;
 
+/// The manifest's file name in a packed directory.
 pub const FILE_NAME: &str = "manifest.json";
 const FORMAT: &str = "classmod-manifest";
 const VERSION: u32 = 1;
 
+/// A base model blob of the directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestBase {
+    /// Its file, a plain name in the directory.
     pub file: String,
     /// Hex model key ([`crate::pack::base_blob::model_key`]).
     pub key: String,
     /// Hex BLAKE3 content hash of the blob (its trailer's).
     pub content_hash: String,
+    /// Its size in bytes.
     pub bytes: u64,
+    /// The base's class names, one per output.
     pub class_names: Vec<String>,
 }
 
+/// A class module blob of the directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestModule {
+    /// Its file, a plain name in the directory.
     pub file: String,
+    /// The class it answers for.
     pub class_name: String,
     /// The class's output index in its base.
     pub class_id: u32,
+    /// Hex key of the base it runs on (a [`ManifestBase::key`] of this manifest).
     pub base_key: String,
+    /// Hex BLAKE3 content hash of the blob (its trailer's).
     pub content_hash: String,
+    /// Its size in bytes.
     pub bytes: u64,
     /// After a field update, until it is confirmed: the module it replaced (the rollback copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,16 +54,24 @@ pub struct ManifestModule {
 /// The module an unconfirmed update replaced, kept on disk for rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousModule {
+    /// The rollback copy's file.
     pub file: String,
+    /// Its hex content hash.
     pub content_hash: String,
+    /// Its size in bytes.
     pub bytes: u64,
 }
 
+/// What a packed directory holds: its base blobs and one module blob per class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Always `classmod-manifest`.
     pub format: String,
+    /// The manifest format version (1).
     pub version: u32,
+    /// The base models.
     pub bases: Vec<ManifestBase>,
+    /// The class modules, one per class.
     pub modules: Vec<ManifestModule>,
 }
 
@@ -62,8 +82,8 @@ pub fn file_stem(class_id: u32, class_name: &str) -> String {
     format!("class-{class_id:03}-{name}")
 }
 
-fn bad(reason: impl Into<String>) -> ModelError {
-    ModelError::BadMetadata { key: "manifest", reason: reason.into() }
+fn bad(reason: impl Into<String>) -> Error {
+    Error::BadMetadata { key: "manifest", reason: reason.into() }
 }
 
 /// A file named by a manifest must be a plain name in the manifest's directory.
@@ -76,19 +96,20 @@ fn plain_file_name(name: &str) -> bool {
 }
 
 impl Manifest {
+    /// A manifest of the current format listing `bases` and `modules`.
     pub fn new(bases: Vec<ManifestBase>, modules: Vec<ManifestModule>) -> Manifest {
         Manifest { format: FORMAT.into(), version: VERSION, bases, modules }
     }
 
     /// Parses and checks a manifest: format and version, plain file names, no duplicate files or
     /// classes, every module's base listed.
-    pub fn from_json(text: &str) -> Result<Manifest, ModelError> {
+    pub fn from_json(text: &str) -> Result<Manifest> {
         let m: Manifest = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         if m.format != FORMAT {
             return Err(bad(format!("format `{}` is not `{FORMAT}`", m.format)));
         }
         if m.version != VERSION {
-            return Err(ModelError::UnsupportedVersion { found: m.version.to_string(), supported: VERSION });
+            return Err(Error::UnsupportedVersion { found: m.version.to_string(), supported: VERSION });
         }
         let mut files: Vec<&str> = Vec::new();
         let previous = m.modules.iter().filter_map(|x| x.previous.as_ref().map(|p| &p.file));
@@ -114,28 +135,31 @@ impl Manifest {
         Ok(m)
     }
 
-    pub fn read(dir: &Path) -> Result<Manifest, ModelError> {
+    /// Reads and checks `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         Self::from_json(&text)
     }
 
     /// Written crash-safely.
-    pub fn write(&self, dir: &Path) -> Result<(), ModelError> {
+    pub fn write(&self, dir: &Path) -> Result<()> {
         self.write_with(&mut atomic::OsFs, dir)
     }
 
     /// Written crash-safely through `fs`.
-    pub fn write_with(&self, fs: &mut dyn atomic::DurableFs, dir: &Path) -> Result<(), ModelError> {
+    pub fn write_with(&self, fs: &mut dyn atomic::DurableFs, dir: &Path) -> Result<()> {
         let path = dir.join(FILE_NAME);
         let text = serde_json::to_string_pretty(self).expect("plain data serialises");
-        atomic::write_with(fs, &path, text.as_bytes()).map_err(|e| ModelError::io(&path, e))
+        atomic::write_with(fs, &path, text.as_bytes()).map_err(|e| Error::io(&path, e))
     }
 
+    /// The module entry of `class_name`.
     pub fn module(&self, class_name: &str) -> Option<&ManifestModule> {
         self.modules.iter().find(|m| m.class_name == class_name)
     }
 
+    /// The base entry of hex key `key`.
     pub fn base(&self, key: &str) -> Option<&ManifestBase> {
         self.bases.iter().find(|b| b.key == key)
     }

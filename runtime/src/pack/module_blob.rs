@@ -12,7 +12,8 @@ use crate::model::file::json;
 use crate::model::graph::ReluSite;
 use crate::pack::base_blob::{input_key, key_hex};
 use crate::pack::parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
-use crate::{ClassModule, InputSpec, ModelError, ModuleGroup, ResNet};
+use crate::Result;
+use crate::{ClassModule, Error, InputSpec, ModuleGroup, ResNet};
 
 const FORMAT: &str = "classmod-module";
 
@@ -23,6 +24,9 @@ pub const GOLDEN_TOLERANCE: f32 = 1e-4;
 #[derive(Serialize, Deserialize)]
 struct ModuleMeta {
     format: String,
+    /// [`crate::ModuleKind::name`]; absent in blobs packed before kinds were tagged (masks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
     class_id: u32,
     class_name: String,
     input: InputSpec,
@@ -35,22 +39,23 @@ struct ModuleMeta {
 pub struct Golden {
     /// `n * C * H * W` bytes, image after image, as the input spec's pixels.
     pub images: Vec<u8>,
+    /// One score per image.
     pub scores: Vec<f32>,
 }
 
 impl Golden {
     /// Runs `module` on `images` (on `base`) and records its scores.
-    pub fn record(base: &ResNet, module: &ClassModule, images: Vec<u8>) -> Result<Golden, ModelError> {
+    pub fn record(base: &ResNet, module: &ClassModule, images: Vec<u8>) -> Result<Golden> {
         let scores = golden_scores(base, module, &images)?;
         Ok(Golden { images, scores })
     }
 }
 
-fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<Vec<f32>, ModelError> {
+fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<Vec<f32>> {
     let spec = base.input_spec();
     let per = spec.image_len();
     if per == 0 || !images.len().is_multiple_of(per) {
-        return Err(ModelError::BlobMismatch(format!("{} golden bytes are not whole images of {per}", images.len())));
+        return Err(Error::BadGolden { reason: format!("{} bytes are not whole images of {per}", images.len()) });
     }
     let n = images.len() / per;
     let mut x = vec![0f32; images.len()];
@@ -63,19 +68,23 @@ fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<V
 /// A module read from a blob.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModuleBlob {
+    /// The module.
     pub module: ClassModule,
+    /// The ReLU sites of its base, as the masks are laid out.
     pub sites: Vec<ReluSite>,
+    /// Its golden self-test vectors.
     pub golden: Golden,
 }
 
 impl ModuleBlob {
     /// The blob bytes, signed when `key` is given. `module.base_key` is the hex key of the base.
-    pub fn encode(&self, key: Option<&SigningKey>) -> Result<Vec<u8>, ModelError> {
+    pub fn encode(&self, key: Option<&SigningKey>) -> Result<Vec<u8>> {
         let m = &self.module;
         let (head, sites, tensors) = parts::encode(m, &self.sites)?;
         let base_key = parse_key_hex(&m.base_key)?;
         let meta = ModuleMeta {
             format: FORMAT.into(),
+            kind: Some(m.kind.name().into()),
             class_id: m.class_id.0,
             class_name: m.class_name.clone(),
             input: m.input.clone(),
@@ -90,11 +99,9 @@ impl ModuleBlob {
         let per = spec.image_len();
         let n = self.golden.scores.len();
         if n == 0 || self.golden.images.len() != n * per {
-            return Err(ModelError::BlobMismatch(format!(
-                "{} golden scores for {} bytes of {per}-byte images",
-                n,
-                self.golden.images.len()
-            )));
+            return Err(Error::BadGolden {
+                reason: format!("{n} scores for {} bytes of {per}-byte images", self.golden.images.len()),
+            });
         }
         w.tensor("golden.images", DType::U8, &[n, spec.channels, spec.height, spec.width], self.golden.images.clone())?;
         w.tensor_f32("golden.scores", &[n], &self.golden.scores)?;
@@ -102,30 +109,37 @@ impl ModuleBlob {
     }
 
     /// The module in a (parsed, verified) module blob.
-    pub fn decode(blob: &Blob) -> Result<ModuleBlob, ModelError> {
+    pub fn decode(blob: &Blob) -> Result<ModuleBlob> {
         if blob.kind() != BlobKind::Module {
-            return Err(ModelError::BlobMismatch("a base model where a module blob was expected".into()));
+            return Err(Error::WrongBlobKind { expected: "module", found: "base" });
         }
+        // The kind first, alone: a newer kind's other metadata need not parse here.
+        #[derive(Deserialize)]
+        struct KindTag {
+            #[serde(default)]
+            kind: Option<String>,
+        }
+        let tag: KindTag = serde_json::from_str(blob.meta())
+            .map_err(|e| Error::BadMetadata { key: "module blob metadata", reason: e.to_string() })?;
+        parts::check_kind(tag.kind.as_deref())?;
         let meta: ModuleMeta = serde_json::from_str(blob.meta())
-            .map_err(|e| ModelError::BadMetadata { key: "module blob metadata", reason: e.to_string() })?;
+            .map_err(|e| Error::BadMetadata { key: "module blob metadata", reason: e.to_string() })?;
         if meta.format != FORMAT {
-            return Err(ModelError::BadMetadata {
-                key: "format",
-                reason: format!("`{}` is not `{FORMAT}`", meta.format),
-            });
+            return Err(Error::BadMetadata { key: "format", reason: format!("`{}` is not `{FORMAT}`", meta.format) });
         }
         if input_key(&meta.input) != blob.input_key() {
-            return Err(ModelError::BlobMismatch("the header's input key is not the module's input spec".into()));
+            return Err(Error::HeaderKeyMismatch { key: "input" });
         }
         let sites: Vec<ReluSite> = meta
             .sites
             .iter()
             .map(|(name, c, h, w)| ReluSite { name: name.clone(), channels: *c, height: *h, width: *w })
             .collect();
-        let tensor = |name: &str, u8: bool| -> Result<Vec<u8>, ModelError> {
+        let tensor = |name: &str, u8: bool| -> Result<Vec<u8>> {
             let t = blob.tensor(name)?;
             if t.dtype != if u8 { DType::U8 } else { DType::F32 } {
-                return Err(ModelError::TensorDtype { name: name.into(), found: format!("{:?}", t.dtype) });
+                let expected = if u8 { "u8" } else { "f32" };
+                return Err(Error::TensorDtype { name: name.into(), expected, found: format!("{:?}", t.dtype) });
             }
             Ok(t.bytes.to_vec())
         };
@@ -148,16 +162,16 @@ impl ModuleBlob {
 
     /// The health check of a field update: the module, run on `base` (whose key is `base_key`),
     /// reproduces its golden scores within [`GOLDEN_TOLERANCE`]. Returns the largest difference.
-    pub fn self_test(&self, base: &ResNet, base_key: &[u8; 32]) -> Result<f32, ModelError> {
+    pub fn self_test(&self, base: &ResNet, base_key: &[u8; 32]) -> Result<f32> {
         if key_hex(base_key) != self.module.base_key {
-            return Err(ModelError::BlobMismatch("the module names another base model".into()));
+            return Err(Error::WrongBase { class: self.module.class_name.clone() });
         }
         let found = golden_scores(base, &self.module, &self.golden.images)?;
         let mut worst = 0f32;
         for (image, (&e, &f)) in self.golden.scores.iter().zip(&found).enumerate() {
             let d = (e - f).abs();
             if d.is_nan() || d > GOLDEN_TOLERANCE {
-                return Err(ModelError::GoldenMismatch { image, expected: e, found: f });
+                return Err(Error::GoldenMismatch { image, expected: e, found: f });
             }
             worst = worst.max(d);
         }
@@ -165,8 +179,8 @@ impl ModuleBlob {
     }
 }
 
-fn parse_key_hex(s: &str) -> Result<[u8; 32], ModelError> {
-    let bad = || ModelError::BlobMismatch(format!("module base key `{s}` is not 64 hex digits"));
+fn parse_key_hex(s: &str) -> Result<[u8; 32], Error> {
+    let bad = || Error::BadKey { text: s.to_string() };
     if s.len() != 64 || !s.is_ascii() {
         return Err(bad());
     }
@@ -215,7 +229,7 @@ mod tests {
         assert_eq!(model_key(&back).unwrap(), model_key(&model).unwrap());
         assert_ne!(model_key(&tiny_model(2)).unwrap(), model_key(&model).unwrap());
         assert_eq!(back.meta, model.meta);
-        assert!(matches!(ModuleBlob::decode(&blob), Err(ModelError::BlobMismatch(_))));
+        assert!(matches!(ModuleBlob::decode(&blob), Err(Error::WrongBlobKind { .. })));
         assert_eq!(bytes, base_blob::encode(&model, None).unwrap(), "deterministic");
     }
 
@@ -235,14 +249,53 @@ mod tests {
             let back = ModuleBlob::decode(&blob).unwrap();
             assert_eq!(back, m);
             assert_eq!(back.self_test(&base, &key).unwrap(), 0.0, "same machine, same scores");
-            assert!(matches!(back.self_test(&base, &[7; 32]), Err(ModelError::BlobMismatch(_))));
+            assert!(matches!(back.self_test(&base, &[7; 32]), Err(Error::WrongBase { .. })));
             let mut wrong = back.clone();
             wrong.golden.scores[2] += 0.01;
-            assert!(matches!(wrong.self_test(&base, &key), Err(ModelError::GoldenMismatch { image: 2, .. })));
+            assert!(matches!(wrong.self_test(&base, &key), Err(Error::GoldenMismatch { image: 2, .. })));
             // The same module on another base (same key claimed) fails its golden check.
             let other = ResNet::new(&tiny_model(3), &Device::Cpu).unwrap();
             assert!(back.self_test(&other, &key).is_err());
         }
+    }
+
+    /// A module of a kind this build does not run (a newer device's) is refused by the kind's
+    /// name, before its other metadata is read; a blob without a kind (packed before kinds were
+    /// tagged) is a mask module.
+    #[test]
+    fn an_unknown_module_kind_is_refused_by_name() {
+        let model = tiny_model(1);
+        let key = model_key(&model).unwrap();
+        let base = ResNet::new(&model, &Device::Cpu).unwrap();
+        let m = module(&base, &key, ModuleHead::Channel { class_index: 1 });
+        let bytes = m.encode(None).unwrap();
+        let store = AlignedBytes::new(&bytes);
+        let blob = Blob::open(store.bytes(), None).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(blob.meta()).unwrap();
+        assert_eq!(meta["kind"], "mask");
+        let rewrite = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut meta = meta.clone();
+            edit(&mut meta);
+            let mut w = BlobWriter::new(BlobKind::Module, blob.base_key(), blob.input_key(), meta.to_string());
+            for t in blob.tensors() {
+                w.tensor(t.name, t.dtype, &t.shape, t.bytes.to_vec()).unwrap();
+            }
+            let bytes = w.finish(None);
+            let store = AlignedBytes::new(&bytes);
+            ModuleBlob::decode(&Blob::open(store.bytes(), None).unwrap())
+        };
+        let err = rewrite(&|m| {
+            m["kind"] = "compact".into();
+            m["head"] = serde_json::json!({"kind": "branch", "width": 16});
+        })
+        .unwrap_err();
+        assert!(matches!(&err, Error::UnknownModuleKind { kind, .. } if kind == "compact"), "{err}");
+        assert!(err.to_string().contains("`compact`") && err.to_string().contains("mask"), "{err}");
+        let old = rewrite(&|m| {
+            m.as_object_mut().unwrap().remove("kind");
+        })
+        .unwrap();
+        assert_eq!(old, m);
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! | metadata key | value |
 //! |---|---|
 //! | `classmod.format` / `classmod.version` | `module` / `1` |
+//! | `classmod.kind` | the module kind (`mask`); absent in files written before kinds were tagged |
 //! | `classmod.class_id`, `classmod.class_name` | the class's output index in its model, its name |
 //! | `classmod.base_file`, `classmod.base_key` | base model file name (same directory), BLAKE3 hex of its bytes |
 //! | `classmod.input` | JSON of the input spec |
-//! | `classmod.head` | `{"kind":"channel","class_index":i}` or `{"kind":"calibrated"}` (tensors `head.weight` F32 [F], `head.bias` F32 [1]) |
+//! | `classmod.head` | `{"kind":"channel","class_index":i}` or `{"kind":"calibrated"}` (tensors `head.weight` F32 \[F\], `head.bias` F32 \[1\]) |
 //! | `classmod.sites` | JSON list of `[name, channels, height, width]`, one per ReLU site; tensor `mask.NNN` (U8, packed bits) per site |
 
 use std::collections::HashMap;
@@ -20,7 +21,8 @@ use crate::model::graph::ReluSite;
 use crate::module::ClassModule;
 use crate::pack::atomic;
 use crate::pack::parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
-use crate::{InputSpec, ModelError};
+use crate::Result;
+use crate::{Error, InputSpec};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -30,7 +32,9 @@ const VERSION: &str = "1";
 /// A module as stored, with the name of its base model file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredModule {
+    /// The module.
     pub module: ClassModule,
+    /// File name of its base model, in the same directory.
     pub base_file: String,
 }
 
@@ -39,17 +43,19 @@ pub fn base_key(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-fn bad(key: &'static str, reason: impl Into<String>) -> ModelError {
-    ModelError::BadMetadata { key, reason: reason.into() }
+fn bad(key: &'static str, reason: impl Into<String>) -> Error {
+    Error::BadMetadata { key, reason: reason.into() }
 }
 
 impl StoredModule {
-    pub fn to_bytes(&self, sites: &[ReluSite]) -> Result<Vec<u8>, ModelError> {
+    /// The file's bytes; `sites` are the base's ReLU sites.
+    pub fn to_bytes(&self, sites: &[ReluSite]) -> Result<Vec<u8>> {
         let m = &self.module;
         let (head, site_meta, tensors) = parts::encode(m, sites)?;
         let metadata = HashMap::from([
             ("classmod.format".to_string(), FORMAT.to_string()),
             ("classmod.version".to_string(), VERSION.to_string()),
+            ("classmod.kind".to_string(), m.kind.name().to_string()),
             ("classmod.class_id".to_string(), m.class_id.0.to_string()),
             ("classmod.class_name".to_string(), m.class_name.clone()),
             ("classmod.base_file".to_string(), self.base_file.clone()),
@@ -65,47 +71,51 @@ impl StoredModule {
                 Ok((
                     t.name.clone(),
                     TensorView::new(dtype, t.shape.clone(), &t.bytes)
-                        .map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?,
+                        .map_err(|e| Error::NotSafetensors { reason: e.to_string() })?,
                 ))
             })
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        safetensors::serialize(views, Some(metadata)).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::NotSafetensors { reason: e.to_string() })
     }
 
-    pub fn write(&self, path: &Path, sites: &[ReluSite]) -> Result<(), ModelError> {
+    /// Writes the file crash-safely.
+    pub fn write(&self, path: &Path, sites: &[ReluSite]) -> Result<()> {
         let bytes = self.to_bytes(sites)?;
-        atomic::write(path, &bytes).map_err(|e| ModelError::io(path, e))
+        atomic::write(path, &bytes).map_err(|e| Error::io(path, e))
     }
 
-    pub fn read(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    /// Reads and parses a module file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&bytes)
     }
 
     /// Parses a module file; any byte string is safe to pass.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::NotSafetensors { reason: e.to_string() })?;
         let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::NotSafetensors { reason: e.to_string() })?;
+            SafeTensors::read_metadata(bytes).map_err(|e| Error::NotSafetensors { reason: e.to_string() })?;
         let md = header.metadata().clone().unwrap_or_default();
-        let get = |key: &'static str| md.get(key).ok_or(ModelError::MissingMetadata { key });
+        let get = |key: &'static str| md.get(key).ok_or(Error::MissingMetadata { key });
         if get("classmod.format")? != FORMAT {
             return Err(bad("classmod.format", format!("`{}` is not `{FORMAT}`", md["classmod.format"])));
         }
         if get("classmod.version")? != VERSION {
-            return Err(ModelError::UnsupportedVersion { found: md["classmod.version"].clone(), supported: 1 });
+            return Err(Error::UnsupportedVersion { found: md["classmod.version"].clone(), supported: 1 });
         }
-        fn parse<T: serde::de::DeserializeOwned>(key: &'static str, s: &str) -> Result<T, ModelError> {
+        parts::check_kind(md.get("classmod.kind").map(String::as_str))?;
+        fn parse<T: serde::de::DeserializeOwned>(key: &'static str, s: &str) -> Result<T> {
             serde_json::from_str(s).map_err(|e| bad(key, e.to_string()))
         }
         let class_id = get("classmod.class_id")?.parse::<u32>().map_err(|e| bad("classmod.class_id", e.to_string()))?;
         let input: InputSpec = parse("classmod.input", get("classmod.input")?)?;
         let head: HeadMeta = parse("classmod.head", get("classmod.head")?)?;
         let site_meta: SiteMeta = parse("classmod.sites", get("classmod.sites")?)?;
-        let tensor = |name: &str, u8: bool| -> Result<Vec<u8>, ModelError> {
-            let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { name: name.into(), expected: vec![] })?;
+        let tensor = |name: &str, u8: bool| -> Result<Vec<u8>> {
+            let t = st.tensor(name).map_err(|_| Error::MissingTensor { name: name.into(), expected: vec![] })?;
             if t.dtype() != if u8 { Dtype::U8 } else { Dtype::F32 } {
-                return Err(ModelError::TensorDtype { name: name.into(), found: format!("{:?}", t.dtype()) });
+                let expected = if u8 { "u8" } else { "f32" };
+                return Err(Error::TensorDtype { name: name.into(), expected, found: format!("{:?}", t.dtype()) });
             }
             Ok(t.data().to_vec())
         };
@@ -188,6 +198,6 @@ mod tests {
         let at = bytes.windows(pat.len()).position(|w| w == pat).expect("version in the header");
         let mut b = bytes.clone();
         b[at + pat.len() - 2] = b'9';
-        assert!(matches!(StoredModule::from_bytes(&b), Err(ModelError::UnsupportedVersion { .. })));
+        assert!(matches!(StoredModule::from_bytes(&b), Err(Error::UnsupportedVersion { .. })));
     }
 }

@@ -7,13 +7,23 @@ use serde::{Deserialize, Serialize};
 use crate::model::graph::ReluSite;
 use crate::module::mask::{NodeMask, SiteMask};
 use crate::module::{ClassId, ClassModule, ModuleHead, ModuleKind};
-use crate::{InputSpec, ModelError};
+use crate::Result;
+use crate::{Error, InputSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub(crate) enum HeadMeta {
     Channel { class_index: usize },
     Calibrated,
+}
+
+/// The module kind a container names (`None`: written before kinds were tagged, a mask), refused
+/// by name when this build does not run it, before anything else of the module is parsed.
+pub(crate) fn check_kind(kind: Option<&str>) -> Result<()> {
+    match kind {
+        None | Some("mask") => Ok(()),
+        Some(other) => Err(Error::UnknownModuleKind { kind: other.into(), known: ModuleKind::KNOWN }),
+    }
 }
 
 /// `[name, channels, height, width]` of each ReLU site, in network order.
@@ -32,10 +42,15 @@ pub(crate) fn mask_name(site: usize) -> String {
 }
 
 /// Head and site descriptions and the tensors of `m`, whose masks must fit `sites`.
-pub(crate) fn encode(m: &ClassModule, sites: &[ReluSite]) -> Result<(HeadMeta, SiteMeta, Vec<PartTensor>), ModelError> {
-    let mask = m.mask();
+pub(crate) fn encode(m: &ClassModule, sites: &[ReluSite]) -> Result<(HeadMeta, SiteMeta, Vec<PartTensor>)> {
+    let Some(mask) = m.as_mask() else {
+        return Err(Error::UnknownModuleKind { kind: m.kind.name().into(), known: ModuleKind::KNOWN });
+    };
     if !mask.matches(sites) {
-        return Err(ModelError::BadConfig("module masks do not fit the given sites".into()));
+        return Err(Error::ModuleDoesNotFit {
+            class: m.class_name.clone(),
+            reason: "its masks do not fit the given sites".into(),
+        });
     }
     let site_meta = sites.iter().map(|s| (s.name.clone(), s.channels, s.height, s.width)).collect();
     let mut tensors: Vec<PartTensor> = mask
@@ -81,13 +96,13 @@ pub(crate) fn decode(
     id: ModuleIdentity,
     head: HeadMeta,
     site_meta: SiteMeta,
-    tensor: impl Fn(&str, bool) -> Result<Vec<u8>, ModelError>,
-) -> Result<ClassModule, ModelError> {
+    tensor: impl Fn(&str, bool) -> Result<Vec<u8>>,
+) -> Result<ClassModule> {
     id.input.validate()?;
     let mut sites = Vec::with_capacity(site_meta.len());
     for (i, (name, c, h, w)) in site_meta.into_iter().enumerate() {
         if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none_or(|n| n == 0 || n > 1 << 32) {
-            return Err(ModelError::BadMetadata {
+            return Err(Error::BadMetadata {
                 key: "sites",
                 reason: format!("site {name} has an invalid shape {c}x{h}x{w}"),
             });
@@ -104,14 +119,14 @@ pub(crate) fn decode(
             let weight = f32s(tensor("head.weight", false)?);
             let bias = f32s(tensor("head.bias", false)?);
             let [bias] = bias[..] else {
-                return Err(ModelError::TensorShape {
+                return Err(Error::TensorShape {
                     name: "head.bias".into(),
                     expected: vec![1],
                     found: vec![bias.len()],
                 });
             };
             if weight.iter().chain([&bias]).any(|v| !v.is_finite()) {
-                return Err(ModelError::NonFinite { name: "head".into() });
+                return Err(Error::NonFinite { name: "head".into() });
             }
             ModuleHead::Calibrated { weight, bias }
         }

@@ -3,12 +3,13 @@
 
 use crate::pack::atomic::DurableFs;
 use crate::serve::ModuleRuntime;
-use crate::ModelError;
+use crate::Error;
+use crate::Result;
 
 impl ModuleRuntime {
     /// Removes what a power cut can leave behind: temp files and blob files the manifest does not
     /// name (staged updates that never committed, rollback copies already confirmed).
-    pub fn clean(&self, fs: &mut dyn DurableFs) -> Result<Vec<String>, ModelError> {
+    pub fn clean(&self, fs: &mut dyn DurableFs) -> Result<Vec<String>> {
         let manifest = self.lock_manifest();
         let named: Vec<&str> = manifest
             .bases
@@ -18,13 +19,13 @@ impl ModuleRuntime {
             .chain(manifest.modules.iter().filter_map(|m| m.previous.as_ref().map(|p| p.file.as_str())))
             .collect();
         let mut removed = Vec::new();
-        for e in std::fs::read_dir(&self.dir).map_err(|e| ModelError::io(&self.dir, e))? {
-            let e = e.map_err(|e| ModelError::io(&self.dir, e))?;
+        for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
+            let e = e.map_err(|e| Error::io(&self.dir, e))?;
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = (name.starts_with('.') && name.contains(".tmp"))
                 || (name.ends_with(".blob") && !named.contains(&name.as_str()));
             if stale && e.path().is_file() {
-                fs.remove(&e.path()).map_err(|err| ModelError::io(e.path(), err))?;
+                fs.remove(&e.path()).map_err(|err| Error::io(e.path(), err))?;
                 removed.push(name);
             }
         }

@@ -23,19 +23,22 @@ use crate::module::compose::Rule;
 use crate::pack::base_blob::{self, key_hex};
 use crate::pack::manifest::{Manifest, ManifestModule};
 use crate::pack::mapped::MappedFile;
-use crate::{ModelError, ModuleBlob, ResNet};
+use crate::Result;
+use crate::{Error, ModuleBlob, ResNet};
 
 pub use snapshot::{Classification, LoadedBase, LoadedModule, Snapshot};
-pub use update::UpdateReport;
+pub use update::{Applied, UpdateKind, UpdateReport};
 
 /// How a device serves.
 #[derive(Clone)]
 pub struct ServingConfig {
+    /// Where modules run.
     pub device: Device,
     /// Refuse blobs not signed by this key.
     pub key: Option<VerifyingKey>,
     /// Largest resident size of bases plus modules, bytes (the board profile's).
     pub budget_bytes: Option<u64>,
+    /// How the served modules' scores pick a class.
     pub rule: Rule,
 }
 
@@ -52,7 +55,7 @@ pub struct ModuleRuntime {
 
 impl ModuleRuntime {
     /// Opens a packed directory (its `manifest.json`); nothing is mapped yet.
-    pub fn open(dir: &Path, config: ServingConfig) -> Result<ModuleRuntime, ModelError> {
+    pub fn open(dir: &Path, config: ServingConfig) -> Result<ModuleRuntime> {
         let manifest = Manifest::read(dir)?;
         Ok(ModuleRuntime {
             dir: dir.to_path_buf(),
@@ -63,6 +66,7 @@ impl ModuleRuntime {
         })
     }
 
+    /// The packed directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -79,16 +83,16 @@ impl ModuleRuntime {
 
     /// Checks the base blob of `key` as loading does (mapping, hash, signature, manifest hash,
     /// weights against its key), without serving anything.
-    pub fn check_base(&self, key: &str) -> Result<Arc<LoadedBase>, ModelError> {
+    pub fn check_base(&self, key: &str) -> Result<Arc<LoadedBase>> {
         let manifest = self.lock_manifest();
         self.base(&manifest, key)
     }
 
     /// Checks the module of `class` as loading does (its base too, and the golden self-test),
     /// without serving it.
-    pub fn check_module(&self, class: &str) -> Result<LoadedModule, ModelError> {
+    pub fn check_module(&self, class: &str) -> Result<LoadedModule> {
         let manifest = self.lock_manifest();
-        let entry = manifest.module(class).ok_or_else(|| ModelError::UnknownClass(class.to_string()))?;
+        let entry = manifest.module(class).ok_or_else(|| Error::UnknownClass(class.to_string()))?;
         self.prepare(&manifest, entry, &self.dir.join(&entry.file))
     }
 
@@ -98,22 +102,21 @@ impl ModuleRuntime {
     }
 
     /// Classifies with the current snapshot.
-    pub fn classify(&self, pixels: &[u8]) -> Result<Classification, ModelError> {
+    pub fn classify(&self, pixels: &[u8]) -> Result<Classification> {
         self.snapshot().classify(pixels, self.config.rule)
     }
 
-    fn base(&self, manifest: &Manifest, key: &str) -> Result<Arc<LoadedBase>, ModelError> {
+    fn base(&self, manifest: &Manifest, key: &str) -> Result<Arc<LoadedBase>> {
         let mut cache = self.bases.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|w| w.strong_count() > 0);
         if let Some(b) = cache.iter().filter_map(Weak::upgrade).find(|b| key_hex(&b.key) == key) {
             return Ok(b);
         }
-        let entry =
-            manifest.base(key).ok_or_else(|| ModelError::BlobMismatch(format!("base {key} is not in the manifest")))?;
+        let entry = manifest.base(key).ok_or_else(|| Error::BaseNotInManifest { key: key.to_string() })?;
         let map = MappedFile::open(&self.dir.join(&entry.file))?;
         let blob = map.blob(self.config.key.as_ref())?;
         if key_hex(&blob.content_hash()) != entry.content_hash {
-            return Err(ModelError::BlobMismatch(format!("{}: content hash differs from the manifest's", entry.file)));
+            return Err(Error::ManifestHashMismatch { path: self.dir.join(&entry.file) });
         }
         let model = base_blob::decode(&blob, &self.config.device)?;
         let net = ResNet::new(&model, &self.config.device)?;
@@ -126,45 +129,36 @@ impl ModuleRuntime {
         self.edit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How this runtime serves.
     pub fn config(&self) -> &ServingConfig {
         &self.config
     }
 
     /// Maps, verifies, decodes and self-tests the module blob `file` (for `entry`'s class).
-    fn prepare(&self, manifest: &Manifest, entry: &ManifestModule, file: &Path) -> Result<LoadedModule, ModelError> {
+    fn prepare(&self, manifest: &Manifest, entry: &ManifestModule, file: &Path) -> Result<LoadedModule> {
         let map = MappedFile::open(file)?;
         let blob = map.blob(self.config.key.as_ref())?;
         if key_hex(&blob.content_hash()) != entry.content_hash {
-            return Err(ModelError::BlobMismatch(format!(
-                "{}: content hash differs from the manifest's",
-                file.display()
-            )));
+            return Err(Error::ManifestHashMismatch { path: file.to_path_buf() });
         }
         let mb = ModuleBlob::decode(&blob)?;
         if mb.module.class_name != entry.class_name || mb.module.base_key != entry.base_key {
-            return Err(ModelError::BlobMismatch(format!(
-                "{}: class or base differ from the manifest's",
-                file.display()
-            )));
+            return Err(Error::ManifestEntryMismatch { path: file.to_path_buf() });
         }
         let base = self.base(manifest, &entry.base_key)?;
         let self_test_diff = mb.self_test(&base.net, &base.key)?;
-        let nodes = mb.module.mask().total_nodes() as u64;
-        let head = match &mb.module.head {
-            crate::ModuleHead::Calibrated { weight, .. } => 4 * (weight.len() as u64 + 1),
-            crate::ModuleHead::Channel { .. } => 0,
-        };
-        Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, self_test_diff, resident_bytes: nodes + head })
+        let resident_bytes = mb.module.resident_bytes();
+        Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, self_test_diff, resident_bytes })
     }
 
     /// The snapshot that would serve `modules`, if they fit the budget (nothing is swapped yet).
-    fn next_snapshot(&self, modules: Vec<Arc<LoadedModule>>) -> Result<Arc<Snapshot>, ModelError> {
+    fn next_snapshot(&self, modules: Vec<Arc<LoadedModule>>) -> Result<Arc<Snapshot>> {
         let generation = self.snapshot().generation + 1;
         let next = Arc::new(Snapshot::build(generation, modules)?);
         if let Some(budget) = self.config.budget_bytes {
             let need = next.resident_bytes();
             if need > budget {
-                return Err(ModelError::BudgetExceeded { need, budget });
+                return Err(Error::BudgetExceeded { need, budget });
             }
         }
         Ok(next)
@@ -176,13 +170,13 @@ impl ModuleRuntime {
     }
 
     /// Swaps in `modules` as the next snapshot, if they fit the budget.
-    fn commit(&self, modules: Vec<Arc<LoadedModule>>) -> Result<Arc<Snapshot>, ModelError> {
+    fn commit(&self, modules: Vec<Arc<LoadedModule>>) -> Result<Arc<Snapshot>> {
         Ok(self.install(self.next_snapshot(modules)?))
     }
 
     /// The snapshot with `loaded` replacing its class's module (or added), budget checked, not
     /// yet installed. Callers hold the manifest lock.
-    fn with_module(&self, loaded: LoadedModule) -> Result<Arc<Snapshot>, ModelError> {
+    fn with_module(&self, loaded: LoadedModule) -> Result<Arc<Snapshot>> {
         let mut modules = self.snapshot().modules.clone();
         let name = loaded.blob.module.class_name.clone();
         match modules.iter().position(|m| m.blob.module.class_name == name) {
@@ -199,13 +193,13 @@ impl ModuleRuntime {
 
     /// Loads the module of `class` (by name) and serves it from the next classification on.
     /// On any error nothing changes.
-    pub fn load(&self, class: &str) -> Result<Arc<Snapshot>, ModelError> {
+    pub fn load(&self, class: &str) -> Result<Arc<Snapshot>> {
         let manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.snapshot();
         if now.modules.iter().any(|m| m.blob.module.class_name == class) {
             return Ok(now);
         }
-        let entry = manifest.module(class).ok_or_else(|| ModelError::UnknownClass(class.to_string()))?.clone();
+        let entry = manifest.module(class).ok_or_else(|| Error::UnknownClass(class.to_string()))?.clone();
         let loaded = Arc::new(self.prepare(&manifest, &entry, &self.dir.join(&entry.file))?);
         let mut modules = now.modules.clone();
         modules.push(loaded);
@@ -213,11 +207,11 @@ impl ModuleRuntime {
     }
 
     /// Stops serving `class`; its memory goes when the last classification using it ends.
-    pub fn unload(&self, class: &str) -> Result<Arc<Snapshot>, ModelError> {
+    pub fn unload(&self, class: &str) -> Result<Arc<Snapshot>> {
         let _manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.snapshot();
         if !now.modules.iter().any(|m| m.blob.module.class_name == class) {
-            return Err(ModelError::UnknownClass(class.to_string()));
+            return Err(Error::UnknownClass(class.to_string()));
         }
         let modules = now.modules.iter().filter(|m| m.blob.module.class_name != class).cloned().collect();
         self.commit(modules)
@@ -225,7 +219,7 @@ impl ModuleRuntime {
 
     /// Replaces the served module of `entry.class_name` (loaded or not) by the blob at `file`,
     /// which must match `entry`; records `entry` in the in-memory manifest. Nothing changes on error.
-    pub fn replace(&self, entry: &ManifestModule, file: &Path) -> Result<Arc<Snapshot>, ModelError> {
+    pub fn replace(&self, entry: &ManifestModule, file: &Path) -> Result<Arc<Snapshot>> {
         let mut manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         let loaded = self.prepare(&manifest, entry, file)?;
         let snap = self.install(self.with_module(loaded)?);
@@ -266,12 +260,12 @@ mod tests {
         let two_bases = rt.snapshot().resident_bytes();
         rt.load("b").unwrap();
         let with_b = rt.snapshot().resident_bytes();
-        let b_bytes = f.b.module.mask().total_nodes() as u64;
+        let b_bytes = f.b.module.as_mask().unwrap().total_nodes() as u64;
         assert_eq!(with_b - two_bases, b_bytes, "b shares a's base: only its masks are added");
         rt.unload("a").unwrap();
         rt.unload("b").unwrap();
-        assert!(matches!(rt.unload("b"), Err(ModelError::UnknownClass(_))));
-        assert!(matches!(rt.load("zebra"), Err(ModelError::UnknownClass(_))));
+        assert!(matches!(rt.unload("b"), Err(Error::UnknownClass(_))));
+        assert!(matches!(rt.load("zebra"), Err(Error::UnknownClass(_))));
         // Base 0 is released with its last module (no snapshot holds it any more).
         let live: Vec<[u8; 32]> = rt.bases.lock().unwrap().iter().filter_map(Weak::upgrade).map(|b| b.key).collect();
         assert_eq!(live.len(), 1, "only c's base stays mapped");
@@ -286,7 +280,7 @@ mod tests {
         let rt = ModuleRuntime::open(&f.dir, config(Some(one + 10), None)).unwrap();
         rt.load("a").unwrap();
         let err = rt.load("c").err().unwrap();
-        assert!(matches!(err, ModelError::BudgetExceeded { .. }), "{err}");
+        assert!(matches!(err, Error::BudgetExceeded { .. }), "{err}");
         assert!(err.to_string().contains("budget"));
         assert_eq!(rt.snapshot().class_names(), ["a"], "nothing loaded half-way");
         // A module blob corrupted on disk is refused at load; the served set stays.
@@ -331,7 +325,7 @@ mod tests {
         // A class taking 16x16 images cannot share the 8x8 batch: refused, nothing changes.
         let before = rt.snapshot().generation;
         let err = rt.load("e").err().unwrap();
-        assert!(matches!(err, ModelError::IncompatibleInput { .. }), "{err}");
+        assert!(matches!(err, Error::IncompatibleInput { .. }), "{err}");
         assert!(err.to_string().contains("1x16x16") && err.to_string().contains("1x8x8"), "{err}");
         assert_eq!((rt.snapshot().generation, rt.snapshot().class_names()), (before, vec!["a".into(), "d".into()]));
         let _ = std::fs::remove_dir_all(&dir);
@@ -345,7 +339,9 @@ mod tests {
         rt.load("a").unwrap();
         let unsigned = fixture(None);
         let rt = ModuleRuntime::open(&unsigned.dir, config(None, Some(sk.verifying_key()))).unwrap();
-        assert!(matches!(rt.load("a"), Err(ModelError::Blob(classmod_blob::BlobError::Unsigned))));
+        let Err(err) = rt.load("a") else { panic!("an unsigned blob was served") };
+        assert!(matches!(&err, Error::BadBlob { error: classmod_blob::BlobError::Unsigned, .. }), "{err}");
+        assert!(err.to_string().contains("a.blob: "), "the error names the file: {err}");
         let _ = std::fs::remove_dir_all(&signed.dir);
         let _ = std::fs::remove_dir_all(&unsigned.dir);
     }

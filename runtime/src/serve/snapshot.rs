@@ -8,11 +8,14 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use crate::module::compose::{predict, Rule};
-use crate::{InputSpec, ModelError, ModuleBlob, ModuleGroup, ResNet};
+use crate::Result;
+use crate::{Error, InputSpec, ModuleBlob, ModuleGroup, ResNet};
 
 /// A base model in memory, shared by its loaded modules.
 pub struct LoadedBase {
+    /// Its model key (the blob header's).
     pub key: [u8; 32],
+    /// The network, built on the serving device.
     pub net: ResNet,
     /// Weights as the network holds them (`ResNet::resident_bytes`).
     pub resident_bytes: u64,
@@ -20,8 +23,11 @@ pub struct LoadedBase {
 
 /// A loaded class module.
 pub struct LoadedModule {
+    /// The module, as its blob holds it.
     pub blob: ModuleBlob,
+    /// The blob file it was loaded from.
     pub file: PathBuf,
+    /// The base it runs on, shared with the other modules of that base.
     pub base: Arc<LoadedBase>,
     /// Largest score difference of its golden self-test.
     pub self_test_diff: f32,
@@ -44,15 +50,18 @@ pub struct Snapshot {
 /// class's score.
 #[derive(Debug, Clone)]
 pub struct Classification {
+    /// The generation of the snapshot that classified.
     pub generation: u64,
+    /// The snapshot's classes, in load order.
     pub classes: Vec<String>,
+    /// Per image, the index in `classes` of the winner.
     pub predictions: Vec<usize>,
     /// `scores[i][c]`: class c's module on image i.
     pub scores: Vec<Vec<f32>>,
 }
 
 impl Snapshot {
-    pub(super) fn build(generation: u64, modules: Vec<Arc<LoadedModule>>) -> Result<Snapshot, ModelError> {
+    pub(super) fn build(generation: u64, modules: Vec<Arc<LoadedModule>>) -> Result<Snapshot> {
         // One batch of raw pixels feeds every group, each normalised its own base's way: the
         // image shape must agree, the normalisation need not (classes from other models).
         if let Some(first) = modules.first() {
@@ -61,7 +70,7 @@ impl Snapshot {
                 (s.channels, s.height, s.width)
             };
             if let Some(m) = modules.iter().find(|m| shape(m) != shape(first)) {
-                return Err(ModelError::IncompatibleInput {
+                return Err(Error::IncompatibleInput {
                     class: m.blob.module.class_name.clone(),
                     found: shape(m),
                     served: shape(first),
@@ -91,6 +100,13 @@ impl Snapshot {
         Ok(Snapshot { generation, modules, groups, order })
     }
 
+    /// The images the served classes take (their shape; each base normalises them its own
+    /// way), or `None` when nothing is loaded.
+    pub fn input_spec(&self) -> Option<&InputSpec> {
+        self.modules.first().map(|m| &m.blob.module.input)
+    }
+
+    /// The served classes, in load order.
     pub fn class_names(&self) -> Vec<String> {
         self.modules.iter().map(|m| m.blob.module.class_name.clone()).collect()
     }
@@ -107,15 +123,15 @@ impl Snapshot {
     }
 
     /// Classifies `n` images of raw pixels (`n * C * H * W` bytes in the input spec's layout).
-    pub fn classify(&self, pixels: &[u8], rule: Rule) -> Result<Classification, ModelError> {
+    pub fn classify(&self, pixels: &[u8], rule: Rule) -> Result<Classification> {
         let classes = self.class_names();
         let Some(first) = self.modules.first() else {
-            return Err(ModelError::BadConfig("no classes are loaded".into()));
+            return Err(Error::NoClassesLoaded);
         };
         let spec = first.blob.module.input.clone();
         let per = spec.image_len();
         if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
-            return Err(ModelError::InputShape {
+            return Err(Error::InputShape {
                 expected: (spec.channels, spec.height, spec.width),
                 found: vec![pixels.len()],
             });

@@ -19,52 +19,98 @@
 
 use std::path::Path;
 
-use classmod_blob::{AlignedBytes, Blob};
+use classmod_blob::{AlignedBytes, Blob, BlobKind};
 
 use crate::pack::atomic::{self, DurableFs};
 use crate::pack::base_blob::key_hex;
 use crate::pack::manifest::{Manifest, ManifestModule, PreviousModule};
 use crate::serve::ModuleRuntime;
-use crate::{ModelError, ModuleBlob};
+use crate::Result;
+use crate::{Error, ModuleBlob};
 
 /// What an update did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateReport {
+    /// The updated class.
     pub class_name: String,
+    /// The new module's file in the directory.
     pub file: String,
     /// The module it replaced, kept until [`ModuleRuntime::confirm`].
     pub previous: Option<String>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
-    move |e| ModelError::io(path, e)
+/// What [`ModuleRuntime::apply_update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A class module was installed (see [`ModuleRuntime::update`]).
+    Module(UpdateReport),
+    /// A base model was added (see [`ModuleRuntime::add_base`]).
+    Base {
+        /// Its file in the directory.
+        file: String,
+        /// False when the device already had it (nothing changed).
+        new: bool,
+    },
+}
+
+/// Which kind of update a blob holds, as its header says (the transaction checks the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UpdateKind {
+    /// A base model: apply it before modules that run on it.
+    Base,
+    /// A class module.
+    Module,
+}
+
+impl UpdateKind {
+    /// The kind named by the first bytes of a blob (16 are enough), or `None` when they are
+    /// not a blob's.
+    pub fn of(prefix: &[u8]) -> Option<UpdateKind> {
+        let kind = u32::from_le_bytes(prefix.get(12..16)?.try_into().ok()?);
+        if prefix.get(..8)? != classmod_blob::MAGIC {
+            return None;
+        }
+        match BlobKind::from_u32(kind).ok()? {
+            BlobKind::Base => Some(UpdateKind::Base),
+            BlobKind::Module => Some(UpdateKind::Module),
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
 }
 
 impl ModuleRuntime {
+    /// Applies an update of either kind (a base or a module blob's bytes) through `fs`: what a
+    /// device does with a blob that arrives. On any error nothing changes.
+    pub fn apply_update(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<Applied> {
+        match UpdateKind::of(bytes) {
+            Some(UpdateKind::Base) => self.add_base(fs, bytes).map(|(file, new)| Applied::Base { file, new }),
+            // Not a blob at all: the module path reports the format error.
+            Some(UpdateKind::Module) | None => self.update(fs, bytes).map(Applied::Module),
+        }
+    }
+
     /// Applies a module update (the blob's bytes) through `fs`. On any error the served set, the
     /// manifest and the active files are as before.
-    pub fn update(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<UpdateReport, ModelError> {
+    pub fn update(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<UpdateReport> {
         let mut manifest = self.lock_manifest();
         // 1. Verify.
         let aligned = AlignedBytes::new(bytes);
         let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
         let new = ModuleBlob::decode(&blob)?;
         let m = &new.module;
-        let base = manifest.base(&m.base_key).ok_or_else(|| {
-            ModelError::BlobMismatch(format!("module `{}` needs a base this device does not have", m.class_name))
-        })?;
+        let base = manifest.base(&m.base_key).ok_or_else(|| Error::MissingBase { class: m.class_name.clone() })?;
         if base.class_names.get(m.class_id.0 as usize).is_none_or(|n| *n != m.class_name) {
-            return Err(ModelError::BlobMismatch(format!(
-                "class `{}` is not output {} of its base model",
-                m.class_name, m.class_id.0
-            )));
+            return Err(Error::ClassNotInBase { class: m.class_name.clone(), index: m.class_id.0 });
         }
         let content_hash = key_hex(&blob.content_hash());
         let file =
             format!("{}-{}.blob", crate::pack::manifest::file_stem(m.class_id.0, &m.class_name), &content_hash[..16]);
         let old = manifest.module(&m.class_name).cloned();
         if old.as_ref().is_some_and(|o| o.content_hash == content_hash) {
-            return Err(ModelError::BlobMismatch(format!("class `{}` already runs this module", m.class_name)));
+            return Err(Error::AlreadyInstalled { class: m.class_name.clone() });
         }
         let entry = ManifestModule {
             file: file.clone(),
@@ -114,7 +160,7 @@ impl ModuleRuntime {
     /// verified (hash, signature, contents against its key), written beside the others, then
     /// recorded by an atomic manifest rename. A base the device already has changes nothing.
     /// Returns its file name and whether it was new.
-    pub fn add_base(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<(String, bool), ModelError> {
+    pub fn add_base(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<(String, bool)> {
         let mut manifest = self.lock_manifest();
         let aligned = AlignedBytes::new(bytes);
         let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
@@ -143,14 +189,11 @@ impl ModuleRuntime {
     }
 
     /// Confirms the update of `class`: the rollback copy is forgotten and deleted.
-    pub fn confirm(&self, fs: &mut dyn DurableFs, class: &str) -> Result<(), ModelError> {
+    pub fn confirm(&self, fs: &mut dyn DurableFs, class: &str) -> Result<()> {
         let mut manifest = self.lock_manifest();
         let mut next = manifest.clone();
-        let entry = next
-            .modules
-            .iter_mut()
-            .find(|x| x.class_name == class)
-            .ok_or_else(|| ModelError::UnknownClass(class.into()))?;
+        let entry =
+            next.modules.iter_mut().find(|x| x.class_name == class).ok_or_else(|| Error::UnknownClass(class.into()))?;
         let Some(previous) = entry.previous.take() else { return Ok(()) };
         next.write_with(fs, self.dir())?;
         *manifest = next;
@@ -160,13 +203,10 @@ impl ModuleRuntime {
 
     /// Goes back to the module `class` ran before its unconfirmed update (and serves it if the
     /// class is served). The updated file is deleted.
-    pub fn rollback(&self, fs: &mut dyn DurableFs, class: &str) -> Result<(), ModelError> {
+    pub fn rollback(&self, fs: &mut dyn DurableFs, class: &str) -> Result<()> {
         let mut manifest = self.lock_manifest();
-        let current = manifest.module(class).cloned().ok_or_else(|| ModelError::UnknownClass(class.into()))?;
-        let previous = current
-            .previous
-            .clone()
-            .ok_or_else(|| ModelError::BlobMismatch(format!("class `{class}` has no update to roll back")))?;
+        let current = manifest.module(class).cloned().ok_or_else(|| Error::UnknownClass(class.into()))?;
+        let previous = current.previous.clone().ok_or_else(|| Error::NothingToRollBack { class: class.to_string() })?;
         let back = ManifestModule {
             file: previous.file,
             content_hash: previous.content_hash,
@@ -343,7 +383,7 @@ mod tests {
         let mut bad = module(&tiny_model(1), &f.nets[0], 1, "b", 2);
         bad.golden.scores[0] += 0.5;
         let err = rt.update(&mut OsFs, &bad.encode(None).unwrap()).unwrap_err();
-        assert!(matches!(err, ModelError::GoldenMismatch { .. }), "{err}");
+        assert!(matches!(err, Error::GoldenMismatch { .. }), "{err}");
         // Truncated bytes, a module of a base the device lacks, the module already running.
         let mut v2 = b_v2(&f);
         assert!(rt.update(&mut OsFs, &v2[..v2.len() - 1]).is_err());
@@ -365,7 +405,7 @@ mod tests {
         let f = fixture(Some(&sk));
         let rt = ModuleRuntime::open(&f.dir, config(None, Some(sk.verifying_key()))).unwrap();
         let unsigned = b_v2(&f);
-        assert!(matches!(rt.update(&mut OsFs, &unsigned), Err(ModelError::Blob(classmod_blob::BlobError::Unsigned))));
+        assert!(matches!(rt.update(&mut OsFs, &unsigned), Err(Error::Blob(classmod_blob::BlobError::Unsigned))));
         let signed = module(&tiny_model(1), &f.nets[0], 1, "b", 2).encode(Some(&sk)).unwrap();
         rt.update(&mut OsFs, &signed).unwrap();
         let _ = std::fs::remove_dir_all(&f.dir);
