@@ -46,8 +46,8 @@ for head in calibrated channel; do
   [ -d "$work/fashion-$head" ] || $classmod decompose --model "$work/fashion.safetensors" --data "$fashion" \
     --out "$work/fashion-$head" --head $head > "$results/decompose-fashion-$head.txt"
   half=()
-  for c in 0 1 2 3 4; do half+=("$work/digits-$head/class-00$c-$c.module.safetensors"); done
-  for f in "$work/fashion-$head"/class-00[5-9]-*.module.safetensors; do half+=("$f"); done
+  for c in 0 1 2 3 4; do half+=("$work/digits-$head/class-00$c-$c.blob"); done
+  for f in "$work/fashion-$head"/class-00[5-9]-*.blob; do half+=("$f"); done
   for recal in "" --recalibrate; do
     tag=$head${recal:+-recalibrated}
     # Digits 0-4 + five garments on the whole union of their test images (6,025).

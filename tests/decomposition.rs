@@ -39,7 +39,7 @@ fn masks_are_deterministic_and_monotone_in_the_rates() {
             seed,
             batch: 32,
         };
-        let d = decompose(&model, "key", &train, &o, &ProgressBar::hidden()).unwrap();
+        let d = decompose(&model, &train, &o, &ProgressBar::hidden()).unwrap();
         assert_eq!(d.reports.len(), 2);
         assert!(d.reports.iter().all(|r| r.positives > 0 && r.negatives > 0));
         d.modules.iter().map(|m| m.as_mask().expect("a mask module").clone()).collect()

@@ -45,7 +45,7 @@ fn module(net: &ResNet, class: usize, mask: NodeMask, head: ModuleHead) -> Class
     ClassModule {
         class_id: ClassId(class as u32),
         class_name: net.class_names()[class].clone(),
-        base_key: "test".into(),
+        base_key: classmod::runtime::ModelKey([0; 32]),
         input: net.input_spec().clone(),
         kind: ModuleKind::Mask(mask),
         head,

@@ -5,13 +5,14 @@
 //! different datasets (one dataset per base), each base on its own dataset's images (per source).
 
 use crate::HostError;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use classmod_runtime::host::module_file::{base_key, StoredModule};
-use classmod_runtime::{host::predict, Rule};
+use classmod_runtime::host::{base_blob, MappedFile};
+use classmod_runtime::Rule;
 use classmod_runtime::{ClassModule, Device, InputSpec, ModelFile, ModuleGroup, ResNet};
+use classmod_runtime::{Manifest, ModelKey, ModuleBlob, MANIFEST_FILE};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -21,11 +22,18 @@ use crate::eval::{batch_tensor, score, EvalReport};
 /// Why a set of modules cannot be composed or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
-    #[error("no module files (*.module.safetensors) in {0}")]
+    #[error("no module blobs (a manifest.json and class-*.blob, as `classmod decompose` writes) in {0}")]
     NoModules(String),
+    #[error(
+        "{}: module files of the old format (*.module.safetensors, written before modules were blobs); run `classmod decompose` again",
+        .0.display()
+    )]
+    OldFormat(PathBuf),
     #[error("{}: {error}", path.display())]
     Module { path: PathBuf, error: classmod_runtime::Error },
-    #[error("{path}: its base model {base} does not match the module's base key (modified or replaced?)")]
+    #[error("{}: the manifest beside it lists no base with the module's key {key}", path.display())]
+    MissingBase { path: PathBuf, key: ModelKey },
+    #[error("{}: its base {} does not match the module's base key (modified or replaced?)", path.display(), base.display())]
     BaseMismatch { path: PathBuf, base: PathBuf },
     #[error("modules have different input specs and cannot be composed: `{a}` ({a_spec}) vs `{b}` ({b_spec})")]
     MixedInputSpecs { a: String, a_spec: String, b: String, b_spec: String },
@@ -37,25 +45,41 @@ pub enum ComposeError {
     Runtime(#[from] classmod_runtime::Error),
 }
 
-/// Module files named by `paths` (files, or directories holding `*.module.safetensors`), in a
-/// stable order: directories sorted by file name.
+/// `error` about the file at `path`, naming the file once (I/O and blob errors name it already).
+fn at(path: PathBuf, error: classmod_runtime::Error) -> ComposeError {
+    match error {
+        e @ (classmod_runtime::Error::Io { .. } | classmod_runtime::Error::BadBlob { .. }) => ComposeError::Runtime(e),
+        error => ComposeError::Module { path, error },
+    }
+}
+
+/// Module blobs named by `paths`: blob files, or packed directories (the modules their manifests
+/// list, sorted by file name), in a stable order.
 pub fn module_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ComposeError> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| ComposeError::Module { path: p.clone(), error: classmod_runtime::Error::io(p, e) })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".module.safetensors")))
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                return Err(ComposeError::NoModules(p.display().to_string()));
-            }
-            out.extend(found);
-        } else {
+        if !p.is_dir() {
             out.push(p.clone());
+            continue;
         }
+        if !p.join(MANIFEST_FILE).exists() {
+            let old = std::fs::read_dir(p)
+                .map_err(|e| ComposeError::Runtime(classmod_runtime::Error::io(p, e)))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().ends_with(".module.safetensors"));
+            return Err(if old {
+                ComposeError::OldFormat(p.clone())
+            } else {
+                ComposeError::NoModules(p.display().to_string())
+            });
+        }
+        let manifest = Manifest::read(p).map_err(|error| at(p.join(MANIFEST_FILE), error))?;
+        let mut found: Vec<PathBuf> = manifest.modules.iter().map(|m| p.join(&m.file)).collect();
+        if found.is_empty() {
+            return Err(ComposeError::NoModules(p.display().to_string()));
+        }
+        found.sort();
+        out.extend(found);
     }
     if out.is_empty() {
         return Err(ComposeError::NoModules(
@@ -65,73 +89,79 @@ pub fn module_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ComposeError> {
     Ok(out)
 }
 
-/// The composed classifier: groups of modules, one per base, in composition order.
+/// The module in the blob file at `path` (layout and hash checked; signatures are `verify`'s).
+pub fn read_module(path: &Path) -> Result<ModuleBlob, ComposeError> {
+    let read =
+        || -> Result<ModuleBlob, classmod_runtime::Error> { ModuleBlob::decode(&MappedFile::open(path)?.blob(None)?) };
+    read().map_err(|error| at(path.to_path_buf(), error))
+}
+
+/// The base model with key `key` of the module blob at `module_path`: the base the manifest of
+/// the module's directory lists under that key, its contents checked against it.
+pub fn read_base(module_path: &Path, key: &ModelKey, device: &Device) -> Result<(PathBuf, ModelFile), ComposeError> {
+    let dir = module_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let manifest = Manifest::read(dir).map_err(|error| at(dir.join(MANIFEST_FILE), error))?;
+    let entry = manifest.base(key).ok_or(ComposeError::MissingBase { path: module_path.to_path_buf(), key: *key })?;
+    let base_path = dir.join(&entry.file);
+    let map = MappedFile::open(&base_path).map_err(|error| at(base_path.clone(), error))?;
+    let blob = map.blob(None).map_err(|error| at(base_path.clone(), error))?;
+    if ModelKey(blob.base_key()) != *key {
+        return Err(ComposeError::BaseMismatch { path: module_path.to_path_buf(), base: base_path });
+    }
+    let model = base_blob::decode(&blob, device).map_err(|error| at(base_path.clone(), error))?;
+    Ok((base_path, model))
+}
+
+/// The composed classifier (the runtime's [`classmod_runtime::Composition`], which a device
+/// serves through too) and the base blob each of its groups was read from.
 pub struct Composition {
-    pub groups: Vec<ModuleGroup>,
-    /// The base model file of each group.
+    pub composed: classmod_runtime::Composition,
+    /// The base blob of each group.
     pub base_files: Vec<PathBuf>,
-    /// The composed classes: (group, module index in group), in the order the modules were given.
-    pub order: Vec<(usize, usize)>,
 }
 
 impl Composition {
     /// Every module of `group`, in its order.
     pub fn of_one_base(group: ModuleGroup, base_file: PathBuf) -> Composition {
-        let order = (0..group.modules().len()).map(|i| (0, i)).collect();
-        Composition { groups: vec![group], base_files: vec![base_file], order }
+        Composition { composed: classmod_runtime::Composition::of_one_base(group), base_files: vec![base_file] }
+    }
+
+    /// The groups, one per base.
+    pub fn groups(&self) -> &[ModuleGroup] {
+        self.composed.groups()
+    }
+
+    /// For each composed class: (group, index in group).
+    pub fn order(&self) -> &[(usize, usize)] {
+        self.composed.order()
     }
 
     pub fn class_names(&self) -> Vec<String> {
-        self.order.iter().map(|&(g, m)| self.groups[g].modules()[m].class_name.clone()).collect()
+        self.composed.class_names()
     }
 
     pub fn modules(&self) -> Vec<&ClassModule> {
-        self.order.iter().map(|&(g, m)| &self.groups[g].modules()[m]).collect()
+        self.composed.modules()
     }
 
     pub fn input_spec(&self) -> &InputSpec {
-        self.groups[0].base().input_spec()
+        self.composed.input_spec().expect("a composition has at least one module")
     }
 
     /// The single base, when every module comes from one.
     pub fn single_base(&self) -> Option<&ResNet> {
-        (self.groups.len() == 1).then(|| self.groups[0].base())
+        (self.groups().len() == 1).then(|| self.groups()[0].base())
     }
 }
 
-/// Loads modules and their bases (each base verified against its modules' key, loaded once).
-/// The base model file `base_file` (relative to module `path`) of a module whose base key is
-/// `key`, checked against that key.
-pub fn read_base(
-    path: &Path,
-    base_file: &str,
-    key: &str,
-    device: &Device,
-) -> Result<(PathBuf, ModelFile), ComposeError> {
-    let base_path = path.parent().unwrap_or(Path::new(".")).join(base_file);
-    let bytes = std::fs::read(&base_path).map_err(|e| ComposeError::Module {
-        path: path.to_path_buf(),
-        error: classmod_runtime::Error::io(&base_path, e),
-    })?;
-    if base_key(&bytes) != key {
-        return Err(ComposeError::BaseMismatch { path: path.to_path_buf(), base: base_path });
-    }
-    let model = ModelFile::from_bytes(&bytes, device)
-        .map_err(|error| ComposeError::Module { path: base_path.clone(), error })?;
-    Ok((base_path, model))
-}
-
+/// Loads module blobs and their bases (each base checked against its modules' key, loaded once).
 pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeError> {
     let files = module_paths(paths)?;
-    let mut bases: BTreeMap<String, (ResNet, Vec<ClassModule>)> = BTreeMap::new();
-    let mut base_order: Vec<String> = Vec::new();
-    let mut base_files: Vec<PathBuf> = Vec::new();
-    let mut order_keys: Vec<(String, usize)> = Vec::new();
-    let mut first: Option<ClassModule> = None;
+    let mut bases: Vec<(ModelKey, ResNet, PathBuf)> = Vec::new();
+    let mut modules: Vec<(ModelKey, ResNet, Arc<ClassModule>)> = Vec::new();
     for path in &files {
-        let stored = StoredModule::read(path).map_err(|error| ComposeError::Module { path: path.clone(), error })?;
-        let m = stored.module;
-        if let Some(f) = &first {
+        let m = read_module(path)?.module;
+        if let Some(f) = modules.first().map(|(_, _, f)| f) {
             if f.input != m.input {
                 let spec = |s: &InputSpec| {
                     format!("{}x{}x{} mean {:?} std {:?}", s.channels, s.height, s.width, s.mean, s.std)
@@ -143,38 +173,24 @@ pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeEr
                     b_spec: spec(&m.input),
                 });
             }
-        } else {
-            first = Some(m.clone());
         }
-        if !bases.contains_key(&m.base_key) {
-            let (base_path, model) = read_base(path, &stored.base_file, &m.base_key, device)?;
-            bases.insert(m.base_key.clone(), (ResNet::new(&model, device)?, Vec::new()));
-            base_order.push(m.base_key.clone());
-            base_files.push(base_path);
+        if modules.iter().any(|(_, _, x)| x.class_name == m.class_name) {
+            return Err(ComposeError::DuplicateClass(m.class_name.clone()));
         }
-        let entry = bases.get_mut(&m.base_key).expect("inserted above");
-        order_keys.push((m.base_key.clone(), entry.1.len()));
-        entry.1.push(m);
-    }
-    let mut names: Vec<&str> = Vec::new();
-    for (_, ms) in bases.values() {
-        for m in ms {
-            if names.contains(&m.class_name.as_str()) {
-                return Err(ComposeError::DuplicateClass(m.class_name.clone()));
+        let net = match bases.iter().find(|(k, _, _)| *k == m.base_key) {
+            Some((_, net, _)) => net.clone(),
+            None => {
+                let (base_path, model) = read_base(path, &m.base_key, device)?;
+                let net = ResNet::new(&model, device)?;
+                bases.push((m.base_key, net.clone(), base_path));
+                net
             }
-            names.push(&m.class_name);
-        }
+        };
+        modules.push((m.base_key, net, Arc::new(m)));
     }
-    let mut groups = Vec::with_capacity(base_order.len());
-    for key in &base_order {
-        let (base, modules) = bases.remove(key).expect("every key was inserted");
-        groups.push(ModuleGroup::new(base, modules)?);
-    }
-    let order = order_keys
-        .into_iter()
-        .map(|(k, i)| (base_order.iter().position(|b| *b == k).expect("known base"), i))
-        .collect();
-    Ok(Composition { groups, base_files, order })
+    let composed = classmod_runtime::Composition::group(modules)?;
+    // Groups are in the order the bases first appear, as `bases` is.
+    Ok(Composition { composed, base_files: bases.into_iter().map(|(_, _, f)| f).collect() })
 }
 
 /// The class list to read one dataset for all bases with (every base's classes, first seen
@@ -182,7 +198,7 @@ pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeEr
 /// composition).
 pub fn dataset_classes(c: &Composition) -> (Vec<String>, Vec<Option<u32>>) {
     let mut all: Vec<String> = Vec::new();
-    for g in &c.groups {
+    for g in c.groups() {
         for n in g.base().class_names() {
             if !all.contains(n) {
                 all.push(n.clone());
@@ -195,7 +211,7 @@ pub fn dataset_classes(c: &Composition) -> (Vec<String>, Vec<Option<u32>>) {
 /// As [`dataset_classes`] for the dataset of group `g`'s base alone (bases trained on different
 /// datasets: one dataset per base).
 pub fn source_classes(c: &Composition, g: usize) -> (Vec<String>, Vec<Option<u32>>) {
-    with_composed_labels(c, c.groups[g].base().class_names().to_vec())
+    with_composed_labels(c, c.groups()[g].base().class_names().to_vec())
 }
 
 fn with_composed_labels(c: &Composition, all: Vec<String>) -> (Vec<String>, Vec<Option<u32>>) {
@@ -266,7 +282,7 @@ pub fn evaluate(
     progress: &ProgressBar,
 ) -> Result<ComposeReport, ComposeError> {
     let t0 = Instant::now();
-    let k = c.order.len();
+    let k = c.order().len();
     let spec = c.input_spec().clone();
     let per_source = reference == Reference::PerSource;
     let mut scores_all: Vec<f32> = Vec::with_capacity(images.len() * k);
@@ -274,15 +290,15 @@ pub fn evaluate(
     let mut base_logits: Vec<f32> = Vec::new();
     // Per source: the restricted base's prediction for each image (a composed class index).
     let mut source_predictions: Vec<usize> = Vec::new();
-    let device = c.groups[0].base().device().clone();
+    let device = c.groups()[0].base().device().clone();
     let idx: Vec<usize> = (0..images.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
         let x = batch_tensor(images, chunk, &spec, &device)?;
-        let outs = c.groups.iter().map(|g| g.run(&x)).collect::<Result<Vec<_>, _>>()?;
+        // The device's scoring path: the runtime's composition on the normalised batch.
+        let outs = c.composed.run(&x)?;
         for i in 0..chunk.len() {
-            let scores: Vec<f32> = c.order.iter().map(|&(g, m)| outs[g].score(m, i)).collect();
-            let votes: Vec<bool> = c.order.iter().map(|&(g, m)| outs[g].votes(m, i)).collect();
-            predictions.push(predict(&scores, &votes, rule));
+            let (winner, scores) = outs.predict(i, rule);
+            predictions.push(winner);
             // Ranking for top-5: the rule's winner first, then the others by score.
             let mut ranked = scores.clone();
             ranked[*predictions.last().expect("pushed")] = f32::INFINITY;
@@ -290,14 +306,14 @@ pub fn evaluate(
         }
         if per_source {
             let logits = c
-                .groups
+                .groups()
                 .iter()
                 .map(|g| g.base().forward(&x)?.to_vec2::<f32>().map_err(classmod_runtime::Error::from))
                 .collect::<Result<Vec<_>, _>>()?;
             for (i, &image) in chunk.iter().enumerate() {
-                let g = c.order[images.labels[image] as usize].0;
+                let g = c.order()[images.labels[image] as usize].0;
                 let best = (0..k)
-                    .filter(|&j| c.order[j].0 == g)
+                    .filter(|&j| c.order()[j].0 == g)
                     .map(|j| (j, logits[g][i][c.modules()[j].class_id.0 as usize]))
                     .fold((usize::MAX, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
                 source_predictions.push(best.0);
@@ -339,9 +355,9 @@ pub fn evaluate(
 /// Per base: the composition and the base alone on the images of that base's composed classes.
 fn source_reports(c: &Composition, labels: &[u32], composed: &[usize], alone: &[usize]) -> Vec<SourceReport> {
     let names = c.class_names();
-    let group_of = |class: usize| c.order[class].0;
+    let group_of = |class: usize| c.order()[class].0;
     let frac = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    (0..c.groups.len())
+    (0..c.groups().len())
         .map(|g| {
             let mine: Vec<usize> = (0..labels.len()).filter(|&i| group_of(labels[i] as usize) == g).collect();
             let right = |p: &[usize]| mine.iter().filter(|&&i| p[i] == labels[i] as usize).count();

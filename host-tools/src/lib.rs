@@ -1,7 +1,9 @@
 //! classmod-host: the workstation side of classmod. A library first (the `classmod` binary is a
 //! thin CLI over it, and the integration tests call it directly): PyTorch import, datasets,
-//! evaluation, training and the PyTorch speed comparison.
+//! evaluation, training, decomposition, packing, the experiments, and the speed comparison with
+//! PyTorch (whose side is a development tool run by path, not compiled in).
 
+pub mod bench;
 pub mod compose_eval;
 pub mod dataset;
 pub mod decompose;

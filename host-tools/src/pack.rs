@@ -5,37 +5,45 @@ use crate::HostError;
 use std::path::{Path, PathBuf};
 
 use classmod_blob::{AlignedBytes, Blob, SigningKey};
-use classmod_runtime::host::base_blob::{self, key_hex, model_key};
-use classmod_runtime::host::module_file::{base_key, StoredModule};
 use classmod_runtime::host::write_atomically;
-use classmod_runtime::{ClassModule, Device, Golden, ModelFile, ModuleBlob, ResNet};
+use classmod_runtime::host::{base_blob, key_hex};
+use classmod_runtime::{ClassModule, Device, Golden, ModelFile, ModelKey, ModuleBlob, ResNet};
 use classmod_runtime::{Manifest, ManifestBase, ManifestModule};
 
-use crate::compose_eval::{module_paths, read_base, ComposeError};
+use crate::compose_eval::{module_paths, read_base, read_module, ComposeError};
 use crate::dataset::ImageSet;
 use crate::decompose::{class_file_stem, decompose, DecomposeOptions};
 use indicatif::ProgressBar;
 
 /// A base model and the modules to pack with it.
 pub struct PackGroup {
+    /// The model's key, which every module names.
+    pub key: ModelKey,
     pub model: ModelFile,
     pub modules: Vec<ClassModule>,
 }
 
-/// Reads module files (or directories of them) and their bases, grouped per base.
+/// Reads module blobs (files, or packed directories) and their bases, grouped per base in the
+/// order the bases first appear.
 pub fn read_groups(paths: &[PathBuf]) -> Result<Vec<PackGroup>, ComposeError> {
-    let mut groups: Vec<(PathBuf, PackGroup)> = Vec::new();
+    let mut groups: Vec<PackGroup> = Vec::new();
     for path in module_paths(paths)? {
-        let stored = StoredModule::read(&path).map_err(|error| ComposeError::Module { path: path.clone(), error })?;
-        let base_path = path.parent().unwrap_or(Path::new(".")).join(&stored.base_file);
-        if let Some((_, g)) = groups.iter_mut().find(|(p, _)| *p == base_path) {
-            g.modules.push(stored.module);
+        let module = read_module(&path)?.module;
+        if let Some(g) = groups.iter_mut().find(|g| g.key == module.base_key) {
+            g.modules.push(module);
             continue;
         }
-        let (base_path, model) = read_base(&path, &stored.base_file, &stored.module.base_key, &Device::Cpu)?;
-        groups.push((base_path, PackGroup { model, modules: vec![stored.module] }));
+        let (_, model) = read_base(&path, &module.base_key, &Device::Cpu)?;
+        groups.push(PackGroup { key: module.base_key, model, modules: vec![module] });
     }
-    Ok(groups.into_iter().map(|(_, g)| g).collect())
+    Ok(groups)
+}
+
+impl PackGroup {
+    /// `model` and modules of it.
+    pub fn new(model: ModelFile, modules: Vec<ClassModule>) -> Result<PackGroup, HostError> {
+        Ok(PackGroup { key: ModelKey::of(&model)?, model, modules })
+    }
 }
 
 /// File name of a module blob: `class-007-horse.blob`.
@@ -54,8 +62,7 @@ fn content_hash_hex(bytes: &[u8]) -> Result<String, HostError> {
 
 /// Writes every group's base blob and module blobs into `out`, then the manifest (last, so a
 /// directory with a manifest is complete). `golden(group index, module)` gives each module's golden
-/// images (raw pixels of the input spec). Module keys are re-keyed to the blob format's content
-/// key of their base.
+/// images (raw pixels of the input spec).
 pub fn pack(
     groups: &[PackGroup],
     out: &Path,
@@ -65,21 +72,23 @@ pub fn pack(
     std::fs::create_dir_all(out).map_err(|e| HostError::io(out, e))?;
     let (mut bases, mut modules) = (Vec::new(), Vec::new());
     for (gi, g) in groups.iter().enumerate() {
-        let bkey = model_key(&g.model)?;
+        let bkey = g.key;
         let base_bytes = base_blob::encode(&g.model, key)?;
-        let base_file = format!("base-{}.blob", &key_hex(&bkey)[..16]);
+        let base_file = format!("base-{}.blob", bkey.short());
         write(out, &base_file, &base_bytes)?;
         bases.push(ManifestBase {
             file: base_file,
-            key: key_hex(&bkey),
+            key: bkey,
             content_hash: content_hash_hex(&base_bytes)?,
             bytes: base_bytes.len() as u64,
             class_names: g.model.meta.class_names.clone(),
         });
         let net = ResNet::new(&g.model, &Device::Cpu)?;
         for m in &g.modules {
-            let mut module = m.clone();
-            module.base_key = key_hex(&bkey);
+            if m.base_key != bkey {
+                return Err(classmod_runtime::Error::WrongBase { class: m.class_name.clone() }.into());
+            }
+            let module = m.clone();
             let images = golden(gi, m);
             let blob = ModuleBlob { golden: Golden::record(&net, &module, images)?, module, sites: net.relu_sites() };
             let bytes = blob.encode(key)?;
@@ -89,7 +98,7 @@ pub fn pack(
                 file,
                 class_name: blob.module.class_name.clone(),
                 class_id: blob.module.class_id.0,
-                base_key: key_hex(&bkey),
+                base_key: bkey,
                 content_hash: content_hash_hex(&bytes)?,
                 bytes: bytes.len() as u64,
                 previous: None,
@@ -115,8 +124,8 @@ pub fn decompose_and_pack(
     key: Option<&SigningKey>,
     progress: &ProgressBar,
 ) -> Result<Manifest, HostError> {
-    let d = decompose(model, &base_key(&model.to_bytes()?), train, opts, progress)?;
-    let group = PackGroup { model: model.clone(), modules: d.modules };
+    let d = decompose(model, train, opts, progress)?;
+    let group = PackGroup::new(model.clone(), d.modules)?;
     pack(&[group], out, key, |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))
 }
 

@@ -9,7 +9,6 @@
 //! base models are untouched: no backpropagation, seconds of work.
 
 use crate::HostError;
-use classmod_runtime::ModuleGroup;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -27,7 +26,7 @@ pub fn recalibrate(
     seed: u64,
     batch: usize,
 ) -> Result<(), HostError> {
-    let k = c.order.len();
+    let k = c.order().len();
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
     for (i, &l) in train.labels.iter().enumerate() {
         by_class[l as usize].push(i);
@@ -39,17 +38,16 @@ pub fn recalibrate(
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     }
     let per_other = n_pos.div_ceil(k.saturating_sub(1).max(1));
-    let mut refitted: Vec<Vec<classmod_runtime::ClassModule>> = c.groups.iter().map(|g| g.modules().to_vec()).collect();
-    for (j, &(g, m)) in c.order.iter().enumerate() {
+    let mut refitted: Vec<Vec<classmod_runtime::ClassModule>> =
+        c.groups().iter().map(|g| g.modules().iter().map(|m| (**m).clone()).collect()).collect();
+    for (j, &(g, m)) in c.order().iter().enumerate() {
         let positives: Vec<usize> = by_class[j].iter().take(n_pos).cloned().collect();
         let negatives: Vec<usize> =
             (0..k).filter(|&o| o != j).flat_map(|o| by_class[o].iter().rev().take(per_other).cloned()).collect();
-        let base = c.groups[g].base();
+        let base = c.groups()[g].base();
         let module = &refitted[g][m];
         refitted[g][m].head = calibrated_head(base, module, train, &positives, &negatives, batch)?;
     }
-    for (group, modules) in c.groups.iter_mut().zip(refitted) {
-        *group = ModuleGroup::new(group.base().clone(), modules)?;
-    }
+    c.composed = c.composed.with_modules(refitted)?;
     Ok(())
 }

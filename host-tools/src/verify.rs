@@ -6,8 +6,8 @@ use crate::HostError;
 use std::path::Path;
 
 use classmod_blob::{Blob, BlobKind, VerifyingKey};
-use classmod_runtime::host::base_blob::{self, key_hex};
 use classmod_runtime::host::MappedFile;
+use classmod_runtime::host::{base_blob, key_hex};
 use classmod_runtime::Rule;
 use classmod_runtime::{Device, ModuleBlob};
 use classmod_runtime::{ModuleRuntime, ServingConfig};
@@ -56,8 +56,7 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
         let result = rt.check_module(&m.class_name).map(|l| {
             format!(
                 "layout, hash, signature, golden self-test ({} images, max diff {:.1e})",
-                l.blob.golden.scores.len(),
-                l.self_test_diff
+                l.golden_images, l.self_test_diff
             )
         });
         rows.push(row(&path, "module", Some(m.class_name.clone()), signer(&path), result.map_err(|e| e.to_string())));

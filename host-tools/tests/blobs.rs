@@ -119,7 +119,12 @@ fn packed_blobs_verify_and_tampering_is_refused() {
     let o = run(&["verify", s(&signed), "--key", s(&dir.join("bad.public"))]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
+    // decompose's own output is a packed directory: unsigned, and it verifies as such.
     let o = run(&["verify", s(&modules)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(&["verify", s(&empty)]);
     assert_eq!(o.status.code(), Some(2), "a directory without manifest.json");
 
     // decompose writes signed blobs directly.

@@ -116,7 +116,7 @@ fn two_datasets_compose_with_each_base_beside_them(
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let a = |c: &str| {
         let i = common::CIFAR10_CLASSES.iter().position(|x| *x == c).unwrap();
-        a_modules.join(format!("class-{i:03}-{c}.module.safetensors")).to_str().unwrap().to_string()
+        a_modules.join(format!("class-{i:03}-{c}.blob")).to_str().unwrap().to_string()
     };
     let (a0, a1, a2) = (a("airplane"), a("automobile"), a("bird"));
     let args = ["compose-eval", "--modules", &a0, &a1, &a2, b_modules.to_str().unwrap(), "--json", "--data"];

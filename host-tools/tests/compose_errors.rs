@@ -1,20 +1,20 @@
 //! `classmod compose-eval` refuses what cannot be composed, with one clear line and exit code 2:
-//! an empty module set, modules whose input specs differ, a module file of another format
-//! version, a base file that does not match its modules.
+//! an empty module set, a directory of the old module-file format, modules whose input specs
+//! differ, a module blob of another format version, a base blob that does not match its modules.
 
 mod common;
 
 use std::path::Path;
 
-use classmod_runtime::host::module_file::{base_key, StoredModule};
+use classmod_host::pack::{pack, PackGroup};
 use classmod_runtime::{
-    ClassId, ClassModule, Device, InputSpec, ModelFile, ModelMeta, ModuleHead, ModuleKind, NodeMask, ResNet,
+    ClassId, ClassModule, Device, InputSpec, ModelFile, ModelKey, ModelMeta, ModuleHead, ModuleKind, NodeMask, ResNet,
     ResNetConfig, Shortcut, Tensor,
 };
 
-/// A tiny 1-channel 8x8 base with `mean` as its normalisation, and one all-ones module per class.
+/// A packed directory of a tiny 1-channel 8x8 base with `mean` as its normalisation, and one
+/// all-ones module per class (as `classmod decompose` writes one).
 fn module_dir(dir: &Path, mean: f32) {
-    std::fs::create_dir_all(dir).unwrap();
     let arch =
         ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::A, in_channels: 1, num_classes: 2 };
     let tensors = arch
@@ -33,22 +33,18 @@ fn module_dir(dir: &Path, mean: f32) {
     let model =
         ModelFile::new(ModelMeta { arch, input: input.clone(), class_names: vec!["a".into(), "b".into()] }, tensors)
             .unwrap();
-    let bytes = model.to_bytes().unwrap();
-    std::fs::write(dir.join("base.safetensors"), &bytes).unwrap();
     let sites = ResNet::new(&model, &Device::Cpu).unwrap().relu_sites();
-    for c in 0..2 {
-        let m = ClassModule {
+    let modules = (0..2)
+        .map(|c| ClassModule {
             class_id: ClassId(c),
             class_name: ["a", "b"][c as usize].into(),
-            base_key: base_key(&bytes),
+            base_key: ModelKey::of(&model).unwrap(),
             input: input.clone(),
             kind: ModuleKind::Mask(NodeMask::ones(&sites)),
             head: ModuleHead::Channel { class_index: c as usize },
-        };
-        StoredModule { module: m, base_file: "base.safetensors".into() }
-            .write(&dir.join(format!("class-{c}.module.safetensors")), &sites)
-            .unwrap();
-    }
+        })
+        .collect();
+    pack(&[PackGroup::new(model, modules).unwrap()], dir, None, |_, _| vec![100; 2 * 64]).unwrap();
 }
 
 fn compose(modules: &[&Path], data: &Path) -> std::process::Output {
@@ -84,24 +80,31 @@ fn what_cannot_be_composed_is_refused_clearly() {
 
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    fails(&compose(&[&empty], &data), "no module files");
+    fails(&compose(&[&empty], &data), "no module blobs");
 
-    fails(
-        &compose(&[&one.join("class-0.module.safetensors"), &two.join("class-1.module.safetensors")], &data),
-        "different input specs",
-    );
+    // A directory of the module files written before modules were blobs: named as such.
+    let old = dir.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("class-000-a.module.safetensors"), b"x").unwrap();
+    fails(&compose(&[&old], &data), "old format");
 
-    let m = std::fs::read(one.join("class-1.module.safetensors")).unwrap();
-    let pat = b"\"classmod.version\":\"1\"";
-    let at = m.windows(pat.len()).position(|w| w == pat).unwrap();
-    let mut v2 = m.clone();
-    v2[at + pat.len() - 2] = b'2';
-    let v2_path = dir.join("v2.module.safetensors");
+    fails(&compose(&[&one.join("class-000-a.blob"), &two.join("class-001-b.blob")], &data), "different input specs");
+
+    let mut v2 = std::fs::read(one.join("class-001-b.blob")).unwrap();
+    v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let v2_path = one.join("v2.blob");
     std::fs::write(&v2_path, &v2).unwrap();
-    fails(&compose(&[&v2_path], &data), "v2.module.safetensors");
+    fails(&compose(&[&v2_path], &data), "v2.blob");
 
-    // The base replaced by another model: refused by its digest.
-    std::fs::copy(two.join("base.safetensors"), one.join("base.safetensors")).unwrap();
+    // The base replaced by another model's: refused by its key.
+    let base = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("base-"))
+            .unwrap()
+    };
+    std::fs::copy(base(&two), base(&one)).unwrap();
     fails(&compose(&[&one], &data), "does not match");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -245,7 +245,7 @@ pub enum Error {
     #[error("base {key} is not in the manifest")]
     BaseNotInManifest {
         /// Its key.
-        key: String,
+        key: crate::ModelKey,
     },
 
     /// A blob whose content hash is not the one the manifest records for it.

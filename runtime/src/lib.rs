@@ -43,7 +43,7 @@
 //! # mod example {
 //! #     //! A packed directory of a small random ResNet-8 with classes cat, dog and ship, as
 //! #     //! `classmod pack` writes one (without golden images from a dataset).
-//! #     use classmod_runtime::host::base_blob::{encode, key_hex, model_key};
+//! #     use classmod_runtime::host::{base_blob::encode, key_hex};
 //! #     use classmod_runtime::*;
 //! #     pub fn packed_directory() -> Result<std::path::PathBuf> {
 //! #         let dir = std::env::temp_dir().join(format!("classmod-doctest-{}", std::process::id()));
@@ -58,20 +58,20 @@
 //! #         let classes: Vec<String> = ["cat", "dog", "ship"].map(String::from).to_vec();
 //! #         let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] };
 //! #         let model = ModelFile::new(ModelMeta { arch, input: input.clone(), class_names: classes.clone() }, tensors)?;
-//! #         let (net, key) = (ResNet::new(&model, &Device::Cpu)?, key_hex(&model_key(&model)?));
+//! #         let (net, key) = (ResNet::new(&model, &Device::Cpu)?, ModelKey::of(&model)?);
 //! #         let base = encode(&model, None)?;
 //! #         std::fs::write(dir.join("base.blob"), &base).map_err(|e| Error::io(&dir, e))?;
 //! #         let content_hash = key_hex(&classmod_blob::Blob::parse(classmod_blob::AlignedBytes::new(&base).bytes())?.content_hash());
-//! #         let bases = vec![ManifestBase { file: "base.blob".into(), key: key.clone(), content_hash, bytes: base.len() as u64, class_names: classes.clone() }];
+//! #         let bases = vec![ManifestBase { file: "base.blob".into(), key, content_hash, bytes: base.len() as u64, class_names: classes.clone() }];
 //! #         let mut modules = Vec::new();
 //! #         for (id, name) in classes.iter().enumerate() {
-//! #             let module = ClassModule { class_id: ClassId(id as u32), class_name: name.clone(), base_key: key.clone(), input: input.clone(), kind: ModuleKind::Mask(NodeMask::ones(&net.relu_sites())), head: ModuleHead::Channel { class_index: id } };
+//! #             let module = ClassModule { class_id: ClassId(id as u32), class_name: name.clone(), base_key: key, input: input.clone(), kind: ModuleKind::Mask(NodeMask::ones(&net.relu_sites())), head: ModuleHead::Channel { class_index: id } };
 //! #             let golden = Golden::record(&net, &module, vec![7; 2 * input.image_len()])?;
 //! #             let bytes = ModuleBlob { module, sites: net.relu_sites(), golden }.encode(None)?;
 //! #             let file = format!("{name}.blob");
 //! #             std::fs::write(dir.join(&file), &bytes).map_err(|e| Error::io(&dir, e))?;
 //! #             let content_hash = key_hex(&classmod_blob::Blob::parse(classmod_blob::AlignedBytes::new(&bytes).bytes())?.content_hash());
-//! #             modules.push(ManifestModule { file, class_name: name.clone(), class_id: id as u32, base_key: key.clone(), content_hash, bytes: bytes.len() as u64, previous: None });
+//! #             modules.push(ManifestModule { file, class_name: name.clone(), class_id: id as u32, base_key: key, content_hash, bytes: bytes.len() as u64, previous: None });
 //! #         }
 //! #         Manifest::new(bases, modules).write(&dir)?;
 //! #         Ok(dir)
@@ -96,10 +96,15 @@ pub use classmod_blob::{parse_public_key, BlobError, VerifyingKey};
 
 pub use device::{cuda, CUDA_BUILT};
 pub use error::{Error, Result};
-pub use model::{InputSpec, ModelFile, ModelMeta, ReluSite, ResNet, ResNetConfig, Shortcut};
+pub use model::{
+    Block, BlockShortcut, ConvBn, InputSpec, ModelFile, ModelKey, ModelMeta, ReluSite, ResNet, ResNetConfig, Shortcut,
+};
 pub use module::compose::Rule;
-pub use module::{ClassId, ClassModule, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs, NodeMask, SiteMask};
-pub use pack::manifest::{Manifest, ManifestBase, ManifestModule, PreviousModule};
+pub use module::{
+    ClassId, ClassModule, ComposedOutputs, Composition, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs, NodeMask,
+    SiteMask,
+};
+pub use pack::manifest::{Manifest, ManifestBase, ManifestModule, PreviousModule, FILE_NAME as MANIFEST_FILE};
 pub use pack::module_blob::GOLDEN_TOLERANCE;
 pub use pack::{DurableFs, Golden, ModuleBlob, OsFs};
 pub use serve::{
@@ -120,12 +125,13 @@ pub mod host {
     pub use crate::model::config::BN_EPS;
     pub use crate::model::file::{check_tensors, read_safetensors};
     pub use crate::model::graph::{subsample, NoHook, ReluHook};
+    pub use crate::model::key::{input_key, key_hex};
     pub use crate::module::compose::{predict, ranking};
     pub use crate::module::score;
     pub use crate::pack::atomic::write as write_atomically;
+    pub use crate::pack::base_blob;
     pub use crate::pack::manifest::file_stem;
     pub use crate::pack::mapped::MappedFile;
-    pub use crate::pack::{base_blob, module_file};
 }
 
 /// The CPU path's kernels, for `benches/cpu_kernels.rs` only: not a stable API.

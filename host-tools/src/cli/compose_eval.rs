@@ -20,7 +20,7 @@ pub enum RuleArg {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Module files, or directories of them (`*.module.safetensors`).
+    /// Module blobs, or packed directories of them (as `decompose` writes).
     #[arg(long, num_args = 1.., required = true)]
     modules: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "max")]
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
         recalibrate(&mut c, &train, args.n_pos, a.seed, a.batch)?;
         eprintln!("heads recalibrated on {} training images in {:.1} s", train.len(), t0.elapsed().as_secs_f64());
     }
-    let images = composed_images(&c, &args.data, a.split, a.seed, shape)?;
+    let images = composed_images(&c, &args.data, a.split.into(), a.seed, shape)?;
     let images = match a.limit {
         Some(n) => images.balanced_sample(n, a.seed),
         None => images,
@@ -123,12 +123,12 @@ fn composed_images(c: &Composition, data: &[PathBuf], split: Split, seed: u64, s
         let all = load_data(one, split, shape, Some(&classes), None, seed)?;
         return Ok(restrict(all, &map, c.class_names()));
     }
-    if data.len() != c.groups.len() {
+    if data.len() != c.groups().len() {
         let bases: Vec<String> = c.base_files.iter().map(|p| p.display().to_string()).collect();
         return Err(anyhow!(
             "{} datasets for {} base models: give one --data for all modules, or one per base in this order: {}",
             data.len(),
-            c.groups.len(),
+            c.groups().len(),
             bases.join(", ")
         ));
     }

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use classmod_host::dataset::{ImageShape, Split};
-use classmod_host::decompose::{self, DecomposeOptions, HeadKind};
+use classmod_host::decompose::{self, DecomposeOptions};
 use classmod_host::pack::{golden_sample, pack, PackGroup};
 use classmod_host::progress;
-use classmod_runtime::host::module_file::base_key;
 use classmod_runtime::ClassModule;
 
 use super::keygen::read_secret_key;
@@ -20,17 +19,18 @@ pub struct Args {
     /// Training data of the model (its `train` split gives positives and negatives).
     #[arg(long)]
     data: PathBuf,
-    /// Output directory: the base model once, one `*.module.safetensors` per class (or blobs
-    /// and a manifest with --blobs).
+    /// Output directory, a packed directory a device can serve: the base blob, one module blob
+    /// per class (golden vectors from the training images) and `manifest.json`; unsigned unless
+    /// --key is given (`classmod pack` re-signs and records golden vectors from test images).
     #[arg(long)]
     out: PathBuf,
     #[arg(long, value_enum, default_value = "channel")]
-    head: HeadKind,
+    head: super::HeadArg,
     /// Class names (or output indices) to decompose, comma-separated; default all.
     #[arg(long, value_delimiter = ',')]
     classes: Option<Vec<String>>,
     /// Positives per class.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = decompose::N_POS)]
     n_pos: usize,
     /// Minimum softmax probability of a positive (relaxed, and reported, if too few qualify).
     #[arg(long, default_value_t = decompose::POS_CONF)]
@@ -50,12 +50,11 @@ pub struct Args {
     seed: u64,
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Write device blobs (base blob, module blobs with golden vectors from the training images,
-    /// manifest.json) instead of module files.
-    #[arg(long)]
+    /// Accepted for scripts written when module files were the default: blobs are always written.
+    #[arg(long, hide = true)]
     blobs: bool,
-    /// Sign the blobs with this secret key (`classmod keygen`); implies --blobs.
-    #[arg(long)]
+    /// Sign the blobs with this secret key (`classmod keygen`).
+    #[arg(long = "sign-key", visible_alias = "key")]
     key: Option<PathBuf>,
     /// Golden images per module blob.
     #[arg(long, default_value_t = 8)]
@@ -65,7 +64,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (bytes, model) = read_model_bytes(&a.model)?;
+    let (_, model) = read_model_bytes(&a.model)?;
     let names = &model.meta.class_names;
     let classes = a
         .classes
@@ -99,24 +98,20 @@ pub fn run(a: Args) -> Result<()> {
         pos_conf: a.pos_conf,
         keep_rate: a.keep_rate,
         tangle_rate: a.tangle_rate,
-        head: a.head,
+        head: a.head.into(),
         classes,
         seed: a.seed,
         batch: a.batch,
     };
-    let key = base_key(&bytes);
+    let _ = a.blobs;
     let pb = progress::bar(0, "decompose");
-    let d = decompose::decompose(&model, &key, &train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;
+    let d = decompose::decompose(&model, &train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;
     pb.finish_and_clear();
-    let paths = if a.blobs || a.key.is_some() {
-        let key = a.key.as_deref().map(read_secret_key).transpose()?;
-        let group = PackGroup { model: model.clone(), modules: d.modules.clone() };
-        let golden = |_: usize, m: &ClassModule| golden_sample(&train, a.golden, a.seed ^ m.class_id.0 as u64);
-        let manifest = pack(&[group], &a.out, key.as_ref(), golden).map_err(|e| model_error(&a.out, e))?;
-        manifest.modules.iter().map(|m| a.out.join(&m.file)).collect()
-    } else {
-        decompose::write(&a.out, &bytes, &d).map_err(|e| model_error(&a.out, e))?
-    };
+    let key = a.key.as_deref().map(read_secret_key).transpose()?;
+    let group = PackGroup::new(model.clone(), d.modules.clone()).map_err(|e| model_error(&a.model, e))?;
+    let golden = |_: usize, m: &ClassModule| golden_sample(&train, a.golden, a.seed ^ m.class_id.0 as u64);
+    let manifest = pack(&[group], &a.out, key.as_ref(), golden).map_err(|e| model_error(&a.out, e))?;
+    let paths: Vec<PathBuf> = manifest.modules.iter().map(|m| a.out.join(&m.file)).collect();
     println!("{:<14} {:>9} {:>9} {:>9} {:>10}  relaxed", "class", "positives", "negatives", "pos_conf", "nodes kept");
     for r in &d.reports {
         println!(

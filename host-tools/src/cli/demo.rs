@@ -10,7 +10,6 @@ use anyhow::{anyhow, Result};
 use super::train::{train_and_eval, Args as TrainArgs, ShortcutArg};
 use super::DeviceArg;
 use super::{print_json, read_model_bytes};
-use classmod_host::train::Schedule;
 
 pub const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 const FASHION_CLASSES: &str = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
@@ -77,7 +76,7 @@ pub fn run(a: Args) -> Result<()> {
         momentum: 0.9,
         no_nesterov: false,
         weight_decay: 5e-4,
-        schedule: Schedule::OneCycle,
+        schedule: super::ScheduleArg::OneCycle,
         seed: a.seed,
         limit: None,
         eval_limit: None,
@@ -113,13 +112,12 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
     use classmod_host::dataset::{self, ImageShape, Split};
     use classmod_host::decompose::{decompose, DecomposeOptions, HeadKind};
     use classmod_host::pack::{golden_sample, pack, PackGroup};
-    use classmod_runtime::host::module_file::base_key;
     use classmod_runtime::ModelFile;
 
     eprintln!("classmod demo: decompose both models, pack three classes for a device, run the device program");
     let key = super::keygen::fresh_key();
-    let (bytes, model) = read_model_bytes(model_path)?;
-    let (other_bytes, other) = read_model_bytes(other_path)?;
+    let (_, model) = read_model_bytes(model_path)?;
+    let (_, other) = read_model_bytes(other_path)?;
     let spec = &model.meta.input;
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     let names = &model.meta.class_names;
@@ -128,19 +126,16 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
     let opts =
         |classes: Vec<usize>| DecomposeOptions::with_default_rates(100, HeadKind::Calibrated, Some(classes), seed);
     let hidden = indicatif::ProgressBar::hidden();
-    let mine = decompose(&model, &base_key(&bytes), &train, &opts(vec![0, 1, 2, 3]), &hidden)?;
-    let theirs = decompose(&other, &base_key(&other_bytes), &train, &opts(vec![0]), &hidden)?;
+    let mine = decompose(&model, &train, &opts(vec![0, 1, 2, 3]), &hidden)?;
+    let theirs = decompose(&other, &train, &opts(vec![0]), &hidden)?;
     let golden = |_: usize, m: &classmod_runtime::ClassModule| golden_sample(&test, 4, seed ^ m.class_id.0 as u64);
     let device = out.join("device");
     let staging = out.join("staging");
     let _ = std::fs::remove_dir_all(&device);
     let _ = std::fs::remove_dir_all(&staging);
-    let group = |m: &ModelFile, modules: &[classmod_runtime::ClassModule]| PackGroup {
-        model: m.clone(),
-        modules: modules.to_vec(),
-    };
-    pack(&[group(&model, &mine.modules[..3])], &device, Some(&key), golden)?;
-    pack(&[group(&model, &mine.modules[3..]), group(&other, &theirs.modules)], &staging, Some(&key), golden)?;
+    let group = |m: &ModelFile, modules: &[classmod_runtime::ClassModule]| PackGroup::new(m.clone(), modules.to_vec());
+    pack(&[group(&model, &mine.modules[..3])?], &device, Some(&key), golden)?;
+    pack(&[group(&model, &mine.modules[3..])?, group(&other, &theirs.modules)?], &staging, Some(&key), golden)?;
     // Test images as PNG files, two of each of the first four classes.
     let images_dir = out.join("images");
     std::fs::create_dir_all(&images_dir)?;
@@ -194,7 +189,7 @@ fn device_demo(out: &Path, model_path: &Path, other_path: &Path, data: &Path, se
         snap.class_names().join(", "),
         snap.resident_bytes() >> 10,
         {
-            let mut keys: Vec<[u8; 32]> = snap.modules.iter().map(|m| m.base.key).collect();
+            let mut keys: Vec<classmod_runtime::ModelKey> = snap.modules.iter().map(|m| m.base.key).collect();
             keys.sort();
             keys.dedup();
             keys.len()

@@ -28,7 +28,7 @@ pub fn run(args: Args) -> Result<()> {
     let spec = net.input_spec();
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     let t0 = std::time::Instant::now();
-    let data = load_data(&args.data, a.split, shape, Some(net.class_names()), a.limit, a.seed)?;
+    let data = load_data(&args.data, a.split.into(), shape, Some(net.class_names()), a.limit, a.seed)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let pb = progress::bar(data.len() as u64, "eval");
     let r = eval::evaluate(&net, &data, a.batch, &pb).map_err(|e| model_error(model_path, e))?;

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use classmod_host::dataset::ImageSet;
 use classmod_host::dataset::{ImageShape, Split};
-use classmod_host::decompose::{DecomposeOptions, HeadKind};
+use classmod_host::decompose::{self, DecomposeOptions, HeadKind};
 use classmod_host::experiment::cost::{self, CostOptions};
 use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
-use classmod_runtime::host::module_file::base_key;
 use classmod_runtime::ModelFile;
 
 use super::{load_data, print_json, read_model_bytes, PathContext};
@@ -70,12 +69,12 @@ pub struct ModuleExperimentArgs {
     #[arg(long)]
     limit: Option<usize>,
     #[arg(long, value_enum, default_value = "calibrated")]
-    head: HeadKind,
-    #[arg(long, default_value_t = 0.9)]
+    head: super::HeadArg,
+    #[arg(long, default_value_t = decompose::KEEP_RATE)]
     keep_rate: f64,
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = decompose::TANGLE_RATE)]
     tangle_rate: f64,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = decompose::N_POS)]
     n_pos: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -86,14 +85,9 @@ pub struct ModuleExperimentArgs {
 impl ModuleExperimentArgs {
     fn options(&self) -> DecomposeOptions {
         DecomposeOptions {
-            n_pos: self.n_pos,
-            pos_conf: 0.9,
             keep_rate: self.keep_rate,
             tangle_rate: self.tangle_rate,
-            head: self.head,
-            classes: None,
-            seed: self.seed,
-            batch: 32,
+            ..DecomposeOptions::with_default_rates(self.n_pos, self.head.into(), None, self.seed)
         }
     }
 }
@@ -202,8 +196,8 @@ pub struct TradeoffArgs {
     )]
     settings: Vec<String>,
     #[arg(long, value_delimiter = ',', value_enum, default_value = "channel,calibrated")]
-    heads: Vec<HeadKind>,
-    #[arg(long, default_value_t = 200)]
+    heads: Vec<super::HeadArg>,
+    #[arg(long, default_value_t = decompose::N_POS)]
     n_pos: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -217,16 +211,16 @@ pub fn run(e: Experiment) -> Result<()> {
         Experiment::Serving(a) => run_serving(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
-            let (bytes, model) = read_model_bytes(&a.model)?;
+            let (_, model) = read_model_bytes(&a.model)?;
             let (train, test) = splits(&model, &a.common.data, a.common.limit, a.common.seed)?;
             let pb = progress::bar(test.len() as u64, "score");
-            let r = reuse::reuse(&model, &base_key(&bytes), &train, &test, &a.common.options(), a.fives, &pb)?;
+            let r = reuse::reuse(&model, &train, &test, &a.common.options(), a.fives, &pb)?;
             pb.finish_and_clear();
             publish(&a.common.out, "reuse", &reuse::reuse_markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
         }
         Experiment::Cost(a) => {
             let t0 = std::time::Instant::now();
-            let (bytes, model) = read_model_bytes(&a.model)?;
+            let (_, model) = read_model_bytes(&a.model)?;
             let (train, _) = splits(&model, &a.common.data, Some(1), a.common.seed)?;
             let o = CostOptions {
                 train_steps: a.train_steps.unwrap_or(train.len().div_ceil(a.batch)),
@@ -237,24 +231,17 @@ pub fn run(e: Experiment) -> Result<()> {
             };
             eprintln!("decomposing, then {} training steps of batch {} ...", o.train_steps, o.batch);
             let pb = progress::bar(o.train_steps as u64, "train");
-            let r = cost::run(&model, &base_key(&bytes), &train, &a.common.options(), &o, &pb)?;
+            let r = cost::run(&model, &train, &a.common.options(), &o, &pb)?;
             pb.finish_and_clear();
             publish(&a.common.out, "cost", &cost::markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
         }
         Experiment::Replace(a) => {
             let t0 = std::time::Instant::now();
-            let (bytes_a, model_a) = read_model_bytes(&a.model)?;
-            let (bytes_b, model_b) = read_model_bytes(&a.with)?;
+            let (_, model_a) = read_model_bytes(&a.model)?;
+            let (_, model_b) = read_model_bytes(&a.with)?;
             let (train, test) = splits(&model_a, &a.common.data, a.common.limit, a.common.seed)?;
             let pb = progress::bar(2 * test.len() as u64, "score");
-            let r = reuse::replace(
-                (&model_a, &base_key(&bytes_a)),
-                (&model_b, &base_key(&bytes_b)),
-                &train,
-                &test,
-                &a.common.options(),
-                &pb,
-            )?;
+            let r = reuse::replace(&model_a, &model_b, &train, &test, &a.common.options(), &pb)?;
             pb.finish_and_clear();
             publish(
                 &a.common.out,
@@ -277,20 +264,13 @@ fn run_tradeoff(a: TradeoffArgs) -> Result<()> {
             Ok((k.trim().parse::<f64>()?, t.trim().parse::<f64>()?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let (bytes, model) = read_model_bytes(&a.model)?;
+    let (_, model) = read_model_bytes(&a.model)?;
     let (train, test) = splits(&model, &a.data, a.limit, a.seed)?;
-    let opts = DecomposeOptions {
-        n_pos: a.n_pos,
-        pos_conf: 0.9,
-        keep_rate: 0.0,
-        tangle_rate: 0.0,
-        head: HeadKind::Channel,
-        classes: None,
-        seed: a.seed,
-        batch: 32,
-    };
+    // The sweep sets the rates and heads itself; the rest are the defaults.
+    let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);
     let pb = progress::bar((settings.len() * a.heads.len()) as u64, "settings");
-    let r = tradeoff::run(&model, &base_key(&bytes), &train, &test, &opts, &settings, &a.heads, &pb)?;
+    let heads: Vec<HeadKind> = a.heads.iter().map(|&h| h.into()).collect();
+    let r = tradeoff::run(&model, &train, &test, &opts, &settings, &heads, &pb)?;
     pb.finish_and_clear();
     tradeoff::write(&a.out, &r).at(&a.out)?;
     print!("{}", tradeoff::markdown(&r));

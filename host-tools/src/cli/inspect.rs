@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use classmod_runtime::host::base_blob::key_hex;
+use classmod_runtime::host::key_hex;
 use classmod_runtime::host::MappedFile;
 
 use super::{model_error, print_json};

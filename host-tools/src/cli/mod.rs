@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
+use classmod_host::decompose::HeadKind;
 use classmod_host::import::are_generic;
+use classmod_host::train::Schedule;
 use classmod_host::HostError;
 use classmod_runtime::{Device, Error as RuntimeError, ModelFile};
 
@@ -84,7 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
 #[derive(clap::Args)]
 pub struct EvalArgs {
     #[arg(long, value_enum, default_value = "test")]
-    pub split: Split,
+    pub split: SplitArg,
     /// Evaluate a seeded class-balanced sample of N images.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -97,6 +99,58 @@ pub struct EvalArgs {
     pub device: DeviceArg,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--split`: the library's [`Split`] as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitArg {
+    Train,
+    Test,
+}
+
+impl From<SplitArg> for Split {
+    fn from(a: SplitArg) -> Split {
+        match a {
+            SplitArg::Train => Split::Train,
+            SplitArg::Test => Split::Test,
+        }
+    }
+}
+
+/// `--head`: the library's [`HeadKind`] as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeadArg {
+    /// The paper's: own logit against the mean of the others.
+    Channel,
+    /// One-vs-rest logistic regression on the module's pooled features.
+    Calibrated,
+}
+
+impl From<HeadArg> for HeadKind {
+    fn from(a: HeadArg) -> HeadKind {
+        match a {
+            HeadArg::Channel => HeadKind::Channel,
+            HeadArg::Calibrated => HeadKind::Calibrated,
+        }
+    }
+}
+
+/// `--schedule`: the library's [`Schedule`] as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// Linear warm-up over the first 2 % of steps, then cosine decay to zero.
+    Cosine,
+    /// Smith's one-cycle: linear rise from lr/25 to lr over 30 % of steps, cosine fall to lr/1e4.
+    OneCycle,
+}
+
+impl From<ScheduleArg> for Schedule {
+    fn from(a: ScheduleArg) -> Schedule {
+        match a {
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::OneCycle => Schedule::OneCycle,
+        }
+    }
 }
 
 /// `--device`: where tensors live.

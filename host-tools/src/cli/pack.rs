@@ -11,7 +11,7 @@ use super::load_data;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Module files, or directories of them (`*.module.safetensors`, as `decompose` writes).
+    /// Module blobs, or packed directories of them (as `decompose` writes).
     #[arg(long, num_args = 1.., required = true)]
     modules: Vec<PathBuf>,
     /// Images for the golden self-test vectors: one dataset for every base, or one per base in
@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Sign every blob with this secret key (`classmod keygen`).
-    #[arg(long)]
+    #[arg(long = "sign-key", visible_alias = "key")]
     key: Option<PathBuf>,
     /// Golden images per module.
     #[arg(long, default_value_t = 8)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use classmod_host::dataset::{self, ImageShape, Split};
-use classmod_host::train::{self, Schedule, SgdConfig, TrainOptions, TrainableResNet};
+use classmod_host::train::{self, SgdConfig, TrainOptions, TrainableResNet};
 use classmod_host::{eval, progress, report};
 use classmod_runtime::{ResNet, ResNetConfig, Shortcut};
 
@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f64,
     #[arg(long, value_enum, default_value = "cosine")]
-    pub schedule: Schedule,
+    pub schedule: super::ScheduleArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Train on a seeded class-balanced sample of N training images.
@@ -139,7 +139,7 @@ pub fn train_and_eval(a: &Args) -> Result<serde_json::Value> {
         steps,
         batch: a.batch,
         sgd: SgdConfig { lr: a.lr, momentum: a.momentum, nesterov: !a.no_nesterov, weight_decay: a.weight_decay },
-        schedule: a.schedule,
+        schedule: a.schedule.into(),
         seed: a.seed,
         flip: !a.no_flip,
         checkpoint: Some(a.out.clone()),

@@ -30,7 +30,7 @@ mod tar_gz;
 mod fixtures;
 
 /// Which half of a dataset to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     Train,
     Test,

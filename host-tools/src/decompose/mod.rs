@@ -7,11 +7,9 @@ pub mod observe;
 pub mod samples;
 
 use crate::HostError;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use classmod_runtime::host::module_file::{base_key, StoredModule};
-use classmod_runtime::{ClassId, ClassModule, ModelFile, ModuleGroup, ModuleHead, ModuleKind, ResNet};
+use classmod_runtime::{ClassId, ClassModule, ModelFile, ModelKey, ModuleGroup, ModuleHead, ModuleKind, ResNet};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -20,7 +18,7 @@ use crate::eval::batch_tensor;
 use observe::ActivityCounts;
 
 /// Which binary head the modules get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
     /// The paper's: own logit against the mean of the others.
@@ -48,6 +46,10 @@ pub const POS_CONF: f32 = 0.9;
 pub const KEEP_RATE: f64 = 0.9;
 /// TI's default tangle rate: the knee of the measured trade-off (results/resnet{20,56}-tradeoff).
 pub const TANGLE_RATE: f64 = 0.05;
+/// Positives per class, by default.
+pub const N_POS: usize = 200;
+/// Images per forward while observing, by default.
+pub const BATCH: usize = 32;
 
 impl DecomposeOptions {
     /// The default confidence and rates with `n_pos` positives per class.
@@ -60,7 +62,7 @@ impl DecomposeOptions {
             head,
             classes,
             seed,
-            batch: 32,
+            batch: BATCH,
         }
     }
 }
@@ -96,15 +98,13 @@ impl Decomposition {
 }
 
 /// Decomposes `model` using its training images `train` (labels in the model's class order).
-/// `key` identifies the base model file (see [`base_key`]).
 pub fn decompose(
     model: &ModelFile,
-    key: &str,
     train: &ImageSet,
     opts: &DecomposeOptions,
     progress: &ProgressBar,
 ) -> Result<Decomposition, HostError> {
-    let obs = observe(model, key, train, opts, progress)?;
+    let obs = observe(model, train, opts, progress)?;
     obs.modules(train, opts.keep_rate, opts.tangle_rate, opts.head, opts.batch)
 }
 
@@ -112,7 +112,7 @@ pub fn decompose(
 /// the CI/TI rates or the head, so a sweep over those observes once.
 pub struct Observation {
     net: ResNet,
-    key: String,
+    key: ModelKey,
     wanted: Vec<usize>,
     samples: Vec<samples::ClassSamples>,
     /// Activity over each wanted class's positives (indexed by class).
@@ -125,7 +125,6 @@ pub struct Observation {
 /// Chooses samples and counts node activity (`opts`' rates and head are not used here).
 pub fn observe(
     model: &ModelFile,
-    key: &str,
     train: &ImageSet,
     opts: &DecomposeOptions,
     progress: &ProgressBar,
@@ -152,7 +151,7 @@ pub fn observe(
     }
     Ok(Observation {
         net,
-        key: key.to_string(),
+        key: ModelKey::of(model)?,
         wanted,
         samples,
         positives,
@@ -209,7 +208,7 @@ impl Observation {
             let mut module = ClassModule {
                 class_id: ClassId(c as u32),
                 class_name: net.class_names()[c].clone(),
-                base_key: self.key.clone(),
+                base_key: self.key,
                 input: net.input_spec().clone(),
                 kind: ModuleKind::Mask(mask.clone()),
                 head: ModuleHead::Channel { class_index: c },
@@ -266,25 +265,4 @@ pub fn calibrated_head(
 /// `class-007-horse`: a module's file name without extension (unsafe characters replaced).
 pub fn class_file_stem(m: &ClassModule) -> String {
     classmod_runtime::host::file_stem(m.class_id.0, &m.class_name)
-}
-
-/// File name of a module: `class-007-horse.module.safetensors`.
-pub fn module_file_name(m: &ClassModule) -> String {
-    format!("{}.module.safetensors", class_file_stem(m))
-}
-
-/// Writes the base model file (once) and every module into `dir`; returns the module paths.
-pub fn write(dir: &Path, model_bytes: &[u8], d: &Decomposition) -> Result<Vec<PathBuf>, HostError> {
-    std::fs::create_dir_all(dir).map_err(|e| HostError::io(dir, e))?;
-    let key = base_key(model_bytes);
-    let base_file = format!("base-{}.safetensors", &key[..16]);
-    let base_path = dir.join(&base_file);
-    classmod_runtime::host::write_atomically(&base_path, model_bytes).map_err(|e| HostError::io(&base_path, e))?;
-    let mut paths = Vec::new();
-    for m in &d.modules {
-        let p = dir.join(module_file_name(m));
-        StoredModule { module: m.clone(), base_file: base_file.clone() }.write(&p, &d.sites)?;
-        paths.push(p);
-    }
-    Ok(paths)
 }

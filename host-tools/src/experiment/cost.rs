@@ -85,13 +85,12 @@ fn measure<T>(f: impl FnOnce() -> Result<T, HostError>) -> Result<(T, Spent), Ho
 /// Measures both sides. `train_set` labels are in the model's class order.
 pub fn run(
     model: &ModelFile,
-    key: &str,
     train_set: &ImageSet,
     decompose_options: &DecomposeOptions,
     o: &CostOptions,
     progress: &ProgressBar,
 ) -> Result<CostReport, HostError> {
-    let (d, decompose_spent) = measure(|| decompose(model, key, train_set, decompose_options, &ProgressBar::hidden()))?;
+    let (d, decompose_spent) = measure(|| decompose(model, train_set, decompose_options, &ProgressBar::hidden()))?;
     let opts = TrainOptions {
         arch: model.meta.arch.clone(),
         mean_std: Some((model.meta.input.mean.clone(), model.meta.input.std.clone())),

@@ -38,13 +38,12 @@ pub struct ReuseReport {
 /// Decomposes `model` with `opts` and scores the modules once over `test`.
 pub fn score_table(
     model: &ModelFile,
-    key: &str,
     train: &ImageSet,
     test: &ImageSet,
     opts: &DecomposeOptions,
     progress: &ProgressBar,
 ) -> Result<(ScoreTable, f64), HostError> {
-    let d = decompose(model, key, train, opts, &ProgressBar::hidden())?;
+    let d = decompose(model, train, opts, &ProgressBar::hidden())?;
     let nodes_kept = d.nodes_kept();
     let group = ModuleGroup::new(classmod_runtime::ResNet::new(model, &classmod_runtime::Device::Cpu)?, d.modules)?;
     Ok((ScoreTable::compute(&group, test, opts.batch, progress)?, nodes_kept))
@@ -58,7 +57,6 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 /// Intra-model reuse. `test` labels are in the model's class order; all classes are decomposed.
 pub fn reuse(
     model: &ModelFile,
-    key: &str,
     train: &ImageSet,
     test: &ImageSet,
     opts: &DecomposeOptions,
@@ -66,7 +64,7 @@ pub fn reuse(
     progress: &ProgressBar,
 ) -> Result<ReuseReport, HostError> {
     let (table, nodes_kept) =
-        score_table(model, key, train, test, &DecomposeOptions { classes: None, ..opts.clone() }, progress)?;
+        score_table(model, train, test, &DecomposeOptions { classes: None, ..opts.clone() }, progress)?;
     let names = &model.meta.class_names;
     let k = names.len();
     let row = |subset: &[usize]| {
@@ -167,20 +165,20 @@ pub struct ReplaceReport {
 /// Inter-model replace: models `a` and `b` must have the same classes and input spec.
 #[allow(clippy::too_many_arguments)]
 pub fn replace(
-    a: (&ModelFile, &str),
-    b: (&ModelFile, &str),
+    a: &ModelFile,
+    b: &ModelFile,
     train: &ImageSet,
     test: &ImageSet,
     opts: &DecomposeOptions,
     progress: &ProgressBar,
 ) -> Result<ReplaceReport, HostError> {
-    if a.0.meta.class_names != b.0.meta.class_names || a.0.meta.input != b.0.meta.input {
+    if a.meta.class_names != b.meta.class_names || a.meta.input != b.meta.input {
         return Err(HostError::ModelsDiffer);
     }
     let opts = DecomposeOptions { classes: None, ..opts.clone() };
-    let (ta, _) = score_table(a.0, a.1, train, test, &opts, progress)?;
-    let (tb, _) = score_table(b.0, b.1, train, test, &opts, progress)?;
-    let k = a.0.meta.class_names.len();
+    let (ta, _) = score_table(a, train, test, &opts, progress)?;
+    let (tb, _) = score_table(b, train, test, &opts, progress)?;
+    let k = a.meta.class_names.len();
     let all = |src: usize| (0..k).map(|m| (src, m)).collect::<Vec<_>>();
     let acc = |s: &[(usize, usize)]| ScoreTable::subset_accuracy(&[&ta, &tb], s, Rule::Max);
     let before = acc(&all(0));
@@ -190,7 +188,7 @@ pub fn replace(
             s[c] = (1, c);
             let after = acc(&s);
             ReplaceRow {
-                class: a.0.meta.class_names[c].clone(),
+                class: a.meta.class_names[c].clone(),
                 class_before: before.per_class[c],
                 class_after: after.per_class[c],
                 overall_before: before.composed,
@@ -200,8 +198,8 @@ pub fn replace(
         .collect();
     let base_b = ScoreTable::subset_accuracy(&[&tb], &all(0), Rule::Max).base;
     Ok(ReplaceReport {
-        model_a: a.0.meta.arch.name(),
-        model_b: b.0.meta.arch.name(),
+        model_a: a.meta.arch.name(),
+        model_b: b.meta.arch.name(),
         images: test.len(),
         options: opts,
         composed_a: before.composed,

@@ -44,7 +44,6 @@ pub struct TradeoffReport {
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     model: &ModelFile,
-    key: &str,
     train: &ImageSet,
     test: &ImageSet,
     opts: &DecomposeOptions,
@@ -52,7 +51,7 @@ pub fn run(
     heads: &[HeadKind],
     progress: &ProgressBar,
 ) -> Result<TradeoffReport, compose_eval::ComposeError> {
-    let obs = observe(model, key, train, opts, &ProgressBar::hidden())?;
+    let obs = observe(model, train, opts, &ProgressBar::hidden())?;
     let mut points = Vec::new();
     for &head in heads {
         for &(keep_rate, tangle_rate) in settings {

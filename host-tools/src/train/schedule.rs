@@ -2,7 +2,7 @@
 
 use std::f64::consts::PI;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
     /// Linear warm-up over the first 2 % of steps, then cosine decay to zero.
     Cosine,

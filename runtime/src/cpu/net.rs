@@ -104,6 +104,20 @@ impl CpuNet {
         Ok(feats.concat())
     }
 
+    /// The stem and the first `blocks` blocks on NHWC input `x` of `batch` images, each
+    /// convolution's tiles in parallel: the activation there (NHWC, after its ReLU), its plane
+    /// and channels. The trunk a compact module's branch starts from.
+    pub fn trunk(&self, x: &[f32], batch: usize, blocks: usize) -> Result<(Vec<f32>, Plane, usize)> {
+        let per_image = self.input.height * self.input.width * self.stem.in_channels();
+        if x.len() != batch * per_image || blocks > self.blocks.len() {
+            return Err(Error::InputShape {
+                expected: (self.stem.in_channels(), self.input.height, self.input.width),
+                found: vec![x.len()],
+            });
+        }
+        self.run_blocks(x, batch, 0, batch, None, None, Threads::Tiles, blocks)
+    }
+
     /// The forward of images `first..first + batch` of a stacked batch of `total` images.
     #[allow(clippy::too_many_arguments)]
     fn forward_slice(
@@ -113,9 +127,27 @@ impl CpuNet {
         first: usize,
         total: usize,
         masks: Option<&SiteMasks>,
-        mut visitor: Option<&mut dyn SiteVisitor>,
+        visitor: Option<&mut dyn SiteVisitor>,
         threads: Threads,
     ) -> Result<Vec<f32>> {
+        let (x, p, c) = self.run_blocks(x, batch, first, total, masks, visitor, threads, self.blocks.len())?;
+        Ok(average_pool(&x, batch, p.height * p.width, c))
+    }
+
+    /// The stem and the first `n_blocks` blocks of images `first..first + batch` of a stacked
+    /// batch of `total` images: the last activation (NHWC), its plane and channels.
+    #[allow(clippy::too_many_arguments)]
+    fn run_blocks(
+        &self,
+        x: &[f32],
+        batch: usize,
+        first: usize,
+        total: usize,
+        masks: Option<&SiteMasks>,
+        mut visitor: Option<&mut dyn SiteVisitor>,
+        threads: Threads,
+        n_blocks: usize,
+    ) -> Result<(Vec<f32>, Plane, usize)> {
         let mask = |site: usize| {
             masks.and_then(|m| {
                 m.sites.get(site).and_then(Option::as_deref).map(|masks| StackedMask {
@@ -143,7 +175,7 @@ impl CpuNet {
         let (mut x, mut p) = run(&self.stem, x, self.input, None, Some(site));
         visit(site, &mut x, p, self.stem.out_channels())?;
         site += 1;
-        for b in &self.blocks {
+        for b in &self.blocks[..n_blocks] {
             let (mut h, hp) = run(&b.conv1, &x, p, None, Some(site));
             visit(site, &mut h, hp, b.conv1.out_channels())?;
             site += 1;
@@ -161,8 +193,8 @@ impl CpuNet {
             visit(site, &mut x, p, b.conv2.out_channels())?;
             site += 1;
         }
-        let c = self.blocks.last().map_or(self.stem.out_channels(), |b| b.conv2.out_channels());
-        Ok(average_pool(&x, batch, p.height * p.width, c))
+        let c = self.blocks[..n_blocks].last().map_or(self.stem.out_channels(), |b| b.conv2.out_channels());
+        Ok((x, p, c))
     }
 }
 

@@ -13,73 +13,13 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor, D};
 
-use crate::cpu::conv::{PackedConv, Plane};
+use crate::cpu::conv::Plane;
 use crate::cpu::net::{to_nchw, to_nhwc, CpuBlock, CpuNet, CpuShortcut, SiteMasks, SiteVisitor};
-use crate::model::config::{BlockSpec, BN_EPS};
+use crate::model::layers::{Block, BlockShortcut, ConvBn};
 use crate::Result;
-use crate::{Error, InputSpec, ModelFile, ResNetConfig, Shortcut};
-
-/// A convolution with the following batch norm folded in.
-#[derive(Debug, Clone)]
-pub struct ConvBn {
-    /// (out, in, k, k)
-    weight: Tensor,
-    /// (1, out, 1, 1), ready to broadcast over NCHW.
-    bias: Tensor,
-    stride: usize,
-    padding: usize,
-}
-
-impl ConvBn {
-    /// Folds `{bn}.{weight,bias,running_mean,running_var}` into `{conv}.weight`.
-    fn fold(model: &ModelFile, conv: &str, bn: &str, stride: usize) -> Result<Self> {
-        let w = model.tensor(&format!("{conv}.weight"))?;
-        let g = model.tensor(&format!("{bn}.weight"))?;
-        let beta = model.tensor(&format!("{bn}.bias"))?;
-        let mean = model.tensor(&format!("{bn}.running_mean"))?;
-        let var = model.tensor(&format!("{bn}.running_var"))?;
-        // Fold in f64 so folding adds no rounding beyond the final cast to f32.
-        let f64_ = |t: &Tensor| t.to_dtype(DType::F64);
-        let scale = f64_(g)?.div(&(f64_(var)? + BN_EPS)?.sqrt()?)?;
-        let out = w.dim(0)?;
-        let weight = f64_(w)?.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?.to_dtype(DType::F32)?;
-        let bias = (f64_(beta)? - f64_(mean)?.mul(&scale)?)?.to_dtype(DType::F32)?.reshape((1, out, 1, 1))?;
-        let padding = w.dim(3)? / 2;
-        Ok(ConvBn { weight, bias, stride, padding })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
-    }
-
-    /// Packed for the CPU path, for input plane `p` (only the weights that plane needs).
-    fn packed(&self, p: Plane) -> candle_core::Result<PackedConv> {
-        let dims = self.weight.dims4()?;
-        let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
-        let b = self.bias.flatten_all()?.to_vec1::<f32>()?;
-        Ok(PackedConv::for_plane(&w, b, [dims.0, dims.1, dims.2, dims.3], self.stride, self.padding, p))
-    }
-}
-
-#[derive(Debug, Clone)]
-enum BlockShortcut {
-    Identity,
-    /// Option A: every second pixel, then `pad` zero channels on each side.
-    SubsamplePad {
-        stride: usize,
-        pad: usize,
-    },
-    Projection(ConvBn),
-}
-
-#[derive(Debug, Clone)]
-struct Block {
-    conv1: ConvBn,
-    conv2: ConvBn,
-    shortcut: BlockShortcut,
-}
+use crate::{Error, InputSpec, ModelFile, ResNetConfig};
 
 /// Observes or rewrites the activation at each ReLU site of a forward pass.
 pub trait ReluHook {
@@ -175,12 +115,7 @@ impl ResNet {
         let convs = match &self.engine {
             Engine::Cpu(net) => net.weight_bytes(),
             Engine::Candle { stem, blocks } => {
-                let conv = |c: &ConvBn| tensor(&c.weight) + tensor(&c.bias);
-                let shortcut = |b: &Block| match &b.shortcut {
-                    BlockShortcut::Projection(c) => conv(c),
-                    _ => 0,
-                };
-                conv(stem) + blocks.iter().map(|b| conv(&b.conv1) + conv(&b.conv2) + shortcut(b)).sum::<u64>()
+                stem.weight_bytes() + blocks.iter().map(Block::weight_bytes).sum::<u64>()
             }
         };
         convs + tensor(&self.linear_wt) + tensor(&self.linear_b)
@@ -199,7 +134,7 @@ impl ResNet {
         };
         let cfg = &model.meta.arch;
         let stem = ConvBn::fold(model, "conv1", "bn1", 1)?;
-        let blocks = cfg.blocks().iter().map(|b| Self::block(model, cfg, b)).collect::<Result<Vec<_>, _>>()?;
+        let blocks = cfg.blocks().iter().map(|b| Block::fold(model, cfg, b)).collect::<Result<Vec<_>, _>>()?;
         let linear_wt = model.tensor("linear.weight")?.t()?.contiguous()?;
         let linear_b = model.tensor("linear.bias")?.clone();
         let engine = if cpu_path {
@@ -216,25 +151,6 @@ impl ResNet {
             linear_wt,
             linear_b,
             device: device.clone(),
-        })
-    }
-
-    fn block(model: &ModelFile, cfg: &ResNetConfig, b: &BlockSpec) -> Result<Block> {
-        let p = b.prefix();
-        let shortcut = match (b.changes_shape(), cfg.shortcut) {
-            (false, _) => BlockShortcut::Identity,
-            (true, Shortcut::A) => BlockShortcut::SubsamplePad { stride: b.stride, pad: (b.planes - b.in_planes) / 2 },
-            (true, Shortcut::B) => BlockShortcut::Projection(ConvBn::fold(
-                model,
-                &format!("{p}.shortcut.0"),
-                &format!("{p}.shortcut.1"),
-                b.stride,
-            )?),
-        };
-        Ok(Block {
-            conv1: ConvBn::fold(model, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride)?,
-            conv2: ConvBn::fold(model, &format!("{p}.conv2"), &format!("{p}.bn2"), 1)?,
-            shortcut,
         })
     }
 
@@ -342,24 +258,46 @@ impl ResNet {
             Engine::Cpu(_) => return self.cpu_features(x, None, Some(&mut HookVisitor { hook })),
             Engine::Candle { stem, blocks } => (stem, blocks),
         };
-        let mut site = 0;
-        let mut relu = |t: Tensor, hook: &mut dyn ReluHook| -> candle_core::Result<Tensor> {
-            let out = hook.after_relu(site, t.relu()?);
-            site += 1;
-            out
-        };
-        let mut x = relu(stem.forward(x)?, hook)?;
-        for b in blocks {
-            let h = relu(b.conv1.forward(&x)?, hook)?;
-            let h = b.conv2.forward(&h)?;
-            let short = match &b.shortcut {
-                BlockShortcut::Identity => x,
-                BlockShortcut::SubsamplePad { stride, pad } => subsample(&x, *stride)?.pad_with_zeros(1, *pad, *pad)?,
-                BlockShortcut::Projection(p) => p.forward(&x)?,
-            };
-            x = relu((h + short)?, hook)?;
-        }
+        let x = Self::candle_blocks(stem, blocks, x, hook)?;
         Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+    }
+
+    /// The stem and `blocks` on candle's operations, `hook` seeing every ReLU site.
+    fn candle_blocks(
+        stem: &ConvBn,
+        blocks: &[Block],
+        x: &Tensor,
+        hook: &mut dyn ReluHook,
+    ) -> candle_core::Result<Tensor> {
+        let mut x = hook.after_relu(0, stem.forward(x)?.relu()?)?;
+        for (i, b) in blocks.iter().enumerate() {
+            x = b.forward_hooked(&x, 1 + 2 * i, hook)?;
+        }
+        Ok(x)
+    }
+
+    /// The trunk of the network: the stem and its first `stages` stages (0 to 3), for a batch
+    /// `x` (B, C, H, W) of normalised images; returns the activation there, (B, C', H', W')
+    /// NCHW, after its ReLU. A compact module's branch runs on it, computed once for every
+    /// loaded class of this base.
+    pub fn trunk(&self, x: &Tensor, stages: usize) -> Result<Tensor> {
+        self.check_input(x)?;
+        if stages > 3 {
+            return Err(Error::InvalidArchitecture {
+                reason: format!("a trunk of {stages} stages; the network has 3"),
+            });
+        }
+        let n = stages * self.config.blocks_per_stage;
+        match &self.engine {
+            Engine::Cpu(net) => {
+                let (images, c, h, w) = x.dims4()?;
+                let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+                let (act, p, channels) = net.trunk(&nhwc, images, n)?;
+                let nchw = to_nchw(&act, images, channels, p.height * p.width);
+                Ok(Tensor::from_vec(nchw, (images, channels, p.height, p.width), &Device::Cpu)?)
+            }
+            Engine::Candle { stem, blocks } => Ok(Self::candle_blocks(stem, &blocks[..n], x, &mut NoHook)?),
+        }
     }
 
     /// Pooled features `(k*B, F)` of `masks.modules` = k modules on the B images of `x`: the
@@ -444,6 +382,33 @@ mod tests {
 
     /// The CPU path against candle's own operations on the same weights (the reference), with
     /// and without a hook that rewrites a site, for every site.
+    /// The trunk after every stage boundary, on the CPU path against candle's operations (the
+    /// reference engine), for both shortcut options; the whole trunk, pooled, is the features.
+    #[test]
+    fn the_trunk_stops_at_each_stage_boundary_on_both_engines() {
+        for model in [tiny_model(5), crate::testing::tiny_model::tiny_model_b(6)] {
+            let fast = ResNet::new(&model, &Device::Cpu).unwrap();
+            let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
+            let x = batch(3);
+            let widths = model.meta.arch.widths;
+            for stages in 0..=3 {
+                let a = fast.trunk(&x, stages).unwrap();
+                let b = reference.trunk(&x, stages).unwrap();
+                let (c, side) = match stages {
+                    0 => (widths[0], 8),
+                    s => (widths[s - 1], 8 >> (s - 1)),
+                };
+                assert_eq!(a.dims(), [3, c, side, side], "stages {stages}");
+                assert_eq!(a.dims(), b.dims());
+                assert!(max_diff(&a, &b) < 1e-5, "stages {stages}: {}", max_diff(&a, &b));
+                assert!(a.min_all().unwrap().to_scalar::<f32>().unwrap() >= 0.0, "after a ReLU");
+            }
+            let pooled = fast.trunk(&x, 3).unwrap().mean(D::Minus1).unwrap().mean(D::Minus1).unwrap();
+            assert!(max_diff(&pooled, &fast.features_hooked(&x, &mut NoHook).unwrap()) < 1e-6);
+            assert!(matches!(fast.trunk(&x, 4), Err(Error::InvalidArchitecture { .. })));
+        }
+    }
+
     #[test]
     fn the_cpu_path_computes_what_candles_operations_compute() {
         let model = tiny_model(5);

@@ -1,13 +1,18 @@
 //! The base network: its architecture ([`ResNetConfig`]), its input ([`InputSpec`]), the
 //! self-describing model file it is imported into ([`ModelFile`]) and the eval-mode graph that
-//! runs it ([`ResNet`]).
+//! runs it ([`ResNet`]) from its folded layers ([`ConvBn`], [`Block`]), and the key that names
+//! it ([`ModelKey`]).
 
 pub mod config;
 pub mod file;
 pub mod graph;
 pub mod input;
+pub mod key;
+pub mod layers;
 
 pub use config::{ResNetConfig, Shortcut};
 pub use file::{ModelFile, ModelMeta};
 pub use graph::{ReluSite, ResNet};
 pub use input::InputSpec;
+pub use key::ModelKey;
+pub use layers::{Block, BlockShortcut, ConvBn};

@@ -4,6 +4,8 @@
 //! skipped). Modules of different bases run as one group per base. On the CPU the masks are
 //! applied inside the convolutions' epilogues (NHWC bytes); elsewhere through the `ReluHook`.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 
 use crate::cpu::net::SiteMasks;
@@ -16,17 +18,28 @@ use crate::{Error, ResNet};
 #[derive(Debug, Clone)]
 pub struct ModuleGroup {
     base: ResNet,
-    modules: Vec<ClassModule>,
-    /// The stacked masks as 0/1 bytes: a served module's masks are its resident memory beyond
-    /// the shared base, so one byte a node, not four.
-    masks: Masks,
+    /// Shared with whoever loaded them (a served module's masks are not copied per snapshot).
+    modules: Vec<Arc<ClassModule>>,
+    /// How the group runs; one plan per module kind.
+    plan: Plan,
 }
 
+/// How a group's modules run. A group holds modules of one kind, and each kind has its plan:
+/// mask modules stack their images k times through the whole base; a kind with a shared
+/// trunk would run the trunk once and a branch per module.
 #[derive(Debug, Clone)]
-enum Masks {
+enum Plan {
+    /// Mask modules: one forward of batch k*B, each slice masked at every site.
+    Stacked(StackedPlan),
+}
+
+/// The stacked masks as 0/1 bytes: a served module's masks are its resident memory beyond the
+/// shared base, so one byte a node, not four.
+#[derive(Debug, Clone)]
+enum StackedPlan {
     /// The CPU path's: per site `k * H*W*C` bytes in NHWC order, `None` where no module drops a
     /// node.
-    Cpu(std::sync::Arc<SiteMasks>),
+    Cpu(Arc<SiteMasks>),
     /// Per site `(k, 1, C, H, W)` byte tensors, widened at each site by the hook.
     Tensors(Vec<Option<Tensor>>),
 }
@@ -78,7 +91,8 @@ impl ReluHook for StackedMasks<'_> {
 
 impl ModuleGroup {
     /// Groups `modules`, which must all be mask modules that fit `base` ([`ClassModule::fits`]).
-    pub fn new(base: ResNet, modules: Vec<ClassModule>) -> Result<Self> {
+    pub fn new(base: ResNet, modules: impl IntoIterator<Item = impl Into<Arc<ClassModule>>>) -> Result<Self> {
+        let modules: Vec<Arc<ClassModule>> = modules.into_iter().map(Into::into).collect();
         let sites = base.relu_sites();
         let mut masks = Vec::with_capacity(modules.len());
         for m in &modules {
@@ -88,12 +102,12 @@ impl ModuleGroup {
                 reason: format!("a {} module in a group of mask modules", m.kind.name()),
             })?);
         }
-        let masks = if base.cpu().is_some() {
-            Masks::Cpu(std::sync::Arc::new(Self::stack_nhwc(&masks, &sites)))
+        let stacked = if base.cpu().is_some() {
+            StackedPlan::Cpu(Arc::new(Self::stack_nhwc(&masks, &sites)))
         } else {
-            Masks::Tensors(Self::stack(&masks, &sites, base.device())?)
+            StackedPlan::Tensors(Self::stack(&masks, &sites, base.device())?)
         };
-        Ok(ModuleGroup { base, modules, masks })
+        Ok(ModuleGroup { base, modules, plan: Plan::Stacked(stacked) })
     }
 
     fn stack(
@@ -147,7 +161,7 @@ impl ModuleGroup {
     }
 
     /// The modules, in group order.
-    pub fn modules(&self) -> &[ClassModule] {
+    pub fn modules(&self) -> &[Arc<ClassModule>] {
         &self.modules
     }
 
@@ -155,9 +169,10 @@ impl ModuleGroup {
     /// module-major, from one forward of batch k*B.
     pub fn features_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let k = self.modules.len().max(1);
-        let feats = match &self.masks {
-            Masks::Cpu(masks) => self.base.features_masked(x, masks)?,
-            Masks::Tensors(masks) => {
+        let Plan::Stacked(stacked) = &self.plan;
+        let feats = match stacked {
+            StackedPlan::Cpu(masks) => self.base.features_masked(x, masks)?,
+            StackedPlan::Tensors(masks) => {
                 let xs = if k == 1 { x.clone() } else { x.repeat((k, 1, 1, 1))? };
                 self.base.features_hooked(&xs, &mut StackedMasks { masks, k })?
             }
@@ -217,7 +232,7 @@ mod tests {
                 ClassModule {
                     class_id: ClassId(id),
                     class_name: format!("c{id}"),
-                    base_key: String::new(),
+                    base_key: crate::ModelKey([0; 32]),
                     input: model.meta.input.clone(),
                     kind: ModuleKind::Mask(mask),
                     head: ModuleHead::Channel { class_index: id as usize },

@@ -132,6 +132,11 @@ impl NodeMask {
         self.sites.iter().map(SiteMask::len).sum()
     }
 
+    /// Bytes the bits of every site take in memory.
+    pub fn bit_bytes(&self) -> u64 {
+        self.sites.iter().map(|s| s.len().div_ceil(64) as u64 * 8).sum()
+    }
+
     /// Nodes the module keeps.
     pub fn kept_nodes(&self) -> usize {
         self.sites.iter().map(SiteMask::count_kept).sum()

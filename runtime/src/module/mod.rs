@@ -3,12 +3,14 @@
 //! is an enum so a second kind (compact per-class branches) can join without touching callers.
 
 pub mod compose;
+pub mod composition;
 pub mod group;
 pub mod head;
 pub mod mask;
 
-use crate::{Error, InputSpec, ResNet, Result};
+use crate::{Error, InputSpec, ModelKey, ResNet, Result};
 
+pub use composition::{ComposedOutputs, Composition};
 pub use group::{ModuleGroup, ModuleOutputs};
 pub use head::{score, ModuleHead};
 pub use mask::{NodeMask, SiteMask};
@@ -49,11 +51,11 @@ impl ModuleKind {
         }
     }
 
-    /// Bytes a served module of this kind holds beyond its base: for a mask, its stacked 0/1
-    /// bytes (one a node), as groups run them.
+    /// Bytes a served module of this kind holds beyond its base: for a mask, its bits and the
+    /// 0/1 bytes (one a node) its group stacks them into for the kernels.
     pub fn resident_bytes(&self) -> u64 {
         match self {
-            ModuleKind::Mask(m) => m.total_nodes() as u64,
+            ModuleKind::Mask(m) => m.total_nodes() as u64 + m.bit_bytes(),
         }
     }
 
@@ -75,8 +77,8 @@ pub struct ClassModule {
     pub class_id: ClassId,
     /// The class's name.
     pub class_name: String,
-    /// Identifies the base network the module runs on (hex digest of the base model file).
-    pub base_key: String,
+    /// The base network the module runs on.
+    pub base_key: ModelKey,
     /// The images the module takes.
     pub input: InputSpec,
     /// What the module computes with.

@@ -8,8 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::pack::atomic;
-use crate::Error;
 use crate::Result;
+use crate::{Error, ModelKey};
 
 /// The manifest's file name in a packed directory.
 pub const FILE_NAME: &str = "manifest.json";
@@ -21,8 +21,8 @@ const VERSION: u32 = 1;
 pub struct ManifestBase {
     /// Its file, a plain name in the directory.
     pub file: String,
-    /// Hex model key ([`crate::pack::base_blob::model_key`]).
-    pub key: String,
+    /// The model's key.
+    pub key: ModelKey,
     /// Hex BLAKE3 content hash of the blob (its trailer's).
     pub content_hash: String,
     /// Its size in bytes.
@@ -41,7 +41,7 @@ pub struct ManifestModule {
     /// The class's output index in its base.
     pub class_id: u32,
     /// Hex key of the base it runs on (a [`ManifestBase::key`] of this manifest).
-    pub base_key: String,
+    pub base_key: ModelKey,
     /// Hex BLAKE3 content hash of the blob (its trailer's).
     pub content_hash: String,
     /// Its size in bytes.
@@ -160,8 +160,8 @@ impl Manifest {
     }
 
     /// The base entry of hex key `key`.
-    pub fn base(&self, key: &str) -> Option<&ManifestBase> {
-        self.bases.iter().find(|b| b.key == key)
+    pub fn base(&self, key: &ModelKey) -> Option<&ManifestBase> {
+        self.bases.iter().find(|b| b.key == *key)
     }
 }
 
@@ -173,7 +173,7 @@ mod tests {
         Manifest::new(
             vec![ManifestBase {
                 file: "base.blob".into(),
-                key: "k".into(),
+                key: ModelKey([7; 32]),
                 content_hash: "h".into(),
                 bytes: 10,
                 class_names: vec!["cat".into(), "dog".into()],
@@ -182,7 +182,7 @@ mod tests {
                 file: "cat.blob".into(),
                 class_name: "cat".into(),
                 class_id: 0,
-                base_key: "k".into(),
+                base_key: ModelKey([7; 32]),
                 content_hash: "h2".into(),
                 bytes: 5,
                 previous: None,
@@ -198,7 +198,17 @@ mod tests {
             (("cat.blob", "../cat.blob"), "path traversal"),
             (("cat.blob", "/etc/passwd"), "absolute path"),
             (("cat.blob", "base.blob"), "a file listed twice"),
-            (("\"base_key\":\"k\"", "\"base_key\":\"other\""), "a module without its base"),
+            (
+                (
+                    &format!("\"base_key\":\"{}\"", ModelKey([7; 32])),
+                    &format!("\"base_key\":\"{}\"", ModelKey([8; 32])),
+                ),
+                "a module without its base",
+            ),
+            (
+                (&format!("\"base_key\":\"{}\"", ModelKey([7; 32])), "\"base_key\":\"k\""),
+                "a key that is not 64 hex digits",
+            ),
             (("classmod-manifest", "other"), "another format"),
             (("\"version\":1", "\"version\":2"), "another version"),
         ] {

@@ -1,5 +1,4 @@
-//! Bytes on disk: the blob containers of a base and of a class module, the interim module file
-//! of `decompose`, the manifest of a device directory, read-only mappings of blob files, and the
+//! Bytes on disk: the blob containers of a base and of a class module, the manifest of a device directory, read-only mappings of blob files, and the
 //! crash-safe replacement of a file that every write here goes through.
 
 pub mod atomic;
@@ -7,7 +6,6 @@ pub mod base_blob;
 pub mod manifest;
 pub mod mapped;
 pub mod module_blob;
-pub mod module_file;
 pub(crate) mod parts;
 
 pub use atomic::{DurableFs, OsFs};

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::file::json;
 use crate::model::graph::ReluSite;
-use crate::pack::base_blob::{input_key, key_hex};
+use crate::model::key::input_key;
 use crate::pack::parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
 use crate::Result;
-use crate::{ClassModule, Error, InputSpec, ModuleGroup, ResNet};
+use crate::{ClassModule, Error, InputSpec, ModelKey, ModuleGroup, ResNet};
 
 const FORMAT: &str = "classmod-module";
 
@@ -77,11 +77,10 @@ pub struct ModuleBlob {
 }
 
 impl ModuleBlob {
-    /// The blob bytes, signed when `key` is given. `module.base_key` is the hex key of the base.
+    /// The blob bytes, signed when `key` is given.
     pub fn encode(&self, key: Option<&SigningKey>) -> Result<Vec<u8>> {
         let m = &self.module;
         let (head, sites, tensors) = parts::encode(m, &self.sites)?;
-        let base_key = parse_key_hex(&m.base_key)?;
         let meta = ModuleMeta {
             format: FORMAT.into(),
             kind: Some(m.kind.name().into()),
@@ -91,7 +90,7 @@ impl ModuleBlob {
             head,
             sites,
         };
-        let mut w = BlobWriter::new(BlobKind::Module, base_key, input_key(&m.input), json(&meta));
+        let mut w = BlobWriter::new(BlobKind::Module, m.base_key.0, input_key(&m.input), json(&meta));
         for t in tensors {
             w.tensor(&t.name, if t.u8 { DType::U8 } else { DType::F32 }, &t.shape, t.bytes)?;
         }
@@ -146,7 +145,7 @@ impl ModuleBlob {
         let id = ModuleIdentity {
             class_id: meta.class_id,
             class_name: meta.class_name,
-            base_key: key_hex(&blob.base_key()),
+            base_key: ModelKey(blob.base_key()),
             input: meta.input,
         };
         let module = parts::decode(id, meta.head, meta.sites, tensor)?;
@@ -162,8 +161,8 @@ impl ModuleBlob {
 
     /// The health check of a field update: the module, run on `base` (whose key is `base_key`),
     /// reproduces its golden scores within [`GOLDEN_TOLERANCE`]. Returns the largest difference.
-    pub fn self_test(&self, base: &ResNet, base_key: &[u8; 32]) -> Result<f32> {
-        if key_hex(base_key) != self.module.base_key {
+    pub fn self_test(&self, base: &ResNet, base_key: &ModelKey) -> Result<f32> {
+        if *base_key != self.module.base_key {
             return Err(Error::WrongBase { class: self.module.class_name.clone() });
         }
         let found = golden_scores(base, &self.module, &self.golden.images)?;
@@ -179,28 +178,16 @@ impl ModuleBlob {
     }
 }
 
-fn parse_key_hex(s: &str) -> Result<[u8; 32], Error> {
-    let bad = || Error::BadKey { text: s.to_string() };
-    if s.len() != 64 || !s.is_ascii() {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::base_blob::{self, model_key};
+    use crate::pack::base_blob;
     use crate::testing::tiny_model::tiny_model;
     use crate::{ClassId, ModuleHead, ModuleKind, NodeMask};
     use candle_core::Device;
     use classmod_blob::{AlignedBytes, Blob};
 
-    fn module(base: &ResNet, key: &[u8; 32], head: ModuleHead) -> ModuleBlob {
+    fn module(base: &ResNet, key: &ModelKey, head: ModuleHead) -> ModuleBlob {
         let sites = base.relu_sites();
         let mut mask = NodeMask::ones(&sites);
         for (i, s) in mask.sites.iter_mut().enumerate() {
@@ -209,7 +196,7 @@ mod tests {
         let module = ClassModule {
             class_id: ClassId(1),
             class_name: "b".into(),
-            base_key: key_hex(key),
+            base_key: *key,
             input: base.input_spec().clone(),
             kind: ModuleKind::Mask(mask),
             head,
@@ -226,8 +213,8 @@ mod tests {
         let store = AlignedBytes::new(&bytes);
         let blob = Blob::open(store.bytes(), None).unwrap();
         let back = base_blob::decode(&blob, &Device::Cpu).unwrap();
-        assert_eq!(model_key(&back).unwrap(), model_key(&model).unwrap());
-        assert_ne!(model_key(&tiny_model(2)).unwrap(), model_key(&model).unwrap());
+        assert_eq!(ModelKey::of(&back).unwrap(), ModelKey::of(&model).unwrap());
+        assert_ne!(ModelKey::of(&tiny_model(2)).unwrap(), ModelKey::of(&model).unwrap());
         assert_eq!(back.meta, model.meta);
         assert!(matches!(ModuleBlob::decode(&blob), Err(Error::WrongBlobKind { .. })));
         assert_eq!(bytes, base_blob::encode(&model, None).unwrap(), "deterministic");
@@ -236,7 +223,7 @@ mod tests {
     #[test]
     fn module_blob_round_trips_and_passes_its_self_test() {
         let model = tiny_model(1);
-        let key = model_key(&model).unwrap();
+        let key = ModelKey::of(&model).unwrap();
         let base = ResNet::new(&model, &Device::Cpu).unwrap();
         for head in
             [ModuleHead::Channel { class_index: 1 }, ModuleHead::Calibrated { weight: vec![0.1; 16], bias: -0.2 }]
@@ -245,11 +232,11 @@ mod tests {
             let bytes = m.encode(None).unwrap();
             let store = AlignedBytes::new(&bytes);
             let blob = Blob::open(store.bytes(), None).unwrap();
-            assert_eq!(blob.base_key(), key);
+            assert_eq!(blob.base_key(), key.0);
             let back = ModuleBlob::decode(&blob).unwrap();
             assert_eq!(back, m);
             assert_eq!(back.self_test(&base, &key).unwrap(), 0.0, "same machine, same scores");
-            assert!(matches!(back.self_test(&base, &[7; 32]), Err(Error::WrongBase { .. })));
+            assert!(matches!(back.self_test(&base, &ModelKey([7; 32])), Err(Error::WrongBase { .. })));
             let mut wrong = back.clone();
             wrong.golden.scores[2] += 0.01;
             assert!(matches!(wrong.self_test(&base, &key), Err(Error::GoldenMismatch { image: 2, .. })));
@@ -265,7 +252,7 @@ mod tests {
     #[test]
     fn an_unknown_module_kind_is_refused_by_name() {
         let model = tiny_model(1);
-        let key = model_key(&model).unwrap();
+        let key = ModelKey::of(&model).unwrap();
         let base = ResNet::new(&model, &Device::Cpu).unwrap();
         let m = module(&base, &key, ModuleHead::Channel { class_index: 1 });
         let bytes = m.encode(None).unwrap();
@@ -301,7 +288,7 @@ mod tests {
     #[test]
     fn golden_vectors_must_be_whole_images() {
         let model = tiny_model(1);
-        let key = model_key(&model).unwrap();
+        let key = ModelKey::of(&model).unwrap();
         let base = ResNet::new(&model, &Device::Cpu).unwrap();
         let mut m = module(&base, &key, ModuleHead::Channel { class_index: 1 });
         m.golden.images.pop();

@@ -1,6 +1,6 @@
 //! The parts of a stored class module that do not depend on the container: the head and site
 //! descriptions (JSON) and the tensors (packed mask bits per ReLU site, head weights). Shared by
-//! the interim module file ([`crate::pack::module_file`]) and the module blob ([`crate::pack::module_blob`]).
+//! the module blob ([`crate::pack::module_blob`]); one encoding per module kind.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +8,7 @@ use crate::model::graph::ReluSite;
 use crate::module::mask::{NodeMask, SiteMask};
 use crate::module::{ClassId, ClassModule, ModuleHead, ModuleKind};
 use crate::Result;
-use crate::{Error, InputSpec};
+use crate::{Error, InputSpec, ModelKey};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -87,7 +87,7 @@ pub(crate) fn encode(m: &ClassModule, sites: &[ReluSite]) -> Result<(HeadMeta, S
 pub(crate) struct ModuleIdentity {
     pub class_id: u32,
     pub class_name: String,
-    pub base_key: String,
+    pub base_key: ModelKey,
     pub input: InputSpec,
 }
 

@@ -19,12 +19,13 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use candle_core::Device;
 use classmod_blob::VerifyingKey;
 
+use crate::model::key::key_hex;
 use crate::module::compose::Rule;
-use crate::pack::base_blob::{self, key_hex};
+use crate::pack::base_blob;
 use crate::pack::manifest::{Manifest, ManifestModule};
 use crate::pack::mapped::MappedFile;
 use crate::Result;
-use crate::{Error, ModuleBlob, ResNet};
+use crate::{Error, ModelKey, ModuleBlob, ResNet};
 
 pub use snapshot::{Classification, LoadedBase, LoadedModule, Snapshot};
 pub use update::{Applied, UpdateKind, UpdateReport};
@@ -83,7 +84,7 @@ impl ModuleRuntime {
 
     /// Checks the base blob of `key` as loading does (mapping, hash, signature, manifest hash,
     /// weights against its key), without serving anything.
-    pub fn check_base(&self, key: &str) -> Result<Arc<LoadedBase>> {
+    pub fn check_base(&self, key: &ModelKey) -> Result<Arc<LoadedBase>> {
         let manifest = self.lock_manifest();
         self.base(&manifest, key)
     }
@@ -106,13 +107,13 @@ impl ModuleRuntime {
         self.snapshot().classify(pixels, self.config.rule)
     }
 
-    fn base(&self, manifest: &Manifest, key: &str) -> Result<Arc<LoadedBase>> {
+    fn base(&self, manifest: &Manifest, key: &ModelKey) -> Result<Arc<LoadedBase>> {
         let mut cache = self.bases.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|w| w.strong_count() > 0);
-        if let Some(b) = cache.iter().filter_map(Weak::upgrade).find(|b| key_hex(&b.key) == key) {
+        if let Some(b) = cache.iter().filter_map(Weak::upgrade).find(|b| b.key == *key) {
             return Ok(b);
         }
-        let entry = manifest.base(key).ok_or_else(|| Error::BaseNotInManifest { key: key.to_string() })?;
+        let entry = manifest.base(key).ok_or(Error::BaseNotInManifest { key: *key })?;
         let map = MappedFile::open(&self.dir.join(&entry.file))?;
         let blob = map.blob(self.config.key.as_ref())?;
         if key_hex(&blob.content_hash()) != entry.content_hash {
@@ -120,7 +121,7 @@ impl ModuleRuntime {
         }
         let model = base_blob::decode(&blob, &self.config.device)?;
         let net = ResNet::new(&model, &self.config.device)?;
-        let base = Arc::new(LoadedBase { key: blob.base_key(), resident_bytes: net.resident_bytes(), net });
+        let base = Arc::new(LoadedBase { key: ModelKey(blob.base_key()), resident_bytes: net.resident_bytes(), net });
         cache.push(Arc::downgrade(&base));
         Ok(base)
     }
@@ -148,7 +149,10 @@ impl ModuleRuntime {
         let base = self.base(manifest, &entry.base_key)?;
         let self_test_diff = mb.self_test(&base.net, &base.key)?;
         let resident_bytes = mb.module.resident_bytes();
-        Ok(LoadedModule { blob: mb, file: file.to_path_buf(), base, self_test_diff, resident_bytes })
+        let golden_images = mb.golden.scores.len();
+        // The golden images and the site list go with `mb`: only the module is kept.
+        let module = Arc::new(mb.module);
+        Ok(LoadedModule { module, file: file.to_path_buf(), base, self_test_diff, golden_images, resident_bytes })
     }
 
     /// The snapshot that would serve `modules`, if they fit the budget (nothing is swapped yet).
@@ -178,8 +182,8 @@ impl ModuleRuntime {
     /// yet installed. Callers hold the manifest lock.
     fn with_module(&self, loaded: LoadedModule) -> Result<Arc<Snapshot>> {
         let mut modules = self.snapshot().modules.clone();
-        let name = loaded.blob.module.class_name.clone();
-        match modules.iter().position(|m| m.blob.module.class_name == name) {
+        let name = loaded.module.class_name.clone();
+        match modules.iter().position(|m| m.module.class_name == name) {
             Some(i) => modules[i] = Arc::new(loaded),
             None => modules.push(Arc::new(loaded)),
         }
@@ -188,7 +192,7 @@ impl ModuleRuntime {
 
     /// Whether `class` is being served.
     pub fn serves(&self, class: &str) -> bool {
-        self.snapshot().modules.iter().any(|m| m.blob.module.class_name == class)
+        self.snapshot().modules.iter().any(|m| m.module.class_name == class)
     }
 
     /// Loads the module of `class` (by name) and serves it from the next classification on.
@@ -196,7 +200,7 @@ impl ModuleRuntime {
     pub fn load(&self, class: &str) -> Result<Arc<Snapshot>> {
         let manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.snapshot();
-        if now.modules.iter().any(|m| m.blob.module.class_name == class) {
+        if now.modules.iter().any(|m| m.module.class_name == class) {
             return Ok(now);
         }
         let entry = manifest.module(class).ok_or_else(|| Error::UnknownClass(class.to_string()))?.clone();
@@ -210,10 +214,10 @@ impl ModuleRuntime {
     pub fn unload(&self, class: &str) -> Result<Arc<Snapshot>> {
         let _manifest = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.snapshot();
-        if !now.modules.iter().any(|m| m.blob.module.class_name == class) {
+        if !now.modules.iter().any(|m| m.module.class_name == class) {
             return Err(Error::UnknownClass(class.to_string()));
         }
-        let modules = now.modules.iter().filter(|m| m.blob.module.class_name != class).cloned().collect();
+        let modules = now.modules.iter().filter(|m| m.module.class_name != class).cloned().collect();
         self.commit(modules)
     }
 
@@ -260,14 +264,17 @@ mod tests {
         let two_bases = rt.snapshot().resident_bytes();
         rt.load("b").unwrap();
         let with_b = rt.snapshot().resident_bytes();
-        let b_bytes = f.b.module.as_mask().unwrap().total_nodes() as u64;
+        let mask = f.b.module.as_mask().unwrap();
+        // A byte a node as the group stacks them, plus the bits (whole u64 words per site).
+        let b_bytes =
+            mask.total_nodes() as u64 + mask.sites.iter().map(|s| s.len().div_ceil(64) as u64 * 8).sum::<u64>();
         assert_eq!(with_b - two_bases, b_bytes, "b shares a's base: only its masks are added");
         rt.unload("a").unwrap();
         rt.unload("b").unwrap();
         assert!(matches!(rt.unload("b"), Err(Error::UnknownClass(_))));
         assert!(matches!(rt.load("zebra"), Err(Error::UnknownClass(_))));
         // Base 0 is released with its last module (no snapshot holds it any more).
-        let live: Vec<[u8; 32]> = rt.bases.lock().unwrap().iter().filter_map(Weak::upgrade).map(|b| b.key).collect();
+        let live: Vec<ModelKey> = rt.bases.lock().unwrap().iter().filter_map(Weak::upgrade).map(|b| b.key).collect();
         assert_eq!(live.len(), 1, "only c's base stays mapped");
         let _ = std::fs::remove_dir_all(&f.dir);
     }

@@ -21,12 +21,12 @@ use std::path::Path;
 
 use classmod_blob::{AlignedBytes, Blob, BlobKind};
 
+use crate::model::key::key_hex;
 use crate::pack::atomic::{self, DurableFs};
-use crate::pack::base_blob::key_hex;
 use crate::pack::manifest::{Manifest, ManifestModule, PreviousModule};
 use crate::serve::ModuleRuntime;
 use crate::Result;
-use crate::{Error, ModuleBlob};
+use crate::{Error, ModelKey, ModuleBlob};
 
 /// What an update did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl ModuleRuntime {
             file: file.clone(),
             class_name: m.class_name.clone(),
             class_id: m.class_id.0,
-            base_key: m.base_key.clone(),
+            base_key: m.base_key,
             content_hash,
             bytes: bytes.len() as u64,
             previous: old.as_ref().map(|o| PreviousModule {
@@ -165,11 +165,11 @@ impl ModuleRuntime {
         let aligned = AlignedBytes::new(bytes);
         let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
         let model = crate::pack::base_blob::decode(&blob, &crate::Device::Cpu)?;
-        let key = key_hex(&blob.base_key());
+        let key = ModelKey(blob.base_key());
         if let Some(b) = manifest.base(&key) {
             return Ok((b.file.clone(), false));
         }
-        let file = format!("base-{}.blob", &key[..16]);
+        let file = format!("base-{}.blob", key.short());
         let path = self.dir().join(&file);
         atomic::write_with(fs, &path, bytes).map_err(io(&path))?;
         let mut next = manifest.clone();
@@ -305,7 +305,7 @@ mod tests {
 
     fn served_file(rt: &ModuleRuntime, class: &str) -> String {
         let snap = rt.snapshot();
-        let m = snap.modules.iter().find(|m| m.blob.module.class_name == class).expect("served");
+        let m = snap.modules.iter().find(|m| m.module.class_name == class).expect("served");
         m.file.file_name().unwrap().to_string_lossy().into_owned()
     }
 
@@ -428,12 +428,37 @@ mod tests {
         );
         rt.update(&mut OsFs, &b_other).unwrap();
         let snap = rt.snapshot();
-        assert_eq!(key_hex(&snap.modules[0].base.key), key_hex(&crate::pack::base_blob::model_key(&other).unwrap()));
+        assert_eq!(snap.modules[0].base.key, ModelKey::of(&other).unwrap());
         // A restart finds the new base and module.
         drop(rt);
         let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
         rt.load("b").unwrap();
         assert!(rt.classify(&images(1)).is_ok());
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    /// One entry point for whatever blob arrives: a base is added, a module installed, bytes
+    /// that are no blob refused with the format's error; the kind comes from the header alone.
+    #[test]
+    fn apply_update_dispatches_on_the_blob_kind() {
+        let f = fixture(None);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        let other = tiny_model(7);
+        let base = crate::pack::base_blob::encode(&other, None).unwrap();
+        let module = module(&other, &ResNet::new(&other, &Device::Cpu).unwrap(), 1, "b", 3).encode(None).unwrap();
+        assert_eq!(UpdateKind::of(&base), Some(UpdateKind::Base));
+        assert_eq!(UpdateKind::of(&module[..16]), Some(UpdateKind::Module));
+        assert_eq!(UpdateKind::of(b"CLSMBLOB"), None, "too short to say");
+        assert_eq!(UpdateKind::of(&[0; 64]), None);
+        assert!(matches!(rt.apply_update(&mut OsFs, &module), Err(Error::MissingBase { .. })), "its base is not here");
+        assert!(matches!(rt.apply_update(&mut OsFs, &base).unwrap(), Applied::Base { new: true, .. }));
+        assert!(matches!(rt.apply_update(&mut OsFs, &base).unwrap(), Applied::Base { new: false, .. }));
+        match rt.apply_update(&mut OsFs, &module).unwrap() {
+            Applied::Module(r) => assert_eq!(r.class_name, "b"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(rt.apply_update(&mut OsFs, &module), Err(Error::AlreadyInstalled { .. })));
+        assert!(matches!(rt.apply_update(&mut OsFs, b"not a blob at all"), Err(Error::Blob(_))));
         let _ = std::fs::remove_dir_all(&f.dir);
     }
 
@@ -448,7 +473,9 @@ mod tests {
         rt.rollback(&mut OsFs, "b").unwrap();
         assert_eq!(served_file(&rt, "b"), "b.blob");
         assert!(!f.dir.join(&report.file).exists(), "the rolled-back update is deleted");
-        assert!(rt.rollback(&mut OsFs, "b").is_err(), "nothing left to roll back");
+        let err = rt.rollback(&mut OsFs, "b").unwrap_err();
+        assert!(matches!(&err, Error::NothingToRollBack { class } if class == "b"), "{err}");
+        assert_eq!(err.to_string(), "class `b` has no update to roll back");
         let report = rt.update(&mut OsFs, &b_v2(&f)).unwrap();
         rt.confirm(&mut OsFs, "b").unwrap();
         assert!(!f.dir.join("b.blob").exists(), "the confirmed update's rollback copy is deleted");

@@ -10,13 +10,15 @@ use classmod_blob::{AlignedBytes, Blob, SigningKey, VerifyingKey};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::model::key::key_hex;
 use crate::module::compose::Rule;
-use crate::pack::base_blob::{self, key_hex, model_key};
+use crate::pack::base_blob;
 use crate::pack::manifest::{Manifest, ManifestBase, ManifestModule};
 use crate::serve::ServingConfig;
 use crate::testing::tiny_model::tiny_model;
 use crate::{
-    ClassId, ClassModule, Golden, ModelFile, ModuleBlob, ModuleGroup, ModuleHead, ModuleKind, NodeMask, ResNet,
+    ClassId, ClassModule, Golden, ModelFile, ModelKey, ModuleBlob, ModuleGroup, ModuleHead, ModuleKind, NodeMask,
+    ResNet,
 };
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
@@ -48,7 +50,7 @@ pub(crate) fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop:
     let module = ClassModule {
         class_id: ClassId(id),
         class_name: name.into(),
-        base_key: key_hex(&model_key(model).unwrap()),
+        base_key: ModelKey::of(model).unwrap(),
         input: model.meta.input.clone(),
         kind: ModuleKind::Mask(mask),
         head: ModuleHead::Channel { class_index: id as usize },
@@ -72,7 +74,7 @@ pub(crate) fn pack(dir: &Path, models: &[&ModelFile], modules: &[&ModuleBlob], k
         std::fs::write(dir.join(&file), &bytes).unwrap();
         bases.push(ManifestBase {
             file,
-            key: key_hex(&model_key(m).unwrap()),
+            key: ModelKey::of(m).unwrap(),
             content_hash: hash_hex(&bytes),
             bytes: bytes.len() as u64,
             class_names: m.meta.class_names.clone(),
@@ -94,7 +96,7 @@ pub(crate) fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<
         file: file.into(),
         class_name: mb.module.class_name.clone(),
         class_id: mb.module.class_id.0,
-        base_key: mb.module.base_key.clone(),
+        base_key: mb.module.base_key,
         content_hash: hash_hex(&bytes),
         bytes: bytes.len() as u64,
         previous: None,

@@ -8,8 +8,16 @@ use candle_core::{Device, Tensor};
 use crate::{InputSpec, ModelFile, ModelMeta, ResNetConfig, Shortcut};
 
 pub(crate) fn tiny_model(seed: u64) -> ModelFile {
-    let arch =
-        ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::A, in_channels: 1, num_classes: 3 };
+    tiny_model_with(seed, Shortcut::A)
+}
+
+/// The same with option-B (projection) shortcuts.
+pub(crate) fn tiny_model_b(seed: u64) -> ModelFile {
+    tiny_model_with(seed, Shortcut::B)
+}
+
+fn tiny_model_with(seed: u64, shortcut: Shortcut) -> ModelFile {
+    let arch = ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut, in_channels: 1, num_classes: 3 };
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
     let mut next = move || {
         state ^= state << 13;

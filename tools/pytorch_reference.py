@@ -19,11 +19,11 @@ It needs only Python 3, Debian's python3-torch (1.13), numpy and PIL; safetensor
 hand (no `safetensors` package). Run it with /usr/bin/python3 (the system interpreter that has
 torch), e.g.
 
-    /usr/bin/python3 host-tools/scripts/pytorch_reference.py \
+    /usr/bin/python3 tools/pytorch_reference.py \
         --model ../shared/models/resnet20-cifar10.safetensors \
         --data ../shared/data/cifar10-jpeg.tar.gz --split test --threads 2
 
-    /usr/bin/python3 host-tools/scripts/pytorch_reference.py \
+    /usr/bin/python3 tools/pytorch_reference.py \
         --model ../shared/models/resnet56-cifar10.safetensors \
         --png-dir ../shared/data/cifar10-lossless-20 \
         --reference-logits ../shared/data/cifar10-lossless-20/reference-logits.json
