@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 /// How often a bar prints a plain line when stderr is not a terminal.
 pub const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A bar over `len` units (images, steps) with a rate and an ETA.
+/// A bar over `len` units (images, steps) with a rate and an ETA; `len` 0 for work of unknown
+/// length (a count and a rate).
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = if std::io::stderr().is_terminal() {
         ProgressBar::new(len)
@@ -20,11 +21,13 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
         let lines = PlainLines::new(Box::new(std::io::stderr()), PLAIN_INTERVAL);
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::term_like_with_hz(Box::new(lines), 1))
     };
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    // Work of unknown length (`len` 0, images scanned until enough qualify): a count and a rate.
+    let template = if len == 0 {
+        "{prefix:>10} {pos} {per_sec} {msg}"
+    } else {
+        "{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} {msg}"
+    };
+    pb.set_style(ProgressStyle::with_template(template).expect("static template").progress_chars("=> "));
     pb.set_prefix(what.to_string());
     pb
 }

@@ -304,12 +304,12 @@ fn run_serving(a: ServingArgs) -> Result<()> {
         model.meta.class_names.len(),
         packed.display()
     );
-    let pb = progress::bar(model.meta.class_names.len() as u64, "decompose");
+    let pb = progress::bar(0, "decompose");
     decompose_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
     pb.finish_and_clear();
     drop(train);
     let o = ServingOptions { batches: a.batches.clone(), iters: a.iters, cold_starts: a.cold_starts };
-    let pb = progress::bar(0, "measure");
+    let pb = progress::bar(1, "measure"); // its length is set once the classes are known
     let r = serving::measure(&packed, Some(key.verifying_key()), &test, &o, &pb);
     pb.finish_and_clear();
     let _ = std::fs::remove_dir_all(&packed);

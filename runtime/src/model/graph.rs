@@ -98,6 +98,9 @@ pub struct ResNet {
     /// (features, classes): the linear weight transposed once at load.
     linear_wt: Tensor,
     linear_b: Tensor,
+    /// The linear layer as plain rows `(classes, features)` and bias, for the CPU path (no
+    /// tensor round trip per classification); empty on other engines.
+    linear_rows: Arc<(Vec<f32>, Vec<f32>)>,
     device: Device,
 }
 
@@ -118,7 +121,10 @@ impl ResNet {
                 stem.weight_bytes() + blocks.iter().map(Block::weight_bytes).sum::<u64>()
             }
         };
-        convs + tensor(&self.linear_wt) + tensor(&self.linear_b)
+        convs
+            + tensor(&self.linear_wt)
+            + tensor(&self.linear_b)
+            + 4 * (self.linear_rows.0.len() + self.linear_rows.1.len()) as u64
     }
 
     /// `cpu_path: false` runs candle's operations even on the CPU: the reference the CPU path is
@@ -137,6 +143,11 @@ impl ResNet {
         let blocks = cfg.blocks().iter().map(|b| Block::fold(model, cfg, b)).collect::<Result<Vec<_>, _>>()?;
         let linear_wt = model.tensor("linear.weight")?.t()?.contiguous()?;
         let linear_b = model.tensor("linear.bias")?.clone();
+        let linear_rows = Arc::new(if cpu_path {
+            (model.tensor("linear.weight")?.flatten_all()?.to_vec1::<f32>()?, linear_b.flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            (Vec::new(), Vec::new())
+        });
         let engine = if cpu_path {
             let input = Plane { height: model.meta.input.height, width: model.meta.input.width };
             Engine::Cpu(Arc::new(Self::cpu_net(&stem, &blocks, input)?))
@@ -150,6 +161,7 @@ impl ResNet {
             engine,
             linear_wt,
             linear_b,
+            linear_rows,
             device: device.clone(),
         })
     }
@@ -182,7 +194,7 @@ impl ResNet {
     }
 
     /// The CPU path's network, when the graph runs on the CPU.
-    pub fn cpu(&self) -> Option<&CpuNet> {
+    pub(crate) fn cpu(&self) -> Option<&CpuNet> {
         match &self.engine {
             Engine::Cpu(net) => Some(net),
             Engine::Candle { .. } => None,
@@ -303,9 +315,49 @@ impl ResNet {
     /// Pooled features `(k*B, F)` of `masks.modules` = k modules on the B images of `x`: the
     /// batch is stacked k times (module-major) and each copy masked by its module's `masks`
     /// inside the convolutions. CPU path only.
-    pub fn features_masked(&self, x: &Tensor, masks: &SiteMasks) -> Result<Tensor> {
+    pub(crate) fn features_masked(&self, x: &Tensor, masks: &SiteMasks) -> Result<Tensor> {
         self.check_input(x)?;
         self.cpu_features(x, Some(masks), None)
+    }
+
+    /// On the CPU path: pooled features `(k*B, F)` of B images already normalised in NHWC
+    /// order, stacked once per module of `masks`, and the logits `(k*B, classes)`, all as plain
+    /// rows: what a served group runs, with no tensor in between. `None` on other engines.
+    pub(crate) fn cpu_features_and_logits(
+        &self,
+        nhwc: &[f32],
+        images: usize,
+        masks: Option<&SiteMasks>,
+    ) -> Option<Result<(Vec<f32>, Vec<f32>)>> {
+        let Engine::Cpu(net) = &self.engine else { return None };
+        let masks = masks.filter(|m| m.modules > 0);
+        let copies = masks.map_or(1, |m| m.modules);
+        let batch = images * copies;
+        let feats = if copies > 1 {
+            net.features(&nhwc.repeat(copies), batch, masks, None)
+        } else {
+            net.features(nhwc, batch, masks, None)
+        };
+        Some(feats.map(|f| {
+            let logits = self.linear_rows_of(&f, batch);
+            (f, logits)
+        }))
+    }
+
+    /// `features · Wᵀ + b` over plain rows (the CPU path's linear layer).
+    fn linear_rows_of(&self, features: &[f32], batch: usize) -> Vec<f32> {
+        let (w, b) = &*self.linear_rows;
+        let classes = b.len();
+        let f = features.len() / batch.max(1);
+        let mut out = Vec::with_capacity(batch * classes);
+        for row in features.chunks_exact(f.max(1)) {
+            out.extend(
+                w.chunks_exact(f.max(1))
+                    .zip(b)
+                    .map(|(wc, bc)| wc.iter().zip(row).map(|(a, x)| a * x).sum::<f32>() + bc),
+            );
+        }
+        out
     }
 
     /// `x` converted to NHWC once, stacked once per module when there are masks.

@@ -64,6 +64,22 @@ impl InputSpec {
         self.channels * self.height * self.width
     }
 
+    /// Normalises CHW 8-bit images (any number, back to back) straight into NHWC order, as the
+    /// CPU path computes on: `out[((b * H + y) * W + x) * C + c]`. `out` has the same length.
+    pub fn normalize_into_nhwc(&self, pixels: &[u8], out: &mut [f32]) {
+        assert_eq!(pixels.len(), out.len(), "normalize_into_nhwc: length mismatch");
+        let (c, plane) = (self.channels, self.height * self.width);
+        let scale: Vec<f32> = self.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
+        let shift: Vec<f32> = self.mean.iter().zip(&self.std).map(|(m, s)| -m / s).collect();
+        for (image_in, image_out) in pixels.chunks(c * plane).zip(out.chunks_mut(c * plane)) {
+            for ch in 0..c {
+                for (i, &p) in image_in[ch * plane..][..plane].iter().enumerate() {
+                    image_out[i * c + ch] = p as f32 * scale[ch] + shift[ch];
+                }
+            }
+        }
+    }
+
     /// Normalises CHW 8-bit images (any number, back to back) into `out`, which must have the
     /// same length. Allocation-free so callers can reuse batch buffers.
     pub fn normalize_into(&self, pixels: &[u8], out: &mut [f32]) {

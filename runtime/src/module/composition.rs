@@ -121,7 +121,7 @@ impl Composition {
     }
 
     /// Runs every group on `n` images of raw pixels (`n * C * H * W` bytes), each normalised the
-    /// way its base was trained (once per distinct input spec).
+    /// way its base was trained ([`ModuleGroup::run_pixels`]).
     pub fn run_pixels(&self, pixels: &[u8]) -> Result<ComposedOutputs<'_>> {
         let spec = self.input_spec().ok_or(Error::NoClassesLoaded)?;
         let per = spec.image_len();
@@ -131,24 +131,8 @@ impl Composition {
                 found: vec![pixels.len()],
             });
         }
-        let n = pixels.len() / per;
-        let mut inputs: Vec<(&InputSpec, Tensor)> = Vec::new();
-        let mut groups = Vec::with_capacity(self.groups.len());
-        for g in &self.groups {
-            let gspec = g.base().input_spec();
-            let x = match inputs.iter().find(|(s, _)| *s == gspec) {
-                Some((_, x)) => x.clone(),
-                None => {
-                    let mut x = vec![0f32; pixels.len()];
-                    gspec.normalize_into(pixels, &mut x);
-                    let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), g.base().device())?;
-                    inputs.push((gspec, x.clone()));
-                    x
-                }
-            };
-            groups.push(g.run(&x)?);
-        }
-        Ok(ComposedOutputs { composition: self, groups, batch: n })
+        let groups = self.groups.iter().map(|g| g.run_pixels(pixels)).collect::<Result<Vec<_>>>()?;
+        Ok(ComposedOutputs { composition: self, groups, batch: pixels.len() / per })
     }
 }
 

@@ -183,23 +183,62 @@ impl ModuleGroup {
 
     /// Runs every module on a normalised batch `x` (B, C, H, W) in one forward of batch k*B.
     pub fn run(&self, x: &Tensor) -> Result<ModuleOutputs> {
-        let k = self.modules.len();
         let batch = x.dim(0)?;
-        if k == 0 {
+        if self.modules.is_empty() {
             return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
         }
         let (feats, logits) = self.features_and_logits(x)?;
-        let (feats, logits) = (feats.to_vec2::<f32>()?, logits.to_vec2::<f32>()?);
-        let mut pos = Vec::with_capacity(k * batch);
-        let mut neg = Vec::with_capacity(k * batch);
+        let (feats, logits) = (feats.flatten_all()?.to_vec1::<f32>()?, logits.flatten_all()?.to_vec1::<f32>()?);
+        Ok(self.outputs(&feats, &logits, batch))
+    }
+
+    /// Runs every module on `n` images of raw pixels (`n * C * H * W` bytes, CHW each),
+    /// normalised the base's way. On the CPU path the pixels are normalised straight into the
+    /// kernels' NHWC layout and the linear layer runs on plain rows: no tensor in between.
+    pub fn run_pixels(&self, pixels: &[u8]) -> Result<ModuleOutputs> {
+        let spec = self.base.input_spec();
+        let per = spec.image_len();
+        if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
+            return Err(Error::InputShape {
+                expected: (spec.channels, spec.height, spec.width),
+                found: vec![pixels.len()],
+            });
+        }
+        let batch = pixels.len() / per;
+        if self.modules.is_empty() {
+            return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
+        }
+        let Plan::Stacked(stacked) = &self.plan;
+        if let StackedPlan::Cpu(masks) = stacked {
+            let mut x = vec![0f32; pixels.len()];
+            spec.normalize_into_nhwc(pixels, &mut x);
+            if let Some(r) = self.base.cpu_features_and_logits(&x, batch, Some(masks)) {
+                let (feats, logits) = r?;
+                return Ok(self.outputs(&feats, &logits, batch));
+            }
+        }
+        let mut x = vec![0f32; pixels.len()];
+        spec.normalize_into(pixels, &mut x);
+        let x = Tensor::from_vec(x, (batch, spec.channels, spec.height, spec.width), self.base.device())?;
+        self.run(&x)
+    }
+
+    /// Each module's head on its rows of `feats` `(k*B, F)` and `logits` `(k*B, classes)`.
+    fn outputs(&self, feats: &[f32], logits: &[f32], batch: usize) -> ModuleOutputs {
+        let k = self.modules.len();
+        let rows = k * batch;
+        let (f, c) = (feats.len() / rows.max(1), logits.len() / rows.max(1));
+        let mut pos = Vec::with_capacity(rows);
+        let mut neg = Vec::with_capacity(rows);
         for (m, module) in self.modules.iter().enumerate() {
             for i in 0..batch {
-                let (p, n) = module.head.logits(&feats[m * batch + i], &logits[m * batch + i]);
+                let j = m * batch + i;
+                let (p, n) = module.head.logits(&feats[j * f..][..f], &logits[j * c..][..c]);
                 pos.push(p);
                 neg.push(n);
             }
         }
-        Ok(ModuleOutputs { modules: k, batch, pos, neg })
+        ModuleOutputs { modules: k, batch, pos, neg }
     }
 }
 
@@ -243,9 +282,24 @@ mod tests {
         let x = Tensor::from_vec(x, (4, 1, 8, 8), &Device::Cpu).unwrap();
         let unmasked = fast.forward(&x).unwrap().to_vec2::<f32>().unwrap();
         let a = ModuleGroup::new(fast, modules.clone()).unwrap().run(&x).unwrap();
-        let b = ModuleGroup::new(reference, modules).unwrap().run(&x).unwrap();
+        let b = ModuleGroup::new(reference, modules.clone()).unwrap().run(&x).unwrap();
         for (p, q) in a.pos.iter().zip(&b.pos).chain(a.neg.iter().zip(&b.neg)) {
             assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+        }
+        // Raw pixels through the CPU path's own normalisation and linear layer: the same outputs.
+        let pixels: Vec<u8> = (0..4 * 64).map(|i| (i * 53 % 256) as u8).collect();
+        let mut xn = vec![0f32; pixels.len()];
+        model.meta.input.normalize_into(&pixels, &mut xn);
+        let xn = Tensor::from_vec(xn, (4, 1, 8, 8), &Device::Cpu).unwrap();
+        let fast = ResNet::new(&model, &Device::Cpu).unwrap();
+        let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
+        for group in
+            [ModuleGroup::new(fast, modules.clone()).unwrap(), ModuleGroup::new(reference, modules.clone()).unwrap()]
+        {
+            let (p, t) = (group.run_pixels(&pixels).unwrap(), group.run(&xn).unwrap());
+            for (u, v) in p.pos.iter().zip(&t.pos).chain(p.neg.iter().zip(&t.neg)) {
+                assert!((u - v).abs() < 1e-5, "{u} vs {v}");
+            }
         }
         // Module 0's positive logit on image 0 is class 0's logit of the masked network.
         assert!((a.pos[0] - unmasked[0][0]).abs() > 1e-4, "the masks changed nothing");
