@@ -15,6 +15,21 @@ pub enum HostError {
     #[error(transparent)]
     Runtime(#[from] classmod_runtime::Error),
 
+    /// A dataset that cannot be read.
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+
+    /// `--class-names` of another length than the dataset's classes.
+    #[error("--class-names gives {given} names, {} has {found} classes", dataset.display())]
+    ClassNamesCount {
+        /// Names given.
+        given: usize,
+        /// The dataset.
+        dataset: PathBuf,
+        /// Its classes.
+        found: usize,
+    },
+
     /// A class index beyond the model's outputs.
     #[error("class index {index} is out of range: the model has {classes} classes")]
     ClassOutOfRange {

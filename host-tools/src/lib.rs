@@ -7,6 +7,7 @@ pub mod bench;
 pub mod compose_eval;
 pub mod dataset;
 pub mod decompose;
+pub mod demo;
 pub mod error;
 pub mod eval;
 pub mod experiment;

@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use classmod_host::dataset::{self, ImageShape, Split};
-use classmod_host::train::{self, SgdConfig, TrainOptions, TrainableResNet};
-use classmod_host::{eval, progress, report};
-use classmod_runtime::{ResNet, ResNetConfig, Shortcut};
+use classmod_host::train::{self, ArchSpec, SgdConfig, TrainJob};
+use classmod_host::{progress, report};
+use classmod_runtime::Shortcut;
 
-use super::{check_output_dir, load_data, model_error, print_json, read_model, DeviceArg};
+use super::{check_output_dir, model_error, print_json, read_model, DeviceArg};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -77,106 +76,66 @@ pub enum ShortcutArg {
     B,
 }
 
-fn arch_from(a: &Args, in_channels: usize, num_classes: usize) -> Result<ResNetConfig> {
-    let depth = a
-        .arch
-        .strip_prefix("resnet")
-        .and_then(|d| d.parse::<usize>().ok())
-        .ok_or_else(|| anyhow!("--arch `{}`: expected resnetN (e.g. resnet20)", a.arch))?;
-    let mut cfg = ResNetConfig::cifar(depth, in_channels, num_classes)?;
-    cfg.widths = <[usize; 3]>::try_from(a.widths.as_slice()).map_err(|_| anyhow!("--widths needs three values"))?;
-    cfg.shortcut = match a.shortcut {
-        ShortcutArg::A => Shortcut::A,
-        ShortcutArg::B => Shortcut::B,
-    };
-    cfg.validate()?;
-    Ok(cfg)
+impl Args {
+    /// The library's job for these flags.
+    pub fn job(&self) -> Result<TrainJob> {
+        let device = self.device.device()?;
+        check_output_dir(&self.out)?;
+        let init = self.init.as_ref().map(|p| read_model(p, &device)).transpose()?;
+        let depth = self
+            .arch
+            .strip_prefix("resnet")
+            .and_then(|d| d.parse::<usize>().ok())
+            .ok_or_else(|| anyhow!("--arch `{}`: expected resnetN (e.g. resnet20)", self.arch))?;
+        let widths =
+            <[usize; 3]>::try_from(self.widths.as_slice()).map_err(|_| anyhow!("--widths needs three values"))?;
+        let shortcut = match self.shortcut {
+            ShortcutArg::A => Shortcut::A,
+            ShortcutArg::B => Shortcut::B,
+        };
+        let mean_std = match (&self.mean, &self.std) {
+            (Some(m), Some(s)) => Some((m.clone(), s.clone())),
+            (None, None) => None,
+            _ => return Err(anyhow!("give both --mean and --std, or neither")),
+        };
+        Ok(TrainJob {
+            data: self.data.clone(),
+            out: self.out.clone(),
+            init,
+            arch: ArchSpec { depth, widths, shortcut },
+            steps: self.steps,
+            epochs: self.epochs,
+            batch: self.batch,
+            sgd: SgdConfig {
+                lr: self.lr,
+                momentum: self.momentum,
+                nesterov: !self.no_nesterov,
+                weight_decay: self.weight_decay,
+            },
+            schedule: self.schedule.into(),
+            seed: self.seed,
+            limit: self.limit,
+            eval_limit: self.eval_limit,
+            class_names: self.class_names.clone(),
+            mean_std,
+            flip: !self.no_flip,
+            device,
+        })
+    }
 }
 
-/// Trains as the flags say and evaluates on the test split; returns the JSON summary.
+/// Trains as the flags say and evaluates on the test split (printing the per-class table);
+/// returns the JSON summary.
 pub fn train_and_eval(a: &Args) -> Result<serde_json::Value> {
-    let device = a.device.device()?;
-    check_output_dir(&a.out)?;
-    let init = a.init.as_ref().map(|p| read_model(p, &device)).transpose()?;
-    let shape = match &init {
-        Some(m) => {
-            ImageShape { channels: m.meta.input.channels, height: m.meta.input.height, width: m.meta.input.width }
-        }
-        None => dataset::native_shape(&a.data, Split::Train)?,
-    };
-    let classes = init.as_ref().map(|m| m.meta.class_names.clone());
-    let t_load = std::time::Instant::now();
-    let mut train_set = load_data(&a.data, Split::Train, shape, classes.as_deref(), a.limit, a.seed)?;
-    if let Some(names) = &a.class_names {
-        if names.len() != train_set.class_names.len() {
-            return Err(anyhow!(
-                "--class-names gives {} names, {} has {} classes",
-                names.len(),
-                a.data.display(),
-                train_set.class_names.len()
-            ));
-        }
-        train_set.class_names = names.clone();
-    }
-    eprintln!(
-        "read {} training images of {} in {:.1} s",
-        train_set.len(),
-        a.data.display(),
-        t_load.elapsed().as_secs_f64()
-    );
-    let mean_std = match (&a.mean, &a.std) {
-        (Some(m), Some(s)) => Some((m.clone(), s.clone())),
-        (None, None) => None,
-        _ => return Err(anyhow!("give both --mean and --std, or neither")),
-    };
-    let steps = a.steps.unwrap_or(((a.epochs * train_set.len() as f64) / a.batch as f64).ceil().max(1.0) as usize);
-    let opts = TrainOptions {
-        arch: match &init {
-            Some(m) => m.meta.arch.clone(),
-            None => arch_from(a, shape.channels, train_set.class_names.len())?,
-        },
-        mean_std,
-        steps,
-        batch: a.batch,
-        sgd: SgdConfig { lr: a.lr, momentum: a.momentum, nesterov: !a.no_nesterov, weight_decay: a.weight_decay },
-        schedule: a.schedule.into(),
-        seed: a.seed,
-        flip: !a.no_flip,
-        checkpoint: Some(a.out.clone()),
-    };
-    let mut net = match &init {
-        Some(m) => TrainableResNet::from_model(m, &device)?,
-        None => TrainableResNet::init(train::meta_for(&train_set, &opts), a.seed, &device)?,
-    };
-    eprintln!(
-        "training {} on {} images: {} steps of batch {} ({:.1} epochs), lr {} {:?}",
-        opts.arch.name(),
-        train_set.len(),
-        steps,
-        a.batch,
-        (steps * a.batch) as f64 / train_set.len() as f64,
-        a.lr,
-        a.schedule
-    );
-    let pb = progress::bar(steps as u64, "train");
-    let (model, tr) = train::train(&mut net, &train_set, &opts, &device, &pb).map_err(|e| model_error(&a.out, e))?;
-    eprintln!(
-        "trained in {:.1} s ({:.0} images/s); loss {:.3} -> {:.3}; saved {}",
-        tr.seconds,
-        tr.images_per_second,
-        tr.first_loss,
-        tr.last_loss,
-        a.out.display()
-    );
-    let eval_net = ResNet::new(&model, &device)?;
-    let test = load_data(&a.data, Split::Test, shape, Some(&model.meta.class_names), a.eval_limit, a.seed)?;
-    let pb = progress::bar(test.len() as u64, "eval");
-    let r = eval::evaluate(&eval_net, &test, 32, &pb)?;
+    let job = a.job()?;
+    let outcome =
+        train::train_and_eval(&job, progress::bar, |line| eprintln!("{line}")).map_err(|e| model_error(&a.out, e))?;
+    let r = &outcome.eval;
     println!("held-out test split of {}:", a.data.display());
-    print!("{}", report::eval_table(&r));
+    print!("{}", report::eval_table(r));
     Ok(serde_json::json!({
-        "model": a.out, "arch": opts.arch.name(), "train": tr, "eval": r,
-        "top1": r.top1, "top5": r.top5, "n": r.n, "seconds": tr.seconds + r.seconds,
+        "model": a.out, "arch": outcome.model.meta.arch.name(), "train": outcome.train, "eval": r,
+        "top1": r.top1, "top5": r.top5, "n": r.n, "seconds": outcome.train.seconds + r.seconds,
     }))
 }
 

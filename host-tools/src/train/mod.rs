@@ -6,6 +6,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod cpu_storage;
 pub mod im2col;
+pub mod job;
 pub mod net;
 pub mod schedule;
 pub mod sgd;
@@ -24,6 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::dataset::ImageSet;
+pub use job::{train_and_eval, ArchSpec, TrainJob, TrainOutcome};
 pub use net::TrainableResNet;
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};

@@ -64,6 +64,19 @@ impl InputSpec {
         self.channels * self.height * self.width
     }
 
+    /// How many whole images of this spec `pixels` holds (at least one), or the error saying it
+    /// does not.
+    pub fn images_in(&self, pixels: &[u8]) -> Result<usize> {
+        let per = self.image_len();
+        if pixels.is_empty() || per == 0 || !pixels.len().is_multiple_of(per) {
+            return Err(Error::InputShape {
+                expected: (self.channels, self.height, self.width),
+                found: vec![pixels.len()],
+            });
+        }
+        Ok(pixels.len() / per)
+    }
+
     /// Normalises CHW 8-bit images (any number, back to back) straight into NHWC order, as the
     /// CPU path computes on: `out[((b * H + y) * W + x) * C + c]`. `out` has the same length.
     pub fn normalize_into_nhwc(&self, pixels: &[u8], out: &mut [f32]) {

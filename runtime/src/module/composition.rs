@@ -123,16 +123,9 @@ impl Composition {
     /// Runs every group on `n` images of raw pixels (`n * C * H * W` bytes), each normalised the
     /// way its base was trained ([`ModuleGroup::run_pixels`]).
     pub fn run_pixels(&self, pixels: &[u8]) -> Result<ComposedOutputs<'_>> {
-        let spec = self.input_spec().ok_or(Error::NoClassesLoaded)?;
-        let per = spec.image_len();
-        if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
-            return Err(Error::InputShape {
-                expected: (spec.channels, spec.height, spec.width),
-                found: vec![pixels.len()],
-            });
-        }
+        let batch = self.input_spec().ok_or(Error::NoClassesLoaded)?.images_in(pixels)?;
         let groups = self.groups.iter().map(|g| g.run_pixels(pixels)).collect::<Result<Vec<_>>>()?;
-        Ok(ComposedOutputs { composition: self, groups, batch: pixels.len() / per })
+        Ok(ComposedOutputs { composition: self, groups, batch })
     }
 }
 

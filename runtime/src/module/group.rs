@@ -197,14 +197,7 @@ impl ModuleGroup {
     /// kernels' NHWC layout and the linear layer runs on plain rows: no tensor in between.
     pub fn run_pixels(&self, pixels: &[u8]) -> Result<ModuleOutputs> {
         let spec = self.base.input_spec();
-        let per = spec.image_len();
-        if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
-            return Err(Error::InputShape {
-                expected: (spec.channels, spec.height, spec.width),
-                found: vec![pixels.len()],
-            });
-        }
-        let batch = pixels.len() / per;
+        let batch = spec.images_in(pixels)?;
         if self.modules.is_empty() {
             return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
         }
