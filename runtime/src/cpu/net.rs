@@ -109,7 +109,12 @@ impl CpuNet {
     /// and channels. The trunk a compact module's branch starts from.
     pub fn trunk(&self, x: &[f32], batch: usize, blocks: usize) -> Result<(Vec<f32>, Plane, usize)> {
         let per_image = self.input.height * self.input.width * self.stem.in_channels();
-        if x.len() != batch * per_image || blocks > self.blocks.len() {
+        if blocks > self.blocks.len() {
+            return Err(Error::InvalidArchitecture {
+                reason: format!("a trunk of {blocks} blocks; the network has {}", self.blocks.len()),
+            });
+        }
+        if x.len() != batch * per_image {
             return Err(Error::InputShape {
                 expected: (self.stem.in_channels(), self.input.height, self.input.width),
                 found: vec![x.len()],

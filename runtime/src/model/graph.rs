@@ -322,26 +322,43 @@ impl ResNet {
 
     /// On the CPU path: pooled features `(k*B, F)` of B images already normalised in NHWC
     /// order, stacked once per module of `masks`, and the logits `(k*B, classes)`, all as plain
-    /// rows: what a served group runs, with no tensor in between. `None` on other engines.
+    /// rows: what a served group runs, with no tensor in between.
     pub(crate) fn cpu_features_and_logits(
         &self,
         nhwc: &[f32],
         images: usize,
         masks: Option<&SiteMasks>,
-    ) -> Option<Result<(Vec<f32>, Vec<f32>)>> {
-        let Engine::Cpu(net) = &self.engine else { return None };
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (feats, batch) = self.stacked_features(nhwc, images, masks, None)?;
+        let logits = self.linear_rows_of(&feats, batch);
+        Ok((feats, logits))
+    }
+
+    /// The CPU path's pooled features of `images` NHWC images, stacked once per module of
+    /// `masks` (module-major), and the stacked batch size.
+    fn stacked_features(
+        &self,
+        nhwc: &[f32],
+        images: usize,
+        masks: Option<&SiteMasks>,
+        visitor: Option<&mut dyn SiteVisitor>,
+    ) -> Result<(Vec<f32>, usize)> {
+        let Engine::Cpu(net) = &self.engine else {
+            return Err(Error::DeviceUnavailable {
+                device: "the CPU path".into(),
+                reason: "this network runs on another device".into(),
+            });
+        };
+        // No modules: nothing to mask, one copy.
         let masks = masks.filter(|m| m.modules > 0);
         let copies = masks.map_or(1, |m| m.modules);
         let batch = images * copies;
         let feats = if copies > 1 {
-            net.features(&nhwc.repeat(copies), batch, masks, None)
+            net.features(&nhwc.repeat(copies), batch, masks, visitor)?
         } else {
-            net.features(nhwc, batch, masks, None)
+            net.features(nhwc, batch, masks, visitor)?
         };
-        Some(feats.map(|f| {
-            let logits = self.linear_rows_of(&f, batch);
-            (f, logits)
-        }))
+        Ok((feats, batch))
     }
 
     /// `features · Wᵀ + b` over plain rows (the CPU path's linear layer).
@@ -367,22 +384,9 @@ impl ResNet {
         masks: Option<&SiteMasks>,
         visitor: Option<&mut dyn SiteVisitor>,
     ) -> Result<Tensor> {
-        let Engine::Cpu(net) = &self.engine else {
-            return Err(Error::DeviceUnavailable {
-                device: "the CPU path".into(),
-                reason: "this network runs on another device".into(),
-            });
-        };
-        // No modules: nothing to mask, one copy.
-        let masks = masks.filter(|m| m.modules > 0);
         let (images, c, h, w) = x.dims4()?;
-        let mut nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
-        let copies = masks.map_or(1, |m| m.modules);
-        if copies > 1 {
-            nhwc = nhwc.repeat(copies);
-        }
-        let batch = images * copies;
-        let feats = net.features(&nhwc, batch, masks, visitor)?;
+        let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+        let (feats, batch) = self.stacked_features(&nhwc, images, masks, visitor)?;
         let f = feats.len() / batch.max(1);
         Ok(Tensor::from_vec(feats, (batch, f), &Device::Cpu)?)
     }

@@ -205,10 +205,8 @@ impl ModuleGroup {
         if let StackedPlan::Cpu(masks) = stacked {
             let mut x = vec![0f32; pixels.len()];
             spec.normalize_into_nhwc(pixels, &mut x);
-            if let Some(r) = self.base.cpu_features_and_logits(&x, batch, Some(masks)) {
-                let (feats, logits) = r?;
-                return Ok(self.outputs(&feats, &logits, batch));
-            }
+            let (feats, logits) = self.base.cpu_features_and_logits(&x, batch, Some(masks))?;
+            return Ok(self.outputs(&feats, &logits, batch));
         }
         let mut x = vec![0f32; pixels.len()];
         spec.normalize_into(pixels, &mut x);
