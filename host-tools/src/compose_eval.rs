@@ -154,43 +154,62 @@ impl Composition {
     }
 }
 
-/// Loads module blobs and their bases (each base checked against its modules' key, loaded once).
-pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeError> {
-    let files = module_paths(paths)?;
-    let mut bases: Vec<(ModelKey, ResNet, PathBuf)> = Vec::new();
-    let mut modules: Vec<(ModelKey, ResNet, Arc<ClassModule>)> = Vec::new();
-    for path in &files {
-        let m = read_module(path)?.module;
-        if let Some(f) = modules.first().map(|(_, _, f)| f) {
-            if f.input != m.input {
-                let spec = |s: &InputSpec| {
-                    format!("{}x{}x{} mean {:?} std {:?}", s.channels, s.height, s.width, s.mean, s.std)
-                };
-                return Err(ComposeError::MixedInputSpecs {
-                    a: f.class_name.clone(),
-                    a_spec: spec(&f.input),
-                    b: m.class_name.clone(),
-                    b_spec: spec(&m.input),
-                });
-            }
+/// Module blobs and the bases they run on, as read from disk.
+pub struct PackedModules {
+    /// One entry per base, in the order the bases first appear among the modules: its key, its
+    /// blob file and the model.
+    pub bases: Vec<(ModelKey, PathBuf, ModelFile)>,
+    /// The modules, in the order `paths` gave them.
+    pub modules: Vec<ClassModule>,
+}
+
+/// Reads the module blobs `paths` name (see [`module_paths`]) and their bases, each base read
+/// once and checked against its modules' key, its tensors on `device`.
+pub fn read_packed(paths: &[PathBuf], device: &Device) -> Result<PackedModules, ComposeError> {
+    let mut out = PackedModules { bases: Vec::new(), modules: Vec::new() };
+    for path in module_paths(paths)? {
+        let m = read_module(&path)?.module;
+        if !out.bases.iter().any(|(k, _, _)| *k == m.base_key) {
+            let (base_path, model) = read_base(&path, &m.base_key, device)?;
+            out.bases.push((m.base_key, base_path, model));
         }
-        if modules.iter().any(|(_, _, x)| x.class_name == m.class_name) {
+        out.modules.push(m);
+    }
+    Ok(out)
+}
+
+/// Loads module blobs and their bases as one composition, refusing mixed input specs and a
+/// class given twice.
+pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeError> {
+    let packed = read_packed(paths, device)?;
+    let first = &packed.modules[0];
+    for (i, m) in packed.modules.iter().enumerate() {
+        if m.input != first.input {
+            let spec =
+                |s: &InputSpec| format!("{}x{}x{} mean {:?} std {:?}", s.channels, s.height, s.width, s.mean, s.std);
+            return Err(ComposeError::MixedInputSpecs {
+                a: first.class_name.clone(),
+                a_spec: spec(&first.input),
+                b: m.class_name.clone(),
+                b_spec: spec(&m.input),
+            });
+        }
+        if packed.modules[..i].iter().any(|x| x.class_name == m.class_name) {
             return Err(ComposeError::DuplicateClass(m.class_name.clone()));
         }
-        let net = match bases.iter().find(|(k, _, _)| *k == m.base_key) {
-            Some((_, net, _)) => net.clone(),
-            None => {
-                let (base_path, model) = read_base(path, &m.base_key, device)?;
-                let net = ResNet::new(&model, device)?;
-                bases.push((m.base_key, net.clone(), base_path));
-                net
-            }
-        };
-        modules.push((m.base_key, net, Arc::new(m)));
     }
-    let composed = classmod_runtime::Composition::group(modules)?;
-    // Groups are in the order the bases first appear, as `bases` is.
-    Ok(Composition { composed, base_files: bases.into_iter().map(|(_, _, f)| f).collect() })
+    let nets = packed
+        .bases
+        .iter()
+        .map(|(key, _, model)| Ok((*key, ResNet::new(model, device)?)))
+        .collect::<Result<Vec<_>, ComposeError>>()?;
+    let net =
+        |key: &ModelKey| nets.iter().find(|(k, _)| k == key).map(|(_, n)| n.clone()).expect("every base was read");
+    let composed = classmod_runtime::Composition::group(
+        packed.modules.into_iter().map(|m| (m.base_key, net(&m.base_key), Arc::new(m))),
+    )?;
+    // Groups are in the order the bases first appear, as `packed.bases` is.
+    Ok(Composition { composed, base_files: packed.bases.into_iter().map(|(_, f, _)| f).collect() })
 }
 
 /// The class list to read one dataset for all bases with (every base's classes, first seen

@@ -10,7 +10,7 @@ use classmod_runtime::host::{base_blob, key_hex};
 use classmod_runtime::{ClassModule, Device, Golden, ModelFile, ModelKey, ModuleBlob, ResNet};
 use classmod_runtime::{Manifest, ManifestBase, ManifestModule};
 
-use crate::compose_eval::{module_paths, read_base, read_module, ComposeError};
+use crate::compose_eval::{read_packed, ComposeError};
 use crate::dataset::ImageSet;
 use crate::decompose::{class_file_stem, decompose, DecomposeOptions};
 use indicatif::ProgressBar;
@@ -26,15 +26,12 @@ pub struct PackGroup {
 /// Reads module blobs (files, or packed directories) and their bases, grouped per base in the
 /// order the bases first appear.
 pub fn read_groups(paths: &[PathBuf]) -> Result<Vec<PackGroup>, ComposeError> {
-    let mut groups: Vec<PackGroup> = Vec::new();
-    for path in module_paths(paths)? {
-        let module = read_module(&path)?.module;
-        if let Some(g) = groups.iter_mut().find(|g| g.key == module.base_key) {
-            g.modules.push(module);
-            continue;
-        }
-        let (_, model) = read_base(&path, &module.base_key, &Device::Cpu)?;
-        groups.push(PackGroup { key: module.base_key, model, modules: vec![module] });
+    let packed = read_packed(paths, &Device::Cpu)?;
+    let mut groups: Vec<PackGroup> =
+        packed.bases.into_iter().map(|(key, _, model)| PackGroup { key, model, modules: Vec::new() }).collect();
+    for m in packed.modules {
+        let g = groups.iter_mut().find(|g| g.key == m.base_key).expect("every module's base was read");
+        g.modules.push(m);
     }
     Ok(groups)
 }

@@ -10,7 +10,8 @@ use classmod_host::progress;
 use classmod_runtime::ClassModule;
 
 use super::keygen::read_secret_key;
-use super::{load_data, model_error, print_json, read_model_bytes};
+use super::{load_data, model_error, print_json, read_model};
+use classmod_runtime::Device;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,8 +52,8 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Accepted for scripts written when module files were the default: blobs are always written.
-    #[arg(long, hide = true)]
-    blobs: bool,
+    #[arg(long = "blobs", hide = true)]
+    _blobs: bool,
     /// Sign the blobs with this secret key (`classmod keygen`).
     #[arg(long = "sign-key", visible_alias = "key")]
     key: Option<PathBuf>,
@@ -64,7 +65,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (_, model) = read_model_bytes(&a.model)?;
+    let model = read_model(&a.model, &Device::Cpu)?;
     let names = &model.meta.class_names;
     let classes = a
         .classes
@@ -103,7 +104,6 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         batch: a.batch,
     };
-    let _ = a.blobs;
     let pb = progress::bar(0, "decompose");
     let d = decompose::decompose(&model, &train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;
     pb.finish_and_clear();

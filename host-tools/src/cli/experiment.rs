@@ -11,7 +11,8 @@ use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
 use classmod_runtime::ModelFile;
 
-use super::{load_data, print_json, read_model_bytes, PathContext};
+use super::{load_data, print_json, read_model, PathContext};
+use classmod_runtime::Device;
 
 #[derive(clap::Subcommand)]
 pub enum Experiment {
@@ -211,7 +212,7 @@ pub fn run(e: Experiment) -> Result<()> {
         Experiment::Serving(a) => run_serving(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
-            let (_, model) = read_model_bytes(&a.model)?;
+            let model = read_model(&a.model, &Device::Cpu)?;
             let (train, test) = splits(&model, &a.common.data, a.common.limit, a.common.seed)?;
             let pb = progress::bar(test.len() as u64, "score");
             let r = reuse::reuse(&model, &train, &test, &a.common.options(), a.fives, &pb)?;
@@ -220,7 +221,7 @@ pub fn run(e: Experiment) -> Result<()> {
         }
         Experiment::Cost(a) => {
             let t0 = std::time::Instant::now();
-            let (_, model) = read_model_bytes(&a.model)?;
+            let model = read_model(&a.model, &Device::Cpu)?;
             let (train, _) = splits(&model, &a.common.data, Some(1), a.common.seed)?;
             let o = CostOptions {
                 train_steps: a.train_steps.unwrap_or(train.len().div_ceil(a.batch)),
@@ -237,8 +238,8 @@ pub fn run(e: Experiment) -> Result<()> {
         }
         Experiment::Replace(a) => {
             let t0 = std::time::Instant::now();
-            let (_, model_a) = read_model_bytes(&a.model)?;
-            let (_, model_b) = read_model_bytes(&a.with)?;
+            let model_a = read_model(&a.model, &Device::Cpu)?;
+            let model_b = read_model(&a.with, &Device::Cpu)?;
             let (train, test) = splits(&model_a, &a.common.data, a.common.limit, a.common.seed)?;
             let pb = progress::bar(2 * test.len() as u64, "score");
             let r = reuse::replace(&model_a, &model_b, &train, &test, &a.common.options(), &pb)?;
@@ -264,7 +265,7 @@ fn run_tradeoff(a: TradeoffArgs) -> Result<()> {
             Ok((k.trim().parse::<f64>()?, t.trim().parse::<f64>()?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let (_, model) = read_model_bytes(&a.model)?;
+    let model = read_model(&a.model, &Device::Cpu)?;
     let (train, test) = splits(&model, &a.data, a.limit, a.seed)?;
     // The sweep sets the rates and heads itself; the rest are the defaults.
     let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);
@@ -293,7 +294,7 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     if a.batches.is_empty() || a.batches.contains(&0) {
         return Err(anyhow!("--batches: give batch sizes of at least 1"));
     }
-    let (_, model) = read_model_bytes(&a.model)?;
+    let model = read_model(&a.model, &Device::Cpu)?;
     let (train, test) = splits(&model, &a.data, Some(1000), a.seed)?;
     let packed = std::env::temp_dir().join(format!("classmod-serving-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&packed);

@@ -19,7 +19,6 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
 use classmod_host::decompose::HeadKind;
-use classmod_host::import::are_generic;
 use classmod_host::train::Schedule;
 use classmod_host::HostError;
 use classmod_runtime::{Device, Error as RuntimeError, ModelFile};
@@ -188,15 +187,7 @@ pub fn read_model(path: &Path, device: &Device) -> Result<ModelFile> {
     ModelFile::read(path, device).map_err(|e| model_error(path, e))
 }
 
-/// A model file's bytes (for its content key) and its parsed contents, on the CPU.
-pub fn read_model_bytes(path: &Path) -> Result<(Vec<u8>, ModelFile)> {
-    let bytes = std::fs::read(path).at(path)?;
-    let model = ModelFile::from_bytes(&bytes, &Device::Cpu).map_err(|e| model_error(path, e))?;
-    Ok((bytes, model))
-}
-
-/// Loads a dataset split for a model with `meta`'s input and classes, optionally a seeded
-/// class-balanced sample of `limit` images.
+/// Loads a dataset split for a model (see [`dataset::load_sample`]).
 pub fn load_data(
     path: &Path,
     split: Split,
@@ -205,12 +196,7 @@ pub fn load_data(
     limit: Option<usize>,
     seed: u64,
 ) -> Result<ImageSet> {
-    let classes = classes.filter(|c| !are_generic(c));
-    let set = dataset::load(path, split, shape, classes)?;
-    Ok(match limit {
-        Some(n) => set.balanced_sample(n, seed),
-        None => set,
-    })
+    Ok(dataset::load_sample(path, split, shape, classes, limit, seed)?)
 }
 
 /// Prints the final JSON line of a `--json` run.

@@ -76,6 +76,25 @@ pub enum DatasetError {
     ClassMismatch { path: PathBuf, reason: String },
 }
 
+/// Reads one split for a model whose classes are `classes` (generic `class0, class1, ...` names
+/// of an unnamed import leave the dataset's own order), optionally a seeded class-balanced
+/// sample of `limit` images.
+pub fn load_sample(
+    path: &Path,
+    split: Split,
+    shape: ImageShape,
+    classes: Option<&[String]>,
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<ImageSet, DatasetError> {
+    let classes = classes.filter(|c| !crate::import::are_generic(c));
+    let set = load(path, split, shape, classes)?;
+    Ok(match limit {
+        Some(n) => set.balanced_sample(n, seed),
+        None => set,
+    })
+}
+
 /// Reads one split of the dataset at `path` (format detected from the path and its contents).
 ///
 /// `class_names`: the model's classes, if it has names; they fix the label order (a dataset

@@ -9,9 +9,8 @@ use candle_core::Device;
 use classmod_runtime::{ModelFile, ResNet, ResNetConfig, Shortcut};
 use indicatif::ProgressBar;
 
-use crate::dataset::{self, ImageSet, ImageShape, Split};
+use crate::dataset::{self, ImageShape, Split};
 use crate::eval::{self, EvalReport};
-use crate::import::are_generic;
 use crate::train::{self, Schedule, SgdConfig, TrainOptions, TrainReport, TrainableResNet};
 use crate::HostError;
 
@@ -76,23 +75,6 @@ pub struct TrainOutcome {
     pub train_images: usize,
 }
 
-/// Reads a split for `shape` with `classes` (generic `class0..` names leave the dataset's own),
-/// optionally a seeded class-balanced sample.
-fn load(
-    job: &TrainJob,
-    split: Split,
-    shape: ImageShape,
-    classes: Option<&[String]>,
-    limit: Option<usize>,
-) -> Result<ImageSet, HostError> {
-    let classes = classes.filter(|c| !are_generic(c));
-    let set = dataset::load(&job.data, split, shape, classes)?;
-    Ok(match limit {
-        Some(n) => set.balanced_sample(n, job.seed),
-        None => set,
-    })
-}
-
 /// Runs `job`; `bar(len, what)` makes the progress bars (training steps, test images) and
 /// `say` gets the status lines.
 pub fn train_and_eval(
@@ -108,7 +90,7 @@ pub fn train_and_eval(
     };
     let classes = job.init.as_ref().map(|m| m.meta.class_names.clone());
     let t_load = Instant::now();
-    let mut train_set = load(job, Split::Train, shape, classes.as_deref(), job.limit)?;
+    let mut train_set = dataset::load_sample(&job.data, Split::Train, shape, classes.as_deref(), job.limit, job.seed)?;
     if let Some(names) = &job.class_names {
         if names.len() != train_set.class_names.len() {
             return Err(HostError::ClassNamesCount {
@@ -173,7 +155,8 @@ pub fn train_and_eval(
         job.out.display()
     ));
     let eval_net = ResNet::new(&model, &job.device)?;
-    let test = load(job, Split::Test, shape, Some(&model.meta.class_names), job.eval_limit)?;
+    let test =
+        dataset::load_sample(&job.data, Split::Test, shape, Some(&model.meta.class_names), job.eval_limit, job.seed)?;
     let pb = bar(test.len() as u64, "eval");
     let eval = eval::evaluate(&eval_net, &test, 32, &pb)?;
     Ok(TrainOutcome { model, train: report, eval, train_images: train_set.len() })
