@@ -97,12 +97,13 @@ pub use classmod_blob::{parse_public_key, BlobError, VerifyingKey};
 pub use device::{cuda, CUDA_BUILT};
 pub use error::{Error, Result};
 pub use model::{
-    Block, BlockShortcut, ConvBn, InputSpec, ModelFile, ModelKey, ModelMeta, ReluSite, ResNet, ResNetConfig, Shortcut,
+    Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, InputSpec, ModelFile, ModelKey, ModelMeta,
+    ReluSite, ResNet, ResNetConfig, Shortcut,
 };
 pub use module::compose::Rule;
 pub use module::{
-    ClassId, ClassModule, ComposedOutputs, Composition, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs, NodeMask,
-    SiteMask,
+    ClassId, ClassModule, ComposedOutputs, Composition, GroupKind, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs,
+    NodeMask, SiteMask,
 };
 pub use pack::manifest::{Manifest, ManifestBase, ManifestModule, PreviousModule, FILE_NAME as MANIFEST_FILE};
 pub use pack::module_blob::GOLDEN_TOLERANCE;

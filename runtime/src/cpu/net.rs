@@ -123,6 +123,58 @@ impl CpuNet {
         self.run_blocks(x, batch, 0, batch, None, None, Threads::Tiles, blocks)
     }
 
+    /// Pooled features of k `branches` (networks whose input is this network's activation after
+    /// its first `trunk_blocks` blocks: compact modules' branches) on NHWC input `x`: the trunk
+    /// once per image, then every branch on it; one `(batch, channels)` block of rows per
+    /// branch. A large batch runs as slices in parallel, a slice's trunk and branches on one
+    /// thread (its trunk activation stays in that core's cache); a small one runs whole, each
+    /// convolution's tiles in parallel.
+    pub fn branched_features(
+        &self,
+        x: &[f32],
+        batch: usize,
+        trunk_blocks: usize,
+        branches: &[&CpuNet],
+    ) -> Result<Vec<Vec<f32>>> {
+        let per_image = self.input.height * self.input.width * self.stem.in_channels();
+        if x.len() != batch * per_image {
+            return Err(Error::InputShape {
+                expected: (self.stem.in_channels(), self.input.height, self.input.width),
+                found: vec![x.len()],
+            });
+        }
+        let run = |xs: &[f32], n: usize, threads: Threads| -> Result<Vec<Vec<f32>>> {
+            let (act, p, c) = self.run_blocks(xs, n, 0, n, None, None, threads, trunk_blocks)?;
+            branches
+                .iter()
+                .map(|b| {
+                    if b.input != p || b.stem.in_channels() != c {
+                        return Err(Error::InvalidArchitecture {
+                            reason: format!(
+                                "a branch for {}x{}x{} activations on a trunk giving {}x{}x{c}",
+                                b.stem.in_channels(),
+                                b.input.height,
+                                b.input.width,
+                                p.height,
+                                p.width
+                            ),
+                        });
+                    }
+                    b.forward_slice(&act, n, 0, n, None, None, threads)
+                })
+                .collect()
+        };
+        let slice = SLICE.min(batch / (2 * rayon::current_num_threads().max(1)));
+        if slice == 0 {
+            return run(x, batch, Threads::Tiles);
+        }
+        let per_slice = x
+            .par_chunks(slice * per_image)
+            .map(|xs| run(xs, xs.len() / per_image, Threads::Caller))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((0..branches.len()).map(|b| per_slice.iter().flat_map(|s| s[b].iter().copied()).collect()).collect())
+    }
+
     /// The forward of images `first..first + batch` of a stacked batch of `total` images.
     #[allow(clippy::too_many_arguments)]
     fn forward_slice(

@@ -166,7 +166,9 @@ impl ResNet {
         })
     }
 
-    fn cpu_net(stem: &ConvBn, blocks: &[Block], input: Plane) -> candle_core::Result<CpuNet> {
+    /// The CPU path's network of `stem` and `blocks` on input plane `input` (a base's, or a
+    /// compact module's branch, whose entry convolution is its stem).
+    pub(crate) fn cpu_net(stem: &ConvBn, blocks: &[Block], input: Plane) -> candle_core::Result<CpuNet> {
         let stem = stem.packed(input)?;
         // Every convolution's input plane is fixed by the model's: follow it through the blocks.
         let mut p = stem.out_plane(input);

@@ -39,6 +39,14 @@ impl ConvBn {
         Ok(ConvBn { weight, bias, stride, padding })
     }
 
+    /// A convolution whose batch norm is already folded in: `weight` (out, in, k, k) and `bias`
+    /// (out), padding `k / 2` (a compact module's branch, stored folded).
+    pub fn from_folded(weight: Tensor, bias: Tensor, stride: usize) -> candle_core::Result<Self> {
+        let (out, _, _, k) = weight.dims4()?;
+        let bias = bias.reshape((1, out, 1, 1))?;
+        Ok(ConvBn { weight, bias, stride, padding: k / 2 })
+    }
+
     /// The convolution plus bias on candle's operations, NCHW.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)

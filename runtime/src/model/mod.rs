@@ -1,8 +1,9 @@
 //! The base network: its architecture ([`ResNetConfig`]), its input ([`InputSpec`]), the
 //! self-describing model file it is imported into ([`ModelFile`]) and the eval-mode graph that
-//! runs it ([`ResNet`]) from its folded layers ([`ConvBn`], [`Block`]), and the key that names
-//! it ([`ModelKey`]).
+//! runs it ([`ResNet`]) from its folded layers ([`ConvBn`], [`Block`]), the key that names
+//! it ([`ModelKey`]), and a compact module's branch ([`Branch`]) built from the same layers.
 
+pub mod branch;
 pub mod config;
 pub mod file;
 pub mod graph;
@@ -10,6 +11,7 @@ pub mod input;
 pub mod key;
 pub mod layers;
 
+pub use branch::{Branch, BranchSpec, BranchWeights};
 pub use config::{ResNetConfig, Shortcut};
 pub use file::{ModelFile, ModelMeta};
 pub use graph::{ReluSite, ResNet};

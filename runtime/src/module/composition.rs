@@ -1,5 +1,6 @@
-//! A composed classifier: modules of one or several bases, one [`ModuleGroup`] per base (one
-//! stacked pass each), in the order their classes were given. The device's [`crate::Snapshot`]
+//! A composed classifier: modules of one or several bases, one [`ModuleGroup`] per base and
+//! kind (one stacked pass of the base for its mask modules, one trunk for its compact modules of
+//! one trunk), in the order their classes were given. The device's [`crate::Snapshot`]
 //! and the host's `compose-eval` both score modules through it, so an evaluation measures the
 //! code a device runs.
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use crate::module::compose::{predict, Rule};
-use crate::{ClassModule, Error, InputSpec, ModuleGroup, ModuleOutputs, ResNet, Result};
+use crate::{ClassModule, Error, GroupKind, InputSpec, ModuleGroup, ModuleOutputs, ResNet, Result};
 
 /// Module groups and the composed classes' order (see the module comment).
 #[derive(Debug, Clone)]
@@ -29,16 +30,17 @@ pub struct ComposedOutputs<'a> {
 }
 
 impl Composition {
-    /// Groups `modules` per base, in the order the bases first appear. Each comes with a key
-    /// equal for modules of one base (its model key, or which loaded base it holds) and the
-    /// base's network.
+    /// Groups `modules` per base and [`crate::GroupKind`], in the order they first appear. Each
+    /// comes with a key equal for modules of one base (its model key, or which loaded base it
+    /// holds) and the base's network.
     pub fn group<K: PartialEq>(
         modules: impl IntoIterator<Item = (K, ResNet, Arc<ClassModule>)>,
     ) -> Result<Composition> {
-        let mut keys: Vec<K> = Vec::new();
+        let mut keys: Vec<(K, GroupKind)> = Vec::new();
         let mut members: Vec<(ResNet, Vec<Arc<ClassModule>>)> = Vec::new();
         let mut order = Vec::new();
         for (key, base, module) in modules {
+            let key = (key, module.kind.group_kind());
             let g = match keys.iter().position(|k| *k == key) {
                 Some(g) => g,
                 None => {
@@ -60,7 +62,7 @@ impl Composition {
         Composition { groups: vec![group], order }
     }
 
-    /// The groups, one per base.
+    /// The groups, one per base and kind.
     pub fn groups(&self) -> &[ModuleGroup] {
         &self.groups
     }

@@ -1,16 +1,19 @@
-//! Runs mask modules that share one base network as ONE batched forward: k modules on a batch of
-//! B images is one pass of batch k*B over the shared weights, each slice of the batch multiplied
-//! by its module's masks at every ReLU site (sites where every module keeps every node are
-//! skipped). Modules of different bases run as one group per base. On the CPU the masks are
-//! applied inside the convolutions' epilogues (NHWC bytes); elsewhere through the `ReluHook`.
+//! Runs the modules that share one base network together. Mask modules run as ONE batched
+//! forward: k modules on a batch of B images is one pass of batch k*B over the shared weights,
+//! each slice of the batch multiplied by its module's masks at every ReLU site (sites where every
+//! module keeps every node are skipped); on the CPU the masks are applied inside the
+//! convolutions' epilogues (NHWC bytes), elsewhere through the `ReluHook`. Compact modules run
+//! the base's trunk once for the B images and then each module's small branch on it. Modules of
+//! different bases (or kinds, or trunks) run as one group each.
 
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
-use crate::cpu::net::SiteMasks;
+use crate::cpu::net::{to_nhwc, CpuNet, SiteMasks};
+use crate::model::branch::Branch;
 use crate::model::graph::ReluHook;
-use crate::module::{score, ClassModule, NodeMask};
+use crate::module::{score, ClassModule, GroupKind, NodeMask};
 use crate::Result;
 use crate::{Error, ResNet};
 
@@ -25,12 +28,19 @@ pub struct ModuleGroup {
 }
 
 /// How a group's modules run. A group holds modules of one kind, and each kind has its plan:
-/// mask modules stack their images k times through the whole base; a kind with a shared
-/// trunk would run the trunk once and a branch per module.
+/// mask modules stack their images k times through the whole base; compact modules run the
+/// trunk once and a branch per module.
 #[derive(Debug, Clone)]
 enum Plan {
     /// Mask modules: one forward of batch k*B, each slice masked at every site.
     Stacked(StackedPlan),
+    /// Compact modules: the trunk of `trunk_stages` stages once, then one branch per module.
+    Branched {
+        /// Stages of the base the trunk covers.
+        trunk_stages: usize,
+        /// One per module, in group order, built for this base's device.
+        branches: Vec<Branch>,
+    },
 }
 
 /// The stacked masks as 0/1 bytes: a served module's masks are its resident memory beyond the
@@ -90,24 +100,54 @@ impl ReluHook for StackedMasks<'_> {
 }
 
 impl ModuleGroup {
-    /// Groups `modules`, which must all be mask modules that fit `base` ([`ClassModule::fits`]).
+    /// Groups `modules`, which must all be of one kind (and compact ones of one trunk) and fit
+    /// `base` ([`ClassModule::fits`]).
     pub fn new(base: ResNet, modules: impl IntoIterator<Item = impl Into<Arc<ClassModule>>>) -> Result<Self> {
         let modules: Vec<Arc<ClassModule>> = modules.into_iter().map(Into::into).collect();
-        let sites = base.relu_sites();
-        let mut masks = Vec::with_capacity(modules.len());
+        let kind = modules.first().map_or(GroupKind::Mask, |m| m.kind.group_kind());
         for m in &modules {
             m.fits(&base)?;
-            masks.push(m.as_mask().ok_or_else(|| Error::ModuleDoesNotFit {
-                class: m.class_name.clone(),
-                reason: format!("a {} module in a group of mask modules", m.kind.name()),
-            })?);
+            if m.kind.group_kind() != kind {
+                return Err(Error::ModuleDoesNotFit {
+                    class: m.class_name.clone(),
+                    reason: format!("a {:?} module in a group of {kind:?} modules", m.kind.group_kind()),
+                });
+            }
         }
-        let stacked = if base.cpu().is_some() {
-            StackedPlan::Cpu(Arc::new(Self::stack_nhwc(&masks, &sites)))
-        } else {
-            StackedPlan::Tensors(Self::stack(&masks, &sites, base.device())?)
+        let plan = match kind {
+            GroupKind::Mask => {
+                let masks: Vec<&NodeMask> = modules.iter().filter_map(|m| m.as_mask()).collect();
+                let sites = base.relu_sites();
+                Plan::Stacked(if base.cpu().is_some() {
+                    StackedPlan::Cpu(Arc::new(Self::stack_nhwc(&masks, &sites)))
+                } else {
+                    StackedPlan::Tensors(Self::stack(&masks, &sites, base.device())?)
+                })
+            }
+            GroupKind::Compact { trunk_stages } => {
+                let spec = base.input_spec();
+                let (mut h, mut w) = (spec.height, spec.width);
+                for _ in 1..trunk_stages {
+                    (h, w) = (h.div_ceil(2), w.div_ceil(2));
+                }
+                let branches = modules
+                    .iter()
+                    .filter_map(|m| m.as_compact())
+                    .map(|b| Branch::build(b, (h, w), base.device(), base.cpu().is_some()))
+                    .collect::<Result<Vec<_>>>()?;
+                Plan::Branched { trunk_stages, branches }
+            }
         };
-        Ok(ModuleGroup { base, modules, plan: Plan::Stacked(stacked) })
+        Ok(ModuleGroup { base, modules, plan })
+    }
+
+    /// Bytes the group's plan holds beyond the base: stacked masks, or built branches.
+    pub fn plan_bytes(&self) -> u64 {
+        match &self.plan {
+            Plan::Stacked(StackedPlan::Cpu(m)) => m.sites.iter().flatten().map(|s| s.len() as u64).sum(),
+            Plan::Stacked(StackedPlan::Tensors(ts)) => ts.iter().flatten().map(|t| t.elem_count() as u64).sum(),
+            Plan::Branched { branches, .. } => branches.iter().map(Branch::resident_bytes).sum(),
+        }
     }
 
     fn stack(
@@ -165,11 +205,20 @@ impl ModuleGroup {
         &self.modules
     }
 
-    /// Pooled features and base logits of every module on `x`: `(k*B, F)` and `(k*B, classes)`,
-    /// module-major, from one forward of batch k*B.
+    /// Pooled features and base logits of every mask module on `x`: `(k*B, F)` and
+    /// `(k*B, classes)`, module-major, from one forward of batch k*B. Compact modules have no
+    /// base logits: see [`Self::features`].
     pub fn features_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let k = self.modules.len().max(1);
-        let Plan::Stacked(stacked) = &self.plan;
+        let stacked = match &self.plan {
+            Plan::Stacked(stacked) => stacked,
+            Plan::Branched { .. } => {
+                return Err(Error::ModuleDoesNotFit {
+                    class: self.modules.first().map_or_else(String::new, |m| m.class_name.clone()),
+                    reason: "a compact module computes no base logits".into(),
+                })
+            }
+        };
         let feats = match stacked {
             StackedPlan::Cpu(masks) => self.base.features_masked(x, masks)?,
             StackedPlan::Tensors(masks) => {
@@ -181,11 +230,53 @@ impl ModuleGroup {
         Ok((feats, logits))
     }
 
-    /// Runs every module on a normalised batch `x` (B, C, H, W) in one forward of batch k*B.
+    /// The pooled features each module's head reads, per module `(B, F_m)` rows: the masked
+    /// base's for mask modules, the branch's for compact ones.
+    pub fn features(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+        match &self.plan {
+            Plan::Stacked(_) => {
+                let (f, _) = self.features_and_logits(x)?;
+                let f = f.flatten_all()?.to_vec1::<f32>()?;
+                let per = f.len() / self.modules.len().max(1);
+                Ok(f.chunks(per.max(1)).map(<[f32]>::to_vec).collect())
+            }
+            Plan::Branched { trunk_stages, branches } => self.branch_features(x, *trunk_stages, branches),
+        }
+    }
+
+    /// Each branch's pooled features on `x`, the trunk computed once.
+    fn branch_features(&self, x: &Tensor, trunk_stages: usize, branches: &[Branch]) -> Result<Vec<Vec<f32>>> {
+        if let Some(net) = self.base.cpu() {
+            let (images, c, h, w) = x.dims4()?;
+            let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+            return self.cpu_branch_features(net, &nhwc, images, trunk_stages, branches);
+        }
+        let trunk = self.base.trunk(x, trunk_stages)?;
+        branches.iter().map(|b| Ok(b.forward(&trunk)?.flatten_all()?.to_vec1::<f32>()?)).collect()
+    }
+
+    fn cpu_branch_features(
+        &self,
+        net: &CpuNet,
+        nhwc: &[f32],
+        images: usize,
+        trunk_stages: usize,
+        branches: &[Branch],
+    ) -> Result<Vec<Vec<f32>>> {
+        let nets: Vec<&CpuNet> = branches.iter().filter_map(Branch::cpu).collect();
+        net.branched_features(nhwc, images, trunk_stages * self.base.config().blocks_per_stage, &nets)
+    }
+
+    /// Runs every module on a normalised batch `x` (B, C, H, W): mask modules in one forward of
+    /// batch k*B, compact modules on one trunk.
     pub fn run(&self, x: &Tensor) -> Result<ModuleOutputs> {
         let batch = x.dim(0)?;
         if self.modules.is_empty() {
             return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
+        }
+        if let Plan::Branched { trunk_stages, branches } = &self.plan {
+            let feats = self.branch_features(x, *trunk_stages, branches)?;
+            return Ok(self.head_outputs(&feats, batch));
         }
         let (feats, logits) = self.features_and_logits(x)?;
         let (feats, logits) = (feats.flatten_all()?.to_vec1::<f32>()?, logits.flatten_all()?.to_vec1::<f32>()?);
@@ -201,17 +292,40 @@ impl ModuleGroup {
         if self.modules.is_empty() {
             return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
         }
-        let Plan::Stacked(stacked) = &self.plan;
-        if let StackedPlan::Cpu(masks) = stacked {
+        if let Some(net) = self.base.cpu() {
             let mut x = vec![0f32; pixels.len()];
             spec.normalize_into_nhwc(pixels, &mut x);
-            let (feats, logits) = self.base.cpu_features_and_logits(&x, batch, Some(masks))?;
-            return Ok(self.outputs(&feats, &logits, batch));
+            return match &self.plan {
+                Plan::Stacked(StackedPlan::Cpu(masks)) => {
+                    let (feats, logits) = self.base.cpu_features_and_logits(&x, batch, Some(masks))?;
+                    Ok(self.outputs(&feats, &logits, batch))
+                }
+                Plan::Branched { trunk_stages, branches } => {
+                    let feats = self.cpu_branch_features(net, &x, batch, *trunk_stages, branches)?;
+                    Ok(self.head_outputs(&feats, batch))
+                }
+                Plan::Stacked(StackedPlan::Tensors(_)) => unreachable!("a CPU-path base stacks its masks in NHWC"),
+            };
         }
         let mut x = vec![0f32; pixels.len()];
         spec.normalize_into(pixels, &mut x);
         let x = Tensor::from_vec(x, (batch, spec.channels, spec.height, spec.width), self.base.device())?;
         self.run(&x)
+    }
+
+    /// Each module's head on its own features (`feats[m]`, B rows), which read no base logits.
+    fn head_outputs(&self, feats: &[Vec<f32>], batch: usize) -> ModuleOutputs {
+        let k = self.modules.len();
+        let (mut pos, mut neg) = (Vec::with_capacity(k * batch), Vec::with_capacity(k * batch));
+        for (module, f) in self.modules.iter().zip(feats) {
+            let per = f.len() / batch.max(1);
+            for row in f.chunks_exact(per.max(1)) {
+                let (p, n) = module.head.logits(row, &[]);
+                pos.push(p);
+                neg.push(n);
+            }
+        }
+        ModuleOutputs { modules: k, batch, pos, neg }
     }
 
     /// Each module's head on its rows of `feats` `(k*B, F)` and `logits` `(k*B, classes)`.
@@ -294,5 +408,83 @@ mod tests {
         }
         // Module 0's positive logit on image 0 is class 0's logit of the masked network.
         assert!((a.pos[0] - unmasked[0][0]).abs() > 1e-4, "the masks changed nothing");
+    }
+
+    /// k compact modules in one group (one trunk, k branches) against each module alone, on the
+    /// CPU path and on candle's operations, for small batches (whole) and large ones (slices in
+    /// parallel), from tensors and from raw pixels; and the two engines against each other.
+    #[test]
+    fn a_compact_group_computes_what_its_modules_compute_alone() {
+        use crate::testing::tiny_model::tiny_compact;
+        let model = tiny_model(7);
+        for stages in [1, 2] {
+            let modules: Vec<ClassModule> =
+                (0..3u32).map(|c| tiny_compact(&model, c, stages, [8, 16, 4][c as usize], 20 + c as u64)).collect();
+            for images in [3usize, 17] {
+                let pixels: Vec<u8> = (0..images * 64).map(|i| (i * 53 % 256) as u8).collect();
+                let mut outputs = Vec::new();
+                for cpu_path in [true, false] {
+                    let net = ResNet::build(&model, &Device::Cpu, cpu_path).unwrap();
+                    let group = ModuleGroup::new(net.clone(), modules.clone()).unwrap();
+                    let together = group.run_pixels(&pixels).unwrap();
+                    assert_eq!((together.modules, together.batch), (3, images));
+                    for (m, module) in modules.iter().enumerate() {
+                        let alone =
+                            ModuleGroup::new(net.clone(), vec![module.clone()]).unwrap().run_pixels(&pixels).unwrap();
+                        for i in 0..images {
+                            let d = (together.pos[m * images + i] - alone.pos[i]).abs();
+                            assert!(d < 1e-5, "stages {stages}, module {m}, image {i}: {d}");
+                        }
+                    }
+                    let spec = net.input_spec();
+                    let mut x = vec![0f32; pixels.len()];
+                    spec.normalize_into(&pixels, &mut x);
+                    let x = Tensor::from_vec(x, (images, 1, 8, 8), &Device::Cpu).unwrap();
+                    let from_tensor = group.run(&x).unwrap();
+                    for (a, b) in together.pos.iter().zip(&from_tensor.pos) {
+                        assert!((a - b).abs() < 1e-5);
+                    }
+                    assert!(group.features_and_logits(&x).is_err(), "compact modules have no base logits");
+                    outputs.push(together);
+                }
+                for (a, b) in outputs[0].pos.iter().zip(&outputs[1].pos) {
+                    assert!((a - b).abs() < 1e-4, "CPU path {a} vs candle {b}");
+                }
+                assert!(outputs[0].pos.windows(2).any(|w| (w[0] - w[1]).abs() > 1e-3), "outputs that differ");
+            }
+        }
+    }
+
+    /// Modules of one group are of one kind and trunk; a compact module needs a calibrated
+    /// head on its own branch's features, and a branch for the base's trunk channels.
+    #[test]
+    fn groups_refuse_mixed_kinds_and_misfit_branches() {
+        use crate::testing::tiny_model::tiny_compact;
+        let model = tiny_model(7);
+        let net = ResNet::new(&model, &Device::Cpu).unwrap();
+        let mask = ClassModule {
+            class_id: ClassId(0),
+            class_name: "a".into(),
+            base_key: crate::ModelKey([0; 32]),
+            input: model.meta.input.clone(),
+            kind: ModuleKind::Mask(NodeMask::ones(&net.relu_sites())),
+            head: ModuleHead::Channel { class_index: 0 },
+        };
+        let (one, two) = (tiny_compact(&model, 1, 1, 8, 1), tiny_compact(&model, 2, 2, 8, 2));
+        assert!(ModuleGroup::new(net.clone(), vec![mask.clone(), one.clone()]).is_err());
+        assert!(ModuleGroup::new(net.clone(), vec![one.clone(), two.clone()]).is_err());
+        let mut channel = one.clone();
+        channel.head = ModuleHead::Channel { class_index: 1 };
+        assert!(matches!(channel.fits(&net), Err(Error::ModuleDoesNotFit { .. })));
+        let mut narrow = one.clone();
+        narrow.head = ModuleHead::Calibrated { weight: vec![0.0; 16], bias: 0.0 };
+        assert!(narrow.fits(&net).is_err(), "a head for the base's 16 features on an 8-wide branch");
+        let other = tiny_compact(&crate::testing::tiny_model::tiny_model_b(1), 1, 2, 8, 3);
+        assert!(other.fits(&net).is_ok(), "same widths, same fit");
+        let spec = crate::BranchSpec { in_channels: 8, ..*one.as_compact().unwrap().spec() };
+        let zeros = spec.tensor_shapes().into_iter().map(|(n, s)| (n, vec![0.0; s.iter().product()])).collect();
+        let mut misfit = one.clone();
+        misfit.kind = ModuleKind::Compact(crate::BranchWeights::new(spec, zeros).unwrap());
+        assert!(misfit.fits(&net).is_err(), "a branch for 8 channels after a stage of 4");
     }
 }

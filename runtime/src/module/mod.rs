@@ -1,6 +1,7 @@
 //! A class module: what the device needs to answer "is this image of class c, and how sure?".
-//! The mask kind is the base network with some nodes switched off plus a binary head; the type
-//! is an enum so a second kind (compact per-class branches) can join without touching callers.
+//! The mask kind is the base network with some nodes switched off plus a binary head; the
+//! compact kind is a small branch from the base's trunk (its first stages, shared by every
+//! loaded class of that base) plus a calibrated head on the branch's features.
 
 pub mod compose;
 pub mod composition;
@@ -8,6 +9,7 @@ pub mod group;
 pub mod head;
 pub mod mask;
 
+use crate::model::branch::BranchWeights;
 use crate::{Error, InputSpec, ModelKey, ResNet, Result};
 
 pub use composition::{ComposedOutputs, Composition};
@@ -24,16 +26,57 @@ pub struct ClassId(pub u32);
 pub enum ModuleKind {
     /// The base network with a node mask (the paper's modules).
     Mask(NodeMask),
+    /// A branch from the base's trunk ([`crate::Branch`]); its head is calibrated on the
+    /// branch's pooled features.
+    Compact(BranchWeights),
+}
+
+/// Which modules can run in one group: the same kind, and for compact modules the same trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupKind {
+    /// Mask modules: the whole base, stacked.
+    Mask,
+    /// Compact modules branching after this many stages.
+    Compact {
+        /// Stages of the trunk.
+        trunk_stages: usize,
+    },
 }
 
 impl ModuleKind {
     /// The kinds this build runs, as module metadata names them.
-    pub const KNOWN: &'static str = "mask";
+    pub const KNOWN: &'static str = "mask, compact";
 
     /// The kind's name in module metadata (`kind`).
     pub fn name(&self) -> &'static str {
         match self {
             ModuleKind::Mask(_) => "mask",
+            ModuleKind::Compact(_) => "compact",
+        }
+    }
+
+    /// The group a module of this kind runs in.
+    pub fn group_kind(&self) -> GroupKind {
+        match self {
+            ModuleKind::Mask(_) => GroupKind::Mask,
+            ModuleKind::Compact(b) => GroupKind::Compact { trunk_stages: b.spec().trunk_stages },
+        }
+    }
+
+    /// The branch, for a compact module.
+    pub fn as_compact(&self) -> Option<&BranchWeights> {
+        match self {
+            ModuleKind::Compact(b) => Some(b),
+            ModuleKind::Mask(_) => None,
+        }
+    }
+
+    /// Features the kind's head reads: the base's pooled features for a mask module, the
+    /// branch's for a compact one.
+    pub fn features(&self, base: &ResNet) -> usize {
+        match self {
+            ModuleKind::Mask(_) => base.config().widths[2],
+            ModuleKind::Compact(b) => b.spec().width,
         }
     }
 
@@ -41,6 +84,7 @@ impl ModuleKind {
     pub fn as_mask(&self) -> Option<&NodeMask> {
         match self {
             ModuleKind::Mask(m) => Some(m),
+            ModuleKind::Compact(_) => None,
         }
     }
 
@@ -48,14 +92,17 @@ impl ModuleKind {
     pub fn kept_fraction(&self) -> Option<f64> {
         match self {
             ModuleKind::Mask(m) => Some(m.kept_fraction()),
+            ModuleKind::Compact(_) => None,
         }
     }
 
     /// Bytes a served module of this kind holds beyond its base: for a mask, its bits and the
-    /// 0/1 bytes (one a node) its group stacks them into for the kernels.
+    /// 0/1 bytes (one a node) its group stacks them into for the kernels; for a compact module,
+    /// its branch's values and their packed copy.
     pub fn resident_bytes(&self) -> u64 {
         match self {
             ModuleKind::Mask(m) => m.total_nodes() as u64 + m.bit_bytes(),
+            ModuleKind::Compact(b) => b.served_bytes(),
         }
     }
 
@@ -66,6 +113,7 @@ impl ModuleKind {
                 Some("its masks do not fit the base network".into())
             }
             ModuleKind::Mask(_) => None,
+            ModuleKind::Compact(b) => b.spec().fits(base.config()).err(),
         }
     }
 }
@@ -93,6 +141,11 @@ impl ClassModule {
         self.kind.as_mask()
     }
 
+    /// The branch, for a compact module.
+    pub fn as_compact(&self) -> Option<&BranchWeights> {
+        self.kind.as_compact()
+    }
+
     /// Bytes the served module holds beyond its base: its kind's and its head's.
     pub fn resident_bytes(&self) -> u64 {
         self.kind.resident_bytes() + self.head.resident_bytes()
@@ -109,11 +162,14 @@ impl ClassModule {
         if let Some(reason) = self.kind.misfit(base) {
             return Err(misfit(reason));
         }
-        let (classes, features) = (base.config().num_classes, base.config().widths[2]);
+        let (classes, features) = (base.config().num_classes, self.kind.features(base));
         if self.class_id.0 as usize >= classes {
             return Err(misfit(format!("class id {} but the base has {classes} classes", self.class_id.0)));
         }
         match &self.head {
+            ModuleHead::Channel { .. } if self.as_mask().is_none() => {
+                Err(misfit(format!("a {} module reads no base logits for a channel head", self.kind.name())))
+            }
             ModuleHead::Channel { class_index } if *class_index >= classes => {
                 Err(misfit(format!("its head reads logit {class_index} of {classes}")))
             }

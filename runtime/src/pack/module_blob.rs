@@ -1,5 +1,6 @@
-//! A class module as a blob (kind `Module`): metadata naming the class, its head and the ReLU-site
-//! geometry; tensors `mask.NNN` (packed bits), `head.weight`/`head.bias` (calibrated heads) and the
+//! A class module as a blob (kind `Module`): metadata naming the class, its kind, its head and the
+//! ReLU-site geometry (mask modules) or the branch's shape (compact modules); tensors `mask.NNN`
+//! (packed bits) or `branch.*` (folded f32 weights), `head.weight`/`head.bias` (calibrated heads) and the
 //! golden self-test vectors `golden.images` (u8, n x C x H x W raw pixels) and `golden.scores`
 //! (f32, what the module scored on them when it was packed). The header's `base_key` is the key
 //! of the base model the module runs on, its `input_key` the digest of the input spec.
@@ -8,10 +9,11 @@ use candle_core::Tensor;
 use classmod_blob::{Blob, BlobKind, BlobWriter, DType, SigningKey};
 use serde::{Deserialize, Serialize};
 
+use crate::model::branch::BranchSpec;
 use crate::model::file::json;
 use crate::model::graph::ReluSite;
 use crate::model::key::input_key;
-use crate::pack::parts::{self, HeadMeta, ModuleIdentity, SiteMeta};
+use crate::pack::parts::{self, HeadMeta, ModuleIdentity, PartsMeta, SiteMeta};
 use crate::Result;
 use crate::{ClassModule, Error, InputSpec, ModelKey, ModuleGroup, ResNet};
 
@@ -32,6 +34,9 @@ struct ModuleMeta {
     input: InputSpec,
     head: HeadMeta,
     sites: SiteMeta,
+    /// A compact module's branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    branch: Option<BranchSpec>,
 }
 
 /// Golden self-test vectors: raw images and the scores the module gave them when packed.
@@ -70,7 +75,8 @@ fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<V
 pub struct ModuleBlob {
     /// The module.
     pub module: ClassModule,
-    /// The ReLU sites of its base, as the masks are laid out.
+    /// The ReLU sites of its base, as a mask module's masks are laid out (a compact module
+    /// stores none: empty).
     pub sites: Vec<ReluSite>,
     /// Its golden self-test vectors.
     pub golden: Golden,
@@ -80,15 +86,16 @@ impl ModuleBlob {
     /// The blob bytes, signed when `key` is given.
     pub fn encode(&self, key: Option<&SigningKey>) -> Result<Vec<u8>> {
         let m = &self.module;
-        let (head, sites, tensors) = parts::encode(m, &self.sites)?;
+        let (parts, tensors) = parts::encode(m, &self.sites)?;
         let meta = ModuleMeta {
             format: FORMAT.into(),
             kind: Some(m.kind.name().into()),
             class_id: m.class_id.0,
             class_name: m.class_name.clone(),
             input: m.input.clone(),
-            head,
-            sites,
+            head: parts.head,
+            sites: parts.sites,
+            branch: parts.branch,
         };
         let mut w = BlobWriter::new(BlobKind::Module, m.base_key.0, input_key(&m.input), json(&meta));
         for t in tensors {
@@ -148,7 +155,8 @@ impl ModuleBlob {
             base_key: ModelKey(blob.base_key()),
             input: meta.input,
         };
-        let module = parts::decode(id, meta.head, meta.sites, tensor)?;
+        let parts = PartsMeta { head: meta.head, sites: meta.sites, branch: meta.branch };
+        let module = parts::decode(id, meta.kind.as_deref(), parts, tensor)?;
         let spec = &module.input;
         let images = blob.tensor("golden.images")?;
         let n = images.shape.first().copied().unwrap_or(0);
@@ -272,12 +280,15 @@ mod tests {
             ModuleBlob::decode(&Blob::open(store.bytes(), None).unwrap())
         };
         let err = rewrite(&|m| {
-            m["kind"] = "compact".into();
-            m["head"] = serde_json::json!({"kind": "branch", "width": 16});
+            m["kind"] = "lowrank".into();
+            m["head"] = serde_json::json!({"kind": "factors", "rank": 16});
         })
         .unwrap_err();
-        assert!(matches!(&err, Error::UnknownModuleKind { kind, .. } if kind == "compact"), "{err}");
-        assert!(err.to_string().contains("`compact`") && err.to_string().contains("mask"), "{err}");
+        assert!(matches!(&err, Error::UnknownModuleKind { kind, .. } if kind == "lowrank"), "{err}");
+        assert!(err.to_string().contains("`lowrank`") && err.to_string().contains("mask, compact"), "{err}");
+        // A kind and a description that disagree are refused too.
+        let err = rewrite(&|m| m["kind"] = "compact".into()).unwrap_err();
+        assert!(matches!(err, Error::BadMetadata { key: "branch", .. }), "{err}");
         let old = rewrite(&|m| {
             m.as_object_mut().unwrap().remove("kind");
         })
@@ -294,5 +305,48 @@ mod tests {
         m.golden.images.pop();
         assert!(m.encode(None).is_err());
         assert!(Golden::record(&base, &m.module, vec![0; 65]).is_err());
+    }
+
+    /// A compact module's blob: its branch's spec in the metadata, its folded weights as
+    /// `branch.*` tensors; it round-trips, passes its golden self-test, and a corrupted branch
+    /// (a weight made NaN, a tensor missing) is refused with a typed error.
+    #[test]
+    fn compact_module_blob_round_trips_and_refuses_bad_branches() {
+        use crate::testing::tiny_model::tiny_compact;
+        let model = tiny_model(1);
+        let key = ModelKey::of(&model).unwrap();
+        let base = ResNet::new(&model, &Device::Cpu).unwrap();
+        for stages in [1, 2] {
+            let module = tiny_compact(&model, 2, stages, 8, 9);
+            let images: Vec<u8> = (0..3 * 64).map(|i| (i * 37 % 251) as u8).collect();
+            let golden = Golden::record(&base, &module, images).unwrap();
+            let m = ModuleBlob { module, sites: vec![], golden };
+            let bytes = m.encode(None).unwrap();
+            let store = AlignedBytes::new(&bytes);
+            let blob = Blob::open(store.bytes(), None).unwrap();
+            let meta: serde_json::Value = serde_json::from_str(blob.meta()).unwrap();
+            assert_eq!(meta["kind"], "compact");
+            assert_eq!(meta["branch"]["trunk_stages"], stages);
+            assert!(blob.tensor("branch.entry.weight").is_ok() && blob.tensor("mask.000").is_err());
+            let back = ModuleBlob::decode(&blob).unwrap();
+            assert_eq!(back, m);
+            assert_eq!(back.self_test(&base, &key).unwrap(), 0.0);
+            let rebuilt = |skip: &str, nan: bool| {
+                let mut w =
+                    BlobWriter::new(BlobKind::Module, blob.base_key(), blob.input_key(), blob.meta().to_string());
+                for t in blob.tensors().filter(|t| t.name != skip) {
+                    let mut b = t.bytes.to_vec();
+                    if nan && t.name == "branch.block1.conv2.bias" {
+                        b[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+                    }
+                    w.tensor(t.name, t.dtype, &t.shape, b).unwrap();
+                }
+                let bytes = w.finish(None);
+                let store = AlignedBytes::new(&bytes);
+                ModuleBlob::decode(&Blob::open(store.bytes(), None).unwrap())
+            };
+            assert!(matches!(rebuilt("", true), Err(Error::NonFinite { .. })));
+            assert!(rebuilt("branch.block0.conv1.weight", false).is_err());
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! The parts of a stored class module that do not depend on the container: the head and site
-//! descriptions (JSON) and the tensors (packed mask bits per ReLU site, head weights). Shared by
-//! the module blob ([`crate::pack::module_blob`]); one encoding per module kind.
+//! The parts of a stored class module that do not depend on the container: the head, site and
+//! branch descriptions (JSON) and the tensors (packed mask bits per ReLU site for a mask module,
+//! the folded branch weights `branch.*` for a compact one, head weights). Shared by the module
+//! blob ([`crate::pack::module_blob`]); one encoding per module kind.
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::branch::{BranchSpec, BranchWeights};
 use crate::model::graph::ReluSite;
 use crate::module::mask::{NodeMask, SiteMask};
 use crate::module::{ClassId, ClassModule, ModuleHead, ModuleKind};
@@ -21,7 +23,7 @@ pub(crate) enum HeadMeta {
 /// by name when this build does not run it, before anything else of the module is parsed.
 pub(crate) fn check_kind(kind: Option<&str>) -> Result<()> {
     match kind {
-        None | Some("mask") => Ok(()),
+        None | Some("mask") | Some("compact") => Ok(()),
         Some(other) => Err(Error::UnknownModuleKind { kind: other.into(), known: ModuleKind::KNOWN }),
     }
 }
@@ -41,27 +43,51 @@ pub(crate) fn mask_name(site: usize) -> String {
     format!("mask.{site:03}")
 }
 
-/// Head and site descriptions and the tensors of `m`, whose masks must fit `sites`.
-pub(crate) fn encode(m: &ClassModule, sites: &[ReluSite]) -> Result<(HeadMeta, SiteMeta, Vec<PartTensor>)> {
-    let Some(mask) = m.as_mask() else {
-        return Err(Error::UnknownModuleKind { kind: m.kind.name().into(), known: ModuleKind::KNOWN });
+/// The stored parts of a module besides its tensors.
+pub(crate) struct PartsMeta {
+    pub head: HeadMeta,
+    /// The ReLU sites a mask module's masks follow (empty for a compact module).
+    pub sites: SiteMeta,
+    /// A compact module's branch.
+    pub branch: Option<BranchSpec>,
+}
+
+/// Head, site and branch descriptions and the tensors of `m`; a mask module's masks must fit
+/// `sites` (which a compact module does not use).
+pub(crate) fn encode(m: &ClassModule, sites: &[ReluSite]) -> Result<(PartsMeta, Vec<PartTensor>)> {
+    let (site_meta, branch, mut tensors) = match &m.kind {
+        ModuleKind::Mask(mask) => {
+            if !mask.matches(sites) {
+                return Err(Error::ModuleDoesNotFit {
+                    class: m.class_name.clone(),
+                    reason: "its masks do not fit the given sites".into(),
+                });
+            }
+            let site_meta = sites.iter().map(|s| (s.name.clone(), s.channels, s.height, s.width)).collect();
+            let tensors: Vec<PartTensor> = mask
+                .sites
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let bytes = s.to_bytes();
+                    PartTensor { name: mask_name(i), u8: true, shape: vec![bytes.len()], bytes }
+                })
+                .collect();
+            (site_meta, None, tensors)
+        }
+        ModuleKind::Compact(b) => {
+            let tensors = b
+                .tensors()
+                .map(|(name, shape, values)| PartTensor {
+                    name: format!("branch.{name}"),
+                    u8: false,
+                    shape,
+                    bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                })
+                .collect();
+            (Vec::new(), Some(*b.spec()), tensors)
+        }
     };
-    if !mask.matches(sites) {
-        return Err(Error::ModuleDoesNotFit {
-            class: m.class_name.clone(),
-            reason: "its masks do not fit the given sites".into(),
-        });
-    }
-    let site_meta = sites.iter().map(|s| (s.name.clone(), s.channels, s.height, s.width)).collect();
-    let mut tensors: Vec<PartTensor> = mask
-        .sites
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let bytes = s.to_bytes();
-            PartTensor { name: mask_name(i), u8: true, shape: vec![bytes.len()], bytes }
-        })
-        .collect();
     let head = match &m.head {
         ModuleHead::Channel { class_index } => HeadMeta::Channel { class_index: *class_index },
         ModuleHead::Calibrated { weight, bias } => {
@@ -80,7 +106,11 @@ pub(crate) fn encode(m: &ClassModule, sites: &[ReluSite]) -> Result<(HeadMeta, S
             HeadMeta::Calibrated
         }
     };
-    Ok((head, site_meta, tensors))
+    Ok((PartsMeta { head, sites: site_meta, branch }, tensors))
+}
+
+fn f32s(b: Vec<u8>) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 /// What identifies a module besides its parts.
@@ -91,31 +121,40 @@ pub(crate) struct ModuleIdentity {
     pub input: InputSpec,
 }
 
-/// Rebuilds a module; `tensor(name, is_u8)` returns a stored tensor's bytes or an error.
+/// Rebuilds a module of kind `kind` (`None`: a mask); `tensor(name, is_u8)` returns a stored
+/// tensor's bytes or an error.
 pub(crate) fn decode(
     id: ModuleIdentity,
-    head: HeadMeta,
-    site_meta: SiteMeta,
+    kind: Option<&str>,
+    parts: PartsMeta,
     tensor: impl Fn(&str, bool) -> Result<Vec<u8>>,
 ) -> Result<ClassModule> {
     id.input.validate()?;
-    let mut sites = Vec::with_capacity(site_meta.len());
-    for (i, (name, c, h, w)) in site_meta.into_iter().enumerate() {
-        if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none_or(|n| n == 0 || n > 1 << 32) {
-            return Err(Error::BadMetadata {
-                key: "sites",
-                reason: format!("site {name} has an invalid shape {c}x{h}x{w}"),
-            });
+    let kind = match (kind, parts.branch) {
+        (None | Some("mask"), None) => ModuleKind::Mask(decode_mask(parts.sites, &tensor)?),
+        (Some("compact"), Some(spec)) => {
+            spec.validate()?;
+            let values = spec
+                .tensor_shapes()
+                .into_iter()
+                .map(|(name, _)| Ok((name.clone(), f32s(tensor(&format!("branch.{name}"), false)?))))
+                .collect::<Result<_>>()?;
+            ModuleKind::Compact(BranchWeights::new(spec, values)?)
         }
-        let site = ReluSite { name, channels: c, height: h, width: w };
-        sites.push(SiteMask::from_bytes(&site, &tensor(&mask_name(i), true)?)?);
-    }
-    let head = match head {
+        (kind, branch) => {
+            return Err(Error::BadMetadata {
+                key: "branch",
+                reason: format!(
+                    "a {} module {} a branch",
+                    kind.unwrap_or("mask"),
+                    if branch.is_some() { "with" } else { "without" }
+                ),
+            })
+        }
+    };
+    let head = match parts.head {
         HeadMeta::Channel { class_index } => ModuleHead::Channel { class_index },
         HeadMeta::Calibrated => {
-            let f32s = |b: Vec<u8>| -> Vec<f32> {
-                b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-            };
             let weight = f32s(tensor("head.weight", false)?);
             let bias = f32s(tensor("head.bias", false)?);
             let [bias] = bias[..] else {
@@ -136,7 +175,22 @@ pub(crate) fn decode(
         class_name: id.class_name,
         base_key: id.base_key,
         input: id.input,
-        kind: ModuleKind::Mask(NodeMask { sites }),
+        kind,
         head,
     })
+}
+
+fn decode_mask(site_meta: SiteMeta, tensor: &impl Fn(&str, bool) -> Result<Vec<u8>>) -> Result<NodeMask> {
+    let mut sites = Vec::with_capacity(site_meta.len());
+    for (i, (name, c, h, w)) in site_meta.into_iter().enumerate() {
+        if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none_or(|n| n == 0 || n > 1 << 32) {
+            return Err(Error::BadMetadata {
+                key: "sites",
+                reason: format!("site {name} has an invalid shape {c}x{h}x{w}"),
+            });
+        }
+        let site = ReluSite { name, channels: c, height: h, width: w };
+        sites.push(SiteMask::from_bytes(&site, &tensor(&mask_name(i), true)?)?);
+    }
+    Ok(NodeMask { sites })
 }

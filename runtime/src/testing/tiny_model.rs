@@ -52,3 +52,42 @@ fn tiny_model_with(seed: u64, shortcut: Shortcut) -> ModelFile {
     };
     ModelFile::new(meta, tensors).expect("a valid tiny model")
 }
+
+/// A compact module of class `class` on `base` with a random branch of `width` channels after
+/// `trunk_stages` stages (two blocks) and a random calibrated head; seeded.
+pub(crate) fn tiny_compact(
+    base: &ModelFile,
+    class: u32,
+    trunk_stages: usize,
+    width: usize,
+    seed: u64,
+) -> crate::ClassModule {
+    use crate::{BranchSpec, BranchWeights, ClassId, ClassModule, ModelKey, ModuleHead, ModuleKind};
+    let spec = BranchSpec { trunk_stages, in_channels: base.meta.arch.widths[trunk_stages - 1], width, blocks: 2 };
+    let mut state = seed.wrapping_mul(2862933555777941757).wrapping_add(3037000493) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let tensors = spec
+        .tensor_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let fan_in = shape[1..].iter().product::<usize>().max(1) as f32;
+            let scale = if shape.len() == 1 { 0.2 } else { 2.0 * (2.0 / fan_in).sqrt() };
+            (name, (0..n).map(|_| scale * next()).collect())
+        })
+        .collect();
+    let weights = BranchWeights::new(spec, tensors).expect("a valid branch");
+    ClassModule {
+        class_id: ClassId(class),
+        class_name: base.meta.class_names[class as usize].clone(),
+        base_key: ModelKey::of(base).expect("a valid model"),
+        input: base.meta.input.clone(),
+        kind: ModuleKind::Compact(weights),
+        head: ModuleHead::Calibrated { weight: (0..width).map(|_| 2.0 * next()).collect(), bias: next() },
+    }
+}

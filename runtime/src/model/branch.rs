@@ -1,0 +1,382 @@
+//! A compact module's branch: a small network that continues from the trunk of a base (its stem
+//! and first stages, computed once for every loaded class of that base) to the base's last plane,
+//! at its own reduced width, and ends in pooled features for the module's head.
+//!
+//! The family is fixed by four numbers ([`BranchSpec`]): an entry 3x3 convolution with stride 2
+//! from the trunk's channels to `width` (ReLU after), then `blocks` BasicBlocks at `width`; with a
+//! trunk of one stage the first block halves the plane too (a 1x1 projection shortcut), so every
+//! branch ends on the plane the base's last stage has. Batch norm is folded in before the weights
+//! are stored, so a branch is convolutions, bias adds, ReLUs and residual adds only, on the same
+//! layers ([`ConvBn`], [`Block`]) and CPU path as the base.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use crate::cpu::conv::Plane;
+use crate::cpu::net::CpuNet;
+use crate::model::graph::NoHook;
+use crate::model::layers::{Block, BlockShortcut, ConvBn};
+use crate::{Error, ResNet, ResNetConfig, Result};
+
+/// The widest branch and the most blocks a stored branch may name (bounds on untrusted metadata
+/// before anything is allocated from it; a branch wider than its base would not be compact).
+const MAX_WIDTH: usize = 1024;
+const MAX_BLOCKS: usize = 64;
+
+/// The shape of a branch (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchSpec {
+    /// Stages of the base the trunk covers (1 or 2); the branch starts after stage
+    /// `trunk_stages`.
+    pub trunk_stages: usize,
+    /// Channels of the trunk's activation: the base's width of stage `trunk_stages`.
+    pub in_channels: usize,
+    /// The branch's channel width.
+    pub width: usize,
+    /// BasicBlocks after the entry convolution.
+    pub blocks: usize,
+}
+
+impl BranchSpec {
+    /// Checks the numbers on their own (not against a base).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::InvalidArchitecture { reason: format!("a branch with {reason}") });
+        if !(1..=2).contains(&self.trunk_stages) {
+            return bad(format!("a trunk of {} stages (1 or 2)", self.trunk_stages));
+        }
+        if self.width == 0 || self.width > MAX_WIDTH || self.in_channels == 0 || self.in_channels > MAX_WIDTH {
+            return bad(format!("width {} from {} channels", self.width, self.in_channels));
+        }
+        if self.blocks < self.downsampling_blocks() || self.blocks > MAX_BLOCKS {
+            return bad(format!("{} blocks after a trunk of {} stages", self.blocks, self.trunk_stages));
+        }
+        Ok(())
+    }
+
+    /// Blocks that halve the plane: the stages the base has after the trunk beyond the one the
+    /// entry convolution reaches.
+    fn downsampling_blocks(&self) -> usize {
+        2 - self.trunk_stages.min(2)
+    }
+
+    /// The stride of block `j`.
+    fn block_stride(&self, j: usize) -> usize {
+        if j < self.downsampling_blocks() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Checks the spec against the base it branches from: a trunk the base has, whose channels
+    /// the branch takes.
+    pub fn fits(&self, base: &ResNetConfig) -> Result<(), String> {
+        self.validate().map_err(|e| e.to_string())?;
+        let channels = base.widths[self.trunk_stages - 1];
+        if channels != self.in_channels {
+            return Err(format!(
+                "its branch takes {} channels but the base's stage {} gives {channels}",
+                self.in_channels, self.trunk_stages
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every stored tensor, its name and shape (folded weights and biases), in forward order:
+    /// the single source of truth of what a branch holds.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let w = self.width;
+        let mut t = Vec::new();
+        let mut conv = |name: String, o: usize, i: usize, k: usize| {
+            t.push((format!("{name}.weight"), vec![o, i, k, k]));
+            t.push((format!("{name}.bias"), vec![o]));
+        };
+        conv("entry".into(), w, self.in_channels, 3);
+        for j in 0..self.blocks {
+            conv(format!("block{j}.conv1"), w, w, 3);
+            conv(format!("block{j}.conv2"), w, w, 3);
+            if self.block_stride(j) != 1 {
+                conv(format!("block{j}.shortcut"), w, w, 1);
+            }
+        }
+        t
+    }
+
+    /// Stored parameters (weights and biases).
+    pub fn params(&self) -> u64 {
+        self.tensor_shapes().iter().map(|(_, s)| s.iter().product::<usize>() as u64).sum()
+    }
+
+    /// Multiply-accumulates of one image whose trunk activation has plane `h` x `w`.
+    pub fn macs(&self, h: usize, w: usize) -> u64 {
+        let (mut h, mut w) = (h.div_ceil(2), w.div_ceil(2));
+        let c = self.width as u64;
+        let mut macs = (h * w) as u64 * c * self.in_channels as u64 * 9;
+        for j in 0..self.blocks {
+            if self.block_stride(j) == 2 {
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+                macs += (h * w) as u64 * c * c; // the 1x1 projection
+            }
+            macs += 2 * (h * w) as u64 * c * c * 9;
+        }
+        macs
+    }
+}
+
+/// A branch's folded weights as they are stored: plain values, checked against the spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchWeights {
+    spec: BranchSpec,
+    tensors: BTreeMap<String, Vec<f32>>,
+}
+
+impl BranchWeights {
+    /// Checks that `tensors` are exactly the spec's ([`BranchSpec::tensor_shapes`]), of the
+    /// right lengths and finite.
+    pub fn new(spec: BranchSpec, tensors: BTreeMap<String, Vec<f32>>) -> Result<Self> {
+        spec.validate()?;
+        let shapes = spec.tensor_shapes();
+        for (name, shape) in &shapes {
+            let n: usize = shape.iter().product();
+            let Some(values) = tensors.get(name) else {
+                return Err(Error::MissingTensor { name: format!("branch.{name}"), expected: shape.clone() });
+            };
+            if values.len() != n {
+                return Err(Error::TensorShape {
+                    name: format!("branch.{name}"),
+                    expected: shape.clone(),
+                    found: vec![values.len()],
+                });
+            }
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite { name: format!("branch.{name}") });
+            }
+        }
+        if let Some((extra, v)) = tensors.iter().find(|(k, _)| !shapes.iter().any(|(n, _)| n == *k)) {
+            return Err(Error::UnexpectedTensor {
+                name: format!("branch.{extra}"),
+                shape: vec![v.len()],
+                arch: format!("a branch of width {} with {} blocks", spec.width, spec.blocks),
+            });
+        }
+        Ok(BranchWeights { spec, tensors })
+    }
+
+    /// The shape.
+    pub fn spec(&self) -> &BranchSpec {
+        &self.spec
+    }
+
+    /// The stored tensors by name (without the `branch.` prefix), with their shapes.
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, Vec<usize>, &[f32])> {
+        self.spec.tensor_shapes().into_iter().map(|(name, shape)| {
+            let (name, values) = self.tensors.get_key_value(&name).expect("checked in new");
+            (name.as_str(), shape, values.as_slice())
+        })
+    }
+
+    /// Bytes the stored values take.
+    pub fn bytes(&self) -> u64 {
+        4 * self.spec.params()
+    }
+
+    /// Bytes a served branch holds: the stored values, and the CPU path's packed copy of them
+    /// (3x3 stride-1 convolutions in Winograd form, 16/9 of their weights; the others as they
+    /// are, padded to whole panels of 16 output channels).
+    pub fn served_bytes(&self) -> u64 {
+        let packed: u64 = self
+            .spec
+            .tensor_shapes()
+            .iter()
+            .map(|(name, shape)| {
+                let n = shape.iter().product::<usize>() as u64;
+                let panels = (shape[0].div_ceil(16) * 16) as u64;
+                match shape.len() {
+                    1 => panels,
+                    _ if name.starts_with("block") && shape[3] == 3 && !name.ends_with("conv1") => n * 16 / 9,
+                    _ => n / shape[0] as u64 * panels,
+                }
+            })
+            .sum();
+        self.bytes() + 4 * packed
+    }
+
+    fn conv(&self, name: &str, stride: usize, device: &Device) -> Result<ConvBn> {
+        let w = &self.tensors[&format!("{name}.weight")];
+        let b = &self.tensors[&format!("{name}.bias")];
+        let (out, k) = (b.len(), if name.ends_with("shortcut") { 1 } else { 3 });
+        let weight = Tensor::from_slice(w, (out, w.len() / (out * k * k), k, k), device)?;
+        Ok(ConvBn::from_folded(weight, Tensor::from_slice(b, out, device)?, stride)?)
+    }
+}
+
+/// A branch ready to run on one device: its layers on candle's operations and, on the CPU, the
+/// CPU path's packed convolutions for its one input plane.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    spec: BranchSpec,
+    entry: ConvBn,
+    blocks: Vec<Block>,
+    cpu: Option<Arc<CpuNet>>,
+}
+
+impl Branch {
+    /// Builds `weights` for a trunk activation of plane `height` x `width`, on the CPU path when
+    /// `cpu_path`.
+    pub(crate) fn build(
+        weights: &BranchWeights,
+        plane: (usize, usize),
+        device: &Device,
+        cpu_path: bool,
+    ) -> Result<Self> {
+        let spec = weights.spec;
+        let entry = weights.conv("entry", 2, device)?;
+        let blocks = (0..spec.blocks)
+            .map(|j| {
+                let stride = spec.block_stride(j);
+                let shortcut = if stride == 1 {
+                    BlockShortcut::Identity
+                } else {
+                    BlockShortcut::Projection(weights.conv(&format!("block{j}.shortcut"), stride, device)?)
+                };
+                Ok(Block {
+                    conv1: weights.conv(&format!("block{j}.conv1"), stride, device)?,
+                    conv2: weights.conv(&format!("block{j}.conv2"), 1, device)?,
+                    shortcut,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cpu = if cpu_path {
+            let input = Plane { height: plane.0, width: plane.1 };
+            Some(Arc::new(ResNet::cpu_net(&entry, &blocks, input)?))
+        } else {
+            None
+        };
+        Ok(Branch { spec, entry, blocks, cpu })
+    }
+
+    /// The shape.
+    pub fn spec(&self) -> &BranchSpec {
+        &self.spec
+    }
+
+    /// The CPU path's network (its "stem" is the entry convolution).
+    pub(crate) fn cpu(&self) -> Option<&CpuNet> {
+        self.cpu.as_deref()
+    }
+
+    /// Pooled features `(B, width)` of a trunk activation `(B, C, H, W)` on candle's operations.
+    pub fn forward(&self, trunk: &Tensor) -> Result<Tensor> {
+        let mut x = self.entry.forward(trunk)?.relu()?;
+        for b in &self.blocks {
+            x = b.forward_hooked(&x, 0, &mut NoHook)?;
+        }
+        Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+    }
+
+    /// Bytes the built branch holds (the CPU path's packed weights, or candle's tensors).
+    pub fn resident_bytes(&self) -> u64 {
+        match &self.cpu {
+            Some(net) => net.weight_bytes(),
+            None => self.entry.weight_bytes() + self.blocks.iter().map(Block::weight_bytes).sum::<u64>(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::tiny_model::{tiny_compact, tiny_model, tiny_model_b};
+
+    /// The branch on the CPU path (packed convolutions, Winograd, fused epilogues) against the
+    /// same network written out op by op with plain candle operations on the stored values (the
+    /// reference), after a trunk of one and of two stages.
+    #[test]
+    fn the_branch_computes_what_plain_candle_operations_compute() {
+        for (model, stages) in [(tiny_model(3), 1), (tiny_model(4), 2), (tiny_model_b(5), 1), (tiny_model_b(6), 2)] {
+            let m = tiny_compact(&model, 1, stages, 8, 11);
+            let weights = m.as_compact().unwrap();
+            let base = ResNet::new(&model, &Device::Cpu).unwrap();
+            let x: Vec<f32> = (0..5 * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+            let x = Tensor::from_vec(x, (5, 1, 8, 8), &Device::Cpu).unwrap();
+            let trunk = base.trunk(&x, stages).unwrap();
+            let (_, _, h, w) = trunk.dims4().unwrap();
+            let t: BTreeMap<&str, (Vec<usize>, &[f32])> = weights.tensors().map(|(n, s, v)| (n, (s, v))).collect();
+            let conv = |x: &Tensor, name: &str, stride: usize| {
+                let (ws, wv) = &t[format!("{name}.weight").as_str()];
+                let (_, bv) = &t[format!("{name}.bias").as_str()];
+                let wt = Tensor::from_slice(wv, ws.as_slice(), &Device::Cpu).unwrap();
+                let bt = Tensor::from_slice(bv, (1, ws[0], 1, 1), &Device::Cpu).unwrap();
+                x.conv2d(&wt, ws[3] / 2, stride, 1, 1).unwrap().broadcast_add(&bt).unwrap()
+            };
+            let mut a = conv(&trunk, "entry", 2).relu().unwrap();
+            for j in 0..2 {
+                let stride = if stages == 1 && j == 0 { 2 } else { 1 };
+                let hidden = conv(&a, &format!("block{j}.conv1"), stride).relu().unwrap();
+                let out = conv(&hidden, &format!("block{j}.conv2"), 1);
+                let short = if stride == 2 { conv(&a, &format!("block{j}.shortcut"), 2) } else { a.clone() };
+                a = (out + short).unwrap().relu().unwrap();
+            }
+            let reference = a.mean(D::Minus1).unwrap().mean(D::Minus1).unwrap();
+            for cpu_path in [true, false] {
+                let branch = Branch::build(weights, (h, w), &Device::Cpu, cpu_path).unwrap();
+                let found = match branch.cpu() {
+                    Some(net) => {
+                        let nhwc = crate::cpu::net::to_nhwc(
+                            &trunk.flatten_all().unwrap().to_vec1().unwrap(),
+                            5,
+                            trunk.dim(1).unwrap(),
+                            h * w,
+                        );
+                        Tensor::from_vec(net.features(&nhwc, 5, None, None).unwrap(), (5, 8), &Device::Cpu).unwrap()
+                    }
+                    None => branch.forward(&trunk).unwrap(),
+                };
+                let d = (found - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(d < 1e-4, "stages {stages}, cpu path {cpu_path}: {d}");
+            }
+            assert!(
+                reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3,
+                "a branch that computes something"
+            );
+        }
+    }
+
+    #[test]
+    fn specs_are_checked_and_counted() {
+        let spec = BranchSpec { trunk_stages: 2, in_channels: 32, width: 16, blocks: 2 };
+        // The reference branch of the issue: 5.2 % of ResNet-20's parameters, 2.2 % of its MACs.
+        assert_eq!(spec.params(), 32 * 16 * 9 + 16 + 4 * (16 * 16 * 9 + 16));
+        assert_eq!(spec.macs(16, 16), 64 * 16 * 32 * 9 + 4 * 64 * 16 * 16 * 9);
+        let one = BranchSpec { trunk_stages: 1, in_channels: 16, width: 16, blocks: 2 };
+        assert!(one.tensor_shapes().iter().any(|(n, s)| n == "block0.shortcut.weight" && s == &[16, 16, 1, 1]));
+        for bad in [
+            BranchSpec { trunk_stages: 0, ..spec },
+            BranchSpec { trunk_stages: 3, ..spec },
+            BranchSpec { width: 0, ..spec },
+            BranchSpec { width: 1 << 20, ..spec },
+            BranchSpec { blocks: 0, ..one },
+            BranchSpec { blocks: 1000, ..spec },
+        ] {
+            assert!(matches!(bad.validate(), Err(Error::InvalidArchitecture { .. })), "{bad:?}");
+        }
+        let cfg = ResNetConfig::cifar(20, 3, 10).unwrap();
+        assert!(spec.fits(&cfg).is_ok() && one.fits(&cfg).is_ok());
+        assert!(BranchSpec { in_channels: 16, ..spec }.fits(&cfg).is_err());
+        let zeros = |s: &BranchSpec| s.tensor_shapes().into_iter().map(|(n, sh)| (n, vec![0.0; sh.iter().product()]));
+        let mut t: BTreeMap<String, Vec<f32>> = zeros(&spec).collect();
+        assert!(BranchWeights::new(spec, t.clone()).is_ok());
+        t.get_mut("entry.bias").unwrap()[3] = f32::NAN;
+        assert!(matches!(BranchWeights::new(spec, t.clone()), Err(Error::NonFinite { .. })));
+        t.get_mut("entry.bias").unwrap().pop();
+        assert!(matches!(BranchWeights::new(spec, t.clone()), Err(Error::TensorShape { .. })));
+        t.remove("entry.bias");
+        assert!(matches!(BranchWeights::new(spec, t.clone()), Err(Error::MissingTensor { .. })));
+        let mut extra: BTreeMap<String, Vec<f32>> = zeros(&spec).collect();
+        extra.insert("stowaway".into(), vec![1.0]);
+        assert!(matches!(BranchWeights::new(spec, extra), Err(Error::UnexpectedTensor { .. })));
+    }
+}
