@@ -73,7 +73,7 @@ fn signer(path: &Path) -> Option<[u8; 8]> {
 /// One blob file on its own: layout, hash, signature and decoding (a module's self-test needs its
 /// base, which `verify_dir` finds through the manifest).
 pub fn verify_file(path: &Path, key: Option<&VerifyingKey>) -> VerifyRow {
-    let mut kind = "?";
+    let mut kind = "?".to_string();
     let mut class = None;
     let mut signer = None;
     let result = (|| {
@@ -82,15 +82,47 @@ pub fn verify_file(path: &Path, key: Option<&VerifyingKey>) -> VerifyRow {
         signer = blob.signer();
         match blob.kind() {
             BlobKind::Base => {
-                kind = "base";
+                kind = "base".into();
                 base_blob::decode(&blob, &Device::Cpu)?;
             }
             BlobKind::Module => {
-                kind = "module";
-                class = Some(ModuleBlob::decode(&blob)?.module.class_name);
+                let module = ModuleBlob::decode(&blob)?.module;
+                kind = format!("module ({})", module.kind.name());
+                class = Some(module.class_name);
             }
         }
         Ok("layout, hash, signature, contents (self-test: verify the directory)".to_string())
     })();
-    row(path, kind, class, signer, result.map_err(|e: HostError| e.to_string()))
+    row(path, &kind, class, signer, result.map_err(|e: HostError| e.to_string()))
+}
+
+/// One line on what a module computes: its kind and, for a compact module, its trunk and its
+/// branch's size.
+pub fn module_summary(m: &classmod_runtime::ClassModule) -> String {
+    match (&m.kind, m.as_compact()) {
+        (_, Some(b)) => {
+            let s = b.spec();
+            let (mut h, mut w) = (m.input.height, m.input.width);
+            for _ in 1..s.trunk_stages {
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+            }
+            format!(
+                "compact: trunk = stem + stages 1..{} of base {}; branch {} channels wide, {} blocks, {} parameters, {} MACs per image; {} head",
+                s.trunk_stages,
+                m.base_key.short(),
+                s.width,
+                s.blocks,
+                s.params(),
+                s.macs(h, w),
+                m.head.name()
+            )
+        }
+        (kind, None) => format!(
+            "{}: keeps {:.1}% of base {}'s nodes; {} head",
+            kind.name(),
+            100.0 * kind.kept_fraction().unwrap_or(1.0),
+            m.base_key.short(),
+            m.head.name()
+        ),
+    }
 }

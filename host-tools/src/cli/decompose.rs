@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use classmod_host::dataset::{ImageShape, Split};
+use classmod_host::decompose::compact::{self, CompactOptions};
 use classmod_host::decompose::{self, DecomposeOptions};
 use classmod_host::pack::{golden_sample, pack, PackGroup};
 use classmod_host::progress;
@@ -25,8 +26,34 @@ pub struct Args {
     /// --key is given (`classmod pack` re-signs and records golden vectors from test images).
     #[arg(long)]
     out: PathBuf,
+    /// Module kind: `mask` (the paper's node masks over the whole base) or `compact` (the base's
+    /// trunk, computed once for every loaded class, plus a small distilled branch per class).
+    #[arg(long, value_enum, default_value = "mask")]
+    kind: super::KindArg,
+    /// Mask modules' head (compact modules always have a calibrated head).
     #[arg(long, value_enum, default_value = "channel")]
     head: super::HeadArg,
+    /// Compact: stages of the base the shared trunk covers (1 or 2).
+    #[arg(long, default_value_t = compact::TRUNK_STAGES)]
+    trunk_stages: usize,
+    /// Compact: the branch's channel width.
+    #[arg(long, default_value_t = compact::BRANCH_WIDTH)]
+    branch_width: usize,
+    /// Compact: blocks after the branch's entry convolution.
+    #[arg(long, default_value_t = compact::BRANCH_BLOCKS)]
+    branch_blocks: usize,
+    /// Compact: passes over the cached training images per branch.
+    #[arg(long, default_value_t = compact::EPOCHS)]
+    epochs: usize,
+    /// Compact: peak learning rate of the branches' training (SGD, Nesterov, cosine).
+    #[arg(long, default_value_t = compact::LR)]
+    branch_lr: f64,
+    /// Compact: training images held out to calibrate the scores.
+    #[arg(long, default_value_t = compact::HELD_OUT)]
+    held_out: usize,
+    /// Compact: at most this many training images (a class-balanced sample; default all).
+    #[arg(long)]
+    max_images: Option<usize>,
     /// Class names (or output indices) to decompose, comma-separated; default all.
     #[arg(long, value_delimiter = ',')]
     classes: Option<Vec<String>>,
@@ -93,7 +120,13 @@ pub fn run(a: Args) -> Result<()> {
     }
     let spec = &model.meta.input;
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
-    let train = load_data(&a.data, Split::Train, shape, Some(names), None, a.seed)?;
+    let mut train = load_data(&a.data, Split::Train, shape, Some(names), None, a.seed)?;
+    if let Some(n) = a.max_images.filter(|&n| n < train.len()) {
+        train = train.balanced_sample(n, a.seed);
+    }
+    if a.kind == super::KindArg::Compact {
+        return run_compact(&a, &model, &train, classes);
+    }
     let opts = DecomposeOptions {
         n_pos: a.n_pos.max(1),
         pos_conf: a.pos_conf,
@@ -133,7 +166,65 @@ pub fn run(a: Args) -> Result<()> {
     );
     if a.json {
         print_json(&serde_json::json!({
-            "modules": paths, "nodes_kept": d.nodes_kept(), "seconds": d.seconds, "options": opts, "classes": d.reports,
+            "kind": "mask", "modules": paths, "nodes_kept": d.nodes_kept(), "seconds": d.seconds, "options": opts, "classes": d.reports,
+        }));
+    }
+    Ok(())
+}
+
+fn run_compact(
+    a: &Args,
+    model: &classmod_runtime::ModelFile,
+    train: &classmod_host::dataset::ImageSet,
+    classes: Option<Vec<usize>>,
+) -> Result<()> {
+    let opts = CompactOptions {
+        trunk_stages: a.trunk_stages,
+        width: a.branch_width,
+        blocks: a.branch_blocks,
+        epochs: a.epochs,
+        held_out: a.held_out,
+        lr: a.branch_lr,
+        ..CompactOptions::new(classes, a.seed)
+    };
+    let pb = progress::bar(0, "compact");
+    let d = compact::decompose_compact(model, train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;
+    pb.finish_and_clear();
+    let key = a.key.as_deref().map(read_secret_key).transpose()?;
+    let group = PackGroup::new(model.clone(), d.modules.clone()).map_err(|e| model_error(&a.model, e))?;
+    let golden = |_: usize, m: &ClassModule| golden_sample(train, a.golden, a.seed ^ m.class_id.0 as u64);
+    let manifest = pack(&[group], &a.out, key.as_ref(), golden).map_err(|e| model_error(&a.out, e))?;
+    let paths: Vec<PathBuf> = manifest.modules.iter().map(|m| a.out.join(&m.file)).collect();
+    println!(
+        "{:<14} {:>10} {:>10} {:>9} {:>8} {:>8}",
+        "class", "first loss", "last loss", "held acc", "recall", "seconds"
+    );
+    for r in &d.reports {
+        println!(
+            "{:<14} {:>10.3} {:>10.3} {:>8.1}% {:>7.1}% {:>8.1}",
+            r.class_name,
+            r.first_loss,
+            r.last_loss,
+            100.0 * r.held_out_accuracy,
+            100.0 * r.held_out_recall,
+            r.seconds
+        );
+    }
+    println!(
+        "{} compact modules in {} ({:.1} s, trunk cached in {:.1} s); a module adds {:.2}% of the base's parameters and {:.2}% of its MACs to a shared trunk of {:.1}%",
+        paths.len(),
+        a.out.display(),
+        d.seconds,
+        d.cache_seconds,
+        100.0 * d.params_fraction(),
+        100.0 * d.macs_fraction(),
+        100.0 * d.trunk_macs_fraction()
+    );
+    if a.json {
+        print_json(&serde_json::json!({
+            "kind": "compact", "modules": paths, "params_fraction": d.params_fraction(),
+            "macs_fraction": d.macs_fraction(), "trunk_macs_fraction": d.trunk_macs_fraction(),
+            "seconds": d.seconds, "cache_seconds": d.cache_seconds, "options": opts, "classes": d.reports,
         }));
     }
     Ok(())

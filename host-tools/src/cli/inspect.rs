@@ -36,6 +36,12 @@ pub fn run(a: Args) -> Result<()> {
         u64::from_le(h.trailer_offset)
     );
     println!("  metadata      {}", blob.meta());
+    let module = (blob.kind() == classmod_blob::BlobKind::Module)
+        .then(|| classmod_runtime::ModuleBlob::decode(&blob).map_err(|e| model_error(&a.file, e)))
+        .transpose()?;
+    if let Some(m) = &module {
+        println!("  module        {}", classmod_host::verify::module_summary(&m.module));
+    }
     println!("  {:<48} {:<5} {:<18} {:>10}", "tensor", "dtype", "shape", "bytes");
     for t in blob.tensors() {
         println!(
@@ -60,6 +66,7 @@ pub fn run(a: Args) -> Result<()> {
             "signer": blob.signer().map(|k| key_hex(&k)),
             "meta": serde_json::from_str::<serde_json::Value>(blob.meta()).unwrap_or(serde_json::Value::Null),
             "tensors": tensors,
+            "module": module.as_ref().map(|m| classmod_host::verify::module_summary(&m.module)),
         }));
     }
     Ok(())

@@ -134,6 +134,15 @@ impl From<HeadArg> for HeadKind {
     }
 }
 
+/// `--kind`: which module kind `decompose` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindArg {
+    /// The paper's: the base with a node mask (a whole forward per module).
+    Mask,
+    /// The base's trunk, shared, plus a small distilled branch per class.
+    Compact,
+}
+
 /// `--schedule`: the library's [`Schedule`] as a flag value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScheduleArg {

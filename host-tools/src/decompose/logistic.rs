@@ -5,6 +5,13 @@
 /// Fits `sigmoid(w . x + b)` to labels `y` (1 = positive). Positives and negatives are weighted
 /// to count equally. Returns `(w, b)`.
 pub fn fit(features: &[Vec<f32>], labels: &[bool], l2: f64) -> (Vec<f32>, f32) {
+    fit_weighted(features, labels, l2, true)
+}
+
+/// [`fit`], with positives and negatives weighted to count equally when `balanced`, or each
+/// image once (the fitted score is then the probability of the class at its own frequency: what
+/// keeps one base's modules ranked as their logits are).
+pub fn fit_weighted(features: &[Vec<f32>], labels: &[bool], l2: f64, balanced: bool) -> (Vec<f32>, f32) {
     let d = features.first().map_or(0, Vec::len);
     let n_pos = labels.iter().filter(|&&l| l).count().max(1) as f64;
     let n_neg = labels.iter().filter(|&&l| !l).count().max(1) as f64;
@@ -22,7 +29,11 @@ pub fn fit(features: &[Vec<f32>], labels: &[bool], l2: f64) -> (Vec<f32>, f32) {
         let mut grad = vec![0f64; p];
         let mut hess = vec![0f64; p * p];
         for (x, &y) in xs.iter().zip(labels) {
-            let w = if y { 0.5 * n / n_pos } else { 0.5 * n / n_neg };
+            let w = match (balanced, y) {
+                (false, _) => 1.0,
+                (true, true) => 0.5 * n / n_pos,
+                (true, false) => 0.5 * n / n_neg,
+            };
             let z: f64 = x.iter().zip(&theta).map(|(a, b)| a * b).sum();
             let prob = 1.0 / (1.0 + (-z).exp());
             let r = w * (prob - if y { 1.0 } else { 0.0 });

@@ -1,6 +1,7 @@
 //! `classmod decompose`: a trained model -> one mask module per class (Pan & Rajan's concern
 //! identification, tangling identification and concern modularization; see PRODUCT.md).
 
+pub mod compact;
 pub mod concern;
 pub mod logistic;
 pub mod observe;

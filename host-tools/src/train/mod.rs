@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod batch_norm;
+pub mod branch;
 pub mod conv;
 pub mod cpu_storage;
 pub mod im2col;

@@ -18,6 +18,37 @@ use rand_chacha::ChaCha8Rng;
 
 const BN_MOMENTUM: f64 = 0.1;
 
+/// Conv (padding k/2) + BN on `x`. With `train`, BN normalises with the batch's statistics and
+/// the new running statistics `(mean, var)` come back (PyTorch's: momentum 0.1, unbiased
+/// variance); otherwise it uses `running`.
+pub fn conv_bn(
+    x: &Tensor,
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running: (&Tensor, &Tensor),
+    stride: usize,
+    train: bool,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>), HostError> {
+    let y = conv2d(x, w, stride)?;
+    let c = w.dim(0)?;
+    if train {
+        let (out, mean, var) = batch_norm_train(&y, gamma, beta)?;
+        let (b, _, h, wd) = y.dims4()?;
+        let m = (b * h * wd) as f64;
+        let unbiased: Vec<f32> = var.iter().map(|v| (v * m / (m - 1.0).max(1.0)) as f32).collect();
+        let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
+        let dev = y.device();
+        let rm = ((running.0 * (1.0 - BN_MOMENTUM))? + (Tensor::from_vec(mean, c, dev)? * BN_MOMENTUM)?)?;
+        let rv = ((running.1 * (1.0 - BN_MOMENTUM))? + (Tensor::from_vec(unbiased, c, dev)? * BN_MOMENTUM)?)?;
+        return Ok((out, Some((rm, rv))));
+    }
+    let shape = (1, c, 1, 1);
+    let inv = (running.1 + BN_EPS)?.sqrt()?.recip()?.reshape(shape)?;
+    let norm = y.broadcast_sub(&running.0.reshape(shape)?)?.broadcast_mul(&inv)?;
+    Ok((norm.broadcast_mul(&gamma.reshape(shape)?)?.broadcast_add(&beta.reshape(shape)?)?, None))
+}
+
 /// A ResNet whose parameters can be trained.
 pub struct TrainableResNet {
     pub meta: ModelMeta,
@@ -29,7 +60,7 @@ pub struct TrainableResNet {
 
 /// Kaiming-normal (fan-in, ReLU gain) values from a seeded stream, via Box-Muller, so that the
 /// same seed gives the same network on every machine.
-fn kaiming(rng: &mut ChaCha8Rng, n: usize, fan_in: usize) -> Vec<f32> {
+pub(crate) fn kaiming(rng: &mut ChaCha8Rng, n: usize, fan_in: usize) -> Vec<f32> {
     let std = (2.0 / fan_in as f64).sqrt();
     (0..n)
         .map(|_| {
@@ -111,36 +142,21 @@ impl TrainableResNet {
         stride: usize,
         updates: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<Tensor, HostError> {
-        let w = self.param(&format!("{conv}.weight"))?;
-        let y = conv2d(x, w, stride)?;
-        let c = w.dim(0)?;
-        let gamma = self.param(&format!("{bn}.weight"))?;
-        let beta = self.param(&format!("{bn}.bias"))?;
         let (mk, vk) = (format!("{bn}.running_mean"), format!("{bn}.running_var"));
-        match updates {
-            Some(updates) => {
-                let (out, mean, var) = batch_norm_train(&y, gamma, beta)?;
-                // PyTorch's running statistics: momentum 0.1, unbiased variance.
-                let (b, _, h, wd) = y.dims4()?;
-                let m = (b * h * wd) as f64;
-                let unbiased: Vec<f32> = var.iter().map(|v| (v * m / (m - 1.0).max(1.0)) as f32).collect();
-                let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-                let dev = y.device();
-                let rm =
-                    ((&self.running[&mk] * (1.0 - BN_MOMENTUM))? + (Tensor::from_vec(mean, c, dev)? * BN_MOMENTUM)?)?;
-                let rv = ((&self.running[&vk] * (1.0 - BN_MOMENTUM))?
-                    + (Tensor::from_vec(unbiased, c, dev)? * BN_MOMENTUM)?)?;
-                updates.push((mk, rm));
-                updates.push((vk, rv));
-                Ok(out)
-            }
-            None => {
-                let shape = (1, c, 1, 1);
-                let inv = (&self.running[&vk] + BN_EPS)?.sqrt()?.recip()?.reshape(shape)?;
-                let norm = y.broadcast_sub(&self.running[&mk].reshape(shape)?)?.broadcast_mul(&inv)?;
-                Ok(norm.broadcast_mul(&gamma.reshape(shape)?)?.broadcast_add(&beta.reshape(shape)?)?)
-            }
+        let (out, running) = conv_bn(
+            x,
+            self.param(&format!("{conv}.weight"))?,
+            self.param(&format!("{bn}.weight"))?,
+            self.param(&format!("{bn}.bias"))?,
+            (&self.running[&mk], &self.running[&vk]),
+            stride,
+            updates.is_some(),
+        )?;
+        if let (Some(updates), Some((rm, rv))) = (updates, running) {
+            updates.push((mk, rm));
+            updates.push((vk, rv));
         }
+        Ok(out)
     }
 
     /// Logits. `train = true` uses batch statistics and updates the running statistics.

@@ -1,0 +1,387 @@
+//! `classmod decompose --kind compact`: one compact module per class, without retraining the base.
+//! The base's trunk (stem and first stages) runs once over the training images and its
+//! activations are cached with the base's logits; each class's branch is then trained alone on
+//! the cache by distillation: its logit replaces the base's logit of its class, and the softmax
+//! of the result is distilled to the base's (KL at temperature T, times T², plus the label's
+//! cross entropy). A held-out slice of the training images calibrates each module's score
+//! (one-vs-rest logistic regression on the branch's logit, folded into its head), so modules of
+//! different bases compose fairly.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, D};
+use classmod_runtime::{BranchSpec, ClassId, ClassModule, ModelFile, ModelKey, ModuleHead, ModuleKind, ResNet};
+use indicatif::ProgressBar;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::dataset::ImageSet;
+use crate::decompose::logistic;
+use crate::eval::batch_tensor;
+use crate::train::branch::TrainableBranch;
+use crate::train::{Schedule, Sgd, SgdConfig};
+use crate::HostError;
+
+/// Stages of the base the trunk covers, by default.
+pub const TRUNK_STAGES: usize = 2;
+/// The branch's width, by default.
+pub const BRANCH_WIDTH: usize = 16;
+/// Blocks of the branch after its entry convolution, by default.
+pub const BRANCH_BLOCKS: usize = 2;
+/// Passes over the cached training images per branch, by default.
+pub const EPOCHS: usize = 6;
+/// Distillation temperature.
+pub const TEMPERATURE: f32 = 4.0;
+/// Peak learning rate, by default.
+pub const LR: f64 = 0.2;
+/// Training images held out to calibrate the modules' scores, by default.
+pub const HELD_OUT: usize = 2000;
+
+/// How compact modules are made.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactOptions {
+    /// Stages of the base the trunk covers (1 or 2).
+    pub trunk_stages: usize,
+    /// The branch's channel width.
+    pub width: usize,
+    /// Blocks after the branch's entry convolution.
+    pub blocks: usize,
+    /// Passes over the cached images per branch.
+    pub epochs: usize,
+    /// Images per training step.
+    pub batch: usize,
+    /// Peak learning rate (SGD, Nesterov momentum 0.9, cosine schedule).
+    pub lr: f64,
+    /// Distillation temperature.
+    pub temperature: f32,
+    /// Training images held out for calibration (not trained on).
+    pub held_out: usize,
+    /// Output indices of the classes to decompose; `None` = all.
+    pub classes: Option<Vec<usize>>,
+    pub seed: u64,
+}
+
+impl CompactOptions {
+    /// The defaults for `classes` and `seed`.
+    pub fn new(classes: Option<Vec<usize>>, seed: u64) -> Self {
+        CompactOptions {
+            trunk_stages: TRUNK_STAGES,
+            width: BRANCH_WIDTH,
+            blocks: BRANCH_BLOCKS,
+            epochs: EPOCHS,
+            batch: 128,
+            lr: LR,
+            temperature: TEMPERATURE,
+            held_out: HELD_OUT,
+            classes,
+            seed,
+        }
+    }
+}
+
+/// What happened for one class.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactReport {
+    pub class_id: u32,
+    pub class_name: String,
+    /// Mean training loss over the first and the last tenth of the steps.
+    pub first_loss: f64,
+    pub last_loss: f64,
+    /// On the held-out images: the share the calibrated module classifies right one-vs-rest
+    /// (score above 0.5 for its class, below for the others), and the share of its own class's
+    /// images it accepts.
+    pub held_out_accuracy: f64,
+    pub held_out_recall: f64,
+    /// Parameters and multiply-accumulates per image the module adds beyond the shared trunk.
+    pub params: u64,
+    pub macs: u64,
+    pub seconds: f64,
+}
+
+/// The modules and what it took.
+pub struct CompactDecomposition {
+    pub modules: Vec<ClassModule>,
+    pub reports: Vec<CompactReport>,
+    /// The base's parameters and multiply-accumulates per image, and the trunk's.
+    pub base_params: u64,
+    pub base_macs: u64,
+    pub trunk_macs: u64,
+    /// Seconds caching the trunk, and in all.
+    pub cache_seconds: f64,
+    pub seconds: f64,
+}
+
+impl CompactDecomposition {
+    /// Mean fraction of the base's parameters one module adds beyond the shared trunk.
+    pub fn params_fraction(&self) -> f64 {
+        self.mean(|r| r.params as f64) / self.base_params.max(1) as f64
+    }
+    /// The same for multiply-accumulates per image.
+    pub fn macs_fraction(&self) -> f64 {
+        self.mean(|r| r.macs as f64) / self.base_macs.max(1) as f64
+    }
+    /// The shared trunk's fraction of the base's multiply-accumulates.
+    pub fn trunk_macs_fraction(&self) -> f64 {
+        self.trunk_macs as f64 / self.base_macs.max(1) as f64
+    }
+    fn mean(&self, f: impl Fn(&CompactReport) -> f64) -> f64 {
+        self.reports.iter().map(f).sum::<f64>() / self.reports.len().max(1) as f64
+    }
+}
+
+/// Trunk activations and base logits of a set of images, computed once.
+struct TrunkCache {
+    /// `n * per` values, NCHW per image.
+    acts: Vec<f32>,
+    /// (C, H, W) of one activation.
+    shape: (usize, usize, usize),
+    /// `n * classes` base logits.
+    logits: Vec<f32>,
+    labels: Vec<u32>,
+}
+
+impl TrunkCache {
+    fn build(
+        net: &ResNet,
+        set: &ImageSet,
+        indices: &[usize],
+        stages: usize,
+        progress: &ProgressBar,
+    ) -> Result<Self, HostError> {
+        let mut cache = TrunkCache { acts: Vec::new(), shape: (0, 0, 0), logits: Vec::new(), labels: Vec::new() };
+        for chunk in indices.chunks(256) {
+            let x = batch_tensor(set, chunk, net.input_spec(), net.device())?;
+            let t = net.trunk(&x, stages)?;
+            let (_, c, h, w) = t.dims4()?;
+            cache.shape = (c, h, w);
+            cache.acts.extend(t.flatten_all()?.to_vec1::<f32>()?);
+            cache.logits.extend(net.forward(&x)?.flatten_all()?.to_vec1::<f32>()?);
+            cache.labels.extend(chunk.iter().map(|&i| set.labels[i]));
+            progress.inc(chunk.len() as u64);
+        }
+        Ok(cache)
+    }
+
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn per(&self) -> usize {
+        self.shape.0 * self.shape.1 * self.shape.2
+    }
+
+    /// Activations `(B, C, H, W)` of the images `rows`.
+    fn batch(&self, rows: &[usize], device: &Device) -> Result<Tensor, HostError> {
+        let per = self.per();
+        let mut x = Vec::with_capacity(rows.len() * per);
+        for &r in rows {
+            x.extend_from_slice(&self.acts[r * per..][..per]);
+        }
+        let (c, h, w) = self.shape;
+        Ok(Tensor::from_vec(x, (rows.len(), c, h, w), device)?)
+    }
+}
+
+/// Decomposes `model` into compact modules using its training images `train`.
+pub fn decompose_compact(
+    model: &ModelFile,
+    train: &ImageSet,
+    opts: &CompactOptions,
+    progress: &ProgressBar,
+) -> Result<CompactDecomposition, HostError> {
+    let t0 = Instant::now();
+    let device = Device::Cpu;
+    let net = ResNet::new(model, &device)?;
+    let cfg = net.config().clone();
+    let classes = cfg.num_classes;
+    let wanted: Vec<usize> = opts.classes.clone().unwrap_or_else(|| (0..classes).collect());
+    if let Some(&bad) = wanted.iter().find(|&&c| c >= classes) {
+        return Err(HostError::ClassOutOfRange { index: bad, classes });
+    }
+    if train.is_empty() {
+        return Err(HostError::NoTrainingImages);
+    }
+    let spec = BranchSpec {
+        trunk_stages: opts.trunk_stages,
+        in_channels: cfg.widths[opts.trunk_stages.clamp(1, 3) - 1],
+        width: opts.width,
+        blocks: opts.blocks,
+    };
+    spec.validate()?;
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed));
+    let held = opts.held_out.min(train.len() / 5);
+    let (held_idx, train_idx) = order.split_at(held);
+    progress.set_length(train.len() as u64);
+    progress.set_message("caching the trunk");
+    let cache = TrunkCache::build(&net, train, train_idx, opts.trunk_stages, progress)?;
+    let held_cache = TrunkCache::build(&net, train, held_idx, opts.trunk_stages, progress)?;
+    let cache_seconds = t0.elapsed().as_secs_f64();
+    let steps_per_epoch = cache.len().div_ceil(opts.batch.max(2));
+    let steps = opts.epochs.max(1) * steps_per_epoch;
+    progress.set_position(0);
+    progress.set_length((steps * wanted.len()) as u64);
+    progress.set_message(format!("training {} branches", wanted.len()));
+    let key = ModelKey::of(model)?;
+    let (h, w) = (cache.shape.1, cache.shape.2);
+    // Classes train independently (each branch alone, its own seed), one per thread: a
+    // branch's layers are too small to keep two cores busy on their own.
+    let trained = wanted
+        .par_iter()
+        .map(|&c| {
+            let tc = Instant::now();
+            let seed = opts.seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let (branch, losses) = train_branch(&cache, spec, c, steps, opts, seed, progress)?;
+            let module = calibrate(&net, &held_cache, &branch, c, key)?;
+            Ok((module, losses, tc.elapsed().as_secs_f64()))
+        })
+        .collect::<Result<Vec<_>, HostError>>()?;
+    let (mut modules, mut reports) = (Vec::new(), Vec::new());
+    for (&c, ((module, (accuracy, recall)), losses, seconds)) in wanted.iter().zip(trained) {
+        let tenth = (losses.len() / 10).max(1);
+        let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+        reports.push(CompactReport {
+            class_id: c as u32,
+            class_name: net.class_names()[c].clone(),
+            first_loss: mean(&losses[..tenth.min(losses.len())]),
+            last_loss: mean(&losses[losses.len().saturating_sub(tenth)..]),
+            held_out_accuracy: accuracy,
+            held_out_recall: recall,
+            params: spec.params() + spec.width as u64 + 1,
+            macs: spec.macs(h, w) + spec.width as u64,
+            seconds,
+        });
+        modules.push(module);
+    }
+    let spec_in = net.input_spec();
+    let base_macs = cfg.macs(spec_in.height, spec_in.width);
+    let trunk_macs = trunk_macs(&cfg, opts.trunk_stages, spec_in.height, spec_in.width);
+    let base_params =
+        model.tensors.iter().filter(|(n, _)| !n.contains("running_")).map(|(_, t)| t.elem_count() as u64).sum();
+    Ok(CompactDecomposition {
+        modules,
+        reports,
+        base_params,
+        base_macs,
+        trunk_macs,
+        cache_seconds,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Class `c`'s module from its trained branch: the score `sigmoid(a z + b)` of the branch's logit
+/// `z`, fitted one-vs-rest on the held-out images and folded into the head; with the held-out
+/// one-vs-rest accuracy and the share of the class's images accepted.
+fn calibrate(
+    net: &ResNet,
+    held: &TrunkCache,
+    branch: &TrainableBranch,
+    c: usize,
+    key: ModelKey,
+) -> Result<(ClassModule, (f64, f64)), HostError> {
+    let (weights, lin_w, lin_b) = branch.fold()?;
+    let z = logits_of(branch, held)?;
+    let labels: Vec<bool> = held.labels.iter().map(|&l| l as usize == c).collect();
+    let feats: Vec<Vec<f32>> = z.iter().map(|&v| vec![v]).collect();
+    let (a, b) = logistic::fit_weighted(&feats, &labels, 1e-4, false);
+    let head = ModuleHead::Calibrated { weight: lin_w.iter().map(|v| v * a[0]).collect(), bias: a[0] * lin_b + b };
+    let accepted: Vec<bool> = z.iter().map(|&v| a[0] * v + b > 0.0).collect();
+    let right = accepted.iter().zip(&labels).filter(|(s, l)| s == l).count();
+    let positives = labels.iter().filter(|&&l| l).count();
+    let hits = accepted.iter().zip(&labels).filter(|(s, l)| **s && **l).count();
+    let module = ClassModule {
+        class_id: ClassId(c as u32),
+        class_name: net.class_names()[c].clone(),
+        base_key: key,
+        input: net.input_spec().clone(),
+        kind: ModuleKind::Compact(weights),
+        head,
+    };
+    Ok((module, (right as f64 / labels.len().max(1) as f64, hits as f64 / positives.max(1) as f64)))
+}
+
+/// Multiply-accumulates per image of the stem and the first `stages` stages.
+fn trunk_macs(cfg: &classmod_runtime::ResNetConfig, stages: usize, h: usize, w: usize) -> u64 {
+    let mut macs = (h * w * cfg.widths[0] * cfg.in_channels * 9) as u64;
+    let (mut h, mut w) = (h, w);
+    for b in cfg.blocks().iter().filter(|b| b.stage < stages) {
+        if b.stride == 2 {
+            (h, w) = (h.div_ceil(2), w.div_ceil(2));
+        }
+        macs += (h * w * b.planes * 9 * (b.in_planes + b.planes)) as u64;
+    }
+    macs
+}
+
+/// The branch's logits (eval mode) on every image of `cache`.
+fn logits_of(branch: &TrainableBranch, cache: &TrunkCache) -> Result<Vec<f32>, HostError> {
+    let rows: Vec<usize> = (0..cache.len()).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(256) {
+        out.extend(branch.eval(&cache.batch(chunk, &Device::Cpu)?)?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// Trains class `c`'s branch on `cache` for `steps` steps (see the module comment); returns it
+/// and the loss of every step.
+fn train_branch(
+    cache: &TrunkCache,
+    spec: BranchSpec,
+    c: usize,
+    steps: usize,
+    opts: &CompactOptions,
+    seed: u64,
+    progress: &ProgressBar,
+) -> Result<(TrainableBranch, Vec<f64>), HostError> {
+    let device = Device::Cpu;
+    let classes = cache.logits.len() / cache.len().max(1);
+    let mut branch = TrainableBranch::init(spec, seed, &device)?;
+    let sgd_config = SgdConfig { lr: opts.lr, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
+    let mut sgd = Sgd::new(branch.vars(), sgd_config);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..cache.len()).collect();
+    let mut cursor = order.len();
+    let batch = opts.batch.clamp(2, cache.len().max(2));
+    let t = opts.temperature.max(1e-3) as f64;
+    let mut onehot = vec![0f32; classes];
+    onehot[c] = 1.0;
+    let onehot = Tensor::from_vec(onehot, (1, classes), &device)?;
+    let others = (1.0 - &onehot)?;
+    let mut losses = Vec::with_capacity(steps);
+    for step in 0..steps {
+        if cursor + batch > order.len() {
+            order.shuffle(&mut rng);
+            cursor = 0;
+        }
+        let rows = &order[cursor..cursor + batch.min(order.len())];
+        cursor += rows.len();
+        let x = cache.batch(rows, &device)?;
+        let teacher: Vec<f32> =
+            rows.iter().flat_map(|&r| cache.logits[r * classes..][..classes].iter().copied()).collect();
+        let teacher = Tensor::from_vec(teacher, (rows.len(), classes), &device)?;
+        let labels: Vec<u32> = rows.iter().map(|&r| cache.labels[r]).collect();
+        let labels = Tensor::from_vec(labels, rows.len(), &device)?;
+        let z = branch.forward(&x, true)?;
+        let student = (teacher.broadcast_mul(&others)? + z.unsqueeze(1)?.broadcast_mul(&onehot)?)?;
+        let soft = candle_nn::ops::softmax(&(&teacher / t)?, D::Minus1)?;
+        let log_student = candle_nn::ops::log_softmax(&(&student / t)?, D::Minus1)?;
+        // KL(teacher || student) = sum p (log p - log q): the teacher's entropy is only a
+        // constant, but it keeps the reported loss at zero for a perfect student.
+        let log_soft = candle_nn::ops::log_softmax(&(&teacher / t)?, D::Minus1)?;
+        let kd = ((soft * (log_soft - log_student)?)?.sum(D::Minus1)?.mean_all()? * (t * t))?;
+        let loss = (kd + candle_nn::loss::cross_entropy(&student, &labels)?)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            return Err(HostError::Diverged { step, loss: value });
+        }
+        losses.push(value);
+        sgd.set_lr(Schedule::Cosine.lr(step, steps, opts.lr));
+        sgd.step(&loss.backward()?)?;
+        progress.inc(1);
+    }
+    Ok((branch, losses))
+}

@@ -1,0 +1,149 @@
+//! The trainable twin of a compact module's branch ([`classmod_runtime::Branch`]): the same
+//! layers with batch norm in training mode and a linear output of one logit, trained on cached
+//! trunk activations; [`TrainableBranch::fold`] folds the batch norms into the stored form.
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use classmod_runtime::host::BN_EPS;
+use classmod_runtime::{BranchSpec, BranchWeights};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::net::{conv_bn, kaiming};
+use crate::HostError;
+
+/// A branch whose parameters can be trained, ending in one logit.
+pub struct TrainableBranch {
+    spec: BranchSpec,
+    /// By name: `{layer}.weight` (convolution, no bias), `{layer}.bn.weight`, `{layer}.bn.bias`,
+    /// `linear.weight` (1, width), `linear.bias` (1).
+    params: Vec<(String, Var)>,
+    /// `{layer}.bn.running_mean` / `.running_var`.
+    running: HashMap<String, Tensor>,
+}
+
+/// `(layer, stride, kernel)` of the branch's convolutions in forward order, as
+/// [`BranchSpec::tensor_shapes`] names them.
+fn layers(spec: &BranchSpec) -> Vec<(String, Vec<usize>)> {
+    spec.tensor_shapes()
+        .into_iter()
+        .filter_map(|(name, shape)| name.strip_suffix(".weight").map(|l| (l.to_string(), shape)))
+        .collect()
+}
+
+impl TrainableBranch {
+    /// A fresh branch: Kaiming-normal convolutions, BN scale 1 / shift 0, the linear layer
+    /// uniform in +-1/sqrt(width); seeded.
+    pub fn init(spec: BranchSpec, seed: u64, device: &Device) -> Result<Self, HostError> {
+        spec.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut params = Vec::new();
+        let mut running = HashMap::new();
+        for (layer, shape) in layers(&spec) {
+            let (n, fan_in) = (shape.iter().product(), shape[1..].iter().product());
+            params
+                .push((format!("{layer}.weight"), Var::from_vec(kaiming(&mut rng, n, fan_in), shape.clone(), device)?));
+            let c = shape[0];
+            params.push((format!("{layer}.bn.weight"), Var::from_vec(vec![1f32; c], c, device)?));
+            params.push((format!("{layer}.bn.bias"), Var::from_vec(vec![0f32; c], c, device)?));
+            running.insert(format!("{layer}.bn.running_mean"), Tensor::zeros(c, DType::F32, device)?);
+            running.insert(format!("{layer}.bn.running_var"), Tensor::ones(c, DType::F32, device)?);
+        }
+        let bound = 1.0 / (spec.width as f32).sqrt();
+        let w: Vec<f32> = (0..spec.width).map(|_| rng.random_range(-bound..bound)).collect();
+        params.push(("linear.weight".into(), Var::from_vec(w, (1, spec.width), device)?));
+        params.push(("linear.bias".into(), Var::from_vec(vec![0f32], 1, device)?));
+        Ok(TrainableBranch { spec, params, running })
+    }
+
+    /// The parameters, for the optimiser.
+    pub fn vars(&self) -> Vec<Var> {
+        self.params.iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    fn param(&self, name: &str) -> &Tensor {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_tensor()).expect("every layer has its params")
+    }
+
+    fn layer(
+        &self,
+        x: &Tensor,
+        layer: &str,
+        stride: usize,
+        updates: &mut Option<Vec<(String, Tensor)>>,
+    ) -> Result<Tensor, HostError> {
+        let (mk, vk) = (format!("{layer}.bn.running_mean"), format!("{layer}.bn.running_var"));
+        let (out, new) = conv_bn(
+            x,
+            self.param(&format!("{layer}.weight")),
+            self.param(&format!("{layer}.bn.weight")),
+            self.param(&format!("{layer}.bn.bias")),
+            (&self.running[&mk], &self.running[&vk]),
+            stride,
+            updates.is_some(),
+        )?;
+        if let (Some(u), Some((rm, rv))) = (updates.as_mut(), new) {
+            u.push((mk, rm));
+            u.push((vk, rv));
+        }
+        Ok(out)
+    }
+
+    /// The logit `(B,)` of a batch of trunk activations `(B, C, H, W)`. `train = true` uses batch
+    /// statistics and updates the running statistics.
+    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor, HostError> {
+        let mut updates = train.then(Vec::new);
+        let z = self.logit(x, &mut updates)?;
+        for (k, v) in updates.into_iter().flatten() {
+            self.running.insert(k, v);
+        }
+        Ok(z)
+    }
+
+    /// The logit in eval mode (running statistics).
+    pub fn eval(&self, x: &Tensor) -> Result<Tensor, HostError> {
+        self.logit(x, &mut None)
+    }
+
+    fn logit(&self, x: &Tensor, updates: &mut Option<Vec<(String, Tensor)>>) -> Result<Tensor, HostError> {
+        let mut a = self.layer(x, "entry", 2, updates)?.relu()?;
+        for j in 0..self.spec.blocks {
+            let stride = if self.spec.trunk_stages == 1 && j == 0 { 2 } else { 1 };
+            let h = self.layer(&a, &format!("block{j}.conv1"), stride, updates)?.relu()?;
+            let h = self.layer(&h, &format!("block{j}.conv2"), 1, updates)?;
+            let short = if stride == 1 { a } else { self.layer(&a, &format!("block{j}.shortcut"), stride, updates)? };
+            a = (h + short)?.relu()?;
+        }
+        let feats = a.mean(D::Minus1)?.mean(D::Minus1)?;
+        let z = feats.matmul(&self.param("linear.weight").t()?)?.broadcast_add(self.param("linear.bias"))?;
+        Ok(z.squeeze(1)?)
+    }
+
+    /// The branch with every batch norm folded into its convolution (`w * g/sqrt(v+eps)`,
+    /// `beta - m * g/sqrt(v+eps)`, in f64), and the linear layer `(weight, bias)`.
+    pub fn fold(&self) -> Result<(BranchWeights, Vec<f32>, f32), HostError> {
+        let v64 = |t: &Tensor| -> Result<Vec<f64>, HostError> {
+            Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+        };
+        let mut tensors = BTreeMap::new();
+        for (layer, shape) in layers(&self.spec) {
+            let w = v64(self.param(&format!("{layer}.weight")))?;
+            let (g, beta) =
+                (v64(self.param(&format!("{layer}.bn.weight")))?, v64(self.param(&format!("{layer}.bn.bias")))?);
+            let (m, v) = (
+                v64(&self.running[&format!("{layer}.bn.running_mean")])?,
+                v64(&self.running[&format!("{layer}.bn.running_var")])?,
+            );
+            let per = w.len() / shape[0];
+            let scale: Vec<f64> = g.iter().zip(&v).map(|(g, v)| g / (v + BN_EPS).sqrt()).collect();
+            let folded: Vec<f32> = w.iter().enumerate().map(|(i, w)| (w * scale[i / per]) as f32).collect();
+            let bias: Vec<f32> = (0..shape[0]).map(|o| (beta[o] - m[o] * scale[o]) as f32).collect();
+            tensors.insert(format!("{layer}.weight"), folded);
+            tensors.insert(format!("{layer}.bias"), bias);
+        }
+        let w = self.param("linear.weight").flatten_all()?.to_vec1::<f32>()?;
+        let b = self.param("linear.bias").flatten_all()?.to_vec1::<f32>()?[0];
+        Ok((BranchWeights::new(self.spec, tensors)?, w, b))
+    }
+}

@@ -1,0 +1,98 @@
+//! Compact modules of the ../shared ResNet-20, trained on a subset of CIFAR-10's training JPEGs to
+//! fit CI's time (a seeded class-balanced sample of 5,000 images, 4,500 trained on and 500 held
+//! out for calibration, 3 epochs). Reference: the base model on the same 1,000 seeded
+//! class-balanced test images (compose-eval's `base` figures, an independent forward of the whole
+//! model). Measured here (2026-12-01): composed 71.9 % top-1 against the base's 81.2 %, each
+//! module adding 5.2 % of the base's parameters and 2.2 % of its MACs to a trunk of 68 %. The
+//! bound is that figure with a margin (10.5 points), not the product's target (1.5 points, which
+//! needs far more training than CI's budget: issue 12), so a regression in the branches' training,
+//! calibration or execution fails it.
+
+mod common;
+
+use classmod_host::dataset::{load_sample, ImageShape, Split};
+use classmod_host::decompose::compact::{decompose_compact, CompactOptions};
+use classmod_runtime::{Device, ModelFile};
+
+#[test]
+fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
+    let Some(shared) = common::shared() else { return };
+    let dir = common::scratch("compact-cifar10");
+    let model = dir.join("r20.safetensors");
+    common::import_shared(&shared, "resnet20-cifar10.safetensors", &model);
+    let data = shared.join("data/cifar10-jpeg.tar.gz");
+    let modules = dir.join("modules");
+    let (model_s, data_s, modules_s) = (model.to_str().unwrap(), data.to_str().unwrap(), modules.to_str().unwrap());
+    let o = common::classmod(&[
+        "decompose",
+        "--kind",
+        "compact",
+        "--model",
+        model_s,
+        "--data",
+        data_s,
+        "--out",
+        modules_s,
+        "--max-images",
+        "5000",
+        "--held-out",
+        "500",
+        "--epochs",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = common::last_json(&o);
+    assert_eq!(d["kind"], "compact");
+    assert_eq!(d["modules"].as_array().unwrap().len(), 10);
+    let params = d["params_fraction"].as_f64().unwrap();
+    let (macs, trunk) = (d["macs_fraction"].as_f64().unwrap(), d["trunk_macs_fraction"].as_f64().unwrap());
+    assert!(params < 0.06, "a module adds {:.2}% of the base's parameters", 100.0 * params);
+    assert!(macs < 0.05 && trunk < 0.75, "a module's MACs {macs}, the trunk's {trunk}");
+    let o = common::classmod(&["compose-eval", "--modules", modules_s, "--data", data_s, "--limit", "1000", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = common::last_json(&o);
+    let (top1, b1) = (v["top1"].as_f64().unwrap(), v["base"]["top1"].as_f64().unwrap());
+    eprintln!(
+        "compact: params {:.2}%, MACs {:.2}% + trunk {:.1}%; composed top-1 {:.2}, base {:.2}",
+        100.0 * params,
+        100.0 * macs,
+        100.0 * trunk,
+        100.0 * top1,
+        100.0 * b1
+    );
+    assert_eq!(v["n"], 1000);
+    assert!(100.0 * (b1 - top1) <= 10.5, "top-1 cost {:.2} points", 100.0 * (b1 - top1));
+    let o = common::classmod(&["inspect", modules.join("class-003-cat.blob").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One branch trained for a few hundred steps on 2,000 real training images: its loss falls, its
+/// calibrated score separates its class from the others clearly better than chance (held-out
+/// one-vs-rest accuracy above always answering "no", 90 %, and most of its class accepted), and
+/// the same seed gives the same weights.
+#[test]
+fn a_branch_learns_its_class_and_the_same_seed_gives_the_same_branch() {
+    let Some(shared) = common::shared() else { return };
+    let dir = common::scratch("compact-branch");
+    let model = dir.join("r20.safetensors");
+    common::import_shared(&shared, "resnet20-cifar10.safetensors", &model);
+    let model = ModelFile::read(&model, &Device::Cpu).unwrap();
+    let shape = ImageShape { channels: 3, height: 32, width: 32 };
+    let data = shared.join("data/cifar10-jpeg.tar.gz");
+    let train = load_sample(&data, Split::Train, shape, Some(&model.meta.class_names), Some(2000), 5).unwrap();
+    let opts = CompactOptions { epochs: 20, batch: 64, held_out: 400, ..CompactOptions::new(Some(vec![1]), 3) };
+    let bar = indicatif::ProgressBar::hidden();
+    let a = decompose_compact(&model, &train, &opts, &bar).unwrap();
+    let r = &a.reports[0];
+    eprintln!("{r:?}");
+    assert_eq!(r.class_name, "automobile");
+    assert!(r.last_loss < 0.7 * r.first_loss, "loss {} -> {}", r.first_loss, r.last_loss);
+    assert!(r.held_out_accuracy > 0.93 && r.held_out_recall > 0.6, "{r:?}");
+    let b = decompose_compact(&model, &train, &opts, &bar).unwrap();
+    assert_eq!(a.modules, b.modules, "same seed, same branch");
+    let other = decompose_compact(&model, &train, &CompactOptions { seed: 4, ..opts.clone() }, &bar).unwrap();
+    assert_ne!(a.modules, other.modules, "another seed, another branch");
+    let _ = std::fs::remove_dir_all(dir);
+}
