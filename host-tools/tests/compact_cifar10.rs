@@ -65,6 +65,33 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     assert!(100.0 * (b1 - top1) <= 10.5, "top-1 cost {:.2} points", 100.0 * (b1 - top1));
     let o = common::classmod(&["inspect", modules.join("class-003-cat.blob").to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("compact: trunk = stem + stages 1..2"));
+    // The serving experiment on the packed compact modules (no timing is asserted: CI's
+    // machine is shared; the figures are in the closing notes and results/).
+    let served = dir.join("serving");
+    let o = common::classmod(&[
+        "experiment",
+        "serving",
+        "--model",
+        model_s,
+        "--data",
+        data_s,
+        "--out",
+        served.to_str().unwrap(),
+        "--packed",
+        modules_s,
+        "--batches",
+        "1,8",
+        "--iters",
+        "1",
+        "--cold-starts",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = common::last_json(&o);
+    assert_eq!(v["rows"].as_array().unwrap().len(), 10);
+    assert!(v["ratio_k1"].as_f64().unwrap() > 0.0 && v["ratio_k10"].as_f64().unwrap() > 0.0);
     let _ = std::fs::remove_dir_all(dir);
 }
 

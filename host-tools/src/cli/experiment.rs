@@ -11,7 +11,7 @@ use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
 use classmod_runtime::ModelFile;
 
-use super::{load_data, print_json, read_model, PathContext};
+use super::{load_data, model_error, print_json, read_model, PathContext};
 use classmod_runtime::Device;
 
 #[derive(clap::Subcommand)]
@@ -54,6 +54,10 @@ pub struct ServingArgs {
     n_pos: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Measure this packed directory (`classmod decompose` or `pack` output, any module kind,
+    /// read unverified) instead of decomposing `--model` into mask modules for the run.
+    #[arg(long)]
+    packed: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -296,6 +300,14 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     }
     let model = read_model(&a.model, &Device::Cpu)?;
     let (train, test) = splits(&model, &a.data, Some(1000), a.seed)?;
+    let o = ServingOptions { batches: a.batches.clone(), iters: a.iters, cold_starts: a.cold_starts };
+    if let Some(dir) = &a.packed {
+        drop(train);
+        let pb = progress::bar(1, "measure");
+        let r = serving::measure(dir, None, &test, &o, &pb).map_err(|e| model_error(dir, e));
+        pb.finish_and_clear();
+        return write_serving(&a, r?, t0);
+    }
     let packed = std::env::temp_dir().join(format!("classmod-serving-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&packed);
     let key = super::keygen::fresh_key();
@@ -309,13 +321,22 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     decompose_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
     pb.finish_and_clear();
     drop(train);
-    let o = ServingOptions { batches: a.batches.clone(), iters: a.iters, cold_starts: a.cold_starts };
     let pb = progress::bar(1, "measure"); // its length is set once the classes are known
     let r = serving::measure(&packed, Some(key.verifying_key()), &test, &o, &pb);
     pb.finish_and_clear();
     let _ = std::fs::remove_dir_all(&packed);
     let mut r = r?;
     r.dir = format!("{}, decomposed and packed for this run", a.model.display());
+    write_serving(&a, r, t0)
+}
+
+/// The serving experiment's charts, tables and JSON.
+fn write_serving(
+    a: &ServingArgs,
+    r: classmod_host::experiment::serving::ServingReport,
+    t0: std::time::Instant,
+) -> Result<()> {
+    use classmod_host::experiment::serving;
     let (latency, memory) = serving::charts(&r);
     std::fs::create_dir_all(&a.out).at(&a.out)?;
     for (name, svg) in [("serving-latency.svg", latency), ("serving-memory.svg", memory)] {

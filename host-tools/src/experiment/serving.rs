@@ -81,6 +81,18 @@ pub struct ServingReport {
     pub swap_ms: f64,
     pub base: BaseRow,
     pub rows: Vec<LoadedRow>,
+    /// Latency of 1 and of 10 loaded classes over the base's on the same batches, timed
+    /// alternately (the row's own baseline), at batch 64 (or the largest batch measured);
+    /// `None` when fewer classes were served.
+    pub ratio_k1: Option<f64>,
+    pub ratio_k10: Option<f64>,
+}
+
+/// Row `k`'s latency over its own baseline at batch 64, or the largest batch measured.
+fn ratio(rows: &[LoadedRow], batches: &[usize], k: usize) -> Option<f64> {
+    let j = batches.iter().position(|&b| b == 64).or_else(|| (0..batches.len()).max_by_key(|&j| batches[j]))?;
+    let row = rows.iter().find(|r| r.k == k)?;
+    Some(row.latency_ms.get(j)? / row.base_latency_ms.get(j)?)
 }
 
 /// One timing of `f`, milliseconds.
@@ -262,6 +274,8 @@ pub fn measure(
             rss_growth_bytes: base_rss,
             latency_ms: base_latency,
         },
+        ratio_k1: ratio(&rows, &o.batches, 1),
+        ratio_k10: ratio(&rows, &o.batches, 10),
         rows,
     })
 }
