@@ -359,8 +359,28 @@ mod tests {
     #[test]
     fn hot_swap_under_load_is_consistent() {
         let f = fixture(None);
-        let m1 = tiny_model(1);
-        let b2 = module(&m1, &f.nets[0], 1, "b", 2);
+        let b2 = module(&tiny_model(1), &f.nets[0], 1, "b", 2);
+        hot_swap_under_load(f, b2);
+    }
+
+    /// The same with compact modules: a mask module and a compact one of one base (two groups
+    /// of one base in every snapshot) and a compact one of another, b swapped between two
+    /// compact versions; and a compact module's resident bytes are what the snapshot adds.
+    #[test]
+    fn mask_and_compact_modules_serve_together_and_swap_under_load() {
+        let f = compact_fixture();
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("a").unwrap();
+        let before = rt.snapshot().resident_bytes();
+        rt.load("b").unwrap();
+        assert_eq!(rt.snapshot().resident_bytes() - before, f.b.module.resident_bytes(), "b shares a's base");
+        drop(rt);
+        let b2 = compact_module(&tiny_model(1), &f.nets[0], 1, "b", 21);
+        hot_swap_under_load(f, b2);
+    }
+
+    /// Readers classify while a writer swaps b with `b2` and back and loads and unloads c.
+    fn hot_swap_under_load(f: Fixture, b2: ModuleBlob) {
         let b2_entry = write_module(&f.dir, &b2, "b-v2.blob", None);
         let b1_entry = Manifest::read(&f.dir).unwrap().module("b").unwrap().clone();
         let rt = Arc::new(ModuleRuntime::open(&f.dir, config(None, None)).unwrap());

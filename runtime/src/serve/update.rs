@@ -316,11 +316,24 @@ mod tests {
 
     #[test]
     fn a_restart_after_a_power_cut_at_any_step_serves_the_old_or_the_new_module() {
+        power_cut_at_every_step(|| fixture(None), b_v2);
+    }
+
+    /// The same for a compact module b (beside a mask module a of its base) updated to another
+    /// compact version.
+    #[test]
+    fn a_compact_module_update_survives_a_power_cut_at_any_step() {
+        power_cut_at_every_step(compact_fixture, |f| {
+            compact_module(&tiny_model(1), &f.nets[0], 1, "b", 31).encode(None).unwrap()
+        });
+    }
+
+    fn power_cut_at_every_step(make: fn() -> Fixture, v2: fn(&Fixture) -> Vec<u8>) {
         // How many steps a whole update and its confirmation take.
-        let f = fixture(None);
+        let f = make();
         let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
         let mut count = PowerCut { steps: 0, cut: usize::MAX };
-        rt.update(&mut count, &b_v2(&f)).unwrap();
+        rt.update(&mut count, &v2(&f)).unwrap();
         rt.confirm(&mut count, "b").unwrap();
         let total = count.steps;
         assert!(total >= 10, "stage (4) + manifest (4) + confirm (4+1) steps, got {total}");
@@ -328,13 +341,13 @@ mod tests {
 
         let mut outcomes = Vec::new();
         for cut in 0..=total {
-            let f = fixture(None);
+            let f = make();
             let old = Manifest::read(&f.dir).unwrap().module("b").unwrap().file.clone();
             let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
             rt.load("a").unwrap();
             rt.load("b").unwrap();
             let mut fs = PowerCut { steps: 0, cut };
-            let updated = rt.update(&mut fs, &b_v2(&f));
+            let updated = rt.update(&mut fs, &v2(&f));
             if updated.is_err() {
                 assert_eq!(served_file(&rt, "b"), old, "cut {cut}: a failed update leaves the running set untouched");
             } else {

@@ -61,6 +61,16 @@ pub(crate) fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop:
     ModuleBlob { module, sites, golden }
 }
 
+/// A compact module of `model` for output `id` (random branch of width 8 after 2 stages, seeded)
+/// with golden vectors recorded on `net`.
+pub(crate) fn compact_module(model: &ModelFile, net: &ResNet, id: u32, name: &str, seed: u64) -> ModuleBlob {
+    let mut module = tiny_model::tiny_compact(model, id, 2, 8, seed);
+    module.class_name = name.into();
+    let px: Vec<u8> = (0..2 * model.meta.input.image_len()).map(|i| (i * 53 % 256) as u8).collect();
+    let golden = Golden::record(net, &module, px).unwrap();
+    ModuleBlob { module, sites: vec![], golden }
+}
+
 pub(crate) fn hash_hex(bytes: &[u8]) -> String {
     key_hex(&Blob::parse(AlignedBytes::new(bytes).bytes()).unwrap().content_hash())
 }
@@ -123,6 +133,19 @@ pub(crate) struct Fixture {
     pub(crate) a: ModuleBlob,
     pub(crate) b: ModuleBlob,
     pub(crate) c: ModuleBlob,
+}
+
+/// The fixture with compact modules: a mask module `a` and a compact `b` of one base, a compact
+/// `c` of the other.
+pub(crate) fn compact_fixture() -> Fixture {
+    let (m1, m2) = (tiny_model(1), tiny_model(2));
+    let nets = [ResNet::new(&m1, &Device::Cpu).unwrap(), ResNet::new(&m2, &Device::Cpu).unwrap()];
+    let a = module(&m1, &nets[0], 0, "a", 3);
+    let b = compact_module(&m1, &nets[0], 1, "b", 11);
+    let c = compact_module(&m2, &nets[1], 2, "c", 12);
+    let dir = scratch();
+    pack(&dir, &[&m1, &m2], &[&a, &b, &c], None);
+    Fixture { dir, nets, a, b, c }
 }
 
 pub(crate) fn fixture(key: Option<&SigningKey>) -> Fixture {
