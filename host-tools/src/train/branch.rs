@@ -23,7 +23,7 @@ pub struct TrainableBranch {
     running: HashMap<String, Tensor>,
 }
 
-/// `(layer, stride, kernel)` of the branch's convolutions in forward order, as
+/// `(layer, weight shape)` of the branch's convolutions in forward order, as
 /// [`BranchSpec::tensor_shapes`] names them.
 fn layers(spec: &BranchSpec) -> Vec<(String, Vec<usize>)> {
     spec.tensor_shapes()
@@ -109,7 +109,7 @@ impl TrainableBranch {
     fn logit(&self, x: &Tensor, updates: &mut Option<Vec<(String, Tensor)>>) -> Result<Tensor, HostError> {
         let mut a = self.layer(x, "entry", 2, updates)?.relu()?;
         for j in 0..self.spec.blocks {
-            let stride = if self.spec.trunk_stages == 1 && j == 0 { 2 } else { 1 };
+            let stride = self.spec.block_stride(j);
             let h = self.layer(&a, &format!("block{j}.conv1"), stride, updates)?.relu()?;
             let h = self.layer(&h, &format!("block{j}.conv2"), 1, updates)?;
             let short = if stride == 1 { a } else { self.layer(&a, &format!("block{j}.shortcut"), stride, updates)? };

@@ -62,8 +62,8 @@ impl BranchSpec {
         2 - self.trunk_stages.min(2)
     }
 
-    /// The stride of block `j`.
-    fn block_stride(&self, j: usize) -> usize {
+    /// The stride of block `j` (2 for the blocks that halve the plane, else 1).
+    pub fn block_stride(&self, j: usize) -> usize {
         if j < self.downsampling_blocks() {
             2
         } else {
