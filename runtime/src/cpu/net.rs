@@ -67,6 +67,18 @@ impl CpuNet {
         self.stem.weight_bytes() + blocks.sum::<u64>()
     }
 
+    /// Floats of one input image, after checking that `x` holds `batch` of them.
+    fn check_input(&self, x: &[f32], batch: usize) -> Result<usize> {
+        let per_image = self.input.height * self.input.width * self.stem.in_channels();
+        if x.len() != batch * per_image {
+            return Err(Error::InputShape {
+                expected: (self.stem.in_channels(), self.input.height, self.input.width),
+                found: vec![x.len()],
+            });
+        }
+        Ok(per_image)
+    }
+
     /// Pooled features `(batch, channels)` of NHWC input `x` (normalised). A batch large enough
     /// to give every thread slices runs as slices in parallel, each convolution on one thread;
     /// a small batch (or one a visitor watches) runs whole, each convolution's tiles in parallel.
@@ -83,13 +95,7 @@ impl CpuNet {
                 return Err(Error::InputShape { expected, found: vec![batch] });
             }
         }
-        let per_image = self.input.height * self.input.width * self.stem.in_channels();
-        if x.len() != batch * per_image {
-            return Err(Error::InputShape {
-                expected: (self.stem.in_channels(), self.input.height, self.input.width),
-                found: vec![x.len()],
-            });
-        }
+        let per_image = self.check_input(x, batch)?;
         // Slices of up to SLICE images, at least two per thread.
         let slice = SLICE.min(batch / (2 * rayon::current_num_threads().max(1)));
         if visitor.is_some() || slice == 0 {
@@ -108,18 +114,12 @@ impl CpuNet {
     /// convolution's tiles in parallel: the activation there (NHWC, after its ReLU), its plane
     /// and channels. The trunk a compact module's branch starts from.
     pub fn trunk(&self, x: &[f32], batch: usize, blocks: usize) -> Result<(Vec<f32>, Plane, usize)> {
-        let per_image = self.input.height * self.input.width * self.stem.in_channels();
         if blocks > self.blocks.len() {
             return Err(Error::InvalidArchitecture {
                 reason: format!("a trunk of {blocks} blocks; the network has {}", self.blocks.len()),
             });
         }
-        if x.len() != batch * per_image {
-            return Err(Error::InputShape {
-                expected: (self.stem.in_channels(), self.input.height, self.input.width),
-                found: vec![x.len()],
-            });
-        }
+        self.check_input(x, batch)?;
         self.run_blocks(x, batch, 0, batch, None, None, Threads::Tiles, blocks)
     }
 
@@ -136,13 +136,7 @@ impl CpuNet {
         trunk_blocks: usize,
         branches: &[&CpuNet],
     ) -> Result<Vec<Vec<f32>>> {
-        let per_image = self.input.height * self.input.width * self.stem.in_channels();
-        if x.len() != batch * per_image {
-            return Err(Error::InputShape {
-                expected: (self.stem.in_channels(), self.input.height, self.input.width),
-                found: vec![x.len()],
-            });
-        }
+        let per_image = self.check_input(x, batch)?;
         let run = |xs: &[f32], n: usize, threads: Threads| -> Result<Vec<Vec<f32>>> {
             let (act, p, c) = self.run_blocks(xs, n, 0, n, None, None, threads, trunk_blocks)?;
             branches

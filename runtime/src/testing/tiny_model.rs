@@ -7,6 +7,16 @@ use candle_core::{Device, Tensor};
 
 use crate::{InputSpec, ModelFile, ModelMeta, ResNetConfig, Shortcut};
 
+/// Values in [-0.5, 0.5) from a xorshift stream starting at `state` (non-zero).
+fn uniform(mut state: u64) -> impl FnMut() -> f32 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
 pub(crate) fn tiny_model(seed: u64) -> ModelFile {
     tiny_model_with(seed, Shortcut::A)
 }
@@ -18,13 +28,7 @@ pub(crate) fn tiny_model_b(seed: u64) -> ModelFile {
 
 fn tiny_model_with(seed: u64, shortcut: Shortcut) -> ModelFile {
     let arch = ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut, in_channels: 1, num_classes: 3 };
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
+    let mut next = uniform(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1);
     let tensors: HashMap<String, Tensor> = arch
         .tensor_shapes()
         .into_iter()
@@ -64,13 +68,7 @@ pub(crate) fn tiny_compact(
 ) -> crate::ClassModule {
     use crate::{BranchSpec, BranchWeights, ClassId, ClassModule, ModelKey, ModuleHead, ModuleKind};
     let spec = BranchSpec { trunk_stages, in_channels: base.meta.arch.widths[trunk_stages - 1], width, blocks: 2 };
-    let mut state = seed.wrapping_mul(2862933555777941757).wrapping_add(3037000493) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
+    let mut next = uniform(seed.wrapping_mul(2862933555777941757).wrapping_add(3037000493) | 1);
     let tensors = spec
         .tensor_shapes()
         .into_iter()
