@@ -49,6 +49,12 @@ pub trait SiteVisitor {
     fn visit(&mut self, site: usize, activation: &mut [f32], shape: [usize; 4]) -> Result<()>;
 }
 
+/// Where a run of blocks starts: the network's input, or the activation before its first block.
+enum Resume<'a> {
+    Input(&'a [f32]),
+    Activation { x: Vec<f32>, plane: Plane, channels: usize },
+}
+
 /// Images a thread runs through the whole network at a time when a batch is split across
 /// threads: a stage-1 activation of a 32x32 image is 64 KiB, so a slice's few live activations
 /// and their padded copies stay in one core's L2 cache.
@@ -123,6 +129,42 @@ impl CpuNet {
         self.run_blocks(x, batch, 0, batch, None, None, Threads::Tiles, blocks)
     }
 
+    /// The trunk's activation after the first `blocks` blocks (NHWC, its plane and channels, as
+    /// [`CpuNet::trunk`] gives it) and the pooled features `(batch, channels)` of the whole
+    /// network, in one pass: the rest of the network continues from the trunk's activation.
+    /// What a compact decomposition caches for every training image. Slices of the batch run in
+    /// parallel when it is large enough, as in [`CpuNet::features`].
+    pub fn trunk_and_features(
+        &self,
+        x: &[f32],
+        batch: usize,
+        blocks: usize,
+    ) -> Result<(Vec<f32>, Plane, usize, Vec<f32>)> {
+        if blocks > self.blocks.len() {
+            return Err(Error::InvalidArchitecture {
+                reason: format!("a trunk of {blocks} blocks; the network has {}", self.blocks.len()),
+            });
+        }
+        let per_image = self.check_input(x, batch)?;
+        let run = |xs: &[f32], n: usize, threads: Threads| -> Result<(Vec<f32>, Plane, usize, Vec<f32>)> {
+            let (act, plane, channels) = self.run_blocks(xs, n, 0, n, None, None, threads, blocks)?;
+            let from = Resume::Activation { x: act.clone(), plane, channels };
+            let (out, p, c) = self.run_range(from, n, 0, n, None, None, threads, blocks..self.blocks.len())?;
+            Ok((act, plane, channels, average_pool(&out, n, p.height * p.width, c)))
+        };
+        let slice = SLICE.min(batch / (2 * rayon::current_num_threads().max(1)));
+        if slice == 0 {
+            return run(x, batch, Threads::Tiles);
+        }
+        let parts = x
+            .par_chunks(slice * per_image)
+            .map(|xs| run(xs, xs.len() / per_image, Threads::Caller))
+            .collect::<Result<Vec<_>>>()?;
+        let (plane, channels) = (parts[0].1, parts[0].2);
+        let (acts, feats): (Vec<_>, Vec<_>) = parts.into_iter().map(|(a, _, _, f)| (a, f)).unzip();
+        Ok((acts.concat(), plane, channels, feats.concat()))
+    }
+
     /// Pooled features of k `branches` (networks whose input is this network's activation after
     /// its first `trunk_blocks` blocks: compact modules' branches) on NHWC input `x`: the trunk
     /// once per image, then every branch on it; one `(batch, channels)` block of rows per
@@ -195,9 +237,27 @@ impl CpuNet {
         first: usize,
         total: usize,
         masks: Option<&SiteMasks>,
-        mut visitor: Option<&mut dyn SiteVisitor>,
+        visitor: Option<&mut dyn SiteVisitor>,
         threads: Threads,
         n_blocks: usize,
+    ) -> Result<(Vec<f32>, Plane, usize)> {
+        self.run_range(Resume::Input(x), batch, first, total, masks, visitor, threads, 0..n_blocks)
+    }
+
+    /// Blocks `blocks` of images `first..first + batch` of a stacked batch of `total` images,
+    /// from the network's input (the stem first; `blocks` must then start at 0) or from the
+    /// activation before `blocks.start`: the last activation (NHWC), its plane and channels.
+    #[allow(clippy::too_many_arguments)]
+    fn run_range(
+        &self,
+        from: Resume,
+        batch: usize,
+        first: usize,
+        total: usize,
+        masks: Option<&SiteMasks>,
+        mut visitor: Option<&mut dyn SiteVisitor>,
+        threads: Threads,
+        blocks: std::ops::Range<usize>,
     ) -> Result<(Vec<f32>, Plane, usize)> {
         let mask = |site: usize| {
             masks.and_then(|m| {
@@ -223,10 +283,19 @@ impl CpuNet {
             conv.forward(x, batch, p, &e, &mut out, threads);
             (out, op)
         };
-        let (mut x, mut p) = run(&self.stem, x, self.input, None, Some(site));
-        visit(site, &mut x, p, self.stem.out_channels())?;
-        site += 1;
-        for b in &self.blocks[..n_blocks] {
+        let (mut x, mut p, mut c) = match from {
+            Resume::Input(x) => {
+                let (mut x, p) = run(&self.stem, x, self.input, None, Some(site));
+                visit(site, &mut x, p, self.stem.out_channels())?;
+                site += 1;
+                (x, p, self.stem.out_channels())
+            }
+            Resume::Activation { x, plane, channels } => {
+                site = 1 + 2 * blocks.start;
+                (x, plane, channels)
+            }
+        };
+        for b in &self.blocks[blocks] {
             let (mut h, hp) = run(&b.conv1, &x, p, None, Some(site));
             visit(site, &mut h, hp, b.conv1.out_channels())?;
             site += 1;
@@ -243,8 +312,8 @@ impl CpuNet {
             p = op;
             visit(site, &mut x, p, b.conv2.out_channels())?;
             site += 1;
+            c = b.conv2.out_channels();
         }
-        let c = self.blocks[..n_blocks].last().map_or(self.stem.out_channels(), |b| b.conv2.out_channels());
         Ok((x, p, c))
     }
 }

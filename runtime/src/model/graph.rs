@@ -314,6 +314,40 @@ impl ResNet {
         }
     }
 
+    /// The trunk's activation (as [`ResNet::trunk`] gives it) and the logits `(B, classes)` of
+    /// the whole network, in one pass: the network's remaining stages continue from the trunk's
+    /// activation instead of starting over. What a compact decomposition caches.
+    pub fn trunk_and_logits(&self, x: &Tensor, stages: usize) -> Result<(Tensor, Tensor)> {
+        self.check_input(x)?;
+        if stages > 3 {
+            return Err(Error::InvalidArchitecture {
+                reason: format!("a trunk of {stages} stages; the network has 3"),
+            });
+        }
+        let n = stages * self.config.blocks_per_stage;
+        match &self.engine {
+            Engine::Cpu(net) => {
+                let (images, c, h, w) = x.dims4()?;
+                let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+                let (act, p, channels, feats) = net.trunk_and_features(&nhwc, images, n)?;
+                let nchw = to_nchw(&act, images, channels, p.height * p.width);
+                let trunk = Tensor::from_vec(nchw, (images, channels, p.height, p.width), &Device::Cpu)?;
+                let logits = self.linear_rows_of(&feats, images);
+                let classes = logits.len() / images.max(1);
+                Ok((trunk, Tensor::from_vec(logits, (images, classes), &Device::Cpu)?))
+            }
+            Engine::Candle { stem, blocks } => {
+                let trunk = Self::candle_blocks(stem, &blocks[..n], x, &mut NoHook)?;
+                let mut y = trunk.clone();
+                for (i, b) in blocks.iter().enumerate().skip(n) {
+                    y = b.forward_hooked(&y, 1 + 2 * i, &mut NoHook)?;
+                }
+                let logits = self.linear(&y.mean(D::Minus1)?.mean(D::Minus1)?)?;
+                Ok((trunk, logits))
+            }
+        }
+    }
+
     /// Pooled features `(k*B, F)` of `masks.modules` = k modules on the B images of `x`: the
     /// batch is stacked k times (module-major) and each copy masked by its module's `masks`
     /// inside the convolutions. CPU path only.
@@ -438,8 +472,6 @@ mod tests {
         }
     }
 
-    /// The CPU path against candle's own operations on the same weights (the reference), with
-    /// and without a hook that rewrites a site, for every site.
     /// The trunk after every stage boundary, on the CPU path against candle's operations (the
     /// reference engine), for both shortcut options; the whole trunk, pooled, is the features.
     #[test]
@@ -467,6 +499,31 @@ mod tests {
         }
     }
 
+    /// The trunk and the logits in one pass equal the trunk and the forward run apart, on both
+    /// engines, at every stage boundary; the batch of 9 runs as parallel slices on the CPU path.
+    #[test]
+    fn trunk_and_logits_in_one_pass_equal_them_apart() {
+        for model in [tiny_model(5), crate::testing::tiny_model::tiny_model_b(6)] {
+            for net in [ResNet::new(&model, &Device::Cpu).unwrap(), ResNet::build(&model, &Device::Cpu, false).unwrap()]
+            {
+                for images in [3, 9] {
+                    let x = batch(images);
+                    let logits = net.forward(&x).unwrap();
+                    for stages in 0..=3 {
+                        let (t, l) = net.trunk_and_logits(&x, stages).unwrap();
+                        let trunk = net.trunk(&x, stages).unwrap();
+                        assert_eq!(t.dims(), trunk.dims());
+                        assert!(max_diff(&t, &trunk) < 1e-6, "stages {stages}: trunk");
+                        assert!(max_diff(&l, &logits) < 1e-5, "stages {stages}: logits {}", max_diff(&l, &logits));
+                    }
+                }
+                assert!(matches!(net.trunk_and_logits(&batch(2), 4), Err(Error::InvalidArchitecture { .. })));
+            }
+        }
+    }
+
+    /// The CPU path against candle's own operations on the same weights (the reference), with
+    /// and without a hook that rewrites a site, for every site.
     #[test]
     fn the_cpu_path_computes_what_candles_operations_compute() {
         let model = tiny_model(5);
