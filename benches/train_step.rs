@@ -1,5 +1,8 @@
 //! One SGD training step (forward in training mode, backward, update) of the ResNet-8 that
-//! `classmod demo` trains, on a batch of 64 1x28x28 images, in images/s.
+//! `classmod demo` trains, on a batch of 64 1x28x28 images, in images/s; and one step of the
+//! ten compact branches `decompose --kind compact` trains by default (ResNet-20's trunk plane,
+//! 32x16x16, width 16, two blocks, batch 128) through the hand-written `BranchSet` against the
+//! same ten steps through candle's autograd (`TrainableBranch`), in branch-images/s.
 //! Run: `cargo bench --bench train_step`. Needs nothing from ../shared.
 
 use classmod::host::train::{Sgd, SgdConfig, TrainableResNet};
@@ -31,5 +34,45 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, train_step);
+fn branch_step(c: &mut Criterion) {
+    use classmod::host::train::branch::TrainableBranch;
+    use classmod::host::train::branch_set::{BranchSet, Minibatch};
+    use classmod::runtime::BranchSpec;
+    let dev = Device::Cpu;
+    let spec = BranchSpec { trunk_stages: 2, in_channels: 32, width: 16, blocks: 2 };
+    let (batch, classes, plane) = (128, 10, 16);
+    let sgd = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
+    let x = Tensor::randn(0f32, 1., (batch, 32, plane, plane), &dev).unwrap().relu().unwrap();
+    let acts = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let teacher = Tensor::randn(0f32, 3., (batch, classes), &dev).unwrap();
+    let teacher_v = teacher.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % classes as u32).collect();
+    let labels_t = Tensor::from_vec(labels.clone(), batch, &dev).unwrap();
+    let inits: Vec<(usize, TrainableBranch)> =
+        (0..classes).map(|c| (c, TrainableBranch::init(spec, c as u64, &dev).unwrap())).collect();
+    let mut set = BranchSet::new(spec, plane, plane, &inits).unwrap();
+    let mut group = c.benchmark_group("compact_branches_step_10x_batch128");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements((batch * classes) as u64));
+    group.bench_function("branch_set", |b| {
+        let mb = Minibatch { activations: &acts, teacher: &teacher_v, labels: &labels };
+        b.iter(|| set.step(&mb, &sgd, 0.05, 4.0))
+    });
+    let mut one = TrainableBranch::init(spec, 0, &dev).unwrap();
+    let mut opt = Sgd::new(one.vars(), sgd);
+    group.bench_function("candle_autograd", |b| {
+        b.iter(|| {
+            for _ in 0..classes {
+                // The same work as one branch's step; the loss's form does not change the cost.
+                let z = one.forward(&x, true).unwrap();
+                let loss =
+                    (candle_nn::loss::cross_entropy(&teacher, &labels_t).unwrap() + z.mean_all().unwrap()).unwrap();
+                opt.step(&loss.backward().unwrap()).unwrap();
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, train_step, branch_step);
 criterion_main!(benches);

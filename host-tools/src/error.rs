@@ -64,6 +64,9 @@ pub enum HostError {
     ModelsDiffer,
 
     /// Training on an empty set.
+    #[error("branch values: `{name}` is missing, unknown or of the wrong size")]
+    BranchValues { name: String },
+
     #[error("no training images")]
     NoTrainingImages,
 

@@ -1,15 +1,18 @@
 //! `classmod decompose --kind compact`: one compact module per class, without retraining the base.
 //! The base's trunk (stem and first stages) runs once over the training images and its
-//! activations are cached with the base's logits; each class's branch is then trained alone on
-//! the cache by distillation: its logit replaces the base's logit of its class, and the softmax
-//! of the result is distilled to the base's (KL at temperature T, times T², plus the label's
-//! cross entropy). A held-out slice of the training images calibrates each module's score
+//! activations are cached with the base's logits (one pass: `ResNet::trunk_and_logits`); each
+//! class's branch is then trained on the cache by distillation, with a loss of its own: its
+//! logit replaces the base's logit of its class, and the softmax of the result is distilled to
+//! the base's (KL at temperature T, times T², plus the label's cross entropy). Because no
+//! branch's loss involves another, all of them step together on the same minibatches
+//! (`train::branch_set`), sharing the minibatch and the entry convolution's columns; a class
+//! trained alone gets the same branch as with the others. A held-out slice of the training images calibrates each module's score
 //! (one-vs-rest logistic regression on the branch's logit, folded into its head), so modules of
 //! different bases compose fairly.
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use classmod_runtime::{BranchSpec, ClassId, ClassModule, ModelFile, ModelKey, ModuleHead, ModuleKind, ResNet};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
@@ -22,7 +25,8 @@ use crate::dataset::ImageSet;
 use crate::decompose::logistic;
 use crate::eval::batch_tensor;
 use crate::train::branch::TrainableBranch;
-use crate::train::{Schedule, Sgd, SgdConfig};
+use crate::train::branch_set::{BranchSet, Minibatch};
+use crate::train::{Schedule, SgdConfig};
 use crate::HostError;
 
 /// Stages of the base the trunk covers, by default.
@@ -154,11 +158,11 @@ impl TrunkCache {
         let mut cache = TrunkCache { acts: Vec::new(), shape: (0, 0, 0), logits: Vec::new(), labels: Vec::new() };
         for chunk in indices.chunks(256) {
             let x = batch_tensor(set, chunk, net.input_spec(), net.device())?;
-            let t = net.trunk(&x, stages)?;
+            let (t, logits) = net.trunk_and_logits(&x, stages)?;
             let (_, c, h, w) = t.dims4()?;
             cache.shape = (c, h, w);
             cache.acts.extend(t.flatten_all()?.to_vec1::<f32>()?);
-            cache.logits.extend(net.forward(&x)?.flatten_all()?.to_vec1::<f32>()?);
+            cache.logits.extend(logits.flatten_all()?.to_vec1::<f32>()?);
             cache.labels.extend(chunk.iter().map(|&i| set.labels[i]));
             progress.inc(chunk.len() as u64);
         }
@@ -227,16 +231,18 @@ pub fn decompose_compact(
     progress.set_message(format!("training {} branches", wanted.len()));
     let key = ModelKey::of(model)?;
     let (h, w) = (cache.shape.1, cache.shape.2);
-    // Classes train independently (each branch alone, its own seed), one per thread: a
-    // branch's layers are too small to keep two cores busy on their own.
-    let trained = wanted
+    let tt = Instant::now();
+    let (branches, losses) = train_branches(&cache, spec, &wanted, steps, opts, progress)?;
+    let train_seconds = tt.elapsed().as_secs_f64() / wanted.len().max(1) as f64;
+    // Calibration evaluates each branch on the held-out images: independent, one per thread.
+    let trained = branches
         .par_iter()
-        .map(|&c| {
+        .zip(losses)
+        .zip(&wanted)
+        .map(|((branch, losses), &c)| {
             let tc = Instant::now();
-            let seed = opts.seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let (branch, losses) = train_branch(&cache, spec, c, steps, opts, seed, progress)?;
-            let module = calibrate(&net, &held_cache, &branch, c, key)?;
-            Ok((module, losses, tc.elapsed().as_secs_f64()))
+            let module = calibrate(&net, &held_cache, branch, c, key)?;
+            Ok((module, losses, train_seconds + tc.elapsed().as_secs_f64()))
         })
         .collect::<Result<Vec<_>, HostError>>()?;
     let (mut modules, mut reports) = (Vec::new(), Vec::new());
@@ -326,32 +332,36 @@ fn logits_of(branch: &TrainableBranch, cache: &TrunkCache) -> Result<Vec<f32>, H
     Ok(out)
 }
 
-/// Trains class `c`'s branch on `cache` for `steps` steps (see the module comment); returns it
-/// and the loss of every step.
-fn train_branch(
+/// Trains the branches of `classes` on `cache` for `steps` steps (see the module comment), all
+/// on the same minibatches (one seeded order), each from its own seeded initialisation; returns
+/// them and every step's loss of each.
+fn train_branches(
     cache: &TrunkCache,
     spec: BranchSpec,
-    c: usize,
+    classes: &[usize],
     steps: usize,
     opts: &CompactOptions,
-    seed: u64,
     progress: &ProgressBar,
-) -> Result<(TrainableBranch, Vec<f64>), HostError> {
+) -> Result<(Vec<TrainableBranch>, Vec<Vec<f64>>), HostError> {
     let device = Device::Cpu;
-    let classes = cache.logits.len() / cache.len().max(1);
-    let mut branch = TrainableBranch::init(spec, seed, &device)?;
-    let sgd_config = SgdConfig { lr: opts.lr, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-    let mut sgd = Sgd::new(branch.vars(), sgd_config);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let inits = classes
+        .iter()
+        .map(|&c| {
+            let seed = opts.seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            Ok((c, TrainableBranch::init(spec, seed, &device)?))
+        })
+        .collect::<Result<Vec<_>, HostError>>()?;
+    let (_, h, w) = cache.shape;
+    let mut set = BranchSet::new(spec, h, w, &inits)?;
+    let sgd = SgdConfig { lr: opts.lr, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
+    let n_classes = cache.logits.len() / cache.len().max(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xB7A9_C4E1);
     let mut order: Vec<usize> = (0..cache.len()).collect();
     let mut cursor = order.len();
     let batch = opts.batch.clamp(2, cache.len().max(2));
-    let t = opts.temperature.max(1e-3) as f64;
-    let mut onehot = vec![0f32; classes];
-    onehot[c] = 1.0;
-    let onehot = Tensor::from_vec(onehot, (1, classes), &device)?;
-    let others = (1.0 - &onehot)?;
-    let mut losses = Vec::with_capacity(steps);
+    let per = cache.per();
+    let (mut acts, mut teacher, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    let mut losses = vec![Vec::with_capacity(steps); classes.len()];
     for step in 0..steps {
         if cursor + batch > order.len() {
             order.shuffle(&mut rng);
@@ -359,29 +369,24 @@ fn train_branch(
         }
         let rows = &order[cursor..cursor + batch.min(order.len())];
         cursor += rows.len();
-        let x = cache.batch(rows, &device)?;
-        let teacher: Vec<f32> =
-            rows.iter().flat_map(|&r| cache.logits[r * classes..][..classes].iter().copied()).collect();
-        let teacher = Tensor::from_vec(teacher, (rows.len(), classes), &device)?;
-        let labels: Vec<u32> = rows.iter().map(|&r| cache.labels[r]).collect();
-        let labels = Tensor::from_vec(labels, rows.len(), &device)?;
-        let z = branch.forward(&x, true)?;
-        let student = (teacher.broadcast_mul(&others)? + z.unsqueeze(1)?.broadcast_mul(&onehot)?)?;
-        let soft = candle_nn::ops::softmax(&(&teacher / t)?, D::Minus1)?;
-        let log_student = candle_nn::ops::log_softmax(&(&student / t)?, D::Minus1)?;
-        // KL(teacher || student) = sum p (log p - log q): the teacher's entropy is only a
-        // constant, but it keeps the reported loss at zero for a perfect student.
-        let log_soft = candle_nn::ops::log_softmax(&(&teacher / t)?, D::Minus1)?;
-        let kd = ((soft * (log_soft - log_student)?)?.sum(D::Minus1)?.mean_all()? * (t * t))?;
-        let loss = (kd + candle_nn::loss::cross_entropy(&student, &labels)?)?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        if !value.is_finite() {
-            return Err(HostError::Diverged { step, loss: value });
+        acts.clear();
+        teacher.clear();
+        labels.clear();
+        for &r in rows {
+            acts.extend_from_slice(&cache.acts[r * per..][..per]);
+            teacher.extend_from_slice(&cache.logits[r * n_classes..][..n_classes]);
+            labels.push(cache.labels[r]);
         }
-        losses.push(value);
-        sgd.set_lr(Schedule::Cosine.lr(step, steps, opts.lr));
-        sgd.step(&loss.backward()?)?;
-        progress.inc(1);
+        let mb = Minibatch { activations: &acts, teacher: &teacher, labels: &labels };
+        let lr = Schedule::Cosine.lr(step, steps, opts.lr);
+        for (all, loss) in losses.iter_mut().zip(set.step(&mb, &sgd, lr, opts.temperature.max(1e-3) as f64)) {
+            if !loss.is_finite() {
+                return Err(HostError::Diverged { step, loss });
+            }
+            all.push(loss);
+        }
+        progress.inc(classes.len() as u64);
     }
-    Ok((branch, losses))
+    let branches = (0..classes.len()).map(|i| set.branch(i)).collect::<Result<Vec<_>, _>>()?;
+    Ok((branches, losses))
 }

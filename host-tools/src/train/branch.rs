@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use classmod_runtime::host::BN_EPS;
 use classmod_runtime::{BranchSpec, BranchWeights};
 use rand::{Rng, SeedableRng};
@@ -38,23 +38,67 @@ impl TrainableBranch {
     pub fn init(spec: BranchSpec, seed: u64, device: &Device) -> Result<Self, HostError> {
         spec.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut values = HashMap::new();
+        for (layer, shape) in layers(&spec) {
+            let (n, fan_in) = (shape.iter().product(), shape[1..].iter().product());
+            values.insert(format!("{layer}.weight"), kaiming(&mut rng, n, fan_in));
+            let c = shape[0];
+            values.insert(format!("{layer}.bn.weight"), vec![1f32; c]);
+            values.insert(format!("{layer}.bn.bias"), vec![0f32; c]);
+            values.insert(format!("{layer}.bn.running_mean"), vec![0f32; c]);
+            values.insert(format!("{layer}.bn.running_var"), vec![1f32; c]);
+        }
+        let bound = 1.0 / (spec.width as f32).sqrt();
+        values.insert("linear.weight".into(), (0..spec.width).map(|_| rng.random_range(-bound..bound)).collect());
+        values.insert("linear.bias".into(), vec![0f32]);
+        Self::from_values(spec, values, device)
+    }
+
+    /// A branch from the values of every parameter and running statistic, by name (as
+    /// [`TrainableBranch::values`] gives them).
+    pub fn from_values(
+        spec: BranchSpec,
+        mut values: HashMap<String, Vec<f32>>,
+        device: &Device,
+    ) -> Result<Self, HostError> {
+        spec.validate()?;
+        let mut take = |name: String, shape: Vec<usize>| -> Result<Tensor, HostError> {
+            let v = values.remove(&name).ok_or_else(|| HostError::BranchValues { name: name.clone() })?;
+            if v.len() != shape.iter().product::<usize>() {
+                return Err(HostError::BranchValues { name });
+            }
+            Ok(Tensor::from_vec(v, shape, device)?)
+        };
         let mut params = Vec::new();
         let mut running = HashMap::new();
         for (layer, shape) in layers(&spec) {
-            let (n, fan_in) = (shape.iter().product(), shape[1..].iter().product());
-            params
-                .push((format!("{layer}.weight"), Var::from_vec(kaiming(&mut rng, n, fan_in), shape.clone(), device)?));
             let c = shape[0];
-            params.push((format!("{layer}.bn.weight"), Var::from_vec(vec![1f32; c], c, device)?));
-            params.push((format!("{layer}.bn.bias"), Var::from_vec(vec![0f32; c], c, device)?));
-            running.insert(format!("{layer}.bn.running_mean"), Tensor::zeros(c, DType::F32, device)?);
-            running.insert(format!("{layer}.bn.running_var"), Tensor::ones(c, DType::F32, device)?);
+            for (name, shape) in [
+                (format!("{layer}.weight"), shape),
+                (format!("{layer}.bn.weight"), vec![c]),
+                (format!("{layer}.bn.bias"), vec![c]),
+            ] {
+                params.push((name.clone(), Var::from_tensor(&take(name, shape)?)?));
+            }
+            for name in [format!("{layer}.bn.running_mean"), format!("{layer}.bn.running_var")] {
+                running.insert(name.clone(), take(name, vec![c])?);
+            }
         }
-        let bound = 1.0 / (spec.width as f32).sqrt();
-        let w: Vec<f32> = (0..spec.width).map(|_| rng.random_range(-bound..bound)).collect();
-        params.push(("linear.weight".into(), Var::from_vec(w, (1, spec.width), device)?));
-        params.push(("linear.bias".into(), Var::from_vec(vec![0f32], 1, device)?));
-        Ok(TrainableBranch { spec, params, running })
+        params.push(("linear.weight".into(), Var::from_tensor(&take("linear.weight".into(), vec![1, spec.width])?)?));
+        params.push(("linear.bias".into(), Var::from_tensor(&take("linear.bias".into(), vec![1])?)?));
+        match values.into_keys().next() {
+            Some(name) => Err(HostError::BranchValues { name }),
+            None => Ok(TrainableBranch { spec, params, running }),
+        }
+    }
+
+    /// Every parameter's and running statistic's values, by name.
+    pub fn values(&self) -> Result<HashMap<String, Vec<f32>>, HostError> {
+        let mut out = HashMap::new();
+        for (name, t) in self.params.iter().map(|(n, v)| (n, v.as_tensor())).chain(&self.running) {
+            out.insert(name.clone(), t.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
     }
 
     /// The parameters, for the optimiser.

@@ -23,35 +23,6 @@ struct SameConv {
     stride: usize,
 }
 
-/// The adjoint of [`conv::im2col`]: scatter-adds columns `(c*k*k, batch*ho*wo)` into NCHW.
-fn col2im(cols: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    let (k, s, p) = (g.kernel, g.stride, g.padding as isize);
-    let (h, w) = (g.height, g.width);
-    let (ho, wo) = g.out_size();
-    let n = g.batch * ho * wo;
-    let mut x = vec![0f32; g.batch * g.in_channels * h * w];
-    for (row_index, row) in cols.chunks(n).enumerate() {
-        let (c, ky, kx) = (row_index / (k * k), row_index / k % k, row_index % k);
-        for b in 0..g.batch {
-            let plane = &mut x[(b * g.in_channels + c) * h * w..][..h * w];
-            let src = &row[b * ho * wo..][..ho * wo];
-            for oy in 0..ho {
-                let iy = (oy * s + ky) as isize - p;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                for ox in 0..wo {
-                    let ix = (ox * s + kx) as isize - p;
-                    if ix >= 0 && ix < w as isize {
-                        plane[iy as usize * w + ix as usize] += src[oy * wo + ox];
-                    }
-                }
-            }
-        }
-    }
-    x
-}
-
 impl CustomOp2 for SameConv {
     fn name(&self) -> &'static str {
         "classmod-same-conv2d"
@@ -88,7 +59,7 @@ impl CustomOp2 for SameConv {
         let wm = w.detach().reshape((o, ckk))?;
         // dL/dx = col2im(W^T g)
         let gcols = wm.t()?.matmul(&gm)?.flatten_all()?.to_vec1::<f32>()?;
-        let gx = Tensor::from_vec(col2im(&gcols, &geo), (batch, in_channels, height, width), dev)?;
+        let gx = Tensor::from_vec(conv::col2im(&gcols, &geo), (batch, in_channels, height, width), dev)?;
         // dL/dw = g im2col(x)^T
         let xs = x.detach().flatten_all()?.to_vec1::<f32>()?;
         let cols = Tensor::from_vec(conv::im2col(&xs, &geo), (ckk, batch * ho * wo), dev)?;

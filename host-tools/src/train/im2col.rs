@@ -4,6 +4,8 @@
 //! throughput on these layer shapes; the backward (`conv.rs`) reuses the same column layout.
 //! Inference has its own NHWC path in `classmod_runtime` (`runtime/src/cpu`).
 
+use std::ops::Range;
+
 use candle_core::{Device, Tensor};
 
 /// Geometry of a square-kernel convolution with symmetric zero padding.
@@ -35,41 +37,163 @@ fn valid_range(out_len: usize, s: usize, k_off: isize, len: usize) -> std::ops::
     first.min(out_len)..last.min(out_len).max(first.min(out_len))
 }
 
+/// How a batch's planes are laid out: `Nchw` (image-major, candle's) or `Cnhw` (channel-major:
+/// `(channels, batch, h, w)`, the layout a convolution GEMM `W (out, in*k*k) @ cols` produces,
+/// which the hand-written training passes of `branch_set.rs` keep throughout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaneOrder {
+    Nchw,
+    Cnhw,
+}
+
+impl PlaneOrder {
+    /// Offset of the `h*w` plane of image `b`, channel `c`.
+    fn plane(self, g: &ConvGeometry, b: usize, c: usize) -> usize {
+        let hw = g.height * g.width;
+        match self {
+            PlaneOrder::Nchw => (b * g.in_channels + c) * hw,
+            PlaneOrder::Cnhw => (c * g.batch + b) * hw,
+        }
+    }
+}
+
 /// NCHW `x` -> columns `(in_channels * k * k, batch * ho * wo)`: row `(c, ky, kx)` holds, for
 /// every image and output position, the input pixel that tap multiplies. The rows follow the
 /// weight's `(out, in, ky, kx)` layout, so `weight.reshape(out, in*k*k) @ cols` is the whole
 /// batch's convolution as one GEMM (output `(out, batch, ho*wo)`).
 pub fn im2col(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let n = g.batch * g.out_size().0 * g.out_size().1;
+    let mut cols = vec![0f32; g.in_channels * g.kernel * g.kernel * n];
+    im2col_into(x, g, PlaneOrder::Nchw, 0..g.batch, &mut cols, true);
+    cols
+}
+
+/// [`im2col`] of the images `images` of `x` (laid out as `order`) into `cols`, `(c*k*k,
+/// images.len()*ho*wo)`, every value written (padding included); over rayon's threads when
+/// `parallel`, else on the calling thread. A range of images keeps the columns of a large batch
+/// small enough to stay in cache between this and the product that reads them.
+pub fn im2col_into(
+    x: &[f32],
+    g: &ConvGeometry,
+    order: PlaneOrder,
+    images: Range<usize>,
+    cols: &mut [f32],
+    parallel: bool,
+) {
     use rayon::prelude::*;
+    let n = images.len() * g.out_size().0 * g.out_size().1;
+    assert_eq!(x.len(), g.batch * g.in_channels * g.height * g.width, "im2col: input size");
+    assert!(images.end <= g.batch, "im2col: images {images:?} of {}", g.batch);
+    assert_eq!(cols.len(), g.in_channels * g.kernel * g.kernel * n, "im2col: column buffer size");
+    if n == 0 {
+        return;
+    }
+    if parallel {
+        cols.par_chunks_mut(n).enumerate().for_each(|(r, row)| im2col_row(x, g, order, images.clone(), r, row));
+    } else {
+        cols.chunks_mut(n).enumerate().for_each(|(r, row)| im2col_row(x, g, order, images.clone(), r, row));
+    }
+}
+
+/// Row `(c, ky, kx)` of the columns of `images`; positions in the padding get zeros.
+fn im2col_row(x: &[f32], g: &ConvGeometry, order: PlaneOrder, images: Range<usize>, row_index: usize, row: &mut [f32]) {
     let (k, s, p) = (g.kernel, g.stride, g.padding as isize);
     let (h, w) = (g.height, g.width);
     let (ho, wo) = g.out_size();
-    let n = g.batch * ho * wo;
-    let mut cols = vec![0f32; g.in_channels * k * k * n];
-    cols.par_chunks_mut(n).enumerate().for_each(|(row_index, row)| {
+    let (c, ky, kx) = (row_index / (k * k), row_index / k % k, row_index % k);
+    let (ky, kx) = (ky as isize - p, kx as isize - p);
+    let ys = valid_range(ho, s, ky, h);
+    let xs = valid_range(wo, s, kx, w);
+    // A "same" stride-1 convolution shifts the whole plane by one offset: one copy per image,
+    // then the columns the shift wrapped around (the padding) set to zero. Rows of a few values
+    // each would cost a copy call apiece.
+    let same = s == 1 && (ho, wo) == (h, w);
+    for (i, b) in images.enumerate() {
+        let plane = &x[order.plane(g, b, c)..][..h * w];
+        let out = &mut row[i * ho * wo..][..ho * wo];
+        if same {
+            let off = ky * w as isize + kx;
+            let (first, end) = (ys.start * w, ys.end * w);
+            let lo = first.max((-off).max(0) as usize).min(end);
+            let hi = end.min(((h * w) as isize - off).max(0) as usize).max(lo);
+            out[..lo].iter_mut().for_each(|v| *v = 0.0);
+            out[hi..].iter_mut().for_each(|v| *v = 0.0);
+            let from = (lo as isize + off) as usize;
+            out[lo..hi].copy_from_slice(&plane[from..from + (hi - lo)]);
+            if xs.len() < wo {
+                for line in out[first..end].chunks_mut(wo) {
+                    line[..xs.start].iter_mut().for_each(|v| *v = 0.0);
+                    line[xs.end..].iter_mut().for_each(|v| *v = 0.0);
+                }
+            }
+            continue;
+        }
+        for oy in 0..ho {
+            let dst = &mut out[oy * wo..][..wo];
+            if !ys.contains(&oy) {
+                dst.iter_mut().for_each(|v| *v = 0.0);
+                continue;
+            }
+            let iy = (oy * s) as isize + ky;
+            let src = &plane[iy as usize * w..][..w];
+            dst[..xs.start].iter_mut().for_each(|v| *v = 0.0);
+            dst[xs.end..].iter_mut().for_each(|v| *v = 0.0);
+            if s == 1 {
+                let ix0 = (xs.start as isize + kx) as usize;
+                dst[xs.clone()].copy_from_slice(&src[ix0..ix0 + xs.len()]);
+            } else {
+                for ox in xs.clone() {
+                    dst[ox] = src[((ox * s) as isize + kx) as usize];
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: scatter-adds columns `(c*k*k, batch*ho*wo)` into NCHW.
+pub fn col2im(cols: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let mut x = vec![0f32; g.batch * g.in_channels * g.height * g.width];
+    col2im_add(cols, g, PlaneOrder::Nchw, 0..g.batch, &mut x);
+    x
+}
+
+/// The adjoint of [`im2col_into`]: adds the columns of `images` into `x` (laid out as `order`).
+pub fn col2im_add(cols: &[f32], g: &ConvGeometry, order: PlaneOrder, images: Range<usize>, x: &mut [f32]) {
+    let (k, s, p) = (g.kernel, g.stride, g.padding as isize);
+    let (h, w) = (g.height, g.width);
+    let (ho, wo) = g.out_size();
+    let n = images.len() * ho * wo;
+    assert_eq!(x.len(), g.batch * g.in_channels * h * w, "col2im: output size");
+    assert!(images.end <= g.batch, "col2im: images {images:?} of {}", g.batch);
+    assert_eq!(cols.len(), g.in_channels * k * k * n, "col2im: column buffer size");
+    if n == 0 {
+        return;
+    }
+    for (row_index, row) in cols.chunks(n).enumerate() {
         let (c, ky, kx) = (row_index / (k * k), row_index / k % k, row_index % k);
         let (ky, kx) = (ky as isize - p, kx as isize - p);
         let ys = valid_range(ho, s, ky, h);
         let xs = valid_range(wo, s, kx, w);
-        for b in 0..g.batch {
-            let plane = &x[(b * g.in_channels + c) * h * w..][..h * w];
-            let out = &mut row[b * ho * wo..][..ho * wo];
+        for (i, b) in images.clone().enumerate() {
+            let plane = &mut x[order.plane(g, b, c)..][..h * w];
+            let src = &row[i * ho * wo..][..ho * wo];
             for oy in ys.clone() {
-                let iy = (oy * s) as isize + ky;
-                let src = &plane[iy as usize * w..][..w];
-                let dst = &mut out[oy * wo..][..wo];
+                let iy = ((oy * s) as isize + ky) as usize;
+                let dst = &mut plane[iy * w..][..w];
+                let from = &src[oy * wo..][..wo];
                 if s == 1 {
                     let ix0 = (xs.start as isize + kx) as usize;
-                    dst[xs.clone()].copy_from_slice(&src[ix0..ix0 + xs.len()]);
+                    for (d, &v) in dst[ix0..ix0 + xs.len()].iter_mut().zip(&from[xs.clone()]) {
+                        *d += v;
+                    }
                 } else {
                     for ox in xs.clone() {
-                        dst[ox] = src[((ox * s) as isize + kx) as usize];
+                        dst[((ox * s) as isize + kx) as usize] += from[ox];
                     }
                 }
             }
         }
-    });
-    cols
+    }
 }
 
 /// `(out, batch, hw)` -> `(batch, out, hw)`.
@@ -125,6 +249,8 @@ mod tests {
             (2, 3, 2, 7, 3, 2, 1),
             (1, 2, 2, 5, 5, 2, 2),
             (1, 1, 1, 3, 3, 1, 1),
+            (2, 3, 2, 6, 5, 1, 2),         // "same" stride 1 with a wider kernel
+            (1, 2, 3, 2, 3, 1, 1),         // a plane smaller than the kernel
             (CHUNK + 3, 2, 3, 6, 3, 2, 1), // more than one chunk
         ] {
             let x = Tensor::randn(0f32, 1., (b, c, h, h), &dev)?;
@@ -136,5 +262,43 @@ mod tests {
             assert!(d < 1e-5, "{b} {c} {o} {h} {k} {s} {p}: {d}");
         }
         Ok(())
+    }
+
+    /// Channel-major columns equal the image-major ones of the same batch, whatever the
+    /// buffer held before; col2im is im2col's adjoint (<im2col(x), c> = <x, col2im(c)>), in
+    /// both layouts, which is what makes it the gradient.
+    #[test]
+    fn channel_major_columns_and_the_adjoint() {
+        for (b, c, h, k, s) in [(2, 3, 8, 3, 1), (3, 2, 7, 3, 2), (2, 2, 9, 1, 2), (1, 1, 3, 3, 1)] {
+            let g =
+                ConvGeometry { batch: b, in_channels: c, height: h, width: h, kernel: k, stride: s, padding: k / 2 };
+            let hw = h * h;
+            let x: Vec<f32> = (0..b * c * hw).map(|i| ((i * 31 % 17) as f32 - 8.0) / 4.0).collect();
+            let mut xc = vec![0f32; x.len()];
+            for bi in 0..b {
+                for ci in 0..c {
+                    xc[(ci * b + bi) * hw..][..hw].copy_from_slice(&x[(bi * c + ci) * hw..][..hw]);
+                }
+            }
+            let want = im2col(&x, &g);
+            let mut got = vec![f32::NAN; want.len()];
+            im2col_into(&xc, &g, PlaneOrder::Cnhw, 0..b, &mut got, false);
+            assert_eq!(got, want, "{b} {c} {h} {k} {s}");
+            // The columns of the last image alone are that image's part of every row.
+            let n1 = want.len() / (c * k * k) / b;
+            let mut last = vec![f32::NAN; c * k * k * n1];
+            im2col_into(&xc, &g, PlaneOrder::Cnhw, b - 1..b, &mut last, false);
+            for (r, row) in last.chunks(n1).enumerate() {
+                assert_eq!(row, &want[r * n1 * b + (b - 1) * n1..][..n1]);
+            }
+            let cols: Vec<f32> = (0..want.len()).map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0).collect();
+            let lhs: f64 = want.iter().zip(&cols).map(|(a, b)| (a * b) as f64).sum();
+            for (order, input) in [(PlaneOrder::Nchw, &x), (PlaneOrder::Cnhw, &xc)] {
+                let mut back = vec![0f32; x.len()];
+                col2im_add(&cols, &g, order, 0..b, &mut back);
+                let rhs: f64 = input.iter().zip(&back).map(|(a, b)| (a * b) as f64).sum();
+                assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{order:?} {b} {c} {h} {k} {s}: {lhs} vs {rhs}");
+            }
+        }
     }
 }

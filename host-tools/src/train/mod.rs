@@ -4,10 +4,12 @@
 pub mod augment;
 pub mod batch_norm;
 pub mod branch;
+pub mod branch_set;
 pub mod conv;
 pub mod cpu_storage;
 pub mod im2col;
 pub mod job;
+pub mod matmul;
 pub mod net;
 pub mod schedule;
 pub mod sgd;

@@ -16,7 +16,7 @@ use classmod_runtime::{ModelFile, ModelMeta, ResNetConfig, Shortcut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const BN_MOMENTUM: f64 = 0.1;
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
 
 /// Conv (padding k/2) + BN on `x`. With `train`, BN normalises with the batch's statistics and
 /// the new running statistics `(mean, var)` come back (PyTorch's: momentum 0.1, unbiased
