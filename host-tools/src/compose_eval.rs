@@ -262,7 +262,8 @@ pub struct ComposeReport {
     pub base: Option<EvalReport>,
     /// Per base, when each base has its own dataset ([`Reference::PerSource`]).
     pub sources: Vec<SourceReport>,
-    /// Mean fraction of the base's nodes the modules keep.
+    /// Mean fraction of the base's nodes the mask modules keep (0 without mask modules: a
+    /// compact module masks nothing).
     pub nodes_kept: f64,
 }
 
@@ -359,7 +360,9 @@ pub fn evaluate(
     };
     let sources =
         if per_source { source_reports(c, &images.labels, &predictions, &source_predictions) } else { vec![] };
-    let nodes_kept = c.modules().iter().filter_map(|m| m.kind.kept_fraction()).sum::<f64>() / k.max(1) as f64;
+    // Over the mask modules (a compact module masks nothing); 0 when there are none.
+    let kept: Vec<f64> = c.modules().iter().filter_map(|m| m.kind.kept_fraction()).collect();
+    let nodes_kept = if kept.is_empty() { 0.0 } else { kept.iter().sum::<f64>() / kept.len() as f64 };
     Ok(ComposeReport {
         rule: format!("{rule:?}").to_lowercase(),
         modules: names,

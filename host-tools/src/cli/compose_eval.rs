@@ -67,12 +67,17 @@ pub fn run(args: Args) -> Result<()> {
     let pb = progress::bar(images.len() as u64, "compose");
     let reference = if args.data.len() > 1 { Reference::PerSource } else { Reference::RestrictedBase };
     let r = compose_eval::evaluate(&c, &images, rule, reference, a.batch, &pb)?;
+    let masks = c.modules().iter().filter(|m| m.kind.kept_fraction().is_some()).count();
     println!(
-        "composed from {} modules (rule {}{}), mean nodes kept {:.1}%:",
+        "composed from {} modules (rule {}{}){}:",
         r.modules.len(),
         r.rule,
         if args.recalibrate { ", heads recalibrated" } else { "" },
-        100.0 * r.nodes_kept
+        if masks > 0 {
+            format!(", mean nodes kept by the {masks} mask modules {:.1}%", 100.0 * r.nodes_kept)
+        } else {
+            String::new()
+        }
     );
     print!("{}", report::eval_table(&r.composed));
     if let Some(b) = &r.base {
