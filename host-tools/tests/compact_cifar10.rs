@@ -125,3 +125,53 @@ fn a_branch_learns_its_class_and_the_same_seed_gives_the_same_branch() {
     assert_ne!(a.modules, other.modules, "another seed, another branch");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `experiment compact-tradeoff` end to end on a small sample (600 training images, one epoch,
+/// 200 test images: the wiring, not the figures, which are in results/): modules of both trunk
+/// depths decomposed, composed beside the base and written as a table, JSON and a chart with
+/// one line per depth; the shallow trunk is the cheaper share of the base.
+#[test]
+fn the_compact_tradeoff_runs_both_trunk_depths() {
+    let Some(shared) = common::shared() else { return };
+    let dir = common::scratch("compact-tradeoff");
+    let model = dir.join("r20.safetensors");
+    common::import_shared(&shared, "resnet20-cifar10.safetensors", &model);
+    let data = shared.join("data/cifar10-jpeg.tar.gz");
+    let out = dir.join("out");
+    let o = common::classmod(&[
+        "experiment",
+        "compact-tradeoff",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--settings",
+        "1:4,2:4",
+        "--max-images",
+        "600",
+        "--epochs",
+        "1",
+        "--limit",
+        "200",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = common::last_json(&o);
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    let trunk = |i: usize| points[i]["trunk_macs_fraction"].as_f64().unwrap();
+    assert_eq!((points[0]["trunk_stages"].as_u64(), points[1]["trunk_stages"].as_u64()), (Some(1), Some(2)));
+    assert!(trunk(0) < trunk(1) && trunk(1) < 1.0, "trunks {} and {}", trunk(0), trunk(1));
+    for p in points {
+        let (top1, base) = (p["top1"].as_f64().unwrap(), p["base_top1"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&top1) && base > 0.7, "{p}");
+        assert!(p["params_fraction"].as_f64().unwrap() < 0.06);
+    }
+    assert_eq!(v["test_images"], 200);
+    let svg = std::fs::read_to_string(out.join("compact-tradeoff.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2);
+    assert!(std::fs::read_to_string(out.join("compact-tradeoff.md")).unwrap().contains("| 1 | 4 |"));
+    let _ = std::fs::remove_dir_all(dir);
+}

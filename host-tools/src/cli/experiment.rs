@@ -18,6 +18,8 @@ use classmod_runtime::Device;
 pub enum Experiment {
     /// Nodes kept vs composed accuracy over keep/tangle rates and both heads.
     Tradeoff(TradeoffArgs),
+    /// Compact modules: trunk depth x branch width against composed accuracy and a class's cost.
+    CompactTradeoff(CompactTradeoffArgs),
     /// Intra-model reuse: all two-class subsets and sampled five-class subsets.
     Reuse(ReuseArgs),
     /// Inter-model replace: each class's module taken from another model.
@@ -210,9 +212,41 @@ pub struct TradeoffArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+pub struct CompactTradeoffArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// The model's dataset: `train` trains the branches, `test` scores compositions.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where compact-tradeoff.md, .json and .svg go.
+    #[arg(long)]
+    out: PathBuf,
+    /// `trunk-stages:width` pairs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1:8,1:16,1:32,2:8,2:16,2:32")]
+    settings: Vec<String>,
+    /// Blocks after each branch's entry convolution.
+    #[arg(long, default_value_t = decompose::compact::BRANCH_BLOCKS)]
+    branch_blocks: usize,
+    /// Passes over the cached training images.
+    #[arg(long, default_value_t = decompose::compact::EPOCHS)]
+    epochs: usize,
+    /// At most this many training images (a class-balanced sample; default all).
+    #[arg(long)]
+    max_images: Option<usize>,
+    /// Test images (seeded class-balanced sample); default all.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run(e: Experiment) -> Result<()> {
     match e {
         Experiment::Tradeoff(a) => run_tradeoff(a),
+        Experiment::CompactTradeoff(a) => run_compact_tradeoff(a),
         Experiment::Serving(a) => run_serving(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
@@ -260,15 +294,20 @@ pub fn run(e: Experiment) -> Result<()> {
     }
 }
 
-fn run_tradeoff(a: TradeoffArgs) -> Result<()> {
-    let settings = a
-        .settings
+/// `--settings` values `a:b`, each side parsed; `form` names them in the error.
+fn pairs<A: std::str::FromStr, B: std::str::FromStr>(items: &[String], form: &str) -> Result<Vec<(A, B)>> {
+    items
         .iter()
         .map(|s| {
-            let (k, t) = s.split_once(':').ok_or_else(|| anyhow!("--settings: `{s}` is not keep:tangle"))?;
-            Ok((k.trim().parse::<f64>()?, t.trim().parse::<f64>()?))
+            let bad = || anyhow!("--settings: `{s}` is not {form}");
+            let (a, b) = s.split_once(':').ok_or_else(bad)?;
+            Ok((a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+fn run_tradeoff(a: TradeoffArgs) -> Result<()> {
+    let settings: Vec<(f64, f64)> = pairs(&a.settings, "keep:tangle")?;
     let model = read_model(&a.model, &Device::Cpu)?;
     let (train, test) = splits(&model, &a.data, a.limit, a.seed)?;
     // The sweep sets the rates and heads itself; the rest are the defaults.
@@ -284,6 +323,31 @@ fn run_tradeoff(a: TradeoffArgs) -> Result<()> {
         let mut v = serde_json::to_value(&r)?;
         v["seconds"] =
             (r.observe_seconds + r.points.iter().map(|p| p.build_seconds + p.eval_seconds).sum::<f64>()).into();
+        print_json(&v);
+    }
+    Ok(())
+}
+
+fn run_compact_tradeoff(a: CompactTradeoffArgs) -> Result<()> {
+    use classmod_host::decompose::compact::CompactOptions;
+    use classmod_host::experiment::compact_tradeoff;
+    let t0 = std::time::Instant::now();
+    let settings: Vec<(usize, usize)> = pairs(&a.settings, "trunk-stages:width")?;
+    let model = read_model(&a.model, &Device::Cpu)?;
+    let (mut train, test) = splits(&model, &a.data, a.limit, a.seed)?;
+    if let Some(n) = a.max_images.filter(|&n| n < train.len()) {
+        train = train.balanced_sample(n, a.seed);
+    }
+    let opts = CompactOptions { blocks: a.branch_blocks, epochs: a.epochs, ..CompactOptions::new(None, a.seed) };
+    let pb = progress::bar(0, "compact");
+    let r = compact_tradeoff::run(&model, &train, &test, &opts, &settings, &pb)?;
+    pb.finish_and_clear();
+    compact_tradeoff::write(&a.out, &r).at(&a.out)?;
+    print!("{}", compact_tradeoff::markdown(&r));
+    println!("\nwritten: {}/compact-tradeoff.{{md,json,svg}}", a.out.display());
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["seconds"] = t0.elapsed().as_secs_f64().into();
         print_json(&v);
     }
     Ok(())

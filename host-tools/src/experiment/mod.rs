@@ -1,6 +1,7 @@
 //! Experiments that reproduce and extend the paper's measurements; each writes a Markdown table,
 //! a JSON file and, where a picture helps, an SVG chart.
 
+pub mod compact_tradeoff;
 pub mod cost;
 pub mod reuse;
 pub mod scores;
