@@ -36,9 +36,10 @@ pub struct Args {
     /// Compact: stages of the base the shared trunk covers (1 or 2).
     #[arg(long, default_value_t = compact::TRUNK_STAGES)]
     trunk_stages: usize,
-    /// Compact: the branch's channel width.
-    #[arg(long, default_value_t = compact::BRANCH_WIDTH)]
-    branch_width: usize,
+    /// Compact: the branch's channel width [default: 16 for a base of up to 3 blocks a stage
+    /// (ResNet-20), 24 for deeper ones (ResNet-56): measured, see results/]
+    #[arg(long)]
+    branch_width: Option<usize>,
     /// Compact: blocks after the branch's entry convolution.
     #[arg(long, default_value_t = compact::BRANCH_BLOCKS)]
     branch_blocks: usize,
@@ -180,7 +181,7 @@ fn run_compact(
 ) -> Result<()> {
     let opts = CompactOptions {
         trunk_stages: a.trunk_stages,
-        width: a.branch_width,
+        width: a.branch_width.unwrap_or_else(|| compact::default_width(&model.meta.arch)),
         blocks: a.branch_blocks,
         epochs: a.epochs,
         held_out: a.held_out,
