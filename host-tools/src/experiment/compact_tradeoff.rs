@@ -72,13 +72,14 @@ pub fn run(
     settings: &[(usize, usize)],
     progress: &ProgressBar,
 ) -> Result<CompactTradeoffReport, ComposeError> {
+    let base = ResNet::new(model, &classmod_runtime::Device::Cpu)?;
     let mut points = Vec::new();
     for &(trunk_stages, width) in settings {
         let o = CompactOptions { trunk_stages, width, ..opts.clone() };
         let t0 = Instant::now();
         let d = decompose_compact(model, train, &o, progress)?;
         let decompose_seconds = t0.elapsed().as_secs_f64();
-        let group = ModuleGroup::new(ResNet::new(model, &classmod_runtime::Device::Cpu)?, d.modules.clone())?;
+        let group = ModuleGroup::new(base.clone(), d.modules.clone())?;
         let composition = Composition::of_one_base(group, "(in memory)".into());
         let r = compose_eval::evaluate(
             &composition,
@@ -111,7 +112,7 @@ pub fn run(
         });
     }
     Ok(CompactTradeoffReport {
-        model: ResNet::new(model, &classmod_runtime::Device::Cpu)?.config().name(),
+        model: base.config().name(),
         train_images: train.len(),
         test_images: test.len(),
         options: opts.clone(),

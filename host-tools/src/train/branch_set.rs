@@ -352,6 +352,12 @@ impl BranchState {
         self.grads = [d, dx];
     }
 
+    /// The convolutions in forward order (entry, then each block's conv1, conv2, shortcut).
+    fn layers(&self) -> impl Iterator<Item = &ConvBnLayer> {
+        std::iter::once(&self.entry)
+            .chain(self.blocks.iter().flat_map(|b| [Some(&b.conv1), Some(&b.conv2), b.shortcut.as_ref()]).flatten())
+    }
+
     fn layers_mut(&mut self) -> impl Iterator<Item = &mut ConvBnLayer> {
         std::iter::once(&mut self.entry).chain(
             self.blocks
@@ -522,9 +528,7 @@ impl BranchSet {
     pub fn branch(&self, i: usize) -> Result<TrainableBranch, HostError> {
         let br = &self.branches[i];
         let mut values = Vec::new();
-        for layer in std::iter::once(&br.entry)
-            .chain(br.blocks.iter().flat_map(|b| [Some(&b.conv1), Some(&b.conv2), b.shortcut.as_ref()]).flatten())
-        {
+        for layer in br.layers() {
             let l = &layer.name;
             values.push((format!("{l}.weight"), layer.weight.value.clone()));
             values.push((format!("{l}.bn.weight"), layer.gamma.value.clone()));

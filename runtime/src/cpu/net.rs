@@ -73,6 +73,22 @@ impl CpuNet {
         self.stem.weight_bytes() + blocks.sum::<u64>()
     }
 
+    /// That the network has `blocks` blocks to run a trunk through.
+    fn check_trunk(&self, blocks: usize) -> Result<()> {
+        if blocks > self.blocks.len() {
+            return Err(Error::InvalidArchitecture {
+                reason: format!("a trunk of {blocks} blocks; the network has {}", self.blocks.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Images per parallel slice of a batch: up to [`SLICE`], at least two slices per thread;
+    /// 0 when the batch is too small to split (it then runs whole, tiles in parallel).
+    fn slice_len(batch: usize) -> usize {
+        SLICE.min(batch / (2 * rayon::current_num_threads().max(1)))
+    }
+
     /// Floats of one input image, after checking that `x` holds `batch` of them.
     fn check_input(&self, x: &[f32], batch: usize) -> Result<usize> {
         let per_image = self.input.height * self.input.width * self.stem.in_channels();
@@ -102,8 +118,7 @@ impl CpuNet {
             }
         }
         let per_image = self.check_input(x, batch)?;
-        // Slices of up to SLICE images, at least two per thread.
-        let slice = SLICE.min(batch / (2 * rayon::current_num_threads().max(1)));
+        let slice = Self::slice_len(batch);
         if visitor.is_some() || slice == 0 {
             return self.forward_slice(x, batch, 0, batch, masks, visitor, Threads::Tiles);
         }
@@ -120,11 +135,7 @@ impl CpuNet {
     /// convolution's tiles in parallel: the activation there (NHWC, after its ReLU), its plane
     /// and channels. The trunk a compact module's branch starts from.
     pub fn trunk(&self, x: &[f32], batch: usize, blocks: usize) -> Result<(Vec<f32>, Plane, usize)> {
-        if blocks > self.blocks.len() {
-            return Err(Error::InvalidArchitecture {
-                reason: format!("a trunk of {blocks} blocks; the network has {}", self.blocks.len()),
-            });
-        }
+        self.check_trunk(blocks)?;
         self.check_input(x, batch)?;
         self.run_blocks(x, batch, 0, batch, None, None, Threads::Tiles, blocks)
     }
@@ -140,11 +151,7 @@ impl CpuNet {
         batch: usize,
         blocks: usize,
     ) -> Result<(Vec<f32>, Plane, usize, Vec<f32>)> {
-        if blocks > self.blocks.len() {
-            return Err(Error::InvalidArchitecture {
-                reason: format!("a trunk of {blocks} blocks; the network has {}", self.blocks.len()),
-            });
-        }
+        self.check_trunk(blocks)?;
         let per_image = self.check_input(x, batch)?;
         let run = |xs: &[f32], n: usize, threads: Threads| -> Result<(Vec<f32>, Plane, usize, Vec<f32>)> {
             let (act, plane, channels) = self.run_blocks(xs, n, 0, n, None, None, threads, blocks)?;
@@ -152,7 +159,7 @@ impl CpuNet {
             let (out, p, c) = self.run_range(from, n, 0, n, None, None, threads, blocks..self.blocks.len())?;
             Ok((act, plane, channels, average_pool(&out, n, p.height * p.width, c)))
         };
-        let slice = SLICE.min(batch / (2 * rayon::current_num_threads().max(1)));
+        let slice = Self::slice_len(batch);
         if slice == 0 {
             return run(x, batch, Threads::Tiles);
         }
@@ -200,7 +207,7 @@ impl CpuNet {
                 })
                 .collect()
         };
-        let slice = SLICE.min(batch / (2 * rayon::current_num_threads().max(1)));
+        let slice = Self::slice_len(batch);
         if slice == 0 {
             return run(x, batch, Threads::Tiles);
         }

@@ -290,25 +290,28 @@ impl ResNet {
         Ok(x)
     }
 
-    /// The trunk of the network: the stem and its first `stages` stages (0 to 3), for a batch
-    /// `x` (B, C, H, W) of normalised images; returns the activation there, (B, C', H', W')
-    /// NCHW, after its ReLU. A compact module's branch runs on it, computed once for every
-    /// loaded class of this base.
-    pub fn trunk(&self, x: &Tensor, stages: usize) -> Result<Tensor> {
+    /// Blocks of a trunk of `stages` stages (0 to 3), after checking `x` and the stage count.
+    fn trunk_blocks(&self, x: &Tensor, stages: usize) -> Result<usize> {
         self.check_input(x)?;
         if stages > 3 {
             return Err(Error::InvalidArchitecture {
                 reason: format!("a trunk of {stages} stages; the network has 3"),
             });
         }
-        let n = stages * self.config.blocks_per_stage;
+        Ok(stages * self.config.blocks_per_stage)
+    }
+
+    /// The trunk of the network: the stem and its first `stages` stages (0 to 3), for a batch
+    /// `x` (B, C, H, W) of normalised images; returns the activation there, (B, C', H', W')
+    /// NCHW, after its ReLU. A compact module's branch runs on it, computed once for every
+    /// loaded class of this base.
+    pub fn trunk(&self, x: &Tensor, stages: usize) -> Result<Tensor> {
+        let n = self.trunk_blocks(x, stages)?;
         match &self.engine {
             Engine::Cpu(net) => {
-                let (images, c, h, w) = x.dims4()?;
-                let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+                let (images, nhwc) = nhwc_of(x)?;
                 let (act, p, channels) = net.trunk(&nhwc, images, n)?;
-                let nchw = to_nchw(&act, images, channels, p.height * p.width);
-                Ok(Tensor::from_vec(nchw, (images, channels, p.height, p.width), &Device::Cpu)?)
+                nchw_tensor(&act, images, p, channels)
             }
             Engine::Candle { stem, blocks } => Ok(Self::candle_blocks(stem, &blocks[..n], x, &mut NoHook)?),
         }
@@ -318,20 +321,12 @@ impl ResNet {
     /// the whole network, in one pass: the network's remaining stages continue from the trunk's
     /// activation instead of starting over. What a compact decomposition caches.
     pub fn trunk_and_logits(&self, x: &Tensor, stages: usize) -> Result<(Tensor, Tensor)> {
-        self.check_input(x)?;
-        if stages > 3 {
-            return Err(Error::InvalidArchitecture {
-                reason: format!("a trunk of {stages} stages; the network has 3"),
-            });
-        }
-        let n = stages * self.config.blocks_per_stage;
+        let n = self.trunk_blocks(x, stages)?;
         match &self.engine {
             Engine::Cpu(net) => {
-                let (images, c, h, w) = x.dims4()?;
-                let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+                let (images, nhwc) = nhwc_of(x)?;
                 let (act, p, channels, feats) = net.trunk_and_features(&nhwc, images, n)?;
-                let nchw = to_nchw(&act, images, channels, p.height * p.width);
-                let trunk = Tensor::from_vec(nchw, (images, channels, p.height, p.width), &Device::Cpu)?;
+                let trunk = nchw_tensor(&act, images, p, channels)?;
                 let logits = self.linear_rows_of(&feats, images);
                 let classes = logits.len() / images.max(1);
                 Ok((trunk, Tensor::from_vec(logits, (images, classes), &Device::Cpu)?))
@@ -420,8 +415,7 @@ impl ResNet {
         masks: Option<&SiteMasks>,
         visitor: Option<&mut dyn SiteVisitor>,
     ) -> Result<Tensor> {
-        let (images, c, h, w) = x.dims4()?;
-        let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+        let (images, nhwc) = nhwc_of(x)?;
         let (feats, batch) = self.stacked_features(&nhwc, images, masks, visitor)?;
         let f = feats.len() / batch.max(1);
         Ok(Tensor::from_vec(feats, (batch, f), &Device::Cpu)?)
@@ -435,6 +429,18 @@ impl Module for ResNet {
             other => candle_core::Error::Msg(other.to_string()),
         })
     }
+}
+
+/// An NCHW batch's values in NHWC order, with its number of images (the CPU path's input).
+fn nhwc_of(x: &Tensor) -> Result<(usize, Vec<f32>)> {
+    let (images, c, h, w) = x.dims4()?;
+    Ok((images, to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w)))
+}
+
+/// A CPU-path activation (NHWC) as an NCHW tensor.
+fn nchw_tensor(act: &[f32], images: usize, p: Plane, channels: usize) -> Result<Tensor> {
+    let nchw = to_nchw(act, images, channels, p.height * p.width);
+    Ok(Tensor::from_vec(nchw, (images, channels, p.height, p.width), &Device::Cpu)?)
 }
 
 /// `x[:, :, ::s, ::s]` for NCHW `x` whose height and width are multiples of `s`.
