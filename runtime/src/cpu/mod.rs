@@ -2,9 +2,11 @@
 //! at load. `microkernel.rs` owns the micro-kernels (AVX2+FMA, NEON, portable, chosen at run
 //! time), `conv.rs` one convolution (padding, tiles; direct or by `winograd.rs`), `lanes.rs` the
 //! SIMD vocabulary of Winograd's transforms, `epilogue.rs` what follows a convolution in the
-//! same pass (residual add, ReLU, node mask), `net.rs` the network. Candle stays the tensor type
-//! at the boundary and the path for other devices.
+//! same pass (residual add, ReLU, node mask), `net.rs` the network, `branches.rs` compact
+//! modules' branches run together on their trunk. Candle stays the tensor type at the boundary
+//! and the path for other devices.
 
+pub mod branches;
 pub mod conv;
 pub mod epilogue;
 pub(crate) mod lanes;

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use super::branches::CpuBranches;
 use super::conv::{Epilogue, PackedConv, Plane, StackedMask, Threads};
 use crate::Error;
 use crate::Result;
@@ -27,6 +28,17 @@ pub struct CpuBlock {
     pub conv1: PackedConv,
     pub conv2: PackedConv,
     pub shortcut: CpuShortcut,
+}
+
+impl CpuBlock {
+    /// Bytes of packed weights the block holds.
+    pub fn weight_bytes(&self) -> u64 {
+        let shortcut = match &self.shortcut {
+            CpuShortcut::Projection(c) => c.weight_bytes(),
+            _ => 0,
+        };
+        self.conv1.weight_bytes() + self.conv2.weight_bytes() + shortcut
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,14 +75,7 @@ const SLICE: usize = 4;
 impl CpuNet {
     /// Bytes of packed weights the network holds.
     pub fn weight_bytes(&self) -> u64 {
-        let blocks = self.blocks.iter().map(|b| {
-            let shortcut = match &b.shortcut {
-                CpuShortcut::Projection(c) => c.weight_bytes(),
-                _ => 0,
-            };
-            b.conv1.weight_bytes() + b.conv2.weight_bytes() + shortcut
-        });
-        self.stem.weight_bytes() + blocks.sum::<u64>()
+        self.stem.weight_bytes() + self.blocks.iter().map(CpuBlock::weight_bytes).sum::<u64>()
     }
 
     /// That the network has `blocks` blocks to run a trunk through.
@@ -172,40 +177,23 @@ impl CpuNet {
         Ok((acts.concat(), plane, channels, feats.concat()))
     }
 
-    /// Pooled features of k `branches` (networks whose input is this network's activation after
-    /// its first `trunk_blocks` blocks: compact modules' branches) on NHWC input `x`: the trunk
-    /// once per image, then every branch on it; one `(batch, channels)` block of rows per
-    /// branch. A large batch runs as slices in parallel, a slice's trunk and branches on one
-    /// thread (its trunk activation stays in that core's cache); a small one runs whole, each
-    /// convolution's tiles in parallel.
+    /// Pooled features of compact modules' `branches` (whose input is this network's activation
+    /// after its first `trunk_blocks` blocks) on NHWC input `x`: the trunk once per image, then
+    /// the branches on it; one `(batch, width)` block of rows per branch. A large batch runs as
+    /// slices in parallel, a slice's trunk and branches on one thread (its trunk activation stays
+    /// in that core's cache); a small one runs whole, each convolution's tiles in parallel.
     pub fn branched_features(
         &self,
         x: &[f32],
         batch: usize,
         trunk_blocks: usize,
-        branches: &[&CpuNet],
+        branches: &CpuBranches,
     ) -> Result<Vec<Vec<f32>>> {
+        self.check_trunk(trunk_blocks)?;
         let per_image = self.check_input(x, batch)?;
         let run = |xs: &[f32], n: usize, threads: Threads| -> Result<Vec<Vec<f32>>> {
-            let (act, p, c) = self.run_blocks(xs, n, 0, n, None, None, threads, trunk_blocks)?;
-            branches
-                .iter()
-                .map(|b| {
-                    if b.input != p || b.stem.in_channels() != c {
-                        return Err(Error::InvalidArchitecture {
-                            reason: format!(
-                                "a branch for {}x{}x{} activations on a trunk giving {}x{}x{c}",
-                                b.stem.in_channels(),
-                                b.input.height,
-                                b.input.width,
-                                p.height,
-                                p.width
-                            ),
-                        });
-                    }
-                    b.forward_slice(&act, n, 0, n, None, None, threads)
-                })
-                .collect()
+            let trunk = self.run_blocks(xs, n, 0, n, None, None, threads, trunk_blocks)?;
+            branches.features(trunk, &Pass::plain(n, threads))
         };
         let slice = Self::slice_len(batch);
         if slice == 0 {
@@ -266,58 +254,103 @@ impl CpuNet {
         threads: Threads,
         blocks: std::ops::Range<usize>,
     ) -> Result<(Vec<f32>, Plane, usize)> {
-        let mask = |site: usize| {
-            masks.and_then(|m| {
-                m.sites.get(site).and_then(Option::as_deref).map(|masks| StackedMask {
-                    masks,
-                    images_per_module: total / m.modules,
-                    first_image: first,
-                })
-            })
-        };
-        let mut site = 0usize;
-        let mut visit = |site: usize, act: &mut [f32], p: Plane, c: usize| -> Result<()> {
-            match visitor.as_deref_mut() {
-                Some(v) => v.visit(site, act, [batch, p.height, p.width, c]),
-                None => Ok(()),
-            }
-        };
-        // A convolution; ending ReLU site `site` (ReLU and that site's masks) unless `None`.
-        let run = |conv: &PackedConv, x: &[f32], p: Plane, residual: Option<&[f32]>, site: Option<usize>| {
-            let op = conv.out_plane(p);
-            let mut out = vec![0f32; batch * op.height * op.width * conv.out_channels()];
-            let e = Epilogue { residual, relu: site.is_some(), mask: site.and_then(mask) };
-            conv.forward(x, batch, p, &e, &mut out, threads);
-            (out, op)
-        };
-        let (mut x, mut p, mut c) = match from {
+        let pass = Pass { batch, first, total, masks, threads };
+        let (x, p, c, site) = match from {
             Resume::Input(x) => {
-                let (mut x, p) = run(&self.stem, x, self.input, None, Some(site));
-                visit(site, &mut x, p, self.stem.out_channels())?;
-                site += 1;
-                (x, p, self.stem.out_channels())
+                let (mut x, p) = pass.conv(&self.stem, x, self.input, None, Some(0));
+                pass.visit(&mut visitor, 0, &mut x, p, self.stem.out_channels())?;
+                (x, p, self.stem.out_channels(), 1)
             }
-            Resume::Activation { x, plane, channels } => {
-                site = 1 + 2 * blocks.start;
-                (x, plane, channels)
-            }
+            Resume::Activation { x, plane, channels } => (x, plane, channels, 1 + 2 * blocks.start),
         };
-        for b in &self.blocks[blocks] {
-            let (mut h, hp) = run(&b.conv1, &x, p, None, Some(site));
-            visit(site, &mut h, hp, b.conv1.out_channels())?;
+        pass.blocks(&self.blocks[blocks], (x, p, c), site, visitor)
+    }
+}
+
+/// What the layers of one pass share: which images of a stacked batch it runs, the modules'
+/// masks over that batch, and how each convolution uses the threads.
+pub(crate) struct Pass<'a> {
+    /// Images in this pass.
+    pub batch: usize,
+    /// Its first image's index in the stacked batch of `total`.
+    pub first: usize,
+    pub total: usize,
+    pub masks: Option<&'a SiteMasks>,
+    pub threads: Threads,
+}
+
+impl Pass<'_> {
+    /// A pass over `batch` images of their own (no stacked modules, no masks).
+    pub(crate) fn plain(batch: usize, threads: Threads) -> Self {
+        Pass { batch, first: 0, total: batch, masks: None, threads }
+    }
+
+    /// The masks of ReLU site `site`, where some module drops a node there.
+    fn mask(&self, site: usize) -> Option<StackedMask<'_>> {
+        let m = self.masks?;
+        m.sites.get(site).and_then(Option::as_deref).map(|masks| StackedMask {
+            masks,
+            images_per_module: self.total / m.modules,
+            first_image: self.first,
+        })
+    }
+
+    /// Convolution `conv` of `x` (plane `p`), `+ residual`, ending ReLU site `site` (its ReLU and
+    /// masks) unless `None`: the output and its plane.
+    pub(crate) fn conv(
+        &self,
+        conv: &PackedConv,
+        x: &[f32],
+        p: Plane,
+        residual: Option<&[f32]>,
+        site: Option<usize>,
+    ) -> (Vec<f32>, Plane) {
+        let op = conv.out_plane(p);
+        let mut out = vec![0f32; self.batch * op.height * op.width * conv.out_channels()];
+        let e = Epilogue { residual, relu: site.is_some(), mask: site.and_then(|s| self.mask(s)) };
+        conv.forward(x, self.batch, p, &e, &mut out, self.threads);
+        (out, op)
+    }
+
+    fn visit(
+        &self,
+        visitor: &mut Option<&mut dyn SiteVisitor>,
+        site: usize,
+        act: &mut [f32],
+        p: Plane,
+        c: usize,
+    ) -> Result<()> {
+        match visitor.as_deref_mut() {
+            Some(v) => v.visit(site, act, [self.batch, p.height, p.width, c]),
+            None => Ok(()),
+        }
+    }
+
+    /// `blocks` from activation `(x, plane, channels)`, whose first ReLU site is `site`: the
+    /// last activation (NHWC), its plane and channels.
+    pub(crate) fn blocks(
+        &self,
+        blocks: &[CpuBlock],
+        (mut x, mut p, mut c): (Vec<f32>, Plane, usize),
+        mut site: usize,
+        mut visitor: Option<&mut dyn SiteVisitor>,
+    ) -> Result<(Vec<f32>, Plane, usize)> {
+        for b in blocks {
+            let (mut h, hp) = self.conv(&b.conv1, &x, p, None, Some(site));
+            self.visit(&mut visitor, site, &mut h, hp, b.conv1.out_channels())?;
             site += 1;
             let short = match &b.shortcut {
                 CpuShortcut::Identity => None,
                 CpuShortcut::SubsamplePad { stride, pad } => {
-                    Some(subsample_pad(&x, batch, p, b.conv1.in_channels(), *stride, *pad))
+                    Some(subsample_pad(&x, self.batch, p, b.conv1.in_channels(), *stride, *pad))
                 }
-                CpuShortcut::Projection(conv) => Some(run(conv, &x, p, None, None).0),
+                CpuShortcut::Projection(conv) => Some(self.conv(conv, &x, p, None, None).0),
             };
             let residual = short.as_deref().unwrap_or(&x);
-            let (out, op) = run(&b.conv2, &h, hp, Some(residual), Some(site));
+            let (out, op) = self.conv(&b.conv2, &h, hp, Some(residual), Some(site));
             x = out;
             p = op;
-            visit(site, &mut x, p, b.conv2.out_channels())?;
+            self.visit(&mut visitor, site, &mut x, p, b.conv2.out_channels())?;
             site += 1;
             c = b.conv2.out_channels();
         }
@@ -341,7 +374,7 @@ fn subsample_pad(x: &[f32], batch: usize, p: Plane, c: usize, s: usize, pad: usi
 }
 
 /// Mean over the pixels of each image and channel: `(batch, c)`.
-fn average_pool(x: &[f32], batch: usize, pixels: usize, c: usize) -> Vec<f32> {
+pub(crate) fn average_pool(x: &[f32], batch: usize, pixels: usize, c: usize) -> Vec<f32> {
     let mut out = vec![0f32; batch * c];
     for (b, o) in out.chunks_exact_mut(c).enumerate() {
         for px in x[b * pixels * c..][..pixels * c].chunks_exact(c) {

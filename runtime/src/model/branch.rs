@@ -10,13 +10,12 @@
 //! layers ([`ConvBn`], [`Block`]) and CPU path as the base.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use candle_core::{Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::conv::Plane;
-use crate::cpu::net::CpuNet;
+use crate::cpu::branches::CpuBranches;
+use crate::cpu::conv::{PackedConv, Plane};
 use crate::model::graph::NoHook;
 use crate::model::layers::{Block, BlockShortcut, ConvBn};
 use crate::{Error, ResNet, ResNetConfig, Result};
@@ -213,25 +212,48 @@ impl BranchWeights {
     }
 }
 
-/// A branch ready to run on one device: its layers on candle's operations and, on the CPU, the
-/// CPU path's packed convolutions for its one input plane.
+/// A branch ready to run on candle's operations, on one device. (On the CPU path a group's
+/// branches run together instead: [`cpu_branches`].)
 #[derive(Debug, Clone)]
 pub struct Branch {
     spec: BranchSpec,
     entry: ConvBn,
     blocks: Vec<Block>,
-    cpu: Option<Arc<CpuNet>>,
+}
+
+/// The branches of `weights` packed together for the CPU path on a trunk activation of plane
+/// `plane`: their entry convolutions as one (output channels side by side, in order), then each
+/// branch's blocks.
+pub(crate) fn cpu_branches(weights: &[&BranchWeights], plane: Plane) -> Result<CpuBranches> {
+    let Some(in_channels) = weights.first().map(|w| w.spec.in_channels) else {
+        return Err(Error::InvalidArchitecture { reason: "a group of no branches".into() });
+    };
+    if let Some(w) = weights.iter().find(|w| w.spec.in_channels != in_channels) {
+        return Err(Error::InvalidArchitecture {
+            reason: format!("a branch from {} channels among branches from {in_channels}", w.spec.in_channels),
+        });
+    }
+    let (mut kernel, mut bias) = (Vec::new(), Vec::new());
+    for w in weights {
+        kernel.extend_from_slice(&w.tensors["entry.weight"]);
+        bias.extend_from_slice(&w.tensors["entry.bias"]);
+    }
+    let total = bias.len();
+    let entry = PackedConv::for_plane(&kernel, bias, [total, in_channels, 3, 3], 2, 1, plane);
+    let after_entry = entry.out_plane(plane);
+    let branches = weights
+        .iter()
+        .map(|w| {
+            let b = Branch::build(w, &Device::Cpu)?;
+            Ok((w.spec.width, ResNet::cpu_blocks(&b.blocks, after_entry)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    CpuBranches::new(entry, plane, branches)
 }
 
 impl Branch {
-    /// Builds `weights` for a trunk activation of plane `height` x `width`, on the CPU path when
-    /// `cpu_path`.
-    pub(crate) fn build(
-        weights: &BranchWeights,
-        plane: (usize, usize),
-        device: &Device,
-        cpu_path: bool,
-    ) -> Result<Self> {
+    /// Builds `weights` on `device`.
+    pub(crate) fn build(weights: &BranchWeights, device: &Device) -> Result<Self> {
         let spec = weights.spec;
         let entry = weights.conv("entry", 2, device)?;
         let blocks = (0..spec.blocks)
@@ -249,23 +271,12 @@ impl Branch {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let cpu = if cpu_path {
-            let input = Plane { height: plane.0, width: plane.1 };
-            Some(Arc::new(ResNet::cpu_net(&entry, &blocks, input)?))
-        } else {
-            None
-        };
-        Ok(Branch { spec, entry, blocks, cpu })
+        Ok(Branch { spec, entry, blocks })
     }
 
     /// The shape.
     pub fn spec(&self) -> &BranchSpec {
         &self.spec
-    }
-
-    /// The CPU path's network (its "stem" is the entry convolution).
-    pub(crate) fn cpu(&self) -> Option<&CpuNet> {
-        self.cpu.as_deref()
     }
 
     /// Pooled features `(B, width)` of a trunk activation `(B, C, H, W)` on candle's operations.
@@ -277,12 +288,9 @@ impl Branch {
         Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
     }
 
-    /// Bytes the built branch holds (the CPU path's packed weights, or candle's tensors).
+    /// Bytes the built branch's tensors hold.
     pub fn resident_bytes(&self) -> u64 {
-        match &self.cpu {
-            Some(net) => net.weight_bytes(),
-            None => self.entry.weight_bytes() + self.blocks.iter().map(Block::weight_bytes).sum::<u64>(),
-        }
+        self.entry.weight_bytes() + self.blocks.iter().map(Block::weight_bytes).sum::<u64>()
     }
 }
 
@@ -321,22 +329,21 @@ mod tests {
                 a = (out + short).unwrap().relu().unwrap();
             }
             let reference = a.mean(D::Minus1).unwrap().mean(D::Minus1).unwrap();
-            for cpu_path in [true, false] {
-                let branch = Branch::build(weights, (h, w), &Device::Cpu, cpu_path).unwrap();
-                let found = match branch.cpu() {
-                    Some(net) => {
-                        let nhwc = crate::cpu::net::to_nhwc(
-                            &trunk.flatten_all().unwrap().to_vec1().unwrap(),
-                            5,
-                            trunk.dim(1).unwrap(),
-                            h * w,
-                        );
-                        Tensor::from_vec(net.features(&nhwc, 5, None, None).unwrap(), (5, 8), &Device::Cpu).unwrap()
-                    }
-                    None => branch.forward(&trunk).unwrap(),
-                };
+            let on_cpu_path = cpu_branches(&[weights], Plane { height: h, width: w }).unwrap();
+            let nhwc = crate::cpu::net::to_nhwc(
+                &trunk.flatten_all().unwrap().to_vec1().unwrap(),
+                5,
+                trunk.dim(1).unwrap(),
+                h * w,
+            );
+            let pass = crate::cpu::net::Pass::plain(5, crate::cpu::conv::Threads::Tiles);
+            let plane = Plane { height: h, width: w };
+            let cpu = on_cpu_path.features((nhwc, plane, trunk.dim(1).unwrap()), &pass).unwrap();
+            let cpu = Tensor::from_vec(cpu[0].clone(), (5, 8), &Device::Cpu).unwrap();
+            let candle = Branch::build(weights, &Device::Cpu).unwrap().forward(&trunk).unwrap();
+            for (found, path) in [(cpu, "cpu path"), (candle, "candle")] {
                 let d = (found - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(d < 1e-4, "stages {stages}, cpu path {cpu_path}: {d}");
+                assert!(d < 1e-4, "stages {stages}, {path}: {d}");
             }
             assert!(
                 reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3,

@@ -170,9 +170,14 @@ impl ResNet {
     /// compact module's branch, whose entry convolution is its stem).
     pub(crate) fn cpu_net(stem: &ConvBn, blocks: &[Block], input: Plane) -> candle_core::Result<CpuNet> {
         let stem = stem.packed(input)?;
+        let blocks = Self::cpu_blocks(blocks, stem.out_plane(input))?;
+        Ok(CpuNet { stem, blocks, input })
+    }
+
+    /// `blocks` on the CPU path, the first taking plane `p`.
+    pub(crate) fn cpu_blocks(blocks: &[Block], mut p: Plane) -> candle_core::Result<Vec<CpuBlock>> {
         // Every convolution's input plane is fixed by the model's: follow it through the blocks.
-        let mut p = stem.out_plane(input);
-        let blocks = blocks
+        blocks
             .iter()
             .map(|b| {
                 let conv1 = b.conv1.packed(p)?;
@@ -191,8 +196,7 @@ impl ResNet {
                 p = block.conv2.out_plane(mid);
                 Ok(block)
             })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(CpuNet { stem, blocks, input })
+            .collect()
     }
 
     /// The CPU path's network, when the graph runs on the CPU.

@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
-use crate::cpu::net::{to_nhwc, CpuNet, SiteMasks};
-use crate::model::branch::Branch;
+use crate::cpu::branches::CpuBranches;
+use crate::cpu::conv::Plane;
+use crate::cpu::net::{to_nhwc, SiteMasks};
+use crate::model::branch::{cpu_branches, Branch, BranchWeights};
 use crate::model::graph::ReluHook;
 use crate::module::{score, ClassModule, GroupKind, NodeMask};
 use crate::Result;
@@ -38,9 +40,18 @@ enum Plan {
     Branched {
         /// Stages of the base the trunk covers.
         trunk_stages: usize,
-        /// One per module, in group order, built for this base's device.
-        branches: Vec<Branch>,
+        /// The modules' branches, in group order.
+        branches: BranchPlan,
     },
+}
+
+/// A group's branches as its base's engine runs them.
+#[derive(Debug, Clone)]
+enum BranchPlan {
+    /// The CPU path's: all entry convolutions as one, then each branch's blocks.
+    Cpu(Arc<CpuBranches>),
+    /// One branch after the other on candle's operations.
+    Tensors(Vec<Branch>),
 }
 
 /// The stacked masks as 0/1 bytes: a served module's masks are its resident memory beyond the
@@ -130,11 +141,13 @@ impl ModuleGroup {
                 for _ in 1..trunk_stages {
                     (h, w) = (h.div_ceil(2), w.div_ceil(2));
                 }
-                let branches = modules
-                    .iter()
-                    .filter_map(|m| m.as_compact())
-                    .map(|b| Branch::build(b, (h, w), base.device(), base.cpu().is_some()))
-                    .collect::<Result<Vec<_>>>()?;
+                let weights: Vec<&BranchWeights> = modules.iter().filter_map(|m| m.as_compact()).collect();
+                let branches = if base.cpu().is_some() {
+                    BranchPlan::Cpu(Arc::new(cpu_branches(&weights, Plane { height: h, width: w })?))
+                } else {
+                    let built = weights.iter().map(|b| Branch::build(b, base.device()));
+                    BranchPlan::Tensors(built.collect::<Result<Vec<_>>>()?)
+                };
                 Plan::Branched { trunk_stages, branches }
             }
         };
@@ -146,7 +159,8 @@ impl ModuleGroup {
         match &self.plan {
             Plan::Stacked(StackedPlan::Cpu(m)) => m.sites.iter().flatten().map(|s| s.len() as u64).sum(),
             Plan::Stacked(StackedPlan::Tensors(ts)) => ts.iter().flatten().map(|t| t.elem_count() as u64).sum(),
-            Plan::Branched { branches, .. } => branches.iter().map(Branch::resident_bytes).sum(),
+            Plan::Branched { branches: BranchPlan::Cpu(b), .. } => b.weight_bytes(),
+            Plan::Branched { branches: BranchPlan::Tensors(b), .. } => b.iter().map(Branch::resident_bytes).sum(),
         }
     }
 
@@ -245,26 +259,29 @@ impl ModuleGroup {
     }
 
     /// Each branch's pooled features on `x`, the trunk computed once.
-    fn branch_features(&self, x: &Tensor, trunk_stages: usize, branches: &[Branch]) -> Result<Vec<Vec<f32>>> {
-        if let Some(net) = self.base.cpu() {
-            let (images, c, h, w) = x.dims4()?;
-            let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
-            return self.cpu_branch_features(net, &nhwc, images, trunk_stages, branches);
+    fn branch_features(&self, x: &Tensor, trunk_stages: usize, branches: &BranchPlan) -> Result<Vec<Vec<f32>>> {
+        match branches {
+            BranchPlan::Cpu(branches) => {
+                let (images, c, h, w) = x.dims4()?;
+                let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
+                self.cpu_branch_features(&nhwc, images, trunk_stages, branches)
+            }
+            BranchPlan::Tensors(branches) => {
+                let trunk = self.base.trunk(x, trunk_stages)?;
+                branches.iter().map(|b| Ok(b.forward(&trunk)?.flatten_all()?.to_vec1::<f32>()?)).collect()
+            }
         }
-        let trunk = self.base.trunk(x, trunk_stages)?;
-        branches.iter().map(|b| Ok(b.forward(&trunk)?.flatten_all()?.to_vec1::<f32>()?)).collect()
     }
 
     fn cpu_branch_features(
         &self,
-        net: &CpuNet,
         nhwc: &[f32],
         images: usize,
         trunk_stages: usize,
-        branches: &[Branch],
+        branches: &CpuBranches,
     ) -> Result<Vec<Vec<f32>>> {
-        let nets: Vec<&CpuNet> = branches.iter().filter_map(Branch::cpu).collect();
-        net.branched_features(nhwc, images, trunk_stages * self.base.config().blocks_per_stage, &nets)
+        let net = self.base.cpu().expect("a CPU-path plan is built for a CPU-path base");
+        net.branched_features(nhwc, images, trunk_stages * self.base.config().blocks_per_stage, branches)
     }
 
     /// Runs every module on a normalised batch `x` (B, C, H, W): mask modules in one forward of
@@ -292,7 +309,7 @@ impl ModuleGroup {
         if self.modules.is_empty() {
             return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
         }
-        if let Some(net) = self.base.cpu() {
+        if self.base.cpu().is_some() {
             let mut x = vec![0f32; pixels.len()];
             spec.normalize_into_nhwc(pixels, &mut x);
             return match &self.plan {
@@ -300,11 +317,13 @@ impl ModuleGroup {
                     let (feats, logits) = self.base.cpu_features_and_logits(&x, batch, Some(masks))?;
                     Ok(self.outputs(&feats, &logits, batch))
                 }
-                Plan::Branched { trunk_stages, branches } => {
-                    let feats = self.cpu_branch_features(net, &x, batch, *trunk_stages, branches)?;
+                Plan::Branched { trunk_stages, branches: BranchPlan::Cpu(branches) } => {
+                    let feats = self.cpu_branch_features(&x, batch, *trunk_stages, branches)?;
                     Ok(self.head_outputs(&feats, batch))
                 }
-                Plan::Stacked(StackedPlan::Tensors(_)) => unreachable!("a CPU-path base stacks its masks in NHWC"),
+                Plan::Stacked(StackedPlan::Tensors(_)) | Plan::Branched { branches: BranchPlan::Tensors(_), .. } => {
+                    unreachable!("a CPU-path base builds its plans for the CPU path")
+                }
             };
         }
         let mut x = vec![0f32; pixels.len()];
