@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use classmod::fixtures::packed_resnet20;
 use classmod::runtime::host::MappedFile;
-use classmod::runtime::Rule;
 use classmod::runtime::{Device, ResNet, Tensor};
+use classmod::runtime::{MinScore, Rule};
 use classmod::runtime::{ModuleRuntime, ServingConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
@@ -39,7 +39,8 @@ fn setup() -> Option<Setup> {
 }
 
 fn runtime(dir: &Path) -> ModuleRuntime {
-    let config = ServingConfig { device: Device::Cpu, key: None, budget_bytes: None, rule: Rule::Max };
+    let config =
+        ServingConfig { device: Device::Cpu, key: None, budget_bytes: None, rule: Rule::Max, min_score: MinScore::Off };
     ModuleRuntime::open(dir, config).expect("opens")
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use classmod::boards::{Status, Trigger};
 use classmod::edge::{DeviceChoice, Edge, EdgeOptions, LogPin};
 use classmod::fixtures::packed_resnet20;
-use classmod::runtime::{Device, ResNet, Tensor};
+use classmod::runtime::{Device, MinScore, ResNet, Tensor};
 use embedded_hal::digital::{ErrorType, InputPin};
 
 /// A trigger input that plays back a script of levels, one per poll (then stays low).
@@ -42,6 +42,9 @@ fn options(dir: &Path, device: DeviceChoice) -> EdgeOptions {
         key: None,
         serve_new: false,
         device,
+        // These tests hold the device to the base's choice among the served classes: the closed
+        // world (`none` answers have their own test).
+        min_score: MinScore::Off,
     }
 }
 
@@ -81,7 +84,7 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     let mut fired = Vec::new();
     for poll in 0..12 {
         if let Some(v) = edge.poll_trigger(&mut trigger, &frame).unwrap() {
-            assert_eq!(v.class, expected, "poll {poll}");
+            assert_eq!(v.class.as_ref(), Some(&expected), "poll {poll}");
             fired.push(poll);
         }
     }
@@ -115,7 +118,7 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     let verdicts = edge.process_watch(&watch).unwrap();
     let got: Vec<(String, String)> = verdicts
         .iter()
-        .map(|v| (v.file.file_name().unwrap().to_string_lossy().into_owned(), v.class.clone()))
+        .map(|v| (v.file.file_name().unwrap().to_string_lossy().into_owned(), v.class.clone().unwrap_or_default()))
         .collect();
     let want: Vec<(String, String)> = ["cifar10_00_3.png", "cifar10_02_8.png"]
         .iter()
@@ -138,5 +141,30 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
         let edge = Edge::start(options(&dir.join("packed"), DeviceChoice::Auto), LogPin::default()).unwrap();
         assert!(edge.log.iter().any(|l| l.contains("computing on the CPU")));
     }
+
+    // With the modules' calibrated minimum scores (the device's default), images of classes
+    // that are not served can be answered `none`; most images of the served classes are not.
+    let opts = EdgeOptions { min_score: MinScore::Calibrated, ..options(&dir.join("packed"), DeviceChoice::Cpu) };
+    let mut edge = Edge::start(opts, LogPin::default()).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&pngs).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.extension().is_some_and(|x| x == "png"));
+    files.sort();
+    let verdicts = edge.classify_files(&files).unwrap();
+    let label = |v: &classmod::edge::Verdict| -> usize {
+        let stem = v.file.file_stem().unwrap().to_string_lossy().into_owned();
+        stem.rsplit('_').next().unwrap().parse().unwrap()
+    };
+    let (served, others): (Vec<_>, Vec<_>) = verdicts.iter().partition(|v| SERVED.contains(&label(v)));
+    let none = |vs: &[&classmod::edge::Verdict]| vs.iter().filter(|v| v.class.is_none()).count();
+    eprintln!(
+        "none answers: {} of {} served-class images, {} of {} others",
+        none(&served),
+        served.len(),
+        none(&others),
+        others.len()
+    );
+    assert!(none(&others) >= 3, "{} of {} images of unserved classes answered none", none(&others), others.len());
+    assert!(none(&served) <= 2, "{} of {} images of served classes answered none", none(&served), served.len());
+    assert!(edge.log.iter().any(|l| l.contains(": none (best score")), "{:?}", edge.log);
     let _ = std::fs::remove_dir_all(&dir);
 }

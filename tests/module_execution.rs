@@ -49,6 +49,7 @@ fn module(net: &ResNet, class: usize, mask: NodeMask, head: ModuleHead) -> Class
         input: net.input_spec().clone(),
         kind: ModuleKind::Mask(mask),
         head,
+        min_score: None,
     }
 }
 

@@ -43,6 +43,9 @@ pub struct EdgeOptions {
     /// Load classes that an update adds.
     pub serve_new: bool,
     pub device: DeviceChoice,
+    /// The score a module must reach to claim an image; below it on every served module the
+    /// answer is `none`.
+    pub min_score: MinScore,
 }
 
 /// The device for `choice` on `board`, and how to name it in the log.
@@ -67,7 +70,9 @@ type Unreadable = (PathBuf, anyhow::Error);
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub file: PathBuf,
-    pub class: String,
+    /// The winning class, or `None`: none of the served classes.
+    pub class: Option<String>,
+    /// The winner's score (for `none`, the best score, which missed its minimum).
     pub score: f32,
     pub generation: u64,
 }
@@ -96,6 +101,7 @@ impl<P: OutputPin> Edge<P> {
             key: opts.key,
             budget_bytes: Some(u64::from(board.module_budget_mib) << 20),
             rule: Rule::Max,
+            min_score: opts.min_score,
         };
         let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| anyhow!("{}: {e}", opts.dir.display()))?;
         let mut edge =
@@ -172,25 +178,23 @@ impl<P: OutputPin> Edge<P> {
         if readable.is_empty() {
             return Ok((vec![], unreadable));
         }
-        let r = snap.classify(&px, Rule::Max)?;
+        let r = snap.classify(&px, Rule::Max, self.runtime.config().min_score)?;
         let verdicts: Vec<Verdict> = readable
             .iter()
             .zip(r.predictions.iter().zip(&r.scores))
             .map(|(&f, (&p, s))| Verdict {
                 file: f.clone(),
-                class: r.classes[p].clone(),
-                score: s[p],
+                class: p.map(|p| r.classes[p].clone()),
+                score: p.map_or_else(|| s.iter().copied().fold(0.0, f32::max), |p| s[p]),
                 generation: r.generation,
             })
             .collect();
         for v in &verdicts {
-            self.say(format!(
-                "{}: {} ({:.3}) [classes {}]",
-                file_name(&v.file),
-                v.class,
-                v.score,
-                r.classes.join(", ")
-            ));
+            let answer = match &v.class {
+                Some(class) => format!("{class} ({:.3})", v.score),
+                None => format!("none (best score {:.3})", v.score),
+            };
+            self.say(format!("{}: {answer} [classes {}]", file_name(&v.file), r.classes.join(", ")));
         }
         Ok((verdicts, unreadable))
     }

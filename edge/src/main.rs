@@ -9,7 +9,7 @@ use clap::Parser;
 use classmod_boards::{BoardProfile, Trigger};
 use classmod_edge::pins::{LedPin, TriggerPin, ValueFilePin};
 use classmod_edge::{DeviceChoice, Edge, EdgeOptions, LogPin};
-use classmod_runtime::parse_public_key;
+use classmod_runtime::{parse_public_key, MinScore};
 
 #[derive(Parser)]
 #[command(name = "classmod-edge", version, about = "Serve classmod class modules on a device")]
@@ -41,6 +41,12 @@ struct Args {
     /// Load classes that an update adds.
     #[arg(long)]
     serve_new: bool,
+    /// The score a module must reach to claim an image: `calibrated` (each module's own, set
+    /// when it was packed so that 95 % of its class's held-out images reach it), `off` (every
+    /// image is one of the served classes) or a score in [0, 1]. Below it on every served module
+    /// the answer is `none`.
+    #[arg(long, default_value = "calibrated")]
+    min_score: MinScore,
     /// The image classified on each trigger edge (the frame a camera keeps current).
     #[arg(long, requires = "trigger")]
     frame: Option<PathBuf>,
@@ -115,6 +121,7 @@ fn run(a: Args) -> Result<()> {
             DeviceArg::Cpu => DeviceChoice::Cpu,
             DeviceArg::Cuda => DeviceChoice::Cuda,
         },
+        min_score: a.min_score,
     };
     let mut edge = Edge::start(opts, led)?;
     if !a.images.is_empty() {

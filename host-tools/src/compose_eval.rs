@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use classmod_runtime::host::{base_blob, MappedFile};
-use classmod_runtime::Rule;
 use classmod_runtime::{ClassModule, Device, InputSpec, ModelFile, ModuleGroup, ResNet};
 use classmod_runtime::{Manifest, ModelKey, ModuleBlob, MANIFEST_FILE};
+use classmod_runtime::{MinScore, Rule};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -239,6 +239,16 @@ fn with_composed_labels(c: &Composition, all: Vec<String>) -> (Vec<String>, Vec<
     (all, map)
 }
 
+/// The images of classes outside the composition, as one class `other` (so that those of
+/// several datasets append).
+pub fn others(images: &ImageSet, map: &[Option<u32>]) -> ImageSet {
+    let keep: Vec<usize> = (0..images.len()).filter(|&i| map[images.labels[i] as usize].is_none()).collect();
+    let mut out = images.select(&keep);
+    out.labels.iter_mut().for_each(|l| *l = 0);
+    out.class_names = vec!["other".into()];
+    out
+}
+
 /// Keeps the images of composed classes, relabelled to composition order.
 pub fn restrict(images: ImageSet, map: &[Option<u32>], composed_names: Vec<String>) -> ImageSet {
     let keep: Vec<usize> = (0..images.len()).filter(|&i| map[images.labels[i] as usize].is_some()).collect();
@@ -371,6 +381,60 @@ pub fn evaluate(
         base,
         sources,
         nodes_kept,
+    })
+}
+
+/// How a composition answers "none of these classes" under a minimum score: what it costs on the
+/// composed classes' images and what it buys on the images of every other class.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoneAnswers {
+    /// `calibrated`, or the one minimum given.
+    pub min_score: String,
+    /// Share of the composed classes' images answered none.
+    pub loaded_none: f64,
+    /// Top-1 on the composed classes' images, a `none` counted wrong.
+    pub top1_with_none: f64,
+    /// Images of the dataset's other classes (0 when it has none).
+    pub others: usize,
+    /// Share of those answered none (the rest get one of the composed classes, wrongly).
+    pub others_none: f64,
+}
+
+/// [`NoneAnswers`] of the composition on `loaded` (labels in composition order) and `others`
+/// (images of classes outside the composition).
+pub fn none_answers(
+    c: &Composition,
+    loaded: &ImageSet,
+    others: &ImageSet,
+    rule: Rule,
+    min: MinScore,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<NoneAnswers, ComposeError> {
+    let answers = |images: &ImageSet| -> Result<Vec<Option<usize>>, ComposeError> {
+        let device = c.groups()[0].base().device().clone();
+        let idx: Vec<usize> = (0..images.len()).collect();
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in idx.chunks(batch.max(1)) {
+            let outs = c.composed.run(&batch_tensor(images, chunk, c.input_spec(), &device)?)?;
+            out.extend((0..chunk.len()).map(|i| outs.answer(i, rule, min).0));
+            progress.inc(chunk.len() as u64);
+        }
+        Ok(out)
+    };
+    let frac = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let mine = answers(loaded)?;
+    let theirs = answers(others)?;
+    let right = mine.iter().zip(&loaded.labels).filter(|(a, &l)| **a == Some(l as usize)).count();
+    Ok(NoneAnswers {
+        min_score: match min {
+            MinScore::Fixed(v) => format!("{v}"),
+            other => format!("{other:?}").to_lowercase(),
+        },
+        loaded_none: frac(mine.iter().filter(|a| a.is_none()).count(), mine.len()),
+        top1_with_none: frac(right, mine.len()),
+        others: theirs.len(),
+        others_none: frac(theirs.iter().filter(|a| a.is_none()).count(), theirs.len()),
     })
 }
 

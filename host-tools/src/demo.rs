@@ -71,6 +71,7 @@ pub fn device_demo(
         key: Some(key.verifying_key()),
         serve_new: true,
         device: classmod_edge::DeviceChoice::Cpu,
+        min_score: classmod_runtime::MinScore::Calibrated,
     };
     let mut edge = Edge::start(opts, LogPin::default())?;
     edge.classify_files(&files)?;

@@ -8,8 +8,8 @@ use std::path::Path;
 use classmod_blob::{Blob, BlobKind, VerifyingKey};
 use classmod_runtime::host::MappedFile;
 use classmod_runtime::host::{base_blob, key_hex};
-use classmod_runtime::Rule;
 use classmod_runtime::{Device, ModuleBlob};
+use classmod_runtime::{MinScore, Rule};
 use classmod_runtime::{ModuleRuntime, ServingConfig};
 use serde::Serialize;
 
@@ -42,7 +42,13 @@ fn row(
 /// Every file a manifest lists, checked by the device runtime's own loading code (without
 /// serving). An unreadable manifest is an error; a bad file is a failed row.
 pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRow>, HostError> {
-    let config = ServingConfig { device: Device::Cpu, key: key.cloned(), budget_bytes: None, rule: Rule::Max };
+    let config = ServingConfig {
+        device: Device::Cpu,
+        key: key.cloned(),
+        budget_bytes: None,
+        rule: Rule::Max,
+        min_score: MinScore::Off,
+    };
     let rt = ModuleRuntime::open(dir, config)?;
     let manifest = rt.manifest();
     let mut rows = Vec::new();
@@ -97,9 +103,13 @@ pub fn verify_file(path: &Path, key: Option<&VerifyingKey>) -> VerifyRow {
 }
 
 /// One line on what a module computes: its kind and, for a compact module, its trunk and its
-/// branch's size.
+/// branch's size; and from which score it claims an image.
 pub fn module_summary(m: &classmod_runtime::ClassModule) -> String {
-    match (&m.kind, m.as_compact()) {
+    let min = match m.min_score {
+        Some(s) => format!("; claims an image from score {s:.4} (calibrated)"),
+        None => "; no calibrated minimum score (claims every image)".into(),
+    };
+    let what = match (&m.kind, m.as_compact()) {
         (_, Some(b)) => {
             let s = b.spec();
             let (mut h, mut w) = (m.input.height, m.input.width);
@@ -124,5 +134,6 @@ pub fn module_summary(m: &classmod_runtime::ClassModule) -> String {
             m.base_key.short(),
             m.head.name()
         ),
-    }
+    };
+    what + &min
 }

@@ -42,6 +42,7 @@ fn module_dir(dir: &Path, mean: f32) {
             input: input.clone(),
             kind: ModuleKind::Mask(NodeMask::ones(&sites)),
             head: ModuleHead::Channel { class_index: c as usize },
+            min_score: None,
         })
         .collect();
     pack(&[PackGroup::new(model, modules).unwrap()], dir, None, |_, _| vec![100; 2 * 64]).unwrap();

@@ -26,15 +26,17 @@
 //!
 //! # fn main() -> classmod_runtime::Result<()> {
 //! # let dir = example::packed_directory()?;
-//! let config = ServingConfig { device: Device::Cpu, key: None, budget_bytes: Some(64 << 20), rule: Rule::Max };
+//! let config = ServingConfig { device: Device::Cpu, key: None, budget_bytes: Some(64 << 20), rule: Rule::Max, min_score: MinScore::Calibrated };
 //! let runtime = ModuleRuntime::open(&dir, config)?;
 //! runtime.load("cat")?;
 //! runtime.load("dog")?;
 //! let snapshot = runtime.snapshot(); // one consistent set of modules for this classification
 //! let pixels = vec![128u8; snapshot.input_spec().expect("two classes are loaded").image_len()];
-//! let result = snapshot.classify(&pixels, Rule::Max)?;
-//! let winner = result.predictions[0];
-//! println!("{} ({:.2})", result.classes[winner], result.scores[0][winner]);
+//! let result = snapshot.classify(&pixels, Rule::Max, MinScore::Calibrated)?;
+//! match result.predictions[0] {
+//!     Some(winner) => println!("{} ({:.2})", result.classes[winner], result.scores[0][winner]),
+//!     None => println!("none of {}", result.classes.join(", ")),
+//! }
 //! runtime.unload("dog")?; // classifications still running keep their snapshot
 //! runtime.load("ship")?;
 //! assert_eq!(runtime.snapshot().class_names(), ["cat", "ship"]);
@@ -100,7 +102,7 @@ pub use model::{
     Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, InputSpec, ModelFile, ModelKey, ModelMeta,
     ReluSite, ResNet, ResNetConfig, Shortcut,
 };
-pub use module::compose::Rule;
+pub use module::compose::{MinScore, Rule};
 pub use module::{
     ClassId, ClassModule, ComposedOutputs, Composition, GroupKind, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs,
     NodeMask, SiteMask,
@@ -115,8 +117,8 @@ pub use serve::{
 /// What a device integrator needs: `use classmod_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Applied, Classification, Device, DurableFs, Error, InputSpec, ModuleRuntime, OsFs, Result, Rule, ServingConfig,
-        Snapshot, UpdateKind, UpdateReport, VerifyingKey,
+        Applied, Classification, Device, DurableFs, Error, InputSpec, MinScore, ModuleRuntime, OsFs, Result, Rule,
+        ServingConfig, Snapshot, UpdateKind, UpdateReport, VerifyingKey,
     };
 }
 
@@ -127,7 +129,7 @@ pub mod host {
     pub use crate::model::file::{check_tensors, read_safetensors};
     pub use crate::model::graph::{subsample, NoHook, ReluHook};
     pub use crate::model::key::{input_key, key_hex};
-    pub use crate::module::compose::{predict, ranking};
+    pub use crate::module::compose::{answer, predict, ranking};
     pub use crate::module::score;
     pub use crate::pack::atomic::write as write_atomically;
     pub use crate::pack::base_blob;

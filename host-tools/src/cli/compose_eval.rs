@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use anyhow::Result;
-use classmod_host::compose_eval::{self, dataset_classes, restrict, source_classes, Composition, Reference};
+use classmod_host::compose_eval::{self, dataset_classes, others, restrict, source_classes, Composition, Reference};
 use classmod_host::dataset::{ImageSet, ImageShape, Split};
 use classmod_host::recalibrate::recalibrate;
 use classmod_host::{progress, report};
-use classmod_runtime::Rule;
+use classmod_runtime::{MinScore, Rule};
 
 use super::{load_data, print_json, EvalArgs};
 
@@ -36,6 +36,11 @@ pub struct Args {
     /// datasets, whose heads never saw each other's images. Masks stay as they are.
     #[arg(long)]
     recalibrate: bool,
+    /// The score a module must reach to claim an image: `calibrated` (each module's own, set when
+    /// it was packed), `off`, or a score in [0, 1]. Unless `off`, also reported: the share of
+    /// the composed classes' images answered `none`, and of the dataset's other classes' images.
+    #[arg(long, default_value = "calibrated")]
+    min_score: MinScore,
     /// Training images per class for --recalibrate.
     #[arg(long, default_value_t = 200)]
     n_pos: usize,
@@ -51,14 +56,14 @@ pub fn run(args: Args) -> Result<()> {
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     if args.recalibrate {
         let t0 = std::time::Instant::now();
-        let train = composed_images(&c, &args.data, Split::Train, a.seed, shape)?;
+        let (train, _) = composed_images(&c, &args.data, Split::Train, a.seed, shape)?;
         recalibrate(&mut c, &train, args.n_pos, a.seed, a.batch)?;
         eprintln!("heads recalibrated on {} training images in {:.1} s", train.len(), t0.elapsed().as_secs_f64());
     }
-    let images = composed_images(&c, &args.data, a.split.into(), a.seed, shape)?;
-    let images = match a.limit {
-        Some(n) => images.balanced_sample(n, a.seed),
-        None => images,
+    let (images, other_images) = composed_images(&c, &args.data, a.split.into(), a.seed, shape)?;
+    let (images, other_images) = match a.limit {
+        Some(n) => (images.balanced_sample(n, a.seed), other_images.balanced_sample(n, a.seed)),
+        None => (images, other_images),
     };
     let rule = match args.rule {
         RuleArg::Max => Rule::Max,
@@ -111,8 +116,28 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     print!("{}", report::confusion_table(&r.modules, &r.confusion));
+    let none = if args.min_score == MinScore::Off {
+        None
+    } else {
+        let pb = progress::bar((images.len() + other_images.len()) as u64, "none answers");
+        let n = compose_eval::none_answers(&c, &images, &other_images, rule, args.min_score, a.batch, &pb)?;
+        pb.finish_and_clear();
+        println!(
+            "minimum score {}: {:.2}% of these classes' images answered none (top-1 counting none as wrong {:.2}%){}",
+            n.min_score,
+            100.0 * n.loaded_none,
+            100.0 * n.top1_with_none,
+            if n.others > 0 {
+                format!("; {:.2}% of the {} images of the other classes answered none", 100.0 * n.others_none, n.others)
+            } else {
+                String::new()
+            }
+        );
+        Some(n)
+    };
     if a.json {
         let mut v = serde_json::to_value(&r)?;
+        v["none_answers"] = serde_json::to_value(&none)?;
         v["seconds"] = r.composed.seconds.into();
         v["recalibrated"] = args.recalibrate.into();
         print_json(&v);
@@ -122,11 +147,18 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The images of the composed classes, labelled in composition order: one dataset read with every
 /// base's classes, or one dataset per base read with that base's classes, concatenated.
-fn composed_images(c: &Composition, data: &[PathBuf], split: Split, seed: u64, shape: ImageShape) -> Result<ImageSet> {
+fn composed_images(
+    c: &Composition,
+    data: &[PathBuf],
+    split: Split,
+    seed: u64,
+    shape: ImageShape,
+) -> Result<(ImageSet, ImageSet)> {
     if let [one] = data {
         let (classes, map) = dataset_classes(c);
         let all = load_data(one, split, shape, Some(&classes), None, seed)?;
-        return Ok(restrict(all, &map, c.class_names()));
+        let rest = others(&all, &map);
+        return Ok((restrict(all, &map, c.class_names()), rest));
     }
     if data.len() != c.groups().len() {
         let bases: Vec<String> = c.base_files.iter().map(|p| p.display().to_string()).collect();
@@ -137,14 +169,18 @@ fn composed_images(c: &Composition, data: &[PathBuf], split: Split, seed: u64, s
             bases.join(", ")
         ));
     }
-    let mut union: Option<ImageSet> = None;
+    let (mut union, mut rest): (Option<ImageSet>, Option<ImageSet>) = (None, None);
     for (g, path) in data.iter().enumerate() {
         let (classes, map) = source_classes(c, g);
-        let set = restrict(load_data(path, split, shape, Some(&classes), None, seed)?, &map, c.class_names());
-        match union.as_mut() {
-            Some(u) => u.append(set),
-            None => union = Some(set),
+        let all = load_data(path, split, shape, Some(&classes), None, seed)?;
+        let theirs = others(&all, &map);
+        let set = restrict(all, &map, c.class_names());
+        for (acc, s) in [(&mut union, set), (&mut rest, theirs)] {
+            match acc.as_mut() {
+                Some(u) => u.append(s),
+                None => *acc = Some(s),
+            }
         }
     }
-    Ok(union.expect("at least two datasets"))
+    Ok((union.expect("at least two datasets"), rest.expect("at least two datasets")))
 }

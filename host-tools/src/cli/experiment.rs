@@ -29,6 +29,33 @@ pub enum Experiment {
     /// The device runtime against the monolithic base: open/verify/map, cold load of k classes,
     /// swap, classification latency and resident memory against the number of loaded classes.
     Serving(ServingArgs),
+    /// "None of the loaded classes": for every 3- and 5-class subset, the share of the other
+    /// classes' test images rejected, per module kind and for the restricted base's max softmax.
+    OpenSet(OpenSetArgs),
+}
+
+#[derive(clap::Args)]
+pub struct OpenSetArgs {
+    /// Packed directories of one base, each with a module for every class of it (e.g. the
+    /// `decompose` output of each kind); one row per directory and subset size.
+    #[arg(long, num_args = 1.., required = true)]
+    packed: Vec<PathBuf>,
+    /// The base's dataset (its test split is scored).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where open-set.md and open-set.json go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Subset sizes (classes loaded); every subset of each size is measured.
+    #[arg(long, value_delimiter = ',', default_value = "3,5")]
+    sizes: Vec<usize>,
+    /// Test images (seeded class-balanced sample); default all.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -156,6 +183,55 @@ fn splits(model: &ModelFile, data: &std::path::Path, limit: Option<usize>, seed:
     ))
 }
 
+/// Scores every packed directory's modules once on the test split, then measures every subset.
+fn run_open_set(a: OpenSetArgs) -> Result<()> {
+    use classmod_host::compose_eval;
+    use classmod_host::experiment::open_set::{self, Method};
+    use classmod_host::experiment::scores::ScoreTable;
+    let t0 = std::time::Instant::now();
+    let mut tables = Vec::new();
+    let mut test: Option<ImageSet> = None;
+    for dir in &a.packed {
+        let c = compose_eval::load(std::slice::from_ref(dir), &Device::Cpu)?;
+        let [group] = c.groups() else {
+            return Err(anyhow!("{}: modules of one base and one kind, please", dir.display()));
+        };
+        let names = group.base().class_names().to_vec();
+        let in_order = group.modules().iter().enumerate().all(|(i, m)| m.class_id.0 as usize == i);
+        if group.modules().len() != names.len() || !in_order {
+            return Err(anyhow!("{}: a module for every class of its base ({}), please", dir.display(), names.len()));
+        }
+        let test = match &test {
+            Some(t) => t,
+            None => {
+                let spec = group.base().input_spec();
+                let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+                test.insert(load_data(&a.data, Split::Test, shape, Some(&names), a.limit, a.seed)?)
+            }
+        };
+        let pb = progress::bar(test.len() as u64, "score");
+        let table = ScoreTable::compute(group, test, 64, &pb)?;
+        pb.finish_and_clear();
+        let kind = group.modules()[0].kind.name();
+        let mins: Vec<Option<f32>> = group.modules().iter().map(|m| m.min_score).collect();
+        tables.push((format!("{kind} modules ({})", dir.display()), table, mins, names));
+    }
+    let classes = tables[0].3.clone();
+    let mut methods: Vec<Method> = tables
+        .iter()
+        .map(|(name, t, mins, _)| Method { name: name.clone(), table: t, mins: Some(mins.clone()) })
+        .collect();
+    methods.push(Method { name: "base max-softmax".into(), table: &tables[0].1, mins: None });
+    let r = open_set::open_set(&methods, classes, &a.sizes);
+    let command = format!(
+        "classmod experiment open-set --packed {} --data {} --out {}",
+        a.packed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        a.data.display(),
+        a.out.display()
+    );
+    publish(&a.out, "open-set", &open_set::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
+}
+
 /// Writes `NAME.md` and `NAME.json` into `dir` and prints the Markdown.
 fn publish<T: serde::Serialize>(
     dir: &std::path::Path,
@@ -248,6 +324,7 @@ pub fn run(e: Experiment) -> Result<()> {
         Experiment::Tradeoff(a) => run_tradeoff(a),
         Experiment::CompactTradeoff(a) => run_compact_tradeoff(a),
         Experiment::Serving(a) => run_serving(a),
+        Experiment::OpenSet(a) => run_open_set(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
             let model = read_model(&a.model, &Device::Cpu)?;

@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use classmod_runtime::host::score;
 use classmod_runtime::{BranchSpec, ClassId, ClassModule, ModelFile, ModelKey, ModuleHead, ModuleKind, ResNet};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
@@ -314,6 +315,7 @@ fn calibrate(
     let right = accepted.iter().zip(&labels).filter(|(s, l)| s == l).count();
     let positives = labels.iter().filter(|&&l| l).count();
     let hits = accepted.iter().zip(&labels).filter(|(s, l)| **s && **l).count();
+    let class_scores = z.iter().zip(&labels).filter(|(_, &l)| l).map(|(&v, _)| score(a[0] * v + b, 0.0)).collect();
     let module = ClassModule {
         class_id: ClassId(c as u32),
         class_name: net.class_names()[c].clone(),
@@ -321,6 +323,7 @@ fn calibrate(
         input: net.input_spec().clone(),
         kind: ModuleKind::Compact(weights),
         head,
+        min_score: super::min_score::min_score(class_scores, super::min_score::ACCEPTED_SHARE),
     };
     Ok((module, (right as f64 / labels.len().max(1) as f64, hits as f64 / positives.max(1) as f64)))
 }

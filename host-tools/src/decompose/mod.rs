@@ -4,6 +4,7 @@
 pub mod compact;
 pub mod concern;
 pub mod logistic;
+pub mod min_score;
 pub mod observe;
 pub mod samples;
 
@@ -213,10 +214,12 @@ impl Observation {
                 input: net.input_spec().clone(),
                 kind: ModuleKind::Mask(mask.clone()),
                 head: ModuleHead::Channel { class_index: c },
+                min_score: None,
             };
             if head == HeadKind::Calibrated {
                 module.head = calibrated_head(net, &module, train, &s.positives, &negatives, batch)?;
             }
+            module.min_score = held_out_min_score(net, &module, train, c, &s.positives, batch)?;
             reports.push(ClassReport {
                 class_id: c as u32,
                 class_name: module.class_name.clone(),
@@ -261,6 +264,33 @@ pub fn calibrated_head(
     }
     let (weight, bias) = logistic::fit(&features, &labels, 1e-3);
     Ok(ModuleHead::Calibrated { weight, bias })
+}
+
+/// Held-out images of a class a mask module's minimum score is placed on, at most.
+const MIN_SCORE_IMAGES: usize = 200;
+
+/// Module `module`'s minimum score ([`min_score::min_score`]) on up to [`MIN_SCORE_IMAGES`]
+/// training images of its class `c` that its positives (what its masks and head were fitted on)
+/// do not include.
+fn held_out_min_score(
+    net: &ResNet,
+    module: &ClassModule,
+    train: &ImageSet,
+    c: usize,
+    positives: &[usize],
+    batch: usize,
+) -> Result<Option<f32>, HostError> {
+    let held: Vec<usize> = (0..train.len())
+        .filter(|&i| train.labels[i] as usize == c && !positives.contains(&i))
+        .take(MIN_SCORE_IMAGES)
+        .collect();
+    let group = ModuleGroup::new(net.clone(), vec![module.clone()])?;
+    let mut scores = Vec::with_capacity(held.len());
+    for chunk in held.chunks(batch.max(1)) {
+        let out = group.run(&batch_tensor(train, chunk, net.input_spec(), net.device())?)?;
+        scores.extend((0..chunk.len()).map(|i| out.score(0, i)));
+    }
+    Ok(min_score::min_score(scores, min_score::ACCEPTED_SHARE))
 }
 
 /// `class-007-horse`: a module's file name without extension (unsafe characters replaced).

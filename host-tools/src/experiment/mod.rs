@@ -3,6 +3,7 @@
 
 pub mod compact_tradeoff;
 pub mod cost;
+pub mod open_set;
 pub mod reuse;
 pub mod scores;
 pub mod serving;

@@ -18,8 +18,8 @@ use std::time::Instant;
 use classmod_blob::VerifyingKey;
 use classmod_runtime::host::base_blob;
 use classmod_runtime::host::MappedFile;
-use classmod_runtime::Rule;
 use classmod_runtime::{Device, ResNet, Tensor};
+use classmod_runtime::{MinScore, Rule};
 use classmod_runtime::{ModuleRuntime, ServingConfig};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -152,7 +152,13 @@ pub fn measure(
     o: &ServingOptions,
     progress: &ProgressBar,
 ) -> Result<ServingReport, HostError> {
-    let config = ServingConfig { device: Device::Cpu, key, budget_bytes: None, rule: Rule::Max };
+    let config = ServingConfig {
+        device: Device::Cpu,
+        key,
+        budget_bytes: None,
+        rule: Rule::Max,
+        min_score: MinScore::Calibrated,
+    };
     let open = || ModuleRuntime::open(dir, config.clone());
     let rt = open()?;
     let manifest = rt.manifest();

@@ -1,7 +1,10 @@
 //! Composition: which class a set of modules predicts for one image. Rule `max` takes the module
 //! with the highest score; rule `vote` (the paper's lineage) lets modules whose positive logit
 //! beats their negative logit vote: a single voter wins, several voters or none fall back to the
-//! highest score.
+//! highest score. Either rule picks only among the modules whose score reaches their minimum
+//! ([`MinScore`]); where none does, the image is none of the loaded classes.
+
+use crate::ClassModule;
 
 /// A composition rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,56 @@ fn argmax(scores: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// The score a module must reach to claim an image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinScore {
+    /// Every image is one of the loaded classes (the paper's closed world).
+    Off,
+    /// Each module's own calibrated minimum ([`ClassModule::min_score`]); a module packed
+    /// without one claims every image.
+    Calibrated,
+    /// One minimum for every module, a score in [0, 1].
+    Fixed(f32),
+}
+
+impl MinScore {
+    /// The minimum `module` must reach.
+    pub fn of(&self, module: &ClassModule) -> f32 {
+        match self {
+            MinScore::Off => f32::NEG_INFINITY,
+            MinScore::Calibrated => module.min_score.unwrap_or(f32::NEG_INFINITY),
+            MinScore::Fixed(s) => *s,
+        }
+    }
+}
+
+impl std::str::FromStr for MinScore {
+    type Err = String;
+
+    /// `calibrated`, `off` or a score in [0, 1].
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "calibrated" => Ok(MinScore::Calibrated),
+            "off" => Ok(MinScore::Off),
+            _ => match s.parse::<f32>() {
+                Ok(v) if (0.0..=1.0).contains(&v) => Ok(MinScore::Fixed(v)),
+                _ => Err(format!("{s:?}: give `calibrated`, `off` or a score between 0 and 1")),
+            },
+        }
+    }
+}
+
+/// The winning module for one image among those whose score reaches its minimum (`mins`, one
+/// per module), or `None` when no module does.
+pub fn answer(scores: &[f32], votes: &[bool], mins: &[f32], rule: Rule) -> Option<usize> {
+    let claims: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] >= mins[i]).collect();
+    if claims.len() == scores.len() {
+        return Some(predict(scores, votes, rule));
+    }
+    let (s, v): (Vec<f32>, Vec<bool>) = claims.iter().map(|&i| (scores[i], votes[i])).unzip();
+    (!claims.is_empty()).then(|| claims[predict(&s, &v, rule)])
 }
 
 /// The winning module for one image, from each module's score and vote.
@@ -47,6 +100,29 @@ pub fn ranking(scores: &[f32]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_modules_that_reach_their_minimum_claim_an_image() {
+        let (scores, votes) = ([0.2, 0.9, 0.6], [false, true, true]);
+        let off = [f32::NEG_INFINITY; 3];
+        assert_eq!(answer(&scores, &votes, &off, Rule::Max), Some(1));
+        // The best score misses its own minimum: the next module that reaches its own wins.
+        assert_eq!(answer(&scores, &votes, &[0.1, 0.95, 0.5], Rule::Max), Some(2));
+        assert_eq!(answer(&scores, &votes, &[0.1, 0.95, 0.5], Rule::Vote), Some(2));
+        assert_eq!(answer(&scores, &votes, &[0.3, 0.95, 0.7], Rule::Max), None);
+        // A minimum is reached at equality.
+        assert_eq!(answer(&scores, &votes, &[0.3, 0.9, 0.7], Rule::Max), Some(1));
+        for (s, want) in [
+            ("calibrated", Some(MinScore::Calibrated)),
+            ("off", Some(MinScore::Off)),
+            ("0.25", Some(MinScore::Fixed(0.25))),
+        ] {
+            assert_eq!(s.parse::<MinScore>().ok(), want);
+        }
+        for bad in ["1.5", "-0.1", "NaN", "high", ""] {
+            assert!(bad.parse::<MinScore>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn rules() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
-use crate::module::compose::{predict, Rule};
+use crate::module::compose::{answer, predict, MinScore, Rule};
 use crate::{ClassModule, Error, GroupKind, InputSpec, ModuleGroup, ModuleOutputs, ResNet, Result};
 
 /// Module groups and the composed classes' order (see the module comment).
@@ -142,9 +142,18 @@ impl ComposedOutputs<'_> {
         self.composition.order.iter().map(|&(g, m)| self.groups[g].votes(m, i)).collect()
     }
 
-    /// The winning class (an index into the composition's order) on image `i`, with the scores.
+    /// The winning class (an index into the composition's order) on image `i`, with the scores:
+    /// the closed world, where every image is one of the composed classes.
     pub fn predict(&self, i: usize, rule: Rule) -> (usize, Vec<f32>) {
         let scores = self.scores(i);
         (predict(&scores, &self.votes(i), rule), scores)
+    }
+
+    /// The winning class on image `i` among those whose score reaches its minimum, or `None`
+    /// (none of the composed classes), with the scores.
+    pub fn answer(&self, i: usize, rule: Rule, min: MinScore) -> (Option<usize>, Vec<f32>) {
+        let scores = self.scores(i);
+        let mins: Vec<f32> = self.composition.modules().iter().map(|m| min.of(m)).collect();
+        (answer(&scores, &self.votes(i), &mins, rule), scores)
     }
 }

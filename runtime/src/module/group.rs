@@ -399,6 +399,7 @@ mod tests {
                     input: model.meta.input.clone(),
                     kind: ModuleKind::Mask(mask),
                     head: ModuleHead::Channel { class_index: id as usize },
+                    min_score: None,
                 }
             })
             .collect();
@@ -488,6 +489,7 @@ mod tests {
             input: model.meta.input.clone(),
             kind: ModuleKind::Mask(NodeMask::ones(&net.relu_sites())),
             head: ModuleHead::Channel { class_index: 0 },
+            min_score: None,
         };
         let (one, two) = (tiny_compact(&model, 1, 1, 8, 1), tiny_compact(&model, 2, 2, 8, 2));
         assert!(ModuleGroup::new(net.clone(), vec![mask.clone(), one.clone()]).is_err());

@@ -133,6 +133,11 @@ pub struct ClassModule {
     pub kind: ModuleKind,
     /// How its outputs become a score.
     pub head: ModuleHead,
+    /// The score from which the module claims an image: calibrated when it was packed, on
+    /// held-out training images of its class, so that 95 % of them reach it. Below it on every
+    /// loaded module, an image is none of the loaded classes ([`crate::MinScore`]). `None` for
+    /// modules packed without one.
+    pub min_score: Option<f32>,
 }
 
 impl ClassModule {

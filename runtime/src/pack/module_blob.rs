@@ -37,6 +37,10 @@ struct ModuleMeta {
     /// A compact module's branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     branch: Option<BranchSpec>,
+    /// [`ClassModule::min_score`]; absent in blobs packed before it was calibrated (a device
+    /// that predates it ignores it and never answers none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_score: Option<f32>,
 }
 
 /// Golden self-test vectors: raw images and the scores the module gave them when packed.
@@ -96,6 +100,7 @@ impl ModuleBlob {
             head: parts.head,
             sites: parts.sites,
             branch: parts.branch,
+            min_score: m.min_score,
         };
         let mut w = BlobWriter::new(BlobKind::Module, m.base_key.0, input_key(&m.input), json(&meta));
         for t in tensors {
@@ -155,8 +160,15 @@ impl ModuleBlob {
             base_key: ModelKey(blob.base_key()),
             input: meta.input,
         };
+        if meta.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+            return Err(Error::BadMetadata {
+                key: "min_score",
+                reason: format!("{:?} is not a score between 0 and 1", meta.min_score.unwrap_or_default()),
+            });
+        }
         let parts = PartsMeta { head: meta.head, sites: meta.sites, branch: meta.branch };
-        let module = parts::decode(id, meta.kind.as_deref(), parts, tensor)?;
+        let mut module = parts::decode(id, meta.kind.as_deref(), parts, tensor)?;
+        module.min_score = meta.min_score;
         let spec = &module.input;
         let images = blob.tensor("golden.images")?;
         let n = images.shape.first().copied().unwrap_or(0);
@@ -208,6 +220,7 @@ mod tests {
             input: base.input_spec().clone(),
             kind: ModuleKind::Mask(mask),
             head,
+            min_score: None,
         };
         let images: Vec<u8> = (0..3 * 64).map(|i| (i * 37 % 251) as u8).collect();
         let golden = Golden::record(base, &module, images).unwrap();
@@ -294,6 +307,17 @@ mod tests {
         })
         .unwrap();
         assert_eq!(old, m);
+        // A calibrated minimum score travels in the metadata; one outside [0, 1] is refused.
+        let calibrated = rewrite(&|m| m["min_score"] = 0.375.into()).unwrap();
+        assert_eq!(calibrated.module.min_score, Some(0.375));
+        let mut packed = m.clone();
+        packed.module.min_score = Some(0.375);
+        assert_eq!(calibrated, packed);
+        let store = AlignedBytes::new(&packed.encode(None).unwrap());
+        assert_eq!(ModuleBlob::decode(&Blob::open(store.bytes(), None).unwrap()).unwrap(), packed);
+        for bad in [serde_json::json!(1.5), serde_json::json!(-0.1), serde_json::json!("high")] {
+            assert!(rewrite(&|m| m["min_score"] = bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -177,6 +177,7 @@ pub(crate) fn decode(
         input: id.input,
         kind,
         head,
+        min_score: None,
     })
 }
 

@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use candle_core::Device;
 use classmod_blob::VerifyingKey;
 
+use crate::module::compose::MinScore;
+
 use crate::model::key::key_hex;
 use crate::module::compose::Rule;
 use crate::pack::base_blob;
@@ -41,6 +43,9 @@ pub struct ServingConfig {
     pub budget_bytes: Option<u64>,
     /// How the served modules' scores pick a class.
     pub rule: Rule,
+    /// The score a module must reach to claim an image ([`MinScore::Calibrated`]: each
+    /// module's own).
+    pub min_score: MinScore,
 }
 
 /// The serving runtime over one packed directory.
@@ -104,7 +109,7 @@ impl ModuleRuntime {
 
     /// Classifies with the current snapshot.
     pub fn classify(&self, pixels: &[u8]) -> Result<Classification> {
-        self.snapshot().classify(pixels, self.config.rule)
+        self.snapshot().classify(pixels, self.config.rule, self.config.min_score)
     }
 
     fn base(&self, manifest: &Manifest, key: &ModelKey) -> Result<Arc<LoadedBase>> {
@@ -259,8 +264,23 @@ mod tests {
         let (sa, sc) = (alone(&f.nets[0], &f.a, &px), alone(&f.nets[1], &f.c, &px));
         for i in 0..3 {
             assert!((r.scores[i][0] - sa[i]).abs() < 1e-5 && (r.scores[i][1] - sc[i]).abs() < 1e-5);
-            assert_eq!(r.predictions[i], usize::from(sc[i] > sa[i]));
+            assert_eq!(
+                r.predictions[i],
+                Some(usize::from(sc[i] > sa[i])),
+                "modules without a minimum claim every image"
+            );
         }
+        // A minimum between the two scores: only the class above it may claim the image; above
+        // both, the image is none of the loaded classes.
+        let snap = rt.snapshot();
+        for i in 0..3 {
+            let (lo, hi) = (sa[i].min(sc[i]), sa[i].max(sc[i]));
+            let one = snap.classify(&px, Rule::Max, MinScore::Fixed((lo + hi) / 2.0)).unwrap();
+            assert_eq!(one.predictions[i], Some(usize::from(sc[i] > sa[i])));
+            let none = snap.classify(&px, Rule::Max, MinScore::Fixed((hi + 1.0) / 2.0)).unwrap();
+            assert_eq!(none.predictions[i], None, "image {i}: scores {lo} and {hi}");
+        }
+        drop(snap);
         let two_bases = rt.snapshot().resident_bytes();
         rt.load("b").unwrap();
         let with_b = rt.snapshot().resident_bytes();

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::module::compose::Rule;
+use crate::module::compose::{MinScore, Rule};
 use crate::Result;
 use crate::{ClassModule, Composition, Error, InputSpec, ModelKey, ResNet};
 
@@ -54,8 +54,9 @@ pub struct Classification {
     pub generation: u64,
     /// The snapshot's classes, in load order.
     pub classes: Vec<String>,
-    /// Per image, the index in `classes` of the winner.
-    pub predictions: Vec<usize>,
+    /// Per image, the index in `classes` of the winner, or `None`: none of the loaded classes
+    /// (no module's score reached its minimum).
+    pub predictions: Vec<Option<usize>>,
     /// `scores[i][c]`: class c's module on image i.
     pub scores: Vec<Vec<f32>>,
 }
@@ -106,13 +107,13 @@ impl Snapshot {
     }
 
     /// Classifies `n` images of raw pixels (`n * C * H * W` bytes in the input spec's layout).
-    pub fn classify(&self, pixels: &[u8], rule: Rule) -> Result<Classification> {
+    pub fn classify(&self, pixels: &[u8], rule: Rule, min_score: MinScore) -> Result<Classification> {
         if self.modules.is_empty() {
             return Err(Error::NoClassesLoaded);
         }
         let classes = self.class_names();
         let outs = self.composition.run_pixels(pixels)?;
-        let (predictions, scores) = (0..outs.batch).map(|i| outs.predict(i, rule)).unzip();
+        let (predictions, scores) = (0..outs.batch).map(|i| outs.answer(i, rule, min_score)).unzip();
         Ok(Classification { generation: self.generation, classes, predictions, scores })
     }
 }

@@ -11,7 +11,7 @@ use classmod_blob::{AlignedBytes, Blob, SigningKey, VerifyingKey};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::model::key::key_hex;
-use crate::module::compose::Rule;
+use crate::module::compose::{MinScore, Rule};
 use crate::pack::base_blob;
 use crate::pack::manifest::{Manifest, ManifestBase, ManifestModule};
 use crate::serve::ServingConfig;
@@ -54,6 +54,7 @@ pub(crate) fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop:
         input: model.meta.input.clone(),
         kind: ModuleKind::Mask(mask),
         head: ModuleHead::Channel { class_index: id as usize },
+        min_score: None,
     };
     // Two images of the model's input size (for 8x8 inputs, `images(2)`).
     let px: Vec<u8> = (0..2 * model.meta.input.image_len()).map(|i| (i * 53 % 256) as u8).collect();
@@ -114,7 +115,7 @@ pub(crate) fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<
 }
 
 pub(crate) fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
-    ServingConfig { device: Device::Cpu, key, budget_bytes: budget, rule: Rule::Max }
+    ServingConfig { device: Device::Cpu, key, budget_bytes: budget, rule: Rule::Max, min_score: MinScore::Calibrated }
 }
 
 /// What module `mb` alone scores on `pixels` (the reference for served scores).

@@ -87,5 +87,6 @@ pub(crate) fn tiny_compact(
         input: base.meta.input.clone(),
         kind: ModuleKind::Compact(weights),
         head: ModuleHead::Calibrated { weight: (0..width).map(|_| 2.0 * next()).collect(), bias: next() },
+        min_score: None,
     }
 }
