@@ -59,8 +59,8 @@ pub enum HostError {
     #[error("the evaluation has no base figures to compare with")]
     NoBaseFigures,
 
-    /// `experiment replace` given models of other classes or input specs.
-    #[error("replace needs two models with the same classes and input spec")]
+    /// `experiment replace` or a transplant given models of other classes or input specs.
+    #[error("replace and transplant need two models with the same classes and input spec")]
     ModelsDiffer,
 
     /// Training on an empty set.

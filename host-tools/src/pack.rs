@@ -126,6 +126,23 @@ pub fn decompose_and_pack(
     pack(&[group], out, key, |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))
 }
 
+/// [`decompose_and_pack`] for compact modules ([`crate::decompose::compact::decompose_compact`]).
+#[allow(clippy::too_many_arguments)]
+pub fn decompose_compact_and_pack(
+    model: &ModelFile,
+    train: &ImageSet,
+    test: &ImageSet,
+    opts: &crate::decompose::compact::CompactOptions,
+    golden: usize,
+    out: &Path,
+    key: Option<&SigningKey>,
+    progress: &ProgressBar,
+) -> Result<Manifest, HostError> {
+    let d = crate::decompose::compact::decompose_compact(model, train, opts, progress)?;
+    let group = PackGroup::new(model.clone(), d.modules)?;
+    pack(&[group], out, key, |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))
+}
+
 /// Golden images for a module: `n` images of a seeded class-balanced sample of `images` (whose
 /// classes are the base's), raw pixels.
 pub fn golden_sample(images: &ImageSet, n: usize, seed: u64) -> Vec<u8> {

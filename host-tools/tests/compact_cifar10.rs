@@ -225,3 +225,59 @@ fn the_compact_tradeoff_runs_both_trunk_depths() {
     assert!(std::fs::read_to_string(out.join("compact-tradeoff.md")).unwrap().contains("| 1 | 4 |"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `experiment transplant` end to end on a small sample (3,000 training images, one epoch, 300
+/// test images: the wiring and a floor, not the figures, which are in results/): ResNet-56's
+/// classes distilled onto ResNet-20's trunk compose far above chance, each row swaps one class,
+/// and B's base column is ResNet-56's own accuracy on the class (an independent forward).
+#[test]
+fn resnet56_classes_transplant_onto_the_resnet20_trunk() {
+    let Some(shared) = common::shared() else { return };
+    let dir = common::scratch("compact-transplant");
+    let (a, b) = (dir.join("r20.safetensors"), dir.join("r56.safetensors"));
+    common::import_shared(&shared, "resnet20-cifar10.safetensors", &a);
+    common::import_shared(&shared, "resnet56-cifar10.safetensors", &b);
+    let data = shared.join("data/cifar10-jpeg.tar.gz");
+    let out = dir.join("out");
+    let o = common::classmod(&[
+        "experiment",
+        "transplant",
+        "--model",
+        a.to_str().unwrap(),
+        "--with",
+        b.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-images",
+        "3000",
+        "--held-out",
+        "500",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = common::last_json(&o);
+    eprintln!(
+        "transplant: composed A {} transplanted {} base A {} base B {}",
+        v["composed_a"], v["composed_transplanted"], v["base_a"], v["base_b"]
+    );
+    assert_eq!((v["model_a"].as_str(), v["model_b"].as_str()), (Some("resnet20"), Some("resnet56")));
+    assert!(v["composed_transplanted"].as_f64().unwrap() > 0.4 && v["composed_a"].as_f64().unwrap() > 0.4, "{v}");
+    assert!(v["base_b"].as_f64().unwrap() > 0.75);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 10);
+    for r in rows {
+        assert_eq!(r["overall_before"], v["composed_a"]);
+        for f in ["class_before", "class_after", "class_base_b", "overall_after"] {
+            assert!((0.0..=1.0).contains(&r[f].as_f64().unwrap()), "{r}");
+        }
+    }
+    let md = std::fs::read_to_string(out.join("transplant.md")).unwrap();
+    assert!(md.contains("| cat |") && md.contains("resnet56's base on the class"), "{md}");
+    let _ = std::fs::remove_dir_all(dir);
+}

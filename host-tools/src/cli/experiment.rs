@@ -32,6 +32,41 @@ pub enum Experiment {
     /// "None of the loaded classes": for every 3- and 5-class subset, the share of the other
     /// classes' test images rejected, per module kind and for the restricted base's max softmax.
     OpenSet(OpenSetArgs),
+    /// Replace by transplant: another model's classes distilled onto this model's trunk as
+    /// compact modules, each swapped in for this model's own.
+    Transplant(TransplantArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TransplantArgs {
+    /// The model whose trunk the modules share (model A).
+    #[arg(long)]
+    model: PathBuf,
+    /// The model whose classes are transplanted (model B: the same classes and image shape).
+    #[arg(long)]
+    with: PathBuf,
+    /// The models' dataset: `train` trains the branches, `test` scores them.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where transplant.md and transplant.json go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Passes over the cached training images.
+    #[arg(long, default_value_t = decompose::compact::EPOCHS)]
+    epochs: usize,
+    /// At most this many training images (a class-balanced sample; default all).
+    #[arg(long)]
+    max_images: Option<usize>,
+    /// Training images held out to calibrate the modules' scores.
+    #[arg(long, default_value_t = decompose::compact::HELD_OUT)]
+    held_out: usize,
+    /// Test images (seeded class-balanced sample); default all.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -83,9 +118,14 @@ pub struct ServingArgs {
     n_pos: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The kind of modules `--model` is decomposed into for the run: `mask` (default rates,
+    /// channel head) or `compact` (the defaults of `decompose --kind compact`: the whole training
+    /// split, minutes).
+    #[arg(long, value_enum, default_value = "mask")]
+    kind: super::KindArg,
     /// Measure this packed directory (`classmod decompose` or `pack` output, any module kind,
-    /// read unverified) instead of decomposing `--model` into mask modules for the run.
-    #[arg(long)]
+    /// read unverified) instead of decomposing `--model` for the run.
+    #[arg(long, conflicts_with = "kind")]
     packed: Option<PathBuf>,
     #[arg(long)]
     json: bool,
@@ -181,6 +221,34 @@ fn splits(model: &ModelFile, data: &std::path::Path, limit: Option<usize>, seed:
         load_data(data, Split::Train, shape, Some(names), None, seed)?,
         load_data(data, Split::Test, shape, Some(names), limit, seed)?,
     ))
+}
+
+fn run_transplant(a: TransplantArgs) -> Result<()> {
+    use classmod_host::decompose::compact::{default_width, CompactOptions};
+    use classmod_host::experiment::transplant;
+    let t0 = std::time::Instant::now();
+    let (model, with) = (read_model(&a.model, &Device::Cpu)?, read_model(&a.with, &Device::Cpu)?);
+    let (mut train, test) = splits(&model, &a.data, a.limit, a.seed)?;
+    if let Some(n) = a.max_images.filter(|&n| n < train.len()) {
+        train = train.balanced_sample(n, a.seed);
+    }
+    let opts = CompactOptions {
+        width: default_width(&model.meta.arch),
+        epochs: a.epochs,
+        held_out: a.held_out,
+        ..CompactOptions::new(None, a.seed)
+    };
+    let pb = progress::bar(0, "compact");
+    let r = transplant::transplant(&model, &with, &train, &test, &opts, &pb).map_err(|e| model_error(&a.with, e))?;
+    pb.finish_and_clear();
+    let command = format!(
+        "classmod experiment transplant --model {} --with {} --data {} --out {}",
+        a.model.display(),
+        a.with.display(),
+        a.data.display(),
+        a.out.display()
+    );
+    publish(&a.out, "transplant", &transplant::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
 }
 
 /// Scores every packed directory's modules once on the test split, then measures every subset.
@@ -325,6 +393,7 @@ pub fn run(e: Experiment) -> Result<()> {
         Experiment::CompactTradeoff(a) => run_compact_tradeoff(a),
         Experiment::Serving(a) => run_serving(a),
         Experiment::OpenSet(a) => run_open_set(a),
+        Experiment::Transplant(a) => run_transplant(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
             let model = read_model(&a.model, &Device::Cpu)?;
@@ -430,11 +499,13 @@ fn run_compact_tradeoff(a: CompactTradeoffArgs) -> Result<()> {
     Ok(())
 }
 
-/// Decomposes every class (the default rates, channel head), packs them signed into a scratch
-/// directory, and measures serving from it.
+/// Decomposes every class into modules of `--kind` (mask: the default rates, channel head;
+/// compact: `decompose --kind compact`'s defaults), packs them signed into a scratch directory,
+/// and measures serving from it.
 fn run_serving(a: ServingArgs) -> Result<()> {
+    use classmod_host::decompose::compact::{default_width, CompactOptions};
     use classmod_host::experiment::serving::{self, ServingOptions};
-    use classmod_host::pack::decompose_and_pack;
+    use classmod_host::pack::{decompose_and_pack, decompose_compact_and_pack};
     let t0 = std::time::Instant::now();
     if a.batches.is_empty() || a.batches.contains(&0) {
         return Err(anyhow!("--batches: give batch sizes of at least 1"));
@@ -452,14 +523,20 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     let packed = std::env::temp_dir().join(format!("classmod-serving-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&packed);
     let key = super::keygen::fresh_key();
-    let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);
     eprintln!(
-        "decomposing {} classes and packing them (signed) into {} ...",
+        "decomposing {} classes into {:?} modules and packing them (signed) into {} ...",
         model.meta.class_names.len(),
+        a.kind,
         packed.display()
     );
     let pb = progress::bar(0, "decompose");
-    decompose_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
+    if a.kind == super::KindArg::Compact {
+        let opts = CompactOptions { width: default_width(&model.meta.arch), ..CompactOptions::new(None, a.seed) };
+        decompose_compact_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
+    } else {
+        let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);
+        decompose_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
+    }
     pb.finish_and_clear();
     drop(train);
     let pb = progress::bar(1, "measure"); // its length is set once the classes are known

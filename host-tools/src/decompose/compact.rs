@@ -9,6 +9,10 @@
 //! trained alone gets the same branch as with the others. A held-out slice of the training images calibrates each module's score
 //! (one-vs-rest logistic regression on the branch's logit, folded into its head), so modules of
 //! different bases compose fairly.
+//!
+//! Transplant ([`transplant_compact`]): the logits distilled may come from another model of the
+//! same classes (the teacher) instead of the base: class c of model B then runs on model A's
+//! trunk, beside A's own modules, at a branch's cost instead of a second base.
 
 use std::time::Instant;
 
@@ -165,8 +169,11 @@ struct TrunkCache {
 }
 
 impl TrunkCache {
+    /// `net`'s trunk activations of the images `indices` of `set`, with the logits of `teacher`
+    /// (each network normalising the images its own way), or of `net` itself.
     fn build(
         net: &ResNet,
+        teacher: Option<&ResNet>,
         set: &ImageSet,
         indices: &[usize],
         stages: usize,
@@ -175,7 +182,13 @@ impl TrunkCache {
         let mut cache = TrunkCache { acts: Vec::new(), shape: (0, 0, 0), logits: Vec::new(), labels: Vec::new() };
         for chunk in indices.chunks(256) {
             let x = batch_tensor(set, chunk, net.input_spec(), net.device())?;
-            let (t, logits) = net.trunk_and_logits(&x, stages)?;
+            let (t, logits) = match teacher {
+                None => net.trunk_and_logits(&x, stages)?,
+                Some(teacher) => {
+                    let xt = batch_tensor(set, chunk, teacher.input_spec(), teacher.device())?;
+                    (net.trunk(&x, stages)?, teacher.forward(&xt)?)
+                }
+            };
             let (_, c, h, w) = t.dims4()?;
             cache.shape = (c, h, w);
             cache.acts.extend(t.flatten_all()?.to_vec1::<f32>()?);
@@ -213,6 +226,35 @@ pub fn decompose_compact(
     opts: &CompactOptions,
     progress: &ProgressBar,
 ) -> Result<CompactDecomposition, HostError> {
+    compact_modules(model, None, train, opts, progress)
+}
+
+/// Transplant: compact modules of `teacher`'s classes on `model`'s trunk, each branch distilled
+/// from the teacher's logits (the two models must have the same classes and image shape; each
+/// normalises the images its own way). The modules run on `model` (its key), beside its own.
+pub fn transplant_compact(
+    model: &ModelFile,
+    teacher: &ModelFile,
+    train: &ImageSet,
+    opts: &CompactOptions,
+    progress: &ProgressBar,
+) -> Result<CompactDecomposition, HostError> {
+    let (a, b) = (&model.meta, &teacher.meta);
+    let shape = |i: &classmod_runtime::InputSpec| (i.channels, i.height, i.width);
+    if a.class_names != b.class_names || shape(&a.input) != shape(&b.input) {
+        return Err(HostError::ModelsDiffer);
+    }
+    let teacher = ResNet::new(teacher, &Device::Cpu)?;
+    compact_modules(model, Some(&teacher), train, opts, progress)
+}
+
+fn compact_modules(
+    model: &ModelFile,
+    teacher: Option<&ResNet>,
+    train: &ImageSet,
+    opts: &CompactOptions,
+    progress: &ProgressBar,
+) -> Result<CompactDecomposition, HostError> {
     let t0 = Instant::now();
     let device = Device::Cpu;
     let net = ResNet::new(model, &device)?;
@@ -238,8 +280,8 @@ pub fn decompose_compact(
     let (held_idx, train_idx) = order.split_at(held);
     progress.set_length(train.len() as u64);
     progress.set_message("caching the trunk");
-    let cache = TrunkCache::build(&net, train, train_idx, opts.trunk_stages, progress)?;
-    let held_cache = TrunkCache::build(&net, train, held_idx, opts.trunk_stages, progress)?;
+    let cache = TrunkCache::build(&net, teacher, train, train_idx, opts.trunk_stages, progress)?;
+    let held_cache = TrunkCache::build(&net, teacher, train, held_idx, opts.trunk_stages, progress)?;
     let cache_seconds = t0.elapsed().as_secs_f64();
     let steps_per_epoch = cache.len().div_ceil(opts.batch.max(2));
     let steps = opts.epochs.max(1) * steps_per_epoch;

@@ -8,3 +8,4 @@ pub mod reuse;
 pub mod scores;
 pub mod serving;
 pub mod tradeoff;
+pub mod transplant;

@@ -1,0 +1,136 @@
+//! Replace by transplant (the paper's inter-model replace, for compact modules): model B's class
+//! c distilled onto model A's trunk ([`transplant_compact`]), so that the replaced class still
+//! shares A's trunk and costs one branch, not a second base. For each class c, A's own compact
+//! modules with module c replaced by the transplanted one: class c's accuracy and the overall
+//! accuracy before and after, beside B's base on class c (what the transplant brings over).
+
+use classmod_runtime::{Device, ModelFile, ModuleGroup, ResNet, Rule};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::scores::ScoreTable;
+use crate::dataset::ImageSet;
+use crate::decompose::compact::{decompose_compact, transplant_compact, CompactOptions};
+use crate::HostError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransplantRow {
+    pub class: String,
+    /// Class c's top-1 with A's own module, with B's transplanted one, and B's base on class c.
+    pub class_before: f64,
+    pub class_after: f64,
+    pub class_base_b: f64,
+    pub overall_before: f64,
+    pub overall_after: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransplantReport {
+    pub model_a: String,
+    pub model_b: String,
+    pub images: usize,
+    pub options: CompactOptions,
+    /// A's own compact modules, all of B's classes transplanted onto A's trunk, the two bases.
+    pub composed_a: f64,
+    pub composed_transplanted: f64,
+    pub base_a: f64,
+    pub base_b: f64,
+    pub rows: Vec<TransplantRow>,
+    pub seconds_own: f64,
+    pub seconds_transplant: f64,
+}
+
+/// Decomposes `a` into compact modules, transplants every class of `b` onto `a`'s trunk, and
+/// scores both on `test` (labels in the models' class order).
+pub fn transplant(
+    a: &ModelFile,
+    b: &ModelFile,
+    train: &ImageSet,
+    test: &ImageSet,
+    opts: &CompactOptions,
+    progress: &ProgressBar,
+) -> Result<TransplantReport, HostError> {
+    let opts = CompactOptions { classes: None, ..opts.clone() };
+    let own = decompose_compact(a, train, &opts, progress)?;
+    progress.println(format!("{}'s own compact modules: {:.0} s", a.meta.arch.name(), own.seconds));
+    let moved = transplant_compact(a, b, train, &opts, progress)?;
+    progress.println(format!(
+        "{}'s classes on {}'s trunk: {:.0} s",
+        b.meta.arch.name(),
+        a.meta.arch.name(),
+        moved.seconds
+    ));
+    let net_a = ResNet::new(a, &Device::Cpu)?;
+    let hidden = ProgressBar::hidden();
+    let ta = ScoreTable::compute(&ModuleGroup::new(net_a.clone(), own.modules)?, test, 64, &hidden)?;
+    let tt = ScoreTable::compute(&ModuleGroup::new(net_a, moved.modules)?, test, 64, &hidden)?;
+    let base_b = crate::eval::evaluate(&ResNet::new(b, &Device::Cpu)?, test, 64, &hidden)?;
+    let k = a.meta.class_names.len();
+    let all = |src: usize| (0..k).map(|m| (src, m)).collect::<Vec<_>>();
+    let acc = |s: &[(usize, usize)]| ScoreTable::subset_accuracy(&[&ta, &tt], s, Rule::Max);
+    let before = acc(&all(0));
+    let rows = (0..k)
+        .map(|c| {
+            let mut s = all(0);
+            s[c] = (1, c);
+            let after = acc(&s);
+            TransplantRow {
+                class: a.meta.class_names[c].clone(),
+                class_before: before.per_class[c],
+                class_after: after.per_class[c],
+                class_base_b: base_b.per_class[c].top1,
+                overall_before: before.composed,
+                overall_after: after.composed,
+            }
+        })
+        .collect();
+    Ok(TransplantReport {
+        model_a: a.meta.arch.name(),
+        model_b: b.meta.arch.name(),
+        images: test.len(),
+        options: opts,
+        composed_a: before.composed,
+        composed_transplanted: acc(&all(1)).composed,
+        base_a: before.base,
+        base_b: base_b.top1,
+        rows,
+        seconds_own: own.seconds,
+        seconds_transplant: moved.seconds,
+    })
+}
+
+pub fn markdown(r: &TransplantReport, command: &str) -> String {
+    let mut s = format!(
+        "# Replace by transplant: {b}'s class c distilled onto {a}'s trunk\n\n`{command}`\n\n\
+         {} test images; compact modules (trunk of {} stages, branches {} wide). All of {a}'s own modules: {:.2} % \
+         (its base {:.2} %); all of {b}'s classes transplanted onto {a}'s trunk: {:.2} % ({b}'s base {:.2} %). \
+         Decomposition {:.0} s, transplant {:.0} s.\n\n\
+         | class | class top-1, {a}'s module | {b}'s, transplanted | Δ class | {b}'s base on the class | overall before | after | Δ overall |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        r.images,
+        r.options.trunk_stages,
+        r.options.width,
+        100.0 * r.composed_a,
+        100.0 * r.base_a,
+        100.0 * r.composed_transplanted,
+        100.0 * r.base_b,
+        r.seconds_own,
+        r.seconds_transplant,
+        a = r.model_a,
+        b = r.model_b
+    );
+    for x in &r.rows {
+        s.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:+.2} | {:.2} | {:.2} | {:.2} | {:+.2} |\n",
+            x.class,
+            100.0 * x.class_before,
+            100.0 * x.class_after,
+            100.0 * (x.class_after - x.class_before),
+            100.0 * x.class_base_b,
+            100.0 * x.overall_before,
+            100.0 * x.overall_after,
+            100.0 * (x.overall_after - x.overall_before)
+        ));
+    }
+    s
+}
