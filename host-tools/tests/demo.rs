@@ -19,7 +19,12 @@ fn the_demo_runs_end_to_end() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("Ankle boot") && stdout.contains("Trouser"), "{stdout}");
     assert!(out.join("fashion-resnet8.safetensors").exists());
-    // The device part: three classes served, one swapped for the other model's, a fourth added.
+    // The device part: compact modules, each classification's latency beside the full model's,
+    // and the garments of the class not served counted as `none` answers or not.
+    assert!(stdout.contains("compact modules of 4 + 1 classes"), "{stdout}");
+    assert_eq!(stdout.matches("ms on 3 compact modules, the full model").count(), 8, "{stdout}");
+    assert!(stdout.contains("of the 2 Dress images (a class not served) answered none"), "{stdout}");
+    // Three classes served, one swapped for the other model's, a fourth added.
     assert!(stdout.contains("device program: serving T-shirt/top, Trouser, Pullover, Dress"), "{stdout}");
     assert!(stdout.contains("2 base models"), "{stdout}");
     let log: Vec<&str> = v["device_log"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();

@@ -3,9 +3,12 @@
 //! run as ONE packed convolution with the branches' output channels side by side: one padded copy
 //! of the activation and one pass of the micro-kernels over `sum(width)` channels instead of k
 //! passes over `width` (at ten ResNet-20 branches the entries were a third of the branches'
-//! time). Each branch's blocks then run on its own channels of that output.
+//! time). Each branch's blocks then run on its own channels of that output; for a small batch,
+//! the branches run in parallel rather than each convolution's tiles.
 
-use super::conv::{PackedConv, Plane};
+use rayon::prelude::*;
+
+use super::conv::{PackedConv, Plane, Threads};
 use super::net::{average_pool, CpuBlock, Pass};
 use crate::{Error, Result};
 
@@ -62,18 +65,25 @@ impl CpuBranches {
         // The pass carries no masks, so site numbers only switch the ReLU on.
         let (all, ep) = pass.conv(&self.entry, &x, p, None, Some(0));
         let (pixels, total) = (pass.batch * ep.height * ep.width, self.entry.out_channels());
-        let mut offset = 0;
-        self.branches
-            .iter()
-            .map(|(width, blocks)| {
-                let mut own = Vec::with_capacity(pixels * width);
-                for px in all.chunks_exact(total) {
-                    own.extend_from_slice(&px[offset..][..*width]);
-                }
-                offset += width;
-                let (y, yp, yc) = pass.blocks(blocks, (own, ep, *width), 0, None)?;
-                Ok(average_pool(&y, pass.batch, yp.height * yp.width, yc))
-            })
-            .collect()
+        let offsets: Vec<usize> =
+            self.branches.iter().scan(0, |o, (w, _)| Some(std::mem::replace(o, *o + w))).collect();
+        let branch = |(offset, (width, blocks)): (usize, &(usize, Vec<CpuBlock>)), pass: &Pass| {
+            let mut own = Vec::with_capacity(pixels * width);
+            for px in all.chunks_exact(total) {
+                own.extend_from_slice(&px[offset..][..*width]);
+            }
+            let (y, yp, yc) = pass.blocks(blocks, (own, ep, *width), 0, None)?;
+            Ok(average_pool(&y, pass.batch, yp.height * yp.width, yc))
+        };
+        let each = offsets.into_iter().zip(&self.branches);
+        match pass.threads {
+            // A small batch: a branch's convolutions are too small to split into tiles worth a
+            // fork-join each; the branches themselves run in parallel instead.
+            Threads::Tiles if self.branches.len() > 1 => {
+                let own = Pass::plain(pass.batch, Threads::Caller);
+                each.collect::<Vec<_>>().into_par_iter().map(|b| branch(b, &own)).collect()
+            }
+            _ => each.map(|b| branch(b, pass)).collect(),
+        }
     }
 }

@@ -301,27 +301,31 @@ mod tests {
 
     #[test]
     fn budget_refusal_and_bad_files_change_nothing() {
-        let f = fixture(None);
-        let probe = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
-        let one = probe.load("a").unwrap().resident_bytes();
-        let rt = ModuleRuntime::open(&f.dir, config(Some(one + 10), None)).unwrap();
-        rt.load("a").unwrap();
-        let err = rt.load("c").err().unwrap();
-        assert!(matches!(err, Error::BudgetExceeded { .. }), "{err}");
-        assert!(err.to_string().contains("budget"));
-        assert_eq!(rt.snapshot().class_names(), ["a"], "nothing loaded half-way");
-        // A module blob corrupted on disk is refused at load; the served set stays.
-        let path = f.dir.join("b.blob");
-        let mut bytes = std::fs::read(&path).unwrap();
-        let n = bytes.len();
-        bytes[n / 2] ^= 0x10;
-        std::fs::write(&path, &bytes).unwrap();
-        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
-        rt.load("a").unwrap();
-        let generation = rt.snapshot().generation;
-        assert!(rt.load("b").is_err());
-        assert_eq!((rt.snapshot().generation, rt.snapshot().class_names()), (generation, vec!["a".to_string()]));
-        let _ = std::fs::remove_dir_all(&f.dir);
+        // Mask modules only; then a mask module beside compact ones (b on a's base, c on another).
+        for f in [fixture(None), compact_fixture()] {
+            let probe = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+            let one = probe.load("a").unwrap().resident_bytes();
+            let rt = ModuleRuntime::open(&f.dir, config(Some(one + 10), None)).unwrap();
+            rt.load("a").unwrap();
+            for class in ["b", "c"] {
+                let err = rt.load(class).err().unwrap();
+                assert!(matches!(err, Error::BudgetExceeded { .. }), "{class}: {err}");
+                assert!(err.to_string().contains("budget"));
+                assert_eq!(rt.snapshot().class_names(), ["a"], "nothing loaded half-way");
+            }
+            // A module blob corrupted on disk is refused at load; the served set stays.
+            let path = f.dir.join("b.blob");
+            let mut bytes = std::fs::read(&path).unwrap();
+            let n = bytes.len();
+            bytes[n / 2] ^= 0x10;
+            std::fs::write(&path, &bytes).unwrap();
+            let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+            rt.load("a").unwrap();
+            let generation = rt.snapshot().generation;
+            assert!(rt.load("b").is_err());
+            assert_eq!((rt.snapshot().generation, rt.snapshot().class_names()), (generation, vec!["a".to_string()]));
+            let _ = std::fs::remove_dir_all(&f.dir);
+        }
     }
 
     #[test]
