@@ -67,7 +67,7 @@
 //! #         let bases = vec![ManifestBase { file: "base.blob".into(), key, content_hash, bytes: base.len() as u64, class_names: classes.clone() }];
 //! #         let mut modules = Vec::new();
 //! #         for (id, name) in classes.iter().enumerate() {
-//! #             let module = ClassModule { class_id: ClassId(id as u32), class_name: name.clone(), base_key: key, input: input.clone(), kind: ModuleKind::Mask(NodeMask::ones(&net.relu_sites())), head: ModuleHead::Channel { class_index: id } };
+//! #             let module = ClassModule { class_id: ClassId(id as u32), class_name: name.clone(), base_key: key, input: input.clone(), kind: ModuleKind::Mask(NodeMask::ones(&net.relu_sites())), head: ModuleHead::Channel { class_index: id }, min_score: None };
 //! #             let golden = Golden::record(&net, &module, vec![7; 2 * input.image_len()])?;
 //! #             let bytes = ModuleBlob { module, sites: net.relu_sites(), golden }.encode(None)?;
 //! #             let file = format!("{name}.blob");

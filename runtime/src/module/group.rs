@@ -3,7 +3,8 @@
 //! each slice of the batch multiplied by its module's masks at every ReLU site (sites where every
 //! module keeps every node are skipped); on the CPU the masks are applied inside the
 //! convolutions' epilogues (NHWC bytes), elsewhere through the `ReluHook`. Compact modules run
-//! the base's trunk once for the B images and then each module's small branch on it. Modules of
+//! the base's trunk once for the B images and then each module's small branch on it (on the CPU
+//! path the branches' entry convolutions as one: `cpu/branches.rs`). Modules of
 //! different bases (or kinds, or trunks) run as one group each.
 
 use std::sync::Arc;
