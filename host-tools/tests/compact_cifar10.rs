@@ -118,6 +118,34 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     assert!(rejected(&rows[0]) > rejected(&rows[1]), "compact modules reject more than the base's max softmax");
     assert!(rows[0]["calibrated_accepted"].as_f64().unwrap() > 0.85 && rows[1]["calibrated_accepted"].is_null());
     assert!(std::fs::read_to_string(open.join("open-set.md")).unwrap().contains("| 3 | base max-softmax | 120 |"));
+    // The paper's reuse on the packed compact modules: every pair and seeded five-class subsets
+    // against the base restricted to them.
+    let reuse = dir.join("reuse");
+    let o = common::classmod(&[
+        "experiment",
+        "reuse",
+        "--packed",
+        modules_s,
+        "--data",
+        data_s,
+        "--out",
+        reuse.to_str().unwrap(),
+        "--limit",
+        "500",
+        "--fives",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = common::last_json(&o);
+    assert_eq!(
+        (r["kind"].as_str(), r["pairs"].as_array().unwrap().len(), r["fives"].as_array().unwrap().len()),
+        (Some("compact"), 45, 3)
+    );
+    assert!(r["nodes_kept"].is_null() && r["options"].is_null());
+    for p in r["pairs"].as_array().unwrap() {
+        assert!(p["n"].as_u64().unwrap() == 100 && p["composed"].as_f64().unwrap() > 0.5, "{p}");
+    }
     // The serving experiment on the packed compact modules (no timing is asserted: CI's
     // machine is shared; the figures are in the closing notes and results/).
     let served = dir.join("serving");

@@ -168,8 +168,13 @@ impl ModuleExperimentArgs {
 
 #[derive(clap::Args)]
 pub struct ReuseArgs {
-    #[arg(long)]
-    model: PathBuf,
+    /// The model decomposed (into mask modules, with the flags below) for the run.
+    #[arg(long, required_unless_present = "packed")]
+    model: Option<PathBuf>,
+    /// Reuse these packed modules instead (any kind, a module for every class of one base, as
+    /// `decompose` writes them); `--model` and the decomposition flags are then not used.
+    #[arg(long, conflicts_with = "model")]
+    packed: Option<PathBuf>,
     /// How many seeded five-class subsets.
     #[arg(long, default_value_t = 30)]
     fives: usize,
@@ -251,38 +256,44 @@ fn run_transplant(a: TransplantArgs) -> Result<()> {
     publish(&a.out, "transplant", &transplant::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
 }
 
+/// A packed directory of one base and one kind with a module for every class of its base, in
+/// class order, and that base's test split (`limit`: a seeded class-balanced sample).
+fn packed_with_test(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<(classmod_host::compose_eval::Composition, ImageSet)> {
+    let c = classmod_host::compose_eval::load(&[dir.to_path_buf()], &Device::Cpu)?;
+    let [group] = c.groups() else {
+        return Err(anyhow!("{}: modules of one base and one kind, please", dir.display()));
+    };
+    let names = group.base().class_names().to_vec();
+    let in_order = group.modules().iter().enumerate().all(|(i, m)| m.class_id.0 as usize == i);
+    if group.modules().len() != names.len() || !in_order {
+        return Err(anyhow!("{}: a module for every class of its base ({}), please", dir.display(), names.len()));
+    }
+    let spec = group.base().input_spec();
+    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let test = load_data(data, Split::Test, shape, Some(&names), limit, seed)?;
+    Ok((c, test))
+}
+
 /// Scores every packed directory's modules once on the test split, then measures every subset.
 fn run_open_set(a: OpenSetArgs) -> Result<()> {
-    use classmod_host::compose_eval;
     use classmod_host::experiment::open_set::{self, Method};
     use classmod_host::experiment::scores::ScoreTable;
     let t0 = std::time::Instant::now();
     let mut tables = Vec::new();
-    let mut test: Option<ImageSet> = None;
     for dir in &a.packed {
-        let c = compose_eval::load(std::slice::from_ref(dir), &Device::Cpu)?;
-        let [group] = c.groups() else {
-            return Err(anyhow!("{}: modules of one base and one kind, please", dir.display()));
-        };
-        let names = group.base().class_names().to_vec();
-        let in_order = group.modules().iter().enumerate().all(|(i, m)| m.class_id.0 as usize == i);
-        if group.modules().len() != names.len() || !in_order {
-            return Err(anyhow!("{}: a module for every class of its base ({}), please", dir.display(), names.len()));
-        }
-        let test = match &test {
-            Some(t) => t,
-            None => {
-                let spec = group.base().input_spec();
-                let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
-                test.insert(load_data(&a.data, Split::Test, shape, Some(&names), a.limit, a.seed)?)
-            }
-        };
+        let (c, test) = packed_with_test(dir, &a.data, a.limit, a.seed)?;
+        let group = &c.groups()[0];
         let pb = progress::bar(test.len() as u64, "score");
-        let table = ScoreTable::compute(group, test, 64, &pb)?;
+        let table = ScoreTable::compute(group, &test, 64, &pb)?;
         pb.finish_and_clear();
         let kind = group.modules()[0].kind.name();
         let mins: Vec<Option<f32>> = group.modules().iter().map(|m| m.min_score).collect();
-        tables.push((format!("{kind} modules ({})", dir.display()), table, mins, names));
+        tables.push((format!("{kind} modules ({})", dir.display()), table, mins, group.base().class_names().to_vec()));
     }
     let classes = tables[0].3.clone();
     let mut methods: Vec<Method> = tables
@@ -396,11 +407,24 @@ pub fn run(e: Experiment) -> Result<()> {
         Experiment::Transplant(a) => run_transplant(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
-            let model = read_model(&a.model, &Device::Cpu)?;
-            let (train, test) = splits(&model, &a.common.data, a.common.limit, a.common.seed)?;
-            let pb = progress::bar(test.len() as u64, "score");
-            let r = reuse::reuse(&model, &train, &test, &a.common.options(), a.fives, &pb)?;
-            pb.finish_and_clear();
+            let r = match (&a.packed, &a.model) {
+                (Some(dir), _) => {
+                    let (c, test) = packed_with_test(dir, &a.common.data, a.common.limit, a.common.seed)?;
+                    let pb = progress::bar(test.len() as u64, "score");
+                    let r = reuse::reuse_packed(&c.groups()[0], dir, &test, a.fives, a.common.seed, &pb)?;
+                    pb.finish_and_clear();
+                    r
+                }
+                (None, Some(model)) => {
+                    let model = read_model(model, &Device::Cpu)?;
+                    let (train, test) = splits(&model, &a.common.data, a.common.limit, a.common.seed)?;
+                    let pb = progress::bar(test.len() as u64, "score");
+                    let r = reuse::reuse(&model, &train, &test, &a.common.options(), a.fives, &pb)?;
+                    pb.finish_and_clear();
+                    r
+                }
+                (None, None) => return Err(anyhow!("--model or --packed")),
+            };
             publish(&a.common.out, "reuse", &reuse::reuse_markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
         }
         Experiment::Cost(a) => {

@@ -28,9 +28,16 @@ pub struct SubsetRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReuseReport {
     pub model: String,
+    /// What the modules are: `mask` or `compact`.
+    pub kind: String,
     pub images: usize,
-    pub options: DecomposeOptions,
-    pub nodes_kept: f64,
+    /// The decomposition's options when the experiment decomposed the model (mask modules);
+    /// `None` for modules read from a packed directory.
+    pub options: Option<DecomposeOptions>,
+    /// Mean fraction of the base's nodes the mask modules keep (`None` for compact modules).
+    pub nodes_kept: Option<f64>,
+    /// The packed directory the modules came from, if they were read.
+    pub packed: Option<String>,
     pub pairs: Vec<SubsetRow>,
     pub fives: Vec<SubsetRow>,
 }
@@ -65,11 +72,50 @@ pub fn reuse(
 ) -> Result<ReuseReport, HostError> {
     let (table, nodes_kept) =
         score_table(model, train, test, &DecomposeOptions { classes: None, ..opts.clone() }, progress)?;
-    let names = &model.meta.class_names;
+    let (pairs, fives) = subsets_of(&table, &model.meta.class_names, fives, opts.seed);
+    Ok(ReuseReport {
+        model: model.meta.arch.name(),
+        kind: "mask".into(),
+        images: test.len(),
+        options: Some(opts.clone()),
+        nodes_kept: Some(nodes_kept),
+        packed: None,
+        pairs,
+        fives,
+    })
+}
+
+/// Intra-model reuse of modules already packed (any kind, one module per class of one base, in
+/// class order): `group` scored once over `test`.
+pub fn reuse_packed(
+    group: &ModuleGroup,
+    packed: &std::path::Path,
+    test: &ImageSet,
+    fives: usize,
+    seed: u64,
+    progress: &ProgressBar,
+) -> Result<ReuseReport, HostError> {
+    let table = ScoreTable::compute(group, test, 64, progress)?;
+    let (pairs, fives) = subsets_of(&table, group.base().class_names(), fives, seed);
+    let kept: Vec<f64> = group.modules().iter().filter_map(|m| m.kind.kept_fraction()).collect();
+    Ok(ReuseReport {
+        model: group.base().config().name(),
+        kind: group.modules().first().map_or("mask", |m| m.kind.name()).into(),
+        images: test.len(),
+        options: None,
+        nodes_kept: (!kept.is_empty()).then(|| mean(kept.into_iter())),
+        packed: Some(packed.display().to_string()),
+        pairs,
+        fives,
+    })
+}
+
+/// Every two-class subset and `fives` seeded five-class subsets of the table's modules.
+fn subsets_of(table: &ScoreTable, names: &[String], fives: usize, seed: u64) -> (Vec<SubsetRow>, Vec<SubsetRow>) {
     let k = names.len();
     let row = |subset: &[usize]| {
         let s: Vec<(usize, usize)> = subset.iter().map(|&m| (0, m)).collect();
-        let a = ScoreTable::subset_accuracy(&[&table], &s, Rule::Max);
+        let a = ScoreTable::subset_accuracy(&[table], &s, Rule::Max);
         SubsetRow {
             classes: subset.iter().map(|&m| names[m].clone()).collect(),
             n: a.n,
@@ -78,7 +124,7 @@ pub fn reuse(
         }
     };
     let pairs = (0..k).flat_map(|a| (a + 1..k).map(move |b| [a, b])).map(|p| row(&p)).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let fives = if k >= 5 {
         (0..fives)
             .map(|_| {
@@ -90,14 +136,7 @@ pub fn reuse(
     } else {
         Vec::new()
     };
-    Ok(ReuseReport {
-        model: model.meta.arch.name(),
-        images: test.len(),
-        options: opts.clone(),
-        nodes_kept,
-        pairs,
-        fives,
-    })
+    (pairs, fives)
 }
 
 pub fn reuse_markdown(r: &ReuseReport) -> String {
@@ -113,16 +152,24 @@ pub fn reuse_markdown(r: &ReuseReport) -> String {
             d.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
         )
     };
+    let modules = match (&r.options, &r.packed) {
+        (Some(o), _) => format!(
+            "{} modules, {:?} head, keep {} / tangle {}, {:.1} % of nodes kept",
+            r.kind,
+            o.head,
+            o.keep_rate,
+            o.tangle_rate,
+            100.0 * r.nodes_kept.unwrap_or(1.0)
+        ),
+        (None, Some(dir)) => format!("{} modules of {dir}", r.kind),
+        (None, None) => format!("{} modules", r.kind),
+    };
     let mut s = format!(
-        "# Intra-model reuse: {} ({} test images, {:?} head, keep {} / tangle {}, {:.1} % of nodes kept)\n\n\
+        "# Intra-model reuse: {} ({} test images, {modules})\n\n\
          Paper (Pan & Rajan 2022): reuse loses 2.3 points on average against the restricted model.\n\n\
          - two-class: {}\n- five-class: {}\n\n| classes | n | composed | base | Δ |\n|---|---|---|---|---|\n",
         r.model,
         r.images,
-        r.options.head,
-        r.options.keep_rate,
-        r.options.tangle_rate,
-        100.0 * r.nodes_kept,
         summary(&r.pairs),
         summary(&r.fives)
     );
