@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use classmod_host::dataset::ImageSet;
 use classmod_host::dataset::{ImageShape, Split};
+use classmod_host::decompose::compact::CompactOptions;
 use classmod_host::decompose::{self, DecomposeOptions, HeadKind};
 use classmod_host::experiment::cost::{self, CostOptions};
 use classmod_host::experiment::{reuse, tradeoff};
@@ -198,6 +199,10 @@ pub struct ReplaceArgs {
 pub struct CostArgs {
     #[arg(long)]
     model: PathBuf,
+    /// The modules measured: `mask` (with the decomposition flags below) or `compact` (the
+    /// defaults of `decompose --kind compact`).
+    #[arg(long, value_enum, default_value = "mask")]
+    kind: super::KindArg,
     /// Training steps to measure; default one epoch of the training split.
     #[arg(long)]
     train_steps: Option<usize>,
@@ -440,7 +445,14 @@ pub fn run(e: Experiment) -> Result<()> {
             };
             eprintln!("decomposing, then {} training steps of batch {} ...", o.train_steps, o.batch);
             let pb = progress::bar(o.train_steps as u64, "train");
-            let r = cost::run(&model, &train, &a.common.options(), &o, &pb)?;
+            let decomposition = match a.kind {
+                super::KindArg::Mask => cost::Decomposition::Mask(a.common.options()),
+                super::KindArg::Compact => cost::Decomposition::Compact(CompactOptions {
+                    width: decompose::compact::default_width(&model.meta.arch),
+                    ..CompactOptions::new(None, a.common.seed)
+                }),
+            };
+            let r = cost::run(&model, &train, &decomposition, &o, &pb)?;
             pb.finish_and_clear();
             publish(&a.common.out, "cost", &cost::markdown(&r), &r, a.common.json, t0.elapsed().as_secs_f64())
         }

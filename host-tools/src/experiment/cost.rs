@@ -19,6 +19,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::dataset::ImageSet;
+use crate::decompose::compact::{decompose_compact, CompactOptions};
 use crate::decompose::{decompose, DecomposeOptions};
 use crate::train::{self, Schedule, SgdConfig, TrainOptions, TrainableResNet};
 
@@ -34,6 +35,13 @@ pub struct CostOptions {
     pub watts_per_core: f64,
     /// Grid carbon intensity, kg CO2e per kWh.
     pub kg_co2e_per_kwh: f64,
+}
+
+/// The decomposition measured: into mask modules, or compact ones.
+#[derive(Debug, Clone)]
+pub enum Decomposition {
+    Mask(DecomposeOptions),
+    Compact(CompactOptions),
 }
 
 /// Wall and CPU seconds of one piece of work.
@@ -57,7 +65,11 @@ pub struct CostReport {
     pub model: String,
     pub train_images: usize,
     pub options: CostOptions,
-    pub decompose_options: DecomposeOptions,
+    /// `mask` or `compact`.
+    pub kind: String,
+    /// The mask decomposition's options, or the compact one's.
+    pub decompose_options: Option<DecomposeOptions>,
+    pub compact_options: Option<CompactOptions>,
     pub classes: usize,
     pub decompose: Spent,
     pub train_measured: Spent,
@@ -86,11 +98,17 @@ fn measure<T>(f: impl FnOnce() -> Result<T, HostError>) -> Result<(T, Spent), Ho
 pub fn run(
     model: &ModelFile,
     train_set: &ImageSet,
-    decompose_options: &DecomposeOptions,
+    decomposition: &Decomposition,
     o: &CostOptions,
     progress: &ProgressBar,
 ) -> Result<CostReport, HostError> {
-    let (d, decompose_spent) = measure(|| decompose(model, train_set, decompose_options, &ProgressBar::hidden()))?;
+    let hidden = ProgressBar::hidden();
+    let (classes, decompose_spent) = match decomposition {
+        Decomposition::Mask(d) => measure(|| decompose(model, train_set, d, &hidden).map(|d| d.modules.len()))?,
+        Decomposition::Compact(c) => {
+            measure(|| decompose_compact(model, train_set, c, &hidden).map(|d| d.modules.len()))?
+        }
+    };
     let opts = TrainOptions {
         arch: model.meta.arch.clone(),
         mean_std: Some((model.meta.input.mean.clone(), model.meta.input.std.clone())),
@@ -111,8 +129,20 @@ pub fn run(
         model: model.meta.arch.name(),
         train_images: train_set.len(),
         options: o.clone(),
-        decompose_options: decompose_options.clone(),
-        classes: d.modules.len(),
+        kind: match decomposition {
+            Decomposition::Mask(_) => "mask",
+            Decomposition::Compact(_) => "compact",
+        }
+        .into(),
+        decompose_options: match decomposition {
+            Decomposition::Mask(d) => Some(d.clone()),
+            Decomposition::Compact(_) => None,
+        },
+        compact_options: match decomposition {
+            Decomposition::Compact(c) => Some(c.clone()),
+            Decomposition::Mask(_) => None,
+        },
+        classes,
         decompose: decompose_spent,
         train_measured: train_spent,
         train_epoch: epoch,
@@ -122,16 +152,21 @@ pub fn run(
 
 pub fn markdown(r: &CostReport) -> String {
     let o = &r.options;
+    let how = match (&r.decompose_options, &r.compact_options) {
+        (Some(d), _) => format!("mask modules ({:?} head, keep {} / tangle {})", d.head, d.keep_rate, d.tangle_rate),
+        (None, Some(c)) => format!(
+            "compact modules (trunk of {} stages, branches {} wide, {} epochs over the cached trunk)",
+            c.trunk_stages, c.width, c.epochs
+        ),
+        (None, None) => r.kind.clone(),
+    };
     let mut s = format!(
-        "# Cost of reuse: {}\n\nDecomposition into {} modules ({:?} head, keep {} / tangle {}) against training the same \
+        "# Cost of reuse: {}\n\nDecomposition into {} {how} against training the same \
          network from scratch on the same {} images (SGD, batch {}; {} steps measured, scaled to one epoch and to the \
          recipe's {} epochs). Energy = process CPU time x {} W per busy core; CO2e = energy x {} kg/kWh (assumed \
          constants: no power counter is readable here; the ratios do not depend on them).\n\n",
         r.model,
         r.classes,
-        r.decompose_options.head,
-        r.decompose_options.keep_rate,
-        r.decompose_options.tangle_rate,
         r.train_images,
         o.batch,
         o.train_steps,
