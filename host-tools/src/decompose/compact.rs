@@ -46,7 +46,10 @@ pub const DEEP_BRANCH_WIDTH: usize = 24;
 /// 6 epochs, `results/compact-resnet20/`, `compact-resnet56*/`): a branch stands in for the
 /// base's last stage, and ResNet-56's nine blocks a stage need more than ResNet-20's three.
 /// ResNet-20 at W=16 composes 0.8 points above its base with 5.2 % of its parameters a module;
-/// ResNet-56 at W=16 1.05 points below, at W=24 level with it (3.3 % a module).
+/// ResNet-56 at W=16 1.05 points below, at W=24 level with it (3.3 % a module). On ResNet-20's
+/// full trade-off (`results/compact-tradeoff-resnet20/`, T in {1, 2} x W in {8, 16, 32}) T=2,
+/// W=16 is the knee: the only setting within half a point of the base whose module stays under
+/// the 6 % size target (T=2, W=8: -0.9 points; T=1 reaches -0.3 only at W=32, 15.8 % a module).
 pub fn default_width(arch: &classmod_runtime::ResNetConfig) -> usize {
     if arch.blocks_per_stage <= SHALLOW_STAGE_BLOCKS {
         BRANCH_WIDTH

@@ -120,14 +120,25 @@ pub fn run(
     })
 }
 
-/// The knee: of the settings within the margins of the base's accuracy, the one whose two
-/// classes cost least (the trunk plus two branches; ties to fewer parameters). `None` when
-/// no setting is within them.
-pub fn knee(r: &CompactTradeoffReport) -> Option<&CompactPoint> {
+/// The most of the base's parameters one module may add for the knee: the product's size target
+/// (MODA's modules of a ResNet-18 are 8.1 %). A wider branch on a shallow trunk can be cheaper for
+/// two classes and still lose: its module is a sixth of the model and ten classes cost more than
+/// the base (ResNet-20, T=1, W=32: 15.8 %, 1.25x; `results/compact-tradeoff-resnet20/`).
+pub const MAX_PARAMS_FRACTION: f64 = 0.06;
+
+/// The knee: of the settings within the margins of the base's accuracy whose module adds at most
+/// `max_params` of the base's parameters, the one whose two classes cost least (the trunk plus
+/// two branches; ties to fewer parameters). `None` when no setting qualifies.
+pub fn knee_within(r: &CompactTradeoffReport, max_params: f64) -> Option<&CompactPoint> {
     r.points
         .iter()
-        .filter(|p| p.at_the_base())
+        .filter(|p| p.at_the_base() && p.params_fraction <= max_params)
         .min_by(|a, b| a.cost_of(2).total_cmp(&b.cost_of(2)).then(a.params_fraction.total_cmp(&b.params_fraction)))
+}
+
+/// [`knee_within`] the size target [`MAX_PARAMS_FRACTION`].
+pub fn knee(r: &CompactTradeoffReport) -> Option<&CompactPoint> {
+    knee_within(r, MAX_PARAMS_FRACTION)
 }
 
 /// The Markdown table of a sweep.
@@ -165,18 +176,32 @@ pub fn markdown(r: &CompactTradeoffReport) -> String {
     match knee(r) {
         Some(k) => s.push_str(&format!(
             "\nKnee: T = {}, W = {}: the cheapest two classes ({} of the base's MACs) among the settings within {:.1} \
-             points top-1 and {:.1} top-5 of the base.\n",
+             points top-1 and {:.1} top-5 of the base whose module adds at most {} of its parameters.\n",
             k.trunk_stages,
             k.width,
             pct(k.cost_of(2)),
             100.0 * TOP1_MARGIN,
-            100.0 * TOP5_MARGIN
+            100.0 * TOP5_MARGIN,
+            pct(MAX_PARAMS_FRACTION)
         )),
         None => s.push_str(&format!(
-            "\nNo setting is within {:.1} points top-1 and {:.1} top-5 of the base.\n",
+            "\nNo setting is within {:.1} points top-1 and {:.1} top-5 of the base with modules of at most {} of its \
+             parameters.\n",
             100.0 * TOP1_MARGIN,
-            100.0 * TOP5_MARGIN
+            100.0 * TOP5_MARGIN,
+            pct(MAX_PARAMS_FRACTION)
         )),
+    }
+    if let Some(k) = knee_within(r, f64::INFINITY).filter(|k| knee(r).is_none_or(|d| !std::ptr::eq(*k, d))) {
+        s.push_str(&format!(
+            "Without the size bound it would be T = {}, W = {}: two classes at {} of the base's MACs, but a module adds \
+             {} of its parameters and ten classes cost {}.\n",
+            k.trunk_stages,
+            k.width,
+            pct(k.cost_of(2)),
+            pct(k.params_fraction),
+            pct(k.cost_of(10))
+        ));
     }
     s
 }
@@ -260,6 +285,10 @@ mod tests {
         assert_eq!((k.trunk_stages, k.width), (1, 16));
         assert!((k.cost_of(10) - 0.6).abs() < 1e-12);
         assert!(knee(&report(vec![point(1, 8, 0.01, 0.70)])).is_none());
+        // A cheaper setting whose module is too large (0.08 of the parameters) is not the knee.
+        let r = report(vec![point(1, 32, 0.04, 0.81), point(2, 16, 0.02, 0.815)]);
+        assert_eq!((knee(&r).unwrap().trunk_stages, knee(&r).unwrap().width), (2, 16));
+        assert_eq!(knee_within(&r, f64::INFINITY).unwrap().width, 32);
     }
 
     #[test]
