@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::scores::ScoreTable;
+use super::scores::{replaced_one_by_one, ScoreTable};
 use crate::dataset::ImageSet;
 use crate::decompose::{decompose, DecomposeOptions};
 
@@ -228,19 +228,16 @@ pub fn replace(
     let k = a.meta.class_names.len();
     let all = |src: usize| (0..k).map(|m| (src, m)).collect::<Vec<_>>();
     let acc = |s: &[(usize, usize)]| ScoreTable::subset_accuracy(&[&ta, &tb], s, Rule::Max);
-    let before = acc(&all(0));
-    let rows = (0..k)
-        .map(|c| {
-            let mut s = all(0);
-            s[c] = (1, c);
-            let after = acc(&s);
-            ReplaceRow {
-                class: a.meta.class_names[c].clone(),
-                class_before: before.per_class[c],
-                class_after: after.per_class[c],
-                overall_before: before.composed,
-                overall_after: after.composed,
-            }
+    let (before, swapped) = replaced_one_by_one(&ta, &tb, Rule::Max);
+    let rows = swapped
+        .into_iter()
+        .enumerate()
+        .map(|(c, after)| ReplaceRow {
+            class: a.meta.class_names[c].clone(),
+            class_before: before.per_class[c],
+            class_after: after.per_class[c],
+            overall_before: before.composed,
+            overall_after: after.composed,
         })
         .collect();
     let base_b = ScoreTable::subset_accuracy(&[&tb], &all(0), Rule::Max).base;

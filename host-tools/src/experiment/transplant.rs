@@ -8,7 +8,7 @@ use classmod_runtime::{Device, ModelFile, ModuleGroup, ResNet, Rule};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::scores::ScoreTable;
+use super::scores::{replaced_one_by_one, ScoreTable};
 use crate::dataset::ImageSet;
 use crate::decompose::compact::{decompose_compact, transplant_compact, CompactOptions};
 use crate::HostError;
@@ -65,23 +65,18 @@ pub fn transplant(
     let ta = ScoreTable::compute(&ModuleGroup::new(net_a.clone(), own.modules)?, test, 64, &hidden)?;
     let tt = ScoreTable::compute(&ModuleGroup::new(net_a, moved.modules)?, test, 64, &hidden)?;
     let base_b = crate::eval::evaluate(&ResNet::new(b, &Device::Cpu)?, test, 64, &hidden)?;
-    let k = a.meta.class_names.len();
-    let all = |src: usize| (0..k).map(|m| (src, m)).collect::<Vec<_>>();
-    let acc = |s: &[(usize, usize)]| ScoreTable::subset_accuracy(&[&ta, &tt], s, Rule::Max);
-    let before = acc(&all(0));
-    let rows = (0..k)
-        .map(|c| {
-            let mut s = all(0);
-            s[c] = (1, c);
-            let after = acc(&s);
-            TransplantRow {
-                class: a.meta.class_names[c].clone(),
-                class_before: before.per_class[c],
-                class_after: after.per_class[c],
-                class_base_b: base_b.per_class[c].top1,
-                overall_before: before.composed,
-                overall_after: after.composed,
-            }
+    let (before, swapped) = replaced_one_by_one(&ta, &tt, Rule::Max);
+    let everything_moved = (0..swapped.len()).map(|m| (1, m)).collect::<Vec<_>>();
+    let rows = swapped
+        .into_iter()
+        .enumerate()
+        .map(|(c, after)| TransplantRow {
+            class: a.meta.class_names[c].clone(),
+            class_before: before.per_class[c],
+            class_after: after.per_class[c],
+            class_base_b: base_b.per_class[c].top1,
+            overall_before: before.composed,
+            overall_after: after.composed,
         })
         .collect();
     Ok(TransplantReport {
@@ -90,7 +85,7 @@ pub fn transplant(
         images: test.len(),
         options: opts,
         composed_a: before.composed,
-        composed_transplanted: acc(&all(1)).composed,
+        composed_transplanted: ScoreTable::subset_accuracy(&[&ta, &tt], &everything_moved, Rule::Max).composed,
         base_a: before.base,
         base_b: base_b.top1,
         rows,
