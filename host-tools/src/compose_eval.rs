@@ -275,6 +275,10 @@ pub struct ComposeReport {
     /// Mean fraction of the base's nodes the mask modules keep (0 without mask modules: a
     /// compact module masks nothing).
     pub nodes_kept: f64,
+    /// Per image, the answer under the minimum score evaluated with (a composed class or `None`);
+    /// empty with [`MinScore::Off`]. Read by [`none_answers`].
+    #[serde(skip)]
+    pub answers: Vec<Option<usize>>,
 }
 
 /// What the composed classifier is held against.
@@ -307,6 +311,7 @@ pub fn evaluate(
     c: &Composition,
     images: &ImageSet,
     rule: Rule,
+    min: MinScore,
     reference: Reference,
     batch: usize,
     progress: &ProgressBar,
@@ -317,6 +322,7 @@ pub fn evaluate(
     let per_source = reference == Reference::PerSource;
     let mut scores_all: Vec<f32> = Vec::with_capacity(images.len() * k);
     let mut predictions: Vec<usize> = Vec::with_capacity(images.len());
+    let mut answers: Vec<Option<usize>> = Vec::new();
     let mut base_logits: Vec<f32> = Vec::new();
     // Per source: the restricted base's prediction for each image (a composed class index).
     let mut source_predictions: Vec<usize> = Vec::new();
@@ -329,6 +335,9 @@ pub fn evaluate(
         for i in 0..chunk.len() {
             let (winner, scores) = outs.predict(i, rule);
             predictions.push(winner);
+            if min != MinScore::Off {
+                answers.push(outs.answer(i, rule, min).0);
+            }
             // Ranking for top-5: the rule's winner first, then the others by score.
             let mut ranked = scores.clone();
             ranked[*predictions.last().expect("pushed")] = f32::INFINITY;
@@ -381,6 +390,7 @@ pub fn evaluate(
         base,
         sources,
         nodes_kept,
+        answers,
     })
 }
 
@@ -400,32 +410,31 @@ pub struct NoneAnswers {
     pub others_none: f64,
 }
 
-/// [`NoneAnswers`] of the composition on `loaded` (labels in composition order) and `others`
-/// (images of classes outside the composition).
+/// [`NoneAnswers`] of the composition: on the composed classes' images, from `report` (an
+/// [`evaluate`] of them under `min`, labels `labels` in composition order), and on `others`
+/// (images of classes outside the composition), run here.
+#[allow(clippy::too_many_arguments)]
 pub fn none_answers(
     c: &Composition,
-    loaded: &ImageSet,
+    report: &ComposeReport,
+    labels: &[u32],
     others: &ImageSet,
     rule: Rule,
     min: MinScore,
     batch: usize,
     progress: &ProgressBar,
 ) -> Result<NoneAnswers, ComposeError> {
-    let answers = |images: &ImageSet| -> Result<Vec<Option<usize>>, ComposeError> {
-        let device = c.groups()[0].base().device().clone();
-        let idx: Vec<usize> = (0..images.len()).collect();
-        let mut out = Vec::with_capacity(images.len());
-        for chunk in idx.chunks(batch.max(1)) {
-            let outs = c.composed.run(&batch_tensor(images, chunk, c.input_spec(), &device)?)?;
-            out.extend((0..chunk.len()).map(|i| outs.answer(i, rule, min).0));
-            progress.inc(chunk.len() as u64);
-        }
-        Ok(out)
-    };
+    let device = c.groups()[0].base().device().clone();
+    let idx: Vec<usize> = (0..others.len()).collect();
+    let mut theirs = Vec::with_capacity(others.len());
+    for chunk in idx.chunks(batch.max(1)) {
+        let outs = c.composed.run(&batch_tensor(others, chunk, c.input_spec(), &device)?)?;
+        theirs.extend((0..chunk.len()).map(|i| outs.answer(i, rule, min).0));
+        progress.inc(chunk.len() as u64);
+    }
     let frac = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let mine = answers(loaded)?;
-    let theirs = answers(others)?;
-    let right = mine.iter().zip(&loaded.labels).filter(|(a, &l)| **a == Some(l as usize)).count();
+    let mine = &report.answers;
+    let right = mine.iter().zip(labels).filter(|(a, &l)| **a == Some(l as usize)).count();
     Ok(NoneAnswers {
         min_score: match min {
             MinScore::Fixed(v) => format!("{v}"),

@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let pb = progress::bar(images.len() as u64, "compose");
     let reference = if args.data.len() > 1 { Reference::PerSource } else { Reference::RestrictedBase };
-    let r = compose_eval::evaluate(&c, &images, rule, reference, a.batch, &pb)?;
+    let r = compose_eval::evaluate(&c, &images, rule, args.min_score, reference, a.batch, &pb)?;
     let masks = c.modules().iter().filter(|m| m.kind.kept_fraction().is_some()).count();
     println!(
         "composed from {} modules (rule {}{}){}:",
@@ -119,8 +119,8 @@ pub fn run(args: Args) -> Result<()> {
     let none = if args.min_score == MinScore::Off {
         None
     } else {
-        let pb = progress::bar((images.len() + other_images.len()) as u64, "none answers");
-        let n = compose_eval::none_answers(&c, &images, &other_images, rule, args.min_score, a.batch, &pb)?;
+        let pb = progress::bar(other_images.len() as u64, "other classes");
+        let n = compose_eval::none_answers(&c, &r, &images.labels, &other_images, rule, args.min_score, a.batch, &pb)?;
         pb.finish_and_clear();
         println!(
             "minimum score {}: {:.2}% of these classes' images answered none (top-1 counting none as wrong {:.2}%){}",

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use classmod_runtime::{ModelFile, ModuleGroup, ResNet, Rule};
+use classmod_runtime::{MinScore, ModelFile, ModuleGroup, ResNet, Rule};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -85,6 +85,7 @@ pub fn run(
             &composition,
             test,
             Rule::Max,
+            MinScore::Off,
             Reference::RestrictedBase,
             64,
             &ProgressBar::hidden(),

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use classmod_runtime::Rule;
+use classmod_runtime::{MinScore, Rule};
 use classmod_runtime::{ModelFile, ModuleGroup};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -72,8 +72,15 @@ pub fn run(
             let group = ModuleGroup::new(obs.base().clone(), d.modules.clone())?;
             let composition = Composition::of_one_base(group, "(in memory)".into());
             let hidden = ProgressBar::hidden();
-            let r =
-                compose_eval::evaluate(&composition, test, Rule::Max, Reference::RestrictedBase, opts.batch, &hidden)?;
+            let r = compose_eval::evaluate(
+                &composition,
+                test,
+                Rule::Max,
+                MinScore::Off,
+                Reference::RestrictedBase,
+                opts.batch,
+                &hidden,
+            )?;
             let base = r.base.as_ref().ok_or(HostError::NoBaseFigures)?;
             points.push(TradeoffPoint {
                 head,
