@@ -9,7 +9,8 @@
 #    Fashion-MNIST from Debian's dataset-fashion-mnist.
 # 2. One ResNet-8 per dataset, trained here exactly like the demo (600 steps of batch 64,
 #    one-cycle, seed 0) with the same input spec (mean 0.5, std 0.5), which composition needs.
-# 3. Both decomposed at the default rates, with each head.
+# 3. Both decomposed at the default rates, with each head, and into compact modules (one trunk
+#    per dataset).
 # 4. compose-eval of digits 0-4 + five garments, and of all 20 classes, on the union of the
 #    test splits, each model beside it on its own images (told the source, which the
 #    composition is not); as decomposed, and with the heads refitted against each other's
@@ -40,11 +41,14 @@ common=(--arch resnet8 --steps 600 --batch 64 --lr 0.1 --schedule one-cycle --se
   --class-names "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot" \
   "${common[@]}" > "$results/train-fashion.txt"
 
-for head in calibrated channel; do
+for head in calibrated channel compact; do
+  # compact: the trunk of each model shared by its classes, a distilled branch per class
+  # (`decompose --kind compact`'s defaults); the others are mask modules with that head.
+  if [ $head = compact ]; then how=(--kind compact); else how=(--head $head); fi
   [ -d "$work/digits-$head" ] || $classmod decompose --model "$work/digits.safetensors" --data "$work/digits" \
-    --out "$work/digits-$head" --head $head > "$results/decompose-digits-$head.txt"
+    --out "$work/digits-$head" "${how[@]}" > "$results/decompose-digits-$head.txt"
   [ -d "$work/fashion-$head" ] || $classmod decompose --model "$work/fashion.safetensors" --data "$fashion" \
-    --out "$work/fashion-$head" --head $head > "$results/decompose-fashion-$head.txt"
+    --out "$work/fashion-$head" "${how[@]}" > "$results/decompose-fashion-$head.txt"
   half=()
   for c in 0 1 2 3 4; do half+=("$work/digits-$head/class-00$c-$c.blob"); done
   for f in "$work/fashion-$head"/class-00[5-9]-*.blob; do half+=("$f"); done

@@ -6,7 +6,9 @@
 //! sandals). Recalibration refits every module's calibrated head (a channel head becomes a
 //! calibrated one) on the masked module's pooled features of training images of its own class
 //! against those of every other composed class, from whichever dataset they come. Masks and the
-//! base models are untouched: no backpropagation, seconds of work.
+//! base models are untouched: no backpropagation, seconds of work. Compact modules' heads are
+//! refitted the same way on their branch's pooled features. Each module's minimum score is
+//! placed again for its new head, on its class's training images the head was not fitted on.
 
 use crate::HostError;
 use rand::seq::SliceRandom;
@@ -15,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::compose_eval::Composition;
 use crate::dataset::ImageSet;
-use crate::decompose::calibrated_head;
+use crate::decompose::{calibrated_head, held_out_min_score};
 
 /// Refits every head of `c` on `train`, whose labels index the composed classes: `n_pos` seeded
 /// images of the module's class against as many drawn evenly from the other composed classes.
@@ -47,6 +49,9 @@ pub fn recalibrate(
         let base = c.groups()[g].base();
         let module = &refitted[g][m];
         refitted[g][m].head = calibrated_head(base, module, train, &positives, &negatives, batch)?;
+        // The minimum score belongs to the head it was placed for: placed again for the new one
+        // on the class's images the head was not fitted on (none when too few are left).
+        refitted[g][m].min_score = held_out_min_score(base, &refitted[g][m], train, j, &positives, batch)?;
     }
     c.composed = c.composed.with_modules(refitted)?;
     Ok(())

@@ -91,6 +91,19 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     eprintln!("three classes loaded: {none}");
     assert_eq!(none["others"], 600, "a balanced 600 of the other classes' images");
     assert!(none["others_none"].as_f64().unwrap() > 0.15 && none["loaded_none"].as_f64().unwrap() < 0.15, "{none}");
+    // The same three with their heads refitted against each other (what inter-dataset
+    // composition does): the branches' features take a calibrated head and a minimum score placed
+    // again for it, so composed accuracy and the none answers stay in the same range.
+    let accuracy = common::last_json(&o)["top1"].as_f64().unwrap();
+    args.push("--recalibrate");
+    let o = common::classmod(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = common::last_json(&o);
+    let (top1, none) = (r["top1"].as_f64().unwrap(), r["none_answers"].clone());
+    eprintln!("three classes recalibrated: top-1 {top1} (as packed {accuracy}), {none}");
+    assert_eq!(r["recalibrated"], true);
+    assert!(top1 > accuracy - 0.05, "recalibrated {top1} against {accuracy} as packed");
+    assert!(none["others_none"].as_f64().unwrap() > 0.1 && none["loaded_none"].as_f64().unwrap() < 0.15, "{none}");
     // The open-set experiment: every 3-class subset, compact modules against the restricted
     // base's max softmax at 95 % acceptance of the loaded classes' images.
     let open = dir.join("open-set");
@@ -172,6 +185,38 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     let v = common::last_json(&o);
     assert_eq!(v["rows"].as_array().unwrap().len(), 10);
     assert!(v["ratio_k1"].as_f64().unwrap() > 0.0 && v["ratio_k10"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["kind"], "compact");
+    // Two directories measured in turn come out as one table and one pair of charts (the same
+    // directory twice here: the comparison's shape, not its figures).
+    let o = common::classmod(&[
+        "experiment",
+        "serving",
+        "--model",
+        model_s,
+        "--data",
+        data_s,
+        "--out",
+        served.to_str().unwrap(),
+        "--packed",
+        modules_s,
+        modules_s,
+        "--batches",
+        "2",
+        "--iters",
+        "1",
+        "--cold-starts",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = common::last_json(&o);
+    let compared = v["compared"].as_array().unwrap();
+    assert_eq!(compared.len(), 2);
+    assert!(compared.iter().all(|c| c["kind"] == "compact" && c["ratio_k10"].as_f64().unwrap() > 0.0), "{compared:?}");
+    let md = std::fs::read_to_string(served.join("serving.md")).unwrap();
+    assert!(md.contains("| loaded classes | compact (1), batch 2 (x base) | compact (2), batch 2 (x base) |"), "{md}");
+    let svg = std::fs::read_to_string(served.join("serving-memory.svg")).unwrap();
+    assert!(svg.contains("compact (2): runtime's tensors"), "{svg}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

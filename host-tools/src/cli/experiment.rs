@@ -108,7 +108,7 @@ pub struct ServingArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     batches: Vec<usize>,
     /// Timed classifications per number of classes and batch size.
-    #[arg(long, default_value_t = 9)]
+    #[arg(long, default_value_t = 15)]
     iters: usize,
     #[arg(long, default_value_t = 3)]
     cold_starts: usize,
@@ -119,15 +119,17 @@ pub struct ServingArgs {
     n_pos: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The kind of modules `--model` is decomposed into for the run: `mask` (default rates,
-    /// channel head) or `compact` (the defaults of `decompose --kind compact`: the whole training
-    /// split, minutes).
-    #[arg(long, value_enum, default_value = "mask")]
-    kind: super::KindArg,
-    /// Measure this packed directory (`classmod decompose` or `pack` output, any module kind,
-    /// read unverified) instead of decomposing `--model` for the run.
-    #[arg(long, conflicts_with = "kind")]
-    packed: Option<PathBuf>,
+    /// The kinds of modules `--model` is decomposed into for the run: `mask` (default rates,
+    /// channel head) and/or `compact` (the defaults of `decompose --kind compact`: the whole
+    /// training split, minutes). Two kinds (`--kind mask,compact`) are measured in turn and
+    /// compared in one table and one pair of charts.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "mask")]
+    kind: Vec<super::KindArg>,
+    /// Measure these packed directories (`classmod decompose` or `pack` output, any module
+    /// kind, read unverified) instead of decomposing `--model` for the run; several are
+    /// measured in turn and compared.
+    #[arg(long, num_args = 1.., conflicts_with = "kind")]
+    packed: Vec<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -549,53 +551,73 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     let model = read_model(&a.model, &Device::Cpu)?;
     let (train, test) = splits(&model, &a.data, Some(1000), a.seed)?;
     let o = ServingOptions { batches: a.batches.clone(), iters: a.iters, cold_starts: a.cold_starts };
-    if let Some(dir) = &a.packed {
+    let mut reports = Vec::new();
+    if !a.packed.is_empty() {
         drop(train);
-        let pb = progress::bar(1, "measure");
-        let r = serving::measure(dir, None, &test, &o, &pb).map_err(|e| model_error(dir, e));
-        pb.finish_and_clear();
-        return write_serving(&a, r?, t0);
+        for dir in &a.packed {
+            let pb = progress::bar(1, "measure");
+            let r = serving::measure(dir, None, &test, &o, &pb).map_err(|e| model_error(dir, e));
+            pb.finish_and_clear();
+            reports.push(r?);
+        }
+        return write_serving(&a, reports, t0);
     }
-    let packed = std::env::temp_dir().join(format!("classmod-serving-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&packed);
+    let mut kinds = a.kind.clone();
+    kinds.dedup();
     let key = super::keygen::fresh_key();
-    eprintln!(
-        "decomposing {} classes into {:?} modules and packing them (signed) into {} ...",
-        model.meta.class_names.len(),
-        a.kind,
-        packed.display()
-    );
-    let pb = progress::bar(0, "decompose");
-    if a.kind == super::KindArg::Compact {
-        let opts = CompactOptions { width: default_width(&model.meta.arch), ..CompactOptions::new(None, a.seed) };
-        decompose_compact_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
-    } else {
-        let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);
-        decompose_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
+    for kind in kinds {
+        let packed = std::env::temp_dir().join(format!("classmod-serving-{}-{kind:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&packed);
+        eprintln!(
+            "decomposing {} classes into {kind:?} modules and packing them (signed) into {} ...",
+            model.meta.class_names.len(),
+            packed.display()
+        );
+        let pb = progress::bar(0, "decompose");
+        if kind == super::KindArg::Compact {
+            let opts = CompactOptions { width: default_width(&model.meta.arch), ..CompactOptions::new(None, a.seed) };
+            decompose_compact_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
+        } else {
+            let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);
+            decompose_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
+        }
+        pb.finish_and_clear();
+        let pb = progress::bar(1, "measure"); // its length is set once the classes are known
+        let r = serving::measure(&packed, Some(key.verifying_key()), &test, &o, &pb);
+        pb.finish_and_clear();
+        let _ = std::fs::remove_dir_all(&packed);
+        let mut r = r?;
+        r.dir = format!("{}, decomposed and packed for this run", a.model.display());
+        reports.push(r);
     }
-    pb.finish_and_clear();
-    drop(train);
-    let pb = progress::bar(1, "measure"); // its length is set once the classes are known
-    let r = serving::measure(&packed, Some(key.verifying_key()), &test, &o, &pb);
-    pb.finish_and_clear();
-    let _ = std::fs::remove_dir_all(&packed);
-    let mut r = r?;
-    r.dir = format!("{}, decomposed and packed for this run", a.model.display());
-    write_serving(&a, r, t0)
+    write_serving(&a, reports, t0)
 }
 
-/// The serving experiment's charts, tables and JSON.
+/// The serving experiment's charts, tables and JSON: one report's as it is; several reports'
+/// under `reports`, with each one's `kind`, `ratio_k1` and `ratio_k10` under `compared`.
 fn write_serving(
     a: &ServingArgs,
-    r: classmod_host::experiment::serving::ServingReport,
+    mut reports: Vec<classmod_host::experiment::serving::ServingReport>,
     t0: std::time::Instant,
 ) -> Result<()> {
     use classmod_host::experiment::serving;
-    let (latency, memory) = serving::charts(&r);
+    let seconds = t0.elapsed().as_secs_f64();
+    let ((latency, memory), md) = match reports.as_slice() {
+        [r] => (serving::charts(r), serving::markdown(r)),
+        rs => (serving::compared_charts(rs), serving::compared_markdown(rs)),
+    };
     std::fs::create_dir_all(&a.out).at(&a.out)?;
     for (name, svg) in [("serving-latency.svg", latency), ("serving-memory.svg", memory)] {
         let p = a.out.join(name);
         classmod_runtime::host::write_atomically(&p, svg.as_bytes()).at(&p)?;
     }
-    publish(&a.out, "serving", &serving::markdown(&r), &r, a.json, t0.elapsed().as_secs_f64())
+    if reports.len() == 1 {
+        let r = reports.remove(0);
+        return publish(&a.out, "serving", &md, &r, a.json, seconds);
+    }
+    let compared: Vec<_> = reports
+        .iter()
+        .map(|r| serde_json::json!({ "kind": r.kind, "dir": r.dir, "ratio_k1": r.ratio_k1, "ratio_k10": r.ratio_k10 }))
+        .collect();
+    publish(&a.out, "serving", &md, &serde_json::json!({ "compared": compared, "reports": reports }), a.json, seconds)
 }

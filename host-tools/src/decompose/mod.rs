@@ -241,8 +241,8 @@ impl Observation {
     }
 }
 
-/// Fits the calibrated head on the masked module's pooled features of its positives (1) and
-/// negatives (0), images of `train`.
+/// Fits the calibrated head on the module's pooled features (the masked base's, or a compact
+/// module's branch's) of its positives (1) and negatives (0), images of `train`.
 pub fn calibrated_head(
     net: &ResNet,
     module: &ClassModule,
@@ -257,8 +257,10 @@ pub fn calibrated_head(
     for (set, label) in [(positives, true), (negatives, false)] {
         for chunk in set.chunks(batch.max(1)) {
             let x = batch_tensor(train, chunk, net.input_spec(), net.device())?;
-            let (f, _) = group.features_and_logits(&x)?;
-            features.extend(f.to_vec2::<f32>()?);
+            // The features the head reads: the masked base's, or a compact module's branch's.
+            let f = group.features(&x)?.swap_remove(0);
+            let width = f.len() / chunk.len();
+            features.extend(f.chunks(width.max(1)).map(<[f32]>::to_vec));
             labels.extend(std::iter::repeat_n(label, chunk.len()));
         }
     }
@@ -272,7 +274,7 @@ const MIN_SCORE_IMAGES: usize = 200;
 /// Module `module`'s minimum score ([`min_score::min_score`]) on up to [`MIN_SCORE_IMAGES`]
 /// training images of its class `c` that its positives (what its masks and head were fitted on)
 /// do not include.
-fn held_out_min_score(
+pub(crate) fn held_out_min_score(
     net: &ResNet,
     module: &ClassModule,
     train: &ImageSet,

@@ -58,6 +58,8 @@ pub struct CompactTradeoffReport {
     pub train_images: usize,
     pub test_images: usize,
     pub options: CompactOptions,
+    /// The most of the base's parameters one module may add for the knee ([`max_params_fraction`]).
+    pub max_params_fraction: f64,
     pub points: Vec<CompactPoint>,
 }
 
@@ -117,15 +119,29 @@ pub fn run(
         train_images: train.len(),
         test_images: test.len(),
         options: opts.clone(),
+        max_params_fraction: max_params_fraction(&model.meta.arch),
         points,
     })
 }
 
 /// The most of the base's parameters one module may add for the knee: the product's size target
-/// (MODA's modules of a ResNet-18 are 8.1 %). A wider branch on a shallow trunk can be cheaper for
-/// two classes and still lose: its module is a sixth of the model and ten classes cost more than
-/// the base (ResNet-20, T=1, W=32: 15.8 %, 1.25x; `results/compact-tradeoff-resnet20/`).
+/// (MODA's modules of a ResNet-18 are 8.1 %), 6 % of a shallow base such as ResNet-20 and 4 % of a
+/// deeper one such as ResNet-56 (whose trunk is the larger share of it). A wider branch on a
+/// shallow trunk can be cheaper for two classes and still lose: its module is a sixth of the model
+/// and ten classes cost more than the base (ResNet-20, T=1, W=32: 15.8 %, 1.25x;
+/// `results/compact-tradeoff-resnet20/`).
 pub const MAX_PARAMS_FRACTION: f64 = 0.06;
+/// [`MAX_PARAMS_FRACTION`] for a base deeper than `SHALLOW_STAGE_BLOCKS` blocks a stage.
+pub const DEEP_MAX_PARAMS_FRACTION: f64 = 0.04;
+
+/// The size target of a module of a base of architecture `arch`.
+pub fn max_params_fraction(arch: &classmod_runtime::ResNetConfig) -> f64 {
+    if arch.blocks_per_stage <= crate::decompose::compact::SHALLOW_STAGE_BLOCKS {
+        MAX_PARAMS_FRACTION
+    } else {
+        DEEP_MAX_PARAMS_FRACTION
+    }
+}
 
 /// The knee: of the settings within the margins of the base's accuracy whose module adds at most
 /// `max_params` of the base's parameters, the one whose two classes cost least (the trunk plus
@@ -137,9 +153,9 @@ pub fn knee_within(r: &CompactTradeoffReport, max_params: f64) -> Option<&Compac
         .min_by(|a, b| a.cost_of(2).total_cmp(&b.cost_of(2)).then(a.params_fraction.total_cmp(&b.params_fraction)))
 }
 
-/// [`knee_within`] the size target [`MAX_PARAMS_FRACTION`].
+/// [`knee_within`] the report's size target.
 pub fn knee(r: &CompactTradeoffReport) -> Option<&CompactPoint> {
-    knee_within(r, MAX_PARAMS_FRACTION)
+    knee_within(r, r.max_params_fraction)
 }
 
 /// The Markdown table of a sweep.
@@ -183,14 +199,14 @@ pub fn markdown(r: &CompactTradeoffReport) -> String {
             pct(k.cost_of(2)),
             100.0 * TOP1_MARGIN,
             100.0 * TOP5_MARGIN,
-            pct(MAX_PARAMS_FRACTION)
+            pct(r.max_params_fraction)
         )),
         None => s.push_str(&format!(
             "\nNo setting is within {:.1} points top-1 and {:.1} top-5 of the base with modules of at most {} of its \
              parameters.\n",
             100.0 * TOP1_MARGIN,
             100.0 * TOP5_MARGIN,
-            pct(MAX_PARAMS_FRACTION)
+            pct(r.max_params_fraction)
         )),
     }
     if let Some(k) = knee_within(r, f64::INFINITY).filter(|k| knee(r).is_none_or(|d| !std::ptr::eq(*k, d))) {
@@ -268,6 +284,7 @@ mod tests {
             train_images: 100,
             test_images: 10,
             options: CompactOptions::new(None, 0),
+            max_params_fraction: MAX_PARAMS_FRACTION,
             points,
         }
     }
@@ -290,6 +307,13 @@ mod tests {
         let r = report(vec![point(1, 32, 0.04, 0.81), point(2, 16, 0.02, 0.815)]);
         assert_eq!((knee(&r).unwrap().trunk_stages, knee(&r).unwrap().width), (2, 16));
         assert_eq!(knee_within(&r, f64::INFINITY).unwrap().width, 32);
+        // ResNet-56's bound is tighter: the same W=16 module (4 % of the parameters) is too large.
+        let r56 = |depth| classmod_runtime::ResNetConfig::cifar(depth, 3, 10).unwrap();
+        assert_eq!(max_params_fraction(&r56(20)), 0.06);
+        assert_eq!(max_params_fraction(&r56(56)), 0.04);
+        let mut r = report(vec![point(2, 16, 0.0201, 0.815)]);
+        r.max_params_fraction = max_params_fraction(&r56(56));
+        assert!(knee(&r).is_none());
     }
 
     #[test]

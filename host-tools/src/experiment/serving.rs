@@ -51,6 +51,10 @@ pub struct LoadedRow {
     pub latency_ms: Vec<f64>,
     /// The base model's median latency on the same batches, timed alternately with them.
     pub base_latency_ms: Vec<f64>,
+    /// Per batch size, the median over the timed pairs of this row's latency over the base's
+    /// forward timed right after it: adjacent timings share the machine's state, so the ratio
+    /// is steadier than a ratio of the two medians on a shared machine.
+    pub ratio_to_base: Vec<f64>,
 }
 
 /// The monolithic base model on the same images.
@@ -69,6 +73,8 @@ pub struct ServingReport {
     /// Where the modules came from.
     pub dir: String,
     pub classes: Vec<String>,
+    /// The kinds of the modules served (`mask`, `compact`, or both joined by `+`).
+    pub kind: String,
     pub options: ServingOptions,
     pub threads: usize,
     pub signed: bool,
@@ -92,7 +98,7 @@ pub struct ServingReport {
 fn ratio(rows: &[LoadedRow], batches: &[usize], k: usize) -> Option<f64> {
     let j = batches.iter().position(|&b| b == 64).or_else(|| (0..batches.len()).max_by_key(|&j| batches[j]))?;
     let row = rows.iter().find(|r| r.k == k)?;
-    Some(row.latency_ms.get(j)? / row.base_latency_ms.get(j)?)
+    row.ratio_to_base.get(j).copied()
 }
 
 /// One timing of `f`, milliseconds.
@@ -203,9 +209,15 @@ pub fn measure(
             rss_growth_bytes: growth(rss0),
             latency_ms: vec![],
             base_latency_ms: vec![],
+            ratio_to_base: vec![],
         });
         progress.inc(1);
     }
+    let all = rt.snapshot();
+    let mut kinds: Vec<&str> = all.modules.iter().map(|m| m.module.kind.name()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let kind = kinds.join("+");
     release_free_heap();
     let base_rss0 = rss_bytes();
     let (net, base_resident) = load_base()?;
@@ -249,14 +261,16 @@ pub fn measure(
             let mut classify = || Ok(rt.classify(px).map(drop)?);
             classify()?; // warm-up
             base_forward()?;
-            let (mut ours, mut base) = (Vec::new(), Vec::new());
+            let (mut ours, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..o.iters.max(1) {
                 ours.push(time_ms(&mut classify)?);
                 base.push(time_ms(&mut base_forward)?);
+                ratios.push(ours[ours.len() - 1] / base[base.len() - 1]);
             }
             base_all[j].extend(&base);
             row.latency_ms.push(median(ours));
             row.base_latency_ms.push(median(base));
+            row.ratio_to_base.push(median(ratios));
             progress.inc(1);
         }
         rt.unload(&classes[k - 1])?;
@@ -267,6 +281,7 @@ pub fn measure(
     Ok(ServingReport {
         dir: dir.display().to_string(),
         classes,
+        kind,
         options: o.clone(),
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         signed: config.key.is_some(),
@@ -293,13 +308,14 @@ fn kib(b: Option<u64>) -> String {
 pub fn markdown(r: &ServingReport) -> String {
     let mean_module = r.module_blob_bytes.iter().sum::<u64>() as f64 / r.module_blob_bytes.len().max(1) as f64;
     let mut s = format!(
-        "# Serving class modules against the monolithic base\n\n\
+        "# Serving {} class modules against the monolithic base\n\n\
          {} classes of {} ({} blobs), {} threads; times are medians ({} runs per latency, {} cold starts).\n\n\
          | what | ms |\n|---|---:|\n\
          | open + verify ({}) + map one module blob | {:.3} |\n\
          | open + verify + map + decode the base blob | {:.1} |\n\
          | swap one module while {} are served (map, verify, decode, golden self-test, snapshot swap) | {:.1} |\n\n\
          Blob sizes: base {:.0} KiB, module {:.1} KiB on average.\n\n",
+        r.kind,
         r.classes.len(),
         r.dir,
         if r.signed { "signed" } else { "unsigned" },
@@ -315,8 +331,9 @@ pub fn markdown(r: &ServingReport) -> String {
         mean_module / 1024.0,
     );
     s.push_str(
-        "Latency: one classification of a batch (normalisation to arg-max); `x base` divides it by the \
-         base model's latency on the same batch, timed alternately with it.\n\n",
+        "Latency: one classification of a batch (normalisation to arg-max), median; `x base` is the \
+         median, over the timed pairs, of its latency over the base model's forward on the same batch \
+         timed right after it.\n\n",
     );
     s.push_str("| loaded classes | cold load (ms) | resident (KiB) | RSS growth (KiB) |");
     for b in &r.options.batches {
@@ -346,8 +363,8 @@ pub fn markdown(r: &ServingReport) -> String {
             kib(Some(row.resident_bytes)),
             kib(row.rss_growth_bytes)
         ));
-        for (l, b) in row.latency_ms.iter().zip(&row.base_latency_ms) {
-            s.push_str(&format!(" {l:.2} | {:.2} |", l / b));
+        for (l, x) in row.latency_ms.iter().zip(&row.ratio_to_base) {
+            s.push_str(&format!(" {l:.2} | {x:.2} |"));
         }
         s.push('\n');
     }
@@ -364,7 +381,7 @@ pub fn charts(r: &ServingReport) -> (String, String) {
         .enumerate()
         .map(|(j, b)| Series {
             name: format!("batch {b}"),
-            points: r.rows.iter().map(|row| (row.k as f64, row.latency_ms[j] / row.base_latency_ms[j])).collect(),
+            points: r.rows.iter().map(|row| (row.k as f64, row.ratio_to_base[j])).collect(),
         })
         .collect();
     let latency = line_chart(
@@ -391,6 +408,111 @@ pub fn charts(r: &ServingReport) -> (String, String) {
         "MiB",
         &memory,
         &[("base model's weights".into(), mib(r.base.resident_bytes))],
+    );
+    (latency, memory)
+}
+
+/// A name per report for tables and legends: its modules' kind, numbered when two share one.
+fn labels(reports: &[ServingReport]) -> Vec<String> {
+    reports
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if reports.iter().filter(|o| o.kind == r.kind).count() > 1 {
+                format!("{} ({})", r.kind, i + 1)
+            } else {
+                r.kind.clone()
+            }
+        })
+        .collect()
+}
+
+/// Several packed directories of one base measured in turn (e.g. its mask and its compact
+/// modules): latency over the base's and resident memory against the number of loaded classes,
+/// one column per directory, after each report's own tables.
+pub fn compared_markdown(reports: &[ServingReport]) -> String {
+    let labels = labels(reports);
+    let Some(first) = reports.first() else { return String::new() };
+    let mut s = format!(
+        "# Serving the base, {} against k loaded classes\n\n\
+         Each column's `x base` is its own same-minute ratio to the base model's forward (see each report below); \
+         resident is the runtime's tensors, the base's included.\n\n| loaded classes |",
+        labels.join(" and ")
+    );
+    for b in &first.options.batches {
+        for l in &labels {
+            s.push_str(&format!(" {l}, batch {b} (x base) |"));
+        }
+    }
+    for l in &labels {
+        s.push_str(&format!(" {l} resident (KiB) |"));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(first.options.batches.len() * reports.len() + reports.len()));
+    s.push_str("\n| base model |");
+    s.push_str(&" 1.00 |".repeat(first.options.batches.len() * reports.len()));
+    for r in reports {
+        s.push_str(&format!(" {} |", kib(Some(r.base.resident_bytes))));
+    }
+    s.push('\n');
+    let most = reports.iter().map(|r| r.rows.len()).max().unwrap_or(0);
+    for k in 1..=most {
+        s.push_str(&format!("| {k} |"));
+        let row = |r: &ServingReport| r.rows.iter().find(|row| row.k == k).cloned();
+        for j in 0..first.options.batches.len() {
+            for r in reports {
+                let x = row(r).and_then(|row| row.ratio_to_base.get(j).copied());
+                s.push_str(&x.map_or(" - |".into(), |x| format!(" {x:.2} |")));
+            }
+        }
+        for r in reports {
+            s.push_str(&format!(" {} |", kib(row(r).map(|row| row.resident_bytes))));
+        }
+        s.push('\n');
+    }
+    for r in reports {
+        s.push('\n');
+        s.push_str(&markdown(r));
+    }
+    s
+}
+
+/// [`charts`] of several reports on common axes: a latency line per report and batch size, a
+/// memory line per report, the base model as the reference.
+pub fn compared_charts(reports: &[ServingReport]) -> (String, String) {
+    let labels = labels(reports);
+    let mut latency = Vec::new();
+    for (r, l) in reports.iter().zip(&labels) {
+        for (j, b) in r.options.batches.iter().enumerate() {
+            latency.push(Series {
+                name: format!("{l}, batch {b}"),
+                points: r.rows.iter().map(|row| (row.k as f64, row.ratio_to_base[j])).collect(),
+            });
+        }
+    }
+    let latency = line_chart(
+        "Classification latency against loaded classes",
+        "loaded classes",
+        "latency / base model's",
+        &latency,
+        &[("base model".into(), 1.0)],
+    );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let memory: Vec<Series> = reports
+        .iter()
+        .zip(&labels)
+        .map(|(r, l)| Series {
+            name: format!("{l}: runtime's tensors"),
+            points: r.rows.iter().map(|row| (row.k as f64, mib(row.resident_bytes))).collect(),
+        })
+        .collect();
+    let base = reports.first().map(|r| mib(r.base.resident_bytes)).unwrap_or(0.0);
+    let memory = line_chart(
+        "Resident memory against loaded classes",
+        "loaded classes",
+        "MiB",
+        &memory,
+        &[("base model's weights".into(), base)],
     );
     (latency, memory)
 }
