@@ -213,11 +213,13 @@ pub fn measure(
         });
         progress.inc(1);
     }
-    let all = rt.snapshot();
-    let mut kinds: Vec<&str> = all.modules.iter().map(|m| m.module.kind.name()).collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    let kind = kinds.join("+");
+    let kind = {
+        let all = rt.snapshot();
+        let mut kinds: Vec<&str> = all.modules.iter().map(|m| m.module.kind.name()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds.join("+")
+    };
     release_free_heap();
     let base_rss0 = rss_bytes();
     let (net, base_resident) = load_base()?;
