@@ -162,25 +162,14 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     // The serving experiment on the packed compact modules (no timing is asserted: CI's
     // machine is shared; the figures are in the closing notes and results/).
     let served = dir.join("serving");
-    let o = common::classmod(&[
-        "experiment",
-        "serving",
-        "--model",
-        model_s,
-        "--data",
-        data_s,
-        "--out",
-        served.to_str().unwrap(),
-        "--packed",
-        modules_s,
-        "--batches",
-        "1,8",
-        "--iters",
-        "1",
-        "--cold-starts",
-        "1",
-        "--json",
-    ]);
+    let serving = |packed: &[&str], batches: &str| {
+        let mut args = vec!["experiment", "serving", "--model", model_s, "--data", data_s];
+        args.extend(["--out", served.to_str().unwrap(), "--packed"]);
+        args.extend(packed);
+        args.extend(["--batches", batches, "--iters", "1", "--cold-starts", "1", "--json"]);
+        common::classmod(&args)
+    };
+    let o = serving(&[modules_s], "1,8");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v = common::last_json(&o);
     assert_eq!(v["rows"].as_array().unwrap().len(), 10);
@@ -188,26 +177,7 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     assert_eq!(v["kind"], "compact");
     // Two directories measured in turn come out as one table and one pair of charts (the same
     // directory twice here: the comparison's shape, not its figures).
-    let o = common::classmod(&[
-        "experiment",
-        "serving",
-        "--model",
-        model_s,
-        "--data",
-        data_s,
-        "--out",
-        served.to_str().unwrap(),
-        "--packed",
-        modules_s,
-        modules_s,
-        "--batches",
-        "2",
-        "--iters",
-        "1",
-        "--cold-starts",
-        "1",
-        "--json",
-    ]);
+    let o = serving(&[modules_s, modules_s], "2");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v = common::last_json(&o);
     let compared = v["compared"].as_array().unwrap();

@@ -597,7 +597,7 @@ fn run_serving(a: ServingArgs) -> Result<()> {
 /// under `reports`, with each one's `kind`, `ratio_k1` and `ratio_k10` under `compared`.
 fn write_serving(
     a: &ServingArgs,
-    mut reports: Vec<classmod_host::experiment::serving::ServingReport>,
+    reports: Vec<classmod_host::experiment::serving::ServingReport>,
     t0: std::time::Instant,
 ) -> Result<()> {
     use classmod_host::experiment::serving;
@@ -611,9 +611,8 @@ fn write_serving(
         let p = a.out.join(name);
         classmod_runtime::host::write_atomically(&p, svg.as_bytes()).at(&p)?;
     }
-    if reports.len() == 1 {
-        let r = reports.remove(0);
-        return publish(&a.out, "serving", &md, &r, a.json, seconds);
+    if let [r] = reports.as_slice() {
+        return publish(&a.out, "serving", &md, r, a.json, seconds);
     }
     let compared: Vec<_> = reports
         .iter()

@@ -51,12 +51,18 @@ pub const DEEP_BRANCH_WIDTH: usize = 24;
 /// W=16 is the knee: the only setting within half a point of the base whose module stays under
 /// the 6 % size target (T=2, W=8: -0.9 points; T=1 reaches -0.3 only at W=32, 15.8 % a module).
 pub fn default_width(arch: &classmod_runtime::ResNetConfig) -> usize {
-    if arch.blocks_per_stage <= SHALLOW_STAGE_BLOCKS {
+    if is_shallow(arch) {
         BRANCH_WIDTH
     } else {
         DEEP_BRANCH_WIDTH
     }
 }
+/// Whether `arch` has at most [`SHALLOW_STAGE_BLOCKS`] blocks a stage (ResNet-20, not ResNet-56):
+/// what the compact defaults and size targets that differ by model go by.
+pub fn is_shallow(arch: &classmod_runtime::ResNetConfig) -> bool {
+    arch.blocks_per_stage <= SHALLOW_STAGE_BLOCKS
+}
+
 /// Blocks of the branch after its entry convolution, by default.
 pub const BRANCH_BLOCKS: usize = 2;
 /// Passes over the cached training images per branch, by default.

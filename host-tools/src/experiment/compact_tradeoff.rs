@@ -131,12 +131,12 @@ pub fn run(
 /// and ten classes cost more than the base (ResNet-20, T=1, W=32: 15.8 %, 1.25x;
 /// `results/compact-tradeoff-resnet20/`).
 pub const MAX_PARAMS_FRACTION: f64 = 0.06;
-/// [`MAX_PARAMS_FRACTION`] for a base deeper than `SHALLOW_STAGE_BLOCKS` blocks a stage.
+/// [`MAX_PARAMS_FRACTION`] for a base that is not `is_shallow`.
 pub const DEEP_MAX_PARAMS_FRACTION: f64 = 0.04;
 
 /// The size target of a module of a base of architecture `arch`.
 pub fn max_params_fraction(arch: &classmod_runtime::ResNetConfig) -> f64 {
-    if arch.blocks_per_stage <= crate::decompose::compact::SHALLOW_STAGE_BLOCKS {
+    if crate::decompose::compact::is_shallow(arch) {
         MAX_PARAMS_FRACTION
     } else {
         DEEP_MAX_PARAMS_FRACTION
@@ -308,11 +308,11 @@ mod tests {
         assert_eq!((knee(&r).unwrap().trunk_stages, knee(&r).unwrap().width), (2, 16));
         assert_eq!(knee_within(&r, f64::INFINITY).unwrap().width, 32);
         // ResNet-56's bound is tighter: the same W=16 module (4 % of the parameters) is too large.
-        let r56 = |depth| classmod_runtime::ResNetConfig::cifar(depth, 3, 10).unwrap();
-        assert_eq!(max_params_fraction(&r56(20)), 0.06);
-        assert_eq!(max_params_fraction(&r56(56)), 0.04);
+        let cifar = |depth| classmod_runtime::ResNetConfig::cifar(depth, 3, 10).unwrap();
+        assert_eq!(max_params_fraction(&cifar(20)), 0.06);
+        assert_eq!(max_params_fraction(&cifar(56)), 0.04);
         let mut r = report(vec![point(2, 16, 0.0201, 0.815)]);
-        r.max_params_fraction = max_params_fraction(&r56(56));
+        r.max_params_fraction = max_params_fraction(&cifar(56));
         assert!(knee(&r).is_none());
     }
 

@@ -265,9 +265,10 @@ pub fn measure(
             base_forward()?;
             let (mut ours, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..o.iters.max(1) {
-                ours.push(time_ms(&mut classify)?);
-                base.push(time_ms(&mut base_forward)?);
-                ratios.push(ours[ours.len() - 1] / base[base.len() - 1]);
+                let (t, b) = (time_ms(&mut classify)?, time_ms(&mut base_forward)?);
+                ours.push(t);
+                base.push(b);
+                ratios.push(t / b);
             }
             base_all[j].extend(&base);
             row.latency_ms.push(median(ours));
@@ -386,14 +387,6 @@ pub fn charts(r: &ServingReport) -> (String, String) {
             points: r.rows.iter().map(|row| (row.k as f64, row.ratio_to_base[j])).collect(),
         })
         .collect();
-    let latency = line_chart(
-        "Classification latency against loaded classes",
-        "loaded classes",
-        "latency / base model's",
-        &latency,
-        &[("base model".into(), 1.0)],
-    );
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let mut memory = vec![Series {
         name: "runtime's tensors".into(),
         points: r.rows.iter().map(|row| (row.k as f64, mib(row.resident_bytes))).collect(),
@@ -404,14 +397,38 @@ pub fn charts(r: &ServingReport) -> (String, String) {
             points: r.rows.iter().map(|row| (row.k as f64, mib(row.rss_growth_bytes.unwrap_or(0)))).collect(),
         });
     }
-    let memory = line_chart(
+    (latency_chart(&latency), memory_chart(&memory, r.base.resident_bytes))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Latency over the base's against loaded classes, the base as the reference line.
+fn latency_chart(series: &[Series]) -> String {
+    line_chart(
+        "Classification latency against loaded classes",
+        "loaded classes",
+        "latency / base model's",
+        series,
+        &[("base model".into(), 1.0)],
+    )
+}
+
+/// Resident MiB against loaded classes, the base's weights (`base_bytes`) as the reference line.
+fn memory_chart(series: &[Series], base_bytes: u64) -> String {
+    line_chart(
         "Resident memory against loaded classes",
         "loaded classes",
         "MiB",
-        &memory,
-        &[("base model's weights".into(), mib(r.base.resident_bytes))],
-    );
-    (latency, memory)
+        series,
+        &[("base model's weights".into(), mib(base_bytes))],
+    )
+}
+
+/// Report `r`'s row of `k` loaded classes, if it served that many.
+fn row_of(r: &ServingReport, k: usize) -> Option<&LoadedRow> {
+    r.rows.iter().find(|row| row.k == k)
 }
 
 /// A name per report for tables and legends: its modules' kind, numbered when two share one.
@@ -460,15 +477,14 @@ pub fn compared_markdown(reports: &[ServingReport]) -> String {
     let most = reports.iter().map(|r| r.rows.len()).max().unwrap_or(0);
     for k in 1..=most {
         s.push_str(&format!("| {k} |"));
-        let row = |r: &ServingReport| r.rows.iter().find(|row| row.k == k).cloned();
         for j in 0..first.options.batches.len() {
             for r in reports {
-                let x = row(r).and_then(|row| row.ratio_to_base.get(j).copied());
+                let x = row_of(r, k).and_then(|row| row.ratio_to_base.get(j).copied());
                 s.push_str(&x.map_or(" - |".into(), |x| format!(" {x:.2} |")));
             }
         }
         for r in reports {
-            s.push_str(&format!(" {} |", kib(row(r).map(|row| row.resident_bytes))));
+            s.push_str(&format!(" {} |", kib(row_of(r, k).map(|row| row.resident_bytes))));
         }
         s.push('\n');
     }
@@ -492,14 +508,6 @@ pub fn compared_charts(reports: &[ServingReport]) -> (String, String) {
             });
         }
     }
-    let latency = line_chart(
-        "Classification latency against loaded classes",
-        "loaded classes",
-        "latency / base model's",
-        &latency,
-        &[("base model".into(), 1.0)],
-    );
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let memory: Vec<Series> = reports
         .iter()
         .zip(&labels)
@@ -508,13 +516,6 @@ pub fn compared_charts(reports: &[ServingReport]) -> (String, String) {
             points: r.rows.iter().map(|row| (row.k as f64, mib(row.resident_bytes))).collect(),
         })
         .collect();
-    let base = reports.first().map(|r| mib(r.base.resident_bytes)).unwrap_or(0.0);
-    let memory = line_chart(
-        "Resident memory against loaded classes",
-        "loaded classes",
-        "MiB",
-        &memory,
-        &[("base model's weights".into(), base)],
-    );
-    (latency, memory)
+    let base = reports.first().map_or(0, |r| r.base.resident_bytes);
+    (latency_chart(&latency), memory_chart(&memory, base))
 }
