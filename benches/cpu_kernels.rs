@@ -1,6 +1,6 @@
 //! The CPU path's convolution on every layer shape of ResNet-20 at batch 64, with each
 //! micro-kernel this CPU runs (the SIMD one and the portable fallback), direct and (where it
-//! applies) Winograd, in GFLOP/s of the direct convolution's work (criterion reports "elements"
+//! applies) Winograd in both forms, F(2x2) and F(4x4), in GFLOP/s of the direct convolution's work (criterion reports "elements"
 //! per second; one element here is one floating-point operation of `2*k*k*Cin*Cout` per output
 //! pixel, whichever way it is computed, so Winograd's figures are effective ones), beside the
 //! machine's GEMM peak measured the same way: a large square f32 GEMM through the `gemm` crate
@@ -82,8 +82,9 @@ fn layers(c: &mut Criterion) {
         // As `CpuNet` runs a batch of 64: slices of 4 images in parallel, each on one core.
         let (xs, os) = (x.len() / (batch / 4), out.len() / (batch / 4));
         for kernel in Microkernel::available() {
-            for method in [Method::Direct, Method::Winograd] {
-                if method == Method::Winograd && !(s == 1 && cin % 8 == 0) {
+            for method in [Method::Direct, Method::Winograd2x2, Method::Winograd4x4] {
+                // Every plane here is in fours, so both Winograd forms run where one applies.
+                if method != Method::Direct && !(s == 1 && cin % 8 == 0) {
                     continue;
                 }
                 let id = BenchmarkId::new(name, format!("{}-{method:?}", kernel.name()).to_lowercase());

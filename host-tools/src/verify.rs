@@ -112,10 +112,7 @@ pub fn module_summary(m: &classmod_runtime::ClassModule) -> String {
     let what = match (&m.kind, m.as_compact()) {
         (_, Some(b)) => {
             let s = b.spec();
-            let (mut h, mut w) = (m.input.height, m.input.width);
-            for _ in 1..s.trunk_stages {
-                (h, w) = (h.div_ceil(2), w.div_ceil(2));
-            }
+            let (h, w) = s.trunk_plane(m.input.height, m.input.width);
             format!(
                 "compact: trunk = stem + stages 1..{} of base {}; branch {} channels wide, {} blocks, {} parameters, {} MACs per image; {} head",
                 s.trunk_stages,

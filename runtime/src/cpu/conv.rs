@@ -3,14 +3,15 @@
 //! is first copied with its zero padding stored (a few percent of the layer's time), so that every
 //! kernel row of every output pixel is one contiguous run of `k*Cin` floats; the micro-kernels of
 //! `microkernel.rs` read it in place, start from the bias, and apply the epilogue (residual add,
-//! ReLU, node mask) as they store. Stride-1 3x3 convolutions go through Winograd F(2x2, 3x3)
-//! instead (`winograd.rs`, 2.25x fewer multiplications, on the same micro-kernels). Tiles of
+//! ReLU, node mask) as they store. Stride-1 3x3 convolutions go through Winograd instead
+//! (`winograd.rs`: F(4x4, 3x3) on large planes, 4x fewer multiplications, F(2x2, 3x3) on small
+//! ones, 2.25x fewer; on the same micro-kernels). Tiles of
 //! blocks run in parallel (rayon) for small batches, so a batch of one image still uses every
 //! core; large batches arrive here as one slice per core.
 
 pub use super::epilogue::{Epilogue, StackedMask};
 use super::microkernel::{BlockOut, Microkernel, Receptive, MAX_MR, NR};
-use super::winograd::WinogradWeights;
+use super::winograd::{Form, WinogradWeights};
 use rayon::prelude::*;
 
 /// A convolution with batch norm folded in, weights packed for the micro-kernels.
@@ -27,9 +28,9 @@ pub struct PackedConv {
     direct: Option<Vec<f32>>,
     /// `NR` per panel, padded with zeros.
     bias: Vec<f32>,
-    /// The Winograd transform of the weights, for a convolution it suits (and, when packed for
-    /// one plane, one that plane lets it run on).
-    winograd: Option<WinogradWeights>,
+    /// The Winograd transforms of the weights, for a convolution they suit: both forms, or when
+    /// packed for one plane, the one that plane runs in (`Form::for_plane`).
+    winograd: Vec<WinogradWeights>,
 }
 
 /// How a convolution is computed. A convolution packed for one plane (`PackedConv::for_plane`)
@@ -40,7 +41,10 @@ pub enum Method {
     Direct,
     /// Winograd F(2x2, 3x3) (`winograd.rs`) where it applies: 3x3, stride 1, padding 1, input
     /// channels in whole vectors of 8, an even output; direct elsewhere.
-    Winograd,
+    Winograd2x2,
+    /// Winograd F(4x4, 3x3) where it applies (as F(2x2), on an output in multiples of 4); else
+    /// F(2x2) where that applies, else direct.
+    Winograd4x4,
 }
 
 /// Height and width of an NHWC activation.
@@ -76,11 +80,6 @@ thread_local! {
 /// in parallel tiles, as decomposition's counting does) is freed instead of held for good.
 pub(crate) const KEEP_FLOATS: usize = 1 << 20;
 
-/// Whether Winograd's 2x2 tiles cover an output plane exactly.
-fn winograd_covers(op: Plane) -> bool {
-    op.height.is_multiple_of(2) && op.width.is_multiple_of(2)
-}
-
 /// A share of `units` (at least one) that gives every thread about two.
 fn per_thread_share(units: usize) -> usize {
     units.div_ceil(2 * rayon::current_num_threads().max(1)).max(1)
@@ -107,9 +106,9 @@ impl PackedConv {
         Self::pack(weight, bias, dims, stride, padding, None)
     }
 
-    /// [`Self::new`] for input plane `p` only, with one set of weights: Winograd's where it
-    /// applies to `p`, the direct method's elsewhere. (A network's planes are fixed; keeping both
-    /// would make its convolutions' resident weights 2.8x the model's, not 1.8x.)
+    /// [`Self::new`] for input plane `p` only, with one set of weights: Winograd's in the form
+    /// that `p` runs in where one applies, the direct method's elsewhere. (A network's planes
+    /// are fixed; keeping every set would hold 61/9 of its convolutions' weights.)
     pub fn for_plane(
         weight: &[f32],
         bias: Vec<f32>,
@@ -119,6 +118,20 @@ impl PackedConv {
         p: Plane,
     ) -> Self {
         Self::pack(weight, bias, dims, stride, padding, Some(p))
+    }
+
+    /// Floats (weights and bias) that [`Self::for_plane`] holds for `dims`, `stride` and
+    /// `padding` on input plane `p`, without packing anything: what a module's resident memory
+    /// is estimated from before it is loaded.
+    pub fn planned_floats(dims: [usize; 4], stride: usize, padding: usize, p: Plane) -> u64 {
+        let [out, inc, k, _] = dims;
+        let lanes = (out.div_ceil(NR) * NR) as u64;
+        let out_plane = |n: usize| (n + 2 * padding).saturating_sub(k) / stride.max(1) + 1;
+        let op = Plane { height: out_plane(p.height), width: out_plane(p.width) };
+        let form =
+            Some(()).filter(|_| WinogradWeights::suits(k, stride, padding, inc)).and_then(|_| Form::for_plane(op));
+        let taps = form.map_or(k * k, Form::positions) as u64;
+        taps * inc as u64 * lanes + lanes
     }
 
     fn pack(
@@ -155,16 +168,17 @@ impl PackedConv {
             padding,
             direct: Some(weights),
             bias: padded,
-            winograd: None,
+            winograd: Vec::new(),
         };
         if WinogradWeights::suits(k, stride, padding, inc) {
-            let covered = plane.map(|p| winograd_covers(conv.out_plane(p)));
-            if covered != Some(false) {
-                conv.winograd = Some(WinogradWeights::new(weight, out, inc));
-            }
-            if covered == Some(true) {
+            let forms = match plane {
+                None => vec![Form::F2x2, Form::F4x4],
+                Some(p) => Form::for_plane(conv.out_plane(p)).into_iter().collect(),
+            };
+            if plane.is_some() && !forms.is_empty() {
                 conv.direct = None;
             }
+            conv.winograd = forms.into_iter().map(|f| WinogradWeights::new(weight, out, inc, f)).collect();
         }
         conv
     }
@@ -182,7 +196,7 @@ impl PackedConv {
     /// Bytes of weights and bias this convolution holds (what it adds to a process's memory).
     pub fn weight_bytes(&self) -> u64 {
         let direct = self.direct.as_ref().map_or(0, |w| w.len() as u64 * 4);
-        direct + self.winograd.as_ref().map_or(0, WinogradWeights::bytes) + self.bias.len() as u64 * 4
+        direct + self.winograd.iter().map(WinogradWeights::bytes).sum::<u64>() + self.bias.len() as u64 * 4
     }
 
     /// The output plane for input plane `p`.
@@ -192,9 +206,22 @@ impl PackedConv {
     }
 
     /// Convolves `batch` NHWC images `x` of plane `p` into `out` (NHWC, `batch * Ho*Wo*Cout`),
-    /// with the fastest micro-kernel this CPU has, by Winograd where it applies.
+    /// with the fastest micro-kernel this CPU has, by the Winograd form with the fewest
+    /// multiplications that applies.
     pub fn forward(&self, x: &[f32], batch: usize, p: Plane, e: &Epilogue, out: &mut [f32], threads: Threads) {
-        self.forward_with(Microkernel::best(), Method::Winograd, x, batch, p, e, out, threads)
+        self.forward_with(Microkernel::best(), Method::Winograd4x4, x, batch, p, e, out, threads)
+    }
+
+    /// The Winograd weights a call with `method` on output plane `op` runs with; `None`: direct.
+    /// A convolution packed for one plane has one set and runs it on that plane.
+    fn winograd_for(&self, method: Method, op: Plane) -> Option<&WinogradWeights> {
+        let form = |f: Form| self.winograd.iter().find(|w| w.form() == f && f.covers(op));
+        match method {
+            _ if self.direct.is_none() => self.winograd.first().filter(|w| w.form().covers(op)),
+            Method::Direct => None,
+            Method::Winograd2x2 => form(Form::F2x2),
+            Method::Winograd4x4 => form(Form::F4x4).or_else(|| form(Form::F2x2)),
+        }
     }
 
     /// [`Self::forward`] with a given micro-kernel and method (tests run every combination).
@@ -229,16 +256,16 @@ impl PackedConv {
         // convolution's work while this one runs gets a buffer of its own.
         let mut padded = PADDED.take();
         let (input, pp) = self.pad(x, batch, p, &mut padded);
-        let winograd = self.winograd.as_ref().filter(|_| method == Method::Winograd || self.direct.is_none());
-        match winograd.filter(|_| winograd_covers(op)) {
+        match self.winograd_for(method, op) {
             Some(wg) => {
-                // Work in tile rows: two output rows of one image, contiguous in NHWC.
-                let tile_rows = batch * op.height / 2;
+                // Work in tile rows: a tile's output rows of one image, contiguous in NHWC.
+                let m = wg.form().outputs();
+                let tile_rows = batch * op.height / m;
                 let per = match threads {
                     Threads::Tiles => per_thread_share(tile_rows),
                     Threads::Caller => tile_rows,
                 };
-                for_each_chunk(out, per * 2 * op.width * cout, threads, |i, dst| {
+                for_each_chunk(out, per * m * op.width * cout, threads, |i, dst| {
                     wg.tile_rows(kernel, input, pp, &self.bias, e, i * per, dst)
                 });
             }
@@ -463,7 +490,7 @@ mod tests {
             Epilogue { residual: None, relu: false, mask: None }
         };
         for kernel in Microkernel::available() {
-            for method in [Method::Direct, Method::Winograd] {
+            for method in [Method::Direct, Method::Winograd2x2, Method::Winograd4x4] {
                 for threads in [Threads::Tiles, Threads::Caller] {
                     for (packing, conv) in [("new", &conv), ("for_plane", &planned)] {
                         let mut got = vec![f32::NAN; n];
@@ -487,7 +514,7 @@ mod tests {
         let conv = PackedConv::new(&values(16 * 8 * 9, 1), values(16, 2), [16, 8, 3, 3], 1, 1);
         let e = Epilogue { residual: None, relu: true, mask: None };
         for kernel in Microkernel::available() {
-            for method in [Method::Direct, Method::Winograd] {
+            for method in [Method::Direct, Method::Winograd2x2, Method::Winograd4x4] {
                 for threads in [Threads::Tiles, Threads::Caller] {
                     conv.forward_with(&kernel, method, &[], 0, Plane { height: 8, width: 8 }, &e, &mut [], threads);
                 }
@@ -495,8 +522,9 @@ mod tests {
         }
     }
 
-    /// A network's convolution keeps one set of weights: Winograd's 16 per input and output
-    /// channel where its plane lets Winograd run, the direct 9 elsewhere.
+    /// A network's convolution keeps one set of weights: F(4x4)'s 36 per input and output
+    /// channel on a plane large enough for it, F(2x2)'s 16 on a smaller even one, the direct 9
+    /// elsewhere.
     #[test]
     fn packing_for_a_plane_keeps_one_set_of_weights() {
         let (cout, cin) = (32, 16);
@@ -509,15 +537,28 @@ mod tests {
             }
         };
         let bias = (cout * 4) as u64;
-        let odd = bytes(Some(Plane { height: 7, width: 8 }));
-        let even = bytes(Some(Plane { height: 8, width: 8 }));
-        assert_eq!(odd, (9 * cin * cout * 4) as u64 + bias);
-        assert_eq!(even, (16 * cin * cout * 4) as u64 + bias);
-        assert_eq!(bytes(None), odd + even - bias, "packed for every plane: both");
+        let per = |n: usize| (n * cin * cout * 4) as u64 + bias;
+        assert_eq!(bytes(Some(Plane { height: 7, width: 8 })), per(9));
+        assert_eq!(bytes(Some(Plane { height: 8, width: 8 })), per(16));
+        assert_eq!(bytes(Some(Plane { height: 16, width: 18 })), per(16), "not in fours: F(2x2)");
+        assert_eq!(bytes(Some(Plane { height: 16, width: 16 })), per(36));
+        assert_eq!(bytes(Some(Plane { height: 32, width: 32 })), per(36));
+        assert_eq!(bytes(None), per(9 + 16 + 36), "packed for every plane: all three");
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The estimate of a convolution's packed size is what packing it holds.
+        #[test]
+        fn planned_floats_are_what_packing_holds(
+            cin in 1usize..40, cout in 1usize..40, hw in 3usize..34, wider in 0usize..2,
+            k in prop::sample::select(vec![1usize, 3]), s in 1usize..3,
+        ) {
+            let (dims, pad, p) = ([cout, cin, k, k], k / 2, Plane { height: hw, width: hw + wider });
+            let conv = PackedConv::for_plane(&values(cout * cin * k * k, 1), values(cout, 2), dims, s, pad, p);
+            prop_assert_eq!(conv.weight_bytes(), 4 * PackedConv::planned_floats(dims, s, pad, p));
+        }
 
         /// Random shapes, strides, paddings, kernels, odd channel counts and batch sizes.
         #[test]
@@ -541,6 +582,17 @@ mod tests {
             seed in 0u64..1000, with_epilogue in any::<bool>(), ipm in 1usize..4, first in 0usize..4,
         ) {
             check(batch, 8 * eights, cout, Plane { height: h, width: w }, 3, 1, 1, seed, with_epilogue, (ipm, first))?;
+        }
+
+        /// Planes in fours, where F(4x4) runs (and F(2x2) beside it), from one tile to several
+        /// across and down, with the epilogue and slices of stacked masks.
+        #[test]
+        fn winograd_4x4_matches_the_definition(
+            batch in 1usize..4, eights in 1usize..5, cout in 1usize..40, h in 1usize..4, w in 1usize..4,
+            seed in 0u64..1000, with_epilogue in any::<bool>(), ipm in 1usize..4, first in 0usize..4,
+        ) {
+            let p = Plane { height: 4 * h, width: 4 * w };
+            check(batch, 8 * eights, cout, p, 3, 1, 1, seed, with_epilogue, (ipm, first))?;
         }
     }
 }

@@ -1,5 +1,5 @@
 //! A few lanes of f32 as one value, so that the Winograd transforms and their epilogue are written
-//! once and compiled per instruction set: AVX2 (8 lanes) where the CPU has it, NEON (4) on aarch64,
+//! once and compiled per instruction set: AVX2 and FMA (8 lanes) where the CPU has it, NEON (4) on aarch64,
 //! and one lane anywhere (what a channel count's remainder and a CPU without AVX2 use).
 //!
 //! Every method is `unsafe`: the pointers must have `N` readable (or writable) elements, and the
@@ -12,6 +12,10 @@ pub trait Lanes: Copy {
     unsafe fn store(self, p: *mut f32);
     unsafe fn add(self, o: Self) -> Self;
     unsafe fn sub(self, o: Self) -> Self;
+    /// `c` in every lane.
+    unsafe fn splat(c: f32) -> Self;
+    /// `self * k + acc`, fused where the instruction set has it.
+    unsafe fn mul_add(self, k: Self, acc: Self) -> Self;
     /// `max(self, 0)`.
     unsafe fn relu(self) -> Self;
     /// `self * keep` for `N` mask bytes that are 0 or 1.
@@ -35,6 +39,15 @@ impl Lanes for f32 {
     #[inline(always)]
     unsafe fn sub(self, o: Self) -> Self {
         self - o
+    }
+    #[inline(always)]
+    unsafe fn splat(c: f32) -> Self {
+        c
+    }
+    // Not `f32::mul_add`: without a hardware FMA in the target's baseline it is a libm call.
+    #[inline(always)]
+    unsafe fn mul_add(self, k: Self, acc: Self) -> Self {
+        self * k + acc
     }
     #[inline(always)]
     unsafe fn relu(self) -> Self {
@@ -82,6 +95,16 @@ mod x86 {
         }
         #[inline]
         #[target_feature(enable = "avx2")]
+        unsafe fn splat(c: f32) -> Self {
+            Avx2(_mm256_set1_ps(c))
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn mul_add(self, k: Self, acc: Self) -> Self {
+            Avx2(_mm256_fmadd_ps(self.0, k.0, acc.0))
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
         unsafe fn relu(self) -> Self {
             Avx2(_mm256_max_ps(self.0, _mm256_setzero_ps()))
         }
@@ -123,6 +146,14 @@ mod arm {
         #[inline(always)]
         unsafe fn sub(self, o: Self) -> Self {
             Neon(vsubq_f32(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn splat(c: f32) -> Self {
+            Neon(vdupq_n_f32(c))
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, k: Self, acc: Self) -> Self {
+            Neon(vfmaq_f32(acc.0, self.0, k.0))
         }
         #[inline(always)]
         unsafe fn relu(self) -> Self {

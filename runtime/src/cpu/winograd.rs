@@ -1,15 +1,18 @@
-//! Winograd F(2x2, 3x3) for the stride-1 3x3 convolutions (most of a ResNet's work): each 2x2
-//! block of outputs ("tile") comes from a 4x4 input patch with 16 multiplications per input and
-//! output channel instead of 36, i.e. 2.25x fewer FMAs than the direct convolution, which is
-//! already at the machine's FMA peak. Per unit of tiles:
-//! 1. input transform `V = Bᵀ d B` of every tile's 4x4 patch, vectorised over the channels
+//! Winograd F(m x m, 3x3) for the stride-1 3x3 convolutions (most of a ResNet's work): each m x m
+//! block of outputs ("tile") comes from an (m+2) x (m+2) input patch, with `(m+2)²` multiplications
+//! per input and output channel instead of `9 m²`: F(2x2) does 2.25x fewer FMAs than the direct
+//! convolution (which is already at the machine's FMA peak), F(4x4) 4x fewer. Per unit of tiles:
+//! 1. input transform `V = Bᵀ d B` of every tile's patch, vectorised over the channels
 //!    (contiguous in NHWC);
-//! 2. 16 matrix products `M[ξ] = V[ξ] U[ξ]` (tiles x Cin times Cin x Cout), on the same
-//!    micro-kernels as the direct convolution (one "tap", a run of Cin);
+//! 2. one matrix product `M[ξ] = V[ξ] U[ξ]` (tiles x Cin times Cin x Cout) per patch position ξ,
+//!    on the same micro-kernels as the direct convolution (one "tap", a run of Cin);
 //! 3. output transform `Y = Aᵀ M A`, the bias, then the epilogue (residual, ReLU, node mask).
 //!
-//! `U = G g Gᵀ` is computed once at load, in f64. The transforms' constants are 0, ±1 and ½: the
-//! ResNet-20/56 logits stay within 1.2e-5 of PyTorch's (`tests/golden_logits.rs`). The transforms
+//! F(4x4) also does fewer transform operations and stores per output, which is what the narrow
+//! 16-channel layers of stage 1 spend their time on; its weights are 36/9 of the direct ones
+//! (F(2x2)'s: 16/9), and its constants (up to 8 and 1/24) round more. `Form::for_plane` says which
+//! a network's layer gets. `U = G g Gᵀ` is computed once at load, in f64. The ResNet-20/56 logits
+//! stay within the golden tests' bound of PyTorch's (`tests/golden_logits.rs`). The transforms
 //! are written once over [`Lanes`] and compiled for AVX2, NEON and one lane, following the
 //! micro-kernel's instruction set.
 
@@ -18,17 +21,87 @@ use super::epilogue::Epilogue;
 use super::lanes::Lanes;
 use super::microkernel::{BlockOut, Isa, Microkernel, Receptive, MAX_MR, NR};
 
-/// Positions of a transformed tile (4x4).
-const XI: usize = 16;
+/// A Winograd form: the output tile it computes from one input patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// F(2x2, 3x3): 4x4 patches, constants 0, ±1 and ½.
+    F2x2,
+    /// F(4x4, 3x3): 6x6 patches, interpolation points 0, ±1, ±2 and ∞.
+    F4x4,
+}
 
-/// Tiles a unit transforms and multiplies at a time: `V` and `M` (`16 x tiles x channels` each)
-/// stay in L2 (192 KiB each at 64 channels).
-const UNIT_TILES: usize = 48;
+/// Output pixels of a plane from which F(4x4) pays for its larger weights: measured per layer of
+/// ResNet-20 at batch 64 (`benches/cpu_kernels.rs`, in `docs/architecture.md`).
+const F4X4_MIN_PIXELS: usize = 16 * 16;
 
-/// The transformed weights of one 3x3 convolution, `[ξ][panel][ci][NR]` (channels past `cout`
-/// zero), and what the tiles need to know.
+impl Form {
+    /// Output rows (and columns) of a tile.
+    pub fn outputs(self) -> usize {
+        match self {
+            Form::F2x2 => 2,
+            Form::F4x4 => 4,
+        }
+    }
+
+    /// Rows (and columns) of a tile's input patch.
+    fn patch(self) -> usize {
+        self.outputs() + 2
+    }
+
+    /// Positions ξ of a transformed patch: one matrix product each (and one weight per input and
+    /// output channel).
+    pub fn positions(self) -> usize {
+        self.patch() * self.patch()
+    }
+
+    /// Tiles a unit transforms and multiplies at a time: whole register blocks of 6 at every
+    /// plane width of a CIFAR ResNet; `V` and `M` (`positions x tiles x channels` each) stay in
+    /// L2 (192 KiB and 216 KiB each at 64 channels).
+    fn unit_tiles(self) -> usize {
+        match self {
+            Form::F2x2 => 48,
+            Form::F4x4 => 24,
+        }
+    }
+
+    /// Whether tiles of this form cover output plane `op` exactly.
+    pub fn covers(self, op: Plane) -> bool {
+        op.height.is_multiple_of(self.outputs()) && op.width.is_multiple_of(self.outputs())
+    }
+
+    /// The form a convolution with output plane `op` runs in, if any: F(4x4) on large planes,
+    /// F(2x2) on smaller even ones.
+    pub fn for_plane(op: Plane) -> Option<Form> {
+        if Form::F4x4.covers(op) && op.height * op.width >= F4X4_MIN_PIXELS {
+            Some(Form::F4x4)
+        } else {
+            Some(Form::F2x2).filter(|f| f.covers(op))
+        }
+    }
+
+    /// The weight transform's `G` (`patch x 3`).
+    fn g(self) -> &'static [[f64; 3]] {
+        const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        const G4: [[f64; 3]; 6] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        match self {
+            Form::F2x2 => &G2,
+            Form::F4x4 => &G4,
+        }
+    }
+}
+
+/// The transformed weights of one 3x3 convolution in one form, `[ξ][panel][ci][NR]` (channels
+/// past `cout` zero), and what the tiles need to know.
 #[derive(Debug, Clone)]
 pub struct WinogradWeights {
+    form: Form,
     cin: usize,
     cout: usize,
     weights: Vec<f32>,
@@ -41,38 +114,41 @@ thread_local! {
 
 impl WinogradWeights {
     /// Whether a convolution suits Winograd here: 3x3, stride 1, padding 1, input channels in
-    /// whole vectors of 8 (the transforms' width). It also needs an even output, so that tiles
-    /// cover it exactly; the caller checks that per call.
+    /// whole vectors of 8 (the transforms' width). It also needs an output that its form's tiles
+    /// cover exactly; the caller checks that per call.
     pub fn suits(kernel: usize, stride: usize, padding: usize, cin: usize) -> bool {
         kernel == 3 && stride == 1 && padding == 1 && cin >= 8 && cin.is_multiple_of(8)
     }
 
-    /// Transforms `(out, in, 3, 3)` weights (row-major, as PyTorch stores them).
-    pub fn new(weight: &[f32], cout: usize, cin: usize) -> Self {
+    /// Transforms `(out, in, 3, 3)` weights (row-major, as PyTorch stores them) into `form`.
+    pub fn new(weight: &[f32], cout: usize, cin: usize, form: Form) -> Self {
         assert_eq!(weight.len(), cout * cin * 9);
-        const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        let (g, a) = (form.g(), form.patch());
         let panels = cout.div_ceil(NR);
-        let mut weights = vec![0f32; XI * panels * cin * NR];
+        let mut weights = vec![0f32; a * a * panels * cin * NR];
         for co in 0..cout {
             for ci in 0..cin {
-                let g = &weight[(co * cin + ci) * 9..][..9];
-                // G g Gᵀ: 4x3 times 3x3 times 3x4.
-                let mut gg = [[0f64; 3]; 4];
-                for (r, row) in gg.iter_mut().enumerate() {
-                    for (c, v) in row.iter_mut().enumerate() {
-                        *v = (0..3).map(|k| G[r][k] * g[k * 3 + c] as f64).sum();
-                    }
-                }
-                for r in 0..4 {
-                    for c in 0..4 {
-                        let u: f64 = (0..3).map(|k| gg[r][k] * G[c][k]).sum();
+                let w = &weight[(co * cin + ci) * 9..][..9];
+                // G w Gᵀ: patch x 3 times 3x3 times 3 x patch.
+                let gw: Vec<[f64; 3]> = g
+                    .iter()
+                    .map(|gr| std::array::from_fn(|c| (0..3).map(|k| gr[k] * w[k * 3 + c] as f64).sum()))
+                    .collect();
+                for (r, gw) in gw.iter().enumerate() {
+                    for (c, gc) in g.iter().enumerate() {
+                        let u: f64 = (0..3).map(|k| gw[k] * gc[k]).sum();
                         let (panel, j) = (co / NR, co % NR);
-                        weights[(((r * 4 + c) * panels + panel) * cin + ci) * NR + j] = u as f32;
+                        weights[(((r * a + c) * panels + panel) * cin + ci) * NR + j] = u as f32;
                     }
                 }
             }
         }
-        WinogradWeights { cin, cout, weights }
+        WinogradWeights { form, cin, cout, weights }
+    }
+
+    /// The form the weights are in.
+    pub fn form(&self) -> Form {
+        self.form
     }
 
     /// Bytes of transformed weights held.
@@ -80,7 +156,7 @@ impl WinogradWeights {
         self.weights.len() as u64 * 4
     }
 
-    /// Tile rows `first_tile_row..` of the call (a tile row is two output rows of one image;
+    /// Tile rows `first_tile_row..` of the call (a tile row is `m` output rows of one image;
     /// `dst` holds whole ones, NHWC) from the padded input `x` (plane `pp`, padding 1), plus
     /// `bias` (`NR` per panel) and the epilogue.
     #[allow(clippy::too_many_arguments)]
@@ -94,36 +170,35 @@ impl WinogradWeights {
         first_tile_row: usize,
         dst: &mut [f32],
     ) {
-        let (cin, cout) = (self.cin, self.cout);
-        assert!(
-            pp.height >= 4 && pp.width >= 4 && pp.height.is_multiple_of(2) && pp.width.is_multiple_of(2),
-            "plane {pp:?}"
-        );
+        let (cin, cout, form) = (self.cin, self.cout, self.form);
+        let (m, xi) = (form.outputs(), form.positions());
+        assert!(pp.height >= 3 && pp.width >= 3, "plane {pp:?}");
         let op = Plane { height: pp.height - 2, width: pp.width - 2 };
-        let tiles_across = op.width / 2;
-        let row_len = 2 * op.width * cout;
+        assert!(form.covers(op), "{form:?} tiles on a {op:?} output");
+        let tiles_across = op.width / m;
+        let row_len = m * op.width * cout;
         let image_len = pp.height * pp.width * cin;
         assert!(x.len().is_multiple_of(image_len) && dst.len().is_multiple_of(row_len), "input or output size");
-        let tile_rows = x.len() / image_len * (op.height / 2);
+        let tile_rows = x.len() / image_len * (op.height / m);
         assert!(first_tile_row + dst.len() / row_len <= tile_rows, "tile rows past the input");
         // Whole tile rows per unit, at least one.
-        let rows_per_unit = (UNIT_TILES / tiles_across).max(1);
+        let rows_per_unit = (form.unit_tiles() / tiles_across).max(1);
         let mut scratch = SCRATCH.take();
         let unit_tiles = rows_per_unit * tiles_across;
-        let (v_len, m_len) = (XI * unit_tiles * cin, XI * unit_tiles * cout);
+        let (v_len, m_len) = (xi * unit_tiles * cin, xi * unit_tiles * cout);
         scratch.resize(v_len + m_len, 0.0);
-        let (v, m) = scratch.split_at_mut(v_len);
+        let (v, mm) = scratch.split_at_mut(v_len);
         for (i, out) in dst.chunks_mut(rows_per_unit * row_len).enumerate() {
             let u = UnitTiles {
                 first: first_tile_row + i * rows_per_unit,
                 rows: out.len() / row_len,
                 across: tiles_across,
-                per_image: op.height / 2,
+                per_image: op.height / m,
             };
             let tiles = u.rows * u.across;
-            transform_input(kernel.isa(), x, pp, cin, u, &mut v[..XI * tiles * cin]);
-            self.multiply(kernel, &v[..XI * tiles * cin], tiles, &mut m[..XI * tiles * cout]);
-            transform_output(kernel.isa(), &m[..XI * tiles * cout], op, cout, bias, e, u, out);
+            transform_input(kernel.isa(), form, x, pp, cin, u, &mut v[..xi * tiles * cin]);
+            self.multiply(kernel, &v[..xi * tiles * cin], tiles, &mut mm[..xi * tiles * cout]);
+            transform_output(kernel.isa(), form, &mm[..xi * tiles * cout], op, cout, bias, e, u, out);
         }
         if scratch.capacity() <= super::conv::KEEP_FLOATS {
             SCRATCH.set(scratch);
@@ -132,35 +207,35 @@ impl WinogradWeights {
 
     /// `M[t][ξ] = V[t][ξ] U[ξ]` for the unit's tiles.
     fn multiply(&self, kernel: &Microkernel, v: &[f32], tiles: usize, m: &mut [f32]) {
-        let (cin, cout, mr) = (self.cin, self.cout, kernel.mr());
+        let (cin, cout, mr, xis) = (self.cin, self.cout, kernel.mr(), self.form.positions());
         let panels = cout.div_ceil(NR);
         let f = Receptive { taps: 1, run: cin, tap_stride: 0 };
         let zeros = [0f32; NR];
-        for xi in 0..XI {
+        for xi in 0..xis {
             for t0 in (0..tiles).step_by(mr) {
                 let rows = mr.min(tiles - t0);
                 let mut a = [std::ptr::null::<f32>(); MAX_MR];
                 for (i, p) in a.iter_mut().enumerate() {
                     // Rows past the unit repeat its last tile: computed, never stored.
-                    *p = v[((t0 + i.min(rows - 1)) * XI + xi) * cin..][..cin].as_ptr();
+                    *p = v[((t0 + i.min(rows - 1)) * xis + xi) * cin..][..cin].as_ptr();
                 }
                 for panel in 0..panels {
                     let cols = NR.min(cout - panel * NR);
-                    let at = (t0 * XI + xi) * cout + panel * NR;
-                    let len = (rows - 1) * XI * cout + cols;
+                    let at = (t0 * xis + xi) * cout + panel * NR;
+                    let len = (rows - 1) * xis * cout + cols;
                     let out = BlockOut {
                         rows,
                         cols,
                         c: m[at..][..len].as_mut_ptr(),
-                        stride: XI * cout,
+                        stride: xis * cout,
                         residual: std::ptr::null(),
                         relu: false,
                         masks: [std::ptr::null(); MAX_MR],
                     };
                     let w = &self.weights[((xi * panels + panel) * cin) * NR..][..cin * NR];
                     // SAFETY: each pointer has the `cin` floats of one tile's position ξ (sliced
-                    // above); `out` spans `rows` rows of stride 16*Cout with `cols` floats in the
-                    // last (sliced above); `w` is one panel of U[ξ], `zeros` NR floats.
+                    // above); `out` spans `rows` rows of stride positions*Cout with `cols` floats
+                    // in the last (sliced above); `w` is one panel of U[ξ], `zeros` NR floats.
                     unsafe { kernel.run(f, a.as_ptr(), w.as_ptr(), zeros.as_ptr(), &out) };
                 }
             }
@@ -189,72 +264,132 @@ impl UnitTiles {
 }
 
 /// `V[t][ξ][ci]` of the unit's tiles.
-fn transform_input(isa: Isa, x: &[f32], pp: Plane, cin: usize, u: UnitTiles, v: &mut [f32]) {
-    let v = &mut v[..u.rows * u.across * XI * cin];
-    // The four padded input rows a tile row reads; every tile's 4x4 patch is 4 runs of 4*Cin
+fn transform_input(isa: Isa, form: Form, x: &[f32], pp: Plane, cin: usize, u: UnitTiles, v: &mut [f32]) {
+    let (m, a) = (form.outputs(), form.patch());
+    let v = &mut v[..u.rows * u.across * form.positions() * cin];
+    // The `a` padded input rows a tile row reads; every tile's patch is `a` runs of `a*Cin`
     // floats in them, one padded row apart.
-    let band = |b: usize, ty: usize| &x[(b * pp.height + 2 * ty) * pp.width * cin..][..4 * pp.width * cin];
-    // SAFETY (all three): `band` has every patch of the tile row; `v` has 16*Cin per tile; Cin is
-    // a multiple of 8, so of every lane count; AVX2 runs only where the CPU has it
+    let band = |b: usize, ty: usize| &x[(b * pp.height + m * ty) * pp.width * cin..][..a * pp.width * cin];
+    // SAFETY (all three): `band` has every patch of the tile row; `v` has positions*Cin per tile;
+    // Cin is a multiple of 8, so of every lane count; AVX2 runs only where the CPU has it
     // (`Microkernel::available`).
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { input_avx2(&band, pp.width * cin, cin, u, v) },
+        Isa::Avx2Fma => unsafe { input_avx2(form, &band, pp.width * cin, cin, u, v) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { input_tiles::<super::lanes::Neon>(&band, pp.width * cin, cin, u, v) },
-        _ => unsafe { input_tiles::<f32>(&band, pp.width * cin, cin, u, v) },
+        Isa::Neon => unsafe { input_form::<super::lanes::Neon>(form, &band, pp.width * cin, cin, u, v) },
+        _ => unsafe { input_form::<f32>(form, &band, pp.width * cin, cin, u, v) },
     }
 }
 
-/// A tile row's four input rows, by image and tile row.
+/// A tile row's input rows, by image and tile row.
 type Band<'a> = dyn Fn(usize, usize) -> &'a [f32] + 'a;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn input_avx2(band: &Band, row: usize, cin: usize, u: UnitTiles, v: &mut [f32]) {
-    input_tiles::<super::lanes::Avx2>(band, row, cin, u, v)
+unsafe fn input_avx2(form: Form, band: &Band, row: usize, cin: usize, u: UnitTiles, v: &mut [f32]) {
+    input_form::<super::lanes::Avx2>(form, band, row, cin, u, v)
+}
+
+#[inline(always)]
+unsafe fn input_form<V: Lanes>(form: Form, band: &Band, row: usize, cin: usize, u: UnitTiles, v: &mut [f32]) {
+    match form {
+        Form::F2x2 => input_tiles::<V, Tiles2, 4, 2>(band, row, cin, u, v),
+        Form::F4x4 => input_tiles::<V, Tiles4, 6, 4>(band, row, cin, u, v),
+    }
+}
+
+/// One form's transforms along one axis of a patch (`A = M + 2` values), applied to the columns
+/// and then to the rows: `Bᵀ` for the input, `Aᵀ` for the output.
+trait Transforms<const A: usize, const M: usize> {
+    /// `Bᵀ d` for one column `d` of a patch.
+    unsafe fn input<V: Lanes>(d: [V; A]) -> [V; A];
+    /// `Aᵀ m` for one column `m` of a transformed tile's products.
+    unsafe fn output<V: Lanes>(m: [V; A]) -> [V; M];
+}
+
+/// F(2x2, 3x3)'s transforms.
+struct Tiles2;
+
+impl Transforms<4, 2> for Tiles2 {
+    #[inline(always)]
+    unsafe fn input<V: Lanes>([d0, d1, d2, d3]: [V; 4]) -> [V; 4] {
+        [d0.sub(d2), d1.add(d2), d2.sub(d1), d1.sub(d3)]
+    }
+    #[inline(always)]
+    unsafe fn output<V: Lanes>([m0, m1, m2, m3]: [V; 4]) -> [V; 2] {
+        [m0.add(m1).add(m2), m1.sub(m2).sub(m3)]
+    }
+}
+
+/// F(4x4, 3x3)'s transforms, factored so that each output row takes two or three operations.
+struct Tiles4;
+
+impl Transforms<6, 4> for Tiles4 {
+    #[inline(always)]
+    unsafe fn input<V: Lanes>([d0, d1, d2, d3, d4, d5]: [V; 6]) -> [V; 6] {
+        let (four, minus_four, minus_five) = (V::splat(4.0), V::splat(-4.0), V::splat(-5.0));
+        let (two, minus_two) = (V::splat(2.0), V::splat(-2.0));
+        let (d31, d42) = (d3.sub(d1), d4.sub(d2));
+        [
+            d2.mul_add(minus_five, d0.mul_add(four, d4)),
+            d1.add(d2).mul_add(minus_four, d3.add(d4)),
+            d1.sub(d2).mul_add(four, d4.sub(d3)),
+            d31.mul_add(two, d42),
+            d31.mul_add(minus_two, d42),
+            d3.mul_add(minus_five, d1.mul_add(four, d5)),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn output<V: Lanes>([m0, m1, m2, m3, m4, m5]: [V; 6]) -> [V; 4] {
+        let (s12, d12, s34, d34) = (m1.add(m2), m1.sub(m2), m3.add(m4), m3.sub(m4));
+        [
+            m0.add(s12).add(s34),
+            d34.mul_add(V::splat(2.0), d12),
+            s34.mul_add(V::splat(4.0), s12),
+            d34.mul_add(V::splat(8.0), d12).add(m5),
+        ]
+    }
 }
 
 /// Every tile's `Bᵀ d B`, `V::N` channels at a time; `row` floats from one padded row to the next.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // `col` indexes four rows of the patch at once
-unsafe fn input_tiles<V: Lanes>(band: &Band, row: usize, cin: usize, u: UnitTiles, v: &mut [f32]) {
+#[allow(clippy::needless_range_loop)] // `r` picks row r out of every column of `t`
+unsafe fn input_tiles<V: Lanes, T: Transforms<A, M>, const A: usize, const M: usize>(
+    band: &Band,
+    row: usize,
+    cin: usize,
+    u: UnitTiles,
+    v: &mut [f32],
+) {
     let v = v.as_mut_ptr();
     for (b, ty, t0) in u.rows() {
         let rows = band(b, ty).as_ptr();
         for tx in 0..u.across {
-            let d = rows.add(2 * tx * cin);
-            let vt = v.add((t0 + tx) * XI * cin);
+            let d = rows.add(M * tx * cin);
+            let vt = v.add((t0 + tx) * A * A * cin);
             for c0 in (0..cin).step_by(V::N) {
-                let x = |r: usize, col: usize| V::load(d.add(r * row + col * cin + c0));
-                // Bᵀ d: rows d0-d2, d1+d2, d2-d1, d1-d3 ...
-                let mut t = [[x(0, 0); 4]; 4];
-                for col in 0..4 {
-                    let (d0, d1, d2, d3) = (x(0, col), x(1, col), x(2, col), x(3, col));
-                    t[0][col] = d0.sub(d2);
-                    t[1][col] = d1.add(d2);
-                    t[2][col] = d2.sub(d1);
-                    t[3][col] = d1.sub(d3);
-                }
-                // ... then the same on the columns.
-                for (r, t) in t.iter().enumerate() {
-                    let at = |col: usize| vt.add((r * 4 + col) * cin + c0);
-                    t[0].sub(t[2]).store(at(0));
-                    t[1].add(t[2]).store(at(1));
-                    t[2].sub(t[1]).store(at(2));
-                    t[1].sub(t[3]).store(at(3));
+                // Bᵀ d on every column (`t[col][r]` is row r of column col) ...
+                let t: [[V; A]; A] = std::array::from_fn(|col| {
+                    T::input(std::array::from_fn(|r| V::load(d.add(r * row + col * cin + c0))))
+                });
+                // ... then on every row.
+                for r in 0..A {
+                    for (col, x) in T::input(std::array::from_fn(|col| t[col][r])).into_iter().enumerate() {
+                        x.store(vt.add((r * A + col) * cin + c0));
+                    }
                 }
             }
         }
     }
 }
 
-/// Where one tile's four output pixels go, (0,0) (0,1) (1,0) (1,1), with their epilogue's inputs.
-struct TileOut {
-    y: [*mut f32; 4],
-    residual: Option<[*const f32; 4]>,
+/// Where one tile's `M x M` output pixels go, with their epilogue's inputs.
+struct TileOut<const M: usize> {
+    y: [[*mut f32; M]; M],
+    residual: Option<[[*const f32; M]; M]>,
     relu: bool,
-    keep: Option<[*const u8; 4]>,
+    keep: Option<[[*const u8; M]; M]>,
 }
 
 /// A unit's output: its tile rows in `out`, and the epilogue's inputs for the whole call.
@@ -273,19 +408,20 @@ impl UnitOut<'_> {
     /// # Safety
     /// The tile row lies within `out`.
     #[inline(always)]
-    unsafe fn tile(&self, b: usize, ty: usize, tx: usize) -> TileOut {
+    unsafe fn tile<const M: usize>(&self, b: usize, ty: usize, tx: usize) -> TileOut<M> {
+        use std::array::from_fn;
         let (w, cout) = (self.op.width, self.cout);
         let pixels = self.op.height * w;
-        let yx = [0, 1, w, w + 1].map(|d| 2 * ty * w + 2 * tx + d);
-        let at = yx.map(|yx| (b * pixels + yx) * cout);
+        let yx = |r: usize, c: usize| (M * ty + r) * w + M * tx + c;
+        let at = |r: usize, c: usize| (b * pixels + yx(r, c)) * cout;
         TileOut {
-            y: at.map(|a| self.out.add(a - self.base)),
-            residual: self.e.residual.map(|r| at.map(|a| r.as_ptr().add(a))),
+            y: from_fn(|r| from_fn(|c| self.out.add(at(r, c) - self.base))),
+            residual: self.e.residual.map(|res| from_fn(|r| from_fn(|c| res.as_ptr().add(at(r, c))))),
             relu: self.e.relu,
             keep: self.e.mask.map(|m| {
                 // From the module's whole plane, so that the pointers stay within it.
                 let plane = m.plane(b, pixels, cout).as_ptr();
-                yx.map(|yx| plane.add(yx * cout))
+                from_fn(|r| from_fn(|c| plane.add(yx(r, c) * cout)))
             }),
         }
     }
@@ -296,6 +432,7 @@ impl UnitOut<'_> {
 #[allow(clippy::too_many_arguments)]
 fn transform_output(
     isa: Isa,
+    form: Form,
     m: &[f32],
     op: Plane,
     cout: usize,
@@ -304,84 +441,88 @@ fn transform_output(
     u: UnitTiles,
     out: &mut [f32],
 ) {
-    let row_len = 2 * op.width * cout;
+    let row_len = form.outputs() * op.width * cout;
     assert_eq!(out.len(), u.rows * row_len);
-    assert!(m.len() >= u.rows * u.across * XI * cout && bias.len() >= cout);
+    assert!(m.len() >= u.rows * u.across * form.positions() * cout && bias.len() >= cout);
     if let Some(r) = e.residual {
         assert!(r.len() >= (u.first + u.rows) * row_len, "residual size");
     }
     let o = UnitOut { out: out.as_mut_ptr(), base: u.first * row_len, op, cout, e };
     // SAFETY (all three): `out` holds the unit's tile rows whole, the residual (checked above)
     // and the masks (checked by the caller: every module's whole plane) cover the call; `m` has
-    // 16*Cout per tile, `bias` Cout; AVX2 runs only where the CPU has it.
+    // positions*Cout per tile, `bias` Cout; AVX2 runs only where the CPU has it.
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { output_avx2(m, bias, u, &o) },
+        Isa::Avx2Fma => unsafe { output_avx2(form, m, bias, u, &o) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { output_tiles::<super::lanes::Neon>(m, bias, u, &o) },
-        _ => unsafe { output_tiles::<f32>(m, bias, u, &o) },
+        Isa::Neon => unsafe { output_form::<super::lanes::Neon>(form, m, bias, u, &o) },
+        _ => unsafe { output_form::<f32>(form, m, bias, u, &o) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn output_avx2(m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut) {
-    output_tiles::<super::lanes::Avx2>(m, bias, u, o)
+unsafe fn output_avx2(form: Form, m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut) {
+    output_form::<super::lanes::Avx2>(form, m, bias, u, o)
+}
+
+#[inline(always)]
+unsafe fn output_form<V: Lanes>(form: Form, m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut) {
+    match form {
+        Form::F2x2 => output_tiles::<V, Tiles2, 4, 2>(m, bias, u, o),
+        Form::F4x4 => output_tiles::<V, Tiles4, 6, 4>(m, bias, u, o),
+    }
 }
 
 /// Every tile's output, `V::N` channels at a time and the rest one by one.
 #[inline(always)]
-unsafe fn output_tiles<V: Lanes>(m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut) {
+unsafe fn output_tiles<V: Lanes, T: Transforms<A, M>, const A: usize, const M: usize>(
+    m: &[f32],
+    bias: &[f32],
+    u: UnitTiles,
+    o: &UnitOut,
+) {
     let cout = o.cout;
     let whole = cout / V::N * V::N;
     for (b, ty, t0) in u.rows() {
         for tx in 0..u.across {
-            let t = o.tile(b, ty, tx);
-            let mt = m.as_ptr().add((t0 + tx) * XI * cout);
-            output_tile::<V>(mt, cout, 0..whole, bias.as_ptr(), &t);
-            output_tile::<f32>(mt, cout, whole..cout, bias.as_ptr(), &t);
+            let t = o.tile::<M>(b, ty, tx);
+            let mt = m.as_ptr().add((t0 + tx) * A * A * cout);
+            output_tile::<V, T, A, M>(mt, cout, 0..whole, bias.as_ptr(), &t);
+            output_tile::<f32, T, A, M>(mt, cout, whole..cout, bias.as_ptr(), &t);
         }
     }
 }
 
 /// Channels `range` of one tile: `Aᵀ M A + bias`, `+ residual`, ReLU, `* mask`, stored.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // `col` indexes both rows of `u` and four of `M` at once
-unsafe fn output_tile<V: Lanes>(
+unsafe fn output_tile<V: Lanes, T: Transforms<A, M>, const A: usize, const M: usize>(
     mt: *const f32,
     cout: usize,
     range: std::ops::Range<usize>,
     bias: *const f32,
-    o: &TileOut,
+    o: &TileOut<M>,
 ) {
     for c0 in range.step_by(V::N) {
-        let m = |xi: usize| V::load(mt.add(xi * cout + c0));
-        // Aᵀ M: rows 0+1+2 and 1-2-3 of each column ...
-        let mut u = [[m(0); 4]; 2];
-        for col in 0..4 {
-            let (m0, m1, m2, m3) = (m(col), m(4 + col), m(8 + col), m(12 + col));
-            u[0][col] = m0.add(m1).add(m2);
-            u[1][col] = m1.sub(m2).sub(m3);
-        }
-        // ... then the same on the columns.
+        // Aᵀ M on every column (`u[col][r]` is row r of column col) ...
+        let u: [[V; M]; A] =
+            std::array::from_fn(|col| T::output(std::array::from_fn(|r| V::load(mt.add((r * A + col) * cout + c0)))));
+        // ... then on every row.
         let b = V::load(bias.add(c0));
-        let y = [
-            u[0][0].add(u[0][1]).add(u[0][2]).add(b),
-            u[0][1].sub(u[0][2]).sub(u[0][3]).add(b),
-            u[1][0].add(u[1][1]).add(u[1][2]).add(b),
-            u[1][1].sub(u[1][2]).sub(u[1][3]).add(b),
-        ];
-        for (k, mut v) in y.into_iter().enumerate() {
-            if let Some(r) = o.residual {
-                v = v.add(V::load(r[k].add(c0)));
+        for r in 0..M {
+            for (c, y) in T::output(std::array::from_fn(|col| u[col][r])).into_iter().enumerate() {
+                let mut v = y.add(b);
+                if let Some(res) = &o.residual {
+                    v = v.add(V::load(res[r][c].add(c0)));
+                }
+                if o.relu {
+                    v = v.relu();
+                }
+                if let Some(keep) = &o.keep {
+                    v = v.keep(keep[r][c].add(c0));
+                }
+                v.store(o.y[r][c].add(c0));
             }
-            if o.relu {
-                v = v.relu();
-            }
-            if let Some(keep) = o.keep {
-                v = v.keep(keep[k].add(c0));
-            }
-            v.store(o.y[k].add(c0));
         }
     }
 }

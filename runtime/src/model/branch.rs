@@ -104,6 +104,12 @@ impl BranchSpec {
         t
     }
 
+    /// The plane of the trunk's activation for an input of `h` x `w`: stage 1 keeps the
+    /// input's plane, stage 2 halves it.
+    pub fn trunk_plane(&self, h: usize, w: usize) -> (usize, usize) {
+        (1..self.trunk_stages).fold((h, w), |(h, w), _| (h.div_ceil(2), w.div_ceil(2)))
+    }
+
     /// Stored parameters (weights and biases).
     pub fn params(&self) -> u64 {
         self.tensor_shapes().iter().map(|(_, s)| s.iter().product::<usize>() as u64).sum()
@@ -182,25 +188,25 @@ impl BranchWeights {
         4 * self.spec.params()
     }
 
-    /// Bytes a served branch holds: the stored values, and the CPU path's packed copy of them
-    /// (3x3 stride-1 convolutions in Winograd form, 16/9 of their weights; the others as they
-    /// are, padded to whole panels of 16 output channels).
-    pub fn served_bytes(&self) -> u64 {
-        let packed: u64 = self
-            .spec
-            .tensor_shapes()
-            .iter()
-            .map(|(name, shape)| {
-                let n = shape.iter().product::<usize>() as u64;
-                let panels = (shape[0].div_ceil(16) * 16) as u64;
-                match shape.len() {
-                    1 => panels,
-                    _ if name.starts_with("block") && shape[3] == 3 && !name.ends_with("conv1") => n * 16 / 9,
-                    _ => n / shape[0] as u64 * panels,
-                }
-            })
-            .sum();
-        self.bytes() + 4 * packed
+    /// Bytes a served branch holds on a trunk activation of plane `h` x `w`
+    /// ([`BranchSpec::trunk_plane`]): the stored values, and the CPU path's packed copy of them,
+    /// each convolution as `PackedConv::for_plane` packs it for its plane (in Winograd form where
+    /// that runs, 16/9 or 36/9 of its weights; whole panels of 16 output channels).
+    pub fn served_bytes(&self, h: usize, w: usize) -> u64 {
+        let (spec, c) = (self.spec, self.spec.width);
+        let plane = |height, width| Plane { height, width };
+        let mut floats = PackedConv::planned_floats([c, spec.in_channels, 3, 3], 2, 1, plane(h, w));
+        let (mut h, mut w) = (h.div_ceil(2), w.div_ceil(2));
+        for j in 0..spec.blocks {
+            let stride = spec.block_stride(j);
+            floats += PackedConv::planned_floats([c, c, 3, 3], stride, 1, plane(h, w));
+            if stride != 1 {
+                floats += PackedConv::planned_floats([c, c, 1, 1], stride, 0, plane(h, w));
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+            }
+            floats += PackedConv::planned_floats([c, c, 3, 3], 1, 1, plane(h, w));
+        }
+        self.bytes() + 4 * floats
     }
 
     fn conv(&self, name: &str, stride: usize, device: &Device) -> Result<ConvBn> {
@@ -385,5 +391,23 @@ mod tests {
         let mut extra: BTreeMap<String, Vec<f32>> = zeros(&spec).collect();
         extra.insert("stowaway".into(), vec![1.0]);
         assert!(matches!(BranchWeights::new(spec, extra), Err(Error::UnexpectedTensor { .. })));
+    }
+
+    /// A served branch's estimated bytes are its values plus what the CPU path packs for it,
+    /// on the planes of ResNet-20's trunks (F(4x4) at 16x16, F(2x2) at 8x8) and on widths that
+    /// are not whole vectors of 8 (direct).
+    #[test]
+    fn served_bytes_are_what_the_cpu_path_holds() {
+        let zeros = |s: &BranchSpec| s.tensor_shapes().into_iter().map(|(n, sh)| (n, vec![0.5; sh.iter().product()]));
+        for (trunk_stages, in_channels) in [(1, 16), (2, 32)] {
+            for (width, blocks) in [(16, 1), (16, 2), (24, 2), (12, 2)] {
+                let spec = BranchSpec { trunk_stages, in_channels, width, blocks };
+                let Ok(weights) = BranchWeights::new(spec, zeros(&spec).collect()) else { continue };
+                let (h, w) = spec.trunk_plane(32, 32);
+                assert_eq!((h, w), [(32, 32), (16, 16)][trunk_stages - 1]);
+                let packed = cpu_branches(&[&weights], Plane { height: h, width: w }).unwrap().weight_bytes();
+                assert_eq!(weights.served_bytes(h, w), weights.bytes() + packed, "{spec:?}");
+            }
+        }
     }
 }

@@ -96,13 +96,16 @@ impl ModuleKind {
         }
     }
 
-    /// Bytes a served module of this kind holds beyond its base: for a mask, its bits and the
-    /// 0/1 bytes (one a node) its group stacks them into for the kernels; for a compact module,
-    /// its branch's values and their packed copy.
-    pub fn resident_bytes(&self) -> u64 {
+    /// Bytes a served module of this kind holds beyond its base, on inputs of spec `input`: for
+    /// a mask, its bits and the 0/1 bytes (one a node) its group stacks them into for the
+    /// kernels; for a compact module, its branch's values and their packed copy.
+    pub fn resident_bytes(&self, input: &InputSpec) -> u64 {
         match self {
             ModuleKind::Mask(m) => m.total_nodes() as u64 + m.bit_bytes(),
-            ModuleKind::Compact(b) => b.served_bytes(),
+            ModuleKind::Compact(b) => {
+                let (h, w) = b.spec().trunk_plane(input.height, input.width);
+                b.served_bytes(h, w)
+            }
         }
     }
 
@@ -153,7 +156,7 @@ impl ClassModule {
 
     /// Bytes the served module holds beyond its base: its kind's and its head's.
     pub fn resident_bytes(&self) -> u64 {
-        self.kind.resident_bytes() + self.head.resident_bytes()
+        self.kind.resident_bytes(&self.input) + self.head.resident_bytes()
     }
 
     /// Checks that the module can run on `base`: the same input spec, a kind that fits the
