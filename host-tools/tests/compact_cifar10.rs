@@ -1,14 +1,14 @@
 //! Compact modules of the ../shared ResNet-20, trained on a subset of CIFAR-10's training JPEGs to
 //! fit CI's time (a seeded class-balanced sample of 5,000 images, 4,500 trained on and 500 held
-//! out for calibration, 3 epochs). Reference: the base model on the same 1,000 seeded
-//! class-balanced test images (compose-eval's `base` figures, an independent forward of the whole
-//! model). Measured here (2026-12-02, the ten branches trained together by `BranchSet`):
-//! composed 72.4 % top-1 against the base's 81.2 %, each module adding 5.2 % of the base's
-//! parameters and 2.2 % of its MACs to a trunk of 68 %. The bound is that figure with a margin
-//! (10.5 points), not the product's target (1.5 points): 4,500 training images are too few for
-//! it (the whole training split, 6 epochs, 9 minutes with a release build, composes above the
-//! base: `results/compact-resnet20/`), so a regression in the branches' training, calibration
-//! or execution fails it.
+//! out for calibration, 3 epochs), at the default shape for ResNet-20 (trunk of 2 stages, branch
+//! width 16, one block). Reference: the base model on the same 1,000 seeded class-balanced test
+//! images (compose-eval's `base` figures, an independent forward of the whole model). Measured
+//! here (2026-12-02): composed 70.3 % top-1 against the base's 81.2 %, each module adding 3.4 %
+//! of the base's parameters and 1.5 % of its MACs to a trunk of 68 % (with two blocks: 71.9 %,
+//! 5.2 %). The bound is that figure with a margin (12.5 points), not the product's target (1.5
+//! points): 4,500 training images are too few for it (the whole training split, 6 epochs, about
+//! two minutes with a release build, composes above the base: `results/compact-resnet20-b1/`),
+//! so a regression in the branches' training, calibration or execution fails it.
 
 mod common;
 
@@ -64,7 +64,7 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
         100.0 * b1
     );
     assert_eq!(v["n"], 1000);
-    assert!(100.0 * (b1 - top1) <= 10.5, "top-1 cost {:.2} points", 100.0 * (b1 - top1));
+    assert!(100.0 * (b1 - top1) <= 12.5, "top-1 cost {:.2} points", 100.0 * (b1 - top1));
     // Every module carries a calibrated minimum score; with all ten classes loaded few test
     // images fall below every module's.
     let none = &v["none_answers"];

@@ -40,9 +40,10 @@ pub struct Args {
     /// (ResNet-20), 24 for deeper ones (ResNet-56): measured, see results/]
     #[arg(long)]
     branch_width: Option<usize>,
-    /// Compact: blocks after the branch's entry convolution.
-    #[arg(long, default_value_t = compact::BRANCH_BLOCKS)]
-    branch_blocks: usize,
+    /// Compact: blocks after the branch's entry convolution [default: 1 for a base of up to 3
+    /// blocks a stage (ResNet-20), 2 for deeper ones (ResNet-56): measured, see results/]
+    #[arg(long)]
+    branch_blocks: Option<usize>,
     /// Compact: passes over the cached training images per branch.
     #[arg(long, default_value_t = compact::EPOCHS)]
     epochs: usize,
@@ -179,14 +180,15 @@ fn run_compact(
     train: &classmod_host::dataset::ImageSet,
     classes: Option<Vec<usize>>,
 ) -> Result<()> {
+    let defaults = CompactOptions::for_base(&model.meta.arch, classes, a.seed);
     let opts = CompactOptions {
         trunk_stages: a.trunk_stages,
-        width: a.branch_width.unwrap_or_else(|| compact::default_width(&model.meta.arch)),
-        blocks: a.branch_blocks,
+        width: a.branch_width.unwrap_or(defaults.width),
+        blocks: a.branch_blocks.unwrap_or(defaults.blocks),
         epochs: a.epochs,
         held_out: a.held_out,
         lr: a.branch_lr,
-        ..CompactOptions::new(classes, a.seed)
+        ..defaults
     };
     let pb = progress::bar(0, "compact");
     let d = compact::decompose_compact(model, train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;

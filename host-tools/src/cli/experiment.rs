@@ -236,7 +236,7 @@ fn splits(model: &ModelFile, data: &std::path::Path, limit: Option<usize>, seed:
 }
 
 fn run_transplant(a: TransplantArgs) -> Result<()> {
-    use classmod_host::decompose::compact::{default_width, CompactOptions};
+    use classmod_host::decompose::compact::CompactOptions;
     use classmod_host::experiment::transplant;
     let t0 = std::time::Instant::now();
     let (model, with) = (read_model(&a.model, &Device::Cpu)?, read_model(&a.with, &Device::Cpu)?);
@@ -245,10 +245,9 @@ fn run_transplant(a: TransplantArgs) -> Result<()> {
         train = train.balanced_sample(n, a.seed);
     }
     let opts = CompactOptions {
-        width: default_width(&model.meta.arch),
         epochs: a.epochs,
         held_out: a.held_out,
-        ..CompactOptions::new(None, a.seed)
+        ..CompactOptions::for_base(&model.meta.arch, None, a.seed)
     };
     let pb = progress::bar(0, "compact");
     let r = transplant::transplant(&model, &with, &train, &test, &opts, &pb).map_err(|e| model_error(&a.with, e))?;
@@ -387,9 +386,10 @@ pub struct CompactTradeoffArgs {
     /// `trunk-stages:width` pairs, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1:8,1:16,1:32,2:8,2:16,2:32")]
     settings: Vec<String>,
-    /// Blocks after each branch's entry convolution.
-    #[arg(long, default_value_t = decompose::compact::BRANCH_BLOCKS)]
-    branch_blocks: usize,
+    /// Blocks after each branch's entry convolution [default: as `decompose --kind compact`, by
+    /// the base's depth]
+    #[arg(long)]
+    branch_blocks: Option<usize>,
     /// Passes over the cached training images.
     #[arg(long, default_value_t = decompose::compact::EPOCHS)]
     epochs: usize,
@@ -449,10 +449,9 @@ pub fn run(e: Experiment) -> Result<()> {
             let pb = progress::bar(o.train_steps as u64, "train");
             let decomposition = match a.kind {
                 super::KindArg::Mask => cost::Decomposition::Mask(a.common.options()),
-                super::KindArg::Compact => cost::Decomposition::Compact(CompactOptions {
-                    width: decompose::compact::default_width(&model.meta.arch),
-                    ..CompactOptions::new(None, a.common.seed)
-                }),
+                super::KindArg::Compact => {
+                    cost::Decomposition::Compact(CompactOptions::for_base(&model.meta.arch, None, a.common.seed))
+                }
             };
             let r = cost::run(&model, &train, &decomposition, &o, &pb)?;
             pb.finish_and_clear();
@@ -522,7 +521,8 @@ fn run_compact_tradeoff(a: CompactTradeoffArgs) -> Result<()> {
     if let Some(n) = a.max_images.filter(|&n| n < train.len()) {
         train = train.balanced_sample(n, a.seed);
     }
-    let opts = CompactOptions { blocks: a.branch_blocks, epochs: a.epochs, ..CompactOptions::new(None, a.seed) };
+    let defaults = CompactOptions::for_base(&model.meta.arch, None, a.seed);
+    let opts = CompactOptions { blocks: a.branch_blocks.unwrap_or(defaults.blocks), epochs: a.epochs, ..defaults };
     let pb = progress::bar(0, "compact");
     let r = compact_tradeoff::run(&model, &train, &test, &opts, &settings, &pb)?;
     pb.finish_and_clear();
@@ -541,7 +541,7 @@ fn run_compact_tradeoff(a: CompactTradeoffArgs) -> Result<()> {
 /// compact: `decompose --kind compact`'s defaults), packs them signed into a scratch directory,
 /// and measures serving from it.
 fn run_serving(a: ServingArgs) -> Result<()> {
-    use classmod_host::decompose::compact::{default_width, CompactOptions};
+    use classmod_host::decompose::compact::CompactOptions;
     use classmod_host::experiment::serving::{self, ServingOptions};
     use classmod_host::pack::{decompose_and_pack, decompose_compact_and_pack};
     let t0 = std::time::Instant::now();
@@ -575,7 +575,7 @@ fn run_serving(a: ServingArgs) -> Result<()> {
         );
         let pb = progress::bar(0, "decompose");
         if kind == super::KindArg::Compact {
-            let opts = CompactOptions { width: default_width(&model.meta.arch), ..CompactOptions::new(None, a.seed) };
+            let opts = CompactOptions::for_base(&model.meta.arch, None, a.seed);
             decompose_compact_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
         } else {
             let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);
