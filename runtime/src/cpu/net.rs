@@ -94,6 +94,22 @@ impl CpuNet {
         SLICE.min(batch / (2 * rayon::current_num_threads().max(1)))
     }
 
+    /// `run(images, count, threads)` over `x` (`per_image` floats an image): for a batch large
+    /// enough, on slices of it in parallel, each run on one thread (its activations stay in that
+    /// core's cache); else once on the whole batch, each convolution's tiles in parallel. The
+    /// parts in batch order.
+    fn sliced<T: Send>(
+        x: &[f32],
+        batch: usize,
+        per_image: usize,
+        run: impl Fn(&[f32], usize, Threads) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        match Self::slice_len(batch) {
+            0 => Ok(vec![run(x, batch, Threads::Tiles)?]),
+            slice => x.par_chunks(slice * per_image).map(|xs| run(xs, xs.len() / per_image, Threads::Caller)).collect(),
+        }
+    }
+
     /// Floats of one input image, after checking that `x` holds `batch` of them.
     fn check_input(&self, x: &[f32], batch: usize) -> Result<usize> {
         let per_image = self.input.height * self.input.width * self.stem.in_channels();
@@ -136,13 +152,18 @@ impl CpuNet {
         Ok(feats.concat())
     }
 
-    /// The stem and the first `blocks` blocks on NHWC input `x` of `batch` images, each
-    /// convolution's tiles in parallel: the activation there (NHWC, after its ReLU), its plane
-    /// and channels. The trunk a compact module's branch starts from.
+    /// The stem and the first `blocks` blocks on NHWC input `x` of `batch` images: the
+    /// activation there (NHWC, after its ReLU), its plane and channels. The trunk a compact
+    /// module's branch starts from. Slices of the batch run in parallel when it is large enough,
+    /// as in [`CpuNet::features`].
     pub fn trunk(&self, x: &[f32], batch: usize, blocks: usize) -> Result<(Vec<f32>, Plane, usize)> {
         self.check_trunk(blocks)?;
-        self.check_input(x, batch)?;
-        self.run_blocks(x, batch, 0, batch, None, None, Threads::Tiles, blocks)
+        let per_image = self.check_input(x, batch)?;
+        let parts = Self::sliced(x, batch, per_image, |xs, n, threads| {
+            self.run_blocks(xs, n, 0, n, None, None, threads, blocks)
+        })?;
+        let (plane, channels) = (parts[0].1, parts[0].2);
+        Ok((parts.into_iter().flat_map(|(a, _, _)| a).collect(), plane, channels))
     }
 
     /// The trunk's activation after the first `blocks` blocks (NHWC, its plane and channels, as
@@ -164,14 +185,7 @@ impl CpuNet {
             let (out, p, c) = self.run_range(from, n, 0, n, None, None, threads, blocks..self.blocks.len())?;
             Ok((act, plane, channels, average_pool(&out, n, p.height * p.width, c)))
         };
-        let slice = Self::slice_len(batch);
-        if slice == 0 {
-            return run(x, batch, Threads::Tiles);
-        }
-        let parts = x
-            .par_chunks(slice * per_image)
-            .map(|xs| run(xs, xs.len() / per_image, Threads::Caller))
-            .collect::<Result<Vec<_>>>()?;
+        let parts = Self::sliced(x, batch, per_image, run)?;
         let (plane, channels) = (parts[0].1, parts[0].2);
         let (acts, feats): (Vec<_>, Vec<_>) = parts.into_iter().map(|(a, _, _, f)| (a, f)).unzip();
         Ok((acts.concat(), plane, channels, feats.concat()))
@@ -195,14 +209,7 @@ impl CpuNet {
             let trunk = self.run_blocks(xs, n, 0, n, None, None, threads, trunk_blocks)?;
             branches.features(trunk, &Pass::plain(n, threads))
         };
-        let slice = Self::slice_len(batch);
-        if slice == 0 {
-            return run(x, batch, Threads::Tiles);
-        }
-        let per_slice = x
-            .par_chunks(slice * per_image)
-            .map(|xs| run(xs, xs.len() / per_image, Threads::Caller))
-            .collect::<Result<Vec<_>, _>>()?;
+        let per_slice = Self::sliced(x, batch, per_image, run)?;
         Ok((0..branches.len()).map(|b| per_slice.iter().flat_map(|s| s[b].iter().copied()).collect()).collect())
     }
 
