@@ -75,4 +75,18 @@ impl Header {
     pub fn kind(&self) -> Result<BlobKind, BlobError> {
         BlobKind::from_u32(u32::from_le(self.kind))
     }
+
+    /// The length of the file this header declares (`trailer_offset` + the trailer), unchecked
+    /// against anything else; `None` when it overflows. What tells a blob still being written
+    /// from a whole one before the rest is read.
+    pub fn file_len(&self) -> Option<u64> {
+        u64::from_le(self.trailer_offset).checked_add(crate::TRAILER_LEN as u64)
+    }
+
+    /// The header at the start of `bytes` (copied: no alignment needed), if there are
+    /// [`HEADER_LEN`] of them and they start with [`MAGIC`].
+    pub fn read(bytes: &[u8]) -> Option<Header> {
+        let h: Header = bytemuck::pod_read_unaligned(bytes.get(..HEADER_LEN)?);
+        (h.magic == MAGIC).then_some(h)
+    }
 }

@@ -9,6 +9,7 @@
 //! aside; it never stops the device.
 
 mod image_input;
+pub mod inbox;
 mod log_pin;
 pub mod pins;
 
@@ -83,6 +84,8 @@ pub struct Edge<P: OutputPin> {
     led: StatusLed<P>,
     serve_new: bool,
     started: Instant,
+    /// What the inbox and the watched directory remember between scans.
+    noted: inbox::Noted,
     /// Every line logged, also written to stderr.
     pub log: Vec<String>,
 }
@@ -104,8 +107,15 @@ impl<P: OutputPin> Edge<P> {
             min_score: opts.min_score,
         };
         let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| anyhow!("{}: {e}", opts.dir.display()))?;
-        let mut edge =
-            Edge { runtime, board, led, serve_new: opts.serve_new, started: Instant::now(), log: Vec::new() };
+        let mut edge = Edge {
+            runtime,
+            board,
+            led,
+            serve_new: opts.serve_new,
+            started: Instant::now(),
+            noted: inbox::Noted::default(),
+            log: Vec::new(),
+        };
         let how = match how {
             Detection::Override => "given",
             Detection::DeviceTree => "from the device tree",
@@ -217,72 +227,143 @@ impl<P: OutputPin> Edge<P> {
         Ok(verdicts.pop())
     }
 
-    /// Applies every `*.blob` in `inbox` (bases first), moving each to `done/` or `rejected/`.
-    /// Returns how many were applied.
-    pub fn process_inbox(&mut self, inbox: &Path) -> Result<usize> {
-        // (kind, path): bases sort first, so modules of a new base find it.
-        let mut files: Vec<(Option<UpdateKind>, PathBuf)> = Vec::new();
-        for e in std::fs::read_dir(inbox).map_err(|e| anyhow!("{}: {e}", inbox.display()))? {
-            let p = e?.path();
-            if p.is_file() && p.extension().is_some_and(|x| x == "blob") {
-                files.push((header_kind(&p), p));
-            }
-        }
+    /// Applies every complete `*.blob` in `inbox` (bases first), moving each to `done/` (applied,
+    /// or already applied) or `rejected/` (refused, with the reason logged); entries still being
+    /// written and those that fail for a reason that can pass stay for the next scan (see
+    /// `inbox.rs`). No entry stops the device. Returns how many were applied.
+    pub fn process_inbox(&mut self, dir: &Path) -> Result<usize> {
+        let Some(entries) = self.entries(dir, |name| !inbox::ignored(name)) else { return Ok(0) };
+        // Bases sort first, so modules of a new base find it.
+        let mut files: Vec<(Option<UpdateKind>, PathBuf)> =
+            entries.into_iter().map(|p| (inbox::peek_kind(&p), p)).collect();
         files.sort();
         let mut applied = 0;
         for (_, path) in files {
-            self.status(Status::Updating);
-            let bytes = std::fs::read(&path)?;
             let name = file_name(&path);
-            let outcome = self.runtime.apply_update(&mut OsFs, &bytes).and_then(|applied| match applied {
-                Applied::Module(r) => {
-                    let mut msg = format!(
-                        "class `{}` updated to {}{}",
-                        r.class_name,
-                        r.file,
-                        r.previous.as_ref().map_or(String::new(), |p| format!(" (rollback copy {p})"))
+            let bytes = match inbox::examine(&path, inbox::MAX_ENTRY_BYTES) {
+                inbox::Entry::Ready(_, bytes) => bytes,
+                inbox::Entry::Gone => continue,
+                inbox::Entry::Incomplete { have, want } => {
+                    let want = want.map_or("a header".to_string(), |w| format!("{w} bytes"));
+                    self.say_once(
+                        &path,
+                        format!("update {name}: incomplete ({have} bytes of {want}), waiting for the rest"),
                     );
-                    if r.previous.is_none() && self.serve_new && !self.runtime.serves(&r.class_name) {
-                        self.runtime.load(&r.class_name)?;
-                        msg.push_str(", now served");
-                    }
-                    Ok(msg)
+                    self.noted.skip_until_changed(&path);
+                    continue;
                 }
-                Applied::Base { file, new: true } => Ok(format!("base model added as {file}")),
-                Applied::Base { file, new: false } => Ok(format!("base model already here ({file})")),
-            });
-            let (dest, ok) = match outcome {
+                inbox::Entry::Retry(why) => {
+                    self.say_once(&path, format!("update {name}: cannot be read now ({why}), will retry"));
+                    continue;
+                }
+                inbox::Entry::Refused(why) => {
+                    self.say(format!("update {name} REFUSED, nothing changed: it {why}"));
+                    self.set_aside(dir, &path, "rejected");
+                    self.status(Status::Error);
+                    continue;
+                }
+            };
+            self.status(Status::Updating);
+            match self.apply(&bytes) {
                 Ok(msg) => {
                     self.say(format!("update {name}: {msg}"));
                     applied += 1;
-                    ("done", true)
+                    self.set_aside(dir, &path, "done");
+                    self.status(Status::Serving);
+                }
+                // Delivered again (or applied before a crash cut the move to `done/`).
+                Err(classmod_runtime::Error::AlreadyInstalled { class }) => {
+                    self.say(format!("update {name}: already applied (class `{class}` runs this module)"));
+                    self.set_aside(dir, &path, "done");
+                    self.status(Status::Serving);
+                }
+                Err(classmod_runtime::Error::Io { path: p, error }) if inbox::transient(&error) => {
+                    self.say_once(
+                        &path,
+                        format!("update {name}: cannot be applied now ({}: {error}), will retry", p.display()),
+                    );
+                    self.status(Status::Serving);
                 }
                 Err(e) => {
                     self.say(format!("update {name} REFUSED, nothing changed: {e}"));
-                    ("rejected", false)
+                    self.set_aside(dir, &path, "rejected");
+                    self.status(Status::Error);
                 }
-            };
-            let to = inbox.join(dest);
-            std::fs::create_dir_all(&to)?;
-            std::fs::rename(&path, to.join(&name))?;
-            self.status(if ok { Status::Serving } else { Status::Error });
+            }
         }
         Ok(applied)
+    }
+
+    /// The update transaction on one blob; what to log when it committed.
+    fn apply(&mut self, bytes: &[u8]) -> classmod_runtime::Result<String> {
+        Ok(match self.runtime.apply_update(&mut OsFs, bytes)? {
+            Applied::Module(r) => {
+                let mut msg = format!(
+                    "class `{}` updated to {}{}",
+                    r.class_name,
+                    r.file,
+                    r.previous.as_ref().map_or(String::new(), |p| format!(" (rollback copy {p})"))
+                );
+                if r.previous.is_none() && self.serve_new && !self.runtime.serves(&r.class_name) {
+                    // Committed whatever happens here: a class that cannot be served is said so.
+                    match self.runtime.load(&r.class_name) {
+                        Ok(_) => msg.push_str(", now served"),
+                        Err(e) => msg.push_str(&format!(", but it cannot be served: {e}")),
+                    }
+                }
+                msg
+            }
+            Applied::Base { file, new: true } => format!("base model added as {file}"),
+            Applied::Base { file, new: false } => format!("base model already here ({file})"),
+        })
+    }
+
+    /// The entries of `dir` whose names `wanted` takes (files or not: the caller looks at each),
+    /// less those noted to skip; `None` (logged once) when `dir` cannot be listed.
+    fn entries(&mut self, dir: &Path, wanted: impl Fn(&std::ffi::OsStr) -> bool) -> Option<Vec<PathBuf>> {
+        let listing = match std::fs::read_dir(dir) {
+            Ok(l) => l,
+            Err(e) => {
+                self.say_once(
+                    dir,
+                    format!("{}: cannot be listed ({e}), will retry", inbox::loggable(&dir.display().to_string())),
+                );
+                return None;
+            }
+        };
+        self.noted.retain_present();
+        // An entry that cannot be read from the listing is looked at on the next scan.
+        let paths = listing.filter_map(|e| e.ok()).filter(|e| wanted(&e.file_name())).map(|e| e.path());
+        Some(paths.filter(|p| !self.noted.skipped(p)).collect())
+    }
+
+    /// Moves an entry of `dir` into `dir/<dest>/`; when it cannot be, says why once and leaves
+    /// it, skipped until it changes.
+    fn set_aside(&mut self, dir: &Path, path: &Path, dest: &str) {
+        if let Err(e) = inbox::move_into(dir, dest, path) {
+            let name = file_name(path);
+            self.say_once(path, format!("{name}: cannot be moved to {dest}/ ({e}), left where it is"));
+            self.noted.skip_until_changed(path);
+        }
+    }
+
+    /// Logs `line` unless it is what was last said about `path`.
+    fn say_once(&mut self, path: &Path, line: String) {
+        if self.noted.fresh(path, &line) {
+            self.say(line);
+        }
     }
 
     /// Classifies the image files in `dir` (not in sub-directories), moving them to `dir/done/`,
     /// or to `dir/rejected/` when they cannot be read. Producers should write elsewhere and rename
     /// into `dir`, so that no half-written image is seen.
     pub fn process_watch(&mut self, dir: &Path) -> Result<Vec<Verdict>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow!("{}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension()
-                        .is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_string_lossy().to_lowercase().as_str()))
-            })
-            .collect();
+        let image = |name: &std::ffi::OsStr| {
+            let name = name.to_string_lossy().to_lowercase();
+            !name.starts_with('.') && [".png", ".jpg", ".jpeg"].iter().any(|x| name.ends_with(x))
+        };
+        let Some(entries) = self.entries(dir, image) else { return Ok(vec![]) };
+        let mut files: Vec<PathBuf> = entries.into_iter().filter(|p| p.is_file()).collect();
         files.sort();
         if files.is_empty() {
             return Ok(vec![]);
@@ -293,11 +374,7 @@ impl<P: OutputPin> Edge<P> {
         }
         let rejected: Vec<&PathBuf> = unreadable.iter().map(|(f, _)| f).collect();
         for f in &files {
-            let to = dir.join(if rejected.contains(&f) { "rejected" } else { "done" });
-            std::fs::create_dir_all(&to)?;
-            if let Some(n) = f.file_name() {
-                std::fs::rename(f, to.join(n))?;
-            }
+            self.set_aside(dir, f, if rejected.contains(&f) { "rejected" } else { "done" });
         }
         Ok(verdicts)
     }
@@ -308,15 +385,23 @@ impl<P: OutputPin> Edge<P> {
     }
 }
 
+/// A file's name as the log shows it (control characters escaped).
 fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    inbox::loggable(&path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()))
 }
 
-/// The kind a blob file's header claims, from its first 16 bytes (the transaction checks
-/// everything else).
-fn header_kind(path: &Path) -> Option<UpdateKind> {
-    use std::io::Read;
-    let mut head = [0u8; 16];
-    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
-    UpdateKind::of(&head)
+/// Refuses an inbox or watched directory that is the device directory or inside it: the device
+/// would move its own base and modules into `done/` and `rejected/`. `what` names the option.
+pub fn check_outside(device_dir: &Path, dir: &Path, what: &str) -> Result<()> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).map_err(|e| anyhow!("{}: {e}", p.display()));
+    let (device, other) = (canonical(device_dir)?, canonical(dir)?);
+    if other.starts_with(&device) {
+        return Err(anyhow!(
+            "{what} {} is {} {}: give it a directory of its own, nothing was moved",
+            dir.display(),
+            if other == device { "the device directory" } else { "inside the device directory" },
+            device_dir.display()
+        ));
+    }
+    Ok(())
 }

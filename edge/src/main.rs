@@ -35,7 +35,10 @@ struct Args {
     /// Classify images dropped into this directory.
     #[arg(long)]
     watch: Option<PathBuf>,
-    /// Apply module and base blobs dropped into this directory.
+    /// Apply module and base blobs dropped into this directory (not the packed directory nor
+    /// inside it). Write each blob elsewhere and rename it in as NAME.blob, or write it in place:
+    /// a blob shorter than its header says is waited for; names starting with `.` or ending in
+    /// `.tmp` or `.part` are ignored. Applied blobs move to done/, refused ones to rejected/.
     #[arg(long)]
     inbox: Option<PathBuf>,
     /// Load classes that an update adds.
@@ -123,6 +126,14 @@ fn run(a: Args) -> Result<()> {
         },
         min_score: a.min_score,
     };
+    // An inbox or watched directory of the device's own files would move them away: refused
+    // before anything is opened. A missing one is made (its producers may not have run yet).
+    for (dir, what) in [(&a.inbox, "--inbox"), (&a.watch, "--watch")] {
+        if let Some(d) = dir {
+            std::fs::create_dir_all(d).map_err(|e| anyhow!("{what} {}: {e}", d.display()))?;
+            classmod_edge::check_outside(&a.dir, d, what)?;
+        }
+    }
     let mut edge = Edge::start(opts, led)?;
     if !a.images.is_empty() {
         edge.classify_files(&a.images)?;

@@ -90,8 +90,11 @@ mod model;
 mod module;
 mod pack;
 mod serve;
-#[cfg(test)]
-mod testing;
+/// Packed directories of tiny random models for tests (this crate's, and with the `testing`
+/// feature other crates' tests of the device program); not part of the device API.
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 
 pub use candle_core::{DType, Device, Tensor};
 pub use classmod_blob::{parse_public_key, BlobError, VerifyingKey};
@@ -111,7 +114,8 @@ pub use pack::manifest::{Manifest, ManifestBase, ManifestModule, PreviousModule,
 pub use pack::module_blob::GOLDEN_TOLERANCE;
 pub use pack::{DurableFs, Golden, ModuleBlob, OsFs};
 pub use serve::{
-    Applied, Classification, LoadedBase, LoadedModule, ModuleRuntime, ServingConfig, Snapshot, UpdateKind, UpdateReport,
+    declared_len, Applied, Classification, LoadedBase, LoadedModule, ModuleRuntime, ServingConfig, Snapshot,
+    UpdateKind, UpdateReport, BLOB_HEADER_LEN,
 };
 
 /// What a device integrator needs: `use classmod_runtime::prelude::*;`.

@@ -77,6 +77,16 @@ impl UpdateKind {
     }
 }
 
+/// Bytes at the start of a blob that [`declared_len`] needs.
+pub const BLOB_HEADER_LEN: usize = classmod_blob::HEADER_LEN;
+
+/// The file length a blob's header declares, from the blob's first [`BLOB_HEADER_LEN`] bytes, or
+/// `None` when they are not a blob's header: how a device tells an update still being written
+/// (shorter) from a complete one before reading the rest (the transaction checks everything).
+pub fn declared_len(header: &[u8]) -> Option<u64> {
+    classmod_blob::Header::read(header)?.file_len()
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(path, e)
 }

@@ -1,7 +1,7 @@
 //! Test support: packed directories of tiny random models, built with the runtime's own
 //! writers (bases, module blobs with golden vectors, manifest).
 
-pub(crate) mod tiny_model;
+pub mod tiny_model;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,7 @@ use crate::{
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
-pub(crate) fn scratch() -> PathBuf {
+pub fn scratch() -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "classmod-serving-{}-{}",
         std::process::id(),
@@ -34,12 +34,12 @@ pub(crate) fn scratch() -> PathBuf {
     d
 }
 
-pub(crate) fn images(n: usize) -> Vec<u8> {
+pub fn images(n: usize) -> Vec<u8> {
     (0..n * 64).map(|i| (i * 53 % 256) as u8).collect()
 }
 
 /// A module of `model` for output `id`, dropping every `drop`-th node.
-pub(crate) fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop: usize) -> ModuleBlob {
+pub fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop: usize) -> ModuleBlob {
     let sites = net.relu_sites();
     let mut mask = NodeMask::ones(&sites);
     for s in mask.sites.iter_mut() {
@@ -64,7 +64,7 @@ pub(crate) fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop:
 
 /// A compact module of `model` for output `id` (random branch of width 8 after 2 stages, seeded)
 /// with golden vectors recorded on `net`.
-pub(crate) fn compact_module(model: &ModelFile, net: &ResNet, id: u32, name: &str, seed: u64) -> ModuleBlob {
+pub fn compact_module(model: &ModelFile, net: &ResNet, id: u32, name: &str, seed: u64) -> ModuleBlob {
     let mut module = tiny_model::tiny_compact(model, id, 2, 8, seed);
     module.class_name = name.into();
     let px: Vec<u8> = (0..2 * model.meta.input.image_len()).map(|i| (i * 53 % 256) as u8).collect();
@@ -72,12 +72,12 @@ pub(crate) fn compact_module(model: &ModelFile, net: &ResNet, id: u32, name: &st
     ModuleBlob { module, sites: vec![], golden }
 }
 
-pub(crate) fn hash_hex(bytes: &[u8]) -> String {
+pub fn hash_hex(bytes: &[u8]) -> String {
     key_hex(&Blob::parse(AlignedBytes::new(bytes).bytes()).unwrap().content_hash())
 }
 
 /// Writes base blobs, module blobs and the manifest; returns the manifest.
-pub(crate) fn pack(dir: &Path, models: &[&ModelFile], modules: &[&ModuleBlob], key: Option<&SigningKey>) -> Manifest {
+pub fn pack(dir: &Path, models: &[&ModelFile], modules: &[&ModuleBlob], key: Option<&SigningKey>) -> Manifest {
     let mut bases = Vec::new();
     for (i, m) in models.iter().enumerate() {
         let bytes = base_blob::encode(m, key).unwrap();
@@ -100,7 +100,7 @@ pub(crate) fn pack(dir: &Path, models: &[&ModelFile], modules: &[&ModuleBlob], k
     manifest
 }
 
-pub(crate) fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<&SigningKey>) -> ManifestModule {
+pub fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<&SigningKey>) -> ManifestModule {
     let bytes = mb.encode(key).unwrap();
     std::fs::write(dir.join(file), &bytes).unwrap();
     ManifestModule {
@@ -114,12 +114,12 @@ pub(crate) fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<
     }
 }
 
-pub(crate) fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
+pub fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
     ServingConfig { device: Device::Cpu, key, budget_bytes: budget, rule: Rule::Max, min_score: MinScore::Calibrated }
 }
 
 /// What module `mb` alone scores on `pixels` (the reference for served scores).
-pub(crate) fn alone(net: &ResNet, mb: &ModuleBlob, pixels: &[u8]) -> Vec<f32> {
+pub fn alone(net: &ResNet, mb: &ModuleBlob, pixels: &[u8]) -> Vec<f32> {
     let n = pixels.len() / 64;
     let mut x = vec![0f32; pixels.len()];
     mb.module.input.normalize_into(pixels, &mut x);
@@ -128,17 +128,17 @@ pub(crate) fn alone(net: &ResNet, mb: &ModuleBlob, pixels: &[u8]) -> Vec<f32> {
     (0..n).map(|i| out.score(0, i)).collect()
 }
 
-pub(crate) struct Fixture {
-    pub(crate) dir: PathBuf,
-    pub(crate) nets: [ResNet; 2],
-    pub(crate) a: ModuleBlob,
-    pub(crate) b: ModuleBlob,
-    pub(crate) c: ModuleBlob,
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub nets: [ResNet; 2],
+    pub a: ModuleBlob,
+    pub b: ModuleBlob,
+    pub c: ModuleBlob,
 }
 
 /// The fixture with compact modules: a mask module `a` and a compact `b` of one base, a compact
 /// `c` of the other.
-pub(crate) fn compact_fixture() -> Fixture {
+pub fn compact_fixture() -> Fixture {
     let (m1, m2) = (tiny_model(1), tiny_model(2));
     let nets = [ResNet::new(&m1, &Device::Cpu).unwrap(), ResNet::new(&m2, &Device::Cpu).unwrap()];
     let a = module(&m1, &nets[0], 0, "a", 3);
@@ -149,7 +149,7 @@ pub(crate) fn compact_fixture() -> Fixture {
     Fixture { dir, nets, a, b, c }
 }
 
-pub(crate) fn fixture(key: Option<&SigningKey>) -> Fixture {
+pub fn fixture(key: Option<&SigningKey>) -> Fixture {
     let (m1, m2) = (tiny_model(1), tiny_model(2));
     let nets = [ResNet::new(&m1, &Device::Cpu).unwrap(), ResNet::new(&m2, &Device::Cpu).unwrap()];
     let a = module(&m1, &nets[0], 0, "a", 3);

@@ -17,12 +17,12 @@ fn uniform(mut state: u64) -> impl FnMut() -> f32 {
     }
 }
 
-pub(crate) fn tiny_model(seed: u64) -> ModelFile {
+pub fn tiny_model(seed: u64) -> ModelFile {
     tiny_model_with(seed, Shortcut::A)
 }
 
 /// The same with option-B (projection) shortcuts.
-pub(crate) fn tiny_model_b(seed: u64) -> ModelFile {
+pub fn tiny_model_b(seed: u64) -> ModelFile {
     tiny_model_with(seed, Shortcut::B)
 }
 
@@ -59,13 +59,7 @@ fn tiny_model_with(seed: u64, shortcut: Shortcut) -> ModelFile {
 
 /// A compact module of class `class` on `base` with a random branch of `width` channels after
 /// `trunk_stages` stages (two blocks) and a random calibrated head; seeded.
-pub(crate) fn tiny_compact(
-    base: &ModelFile,
-    class: u32,
-    trunk_stages: usize,
-    width: usize,
-    seed: u64,
-) -> crate::ClassModule {
+pub fn tiny_compact(base: &ModelFile, class: u32, trunk_stages: usize, width: usize, seed: u64) -> crate::ClassModule {
     use crate::{BranchSpec, BranchWeights, ClassId, ClassModule, ModelKey, ModuleHead, ModuleKind};
     let spec = BranchSpec { trunk_stages, in_channels: base.meta.arch.widths[trunk_stages - 1], width, blocks: 2 };
     let mut next = uniform(seed.wrapping_mul(2862933555777941757).wrapping_add(3037000493) | 1);

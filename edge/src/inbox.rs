@@ -1,0 +1,376 @@
+//! The update inbox on untrusted ground: which entries to apply, which to wait for, which to set
+//! aside, and where each processed file goes. A writer may still be writing an entry, remove it,
+//! or leave something that is not a file at all; the disk may be full; `done/` may be a file.
+//! Each entry's failure is that entry's alone: it is logged with its name and set aside (or left
+//! to retry when the cause can pass), and the device goes on serving and applying the others.
+//!
+//! The protocol for producers (README): write the blob elsewhere (or under a name starting with
+//! `.` or ending in `.tmp` / `.part`, which the inbox ignores) and rename it to `NAME.blob` in the
+//! inbox; a blob written in place is left alone while it is shorter than its header says.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use classmod_runtime::{declared_len, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN};
+
+/// The largest inbox entry read: above any base or module a board serves (ResNet-56's base blob
+/// is 3.4 MB), far below a device's memory.
+pub const MAX_ENTRY_BYTES: u64 = 256 << 20;
+
+/// What a look at one inbox entry found.
+#[derive(Debug)]
+pub enum Entry {
+    /// A complete blob of this kind, its bytes read.
+    Ready(UpdateKind, Vec<u8>),
+    /// Shorter than its header says, or too short to have one yet: a writer is still at it.
+    Incomplete { have: u64, want: Option<u64> },
+    /// Never to be applied, and why: moved to `rejected/`.
+    Refused(String),
+    /// Removed between the scan and the look.
+    Gone,
+    /// Could not be read now for a reason that can pass (no space, a busy or interrupted read):
+    /// left where it is and looked at again on the next scan.
+    Retry(String),
+}
+
+/// Whether the inbox skips `name` without a word: hidden and partial files of a writer that
+/// renames (`.name`, `*.tmp`, `*.part`) and anything not named `*.blob`.
+pub fn ignored(name: &OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part") || !name.ends_with(".blob")
+}
+
+/// Whether an I/O failure can pass without anyone touching the file: worth a retry.
+pub fn transient(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(e.kind(), StorageFull | QuotaExceeded | Interrupted | WouldBlock | TimedOut | ResourceBusy | OutOfMemory)
+}
+
+/// Reads the inbox entry at `path` if it is a complete blob of at most `max_bytes`: without
+/// following a symlink, without blocking on a FIFO, and without reading more than the header
+/// declares.
+pub fn examine(path: &Path, max_bytes: u64) -> Entry {
+    let file = match open_regular(path) {
+        Ok(f) => f,
+        Err(Opened::Gone) => return Entry::Gone,
+        Err(Opened::Refused(why)) => return Entry::Refused(why),
+        Err(Opened::Failed(e)) if transient(&e) => return Entry::Retry(e.to_string()),
+        Err(Opened::Failed(e)) => return Entry::Refused(format!("cannot be opened: {e}")),
+    };
+    match read_complete(file, max_bytes) {
+        Ok(entry) => entry,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Entry::Gone,
+        Err(e) if transient(&e) => Entry::Retry(e.to_string()),
+        Err(e) => Entry::Refused(format!("cannot be read: {e}")),
+    }
+}
+
+enum Opened {
+    Gone,
+    Refused(String),
+    Failed(io::Error),
+}
+
+/// `path` opened for reading if it is a regular file itself (not a symlink, a FIFO, a device or
+/// a directory). Opened with `O_NOFOLLOW | O_NONBLOCK` and checked by `fstat`, so that what is
+/// checked is what is read, and a FIFO opened by mistake cannot block.
+fn open_regular(path: &Path) -> Result<File, Opened> {
+    let kind = |m: &Metadata| {
+        let t = m.file_type();
+        if t.is_symlink() {
+            "a symbolic link"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_file() {
+            "a regular file"
+        } else {
+            "a FIFO, socket or device"
+        }
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Opened::Gone),
+        Err(e) => return Err(Opened::Failed(e)),
+        Ok(m) if !m.file_type().is_file() => return Err(Opened::Refused(format!("is {}, not a file", kind(&m)))),
+        Ok(_) => {}
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match opts.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Opened::Gone),
+        // ELOOP: it became a symlink after the look above.
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Opened::Refused("is a symbolic link, not a file".into()))
+        }
+        Err(e) => return Err(Opened::Failed(e)),
+    };
+    match file.metadata() {
+        Ok(m) if m.file_type().is_file() => Ok(file),
+        Ok(m) => Err(Opened::Refused(format!("is {}, not a file", kind(&m)))),
+        Err(e) => Err(Opened::Failed(e)),
+    }
+}
+
+/// The whole blob if the file holds exactly what its header declares.
+fn read_complete(mut file: File, max_bytes: u64) -> io::Result<Entry> {
+    let have = file.metadata()?.len();
+    let mut head = [0u8; HEADER_LEN];
+    let got = read_up_to(&mut file, &mut head)?;
+    // Too short for a header: a writer that has just begun, if what is there so far is a blob's.
+    const MAGIC: &[u8] = b"CLSMBLOB";
+    if got < HEADER_LEN {
+        let prefix = got.min(MAGIC.len());
+        return Ok(if head[..prefix] == MAGIC[..prefix] {
+            Entry::Incomplete { have, want: None }
+        } else {
+            Entry::Refused("is not a classmod blob (no blob header)".into())
+        });
+    }
+    let (Some(kind), Some(want)) = (UpdateKind::of(&head), declared_len(&head)) else {
+        return Ok(Entry::Refused("is not a classmod blob (no blob header)".into()));
+    };
+    if want > max_bytes {
+        return Ok(Entry::Refused(format!("declares {want} bytes, more than the inbox takes ({max_bytes})")));
+    }
+    if have < want {
+        return Ok(Entry::Incomplete { have, want: Some(want) });
+    }
+    if have > want {
+        return Ok(Entry::Refused(format!("holds {have} bytes where its header declares {want}")));
+    }
+    let mut bytes = Vec::with_capacity(want as usize);
+    bytes.extend_from_slice(&head);
+    file.take(want - HEADER_LEN as u64).read_to_end(&mut bytes)?;
+    // Shortened while it was read: a writer truncated and is writing it again.
+    if (bytes.len() as u64) < want {
+        return Ok(Entry::Incomplete { have: bytes.len() as u64, want: Some(want) });
+    }
+    Ok(Entry::Ready(kind, bytes))
+}
+
+/// Reads into `buf` until it is full or the file ends; how many bytes came.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Moves `path` into `inbox/<dest>/` under its own name, or under `NAME.1`, `NAME.2` ... when
+/// that is taken (by an earlier delivery of the same name, or by something that is not a file).
+/// Returns the name it got.
+pub fn move_into(inbox: &Path, dest: &str, path: &Path) -> io::Result<String> {
+    let dir = inbox.join(dest);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{dest}/ is not a directory")))
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir_all(&dir)?,
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    for n in 0..1000 {
+        let candidate = if n == 0 { name.clone() } else { format!("{name}.{n}") };
+        let to = dir.join(&candidate);
+        if std::fs::symlink_metadata(&to).is_ok() {
+            continue;
+        }
+        std::fs::rename(path, &to)?;
+        return Ok(candidate);
+    }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{dest}/ has 1000 files named {name}")))
+}
+
+/// An entry as it was when the inbox last looked: length and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(Stamp { len: m.len(), modified: m.modified().ok() })
+    }
+}
+
+/// What the inbox remembers between scans, so that an entry that stays where it is (waiting for
+/// its writer, stuck because it could not be moved, or retried) is reported once per change,
+/// not once per scan.
+#[derive(Debug, Default)]
+pub struct Noted {
+    /// Entries not to look at again until they change.
+    skip: HashMap<PathBuf, Stamp>,
+    /// The last line said about each entry.
+    said: HashMap<PathBuf, String>,
+}
+
+impl Noted {
+    /// Whether `path` is to be skipped: noted with [`Noted::skip_until_changed`] and unchanged.
+    pub fn skipped(&self, path: &Path) -> bool {
+        self.skip.get(path).is_some_and(|s| Stamp::of(path) == Some(*s))
+    }
+
+    /// Skips `path` until its length or modification time changes.
+    pub fn skip_until_changed(&mut self, path: &Path) {
+        if let Some(s) = Stamp::of(path) {
+            self.skip.insert(path.to_path_buf(), s);
+        }
+    }
+
+    /// Whether `line` is new for `path` (then it is remembered as the last one said).
+    pub fn fresh(&mut self, path: &Path, line: &str) -> bool {
+        if self.said.get(path).is_some_and(|l| l == line) {
+            return false;
+        }
+        self.said.insert(path.to_path_buf(), line.to_string());
+        true
+    }
+
+    /// Forgets entries that are no longer in the inbox.
+    pub fn retain_present(&mut self) {
+        self.skip.retain(|p, _| std::fs::symlink_metadata(p).is_ok());
+        self.said.retain(|p, _| std::fs::symlink_metadata(p).is_ok());
+    }
+}
+
+/// The kind a blob's header claims, read without following a symlink or blocking on a FIFO
+/// (what sorts bases before modules; [`examine`] checks the rest).
+pub fn peek_kind(path: &Path) -> Option<UpdateKind> {
+    let mut file = open_regular(path).ok()?;
+    let mut head = [0u8; 16];
+    (read_up_to(&mut file, &mut head).ok()? == head.len()).then(|| UpdateKind::of(&head)).flatten()
+}
+
+/// A name as the log shows it: control characters (a newline would forge a log line) escaped.
+pub fn loggable(name: &str) -> String {
+    name.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("classmod-inbox-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A blob-shaped file: a header declaring `declared` bytes in all, `len` bytes long.
+    fn blob_like(path: &Path, declared: u64, len: usize) {
+        let mut b = vec![0u8; len.max(HEADER_LEN)];
+        b[..8].copy_from_slice(b"CLSMBLOB");
+        b[12..16].copy_from_slice(&2u32.to_le_bytes());
+        // The trailer (128 bytes) ends the file: it starts `declared - 128` in.
+        b[64..72].copy_from_slice(&(declared - 128).to_le_bytes());
+        b.truncate(len);
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn names_a_renaming_writer_uses_are_ignored() {
+        for (name, skip) in
+            [("cat.blob", false), (".cat.blob", true), ("cat.blob.tmp", true), ("cat.blob.part", true), ("cat", true)]
+        {
+            assert_eq!(ignored(OsStr::new(name)), skip, "{name}");
+        }
+    }
+
+    #[test]
+    fn entries_are_read_only_when_complete_and_regular() {
+        let d = scratch("examine");
+        let p = d.join("m.blob");
+        blob_like(&p, 1000, 1000);
+        assert!(matches!(examine(&p, 1 << 20), Entry::Ready(UpdateKind::Module, ref b) if b.len() == 1000));
+        // Written in place, not done yet: left alone, at every length below the declared one.
+        for len in [0usize, 5, 127, 128, 999] {
+            blob_like(&p, 1000, len);
+            assert!(matches!(examine(&p, 1 << 20), Entry::Incomplete { .. }), "{len} bytes");
+        }
+        blob_like(&p, 1000, 1001);
+        assert!(matches!(examine(&p, 1 << 20), Entry::Refused(ref w) if w.contains("declares 1000")));
+        blob_like(&p, 1000, 1000);
+        assert!(matches!(examine(&p, 999), Entry::Refused(ref w) if w.contains("more than the inbox takes")));
+        std::fs::write(&p, b"GIF89a, a picture, not a blob of any kind; long enough to have a header ....".repeat(3))
+            .unwrap();
+        assert!(matches!(examine(&p, 1 << 20), Entry::Refused(ref w) if w.contains("not a classmod blob")));
+        assert!(matches!(examine(&d.join("gone.blob"), 1 << 20), Entry::Gone));
+        std::fs::create_dir(d.join("dir.blob")).unwrap();
+        assert!(matches!(examine(&d.join("dir.blob"), 1 << 20), Entry::Refused(ref w) if w.contains("a directory")));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/proc/self/mem", d.join("mem.blob")).unwrap();
+            assert!(matches!(examine(&d.join("mem.blob"), 1 << 20), Entry::Refused(ref w) if w.contains("symbolic")));
+            let fifo = d.join("fifo.blob");
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            assert!(matches!(examine(&fifo, 1 << 20), Entry::Refused(ref w) if w.contains("FIFO")));
+        }
+    }
+
+    #[test]
+    fn moves_find_a_free_name_and_refuse_a_destination_that_is_a_file() {
+        let d = scratch("move");
+        for round in 0..3 {
+            std::fs::write(d.join("m.blob"), [round]).unwrap();
+            let got = move_into(&d, "done", &d.join("m.blob")).unwrap();
+            assert_eq!(got, ["m.blob", "m.blob.1", "m.blob.2"][round as usize]);
+        }
+        // `done/<name>` a directory: the next free name.
+        std::fs::create_dir(d.join("done/x.blob")).unwrap();
+        std::fs::write(d.join("x.blob"), b"x").unwrap();
+        assert_eq!(move_into(&d, "done", &d.join("x.blob")).unwrap(), "x.blob.1");
+        // `rejected` a file: a clear error, the entry stays.
+        std::fs::write(d.join("rejected"), b"").unwrap();
+        std::fs::write(d.join("y.blob"), b"y").unwrap();
+        let e = move_into(&d, "rejected", &d.join("y.blob")).unwrap_err();
+        assert!(e.to_string().contains("rejected/ is not a directory"), "{e}");
+        assert!(d.join("y.blob").exists());
+    }
+
+    #[test]
+    fn logged_names_cannot_forge_lines() {
+        assert_eq!(
+            loggable("a\nupdate x.blob: class `cat` updated\r\u{1b}[2J"),
+            "a\\nupdate x.blob: class `cat` updated\\r\\u{1b}[2J"
+        );
+        assert_eq!(loggable("chat-Ω.blob"), "chat-Ω.blob");
+    }
+
+    #[test]
+    fn noted_entries_are_skipped_until_they_change_and_said_once() {
+        let d = scratch("noted");
+        let p = d.join("m.blob");
+        std::fs::write(&p, b"abc").unwrap();
+        let mut noted = Noted::default();
+        assert!(!noted.skipped(&p));
+        noted.skip_until_changed(&p);
+        assert!(noted.skipped(&p));
+        std::fs::write(&p, b"abcd").unwrap();
+        assert!(!noted.skipped(&p), "a writer added bytes");
+        assert!(noted.fresh(&p, "waiting") && !noted.fresh(&p, "waiting") && noted.fresh(&p, "refused"));
+        std::fs::remove_file(&p).unwrap();
+        noted.retain_present();
+        assert!(noted.skip.is_empty() && noted.said.is_empty());
+    }
+}

@@ -1,0 +1,194 @@
+//! The device's update inbox against what broke it from outside (issue 13): entries that are not
+//! files, cannot be read, are still being written, come again, or carry a forged log line in
+//! their name; a `rejected/` that is a file; an inbox inside the device directory. Real files, a
+//! real FIFO and symlink, real blobs of a tiny random model packed by the runtime's own writers,
+//! the real `classmod-edge` binary for the start-up check. After each case the device still
+//! serves (a classification through the runtime) and nothing valid sits in `rejected/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use classmod_edge::{check_outside, Edge, EdgeOptions, LogPin, Status};
+use classmod_runtime::testing::{fixture, images, module, tiny_model::tiny_model};
+use classmod_runtime::{Device, MinScore, ResNet, Rule};
+
+fn start(dir: &Path) -> Edge<LogPin> {
+    let opts = EdgeOptions {
+        dir: dir.to_path_buf(),
+        classes: vec!["a".into(), "b".into()],
+        board: Some("host-sim".into()),
+        key: None,
+        serve_new: false,
+        device: classmod_edge::DeviceChoice::Cpu,
+        min_score: MinScore::Off,
+    };
+    Edge::start(opts, LogPin::default()).unwrap()
+}
+
+/// A fresh directory beside the fixture's.
+fn inbox_for(dir: &Path, name: &str) -> PathBuf {
+    let inbox = dir.with_file_name(format!("{}-{name}", dir.file_name().unwrap().to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&inbox);
+    std::fs::create_dir_all(&inbox).unwrap();
+    inbox
+}
+
+/// A new version of class `b`'s module (another mask), as blob bytes.
+fn b_update(drop: usize) -> Vec<u8> {
+    let m1 = tiny_model(1);
+    let net = ResNet::new(&m1, &Device::Cpu).unwrap();
+    module(&m1, &net, 1, "b", drop).encode(None).unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn still_serves(edge: &Edge<LogPin>) {
+    let result = edge.runtime.snapshot().classify(&images(2), Rule::Max, MinScore::Off).unwrap();
+    assert_eq!(result.classes, ["a", "b"]);
+    assert!(result.predictions.iter().all(Option::is_some));
+}
+
+#[test]
+fn no_inbox_entry_stops_the_device_and_each_is_handled_by_itself() {
+    let f = fixture(None);
+    let inbox = inbox_for(&f.dir, "inbox");
+    let mut edge = start(&f.dir);
+    let update = b_update(7);
+    // Hostile and careless entries, all at once, beside one valid update.
+    std::os::unix::fs::symlink("/proc/self/mem", inbox.join("mem.blob")).unwrap();
+    let fifo = std::ffi::CString::new(inbox.join("fifo.blob").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::fs::create_dir(inbox.join("dir.blob")).unwrap();
+    std::fs::write(inbox.join("junk.blob"), vec![7u8; 4096]).unwrap();
+    std::fs::write(inbox.join("evil\nupdate forged.blob: class `a` updated.blob"), vec![7u8; 300]).unwrap();
+    std::fs::write(inbox.join(".b.blob"), &update).unwrap();
+    std::fs::write(inbox.join("b.blob.part"), &update).unwrap();
+    // `scp` into place: the first half so far.
+    std::fs::write(inbox.join("slow.blob"), &update[..update.len() / 2]).unwrap();
+    std::fs::write(inbox.join("b-v2.blob"), &update).unwrap();
+
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 1, "{:#?}", edge.log);
+    still_serves(&edge);
+    let log = edge.log.join("\n");
+    assert!(log.contains("update b-v2.blob: class `b` updated"), "{log}");
+    for (name, why) in [
+        ("mem.blob", "symbolic link"),
+        ("fifo.blob", "FIFO"),
+        ("dir.blob", "a directory"),
+        ("junk.blob", "not a classmod blob"),
+    ] {
+        assert!(
+            log.contains(&format!("update {name} REFUSED, nothing changed: it is")) && log.contains(why),
+            "{name}: {log}"
+        );
+    }
+    assert!(log.contains("evil\\nupdate forged.blob"), "the newline is escaped: {log}");
+    assert!(!edge.log.iter().any(|l| l.starts_with("update forged.blob")), "no forged line: {log}");
+    assert!(log.contains("update slow.blob: incomplete"), "{log}");
+    assert_eq!(names(&inbox.join("done")), ["b-v2.blob"]);
+    assert_eq!(
+        names(&inbox.join("rejected")),
+        ["dir.blob", "evil\nupdate forged.blob: class `a` updated.blob", "fifo.blob", "junk.blob", "mem.blob"]
+    );
+    assert_eq!(names(&inbox), [".b.blob", "b.blob.part", "done", "rejected", "slow.blob"], "ignored and waiting");
+
+    // The next scan says nothing new about the waiting entry; once complete, it is applied (here:
+    // the same module again, i.e. already applied, which is no error).
+    let lines = edge.log.len();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 0);
+    assert_eq!(edge.log.len(), lines, "said once: {:#?}", &edge.log[lines..]);
+    std::fs::write(inbox.join("slow.blob"), &update).unwrap();
+    edge.process_inbox(&inbox).unwrap();
+    assert!(edge.log.iter().any(|l| l.contains("update slow.blob: already applied (class `b` runs this module)")));
+    assert_eq!(edge.led_status(), Status::Serving);
+    assert_eq!(names(&inbox.join("done")), ["b-v2.blob", "slow.blob"]);
+    // Delivered again under a name `done/` has: kept beside it, not lost, not refused.
+    std::fs::write(inbox.join("b-v2.blob"), &update).unwrap();
+    edge.process_inbox(&inbox).unwrap();
+    assert_eq!(names(&inbox.join("done")), ["b-v2.blob", "b-v2.blob.1", "slow.blob"]);
+    // A newer version still applies after all that.
+    std::fs::write(inbox.join("b-v3.blob"), b_update(9)).unwrap();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 1, "{:#?}", edge.log);
+    still_serves(&edge);
+}
+
+#[test]
+fn entries_that_cannot_be_moved_or_read_leave_the_device_serving() {
+    let f = fixture(None);
+    let inbox = inbox_for(&f.dir, "stuck");
+    let mut edge = start(&f.dir);
+    // `rejected` is a file: a refused entry cannot be set aside; said once, left, skipped.
+    std::fs::write(inbox.join("rejected"), b"").unwrap();
+    std::fs::write(inbox.join("junk.blob"), vec![1u8; 500]).unwrap();
+    std::fs::write(inbox.join("b-v2.blob"), b_update(7)).unwrap();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 1);
+    let log = edge.log.join("\n");
+    assert!(
+        log.contains("junk.blob: cannot be moved to rejected/ (rejected/ is not a directory), left where it is"),
+        "{log}"
+    );
+    let lines = edge.log.len();
+    edge.process_inbox(&inbox).unwrap();
+    assert_eq!(edge.log.len(), lines, "not again: {:#?}", &edge.log[lines..]);
+    assert!(inbox.join("junk.blob").exists());
+    still_serves(&edge);
+    // The inbox itself removed under the running device: said once, the device goes on.
+    std::fs::remove_dir_all(&inbox).unwrap();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 0);
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 0);
+    assert_eq!(edge.log.iter().filter(|l| l.contains("cannot be listed")).count(), 1, "{:#?}", edge.log);
+    still_serves(&edge);
+    // A file the device's user cannot read (only testable when not running as root).
+    std::fs::create_dir_all(&inbox).unwrap();
+    let locked = inbox.join("locked.blob");
+    std::fs::write(&locked, b_update(11)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::File::open(&locked).is_ok() {
+        eprintln!("SKIPPED the unreadable-file case: this user (root?) reads a 0000 file");
+    } else {
+        edge.process_inbox(&inbox).unwrap();
+        assert!(edge.log.iter().any(|l| l.contains("update locked.blob REFUSED")), "{:#?}", edge.log);
+        assert_eq!(names(&inbox.join("rejected")), ["locked.blob"]);
+    }
+    still_serves(&edge);
+}
+
+#[test]
+fn an_inbox_in_the_device_directory_is_refused_at_start_and_nothing_moves() {
+    let f = fixture(None);
+    let before = names(&f.dir);
+    let sub = f.dir.join("incoming");
+    std::fs::create_dir_all(&sub).unwrap();
+    let outside = inbox_for(&f.dir, "outside");
+    assert!(check_outside(&f.dir, &f.dir, "--inbox").is_err());
+    assert!(check_outside(&f.dir, &sub, "--watch").is_err());
+    assert!(check_outside(&f.dir, &outside, "--inbox").is_ok());
+    let dir = f.dir.to_str().unwrap();
+    for inbox in [dir.to_string(), format!("{dir}/."), sub.to_str().unwrap().to_string()] {
+        let o = Command::new(env!("CARGO_BIN_EXE_classmod-edge"))
+            .args([dir, "--classes", "a", "--board", "host-sim", "--device", "cpu", "--once", "--inbox", &inbox])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{inbox}: {err}");
+        assert!(err.contains("the device directory") && err.contains("nothing was moved"), "{err}");
+    }
+    let mut after = names(&f.dir);
+    after.retain(|n| n != "incoming");
+    assert_eq!(after, before, "nothing moved");
+    // The same device with an inbox of its own starts, and serves.
+    let o = Command::new(env!("CARGO_BIN_EXE_classmod-edge"))
+        .args([dir, "--classes", "a", "--board", "host-sim", "--device", "cpu", "--once", "--inbox"])
+        .arg(&outside)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
