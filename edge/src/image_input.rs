@@ -4,11 +4,18 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use classmod_runtime::host::regular;
 use classmod_runtime::InputSpec;
 use image::imageops::FilterType;
 
+/// The largest image file read: a camera frame of several megapixels, compressed.
+pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
 pub fn pixels(path: &Path, spec: &InputSpec) -> Result<Vec<u8>> {
-    let img = image::open(path).map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    // A regular file of bounded size first: a FIFO or device named like an image cannot hang or
+    // flood the device.
+    let bytes = regular::read(path, MAX_IMAGE_BYTES)?;
+    let img = image::load_from_memory(&bytes).map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
     let (w, h) = (spec.width as u32, spec.height as u32);
     let img = if img.width() != w || img.height() != h { img.resize_exact(w, h, FilterType::Triangle) } else { img };
     Ok(match spec.channels {

@@ -10,11 +10,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use classmod_runtime::host::regular::{self, Symlinks};
 use classmod_runtime::{declared_len, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN};
 
 /// The largest inbox entry read: above any base or module a board serves (ResNet-56's base blob
@@ -54,12 +55,9 @@ pub fn transient(e: &io::Error) -> bool {
 /// following a symlink, without blocking on a FIFO, and without reading more than the header
 /// declares.
 pub fn examine(path: &Path, max_bytes: u64) -> Entry {
-    let file = match open_regular(path) {
+    let file = match open_entry(path, max_bytes) {
         Ok(f) => f,
-        Err(Opened::Gone) => return Entry::Gone,
-        Err(Opened::Refused(why)) => return Entry::Refused(why),
-        Err(Opened::Failed(e)) if transient(&e) => return Entry::Retry(e.to_string()),
-        Err(Opened::Failed(e)) => return Entry::Refused(format!("cannot be opened: {e}")),
+        Err(entry) => return entry,
     };
     match read_complete(file, max_bytes) {
         Ok(entry) => entry,
@@ -69,55 +67,21 @@ pub fn examine(path: &Path, max_bytes: u64) -> Entry {
     }
 }
 
-enum Opened {
-    Gone,
-    Refused(String),
-    Failed(io::Error),
-}
-
-/// `path` opened for reading if it is a regular file itself (not a symlink, a FIFO, a device or
-/// a directory). Opened with `O_NOFOLLOW | O_NONBLOCK` and checked by `fstat`, so that what is
-/// checked is what is read, and a FIFO opened by mistake cannot block.
-fn open_regular(path: &Path) -> Result<File, Opened> {
-    let kind = |m: &Metadata| {
-        let t = m.file_type();
-        if t.is_symlink() {
-            "a symbolic link"
-        } else if t.is_dir() {
-            "a directory"
-        } else if t.is_file() {
-            "a regular file"
-        } else {
-            "a FIFO, socket or device"
+/// `path` opened for reading if it is a regular file itself of at most `max_bytes` (not a
+/// symlink, a FIFO, a device or a directory: `regular::open`, which neither follows nor blocks);
+/// else what that makes of the entry.
+fn open_entry(path: &Path, max_bytes: u64) -> Result<File, Entry> {
+    use classmod_runtime::Error;
+    match regular::open(path, max_bytes, Symlinks::Refuse) {
+        Ok((file, _)) => Ok(file),
+        Err(Error::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => Err(Entry::Gone),
+        Err(Error::Io { error, .. }) if transient(&error) => Err(Entry::Retry(error.to_string())),
+        Err(Error::Io { error, .. }) => Err(Entry::Refused(format!("cannot be opened: {error}"))),
+        Err(Error::NotRegularFile { kind, .. }) => Err(Entry::Refused(format!("is {kind}, not a file"))),
+        Err(Error::FileTooLarge { bytes, max, .. }) => {
+            Err(Entry::Refused(format!("holds {bytes} bytes, more than the inbox takes ({max})")))
         }
-    };
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Opened::Gone),
-        Err(e) => return Err(Opened::Failed(e)),
-        Ok(m) if !m.file_type().is_file() => return Err(Opened::Refused(format!("is {}, not a file", kind(&m)))),
-        Ok(_) => {}
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let file = match opts.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Opened::Gone),
-        // ELOOP: it became a symlink after the look above.
-        #[cfg(unix)]
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(Opened::Refused("is a symbolic link, not a file".into()))
-        }
-        Err(e) => return Err(Opened::Failed(e)),
-    };
-    match file.metadata() {
-        Ok(m) if m.file_type().is_file() => Ok(file),
-        Ok(m) => Err(Opened::Refused(format!("is {}, not a file", kind(&m)))),
-        Err(e) => Err(Opened::Failed(e)),
+        Err(e) => Err(Entry::Refused(e.to_string())),
     }
 }
 
@@ -254,7 +218,7 @@ impl Noted {
 /// The kind a blob's header claims, read without following a symlink or blocking on a FIFO
 /// (what sorts bases before modules; [`examine`] checks the rest).
 pub fn peek_kind(path: &Path) -> Option<UpdateKind> {
-    let mut file = open_regular(path).ok()?;
+    let mut file = open_entry(path, u64::MAX).ok()?;
     let mut head = [0u8; 16];
     (read_up_to(&mut file, &mut head).ok()? == head.len()).then(|| UpdateKind::of(&head)).flatten()
 }

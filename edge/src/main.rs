@@ -92,7 +92,7 @@ const TICK: Duration = Duration::from_millis(10);
 fn run(a: Args) -> Result<()> {
     let key = match &a.key {
         Some(p) => Some(
-            parse_public_key(&std::fs::read_to_string(p).map_err(|e| anyhow!("{}: {e}", p.display()))?)
+            parse_public_key(&classmod_runtime::host::regular::read_to_string(p, 1 << 16)?)
                 .map_err(|e| anyhow!("{}: {e}", p.display()))?,
         ),
         None => None,

@@ -192,3 +192,64 @@ fn an_inbox_in_the_device_directory_is_refused_at_start_and_nothing_moves() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Runs the real binary, failing (not hanging) if it takes longer than 30 s.
+fn run_edge(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_classmod-edge"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() > 30 {
+            child.kill().unwrap();
+            panic!("classmod-edge {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// A FIFO given as an image, or standing in for the manifest, hung the device (issue 13, item
+/// 9): each is now refused at once with one line naming it and exit 2 (a bad file on the command
+/// line is the operator's error; images dropped into the watched directory are set aside).
+#[test]
+fn fifos_neither_hang_nor_stop_the_device() {
+    let f = fixture(None);
+    let dir = f.dir.to_str().unwrap();
+    let fifo = f.dir.with_extension("frame.png");
+    let _ = std::fs::remove_file(&fifo);
+    mkfifo(&fifo);
+    let o = run_edge(&[
+        dir,
+        "--classes",
+        "a",
+        "--board",
+        "host-sim",
+        "--device",
+        "cpu",
+        "--once",
+        "--images",
+        fifo.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.lines().last().unwrap().contains("frame.png: is a FIFO, socket or device, not a regular file"),
+        "{err}"
+    );
+    std::fs::remove_file(f.dir.join("manifest.json")).unwrap();
+    mkfifo(&f.dir.join("manifest.json"));
+    let o = run_edge(&[dir, "--classes", "a", "--board", "host-sim", "--device", "cpu", "--once"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("manifest.json") && err.contains("FIFO"), "{err}");
+}

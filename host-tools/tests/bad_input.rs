@@ -13,6 +13,11 @@ use safetensors::Dtype;
 /// A PyTorch-style state dict of a tiny 1-channel ResNet-8, as safetensors bytes; `edit` may
 /// drop or reshape entries first.
 fn state_dict(edit: impl Fn(&mut Vec<(String, Vec<usize>)>)) -> Vec<u8> {
+    state_dict_with(edit, |_, v| v)
+}
+
+/// [`state_dict`] with each value passed through `value(tensor name, value)`.
+fn state_dict_with(edit: impl Fn(&mut Vec<(String, Vec<usize>)>), value: impl Fn(&str, f32) -> f32) -> Vec<u8> {
     let cfg =
         ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut: Shortcut::A, in_channels: 1, num_classes: 3 };
     let mut tensors = cfg.tensor_shapes();
@@ -21,7 +26,7 @@ fn state_dict(edit: impl Fn(&mut Vec<(String, Vec<usize>)>)) -> Vec<u8> {
         .into_iter()
         .map(|(n, s)| {
             let len: usize = s.iter().product();
-            let v: Vec<u8> = (0..len).flat_map(|i| (((i % 7) as f32 + 1.0) * 0.1).to_le_bytes()).collect();
+            let v: Vec<u8> = (0..len).flat_map(|i| value(&n, ((i % 7) as f32 + 1.0) * 0.1).to_le_bytes()).collect();
             (n, v, s)
         })
         .collect();
@@ -82,6 +87,12 @@ fn broken_model_files() {
     write(&p, &state_dict(|t| t.push(("layer1.0.conv3.weight".into(), vec![4, 4, 3, 3]))));
     let e = run_import(&p, &out, "extra.safetensors");
     assert!(e.contains("layer1.0.conv3.weight"), "{e}");
+
+    // A negative running variance imported and then classified at chance, silently.
+    let p = dir.join("negvar.safetensors");
+    write(&p, &state_dict_with(|_| {}, |n, v| if n == "layer2.0.bn1.running_var" { -v } else { v }));
+    let e = run_import(&p, &out, "negvar.safetensors");
+    assert!(e.contains("layer2.0.bn1.running_var") && e.contains("negative variance"), "{e}");
 
     let p = dir.join("text.safetensors");
     write(&p, b"this is not a safetensors file at all");
@@ -167,4 +178,40 @@ fn bad_flags_exit_with_2_and_no_panic() {
     let o = common::classmod(&["import", "x.safetensors", "--out", "/nonexistent-dir/y.safetensors"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nonexistent-dir"));
+}
+
+/// Files that are not files (issue 13, item 9): `/dev/zero` was read without bound (20 GB of RSS
+/// before the kernel killed it) and a FIFO hung `import` and `inspect` waiting for a writer. Now
+/// each is refused before a byte is read: one line naming the file, exit code 2, at once.
+#[test]
+fn devices_fifos_and_directories_are_refused_unread() {
+    let dir = common::scratch("not-files");
+    let fifo = dir.join("model.safetensors");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = dir.join("out.safetensors");
+    let err = run_import(Path::new("/dev/zero"), &out, "/dev/zero");
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = run_import(&fifo, &out, "model.safetensors");
+    assert!(err.contains("is a FIFO, socket or device"), "{err}");
+    let err = run_import(&dir, &out, "not-files");
+    assert!(err.contains("is a directory"), "{err}");
+    let err = fails_cleanly(&["inspect", fifo.to_str().unwrap()], "model.safetensors");
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = fails_cleanly(&["eval", "--model", "/dev/zero", "--data", dir.to_str().unwrap()], "/dev/zero");
+    assert!(err.contains("not a regular file"), "{err}");
+    // A dataset that is a FIFO (it hung `eval --data` waiting for a writer).
+    let good = dir.join("good.safetensors");
+    write(&good, &state_dict(|_| {}));
+    let model = dir.join("good.model");
+    let args = import(&good, &model);
+    assert!(common::classmod(&args.iter().map(String::as_str).collect::<Vec<_>>()).status.success());
+    let data = dir.join("data.tar.gz");
+    let c = std::ffi::CString::new(data.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err =
+        fails_cleanly(&["eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()], "data.tar.gz");
+    assert!(err.contains("not a regular file"), "{err}");
 }

@@ -24,6 +24,26 @@ pub enum Error {
         error: std::io::Error,
     },
 
+    /// A path to read is not a regular file (a directory, FIFO, device, or a refused symlink).
+    #[error("{}: is {kind}, not a regular file", path.display())]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+
+    /// A file to read is larger than anything of its kind may be.
+    #[error("{}: {bytes} bytes, more than the {max} this reader takes", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        bytes: u64,
+        /// The bound.
+        max: u64,
+    },
+
     /// A model or module file is not valid safetensors.
     #[error("not a safetensors file: {reason}")]
     NotSafetensors {
@@ -149,6 +169,16 @@ pub enum Error {
     NonFinite {
         /// The tensor.
         name: String,
+    },
+
+    /// A batch norm's running variance below zero: its scale would be NaN, and the model would
+    /// classify at chance with no other sign.
+    #[error("tensor `{name}` holds a negative variance ({value})")]
+    NegativeVariance {
+        /// The tensor.
+        name: String,
+        /// The first negative value.
+        value: f32,
     },
 
     /// An architecture this runtime cannot build (depth, widths, shortcuts, class count).

@@ -130,6 +130,7 @@ pub mod prelude {
 /// readers, model keys, the graph's hooks, and crash-safe writes.
 pub mod host {
     pub use crate::model::config::BN_EPS;
+    pub use crate::model::file::MAX_MODEL_BYTES;
     pub use crate::model::file::{check_tensors, read_safetensors};
     pub use crate::model::graph::{subsample, NoHook, ReluHook};
     pub use crate::model::key::{input_key, key_hex};
@@ -139,6 +140,7 @@ pub mod host {
     pub use crate::pack::base_blob;
     pub use crate::pack::manifest::file_stem;
     pub use crate::pack::mapped::MappedFile;
+    pub use crate::pack::regular;
 }
 
 /// The CPU path's kernels, for `benches/cpu_kernels.rs` only: not a stable API.

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use classmod_host::import::{import_bytes, ImportOptions};
+use classmod_runtime::host::{regular, MAX_MODEL_BYTES};
 
-use super::{check_output_dir, model_error, print_json, PathContext};
+use super::{check_output_dir, model_error, print_json};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -60,7 +61,7 @@ pub fn run(a: Args) -> Result<()> {
         input_size: a.input_size.as_deref().map(parse_size).transpose()?,
     };
     check_output_dir(&a.out)?;
-    let bytes = std::fs::read(&a.input).at(&a.input)?;
+    let bytes = regular::read(&a.input, MAX_MODEL_BYTES).map_err(|e| model_error(&a.input, e))?;
     let model = import_bytes(&bytes, &opts).map_err(|e| model_error(&a.input, e))?;
     model.write(&a.out).map_err(|e| model_error(&a.out, e))?;
     let m = &model.meta;

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use classmod_blob::{parse_public_key, parse_secret_key, public_key_text, secret_key_text, SigningKey, VerifyingKey};
 
-use super::PathContext;
+use classmod_runtime::host::regular;
+
+use super::{model_error, PathContext};
+
+/// The largest key file read: a key is one line of hex.
+const KEY_FILE_BYTES: u64 = 1 << 16;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,11 +21,11 @@ pub struct Args {
 }
 
 pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
-    parse_secret_key(&std::fs::read_to_string(path).at(path)?).at(path)
+    parse_secret_key(&regular::read_to_string(path, KEY_FILE_BYTES).map_err(|e| model_error(path, e))?).at(path)
 }
 
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
-    parse_public_key(&std::fs::read_to_string(path).at(path)?).at(path)
+    parse_public_key(&regular::read_to_string(path, KEY_FILE_BYTES).map_err(|e| model_error(path, e))?).at(path)
 }
 
 /// Creates `path` (refusing to overwrite), with `mode` on Unix, and writes `text`.

@@ -180,10 +180,16 @@ impl DeviceArg {
 /// An error about the file at `path`, with the file named once (errors that carry their own
 /// path are printed as they are).
 pub fn model_error(path: &Path, e: impl Into<HostError>) -> anyhow::Error {
-    use RuntimeError::{BadBlob, Io, ManifestEntryMismatch, ManifestHashMismatch};
+    use RuntimeError::{BadBlob, FileTooLarge, Io, ManifestEntryMismatch, ManifestHashMismatch, NotRegularFile};
     match e.into() {
+        // These name their file already.
         e @ HostError::Runtime(
-            Io { .. } | BadBlob { .. } | ManifestHashMismatch { .. } | ManifestEntryMismatch { .. },
+            Io { .. }
+            | BadBlob { .. }
+            | ManifestHashMismatch { .. }
+            | ManifestEntryMismatch { .. }
+            | NotRegularFile { .. }
+            | FileTooLarge { .. },
         ) => {
             anyhow!(e)
         }

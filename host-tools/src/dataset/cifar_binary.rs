@@ -2,7 +2,7 @@
 //! `test_batch.bin` (test), each a run of 3073-byte records: one label byte, then the 32x32 image
 //! as R, G and B planes. Class names come from `batches.meta.txt` when it is there.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -99,7 +99,7 @@ fn batch_files(dir: &Path, split: Split) -> Result<Vec<PathBuf>, DatasetError> {
 
 /// Reads a file that must be exactly `len` bytes (its size was checked; it may change meanwhile).
 fn read_exact_len(path: &Path, len: usize) -> Result<Vec<u8>, DatasetError> {
-    let file = File::open(path).map_err(io_error(path))?;
+    let file = super::open_file(path).map_err(io_error(path))?;
     let mut bytes = Vec::new();
     bytes.try_reserve_exact(len).map_err(|_| DatasetError::Io {
         path: path.to_path_buf(),
@@ -122,7 +122,7 @@ fn meta_names(dir: &Path) -> Result<Option<Vec<String>>, DatasetError> {
         return Ok(None);
     }
     let mut text = String::new();
-    File::open(&path).and_then(|f| f.take(1 << 20).read_to_string(&mut text)).map_err(io_error(&path))?;
+    super::open_file(&path).and_then(|f| f.take(1 << 20).read_to_string(&mut text)).map_err(io_error(&path))?;
     let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     Ok(if names.is_empty() { None } else { Some(names) })
 }

@@ -3,7 +3,6 @@
 //! `Triangle` resize) when they differ, written channel-major (CHW).
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -91,8 +90,8 @@ pub(super) fn decode_items(
     Ok((pixels, items.iter().map(|i| i.label).collect()))
 }
 
-fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
-    let file = File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+pub(super) fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
+    let file = super::open_file(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut bytes = Vec::new();
     file.take(MAX_ENCODED_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > MAX_ENCODED_BYTES {

@@ -42,7 +42,7 @@ pub(super) fn detect(path: &Path) -> Result<Format, DatasetError> {
     }
     // A gzip file with an unusual name may still be a tar.gz.
     let mut magic = [0u8; 2];
-    let is_gzip = fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == [0x1f, 0x8b];
+    let is_gzip = super::open_file(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == [0x1f, 0x8b];
     if is_gzip {
         return Ok(Format::Archive(path.to_path_buf()));
     }

@@ -4,7 +4,7 @@
 //! 0x00000801, then the count and one byte per image. Sizes from the headers are checked against
 //! the data really there before anything is allocated from them.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -152,7 +152,7 @@ fn read_idx(path: &Path, ndims: u8) -> Result<Idx, DatasetError> {
 /// Opens an unsigned-byte IDX file of `ndims` dimensions and reads and checks its header (a plain
 /// file's size must match it exactly).
 fn read_header(path: &Path, ndims: u8) -> Result<Header, DatasetError> {
-    let file = File::open(path).map_err(io_error(path))?;
+    let file = super::open_file(path).map_err(io_error(path))?;
     let file_len = fs::metadata(path).map_err(io_error(path))?.len();
     let mut reader = BufReader::new(file);
     let is_gzip = reader.fill_buf().map_err(io_error(path))?.starts_with(&[0x1f, 0x8b]);

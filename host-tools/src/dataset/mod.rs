@@ -159,6 +159,22 @@ impl ImageSet {
     }
 }
 
+/// Opens a dataset file for reading if it is a regular file (`regular::open`: a FIFO or device
+/// is refused at once instead of blocking or streaming without end); the refusal as an I/O
+/// error of kind `InvalidInput` that says what the path is.
+fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use classmod_runtime::host::regular::{self, Symlinks};
+    regular::open(path, u64::MAX, Symlinks::Follow).map(|(f, _)| f).map_err(|e| match e {
+        classmod_runtime::Error::Io { error, .. } => error,
+        other => {
+            let text = other.to_string();
+            // The runtime's message starts with the path, which the dataset error adds itself.
+            let what = text.split_once(": ").map_or(text.as_str(), |(_, w)| w);
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string())
+        }
+    })
+}
+
 /// `DatasetError::Io` for `path`, as a `map_err` argument.
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
     move |error| DatasetError::Io { path: path.to_path_buf(), error }

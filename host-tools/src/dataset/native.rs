@@ -14,8 +14,8 @@ pub(super) fn native_shape(path: &Path, split: Split) -> Result<ImageShape, Data
         }
         Format::ImageFolder(dir) => {
             let file = image_folder::first_image(&dir, split)?;
-            let bytes = std::fs::read(&file)
-                .map_err(|e| DatasetError::BadImage { path: file.clone(), reason: format!("cannot read: {e}") })?;
+            let bytes = decode::read_image_file(&file)
+                .map_err(|reason| DatasetError::BadImage { path: file.clone(), reason })?;
             decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: file, reason })
         }
         Format::Archive(file) => {

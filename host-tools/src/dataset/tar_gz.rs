@@ -3,7 +3,6 @@
 //! `./test/cat/1.jpg`). Only the wanted split's encoded images are kept in memory; they are then
 //! decoded in parallel.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -192,7 +191,7 @@ fn walk(
     mut visit: impl FnMut(&str, &[&str], &mut dyn Read) -> Result<bool, DatasetError>,
 ) -> Result<bool, DatasetError> {
     let bad = |e: io::Error| DatasetError::BadArchive { path: archive.to_path_buf(), reason: e.to_string() };
-    let file = File::open(archive).map_err(io_error(archive))?;
+    let file = super::open_file(archive).map_err(io_error(archive))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let is_gzip = reader.fill_buf().map_err(io_error(archive))?.starts_with(&[0x1f, 0x8b]);
     let lower = archive.to_string_lossy().to_ascii_lowercase();

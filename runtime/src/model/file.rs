@@ -37,6 +37,9 @@ pub const KEY_CLASSES: &str = "classmod.classes";
 pub const FORMAT_NAME: &str = "model";
 /// The format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// The largest model file read (PyTorch's or ours): well above a CIFAR ResNet's few MB, far
+/// below a device's memory; `/dev/zero` or a runaway file is refused, not read.
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 
 /// What a model file says about its tensors.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,9 +131,9 @@ impl ModelFile {
         Ok(ModelFile { meta, tensors })
     }
 
-    /// Reads and validates a model file.
+    /// Reads and validates a model file (a regular file of at most [`MAX_MODEL_BYTES`]).
     pub fn read(path: &Path, device: &Device) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::pack::regular::read(path, MAX_MODEL_BYTES)?;
         Self::from_bytes(&bytes, device)
     }
 
@@ -203,9 +206,14 @@ pub fn check_tensors(arch: &ResNetConfig, mut tensors: HashMap<String, Tensor>) 
             return Err(Error::TensorShape { name, expected: shape, found: t.dims().to_vec() });
         }
         let t = t.to_dtype(DType::F32)?;
-        let finite = t.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
-        if !finite {
+        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        if !values.iter().all(|v| v.is_finite()) {
             return Err(Error::NonFinite { name });
+        }
+        if name.ends_with("running_var") {
+            if let Some(&value) = values.iter().find(|v| **v < 0.0) {
+                return Err(Error::NegativeVariance { name, value });
+            }
         }
         out.insert(name, t);
     }
@@ -276,6 +284,23 @@ mod tests {
         let n = b.len();
         b[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
         assert!(matches!(ModelFile::from_bytes(&b, &Device::Cpu), Err(Error::NonFinite { .. })));
+    }
+
+    /// A negative running variance imported silently and then classified at chance (issue 13,
+    /// item 10); it is refused by name.
+    #[test]
+    fn a_negative_running_variance_is_refused() {
+        let m = tiny();
+        let mut tensors = m.tensors.clone();
+        let name = tensors.keys().find(|n| n.ends_with("running_var")).unwrap().clone();
+        let t = &tensors[&name];
+        let mut v = t.to_vec1::<f32>().unwrap();
+        v[0] = -0.25;
+        tensors.insert(name.clone(), Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap());
+        match ModelFile::new(m.meta.clone(), tensors) {
+            Err(Error::NegativeVariance { name: n, value }) => assert_eq!((n, value), (name, -0.25)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

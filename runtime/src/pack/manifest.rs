@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::pack::atomic;
 use crate::Result;
+
+/// The largest manifest read: 100,000 entries take about 40 MB.
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 use crate::{Error, ModelKey};
 
 /// The manifest's file name in a packed directory.
@@ -138,7 +141,7 @@ impl Manifest {
     /// Reads and checks `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::pack::regular::read_to_string(&path, MAX_MANIFEST_BYTES)?;
         Self::from_json(&text)
     }
 

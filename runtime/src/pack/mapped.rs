@@ -6,8 +6,13 @@ use std::path::{Path, PathBuf};
 
 use classmod_blob::{Blob, BlobError, VerifyingKey, HEADER_LEN, TRAILER_LEN};
 
+use super::regular::{self, Symlinks};
 use crate::Error;
 use crate::Result;
+
+/// The largest blob file mapped: far above any base or module (ResNet-56's base is 3.4 MB), so
+/// that a huge or sparse file is refused before its pages are hashed.
+pub const MAX_BLOB_BYTES: u64 = 1 << 31;
 
 /// A blob file mapped read-only (an empty file is held without a mapping).
 pub struct MappedFile {
@@ -16,10 +21,10 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    /// Maps the file at `path`.
+    /// Maps the file at `path`: a regular file (a FIFO or device is refused without being read
+    /// or waited on) of at most [`MAX_BLOB_BYTES`].
     pub fn open(path: &Path) -> Result<MappedFile> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let (file, len) = regular::open(path, MAX_BLOB_BYTES, Symlinks::Follow)?;
         // An empty file cannot be mapped on every platform; it is no blob either.
         let map = if len == 0 {
             None

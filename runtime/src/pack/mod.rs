@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod mapped;
 pub mod module_blob;
 pub(crate) mod parts;
+pub mod regular;
 
 pub use atomic::{DurableFs, OsFs};
 pub use module_blob::{Golden, ModuleBlob};

@@ -67,6 +67,12 @@ fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<V
         return Err(Error::BadGolden { reason: format!("{} bytes are not whole images of {per}", images.len()) });
     }
     let n = images.len() / per;
+    if n == 0 {
+        // Without images there is no self-test: a device could not health-check the module.
+        return Err(Error::BadGolden {
+            reason: "no golden images (a module needs at least one for its self-test)".into(),
+        });
+    }
     let mut x = vec![0f32; images.len()];
     spec.normalize_into(images, &mut x);
     let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), base.device())?;
@@ -329,6 +335,10 @@ mod tests {
         m.golden.images.pop();
         assert!(m.encode(None).is_err());
         assert!(Golden::record(&base, &m.module, vec![0; 65]).is_err());
+        // None at all (`classmod pack --golden 0` ended in an internal matmul error, issue 13
+        // item 11): a typed error that says why.
+        let e = Golden::record(&base, &m.module, vec![]).unwrap_err();
+        assert!(matches!(e, Error::BadGolden { .. }) && e.to_string().contains("no golden images"), "{e}");
     }
 
     /// A compact module's blob: its branch's spec in the metadata, its folded weights as
