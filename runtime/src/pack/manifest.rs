@@ -3,6 +3,7 @@
 //! to map only the modules it is asked for; each blob is still verified on its own (hash,
 //! signature), and its hash must equal the manifest's.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -114,24 +115,25 @@ impl Manifest {
         if m.version != VERSION {
             return Err(Error::UnsupportedVersion { found: m.version.to_string(), supported: VERSION });
         }
-        let mut files: Vec<&str> = Vec::new();
+        // Sets, not lists: a device directory of tens of thousands of entries is checked in
+        // linear time (lists took 13 s at 60,000 entries).
+        let mut files: HashSet<&str> = HashSet::new();
         let previous = m.modules.iter().filter_map(|x| x.previous.as_ref().map(|p| &p.file));
         for f in m.bases.iter().map(|b| &b.file).chain(m.modules.iter().map(|x| &x.file)).chain(previous) {
             if !plain_file_name(f) {
                 return Err(bad(format!("`{f}` is not a plain file name in the manifest's directory")));
             }
-            if files.contains(&f.as_str()) {
+            if !files.insert(f.as_str()) {
                 return Err(bad(format!("`{f}` is listed twice")));
             }
-            files.push(f);
         }
-        let mut classes: Vec<&str> = Vec::new();
+        let bases: HashSet<ModelKey> = m.bases.iter().map(|b| b.key).collect();
+        let mut classes: HashSet<&str> = HashSet::new();
         for x in &m.modules {
-            if classes.contains(&x.class_name.as_str()) {
+            if !classes.insert(x.class_name.as_str()) {
                 return Err(bad(format!("class `{}` has two modules", x.class_name)));
             }
-            classes.push(&x.class_name);
-            if !m.bases.iter().any(|b| b.key == x.base_key) {
+            if !bases.contains(&x.base_key) {
                 return Err(bad(format!("module `{}` needs a base that is not listed", x.class_name)));
             }
         }
@@ -223,5 +225,21 @@ mod tests {
         for cut in 0..text.len() {
             assert!(Manifest::from_json(&text[..cut]).is_err());
         }
+    }
+
+    /// A device directory of 100,000 modules is checked whole (linear time: issue 13, item 13,
+    /// found 60,000 entries taking 13 s), and a duplicate at the very end is still found.
+    #[test]
+    fn large_manifests_are_checked_whole() {
+        let mut m = sample();
+        let one = m.modules[0].clone();
+        m.modules = (0..100_000)
+            .map(|i| ManifestModule { file: format!("m{i}.blob"), class_name: format!("c{i}"), ..one.clone() })
+            .collect();
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(Manifest::from_json(&text).unwrap().modules.len(), 100_000);
+        m.modules.push(ManifestModule { file: "last.blob".into(), class_name: "c7".into(), ..one });
+        let e = Manifest::from_json(&serde_json::to_string(&m).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("class `c7` has two modules"), "{e}");
     }
 }
