@@ -19,6 +19,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Result};
 use classmod_boards::{detect, BoardProfile, Detection, StatusLed};
 use classmod_runtime::prelude::*;
+use classmod_runtime::MANIFEST_FILE;
 use embedded_hal::digital::{InputPin, OutputPin};
 
 pub use classmod_boards::{Status, Trigger};
@@ -99,6 +100,7 @@ impl<P: OutputPin> Edge<P> {
             detect(opts.board.as_deref(), model.as_deref()).map_err(|n| anyhow!("unknown board `{n}`"))?;
         let led = StatusLed::new(pin, Status::Loading).map_err(|_| anyhow!("status LED pin failed"))?;
         let (device, device_name) = select_device(opts.device, board)?;
+        let unsigned = opts.key.is_none();
         let config = ServingConfig {
             device,
             key: opts.key,
@@ -106,7 +108,15 @@ impl<P: OutputPin> Edge<P> {
             rule: Rule::Max,
             min_score: opts.min_score,
         };
-        let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| anyhow!("{}: {e}", opts.dir.display()))?;
+        let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| {
+            // Blobs without a manifest: a directory `classmod pack` has not finished (or run on).
+            let hint = if opts.dir.join(MANIFEST_FILE).exists() {
+                ""
+            } else {
+                " (no manifest.json here: make the directory with `classmod pack`)"
+            };
+            anyhow!("{}: {e}{hint}", opts.dir.display())
+        })?;
         let mut edge = Edge {
             runtime,
             board,
@@ -125,6 +135,9 @@ impl<P: OutputPin> Edge<P> {
             "board {} ({how}), module budget {} MiB, computing on the {device_name}",
             board.name, board.module_budget_mib
         ));
+        if unsigned {
+            edge.say("warning: no --key given: unsigned blobs and updates are accepted".into());
+        }
         let removed = edge.runtime.clean(&mut OsFs)?;
         if !removed.is_empty() {
             edge.say(format!("removed {} file(s) a crash left behind: {}", removed.len(), removed.join(", ")));
@@ -132,7 +145,11 @@ impl<P: OutputPin> Edge<P> {
         for class in &opts.classes {
             if let Err(e) = edge.runtime.load(class) {
                 edge.status(Status::Error);
-                return Err(anyhow!("cannot load class `{class}`: {e}"));
+                let known = match e {
+                    Error::UnknownClass(_) => format!("; the directory has {}", edge.runtime.available().join(", ")),
+                    _ => String::new(),
+                };
+                return Err(anyhow!("cannot load class `{class}`: {e}{known}"));
             }
             edge.say(format!(
                 "loaded `{class}` ({} KiB resident in all)",

@@ -134,7 +134,13 @@ fn run(a: Args) -> Result<()> {
             classmod_edge::check_outside(&a.dir, d, what)?;
         }
     }
+    let idle = a.images.is_empty() && a.watch.is_none() && a.inbox.is_none() && trigger.is_none();
     let mut edge = Edge::start(opts, led)?;
+    if idle {
+        // Nothing would ever reach the device: say so rather than idle for good.
+        eprintln!("classmod-edge: nothing to do (no --images, --watch, --inbox or trigger): exiting");
+        return Ok(());
+    }
     if !a.images.is_empty() {
         edge.classify_files(&a.images)?;
     }
