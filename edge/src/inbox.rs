@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use classmod_runtime::host::regular::{self, Symlinks};
-use classmod_runtime::{declared_len, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN};
+use classmod_runtime::{declared_len, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN, BLOB_MAGIC as MAGIC};
 
 /// The largest inbox entry read: above any base or module a board serves (ResNet-56's base blob
 /// is 3.4 MB), far below a device's memory.
@@ -91,7 +91,6 @@ fn read_complete(mut file: File, max_bytes: u64) -> io::Result<Entry> {
     let mut head = [0u8; HEADER_LEN];
     let got = read_up_to(&mut file, &mut head)?;
     // Too short for a header: a writer that has just begun, if what is there so far is a blob's.
-    const MAGIC: &[u8] = b"CLSMBLOB";
     if got < HEADER_LEN {
         let prefix = got.min(MAGIC.len());
         return Ok(if head[..prefix] == MAGIC[..prefix] {
@@ -242,10 +241,10 @@ mod tests {
     /// A blob-shaped file: a header declaring `declared` bytes in all, `len` bytes long.
     fn blob_like(path: &Path, declared: u64, len: usize) {
         let mut b = vec![0u8; len.max(HEADER_LEN)];
-        b[..8].copy_from_slice(b"CLSMBLOB");
+        b[..8].copy_from_slice(&MAGIC);
         b[12..16].copy_from_slice(&2u32.to_le_bytes());
-        // The trailer (128 bytes) ends the file: it starts `declared - 128` in.
-        b[64..72].copy_from_slice(&(declared - 128).to_le_bytes());
+        // The trailer ends the file.
+        b[64..72].copy_from_slice(&(declared - classmod_runtime::BLOB_TRAILER_LEN as u64).to_le_bytes());
         b.truncate(len);
         std::fs::write(path, b).unwrap();
     }

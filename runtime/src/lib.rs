@@ -115,7 +115,7 @@ pub use pack::module_blob::GOLDEN_TOLERANCE;
 pub use pack::{DurableFs, Golden, ModuleBlob, OsFs};
 pub use serve::{
     declared_len, Applied, Classification, LoadedBase, LoadedModule, ModuleRuntime, ServingConfig, Snapshot,
-    UpdateKind, UpdateReport, BLOB_HEADER_LEN,
+    UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN,
 };
 
 /// What a device integrator needs: `use classmod_runtime::prelude::*;`.

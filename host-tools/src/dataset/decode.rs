@@ -3,7 +3,6 @@
 //! `Triangle` resize) when they differ, written channel-major (CHW).
 
 use std::borrow::Cow;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
@@ -91,13 +90,10 @@ pub(super) fn decode_items(
 }
 
 pub(super) fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
-    let file = super::open_file(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_ENCODED_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > MAX_ENCODED_BYTES {
-        return Err(format!("file larger than {MAX_ENCODED_BYTES} bytes"));
-    }
-    Ok(bytes)
+    classmod_runtime::host::regular::read(path, MAX_ENCODED_BYTES).map_err(|e| match e {
+        classmod_runtime::Error::FileTooLarge { .. } => format!("file larger than {MAX_ENCODED_BYTES} bytes"),
+        other => format!("cannot read: {}", super::regular_error(other)),
+    })
 }
 
 /// Decodes one PNG or JPEG file's bytes into `out` (`image_len(shape)` bytes, CHW).

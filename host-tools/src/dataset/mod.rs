@@ -160,19 +160,23 @@ impl ImageSet {
 }
 
 /// Opens a dataset file for reading if it is a regular file (`regular::open`: a FIFO or device
-/// is refused at once instead of blocking or streaming without end); the refusal as an I/O
-/// error of kind `InvalidInput` that says what the path is.
+/// is refused at once instead of blocking or streaming without end).
 fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
     use classmod_runtime::host::regular::{self, Symlinks};
-    regular::open(path, u64::MAX, Symlinks::Follow).map(|(f, _)| f).map_err(|e| match e {
-        classmod_runtime::Error::Io { error, .. } => error,
-        other => {
-            let text = other.to_string();
-            // The runtime's message starts with the path, which the dataset error adds itself.
-            let what = text.split_once(": ").map_or(text.as_str(), |(_, w)| w);
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string())
+    regular::open(path, u64::MAX, Symlinks::Follow).map(|(f, _)| f).map_err(regular_error)
+}
+
+/// A refusal of `regular` as an I/O error (kind `InvalidInput` where the OS said nothing) that
+/// says what is wrong but not the path, which the dataset error names itself.
+fn regular_error(e: classmod_runtime::Error) -> std::io::Error {
+    use classmod_runtime::Error;
+    match e {
+        Error::Io { error, .. } => error,
+        Error::NotRegularFile { kind, .. } => {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("is {kind}, not a regular file"))
         }
-    })
+        other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other.to_string()),
+    }
 }
 
 /// `DatasetError::Io` for `path`, as a `map_err` argument.

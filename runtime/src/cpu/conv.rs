@@ -56,6 +56,15 @@ pub struct Plane {
     pub width: usize,
 }
 
+impl Plane {
+    /// The output plane of a `k` x `k` convolution of this input plane with `stride` and
+    /// `padding` (the input at least `k` with its padding).
+    pub fn convolved(self, k: usize, stride: usize, padding: usize) -> Plane {
+        let o = |n: usize| (n + 2 * padding - k) / stride + 1;
+        Plane { height: o(self.height), width: o(self.width) }
+    }
+}
+
 /// How one convolution uses the threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
@@ -126,8 +135,7 @@ impl PackedConv {
     pub fn planned_floats(dims: [usize; 4], stride: usize, padding: usize, p: Plane) -> u64 {
         let [out, inc, k, _] = dims;
         let lanes = (out.div_ceil(NR) * NR) as u64;
-        let out_plane = |n: usize| (n + 2 * padding).saturating_sub(k) / stride.max(1) + 1;
-        let op = Plane { height: out_plane(p.height), width: out_plane(p.width) };
+        let op = p.convolved(k, stride, padding);
         let form =
             Some(()).filter(|_| WinogradWeights::suits(k, stride, padding, inc)).and_then(|_| Form::for_plane(op));
         let taps = form.map_or(k * k, Form::positions) as u64;
@@ -201,8 +209,7 @@ impl PackedConv {
 
     /// The output plane for input plane `p`.
     pub fn out_plane(&self, p: Plane) -> Plane {
-        let o = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
-        Plane { height: o(p.height), width: o(p.width) }
+        p.convolved(self.kernel, self.stride, self.padding)
     }
 
     /// Convolves `batch` NHWC images `x` of plane `p` into `out` (NHWC, `batch * Ho*Wo*Cout`),

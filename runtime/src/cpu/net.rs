@@ -94,19 +94,23 @@ impl CpuNet {
         SLICE.min(batch / (2 * rayon::current_num_threads().max(1)))
     }
 
-    /// `run(images, count, threads)` over `x` (`per_image` floats an image): for a batch large
-    /// enough, on slices of it in parallel, each run on one thread (its activations stay in that
-    /// core's cache); else once on the whole batch, each convolution's tiles in parallel. The
-    /// parts in batch order.
+    /// `run(images, count, first, threads)` over `x` (`per_image` floats an image; `first` the
+    /// index of the part's first image): for a batch large enough, on slices of it in parallel,
+    /// each run on one thread (its activations stay in that core's cache); else once on the whole
+    /// batch, each convolution's tiles in parallel. The parts in batch order.
     fn sliced<T: Send>(
         x: &[f32],
         batch: usize,
         per_image: usize,
-        run: impl Fn(&[f32], usize, Threads) -> Result<T> + Sync,
+        run: impl Fn(&[f32], usize, usize, Threads) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         match Self::slice_len(batch) {
-            0 => Ok(vec![run(x, batch, Threads::Tiles)?]),
-            slice => x.par_chunks(slice * per_image).map(|xs| run(xs, xs.len() / per_image, Threads::Caller)).collect(),
+            0 => Ok(vec![run(x, batch, 0, Threads::Tiles)?]),
+            slice => x
+                .par_chunks(slice * per_image)
+                .enumerate()
+                .map(|(i, xs)| run(xs, xs.len() / per_image, i * slice, Threads::Caller))
+                .collect(),
         }
     }
 
@@ -139,16 +143,13 @@ impl CpuNet {
             }
         }
         let per_image = self.check_input(x, batch)?;
-        let slice = Self::slice_len(batch);
-        if visitor.is_some() || slice == 0 {
+        if visitor.is_some() {
+            // A visitor sees each site's activation of the whole batch at once.
             return self.forward_slice(x, batch, 0, batch, masks, visitor, Threads::Tiles);
         }
-        let slices: Vec<(usize, &[f32])> =
-            x.chunks(slice * per_image).enumerate().map(|(i, xs)| (i * slice, xs)).collect();
-        let feats = slices
-            .into_par_iter()
-            .map(|(first, xs)| self.forward_slice(xs, xs.len() / per_image, first, batch, masks, None, Threads::Caller))
-            .collect::<Result<Vec<_>, _>>()?;
+        let feats = Self::sliced(x, batch, per_image, |xs, n, first, threads| {
+            self.forward_slice(xs, n, first, batch, masks, None, threads)
+        })?;
         Ok(feats.concat())
     }
 
@@ -159,7 +160,7 @@ impl CpuNet {
     pub fn trunk(&self, x: &[f32], batch: usize, blocks: usize) -> Result<(Vec<f32>, Plane, usize)> {
         self.check_trunk(blocks)?;
         let per_image = self.check_input(x, batch)?;
-        let parts = Self::sliced(x, batch, per_image, |xs, n, threads| {
+        let parts = Self::sliced(x, batch, per_image, |xs, n, _, threads| {
             self.run_blocks(xs, n, 0, n, None, None, threads, blocks)
         })?;
         let (plane, channels) = (parts[0].1, parts[0].2);
@@ -179,12 +180,13 @@ impl CpuNet {
     ) -> Result<(Vec<f32>, Plane, usize, Vec<f32>)> {
         self.check_trunk(blocks)?;
         let per_image = self.check_input(x, batch)?;
-        let run = |xs: &[f32], n: usize, threads: Threads| -> Result<(Vec<f32>, Plane, usize, Vec<f32>)> {
-            let (act, plane, channels) = self.run_blocks(xs, n, 0, n, None, None, threads, blocks)?;
-            let from = Resume::Activation { x: act.clone(), plane, channels };
-            let (out, p, c) = self.run_range(from, n, 0, n, None, None, threads, blocks..self.blocks.len())?;
-            Ok((act, plane, channels, average_pool(&out, n, p.height * p.width, c)))
-        };
+        let run =
+            |xs: &[f32], n: usize, _first: usize, threads: Threads| -> Result<(Vec<f32>, Plane, usize, Vec<f32>)> {
+                let (act, plane, channels) = self.run_blocks(xs, n, 0, n, None, None, threads, blocks)?;
+                let from = Resume::Activation { x: act.clone(), plane, channels };
+                let (out, p, c) = self.run_range(from, n, 0, n, None, None, threads, blocks..self.blocks.len())?;
+                Ok((act, plane, channels, average_pool(&out, n, p.height * p.width, c)))
+            };
         let parts = Self::sliced(x, batch, per_image, run)?;
         let (plane, channels) = (parts[0].1, parts[0].2);
         let (acts, feats): (Vec<_>, Vec<_>) = parts.into_iter().map(|(a, _, _, f)| (a, f)).unzip();
@@ -205,7 +207,7 @@ impl CpuNet {
     ) -> Result<Vec<Vec<f32>>> {
         self.check_trunk(trunk_blocks)?;
         let per_image = self.check_input(x, batch)?;
-        let run = |xs: &[f32], n: usize, threads: Threads| -> Result<Vec<Vec<f32>>> {
+        let run = |xs: &[f32], n: usize, _first: usize, threads: Threads| -> Result<Vec<Vec<f32>>> {
             let trunk = self.run_blocks(xs, n, 0, n, None, None, threads, trunk_blocks)?;
             branches.features(trunk, &Pass::plain(n, threads))
         };

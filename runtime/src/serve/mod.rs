@@ -30,7 +30,7 @@ use crate::Result;
 use crate::{Error, ModelKey, ModuleBlob, ResNet};
 
 pub use snapshot::{Classification, LoadedBase, LoadedModule, Snapshot};
-pub use update::{declared_len, Applied, UpdateKind, UpdateReport, BLOB_HEADER_LEN};
+pub use update::{declared_len, Applied, UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN};
 
 /// How a device serves.
 #[derive(Clone)]

@@ -79,6 +79,11 @@ impl UpdateKind {
 
 /// Bytes at the start of a blob that [`declared_len`] needs.
 pub const BLOB_HEADER_LEN: usize = classmod_blob::HEADER_LEN;
+/// The bytes every blob starts with (what tells a blob still being written from other bytes
+/// before its header is complete).
+pub const BLOB_MAGIC: [u8; 8] = classmod_blob::MAGIC;
+/// Bytes of the trailer that ends every blob.
+pub const BLOB_TRAILER_LEN: usize = classmod_blob::TRAILER_LEN;
 
 /// The file length a blob's header declares, from the blob's first [`BLOB_HEADER_LEN`] bytes, or
 /// `None` when they are not a blob's header: how a device tells an update still being written

@@ -60,8 +60,21 @@ fn tiny_model_with(seed: u64, shortcut: Shortcut) -> ModelFile {
 /// A compact module of class `class` on `base` with a random branch of `width` channels after
 /// `trunk_stages` stages (two blocks) and a random calibrated head; seeded.
 pub fn tiny_compact(base: &ModelFile, class: u32, trunk_stages: usize, width: usize, seed: u64) -> crate::ClassModule {
+    compact_with_blocks(base, class, trunk_stages, width, 2, seed)
+}
+
+/// [`tiny_compact`] with `blocks` blocks after the branch's entry, on any base (benches use it on
+/// the real ResNet-20: a forward's cost does not depend on the weights' values).
+pub fn compact_with_blocks(
+    base: &ModelFile,
+    class: u32,
+    trunk_stages: usize,
+    width: usize,
+    blocks: usize,
+    seed: u64,
+) -> crate::ClassModule {
     use crate::{BranchSpec, BranchWeights, ClassId, ClassModule, ModelKey, ModuleHead, ModuleKind};
-    let spec = BranchSpec { trunk_stages, in_channels: base.meta.arch.widths[trunk_stages - 1], width, blocks: 2 };
+    let spec = BranchSpec { trunk_stages, in_channels: base.meta.arch.widths[trunk_stages - 1], width, blocks };
     let mut next = uniform(seed.wrapping_mul(2862933555777941757).wrapping_add(3037000493) | 1);
     let tensors = spec
         .tensor_shapes()
