@@ -39,8 +39,9 @@ fn row(
     }
 }
 
-/// Every file a manifest lists, checked by the device runtime's own loading code (without
-/// serving). An unreadable manifest is an error; a bad file is a failed row.
+/// Every file a manifest lists (bases, modules and the rollback copies of unconfirmed updates),
+/// checked by the device runtime's own loading code (without serving). An unreadable manifest
+/// is an error; a bad file is a failed row.
 pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRow>, HostError> {
     let config = ServingConfig {
         device: Device::Cpu,
@@ -66,6 +67,24 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
             )
         });
         rows.push(row(&path, "module", Some(m.class_name.clone()), signer(&path), result.map_err(|e| e.to_string())));
+        // An unconfirmed update's rollback copy must be as sound as the module: a rollback
+        // would serve it.
+        if let Some(p) = &m.previous {
+            let path = dir.join(&p.file);
+            let result = rt.check_rollback_copy(&m.class_name).map(|l| {
+                format!(
+                    "rollback copy: layout, hash, signature, golden self-test (max diff {:.1e})",
+                    l.map_or(0.0, |l| l.self_test_diff)
+                )
+            });
+            rows.push(row(
+                &path,
+                "module (rollback copy)",
+                Some(m.class_name.clone()),
+                signer(&path),
+                result.map_err(|e| e.to_string()),
+            ));
+        }
     }
     Ok(rows)
 }

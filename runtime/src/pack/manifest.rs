@@ -55,6 +55,21 @@ pub struct ManifestModule {
     pub previous: Option<PreviousModule>,
 }
 
+impl ManifestModule {
+    /// The entry after a rollback: the rollback copy active again, with nothing to roll back to;
+    /// `None` without a rollback copy.
+    pub fn rolled_back(&self) -> Option<ManifestModule> {
+        let p = self.previous.as_ref()?;
+        Some(ManifestModule {
+            file: p.file.clone(),
+            content_hash: p.content_hash.clone(),
+            bytes: p.bytes,
+            previous: None,
+            ..self.clone()
+        })
+    }
+}
+
 /// The module an unconfirmed update replaced, kept on disk for rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousModule {
@@ -118,12 +133,11 @@ impl Manifest {
         // Sets, not lists: a device directory of tens of thousands of entries is checked in
         // linear time (lists took 13 s at 60,000 entries).
         let mut files: HashSet<&str> = HashSet::new();
-        let previous = m.modules.iter().filter_map(|x| x.previous.as_ref().map(|p| &p.file));
-        for f in m.bases.iter().map(|b| &b.file).chain(m.modules.iter().map(|x| &x.file)).chain(previous) {
+        for f in m.files() {
             if !plain_file_name(f) {
                 return Err(bad(format!("`{f}` is not a plain file name in the manifest's directory")));
             }
-            if !files.insert(f.as_str()) {
+            if !files.insert(f) {
                 return Err(bad(format!("`{f}` is listed twice")));
             }
         }
@@ -157,6 +171,18 @@ impl Manifest {
         let path = dir.join(FILE_NAME);
         let text = serde_json::to_string_pretty(self).expect("plain data serialises");
         atomic::write_with(fs, &path, text.as_bytes()).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Every file the manifest names: bases, modules and rollback copies. None of them may be
+    /// deleted while a durable manifest names it.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        let previous = self.modules.iter().filter_map(|x| x.previous.as_ref().map(|p| p.file.as_str()));
+        self.bases.iter().map(|b| b.file.as_str()).chain(self.modules.iter().map(|x| x.file.as_str())).chain(previous)
+    }
+
+    /// Whether the manifest names `file` (see [`Manifest::files`]).
+    pub fn names(&self, file: &str) -> bool {
+        self.files().any(|f| f == file)
     }
 
     /// The module entry of `class_name`.

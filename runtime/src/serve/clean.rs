@@ -11,19 +11,13 @@ impl ModuleRuntime {
     /// name (staged updates that never committed, rollback copies already confirmed).
     pub fn clean(&self, fs: &mut dyn DurableFs) -> Result<Vec<String>> {
         let manifest = self.lock_manifest();
-        let named: Vec<&str> = manifest
-            .bases
-            .iter()
-            .map(|b| b.file.as_str())
-            .chain(manifest.modules.iter().map(|m| m.file.as_str()))
-            .chain(manifest.modules.iter().filter_map(|m| m.previous.as_ref().map(|p| p.file.as_str())))
-            .collect();
+        let named: std::collections::HashSet<&str> = manifest.files().collect();
         let mut removed = Vec::new();
         for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
             let e = e.map_err(|e| Error::io(&self.dir, e))?;
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = (name.starts_with('.') && name.contains(".tmp"))
-                || (name.ends_with(".blob") && !named.contains(&name.as_str()));
+                || (name.ends_with(".blob") && !named.contains(name.as_str()));
             if stale && e.path().is_file() {
                 fs.remove(&e.path()).map_err(|err| Error::io(e.path(), err))?;
                 removed.push(name);

@@ -102,6 +102,18 @@ impl ModuleRuntime {
         self.prepare(&manifest, entry, &self.dir.join(&entry.file))
     }
 
+    /// Checks the rollback copy that `class`'s unconfirmed update keeps, as [`check_module`]
+    /// checks the active file (it exists, its hash is the manifest's, it decodes and passes its
+    /// self-test); `None` when the class has no rollback copy.
+    ///
+    /// [`check_module`]: ModuleRuntime::check_module
+    pub fn check_rollback_copy(&self, class: &str) -> Result<Option<LoadedModule>> {
+        let manifest = self.lock_manifest();
+        let entry = manifest.module(class).ok_or_else(|| Error::UnknownClass(class.to_string()))?;
+        let Some(copy) = entry.rolled_back() else { return Ok(None) };
+        self.prepare(&manifest, &copy, &self.dir.join(&copy.file)).map(Some)
+    }
+
     /// The current snapshot: hold it for one classification.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -164,8 +164,19 @@ impl ModuleRuntime {
             }
             Ok(None) => {}
             Err(e) => {
-                let _ = fs.remove(&staged);
+                // A module delivered again while it is the rollback copy is staged under the
+                // copy's own name: that file stays, the manifest still names it.
+                if !manifest.names(&file) {
+                    let _ = fs.remove(&staged);
+                }
                 return Err(e);
+            }
+        }
+        // The replaced module's own rollback copy is named no more, now durably: it goes (a
+        // failure here leaves an orphan for `clean`).
+        if let Some(dropped) = old.as_ref().and_then(|o| o.previous.as_ref()) {
+            if !manifest.names(&dropped.file) {
+                let _ = fs.remove(&self.dir().join(&dropped.file));
             }
         }
         Ok(UpdateReport { class_name: entry.class_name, file, previous: old.map(|o| o.file) })
@@ -196,7 +207,9 @@ impl ModuleRuntime {
             class_names: model.meta.class_names.clone(),
         });
         if let Err(e) = next.write_with(fs, self.dir()) {
-            let _ = fs.remove(&path);
+            if !manifest.names(&file) {
+                let _ = fs.remove(&path);
+            }
             return Err(e);
         }
         *manifest = next;
@@ -221,14 +234,7 @@ impl ModuleRuntime {
     pub fn rollback(&self, fs: &mut dyn DurableFs, class: &str) -> Result<()> {
         let mut manifest = self.lock_manifest();
         let current = manifest.module(class).cloned().ok_or_else(|| Error::UnknownClass(class.into()))?;
-        let previous = current.previous.clone().ok_or_else(|| Error::NothingToRollBack { class: class.to_string() })?;
-        let back = ManifestModule {
-            file: previous.file,
-            content_hash: previous.content_hash,
-            bytes: previous.bytes,
-            previous: None,
-            ..current.clone()
-        };
+        let back = current.rolled_back().ok_or_else(|| Error::NothingToRollBack { class: class.to_string() })?;
         let loaded = self.prepare(&manifest, &back, &self.dir().join(&back.file))?;
         let snapshot = if self.serves(class) { Some(self.with_module(loaded)?) } else { None };
         let mut next = manifest.clone();
@@ -487,6 +493,59 @@ mod tests {
         }
         assert!(matches!(rt.apply_update(&mut OsFs, &module), Err(Error::AlreadyInstalled { .. })));
         assert!(matches!(rt.apply_update(&mut OsFs, b"not a blob at all"), Err(Error::Blob(_))));
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    /// Writes everything but the manifest, which fails as on a full disk.
+    struct ManifestFails;
+
+    impl DurableFs for ManifestFails {
+        fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+            OsFs.write_file(path, bytes)
+        }
+        fn sync_file(&mut self, path: &Path) -> io::Result<()> {
+            OsFs.sync_file(path)
+        }
+        fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+            if to.file_name().is_some_and(|n| n == crate::pack::manifest::FILE_NAME) {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            OsFs.rename(from, to)
+        }
+        fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
+            OsFs.sync_dir(path)
+        }
+        fn remove(&mut self, path: &Path) -> io::Result<()> {
+            OsFs.remove(path)
+        }
+    }
+
+    /// Issue 13, item 6: v2, then v3 (v2 is now the rollback copy), then v2 again while the
+    /// manifest cannot be written. The refusal used to delete the staged file, which was the
+    /// rollback copy itself; now every file the manifest names is still there and checks out.
+    #[test]
+    fn a_refused_update_never_deletes_a_file_the_manifest_names() {
+        let f = fixture(None);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("b").unwrap();
+        let v2 = b_v2(&f);
+        let v3 = module(&tiny_model(1), &f.nets[0], 1, "b", 3).encode(None).unwrap();
+        let r2 = rt.update(&mut OsFs, &v2).unwrap();
+        let r3 = rt.update(&mut OsFs, &v3).unwrap();
+        assert_eq!(r3.previous.as_deref(), Some(r2.file.as_str()));
+        assert!(!f.dir.join("b.blob").exists(), "v1 is named no more once v3 commits: deleted");
+        assert!(rt.update(&mut ManifestFails, &v2).is_err());
+        let m = Manifest::read(&f.dir).unwrap();
+        for file in m.files() {
+            assert!(f.dir.join(file).is_file(), "{file} is named by the manifest and gone");
+        }
+        assert!(rt.check_rollback_copy("b").unwrap().is_some(), "the rollback copy checks out");
+        rt.rollback(&mut OsFs, "b").unwrap();
+        assert_eq!(served_file(&rt, "b"), r2.file);
+        // A refused base leaves named files too.
+        let other = crate::pack::base_blob::encode(&tiny_model(7), None).unwrap();
+        assert!(rt.add_base(&mut ManifestFails, &other).is_err());
+        assert!(Manifest::read(&f.dir).unwrap().files().all(|file| f.dir.join(file).is_file()));
         let _ = std::fs::remove_dir_all(&f.dir);
     }
 

@@ -1,0 +1,35 @@
+//! `classmod verify` on a device directory checks every file its manifest names, the rollback
+//! copy of an unconfirmed update included (issue 13, item 6: a rollback copy deleted behind the
+//! manifest's back used to pass). Tiny random models packed by the runtime's own writers.
+
+use classmod_host::verify::verify_dir;
+use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
+use classmod_runtime::{Device, MinScore, ModuleRuntime, OsFs, ResNet, Rule, ServingConfig};
+
+#[test]
+fn verify_checks_the_rollback_copy_too() {
+    let f = fixture(None);
+    let config =
+        ServingConfig { device: Device::Cpu, key: None, budget_bytes: None, rule: Rule::Max, min_score: MinScore::Off };
+    let rt = ModuleRuntime::open(&f.dir, config).unwrap();
+    let m1 = tiny_model(1);
+    let v2 = module(&m1, &ResNet::new(&m1, &Device::Cpu).unwrap(), 1, "b", 2).encode(None).unwrap();
+    let report = rt.update(&mut OsFs, &v2).unwrap();
+    let copy = report.previous.expect("b.blob is kept for rollback");
+    drop(rt);
+
+    let rows = verify_dir(&f.dir, None).unwrap();
+    let row = rows.iter().find(|r| r.file == copy).expect("a row for the rollback copy");
+    assert!(row.result.is_ok(), "{row:?}");
+    assert_eq!(rows.len(), 2 + 3 + 1, "two bases, three modules, one rollback copy");
+
+    std::fs::remove_file(f.dir.join(&copy)).unwrap();
+    let rows = verify_dir(&f.dir, None).unwrap();
+    let row = rows.iter().find(|r| r.file == copy).unwrap();
+    assert!(row.result.as_ref().is_err_and(|e| e.contains(&copy)), "{row:?}");
+    // Another file under its name fails its hash.
+    std::fs::write(f.dir.join(&copy), &v2).unwrap();
+    let rows = verify_dir(&f.dir, None).unwrap();
+    assert!(rows.iter().find(|r| r.file == copy).unwrap().result.is_err());
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
