@@ -39,8 +39,14 @@ fn setup() -> Option<Setup> {
 }
 
 fn runtime(dir: &Path) -> ModuleRuntime {
-    let config =
-        ServingConfig { device: Device::Cpu, key: None, budget_bytes: None, rule: Rule::Max, min_score: MinScore::Off };
+    let config = ServingConfig {
+        device: Device::Cpu,
+        key: None,
+        budget_bytes: None,
+        rule: Rule::Max,
+        min_score: MinScore::Off,
+        allow_downgrade: false,
+    };
     ModuleRuntime::open(dir, config).expect("opens")
 }
 

@@ -41,10 +41,12 @@ fn options(dir: &Path, device: DeviceChoice) -> EdgeOptions {
         board: Some("host-sim".into()),
         key: None,
         serve_new: false,
+        classes_only: false,
         device,
         // These tests hold the device to the base's choice among the served classes: the closed
         // world (`none` answers have their own test).
         min_score: MinScore::Off,
+        allow_downgrade: false,
     }
 }
 

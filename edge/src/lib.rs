@@ -42,12 +42,16 @@ pub struct EdgeOptions {
     /// Board name; `None`: detect from the device tree.
     pub board: Option<String>,
     pub key: Option<VerifyingKey>,
-    /// Load classes that an update adds.
+    /// Load classes that an update adds (and record them, so that a restart serves them too).
     pub serve_new: bool,
+    /// Serve exactly `classes`: forget the classes updates added.
+    pub classes_only: bool,
     pub device: DeviceChoice,
     /// The score a module must reach to claim an image; below it on every served module the
     /// answer is `none`.
     pub min_score: MinScore,
+    /// Accept module updates older than the newest committed release of their class.
+    pub allow_downgrade: bool,
 }
 
 /// The device for `choice` on `board`, and how to name it in the log.
@@ -107,6 +111,7 @@ impl<P: OutputPin> Edge<P> {
             budget_bytes: Some(u64::from(board.module_budget_mib) << 20),
             rule: Rule::Max,
             min_score: opts.min_score,
+            allow_downgrade: opts.allow_downgrade,
         };
         let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| {
             // Blobs without a manifest: a directory `classmod pack` has not finished (or run on).
@@ -141,6 +146,26 @@ impl<P: OutputPin> Edge<P> {
         let removed = edge.runtime.clean(&mut OsFs)?;
         if !removed.is_empty() {
             edge.say(format!("removed {} file(s) a crash left behind: {}", removed.len(), removed.join(", ")));
+        }
+        // Classes updates added (with --serve-new) are served again beside `classes`, unless told.
+        let added = if opts.classes_only {
+            let forgotten = edge.runtime.forget_added_classes(&mut OsFs)?;
+            if !forgotten.is_empty() {
+                edge.say(format!("--classes-only: no longer serving {}, added by updates", forgotten.join(", ")));
+            }
+            Vec::new()
+        } else {
+            edge.runtime.manifest().added_classes
+        };
+        for class in added.iter().filter(|c| !opts.classes.contains(c)) {
+            // Not the operator's list: a class that cannot be served is said so, the rest serve.
+            match edge.runtime.load(class) {
+                Ok(snap) => edge.say(format!(
+                    "loaded `{class}`, added by an update ({} KiB resident in all; --classes-only forgets it)",
+                    snap.resident_bytes() >> 10
+                )),
+                Err(e) => edge.say(format!("cannot serve `{class}`, added by an update: {e}")),
+            }
         }
         for class in &opts.classes {
             if let Err(e) = edge.runtime.load(class) {
@@ -289,8 +314,10 @@ impl<P: OutputPin> Edge<P> {
                     self.status(Status::Serving);
                 }
                 // Delivered again (or applied before a crash cut the move to `done/`).
+                // A crash after the commit can also have cut --serve-new's load: done now.
                 Err(classmod_runtime::Error::AlreadyInstalled { class }) => {
-                    self.say(format!("update {name}: already applied (class `{class}` runs this module)"));
+                    let served = self.serve_added(&class);
+                    self.say(format!("update {name}: already applied (class `{class}` runs this module){served}"));
                     self.set_aside(dir, &path, "done");
                     self.status(Status::Serving);
                 }
@@ -302,7 +329,11 @@ impl<P: OutputPin> Edge<P> {
                     self.status(Status::Serving);
                 }
                 Err(e) => {
-                    self.say(format!("update {name} REFUSED, nothing changed: {e}"));
+                    let hint = match e {
+                        Error::Downgrade { .. } => " (start with --allow-downgrade to accept it)",
+                        _ => "",
+                    };
+                    self.say(format!("update {name} REFUSED, nothing changed: {e}{hint}"));
                     self.set_aside(dir, &path, "rejected");
                     self.status(Status::Error);
                 }
@@ -321,18 +352,30 @@ impl<P: OutputPin> Edge<P> {
                     r.file,
                     r.previous.as_ref().map_or(String::new(), |p| format!(" (rollback copy {p})"))
                 );
-                if r.previous.is_none() && self.serve_new && !self.runtime.serves(&r.class_name) {
-                    // Committed whatever happens here: a class that cannot be served is said so.
-                    match self.runtime.load(&r.class_name) {
-                        Ok(_) => msg.push_str(", now served"),
-                        Err(e) => msg.push_str(&format!(", but it cannot be served: {e}")),
-                    }
+                if r.previous.is_none() {
+                    msg.push_str(&self.serve_added(&r.class_name));
                 }
                 msg
             }
             Applied::Base { file, new: true } => format!("base model added as {file}"),
             Applied::Base { file, new: false } => format!("base model already here ({file})"),
         })
+    }
+
+    /// With --serve-new, serves `class`, which an update added, and records it for restarts;
+    /// what to add to the update's log line. The update is committed whatever happens here: a
+    /// class that cannot be served is said so.
+    fn serve_added(&mut self, class: &str) -> String {
+        if !self.serve_new || self.runtime.serves(class) {
+            return String::new();
+        }
+        if let Err(e) = self.runtime.load(class) {
+            return format!(", but it cannot be served: {e}");
+        }
+        match self.runtime.note_added_class(&mut OsFs, class) {
+            Ok(()) => ", now served".into(),
+            Err(e) => format!(", now served (not recorded for restarts: {e})"),
+        }
     }
 
     /// The entries of `dir` whose names `wanted` takes (files or not: the caller looks at each),

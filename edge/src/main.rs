@@ -16,9 +16,14 @@ use classmod_runtime::{parse_public_key, MinScore};
 struct Args {
     /// Packed directory (`classmod pack`): manifest.json and blobs.
     dir: PathBuf,
-    /// Classes to serve, comma-separated.
+    /// Classes to serve, comma-separated. Classes that updates added while running with
+    /// --serve-new are recorded in the directory's manifest and served too, after a restart as
+    /// before it; --classes-only serves exactly these and forgets the added ones.
     #[arg(long, value_delimiter = ',', required = true)]
     classes: Vec<String>,
+    /// Serve exactly --classes: forget the classes updates added (their modules stay).
+    #[arg(long)]
+    classes_only: bool,
     /// Board profile name (default: detected from /proc/device-tree/model).
     #[arg(long)]
     board: Option<String>,
@@ -41,9 +46,14 @@ struct Args {
     /// `.tmp` or `.part` are ignored. Applied blobs move to done/, refused ones to rejected/.
     #[arg(long)]
     inbox: Option<PathBuf>,
-    /// Load classes that an update adds.
+    /// Serve classes that an update adds, now and after restarts (recorded in the manifest).
     #[arg(long)]
     serve_new: bool,
+    /// Accept a module update older than the newest release of its class this device has
+    /// committed (refused by default: a replayed old module is a downgrade attack). The class's
+    /// mark then starts again from the version accepted.
+    #[arg(long)]
+    allow_downgrade: bool,
     /// The score a module must reach to claim an image: `calibrated` (each module's own, set
     /// when it was packed so that 95 % of its class's held-out images reach it), `off` (every
     /// image is one of the served classes) or a score in [0, 1]. Below it on every served module
@@ -119,12 +129,14 @@ fn run(a: Args) -> Result<()> {
         board: a.board.clone(),
         key,
         serve_new: a.serve_new,
+        classes_only: a.classes_only,
         device: match a.device {
             DeviceArg::Auto => DeviceChoice::Auto,
             DeviceArg::Cpu => DeviceChoice::Cpu,
             DeviceArg::Cuda => DeviceChoice::Cuda,
         },
         min_score: a.min_score,
+        allow_downgrade: a.allow_downgrade,
     };
     // An inbox or watched directory of the device's own files would move them away: refused
     // before anything is opened. A missing one is made (its producers may not have run yet).

@@ -13,16 +13,21 @@ use classmod_runtime::testing::{fixture, images, module, tiny_model::tiny_model}
 use classmod_runtime::{Device, MinScore, ResNet, Rule};
 
 fn start(dir: &Path) -> Edge<LogPin> {
-    let opts = EdgeOptions {
+    Edge::start(options(dir), LogPin::default()).unwrap()
+}
+
+fn options(dir: &Path) -> EdgeOptions {
+    EdgeOptions {
         dir: dir.to_path_buf(),
         classes: vec!["a".into(), "b".into()],
         board: Some("host-sim".into()),
         key: None,
         serve_new: false,
+        classes_only: false,
         device: classmod_edge::DeviceChoice::Cpu,
         min_score: MinScore::Off,
-    };
-    Edge::start(opts, LogPin::default()).unwrap()
+        allow_downgrade: false,
+    }
 }
 
 /// A fresh directory beside the fixture's.
@@ -35,9 +40,16 @@ fn inbox_for(dir: &Path, name: &str) -> PathBuf {
 
 /// A new version of class `b`'s module (another mask), as blob bytes.
 fn b_update(drop: usize) -> Vec<u8> {
+    b_release(drop, 0)
+}
+
+/// Class `b`'s module with mask seed `drop`, release `version`.
+fn b_release(drop: usize, version: u64) -> Vec<u8> {
     let m1 = tiny_model(1);
     let net = ResNet::new(&m1, &Device::Cpu).unwrap();
-    module(&m1, &net, 1, "b", drop).encode(None).unwrap()
+    let mut mb = module(&m1, &net, 1, "b", drop);
+    mb.version = version;
+    mb.encode(None).unwrap()
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -159,6 +171,99 @@ fn entries_that_cannot_be_moved_or_read_leave_the_device_serving() {
         assert_eq!(names(&inbox.join("rejected")), ["locked.blob"]);
     }
     still_serves(&edge);
+}
+
+/// Issue 13, item 3, through the inbox: a replayed older release is refused with a line that says
+/// what to do, set aside in `rejected/`, and the device serves on; a newer one applies; a device
+/// started with `--allow-downgrade` takes the older one.
+#[test]
+fn a_replayed_older_release_is_refused_as_a_downgrade() {
+    let f = fixture(None);
+    let inbox = inbox_for(&f.dir, "replay");
+    let mut edge = start(&f.dir);
+    std::fs::write(inbox.join("b-v3.blob"), b_release(7, 3)).unwrap();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 1);
+    std::fs::write(inbox.join("b-v2.blob"), b_release(9, 2)).unwrap();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 0);
+    let log = edge.log.join("\n");
+    assert!(
+        log.contains(
+            "update b-v2.blob REFUSED, nothing changed: class `b`: version 2 is older than version 3, the newest \
+             this device has committed (a downgrade) (start with --allow-downgrade to accept it)"
+        ),
+        "{log}"
+    );
+    assert_eq!(names(&inbox.join("rejected")), ["b-v2.blob"]);
+    still_serves(&edge);
+    std::fs::write(inbox.join("b-v4.blob"), b_release(11, 4)).unwrap();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 1);
+    drop(edge);
+    let opts = EdgeOptions { allow_downgrade: true, ..options(&f.dir) };
+    let mut edge = Edge::start(opts, LogPin::default()).unwrap();
+    std::fs::rename(inbox.join("rejected/b-v2.blob"), inbox.join("b-v2.blob")).unwrap();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 1, "{:#?}", edge.log);
+    still_serves(&edge);
+}
+
+/// Issue 13, item 7: a class an update added under --serve-new is served after a restart with
+/// the same options (the set is in the manifest), also when the crash came between the commit and
+/// the load (the re-delivered file completes it); --classes-only forgets it.
+#[test]
+fn classes_added_with_serve_new_are_served_after_a_restart() {
+    let m1 = tiny_model(1);
+    let net = ResNet::new(&m1, &Device::Cpu).unwrap();
+    let (a, b) = (module(&m1, &net, 0, "a", 3), module(&m1, &net, 1, "b", 5));
+    let device = || {
+        let dir = classmod_runtime::testing::scratch();
+        classmod_runtime::testing::pack(&dir, &[&m1], &[&a, &b], None);
+        dir
+    };
+    let dir = device();
+    let inbox = inbox_for(&dir, "added");
+    let serving = |edge: &Edge<LogPin>| {
+        let mut c: Vec<String> = edge.runtime.snapshot().modules.iter().map(|m| m.module.class_name.clone()).collect();
+        c.sort();
+        c
+    };
+    let opts = |dir: &Path| EdgeOptions { serve_new: true, ..options(dir) };
+    let mut edge = Edge::start(opts(&dir), LogPin::default()).unwrap();
+    std::fs::write(inbox.join("c.blob"), module(&m1, &net, 2, "c", 4).encode(None).unwrap()).unwrap();
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 1);
+    assert!(
+        edge.log.iter().any(|l| l.contains("class `c` updated to") && l.ends_with(", now served")),
+        "{:#?}",
+        edge.log
+    );
+    assert_eq!(serving(&edge), ["a", "b", "c"]);
+    drop(edge);
+    let edge = Edge::start(opts(&dir), LogPin::default()).unwrap();
+    assert_eq!(serving(&edge), ["a", "b", "c"], "{:#?}", edge.log);
+    assert!(edge.log.iter().any(|l| l.contains("loaded `c`, added by an update")), "{:#?}", edge.log);
+    drop(edge);
+    // Without --serve-new the recorded class is still served: it is the device's state.
+    let edge = start(&dir);
+    assert_eq!(serving(&edge), ["a", "b", "c"]);
+    drop(edge);
+    let edge = Edge::start(EdgeOptions { classes_only: true, ..options(&dir) }, LogPin::default()).unwrap();
+    assert_eq!(serving(&edge), ["a", "b"]);
+    assert!(edge.log.iter().any(|l| l.contains("no longer serving c")), "{:#?}", edge.log);
+    drop(edge);
+    assert_eq!(serving(&start(&dir)), ["a", "b"], "forgotten for good");
+
+    // A crash between the commit of class c and its load: the runtime committed it, the file is
+    // still in the inbox. The restart serves a and b; the re-delivered file completes the job.
+    let dir = device();
+    let d = module(&m1, &net, 2, "c", 6).encode(None).unwrap();
+    let rt = classmod_runtime::ModuleRuntime::open(&dir, classmod_runtime::testing::config(None, None)).unwrap();
+    rt.apply_update(&mut classmod_runtime::OsFs, &d).unwrap();
+    drop(rt);
+    std::fs::write(inbox.join("c-again.blob"), &d).unwrap();
+    let mut edge = Edge::start(opts(&dir), LogPin::default()).unwrap();
+    assert_eq!(serving(&edge), ["a", "b"]);
+    edge.process_inbox(&inbox).unwrap();
+    assert!(edge.log.iter().any(|l| l.contains("already applied (class `c` runs this module), now served")));
+    drop(edge);
+    assert_eq!(serving(&start(&dir)), ["a", "b", "c"]);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use classmod_runtime::{Device, ModelFile};
 
 use crate::dataset::{self, ImageShape, Split};
 use crate::decompose::compact::{decompose_compact, CompactOptions};
-use crate::pack::{golden_sample, pack, PackGroup};
+use crate::pack::{golden_sample, pack, version_now, PackGroup};
 
 /// Training images the demo's compact modules are trained on.
 const DEMO_TRAIN_IMAGES: usize = 12_000;
@@ -112,8 +112,14 @@ pub fn device_demo(
     let _ = std::fs::remove_dir_all(&device);
     let _ = std::fs::remove_dir_all(&staging);
     let group = |m: &ModelFile, modules: &[classmod_runtime::ClassModule]| PackGroup::new(m.clone(), modules.to_vec());
-    pack(&[group(&model, &mine.modules[..3])?], &device, Some(key), golden)?;
-    pack(&[group(&model, &mine.modules[3..])?, group(&other, &theirs.modules)?], &staging, Some(key), golden)?;
+    pack(&[group(&model, &mine.modules[..3])?], &device, Some(key), version_now(), golden)?;
+    pack(
+        &[group(&model, &mine.modules[3..])?, group(&other, &theirs.modules)?],
+        &staging,
+        Some(key),
+        version_now(),
+        golden,
+    )?;
     // Test images as PNG files, two of each of the first four classes.
     let images_dir = out.join("images");
     std::fs::create_dir_all(&images_dir)?;
@@ -136,8 +142,10 @@ pub fn device_demo(
         board: None,
         key: Some(key.verifying_key()),
         serve_new: true,
+        classes_only: false,
         device: classmod_edge::DeviceChoice::Cpu,
         min_score: classmod_runtime::MinScore::Calibrated,
+        allow_downgrade: false,
     };
     let mut edge = Edge::start(opts, LogPin::default())?;
     let verdicts = edge.classify_files(&files)?;

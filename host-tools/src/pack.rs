@@ -57,13 +57,21 @@ fn content_hash_hex(bytes: &[u8]) -> Result<String, HostError> {
     Ok(key_hex(&Blob::parse(AlignedBytes::new(bytes).bytes()).map_err(classmod_runtime::Error::from)?.content_hash()))
 }
 
+/// The default release number of a packed module: the packing time in seconds since the epoch,
+/// so that a later pack is newer (see [`ModuleBlob::version`]).
+pub fn version_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// Writes every group's base blob and module blobs into `out`, then the manifest (last, so a
-/// directory with a manifest is complete). `golden(group index, module)` gives each module's golden
-/// images (raw pixels of the input spec).
+/// directory with a manifest is complete). Every module is release `version`
+/// ([`ModuleBlob::version`]); `golden(group index, module)` gives each module's golden images
+/// (raw pixels of the input spec).
 pub fn pack(
     groups: &[PackGroup],
     out: &Path,
     key: Option<&SigningKey>,
+    version: u64,
     golden: impl Fn(usize, &ClassModule) -> Vec<u8>,
 ) -> Result<Manifest, HostError> {
     std::fs::create_dir_all(out).map_err(|e| HostError::io(out, e))?;
@@ -87,7 +95,8 @@ pub fn pack(
             }
             let module = m.clone();
             let images = golden(gi, m);
-            let blob = ModuleBlob { golden: Golden::record(&net, &module, images)?, module, sites: net.relu_sites() };
+            let golden = Golden::record(&net, &module, images)?;
+            let blob = ModuleBlob { golden, module, sites: net.relu_sites(), version };
             let bytes = blob.encode(key)?;
             let file = module_blob_name(&blob.module);
             write(out, &file, &bytes)?;
@@ -98,6 +107,8 @@ pub fn pack(
                 base_key: bkey,
                 content_hash: content_hash_hex(&bytes)?,
                 bytes: bytes.len() as u64,
+                version,
+                highest_version: version,
                 previous: None,
             });
         }
@@ -123,7 +134,7 @@ pub fn decompose_and_pack(
 ) -> Result<Manifest, HostError> {
     let d = decompose(model, train, opts, progress)?;
     let group = PackGroup::new(model.clone(), d.modules)?;
-    pack(&[group], out, key, |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))
+    pack(&[group], out, key, version_now(), |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))
 }
 
 /// [`decompose_and_pack`] for compact modules ([`crate::decompose::compact::decompose_compact`]).
@@ -140,7 +151,7 @@ pub fn decompose_compact_and_pack(
 ) -> Result<Manifest, HostError> {
     let d = crate::decompose::compact::decompose_compact(model, train, opts, progress)?;
     let group = PackGroup::new(model.clone(), d.modules)?;
-    pack(&[group], out, key, |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))
+    pack(&[group], out, key, version_now(), |_, m| golden_sample(test, golden, opts.seed ^ u64::from(m.class_id.0)))
 }
 
 /// Golden images for a module: `n` images of a seeded class-balanced sample of `images` (whose

@@ -49,6 +49,7 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
         budget_bytes: None,
         rule: Rule::Max,
         min_score: MinScore::Off,
+        allow_downgrade: false,
     };
     let rt = ModuleRuntime::open(dir, config)?;
     let manifest = rt.manifest();

@@ -45,7 +45,7 @@ fn module_dir(dir: &Path, mean: f32) {
             min_score: None,
         })
         .collect();
-    pack(&[PackGroup::new(model, modules).unwrap()], dir, None, |_, _| vec![100; 2 * 64]).unwrap();
+    pack(&[PackGroup::new(model, modules).unwrap()], dir, None, 1, |_, _| vec![100; 2 * 64]).unwrap();
 }
 
 fn compose(modules: &[&Path], data: &Path) -> std::process::Output {

@@ -9,8 +9,14 @@ use classmod_runtime::{Device, MinScore, ModuleRuntime, OsFs, ResNet, Rule, Serv
 #[test]
 fn verify_checks_the_rollback_copy_too() {
     let f = fixture(None);
-    let config =
-        ServingConfig { device: Device::Cpu, key: None, budget_bytes: None, rule: Rule::Max, min_score: MinScore::Off };
+    let config = ServingConfig {
+        device: Device::Cpu,
+        key: None,
+        budget_bytes: None,
+        rule: Rule::Max,
+        min_score: MinScore::Off,
+        allow_downgrade: false,
+    };
     let rt = ModuleRuntime::open(&f.dir, config).unwrap();
     let m1 = tiny_model(1);
     let v2 = module(&m1, &ResNet::new(&m1, &Device::Cpu).unwrap(), 1, "b", 2).encode(None).unwrap();

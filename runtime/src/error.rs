@@ -314,6 +314,16 @@ pub enum Error {
         /// The class.
         class: String,
     },
+    /// An update older than the newest release of its class the device has committed.
+    #[error("class `{class}`: version {version} is older than version {highest}, the newest this device has committed (a downgrade)")]
+    Downgrade {
+        /// The class.
+        class: String,
+        /// The update's version.
+        version: u64,
+        /// The newest committed version of the class.
+        highest: u64,
+    },
 
     /// A rollback with no unconfirmed update to go back from.
     #[error("class `{class}` has no update to roll back")]

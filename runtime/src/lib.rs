@@ -26,7 +26,7 @@
 //!
 //! # fn main() -> classmod_runtime::Result<()> {
 //! # let dir = example::packed_directory()?;
-//! let config = ServingConfig { device: Device::Cpu, key: None, budget_bytes: Some(64 << 20), rule: Rule::Max, min_score: MinScore::Calibrated };
+//! let config = ServingConfig { device: Device::Cpu, key: None, budget_bytes: Some(64 << 20), rule: Rule::Max, min_score: MinScore::Calibrated, allow_downgrade: false };
 //! let runtime = ModuleRuntime::open(&dir, config)?;
 //! runtime.load("cat")?;
 //! runtime.load("dog")?;
@@ -69,11 +69,11 @@
 //! #         for (id, name) in classes.iter().enumerate() {
 //! #             let module = ClassModule { class_id: ClassId(id as u32), class_name: name.clone(), base_key: key, input: input.clone(), kind: ModuleKind::Mask(NodeMask::ones(&net.relu_sites())), head: ModuleHead::Channel { class_index: id }, min_score: None };
 //! #             let golden = Golden::record(&net, &module, vec![7; 2 * input.image_len()])?;
-//! #             let bytes = ModuleBlob { module, sites: net.relu_sites(), golden }.encode(None)?;
+//! #             let bytes = ModuleBlob { module, sites: net.relu_sites(), golden, version: 1 }.encode(None)?;
 //! #             let file = format!("{name}.blob");
 //! #             std::fs::write(dir.join(&file), &bytes).map_err(|e| Error::io(&dir, e))?;
 //! #             let content_hash = key_hex(&classmod_blob::Blob::parse(classmod_blob::AlignedBytes::new(&bytes).bytes())?.content_hash());
-//! #             modules.push(ManifestModule { file, class_name: name.clone(), class_id: id as u32, base_key: key, content_hash, bytes: bytes.len() as u64, previous: None });
+//! #             modules.push(ManifestModule { file, class_name: name.clone(), class_id: id as u32, base_key: key, content_hash, bytes: bytes.len() as u64, version: 1, highest_version: 1, previous: None });
 //! #         }
 //! #         Manifest::new(bases, modules).write(&dir)?;
 //! #         Ok(dir)

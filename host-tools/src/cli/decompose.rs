@@ -145,7 +145,8 @@ pub fn run(a: Args) -> Result<()> {
     let key = a.key.as_deref().map(read_secret_key).transpose()?;
     let group = PackGroup::new(model.clone(), d.modules.clone()).map_err(|e| model_error(&a.model, e))?;
     let golden = |_: usize, m: &ClassModule| golden_sample(&train, a.golden, a.seed ^ m.class_id.0 as u64);
-    let manifest = pack(&[group], &a.out, key.as_ref(), golden).map_err(|e| model_error(&a.out, e))?;
+    let manifest = pack(&[group], &a.out, key.as_ref(), classmod_host::pack::version_now(), golden)
+        .map_err(|e| model_error(&a.out, e))?;
     let paths: Vec<PathBuf> = manifest.modules.iter().map(|m| a.out.join(&m.file)).collect();
     println!("{:<14} {:>9} {:>9} {:>9} {:>10}  relaxed", "class", "positives", "negatives", "pos_conf", "nodes kept");
     for r in &d.reports {
@@ -196,7 +197,8 @@ fn run_compact(
     let key = a.key.as_deref().map(read_secret_key).transpose()?;
     let group = PackGroup::new(model.clone(), d.modules.clone()).map_err(|e| model_error(&a.model, e))?;
     let golden = |_: usize, m: &ClassModule| golden_sample(train, a.golden, a.seed ^ m.class_id.0 as u64);
-    let manifest = pack(&[group], &a.out, key.as_ref(), golden).map_err(|e| model_error(&a.out, e))?;
+    let manifest = pack(&[group], &a.out, key.as_ref(), classmod_host::pack::version_now(), golden)
+        .map_err(|e| model_error(&a.out, e))?;
     let paths: Vec<PathBuf> = manifest.modules.iter().map(|m| a.out.join(&m.file)).collect();
     println!(
         "{:<14} {:>10} {:>10} {:>9} {:>8} {:>8}",

@@ -41,6 +41,7 @@ pub fn run(a: Args) -> Result<()> {
         .transpose()?;
     if let Some(m) = &module {
         println!("  module        {}", classmod_host::verify::module_summary(&m.module));
+        println!("  version       {}", m.version);
     }
     println!("  {:<48} {:<5} {:<18} {:>10}", "tensor", "dtype", "shape", "bytes");
     for t in blob.tensors() {
@@ -67,6 +68,7 @@ pub fn run(a: Args) -> Result<()> {
             "meta": serde_json::from_str::<serde_json::Value>(blob.meta()).unwrap_or(serde_json::Value::Null),
             "tensors": tensors,
             "module": module.as_ref().map(|m| classmod_host::verify::module_summary(&m.module)),
+            "version": module.as_ref().map(|m| m.version),
         }));
     }
     Ok(())

@@ -29,6 +29,11 @@ pub struct Args {
     golden: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Release number of every module packed: a device refuses a module older than the newest
+    /// it has committed for the class. Default: the packing time in seconds since the epoch, so
+    /// that a later pack is newer.
+    #[arg(long)]
+    version: Option<u64>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -50,10 +55,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let golden =
         |g: usize, m: &classmod_runtime::ClassModule| golden_sample(&sets[g], a.golden, a.seed ^ m.class_id.0 as u64);
-    let manifest = pack(&groups, &a.out, key.as_ref(), golden)?;
+    let version = a.version.unwrap_or_else(classmod_host::pack::version_now);
+    let manifest = pack(&groups, &a.out, key.as_ref(), version, golden)?;
     let bytes: u64 = manifest.bases.iter().map(|b| b.bytes).chain(manifest.modules.iter().map(|m| m.bytes)).sum();
     println!(
-        "packed {} base model(s) and {} module(s) into {} ({:.1} MiB, {}); manifest.json written last",
+        "packed {} base model(s) and {} module(s), version {version}, into {} ({:.1} MiB, {}); manifest.json written last",
         manifest.bases.len(),
         manifest.modules.len(),
         a.out.display(),

@@ -164,6 +164,7 @@ pub fn measure(
         budget_bytes: None,
         rule: Rule::Max,
         min_score: MinScore::Calibrated,
+        allow_downgrade: false,
     };
     let open = || ModuleRuntime::open(dir, config.clone());
     let rt = open()?;

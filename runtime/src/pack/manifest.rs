@@ -50,6 +50,13 @@ pub struct ManifestModule {
     pub content_hash: String,
     /// Its size in bytes.
     pub bytes: u64,
+    /// Its [`ModuleBlob::version`](crate::ModuleBlob::version) (0 in manifests before versions).
+    #[serde(default)]
+    pub version: u64,
+    /// The newest version of the class this device has committed: an older module is refused
+    /// (downgrade protection). Written by the same atomic rename as the module.
+    #[serde(default)]
+    pub highest_version: u64,
     /// After a field update, until it is confirmed: the module it replaced (the rollback copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<PreviousModule>,
@@ -64,6 +71,8 @@ impl ManifestModule {
             file: p.file.clone(),
             content_hash: p.content_hash.clone(),
             bytes: p.bytes,
+            version: p.version,
+            highest_version: p.highest_version,
             previous: None,
             ..self.clone()
         })
@@ -79,6 +88,13 @@ pub struct PreviousModule {
     pub content_hash: String,
     /// Its size in bytes.
     pub bytes: u64,
+    /// Its version.
+    #[serde(default)]
+    pub version: u64,
+    /// The class's highest committed version before the update: a rollback restores it (rolling
+    /// back an unconfirmed update is not a downgrade, and leaves no trace of the update).
+    #[serde(default)]
+    pub highest_version: u64,
 }
 
 /// What a packed directory holds: its base blobs and one module blob per class.
@@ -92,6 +108,10 @@ pub struct Manifest {
     pub bases: Vec<ManifestBase>,
     /// The class modules, one per class.
     pub modules: Vec<ManifestModule>,
+    /// Classes that updates added and the device serves beside those it is started with: part of
+    /// the device's state, so that a restart with the same command line serves them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_classes: Vec<String>,
 }
 
 /// `class-007-horse`: the stem of a module's file name (unsafe characters replaced).
@@ -117,7 +137,7 @@ fn plain_file_name(name: &str) -> bool {
 impl Manifest {
     /// A manifest of the current format listing `bases` and `modules`.
     pub fn new(bases: Vec<ManifestBase>, modules: Vec<ManifestModule>) -> Manifest {
-        Manifest { format: FORMAT.into(), version: VERSION, bases, modules }
+        Manifest { format: FORMAT.into(), version: VERSION, bases, modules, added_classes: Vec::new() }
     }
 
     /// Parses and checks a manifest: format and version, plain file names, no duplicate files or
@@ -147,8 +167,23 @@ impl Manifest {
             if !classes.insert(x.class_name.as_str()) {
                 return Err(bad(format!("class `{}` has two modules", x.class_name)));
             }
+            if x.highest_version < x.version {
+                return Err(bad(format!(
+                    "module `{}` is version {} but the highest committed is {}",
+                    x.class_name, x.version, x.highest_version
+                )));
+            }
             if !bases.contains(&x.base_key) {
                 return Err(bad(format!("module `{}` needs a base that is not listed", x.class_name)));
+            }
+        }
+        let mut added: HashSet<&str> = HashSet::new();
+        for c in &m.added_classes {
+            if !classes.contains(c.as_str()) {
+                return Err(bad(format!("added class `{c}` has no module")));
+            }
+            if !added.insert(c) {
+                return Err(bad(format!("added class `{c}` is listed twice")));
             }
         }
         Ok(m)
@@ -216,6 +251,8 @@ mod tests {
                 base_key: ModelKey([7; 32]),
                 content_hash: "h2".into(),
                 bytes: 5,
+                version: 3,
+                highest_version: 4,
                 previous: None,
             }],
         )
@@ -223,7 +260,8 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_what_a_device_must_not_follow() {
-        let m = sample();
+        let mut m = sample();
+        m.added_classes = vec!["cat".into()];
         assert_eq!(Manifest::from_json(&serde_json::to_string(&m).unwrap()).unwrap(), m);
         for (edit, what) in [
             (("cat.blob", "../cat.blob"), "path traversal"),
@@ -241,6 +279,9 @@ mod tests {
                 "a key that is not 64 hex digits",
             ),
             (("classmod-manifest", "other"), "another format"),
+            (("\"added_classes\":[\"cat\"]", "\"added_classes\":[\"dog\"]"), "an added class without a module"),
+            (("\"added_classes\":[\"cat\"]", "\"added_classes\":[\"cat\",\"cat\"]"), "an added class twice"),
+            (("\"highest_version\":4", "\"highest_version\":2"), "a version above the highest"),
             (("\"version\":1", "\"version\":2"), "another version"),
         ] {
             let text = serde_json::to_string(&m).unwrap().replace(edit.0, edit.1);

@@ -41,6 +41,9 @@ struct ModuleMeta {
     /// that predates it ignores it and never answers none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     min_score: Option<f32>,
+    /// [`ModuleBlob::version`]; absent (0) in blobs packed before versions.
+    #[serde(default)]
+    version: u64,
 }
 
 /// Golden self-test vectors: raw images and the scores the module gave them when packed.
@@ -90,6 +93,11 @@ pub struct ModuleBlob {
     pub sites: Vec<ReluSite>,
     /// Its golden self-test vectors.
     pub golden: Golden,
+    /// Which release of its class this is: a device refuses a module older than the newest it
+    /// has committed for the class (downgrade protection). `classmod pack` sets the packing time
+    /// in seconds since the epoch unless told a number; 0 in blobs packed before versions. It is
+    /// metadata, so the content hash and the signature cover it.
+    pub version: u64,
 }
 
 impl ModuleBlob {
@@ -107,6 +115,7 @@ impl ModuleBlob {
             sites: parts.sites,
             branch: parts.branch,
             min_score: m.min_score,
+            version: self.version,
         };
         let mut w = BlobWriter::new(BlobKind::Module, m.base_key.0, input_key(&m.input), json(&meta));
         for t in tensors {
@@ -182,7 +191,7 @@ impl ModuleBlob {
         let scores = blob.tensor("golden.scores")?;
         scores.expect(DType::F32, &[n])?;
         let golden = Golden { images: images.bytes.to_vec(), scores: scores.to_f32()? };
-        Ok(ModuleBlob { module, sites, golden })
+        Ok(ModuleBlob { module, sites, golden, version: meta.version })
     }
 
     /// The health check of a field update: the module, run on `base` (whose key is `base_key`),
@@ -230,7 +239,7 @@ mod tests {
         };
         let images: Vec<u8> = (0..3 * 64).map(|i| (i * 37 % 251) as u8).collect();
         let golden = Golden::record(base, &module, images).unwrap();
-        ModuleBlob { module, sites, golden }
+        ModuleBlob { module, sites, golden, version: 0 }
     }
 
     #[test]
@@ -354,7 +363,7 @@ mod tests {
             let module = tiny_compact(&model, 2, stages, 8, 9);
             let images: Vec<u8> = (0..3 * 64).map(|i| (i * 37 % 251) as u8).collect();
             let golden = Golden::record(&base, &module, images).unwrap();
-            let m = ModuleBlob { module, sites: vec![], golden };
+            let m = ModuleBlob { module, sites: vec![], golden, version: 0 };
             let bytes = m.encode(None).unwrap();
             let store = AlignedBytes::new(&bytes);
             let blob = Blob::open(store.bytes(), None).unwrap();

@@ -9,6 +9,7 @@
 //! decoded, and checked against the manifest; a module also passes its golden self-test on its
 //! base before it is served. A base is mapped once and shared by all its loaded modules.
 
+mod added;
 mod clean;
 mod snapshot;
 mod update;
@@ -46,6 +47,9 @@ pub struct ServingConfig {
     /// The score a module must reach to claim an image ([`MinScore::Calibrated`]: each
     /// module's own).
     pub min_score: MinScore,
+    /// Accept updates older than the newest committed release of their class (see
+    /// [`Error::Downgrade`]); the class's mark then starts again from the version accepted.
+    pub allow_downgrade: bool,
 }
 
 /// The serving runtime over one packed directory.

@@ -127,6 +127,12 @@ impl ModuleRuntime {
         if old.as_ref().is_some_and(|o| o.content_hash == content_hash) {
             return Err(Error::AlreadyInstalled { class: m.class_name.clone() });
         }
+        // Downgrade protection: never older than the newest committed release of the class
+        // (whatever its base: ResNet-20's `cat` does not replace ResNet-56's newer one).
+        let highest = old.as_ref().map_or(0, |o| o.highest_version.max(o.version));
+        if new.version < highest && !self.config().allow_downgrade {
+            return Err(Error::Downgrade { class: m.class_name.clone(), version: new.version, highest });
+        }
         let entry = ManifestModule {
             file: file.clone(),
             class_name: m.class_name.clone(),
@@ -134,10 +140,16 @@ impl ModuleRuntime {
             base_key: m.base_key,
             content_hash,
             bytes: bytes.len() as u64,
+            version: new.version,
+            // A downgrade let through on purpose resets the mark: later releases are measured
+            // from the version the operator chose.
+            highest_version: if new.version < highest { new.version } else { new.version.max(highest) },
             previous: old.as_ref().map(|o| PreviousModule {
                 file: o.file.clone(),
                 content_hash: o.content_hash.clone(),
                 bytes: o.bytes,
+                version: o.version,
+                highest_version: o.highest_version,
             }),
         };
         // 2. Stage beside the active file.
@@ -546,6 +558,57 @@ mod tests {
         let other = crate::pack::base_blob::encode(&tiny_model(7), None).unwrap();
         assert!(rt.add_base(&mut ManifestFails, &other).is_err());
         assert!(Manifest::read(&f.dir).unwrap().files().all(|file| f.dir.join(file).is_file()));
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    /// Class b's module at `version`, from base `m` (1 or 2), with mask seed `drop`.
+    fn b_at(f: &Fixture, m: u64, drop: usize, version: u64) -> Vec<u8> {
+        let mut mb = module(&tiny_model(m), &f.nets[m as usize - 1], 1, "b", drop);
+        mb.version = version;
+        mb.encode(None).unwrap()
+    }
+
+    /// Issue 13, item 3: a validly made older module of a class is refused once a newer one was
+    /// committed (v2 after v3, v1 after v3, another base's older `b`), across restarts; an equal
+    /// version and a rollback of an unconfirmed update are no downgrades; `allow_downgrade` lets
+    /// one through and the mark starts again from it.
+    #[test]
+    fn older_modules_are_refused_as_downgrades() {
+        let f = fixture(None);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("b").unwrap();
+        rt.update(&mut OsFs, &b_at(&f, 1, 2, 3)).unwrap();
+        rt.confirm(&mut OsFs, "b").unwrap();
+        let manifest = std::fs::read(f.dir.join("manifest.json")).unwrap();
+        for (blob, what) in [(b_at(&f, 1, 7, 2), "v2"), (b_at(&f, 1, 8, 1), "v1"), (b_at(&f, 2, 2, 2), "other base")] {
+            let e = rt.update(&mut OsFs, &blob).unwrap_err();
+            assert!(matches!(e, Error::Downgrade { highest: 3, .. }), "{what}: {e}");
+            assert_eq!(std::fs::read(f.dir.join("manifest.json")).unwrap(), manifest, "{what}: nothing changed");
+        }
+        assert_eq!(
+            rt.update(&mut OsFs, &b_at(&f, 1, 7, 2)).unwrap_err().to_string(),
+            "class `b`: version 2 is older than version 3, the newest this device has committed (a downgrade)"
+        );
+        // After a restart the mark is still there (it is in the manifest).
+        drop(rt);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        assert!(matches!(rt.update(&mut OsFs, &b_at(&f, 1, 7, 2)), Err(Error::Downgrade { .. })));
+        // The same version again (another build of release 3) is no downgrade; v5 unconfirmed,
+        // rolled back: back to release 3's mark, so a 4 is taken.
+        rt.update(&mut OsFs, &b_at(&f, 1, 9, 3)).unwrap();
+        rt.update(&mut OsFs, &b_at(&f, 1, 10, 5)).unwrap();
+        assert!(matches!(rt.update(&mut OsFs, &b_at(&f, 1, 11, 4)), Err(Error::Downgrade { highest: 5, .. })));
+        rt.rollback(&mut OsFs, "b").unwrap();
+        let m = Manifest::read(&f.dir).unwrap();
+        assert_eq!((m.module("b").unwrap().version, m.module("b").unwrap().highest_version), (3, 3));
+        rt.update(&mut OsFs, &b_at(&f, 1, 11, 4)).unwrap();
+        // Allowed on purpose: the mark follows the version accepted.
+        drop(rt);
+        let allow = crate::ServingConfig { allow_downgrade: true, ..config(None, None) };
+        let rt = ModuleRuntime::open(&f.dir, allow).unwrap();
+        rt.update(&mut OsFs, &b_at(&f, 1, 12, 1)).unwrap();
+        let m = Manifest::read(&f.dir).unwrap();
+        assert_eq!((m.module("b").unwrap().version, m.module("b").unwrap().highest_version), (1, 1));
         let _ = std::fs::remove_dir_all(&f.dir);
     }
 

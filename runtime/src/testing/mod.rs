@@ -59,7 +59,7 @@ pub fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop: usize)
     // Two images of the model's input size (for 8x8 inputs, `images(2)`).
     let px: Vec<u8> = (0..2 * model.meta.input.image_len()).map(|i| (i * 53 % 256) as u8).collect();
     let golden = Golden::record(net, &module, px).unwrap();
-    ModuleBlob { module, sites, golden }
+    ModuleBlob { module, sites, golden, version: 0 }
 }
 
 /// A compact module of `model` for output `id` (random branch of width 8 after 2 stages, seeded)
@@ -69,7 +69,7 @@ pub fn compact_module(model: &ModelFile, net: &ResNet, id: u32, name: &str, seed
     module.class_name = name.into();
     let px: Vec<u8> = (0..2 * model.meta.input.image_len()).map(|i| (i * 53 % 256) as u8).collect();
     let golden = Golden::record(net, &module, px).unwrap();
-    ModuleBlob { module, sites: vec![], golden }
+    ModuleBlob { module, sites: vec![], golden, version: 0 }
 }
 
 pub fn hash_hex(bytes: &[u8]) -> String {
@@ -110,12 +110,21 @@ pub fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<&Signin
         base_key: mb.module.base_key,
         content_hash: hash_hex(&bytes),
         bytes: bytes.len() as u64,
+        version: mb.version,
+        highest_version: mb.version,
         previous: None,
     }
 }
 
 pub fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
-    ServingConfig { device: Device::Cpu, key, budget_bytes: budget, rule: Rule::Max, min_score: MinScore::Calibrated }
+    ServingConfig {
+        device: Device::Cpu,
+        key,
+        budget_bytes: budget,
+        rule: Rule::Max,
+        min_score: MinScore::Calibrated,
+        allow_downgrade: false,
+    }
 }
 
 /// What module `mb` alone scores on `pixels` (the reference for served scores).
