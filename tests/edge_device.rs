@@ -53,7 +53,7 @@ fn options(dir: &Path, device: DeviceChoice) -> EdgeOptions {
 /// The base model's choice among the served classes for a PNG.
 fn base_choice(net: &ResNet, png: &Path) -> String {
     let spec = net.input_spec().clone();
-    let px = classmod::edge::pixels(png, &spec).unwrap();
+    let px = classmod::edge::pixels(png, &spec, 4096).unwrap();
     let mut x = vec![0f32; px.len()];
     spec.normalize_into(&px, &mut x);
     let logits = net.forward(&Tensor::from_vec(x, (1, 3, 32, 32), &Device::Cpu).unwrap()).unwrap();

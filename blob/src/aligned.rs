@@ -16,9 +16,30 @@ impl AlignedBytes {
         AlignedBytes { words, len: bytes.len() }
     }
 
-    /// The copied bytes (exactly as many as given to [`AlignedBytes::new`]), 8-byte aligned.
+    /// `len` zero bytes on an 8-byte boundary, to be filled in place (a blob read from a file
+    /// straight into the buffer the parser takes: one copy in memory, not two).
+    pub fn zeroed(len: usize) -> AlignedBytes {
+        AlignedBytes { words: vec![0u64; len.div_ceil(8)], len }
+    }
+
+    /// The bytes (exactly as many as given to [`AlignedBytes::new`]), 8-byte aligned.
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
+    }
+
+    /// The bytes, to fill in place.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[..self.len]
+    }
+
+    /// How many bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -31,6 +52,9 @@ mod tests {
             let a = super::AlignedBytes::new(&src);
             assert_eq!(a.bytes(), &src[..]);
             assert_eq!(a.bytes().as_ptr() as usize % 8, 0);
+            let mut z = super::AlignedBytes::zeroed(n);
+            z.bytes_mut().copy_from_slice(&src);
+            assert_eq!((z.bytes(), z.len()), (&src[..], n));
         }
     }
 }

@@ -47,6 +47,15 @@ pub struct BoardProfile {
     pub ram_mib: u32,
     /// Memory the module registry may keep resident, in MiB; less than `ram_mib`.
     pub module_budget_mib: u32,
+    /// The largest update blob the device reads, in MiB (a ResNet-56 base is 3.4 MB): what an
+    /// inbox entry may cost in memory while it is verified.
+    pub max_update_mib: u32,
+    /// The largest image width and height the device decodes, checked from the file's header
+    /// before decoding (a 12000 x 12000 PNG of 420 KB would cost 440 MB).
+    pub max_image_side: u32,
+    /// Images of the watched directory classified in one batch; the trigger and the inbox are
+    /// served between batches, and the batch bounds the memory a backlog costs.
+    pub watch_batch: u32,
     /// Output line for the status LED (`None`: no header, e.g. the host simulation).
     pub status_led: Option<GpioLine>,
     /// Input line for the trigger.
@@ -63,6 +72,9 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: false,
         ram_mib: 4096,
         module_budget_mib: 512,
+        max_update_mib: 64,
+        max_image_side: 4096,
+        watch_batch: 16,
         status_led: NANO_PINS.0,
         trigger: NANO_PINS.1,
     },
@@ -74,6 +86,9 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: false,
         ram_mib: 8192,
         module_budget_mib: 1024,
+        max_update_mib: 128,
+        max_image_side: 4096,
+        watch_batch: 64,
         status_led: XAVIER_NX_PINS.0,
         trigger: XAVIER_NX_PINS.1,
     },
@@ -85,6 +100,9 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: true,
         ram_mib: 4096,
         module_budget_mib: 512,
+        max_update_mib: 64,
+        max_image_side: 4096,
+        watch_batch: 32,
         status_led: ORIN_NX_PINS.0,
         trigger: ORIN_NX_PINS.1,
     },
@@ -96,6 +114,9 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: true,
         ram_mib: 8192,
         module_budget_mib: 1024,
+        max_update_mib: 128,
+        max_image_side: 4096,
+        watch_batch: 64,
         status_led: ORIN_NX_PINS.0,
         trigger: ORIN_NX_PINS.1,
     },
@@ -107,6 +128,9 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: true,
         ram_mib: 32768,
         module_budget_mib: 4096,
+        max_update_mib: 256,
+        max_image_side: 8192,
+        watch_batch: 64,
         status_led: AGX_ORIN_PINS.0,
         trigger: AGX_ORIN_PINS.1,
     },
@@ -118,6 +142,9 @@ pub const PROFILES: &[BoardProfile] = &[
         bf16: false,
         ram_mib: 16384,
         module_budget_mib: 2048,
+        max_update_mib: 256,
+        max_image_side: 8192,
+        watch_batch: 64,
         status_led: None,
         trigger: None,
     },
@@ -135,6 +162,8 @@ mod tests {
         for p in super::PROFILES {
             assert_eq!(super::profile(p.name), Some(p));
             assert!(p.module_budget_mib < p.ram_mib, "{}", p.name);
+            assert!(p.max_update_mib <= p.module_budget_mib / 2, "{}: an update fits twice in the budget", p.name);
+            assert!(p.max_image_side >= 1024 && p.watch_batch >= 1, "{}", p.name);
             assert!(!p.bf16 || p.f16, "{}: bf16 hardware also has f16", p.name);
             // A Jetson has its header; the LED is an output and the trigger another line.
             assert_eq!(p.status_led.is_some(), p.soc != "host", "{}", p.name);

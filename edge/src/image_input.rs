@@ -7,15 +7,34 @@ use anyhow::{anyhow, Result};
 use classmod_runtime::host::regular;
 use classmod_runtime::InputSpec;
 use image::imageops::FilterType;
+use image::{ImageReader, Limits};
+use std::io::Cursor;
 
 /// The largest image file read: a camera frame of several megapixels, compressed.
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 
-pub fn pixels(path: &Path, spec: &InputSpec) -> Result<Vec<u8>> {
+/// The pixels of the image file at `path` for `spec`; an image wider or taller than `max_side`
+/// is refused from its header, before anything is decoded.
+pub fn pixels(path: &Path, spec: &InputSpec, max_side: u32) -> Result<Vec<u8>> {
     // A regular file of bounded size first: a FIFO or device named like an image cannot hang or
     // flood the device.
     let bytes = regular::read(path, MAX_IMAGE_BYTES)?;
-    let img = image::load_from_memory(&bytes).map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    let undecodable = |e: &dyn std::fmt::Display| anyhow!("{}: cannot decode image: {e}", path.display());
+    let reader = || ImageReader::new(Cursor::new(&bytes)).with_guessed_format().map_err(|e| undecodable(&e));
+    let (width, height) = reader()?.into_dimensions().map_err(|e| undecodable(&e))?;
+    if width > max_side || height > max_side {
+        return Err(anyhow!(
+            "{}: image is {width} x {height} pixels, larger than this board decodes ({max_side} x {max_side})",
+            path.display()
+        ));
+    }
+    // The header's size was checked; the limits hold the decoder to it.
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    let mut decoder = reader()?;
+    decoder.limits(limits);
+    let img = decoder.decode().map_err(|e| undecodable(&e))?;
     let (w, h) = (spec.width as u32, spec.height as u32);
     let img = if img.width() != w || img.height() != h { img.resize_exact(w, h, FilterType::Triangle) } else { img };
     Ok(match spec.channels {
@@ -43,14 +62,29 @@ mod tests {
         let p = dir.join("x.png");
         let img = image::RgbImage::from_fn(4, 4, |x, y| image::Rgb([(10 * x) as u8, (10 * y) as u8, 200]));
         img.save(&p).unwrap();
-        let rgb = pixels(&p, &spec(3, 4)).unwrap();
+        let rgb = pixels(&p, &spec(3, 4), 4096).unwrap();
         assert_eq!(rgb.len(), 48);
         assert_eq!((rgb[1], rgb[16 + 4], rgb[32]), (10, 10, 200), "channel-major");
-        assert_eq!(pixels(&p, &spec(1, 4)).unwrap().len(), 16);
-        assert_eq!(pixels(&p, &spec(3, 8)).unwrap().len(), 3 * 64, "resized");
+        assert_eq!(pixels(&p, &spec(1, 4), 4096).unwrap().len(), 16);
+        assert_eq!(pixels(&p, &spec(3, 8), 4096).unwrap().len(), 3 * 64, "resized");
         std::fs::write(&p, b"not a png").unwrap();
-        assert!(pixels(&p, &spec(1, 4)).unwrap_err().to_string().contains("x.png"));
-        assert!(pixels(&dir.join("missing.png"), &spec(1, 4)).is_err());
+        assert!(pixels(&p, &spec(1, 4), 4096).unwrap_err().to_string().contains("x.png"));
+        assert!(pixels(&dir.join("missing.png"), &spec(1, 4), 4096).is_err());
+        // Issue 13, item 5: a 12000 x 12000 PNG (a few hundred KB) is refused from its header,
+        // before 432 MB of pixels are decoded.
+        let big = dir.join("big.png");
+        image::GrayImage::new(12000, 12000).save(&big).unwrap();
+        assert!(std::fs::metadata(&big).unwrap().len() < 1 << 20);
+        let e = pixels(&big, &spec(1, 4), 4096).unwrap_err().to_string();
+        assert!(
+            e.contains("big.png: image is 12000 x 12000 pixels, larger than this board decodes (4096 x 4096)"),
+            "{e}"
+        );
+        // A header within the limit over data cut short is the decoder's to refuse.
+        image::GrayImage::from_fn(64, 64, |x, y| image::Luma([(x * y) as u8])).save(&big).unwrap();
+        let bytes = std::fs::read(&big).unwrap();
+        std::fs::write(&big, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(pixels(&big, &spec(1, 4), 4096).unwrap_err().to_string().contains("cannot decode image"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -16,17 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use classmod_runtime::host::regular::{self, Symlinks};
-use classmod_runtime::{declared_len, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN, BLOB_MAGIC as MAGIC};
-
-/// The largest inbox entry read: above any base or module a board serves (ResNet-56's base blob
-/// is 3.4 MB), far below a device's memory.
-pub const MAX_ENTRY_BYTES: u64 = 256 << 20;
+use classmod_runtime::{declared_len, AlignedBytes, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN, BLOB_MAGIC as MAGIC};
 
 /// What a look at one inbox entry found.
 #[derive(Debug)]
 pub enum Entry {
-    /// A complete blob of this kind, its bytes read.
-    Ready(UpdateKind, Vec<u8>),
+    /// A complete blob of this kind, its bytes read into the aligned buffer the runtime parses
+    /// in place (the entry is held in memory once).
+    Ready(UpdateKind, AlignedBytes),
     /// Shorter than its header says, or too short to have one yet: a writer is still at it.
     Incomplete { have: u64, want: Option<u64> },
     /// Never to be applied, and why: moved to `rejected/`.
@@ -111,12 +108,13 @@ fn read_complete(mut file: File, max_bytes: u64) -> io::Result<Entry> {
     if have > want {
         return Ok(Entry::Refused(format!("holds {have} bytes where its header declares {want}")));
     }
-    let mut bytes = Vec::with_capacity(want as usize);
-    bytes.extend_from_slice(&head);
-    file.take(want - HEADER_LEN as u64).read_to_end(&mut bytes)?;
+    // Straight into the buffer the parser takes: no second copy (want <= max_bytes, checked).
+    let mut bytes = AlignedBytes::zeroed(want as usize);
+    bytes.bytes_mut()[..HEADER_LEN].copy_from_slice(&head);
+    let got = HEADER_LEN + read_up_to(&mut file, &mut bytes.bytes_mut()[HEADER_LEN..])?;
     // Shortened while it was read: a writer truncated and is writing it again.
-    if (bytes.len() as u64) < want {
-        return Ok(Entry::Incomplete { have: bytes.len() as u64, want: Some(want) });
+    if (got as u64) < want {
+        return Ok(Entry::Incomplete { have: got as u64, want: Some(want) });
     }
     Ok(Entry::Ready(kind, bytes))
 }

@@ -91,6 +91,8 @@ pub struct Edge<P: OutputPin> {
     started: Instant,
     /// What the inbox and the watched directory remember between scans.
     noted: inbox::Noted,
+    /// The last scan of the watched directory left images for the next batch.
+    watch_backlog: bool,
     /// Every line logged, also written to stderr.
     pub log: Vec<String>,
 }
@@ -129,6 +131,7 @@ impl<P: OutputPin> Edge<P> {
             serve_new: opts.serve_new,
             started: Instant::now(),
             noted: inbox::Noted::default(),
+            watch_backlog: false,
             log: Vec::new(),
         };
         let how = match how {
@@ -219,7 +222,7 @@ impl<P: OutputPin> Edge<P> {
         let mut px = Vec::with_capacity(files.len() * spec.image_len());
         let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
         for f in files {
-            match pixels(f, &spec) {
+            match pixels(f, &spec, self.board.max_image_side) {
                 Ok(p) => {
                     px.extend(p);
                     readable.push(f);
@@ -282,7 +285,7 @@ impl<P: OutputPin> Edge<P> {
         let mut applied = 0;
         for (_, path) in files {
             let name = file_name(&path);
-            let bytes = match inbox::examine(&path, inbox::MAX_ENTRY_BYTES) {
+            let bytes = match inbox::examine(&path, u64::from(self.board.max_update_mib) << 20) {
                 inbox::Entry::Ready(_, bytes) => bytes,
                 inbox::Entry::Gone => continue,
                 inbox::Entry::Incomplete { have, want } => {
@@ -306,7 +309,7 @@ impl<P: OutputPin> Edge<P> {
                 }
             };
             self.status(Status::Updating);
-            match self.apply(&bytes) {
+            match self.apply(bytes.bytes()) {
                 Ok(msg) => {
                     self.say(format!("update {name}: {msg}"));
                     applied += 1;
@@ -414,9 +417,10 @@ impl<P: OutputPin> Edge<P> {
         }
     }
 
-    /// Classifies the image files in `dir` (not in sub-directories), moving them to `dir/done/`,
-    /// or to `dir/rejected/` when they cannot be read. Producers should write elsewhere and rename
-    /// into `dir`, so that no half-written image is seen.
+    /// Classifies the image files in `dir` (not in sub-directories), at most the board's
+    /// `watch_batch` of them, in name order, moving them to `dir/done/`, or to `dir/rejected/`
+    /// when they cannot be read; [`Edge::watch_backlog`] says whether more are waiting. Producers
+    /// should write elsewhere and rename into `dir`, so that no half-written image is seen.
     pub fn process_watch(&mut self, dir: &Path) -> Result<Vec<Verdict>> {
         let image = |name: &std::ffi::OsStr| {
             let name = name.to_string_lossy().to_lowercase();
@@ -425,6 +429,11 @@ impl<P: OutputPin> Edge<P> {
         let Some(entries) = self.entries(dir, image) else { return Ok(vec![]) };
         let mut files: Vec<PathBuf> = entries.into_iter().filter(|p| p.is_file()).collect();
         files.sort();
+        // A bounded batch: a backlog of thousands costs one batch of memory, and the trigger and
+        // the inbox are served between batches.
+        let batch = (self.board.watch_batch as usize).max(1);
+        self.watch_backlog = files.len() > batch;
+        files.truncate(batch);
         if files.is_empty() {
             return Ok(vec![]);
         }
@@ -437,6 +446,11 @@ impl<P: OutputPin> Edge<P> {
             self.set_aside(dir, f, if rejected.contains(&f) { "rejected" } else { "done" });
         }
         Ok(verdicts)
+    }
+
+    /// Whether the last [`Edge::process_watch`] left images for another batch.
+    pub fn watch_backlog(&self) -> bool {
+        self.watch_backlog
     }
 
     /// Advances the LED pattern by `ms`.

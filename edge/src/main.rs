@@ -77,8 +77,8 @@ struct Args {
     /// CHIP:LINE. Needs the `linux` feature. Without it the log tells the LED's state.
     #[arg(long, num_args = 0..=1, default_missing_value = "board")]
     led_gpio: Option<String>,
-    /// Process the images, the inbox and the watched directory once, then exit (the trigger is
-    /// not waited for).
+    /// Process the images, the inbox and the watched directory once (all its images, batch by
+    /// batch), then exit (the trigger is not waited for).
     #[arg(long)]
     once: bool,
     /// Exit after this many trigger classifications.
@@ -166,8 +166,11 @@ fn run(a: Args) -> Result<()> {
             if let Some(watch) = &a.watch {
                 edge.process_watch(watch)?;
             }
+        } else if let (true, Some(watch)) = (edge.watch_backlog(), &a.watch) {
+            // A backlog is worked off batch by batch, one per tick, the trigger polled between.
+            edge.process_watch(watch)?;
         }
-        if a.once {
+        if a.once && !edge.watch_backlog() {
             return Ok(());
         }
         if let (Some(t), Some(frame)) = (trigger.as_mut(), &a.frame) {

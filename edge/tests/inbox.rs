@@ -266,6 +266,45 @@ fn classes_added_with_serve_new_are_served_after_a_restart() {
     assert_eq!(serving(&start(&dir)), ["a", "b", "c"]);
 }
 
+/// Issue 13, item 5: a backlog in the watched directory is classified in the board's bounded
+/// batches (host-sim: 64), the trigger and inbox served between them; `--once` works it all off.
+#[test]
+fn a_watched_backlog_is_classified_in_bounded_batches() {
+    let f = fixture(None);
+    let watch = inbox_for(&f.dir, "watch");
+    for i in 0..70u32 {
+        image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 31 + y * 7 + i) as u8]))
+            .save(watch.join(format!("img{i:03}.png")))
+            .unwrap();
+    }
+    let mut edge = start(&f.dir);
+    assert_eq!(edge.board.watch_batch, 64);
+    assert_eq!(edge.process_watch(&watch).unwrap().len(), 64);
+    assert!(edge.watch_backlog());
+    assert_eq!(edge.process_watch(&watch).unwrap().len(), 6);
+    assert!(!edge.watch_backlog());
+    assert_eq!(names(&watch.join("done")).len(), 70);
+    drop(edge);
+    // The real binary, --once: every image, in two batches.
+    for n in names(&watch.join("done")) {
+        std::fs::rename(watch.join("done").join(&n), watch.join(&n)).unwrap();
+    }
+    let o = run_edge(&[
+        f.dir.to_str().unwrap(),
+        "--classes",
+        "a,b",
+        "--board",
+        "host-sim",
+        "--device",
+        "cpu",
+        "--once",
+        "--watch",
+        watch.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(names(&watch.join("done")).len(), 70, "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn an_inbox_in_the_device_directory_is_refused_at_start_and_nothing_moves() {
     let f = fixture(None);

@@ -35,7 +35,7 @@ fn print_latencies(edge: &Edge<LogPin>, model: &ModelFile, files: &[std::path::P
         Ok(t[t.len() / 2])
     };
     for f in files {
-        let px = classmod_edge::pixels(f, &spec)?;
+        let px = classmod_edge::pixels(f, &spec, edge.board.max_image_side)?;
         let r = snap.classify(&px, classmod_runtime::Rule::Max, edge.runtime.config().min_score)?;
         let served = median(&mut || {
             snap.classify(&px, classmod_runtime::Rule::Max, classmod_runtime::MinScore::Off)

@@ -97,7 +97,7 @@ mod serve;
 pub mod testing;
 
 pub use candle_core::{DType, Device, Tensor};
-pub use classmod_blob::{parse_public_key, BlobError, VerifyingKey};
+pub use classmod_blob::{parse_public_key, AlignedBytes, BlobError, VerifyingKey};
 
 pub use device::{cuda, CUDA_BUILT};
 pub use error::{Error, Result};

@@ -92,6 +92,16 @@ pub fn declared_len(header: &[u8]) -> Option<u64> {
     classmod_blob::Header::read(header)?.file_len()
 }
 
+/// `bytes` on the 8-byte boundary the blob parser needs: as given when they already are (an
+/// [`AlignedBytes`] buffer, a mapping), else copied into `copy`. A 256 MiB update read into an
+/// aligned buffer is thus held once, not twice.
+fn aligned<'a>(bytes: &'a [u8], copy: &'a mut Option<AlignedBytes>) -> &'a [u8] {
+    if bytes.as_ptr().align_offset(8) == 0 {
+        return bytes;
+    }
+    copy.insert(AlignedBytes::new(bytes)).bytes()
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(path, e)
 }
@@ -112,8 +122,8 @@ impl ModuleRuntime {
     pub fn update(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<UpdateReport> {
         let mut manifest = self.lock_manifest();
         // 1. Verify.
-        let aligned = AlignedBytes::new(bytes);
-        let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
+        let mut copy = None;
+        let blob = Blob::open(aligned(bytes, &mut copy), self.config().key.as_ref())?;
         let new = ModuleBlob::decode(&blob)?;
         let m = &new.module;
         let base = manifest.base(&m.base_key).ok_or_else(|| Error::MissingBase { class: m.class_name.clone() })?;
@@ -200,8 +210,8 @@ impl ModuleRuntime {
     /// Returns its file name and whether it was new.
     pub fn add_base(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<(String, bool)> {
         let mut manifest = self.lock_manifest();
-        let aligned = AlignedBytes::new(bytes);
-        let blob = Blob::open(aligned.bytes(), self.config().key.as_ref())?;
+        let mut copy = None;
+        let blob = Blob::open(aligned(bytes, &mut copy), self.config().key.as_ref())?;
         let model = crate::pack::base_blob::decode(&blob, &crate::Device::Cpu)?;
         let key = ModelKey(blob.base_key());
         if let Some(b) = manifest.base(&key) {
