@@ -69,6 +69,14 @@ fn select_device(choice: DeviceChoice, board: &BoardProfile) -> Result<(Device, 
     }
 }
 
+/// What one applied inbox entry was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Added,
+    Updated,
+    AlreadyPresent,
+}
+
 /// A file that could not be read as an image, and why.
 type Unreadable = (PathBuf, anyhow::Error);
 
@@ -81,6 +89,59 @@ pub struct Verdict {
     /// The winner's score (for `none`, the best score, which missed its minimum).
     pub score: f32,
     pub generation: u64,
+    /// Classification time per image, ms (the batch's time over its images).
+    pub latency_ms: f64,
+}
+
+impl Verdict {
+    /// One line for scripts: file, class (or `none`), score and latency, tab-separated (the
+    /// file name with control characters escaped).
+    pub fn line(&self) -> String {
+        format!(
+            "{}\t{}\t{:.4}\t{:.3}",
+            inbox::loggable(&self.file.display().to_string()),
+            self.class.as_deref().unwrap_or("none"),
+            self.score,
+            self.latency_ms
+        )
+    }
+
+    /// The same as one JSON object (a JSON line).
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "file": self.file.display().to_string(),
+            "class": self.class,
+            "score": self.score,
+            "latency_ms": self.latency_ms,
+            "generation": self.generation,
+        })
+        .to_string()
+    }
+}
+
+/// Where classification results go besides the log (which goes to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResultFormat {
+    /// Nowhere else (the library default: the caller has the verdicts).
+    #[default]
+    LogOnly,
+    /// One [`Verdict::line`] per image on stdout.
+    Lines,
+    /// One [`Verdict::json`] per image on stdout.
+    JsonLines,
+}
+
+/// What the inbox did since the device started, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxCounts {
+    /// Classes (and bases) the device did not have.
+    pub added: u64,
+    /// Classes whose module was replaced.
+    pub updated: u64,
+    /// Modules and bases the device already had (a delivery again, or after a crash).
+    pub already_present: u64,
+    /// Entries refused and set aside in `rejected/`.
+    pub refused: u64,
 }
 
 pub struct Edge<P: OutputPin> {
@@ -93,6 +154,10 @@ pub struct Edge<P: OutputPin> {
     noted: inbox::Noted,
     /// The last scan of the watched directory left images for the next batch.
     watch_backlog: bool,
+    /// What updates are written through: the real file system, or a test's failing one.
+    fs: Box<dyn DurableFs>,
+    counts: InboxCounts,
+    results: ResultFormat,
     /// Every line logged, also written to stderr.
     pub log: Vec<String>,
 }
@@ -132,6 +197,9 @@ impl<P: OutputPin> Edge<P> {
             started: Instant::now(),
             noted: inbox::Noted::default(),
             watch_backlog: false,
+            fs: Box::new(OsFs),
+            counts: InboxCounts::default(),
+            results: ResultFormat::default(),
             log: Vec::new(),
         };
         let how = match how {
@@ -146,13 +214,13 @@ impl<P: OutputPin> Edge<P> {
         if unsigned {
             edge.say("warning: no --key given: unsigned blobs and updates are accepted".into());
         }
-        let removed = edge.runtime.clean(&mut OsFs)?;
+        let removed = edge.runtime.clean(edge.fs.as_mut())?;
         if !removed.is_empty() {
             edge.say(format!("removed {} file(s) a crash left behind: {}", removed.len(), removed.join(", ")));
         }
         // Classes updates added (with --serve-new) are served again beside `classes`, unless told.
         let added = if opts.classes_only {
-            let forgotten = edge.runtime.forget_added_classes(&mut OsFs)?;
+            let forgotten = edge.runtime.forget_added_classes(edge.fs.as_mut())?;
             if !forgotten.is_empty() {
                 edge.say(format!("--classes-only: no longer serving {}, added by updates", forgotten.join(", ")));
             }
@@ -205,6 +273,21 @@ impl<P: OutputPin> Edge<P> {
         self.led.status()
     }
 
+    /// Writes updates through `fs` from now on (tests: a full disk, a failing step).
+    pub fn write_through(&mut self, fs: Box<dyn DurableFs>) {
+        self.fs = fs;
+    }
+
+    /// Prints each classification result on stdout as `format` says.
+    pub fn print_results(&mut self, format: ResultFormat) {
+        self.results = format;
+    }
+
+    /// What the inbox did since the start.
+    pub fn inbox_counts(&self) -> InboxCounts {
+        self.counts
+    }
+
     /// Classifies image files with one consistent set of modules; any unreadable file is an error.
     pub fn classify_files(&mut self, files: &[PathBuf]) -> Result<Vec<Verdict>> {
         let (verdicts, unreadable) = self.classify_readable(files)?;
@@ -233,7 +316,9 @@ impl<P: OutputPin> Edge<P> {
         if readable.is_empty() {
             return Ok((vec![], unreadable));
         }
+        let t = Instant::now();
         let r = snap.classify(&px, Rule::Max, self.runtime.config().min_score)?;
+        let latency_ms = t.elapsed().as_secs_f64() * 1e3 / readable.len() as f64;
         let verdicts: Vec<Verdict> = readable
             .iter()
             .zip(r.predictions.iter().zip(&r.scores))
@@ -242,6 +327,7 @@ impl<P: OutputPin> Edge<P> {
                 class: p.map(|p| r.classes[p].clone()),
                 score: p.map_or_else(|| s.iter().copied().fold(0.0, f32::max), |p| s[p]),
                 generation: r.generation,
+                latency_ms,
             })
             .collect();
         for v in &verdicts {
@@ -250,6 +336,11 @@ impl<P: OutputPin> Edge<P> {
                 None => format!("none (best score {:.3})", v.score),
             };
             self.say(format!("{}: {answer} [classes {}]", file_name(&v.file), r.classes.join(", ")));
+            match self.results {
+                ResultFormat::LogOnly => {}
+                ResultFormat::Lines => println!("{}", v.line()),
+                ResultFormat::JsonLines => println!("{}", v.json()),
+            }
         }
         Ok((verdicts, unreadable))
     }
@@ -275,7 +366,8 @@ impl<P: OutputPin> Edge<P> {
     /// Applies every complete `*.blob` in `inbox` (bases first), moving each to `done/` (applied,
     /// or already applied) or `rejected/` (refused, with the reason logged); entries still being
     /// written and those that fail for a reason that can pass stay for the next scan (see
-    /// `inbox.rs`). No entry stops the device. Returns how many were applied.
+    /// `inbox.rs`). No entry stops the device. Returns how many changed the device (added or
+    /// updated; [`Edge::inbox_counts`] has every outcome).
     pub fn process_inbox(&mut self, dir: &Path) -> Result<usize> {
         let Some(entries) = self.entries(dir, |name| !inbox::ignored(name)) else { return Ok(0) };
         // Bases sort first, so modules of a new base find it.
@@ -302,6 +394,7 @@ impl<P: OutputPin> Edge<P> {
                     continue;
                 }
                 inbox::Entry::Refused(why) => {
+                    self.counts.refused += 1;
                     self.say(format!("update {name} REFUSED, nothing changed: it {why}"));
                     self.set_aside(dir, &path, "rejected");
                     self.status(Status::Error);
@@ -310,9 +403,14 @@ impl<P: OutputPin> Edge<P> {
             };
             self.status(Status::Updating);
             match self.apply(bytes.bytes()) {
-                Ok(msg) => {
+                Ok((msg, outcome)) => {
                     self.say(format!("update {name}: {msg}"));
-                    applied += 1;
+                    match outcome {
+                        Outcome::Added => self.counts.added += 1,
+                        Outcome::Updated => self.counts.updated += 1,
+                        Outcome::AlreadyPresent => self.counts.already_present += 1,
+                    }
+                    applied += usize::from(outcome != Outcome::AlreadyPresent);
                     self.set_aside(dir, &path, "done");
                     self.status(Status::Serving);
                 }
@@ -320,6 +418,7 @@ impl<P: OutputPin> Edge<P> {
                 // A crash after the commit can also have cut --serve-new's load: done now.
                 Err(classmod_runtime::Error::AlreadyInstalled { class }) => {
                     let served = self.serve_added(&class);
+                    self.counts.already_present += 1;
                     self.say(format!("update {name}: already applied (class `{class}` runs this module){served}"));
                     self.set_aside(dir, &path, "done");
                     self.status(Status::Serving);
@@ -336,6 +435,7 @@ impl<P: OutputPin> Edge<P> {
                         Error::Downgrade { .. } => " (start with --allow-downgrade to accept it)",
                         _ => "",
                     };
+                    self.counts.refused += 1;
                     self.say(format!("update {name} REFUSED, nothing changed: {e}{hint}"));
                     self.set_aside(dir, &path, "rejected");
                     self.status(Status::Error);
@@ -345,23 +445,22 @@ impl<P: OutputPin> Edge<P> {
         Ok(applied)
     }
 
-    /// The update transaction on one blob; what to log when it committed.
-    fn apply(&mut self, bytes: &[u8]) -> classmod_runtime::Result<String> {
-        Ok(match self.runtime.apply_update(&mut OsFs, bytes)? {
-            Applied::Module(r) => {
-                let mut msg = format!(
-                    "class `{}` updated to {}{}",
-                    r.class_name,
-                    r.file,
-                    r.previous.as_ref().map_or(String::new(), |p| format!(" (rollback copy {p})"))
-                );
-                if r.previous.is_none() {
-                    msg.push_str(&self.serve_added(&r.class_name));
+    /// The update transaction on one blob; what to log when it committed, and what it was.
+    fn apply(&mut self, bytes: &[u8]) -> classmod_runtime::Result<(String, Outcome)> {
+        Ok(match self.runtime.apply_update(self.fs.as_mut(), bytes)? {
+            Applied::Module(r) => match &r.previous {
+                Some(p) => {
+                    (format!("class `{}` updated to {} (rollback copy {p})", r.class_name, r.file), Outcome::Updated)
                 }
-                msg
+                None => {
+                    let served = self.serve_added(&r.class_name);
+                    (format!("class `{}` added as {}{served}", r.class_name, r.file), Outcome::Added)
+                }
+            },
+            Applied::Base { file, new: true } => (format!("base model added as {file}"), Outcome::Added),
+            Applied::Base { file, new: false } => {
+                (format!("base model already present ({file})"), Outcome::AlreadyPresent)
             }
-            Applied::Base { file, new: true } => format!("base model added as {file}"),
-            Applied::Base { file, new: false } => format!("base model already here ({file})"),
         })
     }
 
@@ -375,7 +474,7 @@ impl<P: OutputPin> Edge<P> {
         if let Err(e) = self.runtime.load(class) {
             return format!(", but it cannot be served: {e}");
         }
-        match self.runtime.note_added_class(&mut OsFs, class) {
+        match self.runtime.note_added_class(self.fs.as_mut(), class) {
             Ok(()) => ", now served".into(),
             Err(e) => format!(", now served (not recorded for restarts: {e})"),
         }

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 use clap::Parser;
 use classmod_boards::{BoardProfile, Trigger};
 use classmod_edge::pins::{LedPin, TriggerPin, ValueFilePin};
-use classmod_edge::{DeviceChoice, Edge, EdgeOptions, LogPin};
+use classmod_edge::{DeviceChoice, Edge, EdgeOptions, LogPin, ResultFormat};
 use classmod_runtime::{parse_public_key, MinScore};
 
 #[derive(Parser)]
@@ -34,6 +34,14 @@ struct Args {
     /// Only accept blobs signed by this public key (`classmod keygen`).
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Refuse to start without --key (a production device never accepts unsigned blobs).
+    #[arg(long)]
+    require_key: bool,
+    /// Print each result on stdout as a JSON line (file, class or null, score, latency_ms,
+    /// generation) instead of a tab-separated line (file, class or `none`, score, latency ms).
+    /// The log goes to stderr either way.
+    #[arg(long)]
+    json: bool,
     /// Image files to classify at start.
     #[arg(long, num_args = 1..)]
     images: Vec<PathBuf>,
@@ -78,7 +86,7 @@ struct Args {
     #[arg(long, num_args = 0..=1, default_missing_value = "board")]
     led_gpio: Option<String>,
     /// Process the images, the inbox and the watched directory once (all its images, batch by
-    /// batch), then exit (the trigger is not waited for).
+    /// batch), then exit (the trigger is not waited for): 0, or 3 when an update was refused.
     #[arg(long)]
     once: bool,
     /// Exit after this many trigger classifications.
@@ -99,7 +107,13 @@ enum DeviceArg {
 /// The trigger and LED are polled and stepped this often.
 const TICK: Duration = Duration::from_millis(10);
 
-fn run(a: Args) -> Result<()> {
+/// `--once` exit code when an update was refused (2 is an error that stops the program).
+const REFUSED_EXIT: u8 = 3;
+
+fn run(a: Args) -> Result<ExitCode> {
+    if a.require_key && a.key.is_none() {
+        return Err(anyhow!("--require-key: no --key given, and this device accepts signed blobs only"));
+    }
     let key = match &a.key {
         Some(p) => Some(
             parse_public_key(&classmod_runtime::host::regular::read_to_string(p, 1 << 16)?)
@@ -148,10 +162,11 @@ fn run(a: Args) -> Result<()> {
     }
     let idle = a.images.is_empty() && a.watch.is_none() && a.inbox.is_none() && trigger.is_none();
     let mut edge = Edge::start(opts, led)?;
+    edge.print_results(if a.json { ResultFormat::JsonLines } else { ResultFormat::Lines });
     if idle {
         // Nothing would ever reach the device: say so rather than idle for good.
         eprintln!("classmod-edge: nothing to do (no --images, --watch, --inbox or trigger): exiting");
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if !a.images.is_empty() {
         edge.classify_files(&a.images)?;
@@ -171,7 +186,14 @@ fn run(a: Args) -> Result<()> {
             edge.process_watch(watch)?;
         }
         if a.once && !edge.watch_backlog() {
-            return Ok(());
+            let c = edge.inbox_counts();
+            if a.inbox.is_some() {
+                eprintln!(
+                    "classmod-edge: inbox: {} added, {} updated, {} already present, {} refused",
+                    c.added, c.updated, c.already_present, c.refused
+                );
+            }
+            return Ok(if c.refused > 0 { ExitCode::from(REFUSED_EXIT) } else { ExitCode::SUCCESS });
         }
         if let (Some(t), Some(frame)) = (trigger.as_mut(), &a.frame) {
             if edge.poll_trigger(t, frame)?.is_some() {
@@ -179,7 +201,7 @@ fn run(a: Args) -> Result<()> {
             }
         }
         if a.max_triggers.is_some_and(|n| triggered >= n) {
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(TICK);
         edge.tick(TICK.as_millis() as u32);
@@ -221,7 +243,7 @@ fn gpio_trigger(_: &str, _: &BoardProfile) -> Result<TriggerPin> {
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("classmod-edge: {e:#}");
             ExitCode::from(2)

@@ -230,7 +230,7 @@ fn classes_added_with_serve_new_are_served_after_a_restart() {
     std::fs::write(inbox.join("c.blob"), module(&m1, &net, 2, "c", 4).encode(None).unwrap()).unwrap();
     assert_eq!(edge.process_inbox(&inbox).unwrap(), 1);
     assert!(
-        edge.log.iter().any(|l| l.contains("class `c` updated to") && l.ends_with(", now served")),
+        edge.log.iter().any(|l| l.contains("class `c` added as") && l.ends_with(", now served")),
         "{:#?}",
         edge.log
     );
@@ -303,6 +303,70 @@ fn a_watched_backlog_is_classified_in_bounded_batches() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(names(&watch.join("done")).len(), 70, "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The device's disk, full until told otherwise: every write fails with ENOSPC.
+#[derive(Clone)]
+struct Disk(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Disk {
+    fn full(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn check(&self) -> std::io::Result<()> {
+        if self.full() {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        Ok(())
+    }
+}
+
+impl classmod_runtime::DurableFs for Disk {
+    fn write_file(&mut self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        classmod_runtime::OsFs.write_file(path, bytes)
+    }
+    fn sync_file(&mut self, path: &Path) -> std::io::Result<()> {
+        classmod_runtime::OsFs.sync_file(path)
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.check()?;
+        classmod_runtime::OsFs.rename(from, to)
+    }
+    fn sync_dir(&mut self, path: &Path) -> std::io::Result<()> {
+        classmod_runtime::OsFs.sync_dir(path)
+    }
+    fn remove(&mut self, path: &Path) -> std::io::Result<()> {
+        classmod_runtime::OsFs.remove(path)
+    }
+}
+
+/// Issue 13, item 4: a valid update that arrives while the disk is full stays in the inbox (not
+/// `rejected/`), is said once, and applies on a later scan once there is room; the LED never
+/// shows an error for it.
+#[test]
+fn a_full_disk_leaves_the_update_to_retry() {
+    let f = fixture(None);
+    let inbox = inbox_for(&f.dir, "full");
+    let mut edge = start(&f.dir);
+    let disk = Disk(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    edge.write_through(Box::new(disk.clone()));
+    std::fs::write(inbox.join("b-v2.blob"), b_update(7)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(edge.process_inbox(&inbox).unwrap(), 0);
+    }
+    assert_eq!(names(&inbox), ["b-v2.blob"], "left to retry, nothing set aside");
+    let said: Vec<&String> = edge.log.iter().filter(|l| l.contains("cannot be applied now")).collect();
+    assert_eq!(said.len(), 1, "{:#?}", edge.log);
+    assert!(said[0].contains("will retry"), "{said:?}");
+    assert_ne!(edge.led_status(), Status::Error);
+    still_serves(&edge);
+    disk.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(edge.process_inbox(&inbox).unwrap(), 1, "{:#?}", edge.log);
+    assert_eq!(names(&inbox.join("done")), ["b-v2.blob"]);
+    assert!(names(&inbox.join("rejected")).is_empty());
+    assert_eq!(edge.inbox_counts().updated, 1);
+    still_serves(&edge);
 }
 
 #[test]

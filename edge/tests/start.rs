@@ -5,7 +5,8 @@
 
 use std::process::{Command, Output};
 
-use classmod_runtime::testing::fixture;
+use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
+use classmod_runtime::{Device, ResNet};
 
 fn edge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_classmod-edge")).args(args).output().unwrap()
@@ -34,4 +35,51 @@ fn start_up_messages_say_what_to_do() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("no manifest.json here: make the directory with `classmod pack`"), "{err}");
+}
+
+/// Results on stdout, one per line (tab-separated, or JSON lines with --json), the log on stderr;
+/// --require-key without a key refuses to start; --once exits 3 when an update was refused and
+/// says what the inbox did: added, updated, already present, refused.
+#[test]
+fn results_go_to_stdout_and_refusals_have_their_own_exit_code() {
+    let f = fixture(None);
+    let dir = f.dir.to_str().unwrap();
+    let png = f.dir.with_extension("png");
+    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y) as u8])).save(&png).unwrap();
+    let base = [dir, "--classes", "a,b", "--board", "host-sim", "--device", "cpu", "--once"];
+
+    let o = edge(&[&base[..], &["--images", png.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let fields: Vec<&str> = out.trim_end().split('\t').collect();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert_eq!(fields.len(), 4, "{out}");
+    assert!(fields[0].ends_with(".png") && ["a", "b"].contains(&fields[1]), "{out}");
+    assert!(fields[2].parse::<f32>().is_ok() && fields[3].parse::<f64>().is_ok(), "{out}");
+    assert!(!String::from_utf8_lossy(&o.stderr).is_empty(), "the log is on stderr");
+    let o = edge(&[&base[..], &["--json", "--images", png.to_str().unwrap()]].concat());
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(v["class"].as_str(), Some(fields[1]));
+    assert!(v["score"].is_number() && v["latency_ms"].is_number() && v["file"].is_string(), "{v}");
+
+    let o = edge(&[&base[..], &["--require-key", "--images", png.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--require-key: no --key given"));
+
+    // One update, one already present, one new class, one refused: exit 3 and the counts.
+    let inbox = f.dir.with_extension("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let m1 = tiny_model(1);
+    let net = ResNet::new(&m1, &Device::Cpu).unwrap();
+    std::fs::write(inbox.join("b2.blob"), module(&m1, &net, 1, "b", 2).encode(None).unwrap()).unwrap();
+    std::fs::write(inbox.join("a-again.blob"), std::fs::read(f.dir.join("a.blob")).unwrap()).unwrap();
+    std::fs::write(inbox.join("c1.blob"), module(&m1, &net, 2, "c", 2).encode(None).unwrap()).unwrap();
+    std::fs::write(inbox.join("junk.blob"), vec![0u8; 400]).unwrap();
+    let o = edge(&[&base[..], &["--inbox", inbox.to_str().unwrap()]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("inbox: 0 added, 2 updated, 1 already present, 1 refused"), "{err}");
+    // Nothing refused: exit 0.
+    let o = edge(&[&base[..], &["--inbox", inbox.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

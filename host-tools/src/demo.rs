@@ -176,8 +176,12 @@ pub fn device_demo(
             std::fs::copy(&p, inbox.join(p.file_name().expect("a file")))?;
         }
     }
-    let applied = edge.process_inbox(&inbox)?;
-    println!("device program: {applied} update(s) applied; classifying again");
+    edge.process_inbox(&inbox)?;
+    let c = edge.inbox_counts();
+    println!(
+        "device program: inbox: {} added, {} updated, {} already present, {} refused; classifying again",
+        c.added, c.updated, c.already_present, c.refused
+    );
     edge.classify_files(&files)?;
     let snap = edge.runtime.snapshot();
     println!(

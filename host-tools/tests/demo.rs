@@ -29,7 +29,7 @@ fn the_demo_runs_end_to_end() {
     assert!(stdout.contains("2 base models"), "{stdout}");
     let log: Vec<&str> = v["device_log"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
     assert!(log.iter().any(|l| l.contains("class `T-shirt/top` updated") && l.contains("rollback copy")), "{log:?}");
-    assert!(log.iter().any(|l| l.contains("class `Dress` updated") && l.contains("now served")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("class `Dress` added as") && l.contains("now served")), "{log:?}");
     assert!(!log.iter().any(|l| l.contains("REFUSED")), "{log:?}");
     // The trigger: one press, one classification of the frame.
     assert!(stdout.contains("device program: trigger pressed, 1 classification"), "{stdout}");
