@@ -60,10 +60,24 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The device classifies with its classes, and its directory passes what `classmod verify`
+/// checks (every base, module and rollback copy the manifest names: present, hash, self-test),
+/// read afresh from disk.
 fn still_serves(edge: &Edge<LogPin>) {
     let result = edge.runtime.snapshot().classify(&images(2), Rule::Max, MinScore::Off).unwrap();
     assert_eq!(result.classes, ["a", "b"]);
     assert!(result.predictions.iter().all(Option::is_some));
+    let fresh =
+        classmod_runtime::ModuleRuntime::open(edge.runtime.dir(), classmod_runtime::testing::config(None, None))
+            .expect("the directory opens");
+    let manifest = fresh.manifest();
+    for b in &manifest.bases {
+        fresh.check_base(&b.key).unwrap_or_else(|e| panic!("base {}: {e}", b.file));
+    }
+    for m in &manifest.modules {
+        fresh.check_module(&m.class_name).unwrap_or_else(|e| panic!("module {}: {e}", m.file));
+        fresh.check_rollback_copy(&m.class_name).unwrap_or_else(|e| panic!("rollback copy of {}: {e}", m.file));
+    }
 }
 
 #[test]
