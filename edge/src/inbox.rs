@@ -11,19 +11,21 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use classmod_runtime::host::regular::{self, Symlinks};
-use classmod_runtime::{declared_len, AlignedBytes, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN, BLOB_MAGIC as MAGIC};
+use classmod_runtime::host::MappedFile;
+use classmod_runtime::{declared_len, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN, BLOB_MAGIC as MAGIC};
 
 /// What a look at one inbox entry found.
 #[derive(Debug)]
 pub enum Entry {
-    /// A complete blob of this kind, its bytes read into the aligned buffer the runtime parses
-    /// in place (the entry is held in memory once).
-    Ready(UpdateKind, AlignedBytes),
+    /// A complete blob of this kind, streamed into the device's own scratch file and mapped
+    /// from there: the runtime hashes and verifies the mapping, nothing is copied into memory
+    /// whole, and no other writer can change or truncate what is mapped.
+    Ready(UpdateKind, MappedFile),
     /// Shorter than its header says, or too short to have one yet: a writer is still at it.
     Incomplete { have: u64, want: Option<u64> },
     /// Never to be applied, and why: moved to `rejected/`.
@@ -34,6 +36,10 @@ pub enum Entry {
     /// left where it is and looked at again on the next scan.
     Retry(String),
 }
+
+/// The device's scratch copy of the inbox entry being applied, in the device directory (a temp
+/// name that start-up clean-up removes).
+pub const SCRATCH_FILE: &str = ".inbox-entry.tmp";
 
 /// Whether the inbox skips `name` without a word: hidden and partial files of a writer that
 /// renames (`.name`, `*.tmp`, `*.part`) and anything not named `*.blob`.
@@ -50,13 +56,14 @@ pub fn transient(e: &io::Error) -> bool {
 
 /// Reads the inbox entry at `path` if it is a complete blob of at most `max_bytes`: without
 /// following a symlink, without blocking on a FIFO, and without reading more than the header
-/// declares.
-pub fn examine(path: &Path, max_bytes: u64) -> Entry {
+/// declares. A complete one is streamed into `scratch` (a file of the device's own, replaced
+/// each time, removed by the next start's clean-up if a crash leaves it) and mapped from there.
+pub fn examine(path: &Path, max_bytes: u64, scratch: &Path) -> Entry {
     let file = match open_entry(path, max_bytes) {
         Ok(f) => f,
         Err(entry) => return entry,
     };
-    match read_complete(file, max_bytes) {
+    match read_complete(file, max_bytes, scratch) {
         Ok(entry) => entry,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Entry::Gone,
         Err(e) if transient(&e) => Entry::Retry(e.to_string()),
@@ -82,8 +89,9 @@ fn open_entry(path: &Path, max_bytes: u64) -> Result<File, Entry> {
     }
 }
 
-/// The whole blob if the file holds exactly what its header declares.
-fn read_complete(mut file: File, max_bytes: u64) -> io::Result<Entry> {
+/// The whole blob, copied to `scratch` and mapped, if the file holds exactly what its header
+/// declares.
+fn read_complete(mut file: File, max_bytes: u64, scratch: &Path) -> io::Result<Entry> {
     let have = file.metadata()?.len();
     let mut head = [0u8; HEADER_LEN];
     let got = read_up_to(&mut file, &mut head)?;
@@ -108,15 +116,21 @@ fn read_complete(mut file: File, max_bytes: u64) -> io::Result<Entry> {
     if have > want {
         return Ok(Entry::Refused(format!("holds {have} bytes where its header declares {want}")));
     }
-    // Straight into the buffer the parser takes: no second copy (want <= max_bytes, checked).
-    let mut bytes = AlignedBytes::zeroed(want as usize);
-    bytes.bytes_mut()[..HEADER_LEN].copy_from_slice(&head);
-    let got = HEADER_LEN + read_up_to(&mut file, &mut bytes.bytes_mut()[HEADER_LEN..])?;
+    // Streamed, a buffer at a time (want <= max_bytes, checked), to a file only the device
+    // writes: mapping the entry itself would let its writer change it after the hash check, or
+    // truncate it under the mapping (SIGBUS).
+    let _ = std::fs::remove_file(scratch);
+    let mut copy = std::fs::OpenOptions::new().write(true).create_new(true).open(scratch)?;
+    copy.write_all(&head)?;
+    let got = HEADER_LEN as u64 + io::copy(&mut (&mut file).take(want - HEADER_LEN as u64), &mut copy)?;
+    drop(copy);
     // Shortened while it was read: a writer truncated and is writing it again.
-    if (got as u64) < want {
-        return Ok(Entry::Incomplete { have: got as u64, want: Some(want) });
+    if got < want {
+        let _ = std::fs::remove_file(scratch);
+        return Ok(Entry::Incomplete { have: got, want: Some(want) });
     }
-    Ok(Entry::Ready(kind, bytes))
+    let mapped = MappedFile::open(scratch).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(Entry::Ready(kind, mapped))
 }
 
 /// Reads into `buf` until it is full or the file ends; how many bytes came.
@@ -261,31 +275,45 @@ mod tests {
         let d = scratch("examine");
         let p = d.join("m.blob");
         blob_like(&p, 1000, 1000);
-        assert!(matches!(examine(&p, 1 << 20), Entry::Ready(UpdateKind::Module, ref b) if b.len() == 1000));
+        assert!(
+            matches!(examine(&p, 1 << 20, &d.join(".entry.tmp")), Entry::Ready(UpdateKind::Module, ref b) if b.bytes().len() == 1000)
+        );
         // Written in place, not done yet: left alone, at every length below the declared one.
         for len in [0usize, 5, 127, 128, 999] {
             blob_like(&p, 1000, len);
-            assert!(matches!(examine(&p, 1 << 20), Entry::Incomplete { .. }), "{len} bytes");
+            assert!(matches!(examine(&p, 1 << 20, &d.join(".entry.tmp")), Entry::Incomplete { .. }), "{len} bytes");
         }
         blob_like(&p, 1000, 1001);
-        assert!(matches!(examine(&p, 1 << 20), Entry::Refused(ref w) if w.contains("declares 1000")));
+        assert!(
+            matches!(examine(&p, 1 << 20, &d.join(".entry.tmp")), Entry::Refused(ref w) if w.contains("declares 1000"))
+        );
         blob_like(&p, 1000, 1000);
-        assert!(matches!(examine(&p, 999), Entry::Refused(ref w) if w.contains("more than the inbox takes")));
+        assert!(
+            matches!(examine(&p, 999, &d.join(".entry.tmp")), Entry::Refused(ref w) if w.contains("more than the inbox takes"))
+        );
         std::fs::write(&p, b"GIF89a, a picture, not a blob of any kind; long enough to have a header ....".repeat(3))
             .unwrap();
-        assert!(matches!(examine(&p, 1 << 20), Entry::Refused(ref w) if w.contains("not a classmod blob")));
-        assert!(matches!(examine(&d.join("gone.blob"), 1 << 20), Entry::Gone));
+        assert!(
+            matches!(examine(&p, 1 << 20, &d.join(".entry.tmp")), Entry::Refused(ref w) if w.contains("not a classmod blob"))
+        );
+        assert!(matches!(examine(&d.join("gone.blob"), 1 << 20, &d.join(".entry.tmp")), Entry::Gone));
         std::fs::create_dir(d.join("dir.blob")).unwrap();
-        assert!(matches!(examine(&d.join("dir.blob"), 1 << 20), Entry::Refused(ref w) if w.contains("a directory")));
+        assert!(
+            matches!(examine(&d.join("dir.blob"), 1 << 20, &d.join(".entry.tmp")), Entry::Refused(ref w) if w.contains("a directory"))
+        );
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink("/proc/self/mem", d.join("mem.blob")).unwrap();
-            assert!(matches!(examine(&d.join("mem.blob"), 1 << 20), Entry::Refused(ref w) if w.contains("symbolic")));
+            assert!(
+                matches!(examine(&d.join("mem.blob"), 1 << 20, &d.join(".entry.tmp")), Entry::Refused(ref w) if w.contains("symbolic"))
+            );
             let fifo = d.join("fifo.blob");
             let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
             // SAFETY: a valid NUL-terminated path.
             assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-            assert!(matches!(examine(&fifo, 1 << 20), Entry::Refused(ref w) if w.contains("FIFO")));
+            assert!(
+                matches!(examine(&fifo, 1 << 20, &d.join(".entry.tmp")), Entry::Refused(ref w) if w.contains("FIFO"))
+            );
         }
     }
 

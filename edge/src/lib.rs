@@ -377,8 +377,9 @@ impl<P: OutputPin> Edge<P> {
         let mut applied = 0;
         for (_, path) in files {
             let name = file_name(&path);
-            let bytes = match inbox::examine(&path, u64::from(self.board.max_update_mib) << 20) {
-                inbox::Entry::Ready(_, bytes) => bytes,
+            let scratch = self.runtime.dir().join(inbox::SCRATCH_FILE);
+            let blob = match inbox::examine(&path, u64::from(self.board.max_update_mib) << 20, &scratch) {
+                inbox::Entry::Ready(_, mapped) => mapped,
                 inbox::Entry::Gone => continue,
                 inbox::Entry::Incomplete { have, want } => {
                     let want = want.map_or("a header".to_string(), |w| format!("{w} bytes"));
@@ -402,7 +403,10 @@ impl<P: OutputPin> Edge<P> {
                 }
             };
             self.status(Status::Updating);
-            match self.apply(bytes.bytes()) {
+            let applied_now = self.apply(blob.bytes());
+            drop(blob);
+            let _ = std::fs::remove_file(&scratch);
+            match applied_now {
                 Ok((msg, outcome)) => {
                     self.say(format!("update {name}: {msg}"));
                     match outcome {

@@ -38,6 +38,7 @@ impl DurableFs for Nowhere {
 struct Device {
     runtime: ModuleRuntime,
     entry: PathBuf,
+    scratch: PathBuf,
 }
 
 fn device() -> &'static Device {
@@ -50,7 +51,8 @@ fn device() -> &'static Device {
         // On tmpfs where there is one: one write per input.
         let shm = Path::new("/dev/shm");
         let dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-        Device { runtime, entry: dir.join(format!("classmod-fuzz-inbox-{}.blob", std::process::id())) }
+        let name = |what: &str| dir.join(format!("classmod-fuzz-{what}-{}", std::process::id()));
+        Device { runtime, entry: name("entry.blob"), scratch: name("scratch.tmp") }
     })
 }
 
@@ -59,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = UpdateKind::of(data);
     let _ = declared_len(data);
     std::fs::write(&d.entry, data).unwrap();
-    if let Entry::Ready(_, bytes) = examine(&d.entry, 1 << 20) {
+    if let Entry::Ready(_, bytes) = examine(&d.entry, 1 << 20, &d.scratch) {
         let generation = d.runtime.snapshot().generation;
         if d.runtime.apply_update(&mut Nowhere, bytes.bytes()).is_err() {
             assert_eq!(d.runtime.snapshot().generation, generation, "a refused update changed the served set");

@@ -20,6 +20,12 @@ pub struct MappedFile {
     map: Option<memmap2::Mmap>,
 }
 
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedFile").field("path", &self.path).field("len", &self.bytes().len()).finish()
+    }
+}
+
 impl MappedFile {
     /// Maps the file at `path`: a regular file (a FIFO or device is refused without being read
     /// or waited on) of at most [`MAX_BLOB_BYTES`].
