@@ -6,7 +6,8 @@
 //! and applies module and base updates dropped into an inbox through the runtime's update
 //! transaction, moving each processed file to `inbox/done/` or `inbox/rejected/`. The status LED
 //! shows loading, serving, updating and error. An image that cannot be read is logged and set
-//! aside; it never stops the device.
+//! aside; it never stops the device. Results can go to stdout, one line (or JSON line) each,
+//! while the log goes to stderr; the classes updates added are part of the directory's state.
 
 mod image_input;
 pub mod inbox;
