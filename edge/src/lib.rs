@@ -505,9 +505,12 @@ impl<P: OutputPin> Edge<P> {
     }
 
     /// Moves an entry of `dir` into `dir/<dest>/`; when it cannot be, says why once and leaves
-    /// it, skipped until it changes.
+    /// it, skipped until it changes. An entry its writer removed meanwhile is nothing to say.
     fn set_aside(&mut self, dir: &Path, path: &Path, dest: &str) {
         if let Err(e) = inbox::move_into(dir, dest, path) {
+            if e.kind() == std::io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_err() {
+                return;
+            }
             let name = file_name(path);
             self.say_once(path, format!("{name}: cannot be moved to {dest}/ ({e}), left where it is"));
             self.noted.skip_until_changed(path);

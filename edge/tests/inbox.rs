@@ -93,6 +93,8 @@ fn no_inbox_entry_stops_the_device_and_each_is_handled_by_itself() {
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     std::fs::create_dir(inbox.join("dir.blob")).unwrap();
     std::fs::write(inbox.join("junk.blob"), vec![7u8; 4096]).unwrap();
+    // 3 GiB, sparse: refused from its size (host-sim takes 256 MiB), never read.
+    std::fs::File::create(inbox.join("huge.blob")).unwrap().set_len(3 << 30).unwrap();
     std::fs::write(inbox.join("evil\nupdate forged.blob: class `a` updated.blob"), vec![7u8; 300]).unwrap();
     std::fs::write(inbox.join(".b.blob"), &update).unwrap();
     std::fs::write(inbox.join("b.blob.part"), &update).unwrap();
@@ -109,11 +111,10 @@ fn no_inbox_entry_stops_the_device_and_each_is_handled_by_itself() {
         ("fifo.blob", "FIFO"),
         ("dir.blob", "a directory"),
         ("junk.blob", "not a classmod blob"),
+        ("huge.blob", "holds 3221225472 bytes, more than the inbox takes (268435456)"),
     ] {
-        assert!(
-            log.contains(&format!("update {name} REFUSED, nothing changed: it is")) && log.contains(why),
-            "{name}: {log}"
-        );
+        let line = format!("update {name} REFUSED, nothing changed: it ");
+        assert!(edge.log.iter().any(|l| l.contains(&line) && l.contains(why)), "{name}: {log}");
     }
     assert!(log.contains("evil\\nupdate forged.blob"), "the newline is escaped: {log}");
     assert!(!edge.log.iter().any(|l| l.starts_with("update forged.blob")), "no forged line: {log}");
@@ -121,7 +122,14 @@ fn no_inbox_entry_stops_the_device_and_each_is_handled_by_itself() {
     assert_eq!(names(&inbox.join("done")), ["b-v2.blob"]);
     assert_eq!(
         names(&inbox.join("rejected")),
-        ["dir.blob", "evil\nupdate forged.blob: class `a` updated.blob", "fifo.blob", "junk.blob", "mem.blob"]
+        [
+            "dir.blob",
+            "evil\nupdate forged.blob: class `a` updated.blob",
+            "fifo.blob",
+            "huge.blob",
+            "junk.blob",
+            "mem.blob"
+        ]
     );
     assert_eq!(names(&inbox), [".b.blob", "b.blob.part", "done", "rejected", "slow.blob"], "ignored and waiting");
 
@@ -154,7 +162,10 @@ fn entries_that_cannot_be_moved_or_read_leave_the_device_serving() {
     std::fs::write(inbox.join("rejected"), b"").unwrap();
     std::fs::write(inbox.join("junk.blob"), vec![1u8; 500]).unwrap();
     std::fs::write(inbox.join("b-v2.blob"), b_update(7)).unwrap();
+    // `done/<name>` a directory: the applied entry takes the next free name.
+    std::fs::create_dir_all(inbox.join("done/b-v2.blob")).unwrap();
     assert_eq!(edge.process_inbox(&inbox).unwrap(), 1);
+    assert_eq!(names(&inbox.join("done")), ["b-v2.blob", "b-v2.blob.1"]);
     let log = edge.log.join("\n");
     assert!(
         log.contains("junk.blob: cannot be moved to rejected/ (rejected/ is not a directory), left where it is"),
@@ -171,19 +182,120 @@ fn entries_that_cannot_be_moved_or_read_leave_the_device_serving() {
     assert_eq!(edge.process_inbox(&inbox).unwrap(), 0);
     assert_eq!(edge.log.iter().filter(|l| l.contains("cannot be listed")).count(), 1, "{:#?}", edge.log);
     still_serves(&edge);
-    // A file the device's user cannot read (only testable when not running as root).
-    std::fs::create_dir_all(&inbox).unwrap();
+}
+
+/// A blob the device's user cannot read (a root-owned 0600 file while the device runs
+/// unprivileged stopped it at every start: EACCES, no file named): refused by name, set aside,
+/// the valid update beside it applied. As root (CI), the real binary runs as `nobody` over a
+/// device directory that user owns; as another user, the device in-process meets a 0000 file.
+#[test]
+fn a_blob_the_device_user_cannot_read_is_refused_by_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture(None);
+    let inbox = inbox_for(&f.dir, "locked");
     let locked = inbox.join("locked.blob");
     std::fs::write(&locked, b_update(11)).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
-    if std::fs::File::open(&locked).is_ok() {
-        eprintln!("SKIPPED the unreadable-file case: this user (root?) reads a 0000 file");
-    } else {
-        edge.process_inbox(&inbox).unwrap();
+    std::fs::write(inbox.join("b-v2.blob"), b_update(7)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let mut edge = start(&f.dir);
+        assert_eq!(edge.process_inbox(&inbox).unwrap(), 1, "{:#?}", edge.log);
         assert!(edge.log.iter().any(|l| l.contains("update locked.blob REFUSED")), "{:#?}", edge.log);
-        assert_eq!(names(&inbox.join("rejected")), ["locked.blob"]);
+    } else {
+        const NOBODY: u32 = 65534;
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for d in [&f.dir, &inbox] {
+            chown_tree(d, NOBODY);
+        }
+        std::os::unix::fs::chown(&locked, Some(0), Some(0)).unwrap();
+        use std::os::unix::process::CommandExt;
+        let run = Command::new(env!("CARGO_BIN_EXE_classmod-edge"))
+            .args([f.dir.to_str().unwrap(), "--classes", "a,b", "--board", "host-sim", "--device", "cpu", "--once"])
+            .arg("--inbox")
+            .arg(&inbox)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output();
+        let o = match run {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                eprintln!("SKIPPED the unprivileged run: `nobody` cannot run the test binary here ({e})");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "refused, so exit 3: {err}");
+        assert!(
+            err.contains("update locked.blob REFUSED, nothing changed: it cannot be opened: Permission denied"),
+            "{err}"
+        );
+        assert!(err.contains("update b-v2.blob: class `b` updated"), "{err}");
+        assert!(err.contains("1 updated, 0 already present, 1 refused"), "{err}");
     }
+    assert_eq!(names(&inbox.join("rejected")), ["locked.blob"]);
+    assert_eq!(names(&inbox.join("done")), ["b-v2.blob"]);
+    still_serves(&start(&f.dir));
+}
+
+/// Gives `path` and everything under it to `uid` (and the group of that number).
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// Real writers beside the scanning device: one writes a blob in place a slice at a time (as
+/// `scp` or `curl -o` do), another creates and removes the same valid blob 300 times (the removal
+/// between the scan and the move gave ENOENT and stopped the device). Every scan returns, nothing
+/// valid is refused, the slow blob is applied once complete, and the device still serves.
+#[test]
+fn writers_that_are_slow_or_remove_their_files_never_get_a_valid_update_refused() {
+    let f = fixture(None);
+    let inbox = inbox_for(&f.dir, "writers");
+    let mut edge = start(&f.dir);
+    let (slow, churn) = (b_update(7), b_update(9));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slow_writer = {
+        let (path, done) = (inbox.join("slow.blob"), done.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(path).unwrap();
+            for part in slow.chunks(slow.len().div_ceil(20)) {
+                file.write_all(part).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(15));
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let churner = {
+        let (path, done) = (inbox.join("churn.blob"), done.clone());
+        std::thread::spawn(move || {
+            for _ in 0..300 {
+                std::fs::write(&path, &churn).unwrap();
+                let _ = std::fs::remove_file(&path);
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut scans = 0;
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        edge.process_inbox(&inbox).unwrap();
+        scans += 1;
+    }
+    slow_writer.join().unwrap();
+    churner.join().unwrap();
+    edge.process_inbox(&inbox).unwrap();
+    let log = edge.log.join("\n");
+    assert!(!log.contains("REFUSED") && !log.contains("cannot be moved"), "{scans} scans: {log}");
+    assert!(names(&inbox.join("rejected")).is_empty(), "{log}");
+    assert!(names(&inbox.join("done")).contains(&"slow.blob".to_string()), "{log}");
+    assert!(!inbox.join("slow.blob").exists(), "{log}");
+    assert_ne!(edge.led_status(), Status::Error);
     still_serves(&edge);
 }
 

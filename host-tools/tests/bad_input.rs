@@ -178,6 +178,18 @@ fn bad_flags_exit_with_2_and_no_panic() {
     let o = common::classmod(&["import", "x.safetensors", "--out", "/nonexistent-dir/y.safetensors"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nonexistent-dir"));
+    // `--golden 0` printed an internal matmul error with a 26-frame backtrace (issue 13, item 11):
+    // now a usage error naming the flag, before anything is read.
+    for args in [
+        &["pack", "--golden", "0", "--modules", "m", "--data", "d", "--out", "o"][..],
+        &["decompose", "--golden", "0", "--model", "m", "--data", "d", "--out", "o"],
+    ] {
+        let (cmd, o) = (args[0], common::classmod(args));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.lines().next().unwrap_or("").contains("'0' for '--golden"), "{cmd}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("matmul"), "{cmd}: {err}");
+    }
 }
 
 /// Files that are not files (issue 13, item 9): `/dev/zero` was read without bound (20 GB of RSS

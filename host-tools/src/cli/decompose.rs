@@ -11,7 +11,7 @@ use classmod_host::progress;
 use classmod_runtime::ClassModule;
 
 use super::keygen::read_secret_key;
-use super::{load_data, model_error, print_json, read_model};
+use super::{at_least_one_golden, load_data, model_error, print_json, read_model};
 use classmod_runtime::Device;
 
 #[derive(clap::Args)]
@@ -87,7 +87,8 @@ pub struct Args {
     #[arg(long = "sign-key", visible_alias = "key")]
     key: Option<PathBuf>,
     /// Golden images per module blob.
-    #[arg(long, default_value_t = 8)]
+    /// At least one: a module without golden vectors cannot be health-checked on the device.
+    #[arg(long, default_value_t = 8, value_parser = at_least_one_golden())]
     golden: usize,
     #[arg(long)]
     json: bool,

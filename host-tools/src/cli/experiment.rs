@@ -12,7 +12,7 @@ use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
 use classmod_runtime::ModelFile;
 
-use super::{load_data, model_error, print_json, read_model, PathContext};
+use super::{at_least_one_golden, load_data, model_error, print_json, read_model, PathContext};
 use classmod_runtime::Device;
 
 #[derive(clap::Subcommand)]
@@ -113,7 +113,8 @@ pub struct ServingArgs {
     #[arg(long, default_value_t = 3)]
     cold_starts: usize,
     /// Golden self-test images per module.
-    #[arg(long, default_value_t = 8)]
+    /// At least one: a module without golden vectors cannot be health-checked on the device.
+    #[arg(long, default_value_t = 8, value_parser = at_least_one_golden())]
     golden: usize,
     #[arg(long, default_value_t = 100)]
     n_pos: usize,

@@ -177,6 +177,12 @@ impl DeviceArg {
     }
 }
 
+/// `--golden`: one image or more. With none, a module's self-test checks nothing (and
+/// `Golden::record` refuses to record it), so zero is a usage error, exit 2.
+pub fn at_least_one_golden() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 /// An error about the file at `path`, with the file named once (errors that carry their own
 /// path are printed as they are).
 pub fn model_error(path: &Path, e: impl Into<HostError>) -> anyhow::Error {

@@ -7,7 +7,7 @@ use classmod_host::dataset::{ImageShape, Split};
 use classmod_host::pack::{golden_sample, pack, read_groups};
 
 use super::keygen::read_secret_key;
-use super::load_data;
+use super::{at_least_one_golden, load_data};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,7 +25,8 @@ pub struct Args {
     #[arg(long = "sign-key", visible_alias = "key")]
     key: Option<PathBuf>,
     /// Golden images per module.
-    #[arg(long, default_value_t = 8)]
+    /// At least one: a module without golden vectors cannot be health-checked on the device.
+    #[arg(long, default_value_t = 8, value_parser = at_least_one_golden())]
     golden: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
