@@ -325,6 +325,21 @@ pub enum Error {
         highest: u64,
     },
 
+    /// A change while an update installed as one transaction (a Mender artifact) waits to be
+    /// committed or rolled back: what that rollback restores must stay as it is.
+    #[error("update `{id}` is installed and not yet committed or rolled back: no other update until it is")]
+    UpdatePending {
+        /// The pending update's name.
+        id: String,
+    },
+
+    /// Two modules of one class in one update.
+    #[error("the update carries two modules of class `{class}`")]
+    DuplicateClass {
+        /// The class.
+        class: String,
+    },
+
     /// A rollback with no unconfirmed update to go back from.
     #[error("class `{class}` has no update to roll back")]
     NothingToRollBack {

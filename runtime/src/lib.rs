@@ -110,19 +110,21 @@ pub use module::{
     ClassId, ClassModule, ComposedOutputs, Composition, GroupKind, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs,
     NodeMask, SiteMask,
 };
-pub use pack::manifest::{Manifest, ManifestBase, ManifestModule, PreviousModule, FILE_NAME as MANIFEST_FILE};
+pub use pack::manifest::{
+    Manifest, ManifestBase, ManifestModule, PendingUpdate, PreviousModule, FILE_NAME as MANIFEST_FILE,
+};
 pub use pack::module_blob::GOLDEN_TOLERANCE;
-pub use pack::{DurableFs, Golden, ModuleBlob, OsFs};
+pub use pack::{DirLock, DurableFs, Golden, ModuleBlob, OsFs};
 pub use serve::{
-    declared_len, Applied, Classification, LoadedBase, LoadedModule, ModuleRuntime, ServingConfig, Snapshot,
-    UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN,
+    declared_len, Applied, Classification, Followed, LoadedBase, LoadedModule, ModuleRuntime, PendingReport,
+    ServingConfig, Snapshot, UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN,
 };
 
 /// What a device integrator needs: `use classmod_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Applied, Classification, Device, DurableFs, Error, InputSpec, MinScore, ModuleRuntime, OsFs, Result, Rule,
-        ServingConfig, Snapshot, UpdateKind, UpdateReport, VerifyingKey,
+        Applied, Classification, Device, DurableFs, Error, Followed, InputSpec, MinScore, ModuleRuntime, OsFs,
+        PendingReport, Result, Rule, ServingConfig, Snapshot, UpdateKind, UpdateReport, VerifyingKey,
     };
 }
 

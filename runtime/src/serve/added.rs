@@ -9,7 +9,8 @@ impl ModuleRuntime {
     /// Records that `class` (which has a module here) is served since an update added it. Already
     /// recorded: nothing is written.
     pub fn note_added_class(&self, fs: &mut dyn DurableFs, class: &str) -> Result<()> {
-        let mut manifest = self.lock_manifest();
+        let mut w = self.writer()?;
+        let manifest = &mut *w.manifest;
         if manifest.module(class).is_none() {
             return Err(Error::UnknownClass(class.to_string()));
         }
@@ -20,13 +21,15 @@ impl ModuleRuntime {
         next.added_classes.push(class.to_string());
         next.write_with(fs, self.dir())?;
         *manifest = next;
+        self.note_seen();
         Ok(())
     }
 
     /// Forgets the classes updates added (their modules stay): the device serves what it is
     /// started with. Returns the classes forgotten; none: nothing is written.
     pub fn forget_added_classes(&self, fs: &mut dyn DurableFs) -> Result<Vec<String>> {
-        let mut manifest = self.lock_manifest();
+        let mut w = self.writer()?;
+        let manifest = &mut *w.manifest;
         if manifest.added_classes.is_empty() {
             return Ok(Vec::new());
         }
@@ -34,6 +37,7 @@ impl ModuleRuntime {
         let forgotten = std::mem::take(&mut next.added_classes);
         next.write_with(fs, self.dir())?;
         *manifest = next;
+        self.note_seen();
         Ok(forgotten)
     }
 }

@@ -10,7 +10,9 @@ impl ModuleRuntime {
     /// Removes what a power cut can leave behind: temp files and blob files the manifest does not
     /// name (staged updates that never committed, rollback copies already confirmed).
     pub fn clean(&self, fs: &mut dyn DurableFs) -> Result<Vec<String>> {
-        let manifest = self.lock_manifest();
+        // Under the writer lock: another writer's temp and staged files are its work in progress.
+        let w = self.writer()?;
+        let manifest = &w.manifest;
         let named: std::collections::HashSet<&str> = manifest.files().collect();
         let mut removed = Vec::new();
         for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {

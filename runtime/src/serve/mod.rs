@@ -8,9 +8,15 @@
 //! Blobs are memory-mapped, verified (layout, hash, signature when the device has a key),
 //! decoded, and checked against the manifest; a module also passes its golden self-test on its
 //! base before it is served. A base is mapped once and shared by all its loaded modules.
+//!
+//! Several processes may share a directory: every change is made under the directory's
+//! exclusive lock ([`DirLock`]) by a writer that first takes up what other writers committed
+//! (see [`ModuleRuntime::follow`]); a process that serves follows the manifest the others write.
 
 mod added;
 mod clean;
+mod follow;
+mod pending;
 mod snapshot;
 mod update;
 
@@ -25,11 +31,14 @@ use crate::module::compose::MinScore;
 use crate::model::key::key_hex;
 use crate::module::compose::Rule;
 use crate::pack::base_blob;
+use crate::pack::dir_lock::DirLock;
 use crate::pack::manifest::{Manifest, ManifestModule};
 use crate::pack::mapped::MappedFile;
 use crate::Result;
 use crate::{Error, ModelKey, ModuleBlob, ResNet};
 
+pub use follow::Followed;
+pub use pending::PendingReport;
 pub use snapshot::{Classification, LoadedBase, LoadedModule, Snapshot};
 pub use update::{declared_len, Applied, UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN};
 
@@ -61,11 +70,23 @@ pub struct ModuleRuntime {
     edit: Mutex<Manifest>,
     /// Bases in memory, found again while any snapshot still holds them.
     bases: Mutex<Vec<Weak<LoadedBase>>>,
+    /// The manifest file as this runtime last read or wrote it: a different one on disk is
+    /// another writer's (see [`ModuleRuntime::follow`]).
+    seen: Mutex<Option<follow::Stamp>>,
+}
+
+/// A change being made: the directory's exclusive lock and this runtime's manifest, taken up
+/// from disk. Dropping it releases both. Whoever writes the manifest under it calls
+/// [`ModuleRuntime::note_seen`], so that following does not take the write for another's.
+pub(crate) struct Writer<'a> {
+    _lock: DirLock,
+    pub(crate) manifest: std::sync::MutexGuard<'a, Manifest>,
 }
 
 impl ModuleRuntime {
     /// Opens a packed directory (its `manifest.json`); nothing is mapped yet.
     pub fn open(dir: &Path, config: ServingConfig) -> Result<ModuleRuntime> {
+        let stamp = follow::Stamp::of(dir);
         let manifest = Manifest::read(dir)?;
         Ok(ModuleRuntime {
             dir: dir.to_path_buf(),
@@ -73,7 +94,24 @@ impl ModuleRuntime {
             current: RwLock::new(Arc::new(Snapshot::build(0, Vec::new())?)),
             edit: Mutex::new(manifest),
             bases: Mutex::new(Vec::new()),
+            seen: Mutex::new(stamp),
         })
+    }
+
+    /// Starts a change: waits for the directory's exclusive lock, then takes up the manifest
+    /// another process may have committed meanwhile (serving its new modules), so that the change
+    /// builds on what is on disk.
+    pub(crate) fn writer(&self) -> Result<Writer<'_>> {
+        let mut manifest = self.lock_manifest();
+        let lock = DirLock::exclusive(&self.dir)?;
+        if self.changed_on_disk() {
+            let on_disk = Manifest::read(&self.dir)?;
+            if on_disk != *manifest {
+                self.take_up(&mut manifest, on_disk)?;
+            }
+            self.note_seen();
+        }
+        Ok(Writer { _lock: lock, manifest })
     }
 
     /// The packed directory.

@@ -106,6 +106,77 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(path, e)
 }
 
+/// A verified module update and the entry it replaces.
+pub(crate) struct ModuleUpdate {
+    /// Its manifest entry (keeping the replaced module as the rollback copy).
+    pub(crate) entry: ManifestModule,
+    /// The class's entry before it, if the class had a module.
+    pub(crate) old: Option<ManifestModule>,
+}
+
+/// Step 1 of a module update against `manifest`: the blob verified (layout, hash, signature),
+/// decoded, its base and class checked, its release not older than the class's newest
+/// committed one; its manifest entry. The same module as the active one is
+/// [`Error::AlreadyInstalled`].
+pub(crate) fn module_entry(rt: &ModuleRuntime, manifest: &Manifest, bytes: &[u8]) -> Result<ModuleUpdate> {
+    let mut copy = None;
+    let blob = Blob::open(aligned(bytes, &mut copy), rt.config().key.as_ref())?;
+    let new = ModuleBlob::decode(&blob)?;
+    let m = &new.module;
+    let base = manifest.base(&m.base_key).ok_or_else(|| Error::MissingBase { class: m.class_name.clone() })?;
+    if base.class_names.get(m.class_id.0 as usize).is_none_or(|n| *n != m.class_name) {
+        return Err(Error::ClassNotInBase { class: m.class_name.clone(), index: m.class_id.0 });
+    }
+    let content_hash = key_hex(&blob.content_hash());
+    let file =
+        format!("{}-{}.blob", crate::pack::manifest::file_stem(m.class_id.0, &m.class_name), &content_hash[..16]);
+    let old = manifest.module(&m.class_name).cloned();
+    if old.as_ref().is_some_and(|o| o.content_hash == content_hash) {
+        return Err(Error::AlreadyInstalled { class: m.class_name.clone() });
+    }
+    // Downgrade protection: never older than the newest committed release of the class
+    // (whatever its base: ResNet-20's `cat` does not replace ResNet-56's newer one).
+    let highest = old.as_ref().map_or(0, |o| o.highest_version.max(o.version));
+    if new.version < highest && !rt.config().allow_downgrade {
+        return Err(Error::Downgrade { class: m.class_name.clone(), version: new.version, highest });
+    }
+    let entry = ManifestModule {
+        file,
+        class_name: m.class_name.clone(),
+        class_id: m.class_id.0,
+        base_key: m.base_key,
+        content_hash,
+        bytes: bytes.len() as u64,
+        version: new.version,
+        // A downgrade let through on purpose resets the mark: later releases are measured
+        // from the version the operator chose.
+        highest_version: if new.version < highest { new.version } else { new.version.max(highest) },
+        previous: old.as_ref().map(|o| PreviousModule {
+            file: o.file.clone(),
+            content_hash: o.content_hash.clone(),
+            bytes: o.bytes,
+            version: o.version,
+            highest_version: o.highest_version,
+        }),
+    };
+    Ok(ModuleUpdate { entry, old })
+}
+
+/// A base blob verified (hash, signature, contents against its key); its manifest entry.
+pub(crate) fn base_entry(rt: &ModuleRuntime, bytes: &[u8]) -> Result<crate::pack::manifest::ManifestBase> {
+    let mut copy = None;
+    let blob = Blob::open(aligned(bytes, &mut copy), rt.config().key.as_ref())?;
+    let model = crate::pack::base_blob::decode(&blob, &crate::Device::Cpu)?;
+    let key = ModelKey(blob.base_key());
+    Ok(crate::pack::manifest::ManifestBase {
+        file: format!("base-{}.blob", key.short()),
+        key,
+        content_hash: key_hex(&blob.content_hash()),
+        bytes: bytes.len() as u64,
+        class_names: model.meta.class_names.clone(),
+    })
+}
+
 impl ModuleRuntime {
     /// Applies an update of either kind (a base or a module blob's bytes) through `fs`: what a
     /// device does with a blob that arrives. On any error nothing changes.
@@ -120,55 +191,21 @@ impl ModuleRuntime {
     /// Applies a module update (the blob's bytes) through `fs`. On any error the served set, the
     /// manifest and the active files are as before.
     pub fn update(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<UpdateReport> {
-        let mut manifest = self.lock_manifest();
+        let mut w = self.writer()?;
+        let manifest = &mut *w.manifest;
+        if let Some(p) = &manifest.pending {
+            return Err(Error::UpdatePending { id: p.id.clone() });
+        }
         // 1. Verify.
-        let mut copy = None;
-        let blob = Blob::open(aligned(bytes, &mut copy), self.config().key.as_ref())?;
-        let new = ModuleBlob::decode(&blob)?;
-        let m = &new.module;
-        let base = manifest.base(&m.base_key).ok_or_else(|| Error::MissingBase { class: m.class_name.clone() })?;
-        if base.class_names.get(m.class_id.0 as usize).is_none_or(|n| *n != m.class_name) {
-            return Err(Error::ClassNotInBase { class: m.class_name.clone(), index: m.class_id.0 });
-        }
-        let content_hash = key_hex(&blob.content_hash());
-        let file =
-            format!("{}-{}.blob", crate::pack::manifest::file_stem(m.class_id.0, &m.class_name), &content_hash[..16]);
-        let old = manifest.module(&m.class_name).cloned();
-        if old.as_ref().is_some_and(|o| o.content_hash == content_hash) {
-            return Err(Error::AlreadyInstalled { class: m.class_name.clone() });
-        }
-        // Downgrade protection: never older than the newest committed release of the class
-        // (whatever its base: ResNet-20's `cat` does not replace ResNet-56's newer one).
-        let highest = old.as_ref().map_or(0, |o| o.highest_version.max(o.version));
-        if new.version < highest && !self.config().allow_downgrade {
-            return Err(Error::Downgrade { class: m.class_name.clone(), version: new.version, highest });
-        }
-        let entry = ManifestModule {
-            file: file.clone(),
-            class_name: m.class_name.clone(),
-            class_id: m.class_id.0,
-            base_key: m.base_key,
-            content_hash,
-            bytes: bytes.len() as u64,
-            version: new.version,
-            // A downgrade let through on purpose resets the mark: later releases are measured
-            // from the version the operator chose.
-            highest_version: if new.version < highest { new.version } else { new.version.max(highest) },
-            previous: old.as_ref().map(|o| PreviousModule {
-                file: o.file.clone(),
-                content_hash: o.content_hash.clone(),
-                bytes: o.bytes,
-                version: o.version,
-                highest_version: o.highest_version,
-            }),
-        };
+        let ModuleUpdate { entry, old } = module_entry(self, manifest, bytes)?;
+        let file = entry.file.clone();
         // 2. Stage beside the active file.
         let staged = self.dir().join(&file);
         atomic::write_with(fs, &staged, bytes).map_err(io(&staged))?;
         // 3. Health check on the staged file (and the memory budget, if the class is served);
         // 4. commit.
         let result = (|| {
-            let loaded = self.prepare(&manifest, &entry, &staged)?;
+            let loaded = self.prepare(manifest, &entry, &staged)?;
             let snapshot = if self.serves(&entry.class_name) { Some(self.with_module(loaded)?) } else { None };
             let mut next = manifest.clone();
             match next.modules.iter_mut().find(|x| x.class_name == entry.class_name) {
@@ -182,9 +219,10 @@ impl ModuleRuntime {
         })();
         match result {
             Ok(Some(snapshot)) => {
+                self.note_seen();
                 self.install(snapshot);
             }
-            Ok(None) => {}
+            Ok(None) => self.note_seen(),
             Err(e) => {
                 // A module delivered again while it is the rollback copy is staged under the
                 // copy's own name: that file stays, the manifest still names it.
@@ -209,25 +247,17 @@ impl ModuleRuntime {
     /// recorded by an atomic manifest rename. A base the device already has changes nothing.
     /// Returns its file name and whether it was new.
     pub fn add_base(&self, fs: &mut dyn DurableFs, bytes: &[u8]) -> Result<(String, bool)> {
-        let mut manifest = self.lock_manifest();
-        let mut copy = None;
-        let blob = Blob::open(aligned(bytes, &mut copy), self.config().key.as_ref())?;
-        let model = crate::pack::base_blob::decode(&blob, &crate::Device::Cpu)?;
-        let key = ModelKey(blob.base_key());
-        if let Some(b) = manifest.base(&key) {
+        let mut w = self.writer()?;
+        let manifest = &mut *w.manifest;
+        let entry = base_entry(self, bytes)?;
+        if let Some(b) = manifest.base(&entry.key) {
             return Ok((b.file.clone(), false));
         }
-        let file = format!("base-{}.blob", key.short());
+        let file = entry.file.clone();
         let path = self.dir().join(&file);
         atomic::write_with(fs, &path, bytes).map_err(io(&path))?;
         let mut next = manifest.clone();
-        next.bases.push(crate::pack::manifest::ManifestBase {
-            file: file.clone(),
-            key,
-            content_hash: key_hex(&blob.content_hash()),
-            bytes: bytes.len() as u64,
-            class_names: model.meta.class_names.clone(),
-        });
+        next.bases.push(entry);
         if let Err(e) = next.write_with(fs, self.dir()) {
             if !manifest.names(&file) {
                 let _ = fs.remove(&path);
@@ -235,18 +265,21 @@ impl ModuleRuntime {
             return Err(e);
         }
         *manifest = next;
+        self.note_seen();
         Ok((file, true))
     }
 
     /// Confirms the update of `class`: the rollback copy is forgotten and deleted.
     pub fn confirm(&self, fs: &mut dyn DurableFs, class: &str) -> Result<()> {
-        let mut manifest = self.lock_manifest();
+        let mut w = self.writer()?;
+        let manifest = &mut *w.manifest;
         let mut next = manifest.clone();
         let entry =
             next.modules.iter_mut().find(|x| x.class_name == class).ok_or_else(|| Error::UnknownClass(class.into()))?;
         let Some(previous) = entry.previous.take() else { return Ok(()) };
         next.write_with(fs, self.dir())?;
         *manifest = next;
+        self.note_seen();
         let old = self.dir().join(&previous.file);
         fs.remove(&old).map_err(io(&old))
     }
@@ -254,10 +287,11 @@ impl ModuleRuntime {
     /// Goes back to the module `class` ran before its unconfirmed update (and serves it if the
     /// class is served). The updated file is deleted.
     pub fn rollback(&self, fs: &mut dyn DurableFs, class: &str) -> Result<()> {
-        let mut manifest = self.lock_manifest();
+        let mut w = self.writer()?;
+        let manifest = &mut *w.manifest;
         let current = manifest.module(class).cloned().ok_or_else(|| Error::UnknownClass(class.into()))?;
         let back = current.rolled_back().ok_or_else(|| Error::NothingToRollBack { class: class.to_string() })?;
-        let loaded = self.prepare(&manifest, &back, &self.dir().join(&back.file))?;
+        let loaded = self.prepare(manifest, &back, &self.dir().join(&back.file))?;
         let snapshot = if self.serves(class) { Some(self.with_module(loaded)?) } else { None };
         let mut next = manifest.clone();
         if let Some(x) = next.modules.iter_mut().find(|x| x.class_name == class) {
@@ -265,6 +299,7 @@ impl ModuleRuntime {
         }
         next.write_with(fs, self.dir())?;
         *manifest = next;
+        self.note_seen();
         if let Some(s) = snapshot {
             self.install(s);
         }
@@ -282,69 +317,6 @@ mod tests {
     use crate::{Device, ResNet};
     use std::io;
     use std::path::PathBuf;
-
-    /// The power goes off during step number `cut` (counting from 0): that step does half its
-    /// work (a write writes half its bytes) and fails, and every later step fails.
-    struct PowerCut {
-        steps: usize,
-        cut: usize,
-    }
-
-    impl PowerCut {
-        fn step(&mut self) -> Result<bool, io::Error> {
-            let n = self.steps;
-            self.steps += 1;
-            match n.cmp(&self.cut) {
-                std::cmp::Ordering::Less => Ok(true),
-                std::cmp::Ordering::Equal => Ok(false),
-                std::cmp::Ordering::Greater => Err(io::Error::other("the power is off")),
-            }
-        }
-    }
-
-    fn cut() -> io::Error {
-        io::Error::other("power cut")
-    }
-
-    impl DurableFs for PowerCut {
-        fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-            if self.step()? {
-                OsFs.write_file(path, bytes)
-            } else {
-                OsFs.write_file(path, &bytes[..bytes.len() / 2])?;
-                Err(cut())
-            }
-        }
-        fn sync_file(&mut self, path: &Path) -> io::Result<()> {
-            if self.step()? {
-                OsFs.sync_file(path)
-            } else {
-                Err(cut())
-            }
-        }
-        fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
-            // A rename is atomic: it happened or it did not.
-            if self.step()? {
-                OsFs.rename(from, to)
-            } else {
-                Err(cut())
-            }
-        }
-        fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
-            if self.step()? {
-                OsFs.sync_dir(path)
-            } else {
-                Err(cut())
-            }
-        }
-        fn remove(&mut self, path: &Path) -> io::Result<()> {
-            if self.step()? {
-                OsFs.remove(path)
-            } else {
-                Err(cut())
-            }
-        }
-    }
 
     fn served_file(rt: &ModuleRuntime, class: &str) -> String {
         let snap = rt.snapshot();
@@ -433,7 +405,14 @@ mod tests {
         let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
         rt.load("b").unwrap();
         let manifest_before = std::fs::read(f.dir.join("manifest.json")).unwrap();
-        let files_before = std::fs::read_dir(&f.dir).unwrap().count();
+        // The directory's files but the writer lock (made by the first change).
+        let count = || {
+            std::fs::read_dir(&f.dir)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != crate::pack::dir_lock::LOCK_FILE)
+                .count()
+        };
+        let files_before = count();
         let generation = rt.snapshot().generation;
         // Golden scores that the module does not reproduce: the health check fails.
         let mut bad = module(&tiny_model(1), &f.nets[0], 1, "b", 2);
@@ -449,7 +428,7 @@ mod tests {
         v2[200] ^= 1;
         assert!(rt.update(&mut OsFs, &v2).is_err());
         assert_eq!(std::fs::read(f.dir.join("manifest.json")).unwrap(), manifest_before);
-        assert_eq!(std::fs::read_dir(&f.dir).unwrap().count(), files_before, "no staged file left");
+        assert_eq!(count(), files_before, "no staged file left");
         assert_eq!(rt.snapshot().generation, generation);
         assert_eq!(served_file(&rt, "b"), "b.blob");
         let _ = std::fs::remove_dir_all(&f.dir);

@@ -3,6 +3,7 @@
 
 pub mod tiny_model;
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::model::key::key_hex;
 use crate::module::compose::{MinScore, Rule};
+use crate::pack::atomic::{DurableFs, OsFs};
 use crate::pack::base_blob;
 use crate::pack::manifest::{Manifest, ManifestBase, ManifestModule};
 use crate::serve::ServingConfig;
@@ -167,4 +169,69 @@ pub fn fixture(key: Option<&SigningKey>) -> Fixture {
     let dir = scratch();
     pack(&dir, &[&m1, &m2], &[&a, &b, &c], key);
     Fixture { dir, nets, a, b, c }
+}
+
+/// The power goes off during step number `cut` (counting from 0): that step does half its
+/// work (a write writes half its bytes) and fails, and every later step fails.
+pub struct PowerCut {
+    /// Steps taken so far.
+    pub steps: usize,
+    /// The step the power goes off in (`usize::MAX`: never; counts the steps).
+    pub cut: usize,
+}
+
+impl PowerCut {
+    fn step(&mut self) -> Result<bool, io::Error> {
+        let n = self.steps;
+        self.steps += 1;
+        match n.cmp(&self.cut) {
+            std::cmp::Ordering::Less => Ok(true),
+            std::cmp::Ordering::Equal => Ok(false),
+            std::cmp::Ordering::Greater => Err(io::Error::other("the power is off")),
+        }
+    }
+}
+
+fn cut() -> io::Error {
+    io::Error::other("power cut")
+}
+
+impl DurableFs for PowerCut {
+    fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if self.step()? {
+            OsFs.write_file(path, bytes)
+        } else {
+            OsFs.write_file(path, &bytes[..bytes.len() / 2])?;
+            Err(cut())
+        }
+    }
+    fn sync_file(&mut self, path: &Path) -> io::Result<()> {
+        if self.step()? {
+            OsFs.sync_file(path)
+        } else {
+            Err(cut())
+        }
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        // A rename is atomic: it happened or it did not.
+        if self.step()? {
+            OsFs.rename(from, to)
+        } else {
+            Err(cut())
+        }
+    }
+    fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
+        if self.step()? {
+            OsFs.sync_dir(path)
+        } else {
+            Err(cut())
+        }
+    }
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        if self.step()? {
+            OsFs.remove(path)
+        } else {
+            Err(cut())
+        }
+    }
 }
