@@ -12,6 +12,7 @@
 mod image_input;
 pub mod inbox;
 mod log_pin;
+pub mod mender;
 pub mod pins;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,24 @@ pub struct EdgeOptions {
     pub min_score: MinScore,
     /// Accept module updates older than the newest committed release of their class.
     pub allow_downgrade: bool,
+}
+
+impl EdgeOptions {
+    /// Serving `classes` of `dir` with the defaults of the command line: the board detected, no
+    /// key, `auto` device, calibrated minimum scores, no added classes served, no downgrade.
+    pub fn new(dir: &Path, classes: &[&str]) -> EdgeOptions {
+        EdgeOptions {
+            dir: dir.to_path_buf(),
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            board: None,
+            key: None,
+            serve_new: false,
+            classes_only: false,
+            device: DeviceChoice::Auto,
+            min_score: MinScore::Calibrated,
+            allow_downgrade: false,
+        }
+    }
 }
 
 /// The device for `choice` on `board`, and how to name it in the log.
@@ -150,6 +169,8 @@ pub struct Edge<P: OutputPin> {
     pub board: &'static BoardProfile,
     led: StatusLed<P>,
     serve_new: bool,
+    /// Serve the classes asked for only, not those updates record as added.
+    classes_only: bool,
     started: Instant,
     /// What the inbox and the watched directory remember between scans.
     noted: inbox::Noted,
@@ -195,6 +216,7 @@ impl<P: OutputPin> Edge<P> {
             board,
             led,
             serve_new: opts.serve_new,
+            classes_only: opts.classes_only,
             started: Instant::now(),
             noted: inbox::Noted::default(),
             watch_backlog: false,
@@ -428,6 +450,11 @@ impl<P: OutputPin> Edge<P> {
                     self.set_aside(dir, &path, "done");
                     self.status(Status::Serving);
                 }
+                // A Mender update waits for its commit or rollback: this one after it.
+                Err(e @ classmod_runtime::Error::UpdatePending { .. }) => {
+                    self.say_once(&path, format!("update {name}: waits ({e}), will retry"));
+                    self.status(Status::Serving);
+                }
                 Err(classmod_runtime::Error::Io { path: p, error }) if inbox::transient(&error) => {
                     self.say_once(
                         &path,
@@ -448,6 +475,54 @@ impl<P: OutputPin> Edge<P> {
             }
         }
         Ok(applied)
+    }
+
+    /// Takes up a manifest another writer of the directory committed (the Mender update module
+    /// installing, committing or rolling back an artifact): served classes whose module changed
+    /// are swapped in one snapshot, without a restart and between two classifications; classes
+    /// an update recorded as added are loaded. Returns whether anything served changed.
+    pub fn follow_manifest(&mut self) -> Result<bool> {
+        let followed = match self.runtime.follow() {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                let dir = self.runtime.dir().to_path_buf();
+                self.say_once(&dir, format!("manifest: cannot be followed now ({e}), will retry"));
+                return Ok(false);
+            }
+        };
+        let pending =
+            followed.pending.as_deref().map_or(String::new(), |id| format!(" (update {id}, not yet committed)"));
+        if !followed.swapped.is_empty() {
+            self.say(format!(
+                "manifest changed: now serving the new module of {}{pending}",
+                followed.swapped.join(", ")
+            ));
+        }
+        if !followed.dropped.is_empty() {
+            self.say(format!(
+                "manifest changed: {} no longer in the directory, not served",
+                followed.dropped.join(", ")
+            ));
+        }
+        for (class, why) in &followed.failed {
+            self.say(format!(
+                "manifest changed: the new module of `{class}` cannot be served ({why}); the old one serves on"
+            ));
+        }
+        let mut loaded = false;
+        if !self.classes_only {
+            for class in &followed.newly_added {
+                match self.runtime.load(class) {
+                    Ok(_) => {
+                        loaded = true;
+                        self.say(format!("manifest changed: `{class}` added by an update, now served{pending}"));
+                    }
+                    Err(e) => self.say(format!("manifest changed: `{class}` added by an update cannot be served: {e}")),
+                }
+            }
+        }
+        Ok(loaded || !followed.is_quiet())
     }
 
     /// The update transaction on one blob; what to log when it committed, and what it was.

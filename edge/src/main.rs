@@ -175,6 +175,8 @@ fn run(a: Args) -> Result<ExitCode> {
     loop {
         if last_scan.is_none_or(|t| t.elapsed() >= Duration::from_millis(a.poll_ms)) {
             last_scan = Some(Instant::now());
+            // What the Mender update module (or any other writer) committed since.
+            edge.follow_manifest()?;
             if let Some(inbox) = &a.inbox {
                 edge.process_inbox(inbox)?;
             }

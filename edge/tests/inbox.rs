@@ -18,15 +18,10 @@ fn start(dir: &Path) -> Edge<LogPin> {
 
 fn options(dir: &Path) -> EdgeOptions {
     EdgeOptions {
-        dir: dir.to_path_buf(),
-        classes: vec!["a".into(), "b".into()],
         board: Some("host-sim".into()),
-        key: None,
-        serve_new: false,
-        classes_only: false,
         device: classmod_edge::DeviceChoice::Cpu,
         min_score: MinScore::Off,
-        allow_downgrade: false,
+        ..EdgeOptions::new(dir, &["a", "b"])
     }
 }
 

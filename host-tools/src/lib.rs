@@ -1,6 +1,6 @@
 //! classmod-host: the workstation side of classmod. A library first (the `classmod` binary is a
 //! thin CLI over it, and the integration tests call it directly): PyTorch import, datasets,
-//! evaluation, training, decomposition, packing, the experiments, and the speed comparison with
+//! evaluation, training, decomposition, packing (and Mender artifacts of it), the experiments, and the speed comparison with
 //! PyTorch (whose side is a development tool run by path, not compiled in).
 
 pub mod bench;
@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod experiment;
 pub mod import;
+pub mod mender_artifact;
 pub mod pack;
 pub mod plot;
 pub mod progress;

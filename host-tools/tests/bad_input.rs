@@ -190,6 +190,16 @@ fn bad_flags_exit_with_2_and_no_panic() {
         assert!(err.lines().next().unwrap_or("").contains("'0' for '--golden"), "{cmd}: {err}");
         assert!(!err.contains("panicked") && !err.contains("matmul"), "{cmd}: {err}");
     }
+    // No `mender-artifact` on the PATH: one line saying how to get it, exit 2.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_classmod"))
+        .args(["mender-artifact", "--packed", "p", "--device-type", "t", "--out", "x.mender"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("mender-artifact is not installed: `apt-get install mender-artifact`"), "{err}");
 }
 
 /// Files that are not files (issue 13, item 9): `/dev/zero` was read without bound (20 GB of RSS

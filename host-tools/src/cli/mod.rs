@@ -9,6 +9,7 @@ mod experiment;
 mod import;
 mod inspect;
 mod keygen;
+mod mender_artifact;
 mod pack;
 mod train;
 mod verify;
@@ -49,6 +50,9 @@ enum Command {
     Experiment(experiment::Experiment),
     /// Pack modules and their bases into signed, memory-mappable blobs with a manifest.
     Pack(pack::Args),
+    /// Write a Mender artifact (payload type classmod-module) of some classes of a packed
+    /// directory, for a fleet's OTA: `mender install` on a device, or a Mender server.
+    MenderArtifact(mender_artifact::Args),
     /// Print a blob's header, tensors and metadata.
     Inspect(inspect::Args),
     /// Check blobs as a device would: layout, hash, signature, manifest, golden self-tests.
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::ComposeEval(a) => compose_eval::run(a),
         Command::Experiment(e) => experiment::run(e),
         Command::Pack(a) => pack::run(a),
+        Command::MenderArtifact(a) => mender_artifact::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Keygen(a) => keygen::run(a),

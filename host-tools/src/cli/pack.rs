@@ -35,6 +35,16 @@ pub struct Args {
     /// that a later pack is newer.
     #[arg(long)]
     version: Option<u64>,
+    /// Also write everything packed as one Mender artifact (payload type classmod-module;
+    /// `classmod mender-artifact` makes one of some classes).
+    #[arg(long, requires = "device_types")]
+    mender_artifact: Option<PathBuf>,
+    /// The Mender device type(s) the artifact installs on.
+    #[arg(long = "device-type", requires = "mender_artifact")]
+    device_types: Vec<String>,
+    /// Sign the Mender artifact with this Mender key (PEM; see `classmod mender-artifact --help`).
+    #[arg(long, requires = "mender_artifact")]
+    mender_signing_key: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -72,6 +82,19 @@ pub fn run(a: Args) -> Result<()> {
         manifest.bases.iter().map(|b| (&b.file, b.bytes)).chain(manifest.modules.iter().map(|m| (&m.file, m.bytes)))
     {
         println!("{file:<28} {bytes:>10}");
+    }
+    if let Some(out) = &a.mender_artifact {
+        let w = classmod_host::mender_artifact::write(&classmod_host::mender_artifact::ArtifactSpec {
+            packed: &a.out,
+            classes: &[],
+            with_bases: true,
+            device_types: &a.device_types,
+            name: None,
+            signing_key: a.mender_signing_key.as_deref(),
+            software: None,
+            out,
+        })?;
+        println!("{}: Mender artifact {} ({} file(s))", out.display(), w.name, w.files.len());
     }
     Ok(())
 }
