@@ -339,6 +339,9 @@ fn mender_installs_commits_and_rolls_back_class_modules_on_a_serving_device() {
     let r1 = reference(&device, &pngs);
     assert_ne!(r1, r0, "release 200's cat answers differently somewhere");
     assert_same(&serving.classify(&pngs), &r1, "after install");
+    // `classmod verify` checks what a rollback would serve again too.
+    let o = ok(run(Command::new(&classmod).args(["verify", s(&device), "--key", s(&public)])), "verify");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("pending rollback"), "{}", String::from_utf8_lossy(&o.stdout));
     // 2. Commit: confirmed, Mender's provides name the class's release; a restart serves it too.
     ok(client.mender("commit", None), "mender commit");
     let provides = String::from_utf8_lossy(&client.mender("show-provides", None).stdout).to_string();

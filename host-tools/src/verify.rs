@@ -39,7 +39,8 @@ fn row(
     }
 }
 
-/// Every file a manifest lists (bases, modules and the rollback copies of unconfirmed updates),
+/// Every file a manifest lists (bases, modules, the rollback copies of unconfirmed updates, and
+/// what a pending update's rollback would serve again),
 /// checked by the device runtime's own loading code (without serving). An unreadable manifest
 /// is an error; a bad file is a failed row.
 pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRow>, HostError> {
@@ -86,6 +87,19 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
                 result.map_err(|e| e.to_string()),
             ));
         }
+    }
+    // A pending update (a Mender artifact not yet committed): what its rollback would serve.
+    for (e, result) in rt.check_pending_restore() {
+        let path = dir.join(&e.file);
+        let result =
+            result.map(|l| format!("pending update's rollback: golden self-test (max diff {:.1e})", l.self_test_diff));
+        rows.push(row(
+            &path,
+            "module (pending rollback)",
+            Some(e.class_name),
+            signer(&path),
+            result.map_err(|e| e.to_string()),
+        ));
     }
     Ok(rows)
 }

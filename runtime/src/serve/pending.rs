@@ -222,6 +222,21 @@ impl ModuleRuntime {
         Ok(Some(pending.id))
     }
 
+    /// Checks, as loading does (file present, hash, signature, golden self-test), what a
+    /// rollback of the pending update would serve again: each entry it replaced, and that
+    /// entry's own rollback copy. Empty when nothing is pending.
+    pub fn check_pending_restore(&self) -> Vec<(ManifestModule, Result<LoadedModule>)> {
+        let manifest = self.lock_manifest();
+        let Some(p) = &manifest.pending else { return Vec::new() };
+        let entries = p.before.iter().flat_map(|b| std::iter::once(b.clone()).chain(b.rolled_back()));
+        entries
+            .map(|e| {
+                let checked = self.prepare(&manifest, &e, &self.dir().join(&e.file));
+                (e, checked)
+            })
+            .collect()
+    }
+
     /// Removes those of `files` that `manifest` (durable already) no longer names; a failure
     /// leaves an orphan for [`ModuleRuntime::clean`].
     fn remove_unnamed<'a>(&self, fs: &mut dyn DurableFs, manifest: &Manifest, files: impl Iterator<Item = &'a str>) {
@@ -301,6 +316,14 @@ mod tests {
         }
         let on_disk = Manifest::read(&f.dir).unwrap();
         assert_eq!(on_disk.pending.as_ref().map(|p| p.id.as_str()), Some("art-1"));
+        // What a rollback would serve is sound; a file of it gone is found.
+        let restore = rt.check_pending_restore();
+        assert_eq!(restore.len(), 2);
+        assert!(restore.iter().all(|(_, r)| r.is_ok()));
+        let kept = std::fs::read(f.dir.join("a.blob")).unwrap();
+        std::fs::remove_file(f.dir.join("a.blob")).unwrap();
+        assert!(rt.check_pending_restore().iter().any(|(e, r)| e.file == "a.blob" && r.is_err()));
+        std::fs::write(f.dir.join("a.blob"), kept).unwrap();
         // Re-run (a power loss before the client recorded the state): nothing changes.
         assert!(rt.install_pending(&mut OsFs, "art-1", &[&a2, &b2], false).unwrap().already_pending);
         // No other update while it is pending: neither another artifact nor the inbox.
