@@ -41,6 +41,7 @@ fn setup() -> Option<Setup> {
 fn runtime(dir: &Path) -> ModuleRuntime {
     let config = ServingConfig {
         device: Device::Cpu,
+        precision: classmod_runtime::Precision::F32,
         key: None,
         budget_bytes: None,
         rule: Rule::Max,

@@ -43,6 +43,7 @@ fn options(dir: &Path, device: DeviceChoice) -> EdgeOptions {
         serve_new: false,
         classes_only: false,
         device,
+        precision: None,
         // These tests hold the device to the base's choice among the served classes: the closed
         // world (`none` answers have their own test).
         min_score: MinScore::Off,

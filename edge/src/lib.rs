@@ -49,6 +49,9 @@ pub struct EdgeOptions {
     /// Serve exactly `classes`: forget the classes updates added.
     pub classes_only: bool,
     pub device: DeviceChoice,
+    /// What the GPU computes in; `None`: the board's (f16 on a GPU whose profile has it, else f32).
+    /// The CPU computes in f32 only.
+    pub precision: Option<Precision>,
     /// The score a module must reach to claim an image; below it on every served module the
     /// answer is `none`.
     pub min_score: MinScore,
@@ -68,19 +71,27 @@ impl EdgeOptions {
             serve_new: false,
             classes_only: false,
             device: DeviceChoice::Auto,
+            precision: None,
             min_score: MinScore::Calibrated,
             allow_downgrade: false,
         }
     }
 }
 
-/// The device for `choice` on `board`, and how to name it in the log.
-fn select_device(choice: DeviceChoice, board: &BoardProfile) -> Result<(Device, String)> {
-    let gpu = |cc: Option<(u8, u8)>| -> Result<(Device, String)> {
+/// The device for `choice` on `board`, how to name it in the log, and what it computes in
+/// (`precision`, else the board's: f16 where the profile's GPU has it). No silent fallback: a GPU
+/// asked for, or f16 on the CPU, is an error that says why.
+fn select_device(
+    choice: DeviceChoice,
+    precision: Option<Precision>,
+    board: &BoardProfile,
+) -> Result<(Device, String, Precision)> {
+    let gpu = |cc: Option<(u8, u8)>| -> Result<(Device, String, Precision)> {
         let d = classmod_runtime::cuda(0)?;
-        Ok((d, cc.map_or("CUDA GPU 0".into(), |(major, minor)| format!("CUDA GPU 0 (sm_{major}{minor})"))))
+        let p = precision.unwrap_or(if board.f16 { Precision::F16 } else { Precision::F32 });
+        Ok((d, cc.map_or("CUDA GPU 0".into(), |(major, minor)| format!("CUDA GPU 0 (sm_{major}{minor})")), p))
     };
-    let cpu = || (Device::Cpu, "CPU".to_string());
+    let cpu = || (Device::Cpu, "CPU".to_string(), precision.unwrap_or(Precision::F32));
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
         DeviceChoice::Cuda => gpu(board.cuda),
@@ -192,10 +203,11 @@ impl<P: OutputPin> Edge<P> {
         let (board, how) =
             detect(opts.board.as_deref(), model.as_deref()).map_err(|n| anyhow!("unknown board `{n}`"))?;
         let led = StatusLed::new(pin, Status::Loading).map_err(|_| anyhow!("status LED pin failed"))?;
-        let (device, device_name) = select_device(opts.device, board)?;
+        let (device, device_name, precision) = select_device(opts.device, opts.precision, board)?;
         let unsigned = opts.key.is_none();
         let config = ServingConfig {
             device,
+            precision,
             key: opts.key,
             budget_bytes: Some(u64::from(board.module_budget_mib) << 20),
             rule: Rule::Max,
@@ -231,7 +243,7 @@ impl<P: OutputPin> Edge<P> {
             Detection::Fallback => "no Jetson found: host simulation",
         };
         edge.say(format!(
-            "board {} ({how}), module budget {} MiB, computing on the {device_name}",
+            "board {} ({how}), module budget {} MiB, computing on the {device_name} in {precision}",
             board.name, board.module_budget_mib
         ));
         if unsigned {

@@ -9,7 +9,7 @@ use clap::Parser;
 use classmod_boards::{BoardProfile, Trigger};
 use classmod_edge::pins::{LedPin, TriggerPin, ValueFilePin};
 use classmod_edge::{DeviceChoice, Edge, EdgeOptions, LogPin, ResultFormat};
-use classmod_runtime::{parse_public_key, MinScore};
+use classmod_runtime::{parse_public_key, MinScore, Precision};
 
 #[derive(Parser)]
 #[command(name = "classmod-edge", version, about = "Serve classmod class modules on a device")]
@@ -31,6 +31,10 @@ struct Args {
     /// `cuda` feature, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// What the GPU computes in: `auto` is f16 where the board's profile has it (Xavier NX, Orin),
+    /// else f32. The CPU computes in f32 only (f16 there is refused, exit 2).
+    #[arg(long, value_enum, default_value = "auto")]
+    precision: PrecisionArg,
     /// Only accept blobs signed by this public key (`classmod keygen`).
     #[arg(long)]
     key: Option<PathBuf>,
@@ -98,6 +102,14 @@ struct Args {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    Auto,
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum DeviceArg {
     Auto,
     Cpu,
@@ -148,6 +160,12 @@ fn run(a: Args) -> Result<ExitCode> {
             DeviceArg::Auto => DeviceChoice::Auto,
             DeviceArg::Cpu => DeviceChoice::Cpu,
             DeviceArg::Cuda => DeviceChoice::Cuda,
+        },
+        precision: match a.precision {
+            PrecisionArg::Auto => None,
+            PrecisionArg::F32 => Some(Precision::F32),
+            PrecisionArg::F16 => Some(Precision::F16),
+            PrecisionArg::Bf16 => Some(Precision::Bf16),
         },
         min_score: a.min_score,
         allow_downgrade: a.allow_downgrade,

@@ -73,6 +73,7 @@ pub fn run_state(state: &str, work: &Path, settings: &ModuleSettings, out: &mut 
 fn runtime(settings: &ModuleSettings) -> Result<ModuleRuntime> {
     let config = ServingConfig {
         device: Device::Cpu,
+        precision: classmod_runtime::Precision::F32,
         key: settings.key,
         budget_bytes: None,
         rule: Rule::Max,

@@ -20,6 +20,7 @@ fn options(dir: &Path) -> EdgeOptions {
     EdgeOptions {
         board: Some("host-sim".into()),
         device: classmod_edge::DeviceChoice::Cpu,
+        precision: None,
         min_score: MinScore::Off,
         ..EdgeOptions::new(dir, &["a", "b"])
     }

@@ -97,6 +97,7 @@ fn a_serving_device_follows_installs_and_rollbacks_and_its_inbox_waits() {
     let opts = EdgeOptions {
         board: Some("host-sim".into()),
         device: classmod_edge::DeviceChoice::Cpu,
+        precision: None,
         min_score: classmod_runtime::MinScore::Off,
         ..EdgeOptions::new(&dir, &["a", "b"])
     };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use classmod_runtime::host::{base_blob, MappedFile};
-use classmod_runtime::{ClassModule, Device, InputSpec, ModelFile, ModuleGroup, ResNet};
+use classmod_runtime::{ClassModule, Device, InputSpec, ModelFile, ModuleGroup, Precision, ResNet};
 use classmod_runtime::{Manifest, ModelKey, ModuleBlob, MANIFEST_FILE};
 use classmod_runtime::{MinScore, Rule};
 use indicatif::ProgressBar;
@@ -178,9 +178,9 @@ pub fn read_packed(paths: &[PathBuf], device: &Device) -> Result<PackedModules, 
     Ok(out)
 }
 
-/// Loads module blobs and their bases as one composition, refusing mixed input specs and a
-/// class given twice.
-pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeError> {
+/// Loads module blobs and their bases as one composition on `device`, computing in `precision`,
+/// refusing mixed input specs and a class given twice.
+pub fn load(paths: &[PathBuf], device: &Device, precision: Precision) -> Result<Composition, ComposeError> {
     let packed = read_packed(paths, device)?;
     let first = &packed.modules[0];
     for (i, m) in packed.modules.iter().enumerate() {
@@ -201,7 +201,7 @@ pub fn load(paths: &[PathBuf], device: &Device) -> Result<Composition, ComposeEr
     let nets = packed
         .bases
         .iter()
-        .map(|(key, _, model)| Ok((*key, ResNet::new(model, device)?)))
+        .map(|(key, _, model)| Ok((*key, ResNet::new(model, device)?.with_precision(precision)?)))
         .collect::<Result<Vec<_>, ComposeError>>()?;
     let net =
         |key: &ModelKey| nets.iter().find(|(k, _)| k == key).map(|(_, n)| n.clone()).expect("every base was read");

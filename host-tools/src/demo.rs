@@ -144,6 +144,7 @@ pub fn device_demo(
         serve_new: true,
         classes_only: false,
         device: classmod_edge::DeviceChoice::Cpu,
+        precision: None,
         min_score: classmod_runtime::MinScore::Calibrated,
         allow_downgrade: false,
     };

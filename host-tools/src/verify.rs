@@ -46,6 +46,7 @@ fn row(
 pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRow>, HostError> {
     let config = ServingConfig {
         device: Device::Cpu,
+        precision: classmod_runtime::Precision::F32,
         key: key.cloned(),
         budget_bytes: None,
         rule: Rule::Max,

@@ -11,6 +11,7 @@ fn verify_checks_the_rollback_copy_too() {
     let f = fixture(None);
     let config = ServingConfig {
         device: Device::Cpu,
+        precision: classmod_runtime::Precision::F32,
         key: None,
         budget_bytes: None,
         rule: Rule::Max,

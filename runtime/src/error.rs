@@ -376,6 +376,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A precision the device cannot compute in (the CPU path computes in f32 only).
+    #[error("cannot compute in {precision} on {device}: {reason}")]
+    PrecisionUnsupported {
+        /// The precision asked for.
+        precision: crate::Precision,
+        /// The device.
+        device: String,
+        /// Why, and what would do.
+        reason: String,
+    },
+
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

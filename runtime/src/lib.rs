@@ -26,7 +26,7 @@
 //!
 //! # fn main() -> classmod_runtime::Result<()> {
 //! # let dir = example::packed_directory()?;
-//! let config = ServingConfig { device: Device::Cpu, key: None, budget_bytes: Some(64 << 20), rule: Rule::Max, min_score: MinScore::Calibrated, allow_downgrade: false };
+//! let config = ServingConfig { device: Device::Cpu, precision: Precision::F32, key: None, budget_bytes: Some(64 << 20), rule: Rule::Max, min_score: MinScore::Calibrated, allow_downgrade: false };
 //! let runtime = ModuleRuntime::open(&dir, config)?;
 //! runtime.load("cat")?;
 //! runtime.load("dog")?;
@@ -99,7 +99,7 @@ pub mod testing;
 pub use candle_core::{DType, Device, Tensor};
 pub use classmod_blob::{parse_public_key, AlignedBytes, BlobError, VerifyingKey};
 
-pub use device::{cuda, CUDA_BUILT};
+pub use device::{cuda, Precision, CUDA_BUILT};
 pub use error::{Error, Result};
 pub use model::{
     Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, InputSpec, ModelFile, ModelKey, ModelMeta,
@@ -124,7 +124,7 @@ pub use serve::{
 pub mod prelude {
     pub use crate::{
         Applied, Classification, Device, DurableFs, Error, Followed, InputSpec, MinScore, ModuleRuntime, OsFs,
-        PendingReport, Result, Rule, ServingConfig, Snapshot, UpdateKind, UpdateReport, VerifyingKey,
+        PendingReport, Precision, Result, Rule, ServingConfig, Snapshot, UpdateKind, UpdateReport, VerifyingKey,
     };
 }
 

@@ -24,9 +24,11 @@ fn require(dir: PathBuf, probe: &str, how: &str) -> Option<PathBuf> {
     None
 }
 
-/// `../shared` beside the workspace: the pretrained models and CIFAR-10.
+/// `../shared` beside the workspace, or `$CLASSMOD_SHARED` (a copy elsewhere, e.g. on a GPU
+/// machine the tests were carried to): the pretrained models and CIFAR-10.
 pub fn shared() -> Option<PathBuf> {
-    require(workspace_root().join("../shared"), "README.md", "the real-data tests need the shared models and data")
+    let dir = std::env::var_os("CLASSMOD_SHARED").map_or_else(|| workspace_root().join("../shared"), PathBuf::from);
+    require(dir, "README.md", "the real-data tests need the shared models and data")
 }
 
 /// Fashion-MNIST from Debian's `dataset-fashion-mnist`.

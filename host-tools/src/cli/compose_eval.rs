@@ -51,7 +51,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let a = &args.eval;
     let device = a.device.device()?;
-    let mut c = compose_eval::load(&args.modules, &device)?;
+    let mut c = compose_eval::load(&args.modules, &device, a.precision.into())?;
     let spec = c.input_spec();
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     if args.recalibrate {

@@ -24,7 +24,9 @@ pub fn run(args: Args) -> Result<()> {
     let (model_path, a) = (&args.model, &args.eval);
     let device = a.device.device()?;
     let model = read_model(model_path, &device)?;
-    let net = ResNet::new(&model, &device).map_err(|e| model_error(model_path, e))?;
+    let net = ResNet::new(&model, &device)
+        .and_then(|n| n.with_precision(a.precision.into()))
+        .map_err(|e| model_error(model_path, e))?;
     let spec = net.input_spec();
     let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
     let t0 = std::time::Instant::now();

@@ -271,7 +271,7 @@ fn packed_with_test(
     limit: Option<usize>,
     seed: u64,
 ) -> Result<(classmod_host::compose_eval::Composition, ImageSet)> {
-    let c = classmod_host::compose_eval::load(&[dir.to_path_buf()], &Device::Cpu)?;
+    let c = classmod_host::compose_eval::load(&[dir.to_path_buf()], &Device::Cpu, classmod_runtime::Precision::F32)?;
     let [group] = c.groups() else {
         return Err(anyhow!("{}: modules of one base and one kind, please", dir.display()));
     };

@@ -11,6 +11,7 @@ mod inspect;
 mod keygen;
 mod mender_artifact;
 mod pack;
+mod throughput;
 mod train;
 mod verify;
 
@@ -22,7 +23,7 @@ use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
 use classmod_host::decompose::HeadKind;
 use classmod_host::train::Schedule;
 use classmod_host::HostError;
-use classmod_runtime::{Device, Error as RuntimeError, ModelFile};
+use classmod_runtime::{Device, Error as RuntimeError, ModelFile, Precision};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +64,9 @@ enum Command {
     Train(train::Args),
     /// Compare inference speed with PyTorch CPU on the same images, in the same minute.
     Bench(bench::Args),
+    /// Forward passes per second of a base or of a group of k modules, on the CPU or a GPU, at
+    /// several batch sizes (synthetic inputs already on the device).
+    Throughput(throughput::Args),
     /// The end-to-end demo on Fashion-MNIST: train a small ResNet and evaluate it.
     Demo(demo::Args),
 }
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keygen(a) => keygen::run(a),
         Command::Train(a) => train::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Throughput(a) => throughput::run(a),
         Command::Demo(a) => demo::run(a),
     }
 }
@@ -101,6 +106,9 @@ pub struct EvalArgs {
     pub batch: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+    /// What the network computes in: f16 and bf16 on a GPU only.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
     #[arg(long)]
     pub json: bool,
 }
@@ -178,6 +186,24 @@ impl DeviceArg {
         match self {
             DeviceArg::Cpu => Ok(Device::Cpu),
             DeviceArg::Cuda => Ok(classmod_runtime::cuda(0)?),
+        }
+    }
+}
+
+/// `--precision`: the runtime's [`Precision`] as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(a: PrecisionArg) -> Precision {
+        match a {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::F16 => Precision::F16,
+            PrecisionArg::Bf16 => Precision::Bf16,
         }
     }
 }

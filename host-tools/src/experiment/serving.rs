@@ -160,6 +160,7 @@ pub fn measure(
 ) -> Result<ServingReport, HostError> {
     let config = ServingConfig {
         device: Device::Cpu,
+        precision: classmod_runtime::Precision::F32,
         key,
         budget_bytes: None,
         rule: Rule::Max,

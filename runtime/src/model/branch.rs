@@ -287,11 +287,20 @@ impl Branch {
 
     /// Pooled features `(B, width)` of a trunk activation `(B, C, H, W)` on candle's operations.
     pub fn forward(&self, trunk: &Tensor) -> Result<Tensor> {
-        let mut x = self.entry.forward(trunk)?.relu()?;
+        let mut x = self.entry.forward(&trunk.to_dtype(self.entry.dtype())?)?.relu()?;
         for b in &self.blocks {
             x = b.forward_hooked(&x, 0, &mut NoHook)?;
         }
-        Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+        Ok(x.to_dtype(candle_core::DType::F32)?.mean(D::Minus1)?.mean(D::Minus1)?)
+    }
+
+    /// The same branch computing in `dtype` (its base's precision).
+    pub(crate) fn into_dtype(self, dtype: candle_core::DType) -> Result<Self> {
+        Ok(Branch {
+            spec: self.spec,
+            entry: self.entry.to_dtype(dtype)?,
+            blocks: self.blocks.iter().map(|b| b.to_dtype(dtype)).collect::<candle_core::Result<_>>()?,
+        })
     }
 
     /// Bytes the built branch's tensors hold.

@@ -9,17 +9,17 @@
 //!
 //! On the CPU the graph runs on the CPU path (`crate::cpu`: NHWC, packed weights, own
 //! micro-kernels and Winograd, fused epilogues, masks applied inside the convolutions); elsewhere
-//! through candle's operations.
+//! through candle's operations, in f32 or, on a GPU, in half precision ([`ResNet::with_precision`]).
 
 use std::sync::Arc;
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::cpu::conv::Plane;
 use crate::cpu::net::{to_nchw, to_nhwc, CpuBlock, CpuNet, CpuShortcut, SiteMasks, SiteVisitor};
 use crate::model::layers::{Block, BlockShortcut, ConvBn};
 use crate::Result;
-use crate::{Error, InputSpec, ModelFile, ResNetConfig};
+use crate::{Error, InputSpec, ModelFile, Precision, ResNetConfig};
 
 /// Observes or rewrites the activation at each ReLU site of a forward pass.
 pub trait ReluHook {
@@ -102,6 +102,8 @@ pub struct ResNet {
     /// tensor round trip per classification); empty on other engines.
     linear_rows: Arc<(Vec<f32>, Vec<f32>)>,
     device: Device,
+    /// What the convolutions compute in; activations leave the network as f32.
+    precision: Precision,
 }
 
 impl ResNet {
@@ -163,7 +165,34 @@ impl ResNet {
             linear_b,
             linear_rows,
             device: device.clone(),
+            precision: Precision::F32,
         })
+    }
+
+    /// The same network with its convolutions computing in `precision` (weights converted once,
+    /// here). The CPU path computes in f32 only: other precisions are for GPUs.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        if precision == self.precision {
+            return Ok(self);
+        }
+        let Engine::Candle { stem, blocks } = &self.engine else {
+            return Err(Error::PrecisionUnsupported {
+                precision,
+                device: "the CPU".into(),
+                reason: "the CPU path computes in f32 only; half precision is for a GPU (--device cuda)".into(),
+            });
+        };
+        let dtype = precision.dtype();
+        let stem = stem.to_dtype(dtype)?;
+        let blocks = blocks.iter().map(|b| b.to_dtype(dtype)).collect::<candle_core::Result<Vec<_>>>()?;
+        self.engine = Engine::Candle { stem, blocks };
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// What the convolutions compute in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The CPU path's network of `stem` and `blocks` on input plane `input` (a base's, or a
@@ -276,7 +305,7 @@ impl ResNet {
             Engine::Cpu(_) => return self.cpu_features(x, None, Some(&mut HookVisitor { hook })),
             Engine::Candle { stem, blocks } => (stem, blocks),
         };
-        let x = Self::candle_blocks(stem, blocks, x, hook)?;
+        let x = Self::candle_blocks(stem, blocks, x, hook)?.to_dtype(DType::F32)?;
         Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
     }
 
@@ -287,7 +316,9 @@ impl ResNet {
         x: &Tensor,
         hook: &mut dyn ReluHook,
     ) -> candle_core::Result<Tensor> {
-        let mut x = hook.after_relu(0, stem.forward(x)?.relu()?)?;
+        // The network's precision starts at its entry (a no-op in f32).
+        let x = x.to_dtype(stem.dtype())?;
+        let mut x = hook.after_relu(0, stem.forward(&x)?.relu()?)?;
         for (i, b) in blocks.iter().enumerate() {
             x = b.forward_hooked(&x, 1 + 2 * i, hook)?;
         }
@@ -317,7 +348,9 @@ impl ResNet {
                 let (act, p, channels) = net.trunk(&nhwc, images, n)?;
                 nchw_tensor(&act, images, p, channels)
             }
-            Engine::Candle { stem, blocks } => Ok(Self::candle_blocks(stem, &blocks[..n], x, &mut NoHook)?),
+            Engine::Candle { stem, blocks } => {
+                Ok(Self::candle_blocks(stem, &blocks[..n], x, &mut NoHook)?.to_dtype(DType::F32)?)
+            }
         }
     }
 
@@ -341,8 +374,8 @@ impl ResNet {
                 for (i, b) in blocks.iter().enumerate().skip(n) {
                     y = b.forward_hooked(&y, 1 + 2 * i, &mut NoHook)?;
                 }
-                let logits = self.linear(&y.mean(D::Minus1)?.mean(D::Minus1)?)?;
-                Ok((trunk, logits))
+                let logits = self.linear(&y.to_dtype(DType::F32)?.mean(D::Minus1)?.mean(D::Minus1)?)?;
+                Ok((trunk.to_dtype(DType::F32)?, logits))
             }
         }
     }

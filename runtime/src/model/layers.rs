@@ -54,7 +54,17 @@ impl ConvBn {
 
     /// Weight and bias bytes as candle tensors.
     pub fn weight_bytes(&self) -> u64 {
-        (self.weight.elem_count() + self.bias.elem_count()) as u64 * 4
+        ((self.weight.elem_count() + self.bias.elem_count()) * self.weight.dtype().size_in_bytes()) as u64
+    }
+
+    /// The same convolution computing in `dtype` (weights converted once, here).
+    pub fn to_dtype(&self, dtype: DType) -> candle_core::Result<Self> {
+        Ok(ConvBn { weight: self.weight.to_dtype(dtype)?, bias: self.bias.to_dtype(dtype)?, ..*self })
+    }
+
+    /// The type the convolution computes in.
+    pub fn dtype(&self) -> DType {
+        self.weight.dtype()
     }
 
     /// Packed for the CPU path, for input plane `p` (only the weights that plane needs).
@@ -124,6 +134,18 @@ impl Block {
             BlockShortcut::Projection(p) => p.forward(x)?,
         };
         hook.after_relu(site + 1, (h + short)?.relu()?)
+    }
+
+    /// The same block computing in `dtype`.
+    pub fn to_dtype(&self, dtype: DType) -> candle_core::Result<Self> {
+        Ok(Block {
+            conv1: self.conv1.to_dtype(dtype)?,
+            conv2: self.conv2.to_dtype(dtype)?,
+            shortcut: match &self.shortcut {
+                BlockShortcut::Projection(p) => BlockShortcut::Projection(p.to_dtype(dtype)?),
+                other => other.clone(),
+            },
+        })
     }
 
     /// Weight and bias bytes as candle tensors.

@@ -146,7 +146,8 @@ impl ModuleGroup {
                 let branches = if base.cpu().is_some() {
                     BranchPlan::Cpu(Arc::new(cpu_branches(&weights, Plane { height: h, width: w })?))
                 } else {
-                    let built = weights.iter().map(|b| Branch::build(b, base.device()));
+                    let dtype = base.precision().dtype();
+                    let built = weights.iter().map(|b| Branch::build(b, base.device())?.into_dtype(dtype));
                     BranchPlan::Tensors(built.collect::<Result<Vec<_>>>()?)
                 };
                 Plan::Branched { trunk_stages, branches }
@@ -474,6 +475,54 @@ mod tests {
                 assert!(outputs[0].pos.windows(2).any(|w| (w[0] - w[1]).abs() > 1e-3), "outputs that differ");
             }
         }
+    }
+
+    /// Half precision, on candle's CPU backend (the GPU path's code: weights converted at load,
+    /// activations at the entry, masks and branches in the same type, features back to f32):
+    /// the base, a mask group and a compact group against f32 within half precision's error,
+    /// and the CPU path refusing it by name.
+    #[test]
+    fn half_precision_groups_compute_what_f32_groups_compute() {
+        use crate::testing::tiny_model::tiny_compact;
+        use crate::Precision;
+        let model = tiny_model(8);
+        let f32_net = ResNet::build(&model, &Device::Cpu, false).unwrap();
+        let sites = f32_net.relu_sites();
+        let mut mask = NodeMask::ones(&sites);
+        for site in mask.sites.iter_mut() {
+            for i in (0..site.len()).step_by(3) {
+                site.set(i, false);
+            }
+        }
+        let masked = ClassModule {
+            class_id: ClassId(1),
+            class_name: "c1".into(),
+            base_key: crate::ModelKey([0; 32]),
+            input: model.meta.input.clone(),
+            kind: ModuleKind::Mask(mask),
+            head: ModuleHead::Channel { class_index: 1 },
+            min_score: None,
+        };
+        let compact: Vec<ClassModule> = (0..2u32).map(|c| tiny_compact(&model, c, 1, 8, 40 + c as u64)).collect();
+        let pixels: Vec<u8> = (0..5 * 64).map(|i| (i * 53 % 256) as u8).collect();
+        // bf16: candle's CPU backend has no bf16 matmul; tests/gpu.rs runs it on a GPU.
+        for (precision, bound) in [(Precision::F16, 2e-2f32)] {
+            let half = f32_net.clone().with_precision(precision).unwrap();
+            assert_eq!(half.precision(), precision);
+            assert!(half.resident_bytes() < f32_net.resident_bytes(), "half the bytes per weight");
+            for modules in [vec![masked.clone()], compact.clone()] {
+                let want = ModuleGroup::new(f32_net.clone(), modules.clone()).unwrap().run_pixels(&pixels).unwrap();
+                let got = ModuleGroup::new(half.clone(), modules).unwrap().run_pixels(&pixels).unwrap();
+                let worst = want.pos.iter().zip(&got.pos).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let scale = want.pos.iter().map(|a| a.abs()).fold(0f32, f32::max);
+                assert!(worst > 0.0, "{precision}: nothing was computed in half precision");
+                assert!(worst <= bound * scale.max(1.0), "{precision}: logits off by {worst} (scale {scale})");
+            }
+        }
+        let cpu_path = ResNet::new(&model, &Device::Cpu).unwrap();
+        let e = cpu_path.with_precision(Precision::F16).unwrap_err();
+        assert!(matches!(e, Error::PrecisionUnsupported { .. }), "{e}");
+        assert!(e.to_string().contains("the CPU path computes in f32 only"), "{e}");
     }
 
     /// Modules of one group are of one kind and trunk; a compact module needs a calibrated

@@ -195,16 +195,18 @@ impl ModuleBlob {
     }
 
     /// The health check of a field update: the module, run on `base` (whose key is `base_key`),
-    /// reproduces its golden scores within [`GOLDEN_TOLERANCE`]. Returns the largest difference.
+    /// reproduces its golden scores within [`GOLDEN_TOLERANCE`] (f32; the base's
+    /// [`crate::Precision::golden_tolerance`] when it computes in half precision). Returns the
+    /// largest difference.
     pub fn self_test(&self, base: &ResNet, base_key: &ModelKey) -> Result<f32> {
         if *base_key != self.module.base_key {
             return Err(Error::WrongBase { class: self.module.class_name.clone() });
         }
         let found = golden_scores(base, &self.module, &self.golden.images)?;
-        let mut worst = 0f32;
+        let (mut worst, tolerance) = (0f32, base.precision().golden_tolerance());
         for (image, (&e, &f)) in self.golden.scores.iter().zip(&found).enumerate() {
             let d = (e - f).abs();
-            if d.is_nan() || d > GOLDEN_TOLERANCE {
+            if d.is_nan() || d > tolerance {
                 return Err(Error::GoldenMismatch { image, expected: e, found: f });
             }
             worst = worst.max(d);

@@ -23,6 +23,7 @@ mod update;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
+use crate::Precision;
 use candle_core::Device;
 use classmod_blob::VerifyingKey;
 
@@ -47,6 +48,9 @@ pub use update::{declared_len, Applied, UpdateKind, UpdateReport, BLOB_HEADER_LE
 pub struct ServingConfig {
     /// Where modules run.
     pub device: Device,
+    /// What bases and modules compute in on `device` (f32 on the CPU; a GPU board's profile may
+    /// ask for f16 or bf16). Golden self-tests then use [`Precision::golden_tolerance`].
+    pub precision: Precision,
     /// Refuse blobs not signed by this key.
     pub key: Option<VerifyingKey>,
     /// Largest resident size of bases plus modules, bytes (the board profile's).
@@ -179,7 +183,7 @@ impl ModuleRuntime {
             return Err(Error::ManifestHashMismatch { path: self.dir.join(&entry.file) });
         }
         let model = base_blob::decode(&blob, &self.config.device)?;
-        let net = ResNet::new(&model, &self.config.device)?;
+        let net = ResNet::new(&model, &self.config.device)?.with_precision(self.config.precision)?;
         let base = Arc::new(LoadedBase { key: ModelKey(blob.base_key()), resident_bytes: net.resident_bytes(), net });
         cache.push(Arc::downgrade(&base));
         Ok(base)

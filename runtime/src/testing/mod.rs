@@ -121,6 +121,7 @@ pub fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<&Signin
 pub fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
     ServingConfig {
         device: Device::Cpu,
+        precision: crate::Precision::F32,
         key,
         budget_bytes: budget,
         rule: Rule::Max,
