@@ -47,6 +47,9 @@ if [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
 elif command -v nvcc >/dev/null; then
   CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
   echo "cuda-build: the toolkit of the nvcc on PATH: $CUDA_HOME (nvcc $(nvcc_release nvcc))"
+elif [ "$(uname -m)" != x86_64 ]; then
+  echo "cuda-build: no CUDA toolkit found; on $(uname -m) (a Jetson) install JetPack's (nvcc under /usr/local/cuda) and set CUDA_HOME" >&2
+  exit 2
 else
   CUDA_HOME=$PWD/target/cuda-13.0
   want=("${wheels[@]}")

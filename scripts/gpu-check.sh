@@ -31,7 +31,7 @@ done
 # wheels under the python's site-packages (PyTorch's), found by name.
 libs=$(find /usr/local/cuda/lib64 /usr/local/cuda/targets/*/lib \
   "$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null)" \
-  -name 'libcublas.so.13' -o -name 'libcurand.so.10' -o -name 'libnvrtc.so.13' -o -name 'libcudnn.so.9' 2>/dev/null |
+  -name 'libcudart.so.13' -o -name 'libcublas.so.13' -o -name 'libcurand.so.10' -o -name 'libnvrtc.so.13' -o -name 'libcudnn.so.9' 2>/dev/null |
   xargs -r -n1 dirname | sort -u | paste -sd:)
 export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
@@ -105,7 +105,7 @@ for n in 20 56; do
       --batches 1,64,256 --seconds "$secs" --json >"$out/tp-r$n-$p.log" 2>&1
   done
   log "PyTorch ResNet-$n"
-  timeout 180 python3 tools/gpu_reference.py --model $fx/r$n.safetensors --batches 1,64,256,640 \
+  timeout 180 python3 tools/gpu_reference.py --model $fx/r$n.safetensors --batches 1,10,64,256,640 \
     --seconds "$secs" --json >"$out/torch-r$n.log" 2>&1
 done
 for kind in mask20 compact20; do
@@ -143,12 +143,13 @@ for kind in ("mask20", "compact20"):
         c32 = next((r for r in rows(f"tp-{kind}-f32") if r["batch"] == b), None)
         c16 = next((r for r in rows(f"tp-{kind}-f16") if r["batch"] == b), None)
         # A group of 10 on b images; PyTorch's base on 10*b images (640) is a mask group's work.
-        t32 = next((r for r in t if r["batch"] == 10 * b and r["mode"] == "f32"), None) if b == 64 else None
-        t16 = next((r for r in t if r["batch"] == 10 * b and r["mode"] == "f16-autocast"), None) if b == 64 else None
+        t32 = next((r for r in t if r["batch"] == 10 * b and r["mode"] == "f32"), None)
+        t16 = next((r for r in t if r["batch"] == 10 * b and r["mode"] == "f16-autocast"), None)
         ratio = f"{(c32['images_per_second'] * 10) / t32['images_per_second']:.2f}" if c32 and t32 else "-"
         print(f"| ResNet-20 {kind[:-2]} group of 10 | {b} | {cell(c32)} | {cell(c16)} | {cell(t32)} (batch {10 * b}) | {cell(t16)} | {ratio} |")
 print()
 print("img/s: images per second at the median pass (a group: images, each scored by all 10 modules); ms: the median pass.")
+print("A group's PyTorch columns: the base on 10x the images, a mask group's work; its ratio: 10 x group img/s over that.")
 print("One pass at a time, each waited for (logits or scores back on the host for classmod; torch.cuda.synchronize for PyTorch).")
 EOF
 head -3 "$out/torch-r20.log" | head -1 >"$out/torch-version.txt" 2>/dev/null
