@@ -86,6 +86,10 @@ pub enum HostError {
         loss: f64,
     },
 
+    /// The peer engines of `classmod bench --peers` could not be set up or measured.
+    #[error(transparent)]
+    Peers(#[from] crate::bench::peers::PeerError),
+
     /// PyTorch tensors that describe no CIFAR ResNet this build knows, or not the one asked for.
     #[error("cannot import: {reason}")]
     Import {

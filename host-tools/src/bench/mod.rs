@@ -10,6 +10,8 @@ use std::time::Instant;
 use classmod_runtime::{ResNet, Tensor};
 use serde::Serialize;
 
+pub mod peers;
+
 use crate::dataset::{ImageSet, Split};
 use crate::{eval, HostError};
 
@@ -46,9 +48,15 @@ pub struct Figures {
     pub batch1_ms: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The value at fraction `q` of the sorted values (nearest rank; `q` 0.5 is the median as
+/// `statistics.median` gives it for odd counts); 0 for none.
+pub(crate) fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)]
 }
 
 /// Threads the engines get (the same on both sides).
@@ -90,7 +98,7 @@ pub fn measure(
         images_per_second_end_to_end: r.n as f64 / (decode_seconds + r.seconds),
         batch,
         threads: threads(),
-        batch1_ms: median(lat),
+        batch1_ms: percentile(&lat, 0.5),
     })
 }
 

@@ -1,11 +1,13 @@
 //! `classmod bench`: classmod and PyTorch CPU on the same images, one after the other in the same
 //! minute, with images/s of each and their ratio (the measuring is `classmod_host::bench`'s; the
-//! PyTorch side is `tools/pytorch_reference.py`, run by path).
+//! PyTorch side is `tools/pytorch_reference.py`, run by path). With `--peers`: classmod against
+//! PyTorch, ONNX Runtime and OpenVINO in interleaved rounds (`classmod_host::bench::peers`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
+use classmod_host::bench::peers::{self, PeerRun};
 use classmod_host::bench::{self, ReferenceRun, DEBIAN_PYTHON};
 use classmod_host::dataset::ImageShape;
 use classmod_host::progress;
@@ -26,9 +28,10 @@ pub struct Args {
     limit: Option<usize>,
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Single-image forwards timed for the batch-1 latency.
-    #[arg(long, default_value_t = 100)]
-    batch1_iters: usize,
+    /// Single-image forwards timed for the batch-1 latency (default 100; with --peers 300 per
+    /// engine and round).
+    #[arg(long)]
+    batch1_iters: Option<usize>,
     /// Python with torch (Debian: python3-torch, installed by this command when absent and root;
     /// Debian's interpreter, since a pyenv `python3` on PATH does not see Debian's packages).
     #[arg(long, default_value = DEBIAN_PYTHON)]
@@ -44,6 +47,35 @@ pub struct Args {
     device: DeviceArg,
     #[arg(long)]
     json: bool,
+    /// Instead of the dataset run: classmod against the CPU engines an edge engineer would pick
+    /// instead (PyTorch TorchScript, ONNX Runtime, OpenVINO with its latency and throughput
+    /// hints) on the same float32 inputs (real images of --data) with the same threads, in
+    /// interleaved rounds: batch-1 latency (median, p90) and batch throughput, ratios to classmod,
+    /// each engine's logits against PyTorch's. Installs onnxruntime and openvino from PyPI into
+    /// --venv when absent.
+    #[arg(long)]
+    peers: bool,
+    /// With --peers: rounds (each measures every engine once).
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+    /// With --peers: the peer engines, of pytorch, onnxruntime, openvino-latency, openvino-throughput.
+    #[arg(long, value_delimiter = ',', default_values_t = peers::PEER_ENGINES.map(String::from))]
+    peer_engines: Vec<String>,
+    /// With --peers: images of --data every engine runs on (a whole number of batches).
+    #[arg(long, default_value_t = 640)]
+    peer_images: usize,
+    /// With --peers: least seconds of each throughput figure.
+    #[arg(long, default_value_t = 1.0)]
+    min_seconds: f64,
+    /// With --peers: the Python environment of the peers (default ~/.cache/classmod/peer-engines).
+    #[arg(long)]
+    venv: Option<PathBuf>,
+    /// With --peers: the peers' script; default `tools/peer_engines.py` of the workspace.
+    #[arg(long)]
+    peer_script: Option<PathBuf>,
+    /// With --peers: also write the table and the figures as OUT/engines.md and OUT/engines.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn classmod_side(a: &Args) -> Result<serde_json::Value> {
@@ -56,7 +88,7 @@ fn classmod_side(a: &Args) -> Result<serde_json::Value> {
     let data = load_data(&a.data, a.split.into(), shape, Some(net.class_names()), a.limit, 0)?;
     let decode_seconds = t0.elapsed().as_secs_f64();
     let pb = progress::bar(data.len() as u64, "classmod");
-    let figures = bench::measure(&net, &data, decode_seconds, a.batch, a.batch1_iters, &pb)?;
+    let figures = bench::measure(&net, &data, decode_seconds, a.batch, a.batch1_iters.unwrap_or(100), &pb)?;
     Ok(serde_json::to_value(figures)?)
 }
 
@@ -71,11 +103,66 @@ fn pytorch_side(a: &Args) -> Result<serde_json::Value> {
         split: a.split.into(),
         limit: a.limit,
         batch: a.batch,
-        batch1_iters: a.batch1_iters,
+        batch1_iters: a.batch1_iters.unwrap_or(100),
     })?)
 }
 
+fn peers_side(a: &Args) -> Result<()> {
+    let device = a.device.device()?;
+    let net = ResNet::new(&read_model(&a.model, &device)?, &device).map_err(|e| model_error(&a.model, e))?;
+    let spec = net.input_spec().clone();
+    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    anyhow::ensure!(a.batch >= 1 && a.rounds >= 1, "--batch and --rounds must be at least 1");
+    let data = load_data(&a.data, a.split.into(), shape, Some(net.class_names()), Some(a.peer_images), 0)?;
+    let n = data.len() / a.batch * a.batch;
+    anyhow::ensure!(n > 0, "{}: {} images, fewer than one batch of {}", a.data.display(), data.len(), a.batch);
+    let mut inputs = vec![0f32; n * spec.image_len()];
+    for (i, x) in inputs.chunks_exact_mut(spec.image_len()).enumerate() {
+        spec.normalize_into(data.image(i), x);
+    }
+    let run = PeerRun {
+        model: a.model.clone(),
+        script: a.peer_script.clone().unwrap_or_else(peers::default_script),
+        venv: a.venv.clone().unwrap_or_else(peers::default_venv),
+        base_python: a.python.clone(),
+        engines: a.peer_engines.clone(),
+        threads: bench::threads(),
+        batch: a.batch,
+        batch1_iters: a.batch1_iters.unwrap_or(300),
+        min_seconds: a.min_seconds,
+        rounds: a.rounds,
+    };
+    eprintln!(
+        "classmod and {} on {n} images, {} rounds, {} threads each ...",
+        run.engines.join(", "),
+        run.rounds,
+        run.threads
+    );
+    let pb = progress::bar(run.rounds as u64, "rounds");
+    let shape4 = [n, spec.channels, spec.height, spec.width];
+    let c = peers::compare(&net, &inputs, shape4, &run, &pb)?;
+    let table = c.markdown();
+    if !a.json {
+        println!("{table}");
+    }
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+        let json = serde_json::json!({ "comparison": c, "summary": c.summary() });
+        for (name, text) in [("engines.md", table), ("engines.json", serde_json::to_string_pretty(&json)?)] {
+            let path = out.join(name);
+            std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+    }
+    if a.json {
+        print_json(&serde_json::json!({ "comparison": c, "summary": c.summary() }));
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
+    if a.peers {
+        return peers_side(&a);
+    }
     let ours = classmod_side(&a)?;
     let theirs = if a.no_pytorch { serde_json::Value::Null } else { pytorch_side(&a)? };
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
