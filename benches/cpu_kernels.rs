@@ -6,6 +6,7 @@
 //! machine's GEMM peak measured the same way: a large square f32 GEMM through the `gemm` crate
 //! (candle's matmul) on all threads, the figure the "60 % of the FMA peak" is taken
 //! against.
+//! `conv3x3_b1`: the same layers at batch 1, on two cores and on one.
 //! Run: `cargo bench --bench cpu_kernels`.
 
 use classmod::runtime::bench::Microkernel;
@@ -101,5 +102,32 @@ fn layers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_peak, layers);
+/// Each layer at batch 1 as a forward runs it (the fastest kernel and Winograd form, the call
+/// split across the cores by tiles or, for the 64-channel layers, by channels; called from a
+/// pool thread), beside the same on one core: `one_core` time / `two_cores` time is what the
+/// second core gives a single image's layer.
+fn layers_batch1(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3_b1");
+    g.sample_size(20);
+    let kernel = Microkernel::best();
+    for (name, cin, cout, hw, s) in LAYERS {
+        let conv = PackedConv::new(&values(cout * cin * 9), values(cout), [cout, cin, 3, 3], s, 1);
+        let p = Plane { height: hw, width: hw };
+        let op = conv.out_plane(p);
+        let x = values(hw * hw * cin);
+        let mut out = vec![0f32; op.height * op.width * cout];
+        g.throughput(Throughput::Elements((2 * op.height * op.width * cout * cin * 9) as u64));
+        let e = Epilogue { residual: None, relu: true, mask: None };
+        for (label, threads) in [("two_cores", Threads::Tiles), ("one_core", Threads::Caller)] {
+            g.bench_function(BenchmarkId::new(name, label), |b| {
+                rayon::scope(|_| {
+                    b.iter(|| conv.forward_with(kernel, Method::Winograd4x4, &x, 1, p, &e, &mut out, threads))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_peak, layers, layers_batch1);
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use classmod::host::import::{import_bytes, ImportOptions};
+use classmod::runtime::bench::split_by_channels;
 use classmod::runtime::{Device, InputSpec, ResNet, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -29,9 +30,52 @@ fn forward(c: &mut Criterion) {
         let x = Tensor::from_vec(x, (batch, 3, 32, 32), &Device::Cpu).unwrap();
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &x, |b, x| b.iter(|| net.forward(x).unwrap()));
+        if batch == 1 {
+            // What splitting the small layers by channels gives (only batch 1 has calls to split).
+            split_by_channels(false);
+            group.bench_with_input(BenchmarkId::new("split_by_tiles_only", batch), &x, |b, x| {
+                b.iter(|| net.forward(x).unwrap())
+            });
+            split_by_channels(true);
+        }
     }
     group.finish();
 }
 
-criterion_group!(benches, forward);
+/// Batch 1 with and without the split by channels, timed alternately in the same process (this
+/// machine's speed wanders by 2x over minutes, more than the difference): the median of each
+/// over 30 rounds of 100 forwards, and the median of the rounds' ratios. Printed, not asserted.
+fn split_by_channels_paired(_: &mut Criterion) {
+    let Some(net) = resnet20() else { return };
+    let x: Vec<f32> = (0..3 * 32 * 32).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
+    let x = Tensor::from_vec(x, (1, 3, 32, 32), &Device::Cpu).unwrap();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let time = |on: bool| {
+        split_by_channels(on);
+        let times: Vec<f64> = (0..100)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                net.forward(&x).unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        median(times)
+    };
+    time(true);
+    let rounds: Vec<(f64, f64)> = (0..30).map(|_| (time(true), time(false))).collect();
+    split_by_channels(true);
+    let (split, tiles): (Vec<f64>, Vec<f64>) = rounds.iter().copied().unzip();
+    let ratio = median(rounds.iter().map(|(s, t)| t / s).collect());
+    println!(
+        "resnet20 batch 1, paired: split by channels {:.3} ms, by tiles only {:.3} ms (medians of 30 rounds); \
+         tiles / split = {ratio:.3} (median of the rounds' ratios)",
+        median(split),
+        median(tiles)
+    );
+}
+
+criterion_group!(benches, forward, split_by_channels_paired);
 criterion_main!(benches);

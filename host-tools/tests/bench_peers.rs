@@ -159,7 +159,7 @@ fn a_failing_or_garbled_peer_is_one_line_and_exit_2() {
         let o = run_with(&case, &model, script);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "case {i}: {err}");
-        let last = err.lines().filter(|l| !l.starts_with("peers: ")).last().unwrap_or("");
+        let last = err.lines().rfind(|l| !l.starts_with("peers: ")).unwrap_or("");
         assert!(last.contains(expect), "case {i}: last line {last:?} of {err}");
         assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "case {i}: {err}");
     }

@@ -145,9 +145,9 @@ pub mod host {
     pub use crate::pack::regular;
 }
 
-/// The CPU path's kernels, for `benches/cpu_kernels.rs` only: not a stable API.
+/// The CPU path's kernels and knobs, for `benches/` only: not a stable API.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::cpu::conv::{Epilogue, Method, PackedConv, Plane, Threads};
+    pub use crate::cpu::conv::{split_by_channels, Epilogue, Method, PackedConv, Plane, Threads};
     pub use crate::cpu::microkernel::Microkernel;
 }

@@ -5,14 +5,17 @@
 //! `microkernel.rs` read it in place, start from the bias, and apply the epilogue (residual add,
 //! ReLU, node mask) as they store. Stride-1 3x3 convolutions go through Winograd instead
 //! (`winograd.rs`: F(4x4, 3x3) on large planes, 4x fewer multiplications, F(2x2, 3x3) on small
-//! ones, 2.25x fewer; on the same micro-kernels). Tiles of
-//! blocks run in parallel (rayon) for small batches, so a batch of one image still uses every
+//! ones, 2.25x fewer; on the same micro-kernels). For small batches the work is split across
+//! the cores (rayon), by tiles of blocks or, where the tiles would be too few rows and the
+//! channels are many, by panels of output channels, so a batch of one image still uses every
 //! core; large batches arrive here as one slice per core.
 
 pub use super::epilogue::{Epilogue, StackedMask};
 use super::microkernel::{BlockOut, Microkernel, Receptive, MAX_MR, NR};
 use super::winograd::{Form, WinogradWeights};
 use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A convolution with batch norm folded in, weights packed for the micro-kernels.
 #[derive(Debug, Clone)]
@@ -68,8 +71,8 @@ impl Plane {
 /// How one convolution uses the threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
-    /// Tiles of the output in parallel (rayon): for small batches, where the batch itself cannot
-    /// keep every thread busy.
+    /// Tiles of the output (or panels of its channels, `channel_parts`) in parallel (rayon):
+    /// for small batches, where the batch itself cannot keep every thread busy.
     Tiles,
     /// Tiles one after the other on the calling thread: the caller runs slices of a large batch
     /// in parallel, each slice's activations staying in that core's cache.
@@ -99,6 +102,58 @@ fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one: impl Fn(us
     match threads {
         Threads::Tiles => out.par_chunks_mut(len).enumerate().for_each(|(i, c)| one(i, c)),
         Threads::Caller => out.chunks_mut(len).enumerate().for_each(|(i, c)| one(i, c)),
+    }
+}
+
+/// Parts to split a call into by output channels instead of by tiles (1: by tiles). Where each
+/// thread's share of tiles is under a few register blocks of rows (a small image, as at batch 1),
+/// tiles leave the micro-kernel's rows idle and every tile streams all the weights; split by
+/// channels, every thread runs all rows against its own panels' weights. Only where every
+/// thread gets at least two panels: ResNet-20's 8x8 layers of 64 channels at batch 1, 73 µs by
+/// tiles, 40 µs by channels on this 2-core machine; its 16x16 layers of 32 channels (two panels)
+/// are faster by tiles.
+fn channel_parts(threads: Threads, panels: usize, rows_per_share: usize, mr: usize) -> usize {
+    let n = rayon::current_num_threads();
+    match threads {
+        Threads::Tiles
+            if SPLIT_BY_CHANNELS.load(Ordering::Relaxed) && n > 1 && panels >= 2 * n && rows_per_share < 4 * mr =>
+        {
+            n
+        }
+        _ => 1,
+    }
+}
+
+/// Whether small calls may be split by channels (`channel_parts`); off only to measure what the
+/// split gives (`benches/resnet_forward.rs`).
+static SPLIT_BY_CHANNELS: AtomicBool = AtomicBool::new(true);
+
+/// Lets small calls be split by channels (the default) or only by tiles: for benchmarks.
+pub fn split_by_channels(on: bool) {
+    SPLIT_BY_CHANNELS.store(on, Ordering::Relaxed);
+}
+
+/// `one(panels)` for `parts` contiguous ranges of `0..panels` that do not overlap, in parallel.
+fn by_panels(parts: usize, panels: usize, one: impl Fn(Range<usize>) + Sync) {
+    (0..parts).into_par_iter().for_each(|i| one(i * panels / parts..(i + 1) * panels / parts));
+}
+
+/// A call's output shared by the parts of a split by channels, each writing its own channels.
+#[derive(Clone, Copy)]
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: only handed to parts that write the channels of disjoint panel ranges (`by_panels`),
+// while the `&mut` it was made from is held by the caller.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer and its length (a method, so that closures capture the whole `SharedOut`).
+    fn get(self) -> (*mut f32, usize) {
+        (self.ptr, self.len)
     }
 }
 
@@ -263,6 +318,8 @@ impl PackedConv {
         // convolution's work while this one runs gets a buffer of its own.
         let mut padded = PADDED.take();
         let (input, pp) = self.pad(x, batch, p, &mut padded);
+        let (panels, mr) = (cout.div_ceil(NR), kernel.mr());
+        let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };
         match self.winograd_for(method, op) {
             Some(wg) => {
                 // Work in tile rows: a tile's output rows of one image, contiguous in NHWC.
@@ -272,22 +329,40 @@ impl PackedConv {
                     Threads::Tiles => per_thread_share(tile_rows),
                     Threads::Caller => tile_rows,
                 };
-                for_each_chunk(out, per * m * op.width * cout, threads, |i, dst| {
-                    wg.tile_rows(kernel, input, pp, &self.bias, e, i * per, dst)
-                });
+                match channel_parts(threads, panels, per * (op.width / m), mr) {
+                    1 => for_each_chunk(out, per * m * op.width * cout, threads, |i, dst| {
+                        wg.tile_rows(kernel, input, pp, &self.bias, e, i * per, dst)
+                    }),
+                    // SAFETY: `shared` is `out`, whole and held here; the parts' panels are disjoint.
+                    parts => by_panels(parts, panels, |range| unsafe {
+                        let (dst, len) = shared.get();
+                        wg.tile_rows_of(kernel, input, pp, &self.bias, e, 0, dst, len, range)
+                    }),
+                }
             }
             None => {
                 let weights = self.direct.as_deref().expect("a convolution packed for one plane runs on that plane");
                 // Rows per tile: whole register blocks, and (in parallel) enough tiles for every
                 // thread even for one small image.
-                let mr = kernel.mr();
+                let share = per_thread_share(batch * pixels);
                 let tile = match threads {
-                    Threads::Tiles => per_thread_share(batch * pixels).div_ceil(mr).min(TILE_BLOCKS) * mr,
+                    Threads::Tiles => share.div_ceil(mr).min(TILE_BLOCKS) * mr,
                     Threads::Caller => TILE_BLOCKS * mr,
                 };
-                for_each_chunk(out, tile * cout, threads, |t, dst| {
-                    self.tile(kernel, weights, input, pp, op, e, t * tile, dst)
-                });
+                match channel_parts(threads, panels, share, mr) {
+                    1 => for_each_chunk(out, tile * cout, threads, |t, dst| {
+                        let all = 0..panels;
+                        // SAFETY: `dst` is this tile's alone, every channel of it.
+                        unsafe {
+                            self.tile(kernel, weights, input, pp, op, e, t * tile, dst.as_mut_ptr(), dst.len(), all)
+                        }
+                    }),
+                    // SAFETY: as above.
+                    parts => by_panels(parts, panels, |range| unsafe {
+                        let (dst, len) = shared.get();
+                        self.tile(kernel, weights, input, pp, op, e, 0, dst, len, range)
+                    }),
+                }
             }
         }
         keep_padded(padded);
@@ -322,10 +397,15 @@ impl PackedConv {
         (buf, pp)
     }
 
-    /// Output rows `r0..` (pixels in NHWC order over the call) into `dst`, finished; `x` is
-    /// padded (plane `pp`).
+    /// Output rows `r0..` (pixels in NHWC order over the call), the channels of `panels`, into
+    /// the `dst_len` floats at `dst`, finished; `x` is padded (plane `pp`). The other channels
+    /// there are neither read nor written.
+    ///
+    /// # Safety
+    /// `dst` is valid for writes of `dst_len` floats, and nothing else reads or writes the
+    /// channels of `panels` there during the call.
     #[allow(clippy::too_many_arguments)]
-    fn tile(
+    unsafe fn tile(
         &self,
         kernel: &Microkernel,
         weights: &[f32],
@@ -334,18 +414,21 @@ impl PackedConv {
         op: Plane,
         e: &Epilogue,
         r0: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
+        dst_len: usize,
+        panels: Range<usize>,
     ) {
         let (cin, cout, k, s) = (self.in_channels, self.out_channels, self.kernel, self.stride);
         let mr = kernel.mr();
-        let m = dst.len() / cout;
+        assert!(dst_len.is_multiple_of(cout) && panels.end <= cout.div_ceil(NR), "output size or panels");
+        let m = dst_len / cout;
         let pixels = op.height * op.width;
         let image_len = pp.height * pp.width * cin;
         let f = Receptive { taps: k, run: k * cin, tap_stride: pp.width * cin };
         let panel_len = k * f.run * NR;
         // The last input a receptive field reads, from its top-left: what each pointer must have.
         let field = (k - 1) * f.tap_stride + f.run;
-        let residual = e.residual.map(|r| &r[r0 * cout..][..dst.len()]);
+        let residual = e.residual.map(|r| &r[r0 * cout..][..dst_len]);
         // The next row's image and output pixel, stepped rather than divided out per row.
         let (mut image, mut oy, mut ox) = (r0 / pixels, r0 % pixels / op.width, r0 % op.width);
         for c0 in (0..m).step_by(mr) {
@@ -369,14 +452,16 @@ impl PackedConv {
             for i in rows..MAX_MR {
                 a[i] = a[rows - 1];
             }
-            for panel in 0..cout.div_ceil(NR) {
+            for panel in panels.clone() {
                 let cols = NR.min(cout - panel * NR);
                 let at = c0 * cout + panel * NR;
                 let len = (rows - 1) * cout + cols;
+                assert!(at + len <= dst_len);
                 let out = BlockOut {
                     rows,
                     cols,
-                    c: dst[at..][..len].as_mut_ptr(),
+                    // SAFETY: within the `dst_len` floats at `dst` (asserted above).
+                    c: unsafe { dst.add(at) },
                     stride: cout,
                     residual: residual.map_or(std::ptr::null(), |r| r[at..][..len].as_ptr()),
                     relu: e.relu,
@@ -385,7 +470,8 @@ impl PackedConv {
                 let w = &weights[panel * panel_len..][..panel_len];
                 // SAFETY: each of the mr pointers has the `field` floats of its receptive field,
                 // and `out`'s output and residual the `len` floats of `rows` rows of stride
-                // `cout` (sliced above); each mask row has `cout` bytes from the panel's start
+                // `cout` (sliced or asserted above; the output's channels of this panel are the
+                // caller's to write); each mask row has `cout` bytes from the panel's start
                 // (`StackedMask::keep`); `w` and the bias are one whole panel.
                 unsafe { kernel.run(f, a.as_ptr(), w.as_ptr(), self.bias[panel * NR..][..NR].as_ptr(), &out) };
             }
@@ -496,16 +582,24 @@ mod tests {
         } else {
             Epilogue { residual: None, relu: false, mask: None }
         };
+        // Tiles in parallel on this machine's pool and on pools of 2 and 3 threads, whatever
+        // this machine has: how a call is split (by tiles or by channels) depends on it.
+        let tiles = [("global", None), ("2 threads", Some(&pools()[0])), ("3 threads", Some(&pools()[1]))]
+            .map(|(name, pool)| (Threads::Tiles, name, pool));
         for kernel in Microkernel::available() {
             for method in [Method::Direct, Method::Winograd2x2, Method::Winograd4x4] {
-                for threads in [Threads::Tiles, Threads::Caller] {
+                for (threads, pool_name, pool) in tiles.into_iter().chain([(Threads::Caller, "caller", None)]) {
                     for (packing, conv) in [("new", &conv), ("for_plane", &planned)] {
                         let mut got = vec![f32::NAN; n];
-                        conv.forward_with(&kernel, method, &x, batch, p, &e, &mut got, threads);
+                        let mut run = || conv.forward_with(&kernel, method, &x, batch, p, &e, &mut got, threads);
+                        match pool {
+                            Some(pool) => pool.install(run),
+                            None => run(),
+                        }
                         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                             prop_assert!(
                                 (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                                "{kernel:?} {method:?} {threads:?} {packing} element {i}: {a} vs {b}"
+                                "{kernel:?} {method:?} {threads:?} ({pool_name}) {packing} element {i}: {a} vs {b}"
                             );
                         }
                     }
@@ -513,6 +607,31 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// Thread pools of 2 and 3 threads, made once.
+    fn pools() -> &'static [rayon::ThreadPool; 2] {
+        static POOLS: std::sync::OnceLock<[rayon::ThreadPool; 2]> = std::sync::OnceLock::new();
+        POOLS.get_or_init(|| [2, 3].map(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap()))
+    }
+
+    /// A small call is split by channels where tiles would leave each thread under four register
+    /// blocks of rows and the channels give every thread two panels or more; else by tiles.
+    #[test]
+    fn small_calls_with_many_channels_split_by_channels() {
+        let [two, three] = pools();
+        two.install(|| {
+            assert_eq!(channel_parts(Threads::Tiles, 4, 4, 6), 2, "ResNet-20's 8x8 layers at batch 1");
+            assert_eq!(channel_parts(Threads::Tiles, 3, 4, 6), 1, "one panel for one of the threads");
+            assert_eq!(channel_parts(Threads::Tiles, 4, 24, 6), 1, "enough rows for tiles");
+            assert_eq!(channel_parts(Threads::Caller, 4, 4, 6), 1, "one thread");
+        });
+        three.install(|| {
+            assert_eq!(channel_parts(Threads::Tiles, 6, 4, 6), 3);
+            assert_eq!(channel_parts(Threads::Tiles, 5, 4, 6), 1);
+        });
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        one.install(|| assert_eq!(channel_parts(Threads::Tiles, 8, 1, 6), 1));
     }
 
     /// An empty batch computes nothing, on either method, and does not panic.
@@ -589,6 +708,16 @@ mod tests {
             seed in 0u64..1000, with_epilogue in any::<bool>(), ipm in 1usize..4, first in 0usize..4,
         ) {
             check(batch, 8 * eights, cout, Plane { height: h, width: w }, 3, 1, 1, seed, with_epilogue, (ipm, first))?;
+        }
+
+        /// Small planes with four to seven panels of output channels, where the calls of small
+        /// batches are split by channels (Winograd and direct, strides 1 and 2, partial panels).
+        #[test]
+        fn calls_split_by_channels_match_the_definition(
+            batch in 1usize..3, eights in 1usize..4, cout in 49usize..112, h in 1usize..9, w in 1usize..9,
+            s in 1usize..3, seed in 0u64..1000, with_epilogue in any::<bool>(), ipm in 1usize..3, first in 0usize..3,
+        ) {
+            check(batch, 8 * eights, cout, Plane { height: h, width: w }, 3, s, 1, seed, with_epilogue, (ipm, first))?;
         }
 
         /// Planes in fours, where F(4x4) runs (and F(2x2) beside it), from one tile to several

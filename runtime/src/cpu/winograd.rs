@@ -16,6 +16,8 @@
 //! are written once over [`Lanes`] and compiled for AVX2, NEON and one lane, following the
 //! micro-kernel's instruction set.
 
+use std::ops::Range;
+
 use super::conv::Plane;
 use super::epilogue::Epilogue;
 use super::lanes::Lanes;
@@ -170,17 +172,44 @@ impl WinogradWeights {
         first_tile_row: usize,
         dst: &mut [f32],
     ) {
+        let panels = 0..self.cout.div_ceil(NR);
+        // SAFETY: `dst` is this call's alone, every channel of it.
+        unsafe { self.tile_rows_of(kernel, x, pp, bias, e, first_tile_row, dst.as_mut_ptr(), dst.len(), panels) }
+    }
+
+    /// [`Self::tile_rows`] for the output channels of `panels` only (`NR` each; the last may be
+    /// partial), into the `dst_len` floats at `dst`: the other channels there are neither read
+    /// nor written, so calls for disjoint panels may run at once on the same output.
+    ///
+    /// # Safety
+    /// `dst` is valid for writes of `dst_len` floats, and nothing else reads or writes the
+    /// channels of `panels` there during the call.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile_rows_of(
+        &self,
+        kernel: &Microkernel,
+        x: &[f32],
+        pp: Plane,
+        bias: &[f32],
+        e: &Epilogue,
+        first_tile_row: usize,
+        dst: *mut f32,
+        dst_len: usize,
+        panels: Range<usize>,
+    ) {
         let (cin, cout, form) = (self.cin, self.cout, self.form);
         let (m, xi) = (form.outputs(), form.positions());
         assert!(pp.height >= 3 && pp.width >= 3, "plane {pp:?}");
         let op = Plane { height: pp.height - 2, width: pp.width - 2 };
         assert!(form.covers(op), "{form:?} tiles on a {op:?} output");
+        assert!(panels.end <= cout.div_ceil(NR), "panels {panels:?} of {cout} channels");
+        let channels = (panels.start * NR).min(cout)..(panels.end * NR).min(cout);
         let tiles_across = op.width / m;
         let row_len = m * op.width * cout;
         let image_len = pp.height * pp.width * cin;
-        assert!(x.len().is_multiple_of(image_len) && dst.len().is_multiple_of(row_len), "input or output size");
+        assert!(x.len().is_multiple_of(image_len) && dst_len.is_multiple_of(row_len), "input or output size");
         let tile_rows = x.len() / image_len * (op.height / m);
-        assert!(first_tile_row + dst.len() / row_len <= tile_rows, "tile rows past the input");
+        assert!(first_tile_row + dst_len / row_len <= tile_rows, "tile rows past the input");
         // Whole tile rows per unit, at least one.
         let rows_per_unit = (form.unit_tiles() / tiles_across).max(1);
         let mut scratch = SCRATCH.take();
@@ -188,27 +217,44 @@ impl WinogradWeights {
         let (v_len, m_len) = (xi * unit_tiles * cin, xi * unit_tiles * cout);
         scratch.resize(v_len + m_len, 0.0);
         let (v, mm) = scratch.split_at_mut(v_len);
-        for (i, out) in dst.chunks_mut(rows_per_unit * row_len).enumerate() {
+        for (i, start) in (0..dst_len).step_by(rows_per_unit * row_len).enumerate() {
+            let len = (rows_per_unit * row_len).min(dst_len - start);
             let u = UnitTiles {
                 first: first_tile_row + i * rows_per_unit,
-                rows: out.len() / row_len,
+                rows: len / row_len,
                 across: tiles_across,
                 per_image: op.height / m,
             };
             let tiles = u.rows * u.across;
             transform_input(kernel.isa(), form, x, pp, cin, u, &mut v[..xi * tiles * cin]);
-            self.multiply(kernel, &v[..xi * tiles * cin], tiles, &mut mm[..xi * tiles * cout]);
-            transform_output(kernel.isa(), form, &mm[..xi * tiles * cout], op, cout, bias, e, u, out);
+            self.multiply(kernel, &v[..xi * tiles * cin], tiles, &mut mm[..xi * tiles * cout], panels.clone());
+            // SAFETY: the unit's tile rows are the `len` floats from `start` of `dst` (the
+            // caller's), of which this call writes `channels` only.
+            unsafe {
+                transform_output(
+                    kernel.isa(),
+                    form,
+                    &mm[..xi * tiles * cout],
+                    op,
+                    cout,
+                    bias,
+                    e,
+                    u,
+                    dst.add(start),
+                    len,
+                    channels.clone(),
+                )
+            };
         }
         if scratch.capacity() <= super::conv::KEEP_FLOATS {
             SCRATCH.set(scratch);
         }
     }
 
-    /// `M[t][ξ] = V[t][ξ] U[ξ]` for the unit's tiles.
-    fn multiply(&self, kernel: &Microkernel, v: &[f32], tiles: usize, m: &mut [f32]) {
+    /// `M[t][ξ] = V[t][ξ] U[ξ]` for the unit's tiles, the output channels of `panels`.
+    fn multiply(&self, kernel: &Microkernel, v: &[f32], tiles: usize, m: &mut [f32], panels: Range<usize>) {
         let (cin, cout, mr, xis) = (self.cin, self.cout, kernel.mr(), self.form.positions());
-        let panels = cout.div_ceil(NR);
+        let all = cout.div_ceil(NR);
         let f = Receptive { taps: 1, run: cin, tap_stride: 0 };
         let zeros = [0f32; NR];
         for xi in 0..xis {
@@ -219,7 +265,7 @@ impl WinogradWeights {
                     // Rows past the unit repeat its last tile: computed, never stored.
                     *p = v[((t0 + i.min(rows - 1)) * xis + xi) * cin..][..cin].as_ptr();
                 }
-                for panel in 0..panels {
+                for panel in panels.clone() {
                     let cols = NR.min(cout - panel * NR);
                     let at = (t0 * xis + xi) * cout + panel * NR;
                     let len = (rows - 1) * xis * cout + cols;
@@ -232,7 +278,7 @@ impl WinogradWeights {
                         relu: false,
                         masks: [std::ptr::null(); MAX_MR],
                     };
-                    let w = &self.weights[((xi * panels + panel) * cin) * NR..][..cin * NR];
+                    let w = &self.weights[((xi * all + panel) * cin) * NR..][..cin * NR];
                     // SAFETY: each pointer has the `cin` floats of one tile's position ξ (sliced
                     // above); `out` spans `rows` rows of stride positions*Cout with `cols` floats
                     // in the last (sliced above); `w` is one panel of U[ξ], `zeros` NR floats.
@@ -427,10 +473,13 @@ impl UnitOut<'_> {
     }
 }
 
-/// `Aᵀ M A + bias` of the unit's tiles into their output tile rows `out` (NHWC), then the
-/// epilogue.
+/// `Aᵀ M A + bias` of the unit's tiles, output channels `channels`, into their output tile rows
+/// at `out` (`out_len` floats, NHWC), then the epilogue.
+///
+/// # Safety
+/// `out` is valid for writes of `out_len` floats, and nothing else touches its `channels`.
 #[allow(clippy::too_many_arguments)]
-fn transform_output(
+unsafe fn transform_output(
     isa: Isa,
     form: Form,
     m: &[f32],
@@ -439,57 +488,68 @@ fn transform_output(
     bias: &[f32],
     e: &Epilogue,
     u: UnitTiles,
-    out: &mut [f32],
+    out: *mut f32,
+    out_len: usize,
+    channels: Range<usize>,
 ) {
     let row_len = form.outputs() * op.width * cout;
-    assert_eq!(out.len(), u.rows * row_len);
-    assert!(m.len() >= u.rows * u.across * form.positions() * cout && bias.len() >= cout);
+    assert_eq!(out_len, u.rows * row_len);
+    assert!(m.len() >= u.rows * u.across * form.positions() * cout && bias.len() >= cout && channels.end <= cout);
     if let Some(r) = e.residual {
         assert!(r.len() >= (u.first + u.rows) * row_len, "residual size");
     }
-    let o = UnitOut { out: out.as_mut_ptr(), base: u.first * row_len, op, cout, e };
-    // SAFETY (all three): `out` holds the unit's tile rows whole, the residual (checked above)
-    // and the masks (checked by the caller: every module's whole plane) cover the call; `m` has
-    // positions*Cout per tile, `bias` Cout; AVX2 runs only where the CPU has it.
+    let o = UnitOut { out, base: u.first * row_len, op, cout, e };
+    // SAFETY (all three): `out` holds the unit's tile rows whole (the caller's word), the
+    // residual (checked above) and the masks (checked by the caller: every module's whole
+    // plane) cover the call; `m` has positions*Cout per tile, `bias` Cout; AVX2 runs only where
+    // the CPU has it.
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { output_avx2(form, m, bias, u, &o) },
+        Isa::Avx2Fma => unsafe { output_avx2(form, m, bias, u, &o, channels) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { output_form::<super::lanes::Neon>(form, m, bias, u, &o) },
-        _ => unsafe { output_form::<f32>(form, m, bias, u, &o) },
+        Isa::Neon => unsafe { output_form::<super::lanes::Neon>(form, m, bias, u, &o, channels) },
+        _ => unsafe { output_form::<f32>(form, m, bias, u, &o, channels) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn output_avx2(form: Form, m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut) {
-    output_form::<super::lanes::Avx2>(form, m, bias, u, o)
+unsafe fn output_avx2(form: Form, m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut, channels: Range<usize>) {
+    output_form::<super::lanes::Avx2>(form, m, bias, u, o, channels)
 }
 
 #[inline(always)]
-unsafe fn output_form<V: Lanes>(form: Form, m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut) {
+unsafe fn output_form<V: Lanes>(
+    form: Form,
+    m: &[f32],
+    bias: &[f32],
+    u: UnitTiles,
+    o: &UnitOut,
+    channels: Range<usize>,
+) {
     match form {
-        Form::F2x2 => output_tiles::<V, Tiles2, 4, 2>(m, bias, u, o),
-        Form::F4x4 => output_tiles::<V, Tiles4, 6, 4>(m, bias, u, o),
+        Form::F2x2 => output_tiles::<V, Tiles2, 4, 2>(m, bias, u, o, channels),
+        Form::F4x4 => output_tiles::<V, Tiles4, 6, 4>(m, bias, u, o, channels),
     }
 }
 
-/// Every tile's output, `V::N` channels at a time and the rest one by one.
+/// Every tile's output channels `channels`, `V::N` at a time and the rest one by one.
 #[inline(always)]
 unsafe fn output_tiles<V: Lanes, T: Transforms<A, M>, const A: usize, const M: usize>(
     m: &[f32],
     bias: &[f32],
     u: UnitTiles,
     o: &UnitOut,
+    channels: Range<usize>,
 ) {
     let cout = o.cout;
-    let whole = cout / V::N * V::N;
+    let whole = channels.start + channels.len() / V::N * V::N;
     for (b, ty, t0) in u.rows() {
         for tx in 0..u.across {
             let t = o.tile::<M>(b, ty, tx);
             let mt = m.as_ptr().add((t0 + tx) * A * A * cout);
-            output_tile::<V, T, A, M>(mt, cout, 0..whole, bias.as_ptr(), &t);
-            output_tile::<f32, T, A, M>(mt, cout, whole..cout, bias.as_ptr(), &t);
+            output_tile::<V, T, A, M>(mt, cout, channels.start..whole, bias.as_ptr(), &t);
+            output_tile::<f32, T, A, M>(mt, cout, whole..channels.end, bias.as_ptr(), &t);
         }
     }
 }
@@ -499,7 +559,7 @@ unsafe fn output_tiles<V: Lanes, T: Transforms<A, M>, const A: usize, const M: u
 unsafe fn output_tile<V: Lanes, T: Transforms<A, M>, const A: usize, const M: usize>(
     mt: *const f32,
     cout: usize,
-    range: std::ops::Range<usize>,
+    range: Range<usize>,
     bias: *const f32,
     o: &TileOut<M>,
 ) {
