@@ -10,7 +10,7 @@
 //! Run: `cargo bench --bench cpu_kernels`.
 
 use classmod::runtime::bench::Microkernel;
-use classmod::runtime::bench::{Epilogue, Method, PackedConv, Plane, Threads};
+use classmod::runtime::bench::{split_by_channels, Epilogue, Method, PackedConv, Plane, Threads};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
 
@@ -104,7 +104,7 @@ fn layers(c: &mut Criterion) {
 
 /// Each layer at batch 1 as a forward runs it (the fastest kernel and Winograd form, the call
 /// split across the cores by tiles or, for the 64-channel layers, by channels; called from a
-/// pool thread), beside the same on one core: `one_core` time / `two_cores` time is what the
+/// pool thread), beside the same split by tiles only and on one core: `one_core` time / `two_cores` time is what the
 /// second core gives a single image's layer.
 fn layers_batch1(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv3x3_b1");
@@ -118,13 +118,19 @@ fn layers_batch1(c: &mut Criterion) {
         let mut out = vec![0f32; op.height * op.width * cout];
         g.throughput(Throughput::Elements((2 * op.height * op.width * cout * cin * 9) as u64));
         let e = Epilogue { residual: None, relu: true, mask: None };
-        for (label, threads) in [("two_cores", Threads::Tiles), ("one_core", Threads::Caller)] {
+        for (label, threads, split) in [
+            ("two_cores", Threads::Tiles, true),
+            ("two_cores_tiles_only", Threads::Tiles, false),
+            ("one_core", Threads::Caller, true),
+        ] {
+            split_by_channels(split);
             g.bench_function(BenchmarkId::new(name, label), |b| {
                 rayon::scope(|_| {
                     b.iter(|| conv.forward_with(kernel, Method::Winograd4x4, &x, 1, p, &e, &mut out, threads))
                 })
             });
         }
+        split_by_channels(true);
     }
     g.finish();
 }

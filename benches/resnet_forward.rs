@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use classmod::host::import::{import_bytes, ImportOptions};
-use classmod::runtime::bench::split_by_channels;
+use classmod::runtime::bench::{split_by_channels, Isa, Microkernel, SmallBatch};
 use classmod::runtime::{Device, InputSpec, ResNet, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -42,20 +42,29 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-/// Batch 1 with and without the split by channels, timed alternately in the same process (this
-/// machine's speed wanders by 2x over minutes, more than the difference): the median of each
-/// over 30 rounds of 100 forwards, and the median of the rounds' ratios. Printed, not asserted.
-fn split_by_channels_paired(_: &mut Criterion) {
-    let Some(net) = resnet20() else { return };
-    let x: Vec<f32> = (0..3 * 32 * 32).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
-    let x = Tensor::from_vec(x, (1, 3, 32, 32), &Device::Cpu).unwrap();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let time = |on: bool| {
-        split_by_channels(on);
-        let times: Vec<f64> = (0..100)
+/// Whether criterion measures (`cargo bench` passes `--bench`) rather than smoke-tests the
+/// benches once (`cargo test --all-targets`): the paired comparisons then run one short round.
+fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// The median of `v`.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `variants` (a name and what switches to it) alternately in the same process, `rounds`
+/// rounds of `calls` forwards each (this machine's speed wanders by 2x over minutes, more than
+/// the differences): per variant the median over the rounds of each round's median forward, in
+/// ms, and the median of the rounds' ratios to the first variant.
+fn paired(net: &ResNet, batch: usize, rounds: usize, calls: usize, variants: &[(&str, &dyn Fn())]) -> Vec<(f64, f64)> {
+    let (rounds, calls) = if measuring() { (rounds, calls) } else { (1, 1) };
+    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
+    let x = Tensor::from_vec(x, (batch, 3, 32, 32), &Device::Cpu).unwrap();
+    let time = |(_, switch): &(&str, &dyn Fn())| {
+        switch();
+        let times: Vec<f64> = (0..calls)
             .map(|_| {
                 let t = std::time::Instant::now();
                 net.forward(&x).unwrap();
@@ -64,18 +73,64 @@ fn split_by_channels_paired(_: &mut Criterion) {
             .collect();
         median(times)
     };
-    time(true);
-    let rounds: Vec<(f64, f64)> = (0..30).map(|_| (time(true), time(false))).collect();
+    for v in variants {
+        time(v);
+    }
+    let rounds: Vec<Vec<f64>> = (0..rounds).map(|_| variants.iter().map(time).collect()).collect();
+    (0..variants.len())
+        .map(|i| (median(rounds.iter().map(|r| r[i]).collect()), median(rounds.iter().map(|r| r[i] / r[0]).collect())))
+        .collect()
+}
+
+/// Batch 1 split by channels or by tiles only (both across the cores), and on one core, paired.
+/// Printed, not asserted.
+fn split_by_channels_paired(_: &mut Criterion) {
+    let Some(net) = resnet20() else { return };
+    let split = || {
+        SmallBatch::AllCores.set();
+        split_by_channels(true)
+    };
+    let tiles = || {
+        SmallBatch::AllCores.set();
+        split_by_channels(false)
+    };
+    let one = || {
+        SmallBatch::OneCore.set();
+        split_by_channels(true)
+    };
+    let r = paired(&net, 1, 30, 100, &[("split", &split), ("tiles", &tiles), ("one", &one)]);
     split_by_channels(true);
-    let (split, tiles): (Vec<f64>, Vec<f64>) = rounds.iter().copied().unzip();
-    let ratio = median(rounds.iter().map(|(s, t)| t / s).collect());
+    SmallBatch::Auto.set();
     println!(
-        "resnet20 batch 1, paired: split by channels {:.3} ms, by tiles only {:.3} ms (medians of 30 rounds); \
-         tiles / split = {ratio:.3} (median of the rounds' ratios)",
-        median(split),
-        median(tiles)
+        "resnet20 batch 1, paired: all cores split by channels {:.3} ms, all cores by tiles only {:.3} ms, \
+         one core {:.3} ms (medians of the rounds); tiles / split = {:.3}, one core / split = {:.3} \
+         (medians of the rounds' ratios)",
+        r[0].0, r[1].0, r[2].0, r[1].1, r[2].1
     );
 }
 
-criterion_group!(benches, forward, split_by_channels_paired);
+/// Every instruction set's adaptive kernel, and each fixed block height of the fastest set, at
+/// batch 1 and 64, paired: what each set and the per-call block height give. Printed, not
+/// asserted.
+fn kernels_paired(_: &mut Criterion) {
+    let Some(net) = resnet20() else { return };
+    let fastest = Microkernel::best().isa();
+    let names: Vec<&'static str> = Microkernel::available()
+        .iter()
+        .filter(|k| k.isa() != Isa::Portable && (k.isa() == fastest || k.is_adaptive()))
+        .map(|k| k.name())
+        .collect();
+    let switches: Vec<Box<dyn Fn()>> =
+        names.iter().map(|&n| Box::new(move || assert!(Microkernel::choose(n))) as Box<dyn Fn()>).collect();
+    let variants: Vec<(&str, &dyn Fn())> = names.iter().zip(&switches).map(|(n, f)| (*n, f.as_ref())).collect();
+    for (batch, rounds, calls) in [(1, 20, 100), (64, 10, 5)] {
+        let r = paired(&net, batch, rounds, calls, &variants);
+        for (name, (ms, ratio)) in names.iter().zip(r) {
+            println!("resnet20 batch {batch:>2}, paired: {name:<14} {ms:>7.3} ms  x{ratio:.3} of {}", names[0]);
+        }
+    }
+    Microkernel::choose(names[0]);
+}
+
+criterion_group!(benches, forward, split_by_channels_paired, kernels_paired);
 criterion_main!(benches);

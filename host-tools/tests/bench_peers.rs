@@ -181,3 +181,35 @@ fn a_failing_or_garbled_peer_is_one_line_and_exit_2() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nowhere.py"), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `CLASSMOD_CPU_KERNEL` picks the kernel `classmod bench` runs and reports, with the same
+/// answers (every kernel computes the same sums, to rounding); a name this CPU lacks is one
+/// line on stderr and the fastest kernel. Reference: the default kernel's top-1 on the same
+/// 128 test images.
+#[test]
+fn the_cpu_kernel_is_reported_and_chosen_by_the_environment() {
+    let dir = common::scratch("bench-kernel");
+    let Some(model) = model(&dir) else { return };
+    let bench = |kernel: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_classmod"));
+        c.args(["bench", "--no-pytorch", "--json", "--limit", "128", "--batch1-iters", "3", "--model"])
+            .args([model.as_os_str(), std::ffi::OsStr::new("--data"), data().as_os_str()])
+            .env_remove(classmod_runtime::host::KERNEL_ENV);
+        if let Some(k) = kernel {
+            c.env(classmod_runtime::host::KERNEL_ENV, k);
+        }
+        let o = c.output().expect("classmod runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (common::last_json(&o), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (default, _) = bench(None);
+    let fastest = default["classmod"]["cpu_kernel"].as_str().unwrap().to_string();
+    assert_eq!(fastest, classmod_runtime::host::Microkernel::best().name());
+    let (scalar, _) = bench(Some("scalar"));
+    assert_eq!(scalar["classmod"]["cpu_kernel"], "scalar");
+    assert_eq!(scalar["top1"], default["top1"], "the portable kernel answers as the fastest");
+    let (bogus, err) = bench(Some("avx1024"));
+    assert_eq!(bogus["classmod"]["cpu_kernel"].as_str(), Some(fastest.as_str()));
+    assert!(err.contains("CLASSMOD_CPU_KERNEL=avx1024: no such CPU kernel"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -131,6 +131,11 @@ pub mod prelude {
 /// What the host's packaging tools use beyond the device API: the containers' writers and
 /// readers, model keys, the graph's hooks, and crash-safe writes.
 pub mod host {
+    /// The CPU path's micro-kernels: which one runs (`Microkernel::best().name()`, reported by
+    /// `classmod bench`) and the variable that picks another.
+    pub use crate::cpu::microkernel::{Microkernel, KERNEL_ENV};
+    /// How a batch too small to slice uses the cores, and the variable that sets it.
+    pub use crate::cpu::small_batch::{SmallBatch, SMALL_BATCH_ENV};
     pub use crate::model::config::BN_EPS;
     pub use crate::model::file::MAX_MODEL_BYTES;
     pub use crate::model::file::{check_tensors, read_safetensors};
@@ -149,5 +154,6 @@ pub mod host {
 #[doc(hidden)]
 pub mod bench {
     pub use crate::cpu::conv::{split_by_channels, Epilogue, Method, PackedConv, Plane, Threads};
-    pub use crate::cpu::microkernel::Microkernel;
+    pub use crate::cpu::microkernel::{Isa, Microkernel};
+    pub use crate::cpu::small_batch::SmallBatch;
 }

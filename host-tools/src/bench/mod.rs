@@ -44,6 +44,8 @@ pub struct Figures {
     pub batch: usize,
     /// Threads available to the engine.
     pub threads: usize,
+    /// The CPU micro-kernel classmod ran (`avx512`, `avx2-fma`, ...; `CLASSMOD_CPU_KERNEL`).
+    pub cpu_kernel: &'static str,
     /// Median latency of one image (normalise, forward, logits back), milliseconds.
     pub batch1_ms: f64,
 }
@@ -98,6 +100,7 @@ pub fn measure(
         images_per_second_end_to_end: r.n as f64 / (decode_seconds + r.seconds),
         batch,
         threads: threads(),
+        cpu_kernel: classmod_runtime::host::Microkernel::best().name(),
         batch1_ms: percentile(&lat, 0.5),
     })
 }

@@ -368,6 +368,8 @@ pub struct Comparison {
     pub inputs: usize,
     /// Versions of the peers' libraries.
     pub versions: BTreeMap<String, String>,
+    /// The CPU micro-kernel classmod ran (`avx512`, `avx2-fma`, ...; `CLASSMOD_CPU_KERNEL`).
+    pub cpu_kernel: String,
     /// Max abs difference of each engine's logits from PyTorch eager's on the first
     /// [`CHECKED_INPUTS`] inputs (classmod's included).
     pub max_abs_diff: BTreeMap<String, f64>,
@@ -451,11 +453,12 @@ impl Comparison {
             "\n{} rounds, {} threads for every engine, {} inputs, {} single-image calls per engine and round; \
              ranges over the rounds. Ratios: the median over rounds of (engine / classmod) for batch-1 latency \
              and (classmod / engine) for throughput, both measured in the same round: above 1, classmod is faster. \
-             Versions: {}.\n",
+             classmod's CPU kernel: {}. Versions: {}.\n",
             self.rounds.len(),
             self.threads,
             self.inputs,
             self.batch1_iters,
+            self.cpu_kernel,
             self.versions.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
         ));
         s
@@ -512,6 +515,7 @@ pub fn compare(
         batch1_iters: run.batch1_iters,
         inputs: shape[0],
         versions: ready.versions,
+        cpu_kernel: classmod_runtime::host::Microkernel::best().name().into(),
         max_abs_diff,
         config: ready.config,
         engines,
@@ -543,6 +547,7 @@ mod tests {
             batch1_iters: 10,
             inputs: 640,
             versions: BTreeMap::new(),
+            cpu_kernel: "avx512".into(),
             max_abs_diff: BTreeMap::from([(CLASSMOD.to_string(), 2e-5)]),
             config: serde_json::Value::Null,
             engines: vec![CLASSMOD.into(), "onnxruntime".into()],

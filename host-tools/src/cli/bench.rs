@@ -181,10 +181,11 @@ pub fn run(a: Args) -> Result<()> {
         println!("{label:<34} {x:>12.4} {y:>12.4} {:>8.3}", x / y);
     }
     println!(
-        "(batch {}, {} images, {} threads; ratio = classmod / PyTorch)",
+        "(batch {}, {} images, {} threads, classmod's CPU kernel {}; ratio = classmod / PyTorch)",
         a.batch,
         f(&ours, "n"),
-        f(&ours, "threads")
+        f(&ours, "threads"),
+        ours["cpu_kernel"].as_str().unwrap_or("?")
     );
     if a.json {
         let ratio = f(&ours, "images_per_second_forward") / f(&theirs, "images_per_second_forward");

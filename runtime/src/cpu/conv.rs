@@ -318,7 +318,7 @@ impl PackedConv {
         // convolution's work while this one runs gets a buffer of its own.
         let mut padded = PADDED.take();
         let (input, pp) = self.pad(x, batch, p, &mut padded);
-        let (panels, mr) = (cout.div_ceil(NR), kernel.mr());
+        let panels = cout.div_ceil(NR);
         let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };
         match self.winograd_for(method, op) {
             Some(wg) => {
@@ -329,6 +329,8 @@ impl PackedConv {
                     Threads::Tiles => per_thread_share(tile_rows),
                     Threads::Caller => tile_rows,
                 };
+                // Each unit's matrix products pick their block height for its tiles.
+                let mr = kernel.for_rows(per * (op.width / m)).mr();
                 match channel_parts(threads, panels, per * (op.width / m), mr) {
                     1 => for_each_chunk(out, per * m * op.width * cout, threads, |i, dst| {
                         wg.tile_rows(kernel, input, pp, &self.bias, e, i * per, dst)
@@ -345,6 +347,11 @@ impl PackedConv {
                 // Rows per tile: whole register blocks, and (in parallel) enough tiles for every
                 // thread even for one small image.
                 let share = per_thread_share(batch * pixels);
+                let kernel = &kernel.for_rows(match threads {
+                    Threads::Tiles => share,
+                    Threads::Caller => batch * pixels,
+                });
+                let mr = kernel.mr();
                 let tile = match threads {
                     Threads::Tiles => share.div_ceil(mr).min(TILE_BLOCKS) * mr,
                     Threads::Caller => TILE_BLOCKS * mr,

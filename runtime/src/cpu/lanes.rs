@@ -1,6 +1,6 @@
 //! A few lanes of f32 as one value, so that the Winograd transforms and their epilogue are written
-//! once and compiled per instruction set: AVX2 and FMA (8 lanes) where the CPU has it, NEON (4) on aarch64,
-//! and one lane anywhere (what a channel count's remainder and a CPU without AVX2 use).
+//! once and compiled per instruction set: AVX-512 (16 lanes) or AVX2 and FMA (8) where the CPU has
+//! it, NEON (4) on aarch64, and one lane anywhere (what a channel count's remainder and a CPU without AVX2 use).
 //!
 //! Every method is `unsafe`: the pointers must have `N` readable (or writable) elements, and the
 //! SIMD implementations must only run where the CPU has their instruction set (the callers
@@ -60,7 +60,7 @@ impl Lanes for f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::Avx2;
+pub use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -113,6 +113,55 @@ mod x86 {
         unsafe fn keep(self, keep: *const u8) -> Self {
             let bytes = _mm_loadl_epi64(keep as *const __m128i);
             Avx2(_mm256_mul_ps(self.0, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))))
+        }
+    }
+
+    /// 16 lanes; only inside functions compiled with `avx512f` (they inline these).
+    #[derive(Clone, Copy)]
+    pub struct Avx512(__m512);
+
+    impl Lanes for Avx512 {
+        const N: usize = 16;
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx512(_mm512_loadu_ps(p))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self.0)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn add(self, o: Self) -> Self {
+            Avx512(_mm512_add_ps(self.0, o.0))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn sub(self, o: Self) -> Self {
+            Avx512(_mm512_sub_ps(self.0, o.0))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn splat(c: f32) -> Self {
+            Avx512(_mm512_set1_ps(c))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn mul_add(self, k: Self, acc: Self) -> Self {
+            Avx512(_mm512_fmadd_ps(self.0, k.0, acc.0))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn relu(self) -> Self {
+            Avx512(_mm512_max_ps(self.0, _mm512_setzero_ps()))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn keep(self, keep: *const u8) -> Self {
+            let bytes = _mm_loadu_si128(keep as *const __m128i);
+            Avx512(_mm512_mul_ps(self.0, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes))))
         }
     }
 }

@@ -6,18 +6,20 @@
 //! which is what the small-channel layers of a CIFAR ResNet need: there, gathering patches for a
 //! GEMM cost a third of the time.
 //!
-//! The kernel is chosen once at run time: AVX2+FMA on x86-64 where the CPU has it, NEON on
-//! aarch64 (every AArch64 CPU has it), and a portable scalar kernel everywhere else. All of them
-//! accumulate in the same order (kernel row, then column, then input channel), so they agree to
-//! rounding.
+//! The instruction set is chosen once at run time: AVX-512 or AVX2+FMA on x86-64 where the CPU
+//! has it, NEON on aarch64 (every AArch64 CPU has it), and a portable scalar kernel everywhere
+//! else; the block height per call, among the set's kernels (`Microkernel::for_rows`). All of
+//! them accumulate in the same order (kernel row, then column, then input channel), so they
+//! agree to rounding.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Output channels per register block and per packed weight panel.
 pub const NR: usize = 16;
 
 /// The largest `MR` of any kernel.
-pub const MAX_MR: usize = 6;
+pub const MAX_MR: usize = 12;
 
 /// Where one register block reads its input: for each of `mr` output pixels a pointer to its
 /// receptive field's top-left input; `taps` runs of `run` floats, the run `t` at `t * tap_stride`
@@ -56,6 +58,8 @@ type KernelFn = unsafe fn(f: Receptive, a: *const *const f32, w: *const f32, bia
 /// An instruction set the CPU path has code for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// x86-64 with AVX-512 (the foundation, 16 lanes; AVX2 and FMA with it).
+    Avx512,
     /// x86-64 with AVX2 and FMA.
     Avx2Fma,
     /// AArch64's Advanced SIMD.
@@ -66,22 +70,94 @@ pub enum Isa {
 
 /// One micro-kernel and the register block it computes. Only [`Microkernel::available`] makes
 /// them, so a kernel's instruction set is one the CPU has and its block fits `MAX_MR`.
+///
+/// A kernel is fixed (one block height) or adaptive: an instruction set's kernels of every
+/// height, one picked per call by [`Microkernel::for_rows`] for the rows the call has. Tall
+/// blocks load less per FMA, but a call of a few rows (a small image at batch 1, a Winograd unit
+/// of four tiles) computes the rows past its end for nothing: ResNet-20's 8x8 layers by F(4x4)
+/// have 4 tiles an image, a fifth of a 12-row block's work.
 #[derive(Clone, Copy)]
 pub struct Microkernel {
     name: &'static str,
     isa: Isa,
     mr: usize,
     run: KernelFn,
+    adaptive: bool,
 }
 
 impl std::fmt::Debug for Microkernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}x{NR})", self.name, self.mr)
+        match self.adaptive {
+            true => write!(f, "{} (up to {}x{NR})", self.name, self.mr),
+            false => write!(f, "{} ({}x{NR})", self.name, self.mr),
+        }
     }
 }
 
+/// What a block costs beyond its rows, in rows: entering the kernel, its pointers, bias and
+/// epilogue, and the load per FMA that short blocks pay. Fits the AVX-512 kernels' times on
+/// ResNet-20's direct layers at batch 64 (12 rows 1.09-1.21x faster a row than 8).
+const BLOCK_OVERHEAD_ROWS: usize = 4;
+
+/// The environment variable that picks the CPU kernel: an instruction set's adaptive kernel
+/// (`avx512`, `avx2-fma`, `neon`, `scalar`) or one fixed block (`avx512-8x16`, ...), as
+/// `classmod bench` names them; unset, the fastest the CPU has.
+pub const KERNEL_ENV: &str = "CLASSMOD_CPU_KERNEL";
+
+/// The kernel [`Microkernel::best`] returns: an index into `all()`.
+static CHOSEN: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Every kernel this CPU runs, detected once (`available()`'s order).
+fn all() -> &'static [Microkernel] {
+    static ALL: OnceLock<Vec<Microkernel>> = OnceLock::new();
+    ALL.get_or_init(detect)
+}
+
+fn detect() -> Vec<Microkernel> {
+    let mut ks = Vec::new();
+    // An instruction set's adaptive kernel, then its fixed ones, tallest first.
+    let mut family = |name: &'static str, isa: Isa, fixed: &[(&'static str, usize, KernelFn)]| {
+        let (_, mr, run) = fixed[0];
+        ks.push(Microkernel { name, isa, mr, run, adaptive: true });
+        ks.extend(fixed.iter().map(|&(name, mr, run)| Microkernel { name, isa, mr, run, adaptive: false }));
+    };
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            family(
+                "avx512",
+                Isa::Avx512,
+                &[
+                    ("avx512-12x16", 12, x86::avx512::<12>),
+                    ("avx512-8x16", 8, x86::avx512::<8>),
+                    ("avx512-4x16", 4, x86::avx512::<4>),
+                ],
+            );
+        }
+        family("avx2-fma", Isa::Avx2Fma, &[("avx2-fma-6x16", 6, x86::avx2::<6>), ("avx2-fma-4x16", 4, x86::avx2::<4>)]);
+    }
+    #[cfg(target_arch = "aarch64")]
+    family("neon", Isa::Neon, &[("neon-6x16", 6, arm::neon_6x16)]);
+    family("scalar", Isa::Portable, &[("scalar-4x16", 4, scalar_4x16)]);
+    ks
+}
+
+/// `CLASSMOD_CPU_KERNEL`'s kernel, or the fastest.
+fn chosen_from_env() -> usize {
+    let Ok(want) = std::env::var(KERNEL_ENV) else { return 0 };
+    all().iter().position(|k| k.name == want).unwrap_or_else(|| {
+        let names: Vec<&str> = all().iter().map(|k| k.name).collect();
+        eprintln!(
+            "{KERNEL_ENV}={want}: no such CPU kernel on this machine (it has {}); using {}",
+            names.join(", "),
+            names[0]
+        );
+        0
+    })
+}
+
 impl Microkernel {
-    /// The kernel's name, e.g. `avx2-fma`.
+    /// The kernel's name, e.g. `avx2-fma` (adaptive) or `avx2-fma-6x16` (fixed).
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -91,12 +167,36 @@ impl Microkernel {
         self.isa
     }
 
-    /// Output pixels per block (at most `MAX_MR`).
+    /// Whether it picks its block height per call ([`Microkernel::for_rows`]).
+    pub fn is_adaptive(&self) -> bool {
+        self.adaptive
+    }
+
+    /// Output pixels per block (at most `MAX_MR`); an adaptive kernel's tallest.
     pub fn mr(&self) -> usize {
         self.mr
     }
 
-    /// One block; see [`KernelFn`] for what each pointer must address.
+    /// The kernel for a call of `rows` rows: itself when fixed; when adaptive, the kernel of its
+    /// instruction set with the least work for them (blocks x (height + overhead); the taller
+    /// of equals).
+    pub fn for_rows(&self, rows: usize) -> Microkernel {
+        if !self.adaptive {
+            return *self;
+        }
+        let cost = |k: &Microkernel| rows.max(1).div_ceil(k.mr) * (k.mr + BLOCK_OVERHEAD_ROWS);
+        all()
+            .iter()
+            .filter(|k| k.isa == self.isa && !k.adaptive)
+            .fold(None::<&Microkernel>, |best, k| match best {
+                Some(b) if cost(b) <= cost(k) => Some(b),
+                _ => Some(k),
+            })
+            .map_or(*self, |k| *k)
+    }
+
+    /// One block; see [`KernelFn`] for what each pointer must address (an adaptive kernel runs
+    /// its tallest block).
     ///
     /// # Safety
     /// `a` holds `self.mr` pointers, from each of which the `f.taps` runs of `f.run` floats are
@@ -110,23 +210,33 @@ impl Microkernel {
         (self.run)(f, a, w, bias, out)
     }
 
-    /// The fastest kernel this CPU runs, detected once.
+    /// The kernel the CPU path runs: the fastest this CPU has (adaptive), unless
+    /// `CLASSMOD_CPU_KERNEL` or [`Microkernel::choose`] names another.
     pub fn best() -> &'static Microkernel {
-        static BEST: OnceLock<Microkernel> = OnceLock::new();
-        BEST.get_or_init(|| *Self::available().first().expect("the scalar kernel runs everywhere"))
+        let mut i = CHOSEN.load(Ordering::Relaxed);
+        if i == usize::MAX {
+            i = chosen_from_env();
+            CHOSEN.store(i, Ordering::Relaxed);
+        }
+        &all()[i]
     }
 
-    /// Every kernel this CPU can run, fastest first (tests compare them all).
-    pub fn available() -> Vec<Microkernel> {
-        let mut ks = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            ks.push(Microkernel { name: "avx2-fma", isa: Isa::Avx2Fma, mr: 6, run: x86::avx2_6x16 });
+    /// Makes [`Microkernel::best`] the kernel named `name` from now on (benchmarks compare them
+    /// in one process); `false`, and nothing changed, when this CPU has none of that name.
+    pub fn choose(name: &str) -> bool {
+        match all().iter().position(|k| k.name == name) {
+            Some(i) => {
+                CHOSEN.store(i, Ordering::Relaxed);
+                true
+            }
+            None => false,
         }
-        #[cfg(target_arch = "aarch64")]
-        ks.push(Microkernel { name: "neon", isa: Isa::Neon, mr: 6, run: arm::neon_6x16 });
-        ks.push(Microkernel { name: "scalar", isa: Isa::Portable, mr: 4, run: scalar_4x16 });
-        ks
+    }
+
+    /// Every kernel this CPU can run, fastest instruction set first, each set's adaptive kernel
+    /// before its fixed ones (tests compare them all).
+    pub fn available() -> Vec<Microkernel> {
+        all().to_vec()
     }
 }
 
@@ -187,12 +297,11 @@ mod x86 {
     use super::{store_rows, BlockOut, Receptive, NR};
     use std::arch::x86_64::*;
 
-    const MR: usize = 6;
-
-    /// 6 x 16 with AVX2 and FMA: 12 accumulators, 2 weight vectors and 1 broadcast of the 16
-    /// YMM registers; per input channel 6 broadcasts and 2 loads feed 12 FMAs.
+    /// `R` x 16 with AVX2 and FMA (`R` up to 6: 12 accumulators, 2 weight vectors and 1
+    /// broadcast of the 16 YMM registers); per input channel `R` broadcasts and 2 loads feed
+    /// `2R` FMAs.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2_6x16(
+    pub(super) unsafe fn avx2<const R: usize>(
         f: Receptive,
         a: *const *const f32,
         w: *const f32,
@@ -200,13 +309,13 @@ mod x86 {
         out: &BlockOut,
     ) {
         let (b0, b1) = (_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8)));
-        let mut acc = [[b0, b1]; MR];
+        let mut acc = [[b0, b1]; R];
         let mut w = w;
         for t in 0..f.taps {
-            let p: [*const f32; MR] = std::array::from_fn(|i| (*a.add(i)).add(t * f.tap_stride));
+            let p: [*const f32; R] = std::array::from_fn(|i| (*a.add(i)).add(t * f.tap_stride));
             for ci in 0..f.run {
                 let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
-                for i in 0..MR {
+                for i in 0..R {
                     let x = _mm256_broadcast_ss(&*p[i].add(ci));
                     acc[i][0] = _mm256_fmadd_ps(x, w0, acc[i][0]);
                     acc[i][1] = _mm256_fmadd_ps(x, w1, acc[i][1]);
@@ -237,12 +346,58 @@ mod x86 {
                 _mm256_storeu_ps(o.add(8), v1);
             }
         } else {
-            let mut tmp = [[0f32; NR]; MR];
+            let mut tmp = [[0f32; NR]; R];
             for (t, row) in tmp.iter_mut().zip(&acc) {
                 _mm256_storeu_ps(t.as_mut_ptr(), row[0]);
                 _mm256_storeu_ps(t.as_mut_ptr().add(8), row[1]);
             }
             store_rows(&tmp, out);
+        }
+    }
+
+    /// `R` x 16 with AVX-512: one ZMM register a row, `R` accumulators and 1 weight vector of
+    /// the 32; per input channel 1 load and `R` FMAs, each broadcasting its input from memory
+    /// (`vfmadd231ps zmm, zmm, [p]{1to16}`): `R + 1` loads feed `R` FMAs, so the two load ports
+    /// keep the two FMA ports near busy, with `R` independent chains hiding the FMA latency.
+    /// The epilogue stores partial blocks under a lane mask.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn avx512<const R: usize>(
+        f: Receptive,
+        a: *const *const f32,
+        w: *const f32,
+        bias: *const f32,
+        out: &BlockOut,
+    ) {
+        let mut acc = [_mm512_loadu_ps(bias); R];
+        let mut w = w;
+        for t in 0..f.taps {
+            let p: [*const f32; R] = std::array::from_fn(|i| (*a.add(i)).add(t * f.tap_stride));
+            for ci in 0..f.run {
+                let wv = _mm512_loadu_ps(w);
+                for i in 0..R {
+                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*p[i].add(ci)), wv, acc[i]);
+                }
+                w = w.add(NR);
+            }
+        }
+        let lanes: __mmask16 = if out.cols == NR { !0 } else { (1u16 << out.cols) - 1 };
+        let zero = _mm512_setzero_ps();
+        for (i, &row) in acc.iter().enumerate().take(out.rows) {
+            let mut v = row;
+            if !out.residual.is_null() {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(lanes, out.residual.add(i * out.stride)));
+            }
+            if out.relu {
+                v = _mm512_max_ps(v, zero);
+            }
+            if !out.masks[0].is_null() {
+                // The row's `cols` mask bytes, widened: no byte past them is read.
+                let mut keep = [0u8; NR];
+                std::ptr::copy_nonoverlapping(out.masks[i], keep.as_mut_ptr(), out.cols);
+                let bytes = _mm_loadu_si128(keep.as_ptr() as *const __m128i);
+                v = _mm512_mul_ps(v, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)));
+            }
+            _mm512_mask_storeu_ps(out.c.add(i * out.stride), lanes, v);
         }
     }
 }
@@ -292,6 +447,49 @@ mod arm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An adaptive kernel runs its own instruction set's fixed kernels: the shortest for a call
+    /// shorter than every block, the tallest for a call that fills every height, and never one
+    /// that does more block work than a sibling would.
+    #[test]
+    fn adaptive_kernels_pick_a_block_height_per_call() {
+        let all = Microkernel::available();
+        for k in all.iter().filter(|k| k.is_adaptive()) {
+            let siblings: Vec<&Microkernel> = all.iter().filter(|s| s.isa() == k.isa() && !s.is_adaptive()).collect();
+            assert!(!siblings.is_empty(), "{k:?} has fixed kernels");
+            assert_eq!(k.mr(), siblings.iter().map(|s| s.mr()).max().unwrap(), "{k:?} runs its tallest block");
+            let shortest = siblings.iter().map(|s| s.mr()).min().unwrap();
+            let work = |mr: usize, rows: usize| rows.div_ceil(mr) * (mr + BLOCK_OVERHEAD_ROWS);
+            for rows in 1..=300 {
+                let c = k.for_rows(rows);
+                assert!(!c.is_adaptive() && c.isa() == k.isa(), "{k:?} for {rows} rows picked {c:?}");
+                assert!(siblings.iter().all(|s| work(c.mr(), rows) <= work(s.mr(), rows)), "{rows} rows: {c:?}");
+                if rows <= shortest {
+                    assert_eq!(c.mr(), shortest, "{rows} rows");
+                }
+            }
+            // Every height divides 240 (12, 8, 6, 4): the tallest does the least work a row.
+            assert_eq!(k.for_rows(240).mr(), k.mr());
+        }
+        for k in all.iter().filter(|k| !k.is_adaptive()) {
+            assert_eq!(k.for_rows(3).name(), k.name(), "a fixed kernel stays itself");
+        }
+    }
+
+    /// `choose` switches what `best` returns, by name, and refuses names this CPU lacks.
+    #[test]
+    fn a_kernel_is_chosen_by_name() {
+        let before = Microkernel::best().name();
+        assert!(!Microkernel::choose("avx1024"));
+        assert_eq!(Microkernel::best().name(), before);
+        // Every kernel computes the same results (the tests above and in `conv.rs`), so other
+        // tests running meanwhile are unaffected by the switch.
+        let scalar = Microkernel::available().into_iter().find(|k| k.name() == "scalar-4x16").unwrap();
+        assert!(Microkernel::choose(scalar.name()));
+        assert_eq!(Microkernel::best().name(), "scalar-4x16");
+        assert!(Microkernel::choose(before));
+        assert_eq!(Microkernel::best().name(), before);
+    }
 
     /// Every kernel against a plain sum, for full and partial blocks, odd runs and strides, with
     /// and without the fused epilogue.

@@ -2,7 +2,8 @@
 //! at load. `microkernel.rs` owns the micro-kernels (AVX2+FMA, NEON, portable, chosen at run
 //! time), `conv.rs` one convolution (padding, tiles; direct or by `winograd.rs`), `lanes.rs` the
 //! SIMD vocabulary of Winograd's transforms, `epilogue.rs` what follows a convolution in the
-//! same pass (residual add, ReLU, node mask), `net.rs` the network, `branches.rs` compact
+//! same pass (residual add, ReLU, node mask), `net.rs` the network, `small_batch.rs` how a batch too small to slice uses the
+//! cores, `branches.rs` compact
 //! modules' branches run together on their trunk. Candle stays the tensor type at the boundary
 //! and the path for other devices.
 
@@ -12,4 +13,5 @@ pub mod epilogue;
 pub(crate) mod lanes;
 pub mod microkernel;
 pub mod net;
+pub mod small_batch;
 pub(crate) mod winograd;

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::branches::CpuBranches;
 use super::conv::{Epilogue, PackedConv, Plane, StackedMask, Threads};
+use super::small_batch::{PassKind, SmallBatchPlan};
 use crate::Error;
 use crate::Result;
 
@@ -46,6 +47,8 @@ pub struct CpuNet {
     pub stem: PackedConv,
     pub blocks: Vec<CpuBlock>,
     pub input: Plane,
+    /// How batches too small to slice use the cores, measured on the first of each kind.
+    pub small_batch: SmallBatchPlan,
 }
 
 /// Node masks of k modules for every site: `Some(k * H*W*C bytes, NHWC per module)` where some
@@ -97,19 +100,18 @@ impl CpuNet {
     /// `run(images, count, first, threads)` over `x` (`per_image` floats an image; `first` the
     /// index of the part's first image): for a batch large enough, on slices of it in parallel,
     /// each run on one thread (its activations stay in that core's cache); else once on the whole
-    /// batch, each convolution's tiles in parallel. The parts in batch order.
+    /// batch, on one core or each convolution's work across the cores, as this network's
+    /// [`SmallBatchPlan`] found faster for passes of `kind`. The parts in batch order.
     fn sliced<T: Send>(
+        &self,
+        kind: PassKind,
         x: &[f32],
         batch: usize,
         per_image: usize,
         run: impl Fn(&[f32], usize, usize, Threads) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         match Self::slice_len(batch) {
-            // The whole pass on a pool thread: from there each convolution's tiles are pushed to
-            // its own deque and taken by an idle worker, where a caller outside the pool would
-            // inject every convolution's work and sleep on a latch until it is done (a wake-up
-            // and a sleep per layer: about a tenth of a batch-1 forward of ResNet-20).
-            0 => rayon::scope(|_| Ok(vec![run(x, batch, 0, Threads::Tiles)?])),
+            0 => Ok(vec![self.small_batch.run(kind, |threads| run(x, batch, 0, threads))?]),
             slice => x
                 .par_chunks(slice * per_image)
                 .enumerate()
@@ -151,7 +153,7 @@ impl CpuNet {
             // A visitor sees each site's activation of the whole batch at once.
             return self.forward_slice(x, batch, 0, batch, masks, visitor, Threads::Tiles);
         }
-        let feats = Self::sliced(x, batch, per_image, |xs, n, first, threads| {
+        let feats = self.sliced(PassKind::Features, x, batch, per_image, |xs, n, first, threads| {
             self.forward_slice(xs, n, first, batch, masks, None, threads)
         })?;
         Ok(feats.concat())
@@ -164,7 +166,7 @@ impl CpuNet {
     pub fn trunk(&self, x: &[f32], batch: usize, blocks: usize) -> Result<(Vec<f32>, Plane, usize)> {
         self.check_trunk(blocks)?;
         let per_image = self.check_input(x, batch)?;
-        let parts = Self::sliced(x, batch, per_image, |xs, n, _, threads| {
+        let parts = self.sliced(PassKind::Trunk, x, batch, per_image, |xs, n, _, threads| {
             self.run_blocks(xs, n, 0, n, None, None, threads, blocks)
         })?;
         let (plane, channels) = (parts[0].1, parts[0].2);
@@ -191,7 +193,7 @@ impl CpuNet {
                 let (out, p, c) = self.run_range(from, n, 0, n, None, None, threads, blocks..self.blocks.len())?;
                 Ok((act, plane, channels, average_pool(&out, n, p.height * p.width, c)))
             };
-        let parts = Self::sliced(x, batch, per_image, run)?;
+        let parts = self.sliced(PassKind::TrunkAndFeatures, x, batch, per_image, run)?;
         let (plane, channels) = (parts[0].1, parts[0].2);
         let (acts, feats): (Vec<_>, Vec<_>) = parts.into_iter().map(|(a, _, _, f)| (a, f)).unzip();
         Ok((acts.concat(), plane, channels, feats.concat()))
@@ -215,13 +217,13 @@ impl CpuNet {
             let trunk = self.run_blocks(xs, n, 0, n, None, None, threads, trunk_blocks)?;
             branches.features(trunk, &Pass::plain(n, threads))
         };
-        let per_slice = Self::sliced(x, batch, per_image, run)?;
+        let per_slice = self.sliced(PassKind::Branched, x, batch, per_image, run)?;
         Ok((0..branches.len()).map(|b| per_slice.iter().flat_map(|s| s[b].iter().copied()).collect()).collect())
     }
 
     /// The forward of images `first..first + batch` of a stacked batch of `total` images.
     #[allow(clippy::too_many_arguments)]
-    fn forward_slice(
+    pub(crate) fn forward_slice(
         &self,
         x: &[f32],
         batch: usize,

@@ -13,7 +13,7 @@
 //! (F(2x2)'s: 16/9), and its constants (up to 8 and 1/24) round more. `Form::for_plane` says which
 //! a network's layer gets. `U = G g Gᵀ` is computed once at load, in f64. The ResNet-20/56 logits
 //! stay within the golden tests' bound of PyTorch's (`tests/golden_logits.rs`). The transforms
-//! are written once over [`Lanes`] and compiled for AVX2, NEON and one lane, following the
+//! are written once over [`Lanes`] and compiled for AVX-512, AVX2, NEON and one lane, following the
 //! micro-kernel's instruction set.
 
 use std::ops::Range;
@@ -253,6 +253,7 @@ impl WinogradWeights {
 
     /// `M[t][ξ] = V[t][ξ] U[ξ]` for the unit's tiles, the output channels of `panels`.
     fn multiply(&self, kernel: &Microkernel, v: &[f32], tiles: usize, m: &mut [f32], panels: Range<usize>) {
+        let kernel = kernel.for_rows(tiles);
         let (cin, cout, mr, xis) = (self.cin, self.cout, kernel.mr(), self.form.positions());
         let all = cout.div_ceil(NR);
         let f = Receptive { taps: 1, run: cin, tap_stride: 0 };
@@ -316,12 +317,14 @@ fn transform_input(isa: Isa, form: Form, x: &[f32], pp: Plane, cin: usize, u: Un
     // The `a` padded input rows a tile row reads; every tile's patch is `a` runs of `a*Cin`
     // floats in them, one padded row apart.
     let band = |b: usize, ty: usize| &x[(b * pp.height + m * ty) * pp.width * cin..][..a * pp.width * cin];
-    // SAFETY (all three): `band` has every patch of the tile row; `v` has positions*Cin per tile;
-    // Cin is a multiple of 8, so of every lane count; AVX2 runs only where the CPU has it
-    // (`Microkernel::available`).
+    // SAFETY (all four): `band` has every patch of the tile row; `v` has positions*Cin per tile;
+    // Cin is a multiple of 8, so of 4 and 8 (of 16 where AVX-512 runs); AVX2 and AVX-512 run
+    // only where the CPU has them (`Microkernel::available`).
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { input_avx2(form, &band, pp.width * cin, cin, u, v) },
+        Isa::Avx512 if cin.is_multiple_of(16) => unsafe { input_avx512(form, &band, pp.width * cin, cin, u, v) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { input_avx2(form, &band, pp.width * cin, cin, u, v) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { input_form::<super::lanes::Neon>(form, &band, pp.width * cin, cin, u, v) },
         _ => unsafe { input_form::<f32>(form, &band, pp.width * cin, cin, u, v) },
@@ -335,6 +338,12 @@ type Band<'a> = dyn Fn(usize, usize) -> &'a [f32] + 'a;
 #[target_feature(enable = "avx2,fma")]
 unsafe fn input_avx2(form: Form, band: &Band, row: usize, cin: usize, u: UnitTiles, v: &mut [f32]) {
     input_form::<super::lanes::Avx2>(form, band, row, cin, u, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn input_avx512(form: Form, band: &Band, row: usize, cin: usize, u: UnitTiles, v: &mut [f32]) {
+    input_form::<super::lanes::Avx512>(form, band, row, cin, u, v)
 }
 
 #[inline(always)]
@@ -499,13 +508,15 @@ unsafe fn transform_output(
         assert!(r.len() >= (u.first + u.rows) * row_len, "residual size");
     }
     let o = UnitOut { out, base: u.first * row_len, op, cout, e };
-    // SAFETY (all three): `out` holds the unit's tile rows whole (the caller's word), the
+    // SAFETY (all four): `out` holds the unit's tile rows whole (the caller's word), the
     // residual (checked above) and the masks (checked by the caller: every module's whole
-    // plane) cover the call; `m` has positions*Cout per tile, `bias` Cout; AVX2 runs only where
-    // the CPU has it.
+    // plane) cover the call; `m` has positions*Cout per tile, `bias` Cout; AVX2 and AVX-512 run
+    // only where the CPU has them. Channels past whole vectors go one lane at a time.
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { output_avx2(form, m, bias, u, &o, channels) },
+        Isa::Avx512 if channels.len() >= 16 => unsafe { output_avx512(form, m, bias, u, &o, channels) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { output_avx2(form, m, bias, u, &o, channels) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { output_form::<super::lanes::Neon>(form, m, bias, u, &o, channels) },
         _ => unsafe { output_form::<f32>(form, m, bias, u, &o, channels) },
@@ -516,6 +527,12 @@ unsafe fn transform_output(
 #[target_feature(enable = "avx2,fma")]
 unsafe fn output_avx2(form: Form, m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut, channels: Range<usize>) {
     output_form::<super::lanes::Avx2>(form, m, bias, u, o, channels)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn output_avx512(form: Form, m: &[f32], bias: &[f32], u: UnitTiles, o: &UnitOut, channels: Range<usize>) {
+    output_form::<super::lanes::Avx512>(form, m, bias, u, o, channels)
 }
 
 #[inline(always)]

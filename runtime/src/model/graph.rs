@@ -200,7 +200,7 @@ impl ResNet {
     pub(crate) fn cpu_net(stem: &ConvBn, blocks: &[Block], input: Plane) -> candle_core::Result<CpuNet> {
         let stem = stem.packed(input)?;
         let blocks = Self::cpu_blocks(blocks, stem.out_plane(input))?;
-        Ok(CpuNet { stem, blocks, input })
+        Ok(CpuNet { stem, blocks, input, small_batch: Default::default() })
     }
 
     /// `blocks` on the CPU path, the first taking plane `p`.
@@ -511,6 +511,35 @@ mod tests {
                 a * 0.5
             } else {
                 Ok(a)
+            }
+        }
+    }
+
+    /// A batch too small to slice computes the same bits on one core as across the cores (how
+    /// it runs changes the time, never a result), on both shortcut options; `Auto` measures
+    /// both on a network's first small call and keeps a choice for that kind of pass.
+    #[test]
+    fn small_batches_answer_the_same_on_one_core_and_on_all() {
+        use crate::cpu::conv::Threads;
+        use crate::cpu::small_batch::{PassKind, SmallBatch};
+        for model in [tiny_model(7), crate::testing::tiny_model::tiny_model_b(8)] {
+            let net = ResNet::new(&model, &Device::Cpu).unwrap();
+            let cpu = net.cpu().unwrap();
+            for images in [1, 3] {
+                let x: Vec<f32> = (0..images * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+                let x = to_nhwc(&x, images, 1, 64);
+                let one = cpu.forward_slice(&x, images, 0, images, None, None, Threads::Caller).unwrap();
+                let all =
+                    rayon::scope(|_| cpu.forward_slice(&x, images, 0, images, None, None, Threads::Tiles)).unwrap();
+                assert_eq!(one, all, "{images} images");
+                assert_eq!(cpu.features(&x, images, None, None).unwrap(), one);
+            }
+            if SmallBatch::current() == SmallBatch::Auto && rayon::current_num_threads() > 1 {
+                assert!(cpu.small_batch.chosen(PassKind::Features).is_some(), "measured on the first call");
+                assert!(cpu.small_batch.chosen(PassKind::Trunk).is_none(), "each kind apart");
+            } else {
+                let var = crate::cpu::small_batch::SMALL_BATCH_ENV;
+                eprintln!("(small batches are not measured here: one thread, or {var} set)");
             }
         }
     }
