@@ -2,8 +2,8 @@
 //! whole on the calling thread, or each convolution's work split across rayon's pool. Splitting
 //! pays where handing a layer's work to another core costs little next to the layer's tens of
 //! microseconds, and loses where waking that core does not: ResNet-20 at batch 1 ran its layers
-//! 1.3-1.5x faster on two cores of one 2-core VM (AMD EPYC, 2026-12-05), and 12 % faster on one
-//! core than on two of another (Intel Xeon with AVX-512, the same day). So each network measures
+//! 1.4-1.7x faster on two cores of one 2-core VM (AMD EPYC, 2026-12-05), and in 0.89x the time
+//! on one core than on two of another (Intel Xeon with AVX-512, the same day). So each network measures
 //! both on its first small call of each kind, alternately on that call's own input, and keeps
 //! the faster ([`SmallBatchPlan`]); `CLASSMOD_CPU_SMALL_BATCH` (`auto`, `one-core`, `all-cores`)
 //! overrides it. Both ways compute every output with the same sums in the same order, so the
@@ -24,11 +24,11 @@ pub const SMALL_BATCH_ENV: &str = "CLASSMOD_CPU_SMALL_BATCH";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmallBatch {
     /// Measured per network and kind of pass on its first small call.
-    Auto,
+    Auto = 0,
     /// The whole pass on the calling thread.
-    OneCore,
+    OneCore = 1,
     /// Each convolution's work across rayon's pool.
-    AllCores,
+    AllCores = 2,
 }
 
 /// [`SmallBatch`] for this process; `UNSET` until read from the environment.

@@ -511,10 +511,12 @@ unsafe fn transform_output(
     // SAFETY (all four): `out` holds the unit's tile rows whole (the caller's word), the
     // residual (checked above) and the masks (checked by the caller: every module's whole
     // plane) cover the call; `m` has positions*Cout per tile, `bias` Cout; AVX2 and AVX-512 run
-    // only where the CPU has them. Channels past whole vectors go one lane at a time.
+    // only where the CPU has them; AVX-512 where the channels come in sixteens, as in
+    // `transform_input` (AVX2's eights otherwise). Channels past whole vectors go one lane at a
+    // time.
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if channels.len() >= 16 => unsafe { output_avx512(form, m, bias, u, &o, channels) },
+        Isa::Avx512 if channels.len().is_multiple_of(16) => unsafe { output_avx512(form, m, bias, u, &o, channels) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma | Isa::Avx512 => unsafe { output_avx2(form, m, bias, u, &o, channels) },
         #[cfg(target_arch = "aarch64")]
