@@ -174,13 +174,14 @@ pub fn move_into(inbox: &Path, dest: &str, path: &Path) -> io::Result<String> {
 
 /// An entry as it was when the inbox last looked: length and modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     len: u64,
     modified: Option<SystemTime>,
 }
 
 impl Stamp {
-    fn of(path: &Path) -> Option<Stamp> {
+    /// The entry's stamp now; `None` when it is gone.
+    pub fn of(path: &Path) -> Option<Stamp> {
         let m = std::fs::symlink_metadata(path).ok()?;
         Some(Stamp { len: m.len(), modified: m.modified().ok() })
     }
@@ -203,9 +204,11 @@ impl Noted {
         self.skip.get(path).is_some_and(|s| Stamp::of(path) == Some(*s))
     }
 
-    /// Skips `path` until its length or modification time changes.
-    pub fn skip_until_changed(&mut self, path: &Path) {
-        if let Some(s) = Stamp::of(path) {
+    /// Skips `path` until its length or modification time differ from `seen`: the stamp taken
+    /// *before* the entry was looked at, so that bytes its writer adds meanwhile (the last
+    /// ones, say) count as a change instead of being skipped for good. `None` skips nothing.
+    pub fn skip_until_changed(&mut self, path: &Path, seen: Option<Stamp>) {
+        if let Some(s) = seen {
             self.skip.insert(path.to_path_buf(), s);
         }
     }
@@ -353,10 +356,15 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let mut noted = Noted::default();
         assert!(!noted.skipped(&p));
-        noted.skip_until_changed(&p);
+        noted.skip_until_changed(&p, Stamp::of(&p));
         assert!(noted.skipped(&p));
         std::fs::write(&p, b"abcd").unwrap();
         assert!(!noted.skipped(&p), "a writer added bytes");
+        // The writer's last bytes land between the look and the note: still a change.
+        let seen = Stamp::of(&p);
+        std::fs::write(&p, b"abcde").unwrap();
+        noted.skip_until_changed(&p, seen);
+        assert!(!noted.skipped(&p), "bytes added while the entry was examined");
         assert!(noted.fresh(&p, "waiting") && !noted.fresh(&p, "waiting") && noted.fresh(&p, "refused"));
         std::fs::remove_file(&p).unwrap();
         noted.retain_present();

@@ -413,6 +413,8 @@ impl<P: OutputPin> Edge<P> {
         for (_, path) in files {
             let name = file_name(&path);
             let scratch = self.runtime.dir().join(inbox::SCRATCH_FILE);
+            // Before the look: what a writer adds while it is examined is a change to look at.
+            let seen = inbox::Stamp::of(&path);
             let blob = match inbox::examine(&path, u64::from(self.board.max_update_mib) << 20, &scratch) {
                 inbox::Entry::Ready(_, mapped) => mapped,
                 inbox::Entry::Gone => continue,
@@ -422,7 +424,7 @@ impl<P: OutputPin> Edge<P> {
                         &path,
                         format!("update {name}: incomplete ({have} bytes of {want}), waiting for the rest"),
                     );
-                    self.noted.skip_until_changed(&path);
+                    self.noted.skip_until_changed(&path, seen);
                     continue;
                 }
                 inbox::Entry::Retry(why) => {
@@ -600,7 +602,8 @@ impl<P: OutputPin> Edge<P> {
             }
             let name = file_name(path);
             self.say_once(path, format!("{name}: cannot be moved to {dest}/ ({e}), left where it is"));
-            self.noted.skip_until_changed(path);
+            // A move that failed fails whatever the entry holds: skipped as it is now.
+            self.noted.skip_until_changed(path, inbox::Stamp::of(path));
         }
     }
 
