@@ -48,6 +48,23 @@ fn measuring() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// Whether criterion's name filter (its first positional argument; a substring here, a regex
+/// there) lets the paired comparison `name` run: they are plain functions criterion cannot
+/// filter, and a profile of one benchmark should not hold the others' forwards.
+fn selected(name: &str) -> bool {
+    // Criterion's options that take a value: the argument after them is not the filter.
+    const VALUED: &[&str] = &[
+        "--warm-up-time", "--measurement-time", "--sample-size", "--save-baseline", "--baseline",
+        "--load-baseline", "--profile-time", "--output-format", "--color", "--plotting-backend",
+        "--noise-threshold", "--confidence-level", "--significance-level", "--nresamples", "--format",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().enumerate().find(|(i, a)| {
+        !a.starts_with('-') && (*i == 0 || !VALUED.contains(&args[i - 1].as_str()))
+    });
+    filter.is_none_or(|(_, f)| name.contains(f.as_str()))
+}
+
 /// The median of `v`.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -85,6 +102,9 @@ fn paired(net: &ResNet, batch: usize, rounds: usize, calls: usize, variants: &[(
 /// Batch 1 split by channels or by tiles only (both across the cores), and on one core, paired.
 /// Printed, not asserted.
 fn split_by_channels_paired(_: &mut Criterion) {
+    if !selected("split_by_channels_paired") {
+        return;
+    }
     let Some(net) = resnet20() else { return };
     let split = || {
         SmallBatch::AllCores.set();
@@ -113,6 +133,9 @@ fn split_by_channels_paired(_: &mut Criterion) {
 /// batch 1 and 64, paired: what each set and the per-call block height give. Printed, not
 /// asserted.
 fn kernels_paired(_: &mut Criterion) {
+    if !selected("kernels_paired") {
+        return;
+    }
     let Some(net) = resnet20() else { return };
     let fastest = Microkernel::best().isa();
     let names: Vec<&'static str> = Microkernel::available()
