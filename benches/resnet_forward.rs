@@ -54,14 +54,27 @@ fn measuring() -> bool {
 fn selected(name: &str) -> bool {
     // Criterion's options that take a value: the argument after them is not the filter.
     const VALUED: &[&str] = &[
-        "--warm-up-time", "--measurement-time", "--sample-size", "--save-baseline", "--baseline",
-        "--load-baseline", "--profile-time", "--output-format", "--color", "--plotting-backend",
-        "--noise-threshold", "--confidence-level", "--significance-level", "--nresamples", "--format",
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--load-baseline",
+        "--profile-time",
+        "--output-format",
+        "--color",
+        "--plotting-backend",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--nresamples",
+        "--format",
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let filter = args.iter().enumerate().find(|(i, a)| {
-        !a.starts_with('-') && (*i == 0 || !VALUED.contains(&args[i - 1].as_str()))
-    });
+    let filter = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| !a.starts_with('-') && (*i == 0 || !VALUED.contains(&args[i - 1].as_str())));
     filter.is_none_or(|(_, f)| name.contains(f.as_str()))
 }
 
