@@ -384,10 +384,13 @@ impl PackedConv {
         let cin = self.in_channels;
         let pp = Plane { height: p.height + 2 * pad, width: p.width + 2 * pad };
         let (row, prow) = (p.width * cin, pp.width * cin);
-        // Every float is written below (borders zeroed, the rest copied): no need to clear.
+        // Every float is written below (borders zeroed, the rest copied): no need to clear, and
+        // a longer buffer is not shortened (growing it again would write zeros first).
         let n = batch * pp.height * prow;
-        buf.truncate(n);
-        buf.resize(n, 0.0);
+        if buf.len() < n {
+            buf.resize(n, 0.0);
+        }
+        let buf = &mut buf[..n];
         for (src, dst) in x.chunks_exact(p.height * row).zip(buf.chunks_exact_mut(pp.height * prow)) {
             let (top, rest) = dst.split_at_mut(pad * prow);
             let (middle, bottom) = rest.split_at_mut(p.height * prow);

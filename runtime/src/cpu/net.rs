@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::branches::CpuBranches;
 use super::conv::{Epilogue, PackedConv, Plane, StackedMask, Threads};
+use super::recycled;
 use super::small_batch::{PassKind, SmallBatchPlan};
 use crate::Error;
 use crate::Result;
@@ -234,7 +235,9 @@ impl CpuNet {
         threads: Threads,
     ) -> Result<Vec<f32>> {
         let (x, p, c) = self.run_blocks(x, batch, first, total, masks, visitor, threads, self.blocks.len())?;
-        Ok(average_pool(&x, batch, p.height * p.width, c))
+        let pooled = average_pool(&x, batch, p.height * p.width, c);
+        recycled::give(x);
+        Ok(pooled)
     }
 
     /// The stem and the first `n_blocks` blocks of images `first..first + batch` of a stacked
@@ -321,7 +324,8 @@ impl Pass<'_> {
         site: Option<usize>,
     ) -> (Vec<f32>, Plane) {
         let op = conv.out_plane(p);
-        let mut out = vec![0f32; self.batch * op.height * op.width * conv.out_channels()];
+        // Every float is written by the convolution.
+        let mut out = recycled::take(self.batch * op.height * op.width * conv.out_channels());
         let e = Epilogue { residual, relu: site.is_some(), mask: site.and_then(|s| self.mask(s)) };
         conv.forward(x, self.batch, p, &e, &mut out, self.threads);
         (out, op)
@@ -363,7 +367,12 @@ impl Pass<'_> {
             };
             let residual = short.as_deref().unwrap_or(&x);
             let (out, op) = self.conv(&b.conv2, &h, hp, Some(residual), Some(site));
-            x = out;
+            // The block's input and intermediates become later layers' outputs.
+            recycled::give(std::mem::replace(&mut x, out));
+            recycled::give(h);
+            if let Some(s) = short {
+                recycled::give(s);
+            }
             p = op;
             self.visit(&mut visitor, site, &mut x, p, b.conv2.out_channels())?;
             site += 1;

@@ -215,8 +215,11 @@ impl WinogradWeights {
         let mut scratch = SCRATCH.take();
         let unit_tiles = rows_per_unit * tiles_across;
         let (v_len, m_len) = (xi * unit_tiles * cin, xi * unit_tiles * cout);
-        scratch.resize(v_len + m_len, 0.0);
-        let (v, mm) = scratch.split_at_mut(v_len);
+        // Never shortened: growing it again would write zeros that are overwritten anyway.
+        if scratch.len() < v_len + m_len {
+            scratch.resize(v_len + m_len, 0.0);
+        }
+        let (v, mm) = scratch[..v_len + m_len].split_at_mut(v_len);
         for (i, start) in (0..dst_len).step_by(rows_per_unit * row_len).enumerate() {
             let len = (rows_per_unit * row_len).min(dst_len - start);
             let u = UnitTiles {
