@@ -6,14 +6,14 @@
 //! ReLU, node mask) as they store. Stride-1 3x3 convolutions go through Winograd instead
 //! (`winograd.rs`: F(4x4, 3x3) on large planes, 4x fewer multiplications, F(2x2, 3x3) on small
 //! ones, 2.25x fewer; on the same micro-kernels). For small batches the work is split across
-//! the cores (rayon), by tiles of blocks or, where the tiles would be too few rows and the
+//! the cores (`team.rs`), by tiles of blocks or, where the tiles would be too few rows and the
 //! channels are many, by panels of output channels, so a batch of one image still uses every
 //! core; large batches arrive here as one slice per core.
 
 pub use super::epilogue::{Epilogue, StackedMask};
 use super::microkernel::{BlockOut, Microkernel, Receptive, MAX_MR, NR};
+use super::team;
 use super::winograd::{Form, WinogradWeights};
-use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -71,7 +71,7 @@ impl Plane {
 /// How one convolution uses the threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
-    /// Tiles of the output (or panels of its channels, `channel_parts`) in parallel (rayon):
+    /// Tiles of the output (or panels of its channels, `channel_parts`) in parallel (`team.rs`):
     /// for small batches, where the batch itself cannot keep every thread busy.
     Tiles,
     /// Tiles one after the other on the calling thread: the caller runs slices of a large batch
@@ -80,7 +80,7 @@ pub enum Threads {
 }
 
 /// Register blocks per tile: the unit of work when tiles run in parallel (small enough to give two
-/// cores work on one 8x8 image, large enough to amortise rayon's scheduling).
+/// cores work on one 8x8 image, large enough to amortise a hand-off).
 const TILE_BLOCKS: usize = 16;
 
 thread_local! {
@@ -92,15 +92,26 @@ thread_local! {
 /// in parallel tiles, as decomposition's counting does) is freed instead of held for good.
 pub(crate) const KEEP_FLOATS: usize = 1 << 20;
 
-/// A share of `units` (at least one) that gives every thread about two.
+/// A share of `units` (at least one) that gives every thread one: each part streams all of the
+/// layer's weights (and Winograd's tiles their halo rows), so finer parts cost more than the
+/// balance they buy; ResNet-20 at batch 1 on two cores took 0.34-0.38 ms in one part a thread,
+/// 0.39-0.41 ms in two (same minutes, Intel Xeon with AVX-512, 2026-12-05).
 fn per_thread_share(units: usize) -> usize {
-    units.div_ceil(2 * rayon::current_num_threads().max(1)).max(1)
+    units.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
 /// `one(i, chunk)` for each chunk of `len` floats of `out`: in parallel or on this thread.
 fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one: impl Fn(usize, &mut [f32]) + Sync) {
     match threads {
-        Threads::Tiles => out.par_chunks_mut(len).enumerate().for_each(|(i, c)| one(i, c)),
+        Threads::Tiles => {
+            let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };
+            team::for_each(out.len().div_ceil(len), |i| {
+                let (ptr, total) = shared.get();
+                let start = i * len;
+                // SAFETY: chunk `i` of `out` (held by the caller), the only part that touches it.
+                one(i, unsafe { std::slice::from_raw_parts_mut(ptr.add(start), len.min(total - start)) })
+            })
+        }
         Threads::Caller => out.chunks_mut(len).enumerate().for_each(|(i, c)| one(i, c)),
     }
 }
@@ -135,7 +146,7 @@ pub fn split_by_channels(on: bool) {
 
 /// `one(panels)` for `parts` contiguous ranges of `0..panels` that do not overlap, in parallel.
 fn by_panels(parts: usize, panels: usize, one: impl Fn(Range<usize>) + Sync) {
-    (0..parts).into_par_iter().for_each(|i| one(i * panels / parts..(i + 1) * panels / parts));
+    team::for_each(parts, |i| one(i * panels / parts..(i + 1) * panels / parts));
 }
 
 /// A call's output shared by the parts of a split by channels, each writing its own channels.
@@ -145,8 +156,8 @@ struct SharedOut {
     len: usize,
 }
 
-// SAFETY: only handed to parts that write the channels of disjoint panel ranges (`by_panels`),
-// while the `&mut` it was made from is held by the caller.
+// SAFETY: only handed to parts that write disjoint chunks (`for_each_chunk`) or the channels of
+// disjoint panel ranges (`by_panels`), while the `&mut` it was made from is held by the caller.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
@@ -317,7 +328,7 @@ impl PackedConv {
         // Taken out of the thread-local, not borrowed: a thread that steals another
         // convolution's work while this one runs gets a buffer of its own.
         let mut padded = PADDED.take();
-        let (input, pp) = self.pad(x, batch, p, &mut padded);
+        let (input, pp) = self.pad(x, batch, p, &mut padded, threads);
         let panels = cout.div_ceil(NR);
         let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };
         match self.winograd_for(method, op) {
@@ -376,7 +387,16 @@ impl PackedConv {
     }
 
     /// The input with its zero padding stored, and the padded plane: `x` itself without padding.
-    fn pad<'a>(&self, x: &'a [f32], batch: usize, p: Plane, buf: &'a mut Vec<f32>) -> (&'a [f32], Plane) {
+    /// Copied in parallel for small batches (`Threads::Tiles`): at batch 1 the copy was the
+    /// largest part of a layer left on one core.
+    fn pad<'a>(
+        &self,
+        x: &'a [f32],
+        batch: usize,
+        p: Plane,
+        buf: &'a mut Vec<f32>,
+        threads: Threads,
+    ) -> (&'a [f32], Plane) {
         let pad = self.padding;
         if pad == 0 {
             return (x, p);
@@ -386,24 +406,30 @@ impl PackedConv {
         let (row, prow) = (p.width * cin, pp.width * cin);
         // Every float is written below (borders zeroed, the rest copied): no need to clear, and
         // a longer buffer is not shortened (growing it again would write zeros first).
-        let n = batch * pp.height * prow;
-        if buf.len() < n {
-            buf.resize(n, 0.0);
+        let rows = batch * pp.height;
+        if buf.len() < rows * prow {
+            buf.resize(rows * prow, 0.0);
         }
-        let buf = &mut buf[..n];
-        for (src, dst) in x.chunks_exact(p.height * row).zip(buf.chunks_exact_mut(pp.height * prow)) {
-            let (top, rest) = dst.split_at_mut(pad * prow);
-            let (middle, bottom) = rest.split_at_mut(p.height * prow);
-            top.fill(0.0);
-            bottom.fill(0.0);
-            for (s, d) in src.chunks_exact(row).zip(middle.chunks_exact_mut(prow)) {
-                let (left, rest) = d.split_at_mut(pad * cin);
+        let buf = &mut buf[..rows * prow];
+        let per = match threads {
+            Threads::Tiles => rows.div_ceil(rayon::current_num_threads().max(1)),
+            Threads::Caller => rows,
+        };
+        for_each_chunk(buf, per * prow, threads, |i, part| {
+            for (r, dst) in (i * per..).zip(part.chunks_exact_mut(prow)) {
+                let (image, y) = (r / pp.height, r % pp.height);
+                if y < pad || y >= pad + p.height {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &x[(image * p.height + y - pad) * row..][..row];
+                let (left, rest) = dst.split_at_mut(pad * cin);
                 let (inside, right) = rest.split_at_mut(row);
                 left.fill(0.0);
-                inside.copy_from_slice(s);
+                inside.copy_from_slice(src);
                 right.fill(0.0);
             }
-        }
+        });
         (buf, pp)
     }
 

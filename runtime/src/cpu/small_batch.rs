@@ -1,11 +1,13 @@
 //! How a batch too small to slice (`CpuNet::sliced`: batch 1, a camera frame) uses the cores:
-//! whole on the calling thread, or each convolution's work split across rayon's pool. Splitting
-//! pays where handing a layer's work to another core costs little next to the layer's tens of
-//! microseconds, and loses where waking that core does not: ResNet-20 at batch 1 ran its layers
-//! 1.4-1.7x faster on two cores of one 2-core VM (AMD EPYC, 2026-12-05), and in 0.89x the time
-//! on one core than on two of another (Intel Xeon with AVX-512, the same day). So each network measures
-//! both on its first small call of each kind, alternately on that call's own input, and keeps
-//! the faster ([`SmallBatchPlan`]); `CLASSMOD_CPU_SMALL_BATCH` (`auto`, `one-core`, `all-cores`)
+//! whole on the calling thread, or each convolution's work (and its padded copy) shared with the
+//! spinning helpers of `team.rs`. Sharing pays where handing a layer's work to another core
+//! costs little next to the layer's tens of microseconds: with rayon's pool, whose idle workers
+//! sleep, ResNet-20 at batch 1 ran 1.4-1.7x faster on two cores of one 2-core VM (AMD EPYC) and
+//! took 0.89x the time on one core than on two of another (Intel Xeon with AVX-512); with the
+//! spinning team, two cores take 0.77x the time of one on the Xeon (2026-12-05). A core that
+//! is busy elsewhere still makes one core the better choice, so each network measures both on
+//! its first small call of each kind, alternately on that call's own input, and keeps the
+//! faster ([`SmallBatchPlan`]); `CLASSMOD_CPU_SMALL_BATCH` (`auto`, `one-core`, `all-cores`)
 //! overrides it. Both ways compute every output with the same sums in the same order, so the
 //! choice changes the time, never a result.
 
@@ -27,7 +29,7 @@ pub enum SmallBatch {
     Auto = 0,
     /// The whole pass on the calling thread.
     OneCore = 1,
-    /// Each convolution's work across rayon's pool.
+    /// Each convolution's work shared with the team's helpers (`team.rs`).
     AllCores = 2,
 }
 
@@ -94,15 +96,11 @@ pub struct SmallBatchPlan {
 }
 
 impl SmallBatchPlan {
-    /// `pass(threads)` the way this plan runs small batches of `kind`: `Threads::Tiles` on a
-    /// pool thread (each convolution's work goes to that thread's own deque, taken by an idle
-    /// worker: one hand-off into the pool per pass, not one per layer) or `Threads::Caller`
-    /// here. Measures both first where `Auto` has not chosen yet for `kind`.
+    /// `pass(threads)` the way this plan runs small batches of `kind`: `Threads::Tiles` (each
+    /// convolution's parts shared with the spinning helpers of `team.rs`) or `Threads::Caller`
+    /// (all on this thread). Measures both first where `Auto` has not chosen yet for `kind`.
     pub fn run<T: Send>(&self, kind: PassKind, pass: impl Fn(Threads) -> Result<T> + Sync) -> Result<T> {
-        let on = |threads: Threads| match threads {
-            Threads::Tiles => rayon::scope(|_| pass(Threads::Tiles)),
-            Threads::Caller => pass(Threads::Caller),
-        };
+        let on = &pass;
         let chosen = &self.chosen[kind as usize];
         let threads = match SmallBatch::current() {
             SmallBatch::OneCore => Threads::Caller,

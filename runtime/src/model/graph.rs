@@ -529,8 +529,7 @@ mod tests {
                 let x: Vec<f32> = (0..images * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
                 let x = to_nhwc(&x, images, 1, 64);
                 let one = cpu.forward_slice(&x, images, 0, images, None, None, Threads::Caller).unwrap();
-                let all =
-                    rayon::scope(|_| cpu.forward_slice(&x, images, 0, images, None, None, Threads::Tiles)).unwrap();
+                let all = cpu.forward_slice(&x, images, 0, images, None, None, Threads::Tiles).unwrap();
                 assert_eq!(one, all, "{images} images");
                 assert_eq!(cpu.features(&x, images, None, None).unwrap(), one);
             }
