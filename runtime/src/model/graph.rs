@@ -516,8 +516,8 @@ mod tests {
     }
 
     /// A batch too small to slice computes the same bits on one core as across the cores (how
-    /// it runs changes the time, never a result), on both shortcut options; `Auto` measures
-    /// both on a network's first small call and keeps a choice for that kind of pass.
+    /// it runs changes the time, never a result), on both shortcut options; `Auto` times both
+    /// ways on a network's first small calls, apart for each kind of pass.
     #[test]
     fn small_batches_answer_the_same_on_one_core_and_on_all() {
         use crate::cpu::conv::Threads;
@@ -534,8 +534,8 @@ mod tests {
                 assert_eq!(cpu.features(&x, images, None, None).unwrap(), one);
             }
             if SmallBatch::current() == SmallBatch::Auto && rayon::current_num_threads() > 1 {
-                assert!(cpu.small_batch.chosen(PassKind::Features).is_some(), "measured on the first call");
-                assert!(cpu.small_batch.chosen(PassKind::Trunk).is_none(), "each kind apart");
+                assert!(cpu.small_batch.preferred(PassKind::Features).is_some(), "both ways timed");
+                assert!(cpu.small_batch.preferred(PassKind::Trunk).is_none(), "each kind apart");
             } else {
                 let var = crate::cpu::small_batch::SMALL_BATCH_ENV;
                 eprintln!("(small batches are not measured here: one thread, or {var} set)");
