@@ -258,8 +258,11 @@ mod tests {
             let ours = conv2d(&x, &w, p, s)?;
             let theirs = x.conv2d(&w, p, s, 1, 1)?;
             assert_eq!(ours.dims(), theirs.dims());
+            // Relative to the outputs' size: sums of up to 75 products of unseeded normal values
+            // reach ~20, where f32 rounding in another order differs by ~1e-5 (seen once: 1.3e-5).
+            let scale = theirs.abs()?.max_all()?.to_scalar::<f32>()?;
             let d = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(d < 1e-5, "{b} {c} {o} {h} {k} {s} {p}: {d}");
+            assert!(d <= 1e-6 * (1.0 + scale), "{b} {c} {o} {h} {k} {s} {p}: {d} (outputs up to {scale})");
         }
         Ok(())
     }
