@@ -46,7 +46,7 @@ pub(crate) fn take(len: usize) -> Vec<f32> {
 pub(crate) fn give(buf: Vec<f32>) {
     FREE.with_borrow_mut(|free| {
         let held: usize = free.iter().map(Vec::len).sum();
-        if buf.len() > 0 && held + buf.len() <= KEEP_FLOATS {
+        if !buf.is_empty() && held + buf.len() <= KEEP_FLOATS {
             free.push(buf);
         }
     });

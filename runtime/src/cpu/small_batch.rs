@@ -142,7 +142,7 @@ impl Timings {
         let call = self.calls;
         self.calls += 1;
         match self.preferred() {
-            Some(way) if call >= 2 * WARM => way ^ usize::from(call % EXPLORE == 0),
+            Some(way) if call >= 2 * WARM => way ^ usize::from(call.is_multiple_of(EXPLORE)),
             _ => (call % 2) as usize,
         }
     }

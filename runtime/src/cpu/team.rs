@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 /// within microseconds; a camera's next frame, tens of milliseconds later, finds it asleep.
 pub const SPIN: Duration = Duration::from_micros(200);
 
+/// How long a caller spins for its helpers before it yields its core between looks: several
+/// times a layer's part at batch 1.
+const YIELD_AFTER: Duration = Duration::from_micros(100);
+
 /// The largest team; a larger thread count gets a team of this many.
 const MAX_THREADS: usize = 64;
 
@@ -133,14 +137,10 @@ impl Team {
         IN_JOB.set(true);
         s.work(job);
         IN_JOB.set(false);
-        while s.done.load(Acquire) < parts {
-            std::hint::spin_loop();
-        }
+        wait_until(|| s.done.load(Acquire) >= parts);
         // Closed before `busy` is read (both SeqCst): a helper that enters later sees it closed.
         s.state.store(closed, SeqCst);
-        while s.busy.load(SeqCst) != 0 {
-            std::hint::spin_loop();
-        }
+        wait_until(|| s.busy.load(SeqCst) == 0);
         // SAFETY: closed with no helper inside.
         unsafe { *s.job.get() = None };
         if let Some(p) = s.panic.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -206,6 +206,21 @@ impl Shared {
             asleep = self.wake.wait(asleep).unwrap_or_else(|p| p.into_inner());
         }
         self.sleepers.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Spins until `done()`, yielding the core once [`YIELD_AFTER`] has passed: a helper the OS has
+/// taken off its core (another process holds the other one) may need this core to finish.
+fn wait_until(done: impl Fn() -> bool) {
+    let mut since = None;
+    for spins in 0u32.. {
+        if done() {
+            return;
+        }
+        std::hint::spin_loop();
+        if spins % 64 == 63 && since.get_or_insert_with(Instant::now).elapsed() > YIELD_AFTER {
+            std::thread::yield_now();
+        }
     }
 }
 
