@@ -149,7 +149,7 @@ fn by_panels(parts: usize, panels: usize, one: impl Fn(Range<usize>) + Sync) {
     team::for_each(parts, |i| one(i * panels / parts..(i + 1) * panels / parts));
 }
 
-/// A call's output shared by the parts of a split by channels, each writing its own channels.
+/// A call's output shared by the parts of a parallel call, each writing its own chunk or channels.
 #[derive(Clone, Copy)]
 struct SharedOut {
     ptr: *mut f32,
