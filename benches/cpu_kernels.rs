@@ -103,8 +103,8 @@ fn layers(c: &mut Criterion) {
 }
 
 /// Each layer at batch 1 as a forward runs it (the fastest kernel and Winograd form, the call
-/// split across the cores by tiles or, for the 64-channel layers, by channels; called from a
-/// pool thread), beside the same split by tiles only and on one core: `one_core` time / `two_cores` time is what the
+/// shared with the team's helpers by tiles or, for the 64-channel layers, by channels), beside
+/// the same split by tiles only and on one core: `one_core` time / `two_cores` time is what the
 /// second core gives a single image's layer.
 fn layers_batch1(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv3x3_b1");
@@ -125,9 +125,7 @@ fn layers_batch1(c: &mut Criterion) {
         ] {
             split_by_channels(split);
             g.bench_function(BenchmarkId::new(name, label), |b| {
-                rayon::scope(|_| {
-                    b.iter(|| conv.forward_with(kernel, Method::Winograd4x4, &x, 1, p, &e, &mut out, threads))
-                })
+                b.iter(|| conv.forward_with(kernel, Method::Winograd4x4, &x, 1, p, &e, &mut out, threads))
             });
         }
         split_by_channels(true);
