@@ -412,7 +412,7 @@ impl PackedConv {
         }
         let buf = &mut buf[..rows * prow];
         let per = match threads {
-            Threads::Tiles => rows.div_ceil(rayon::current_num_threads().max(1)),
+            Threads::Tiles => per_thread_share(rows),
             Threads::Caller => rows,
         };
         for_each_chunk(buf, per * prow, threads, |i, part| {

@@ -4,8 +4,9 @@
 //! `lanes.rs` the SIMD vocabulary of Winograd's transforms, `epilogue.rs` what follows a
 //! convolution in the same pass (residual add, ReLU, node mask), `net.rs` the network,
 //! `recycled.rs` the activation buffers a thread reuses, `small_batch.rs` how a batch too small
-//! to slice uses the cores, `team.rs` the spinning threads that share such a batch's layers, `branches.rs` compact modules' branches run together on their trunk.
-//! Candle stays the tensor type at the boundary and the path for other devices.
+//! to slice uses the cores, `team.rs` the spinning threads that share such a batch's layers,
+//! `branches.rs` compact modules' branches run together on their trunk. Candle stays the tensor
+//! type at the boundary and the path for other devices.
 
 pub mod branches;
 pub mod conv;
@@ -15,5 +16,5 @@ pub mod microkernel;
 pub mod net;
 pub(crate) mod recycled;
 pub mod small_batch;
-pub mod team;
+pub(crate) mod team;
 pub(crate) mod winograd;

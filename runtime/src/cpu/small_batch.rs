@@ -170,7 +170,7 @@ impl SmallBatchPlan {
     /// convolution's parts shared with the spinning helpers of `team.rs`) or `Threads::Caller`
     /// (all on this thread). Under `Auto` each call is timed, and the way with the lower recent
     /// median runs (see [`WARM`], [`EXPLORE`]); a failed pass records nothing.
-    pub fn run<T: Send>(&self, kind: PassKind, pass: impl Fn(Threads) -> Result<T> + Sync) -> Result<T> {
+    pub fn run<T>(&self, kind: PassKind, pass: impl Fn(Threads) -> Result<T>) -> Result<T> {
         match SmallBatch::current() {
             SmallBatch::OneCore => pass(Threads::Caller),
             SmallBatch::AllCores => pass(Threads::Tiles),

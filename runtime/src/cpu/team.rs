@@ -75,8 +75,9 @@ pub struct Team {
 }
 
 impl Team {
-    /// A team of `threads` (the caller and `threads - 1` helpers, spawned now).
-    pub fn new(threads: usize) -> Team {
+    /// A team of `threads` (the caller and `threads - 1` helpers, spawned now). The helpers
+    /// never exit, so teams are made once, by [`Team::of`] (and by this module's tests).
+    fn new(threads: usize) -> Team {
         let threads = threads.clamp(1, MAX_THREADS);
         let shared = Arc::new(Shared {
             state: AtomicU64::new(0),
