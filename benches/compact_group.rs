@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use classmod::fixtures;
+use classmod::runtime::host::Images;
 use classmod::runtime::testing::tiny_model::compact_with_blocks;
 use classmod::runtime::{Device, ModelFile, ModuleGroup, ResNet, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -41,7 +42,10 @@ fn compact_group(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("base", batch), |b| {
             b.iter(|| net.forward(&x).unwrap().argmax(1).unwrap().to_vec1::<u32>().unwrap())
         });
-        g.bench_function(BenchmarkId::new("trunk", batch), |b| b.iter(|| net.trunk(&x, 2).unwrap()));
+        let mut nhwc = vec![0f32; pixels.len()];
+        spec.normalize_into_nhwc(&pixels, &mut nhwc);
+        let images = Images::Nhwc { values: &nhwc, count: batch };
+        g.bench_function(BenchmarkId::new("trunk", batch), |b| b.iter(|| net.trunk(images, 2).unwrap()));
         for blocks in [2usize, 1] {
             for k in [1u32, 2, 10] {
                 let modules = (0..k).map(|c| compact_with_blocks(&model, c, 2, 16, blocks, u64::from(c)));

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use classmod::fixtures::packed_resnet20;
-use classmod::runtime::host::MappedFile;
+use classmod::runtime::io::MappedFile;
+use classmod::runtime::MinScore;
 use classmod::runtime::{Device, ResNet, Tensor};
-use classmod::runtime::{MinScore, Rule};
 use classmod::runtime::{ModuleRuntime, ServingConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
@@ -39,15 +39,7 @@ fn setup() -> Option<Setup> {
 }
 
 fn runtime(dir: &Path) -> ModuleRuntime {
-    let config = ServingConfig {
-        device: Device::Cpu,
-        precision: classmod_runtime::Precision::F32,
-        key: None,
-        budget_bytes: None,
-        rule: Rule::Max,
-        min_score: MinScore::Off,
-        allow_downgrade: false,
-    };
+    let config = ServingConfig::new(Device::Cpu).with_min_score(MinScore::Off);
     ModuleRuntime::open(dir, config).expect("opens")
 }
 

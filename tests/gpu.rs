@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use classmod::host::compose_eval;
-use classmod::runtime::{
-    Device, MinScore, ModelFile, ModuleRuntime, OsFs, Precision, ResNet, Rule, ServingConfig, Tensor,
-};
+use classmod::runtime::{Device, MinScore, ModelFile, ModuleRuntime, OsFs, Precision, ResNet, ServingConfig, Tensor};
 
 /// f32 logits on the GPU against PyTorch's CPU logits (cuBLAS sums in another order).
 const F32_LOGIT_TOLERANCE: f32 = 1e-3;
@@ -163,15 +161,7 @@ fn a_compact_group_of_ten_on_the_gpu_equals_the_cpu_path() {
 }
 
 fn config(device: Device, precision: Precision) -> ServingConfig {
-    ServingConfig {
-        device,
-        precision,
-        key: None,
-        budget_bytes: None,
-        rule: Rule::Max,
-        min_score: MinScore::Off,
-        allow_downgrade: false,
-    }
+    ServingConfig::new(device).with_precision(precision).with_min_score(MinScore::Off)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -31,6 +31,31 @@ impl BlobKind {
     }
 }
 
+/// What the first bytes of a file say of it before the rest is read: how a device tells a blob
+/// still being written (a prefix of one) from other bytes, and learns its kind and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// Not a blob: the bytes do not start with [`MAGIC`], or the header declares a length
+    /// that overflows.
+    NotBlob,
+    /// [`MAGIC`], then a kind this crate does not know.
+    UnknownKind(u32),
+    /// Fewer bytes than a header, all of them as a blob starts: a writer that has just begun.
+    /// The kind once its bytes (offsets 12..16) are there.
+    Partial {
+        /// The kind, when the prefix reaches it.
+        kind: Option<BlobKind>,
+    },
+    /// A whole header: the blob's kind and the length of the file it declares (unchecked
+    /// against anything else; [`crate::Blob::parse`] checks everything).
+    Declares {
+        /// What the blob holds.
+        kind: BlobKind,
+        /// Bytes of the whole file, trailer included.
+        file_len: u64,
+    },
+}
+
 /// Little-endian on disk; the fields are naturally aligned so the struct has no padding.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
@@ -81,6 +106,25 @@ impl Header {
     /// from a whole one before the rest is read.
     pub fn file_len(&self) -> Option<u64> {
         u64::from_le(self.trailer_offset).checked_add(crate::TRAILER_LEN as u64)
+    }
+
+    /// What `prefix`, the first bytes of a file (any number of them), says of it ([`Peek`]).
+    pub fn peek(prefix: &[u8]) -> Peek {
+        let magic = &prefix[..prefix.len().min(MAGIC.len())];
+        if magic != &MAGIC[..magic.len()] {
+            return Peek::NotBlob;
+        }
+        let kind = match prefix.get(12..16) {
+            None => return Peek::Partial { kind: None },
+            Some(k) => u32::from_le_bytes(k.try_into().expect("four bytes")),
+        };
+        let Ok(kind) = BlobKind::from_u32(kind) else {
+            return Peek::UnknownKind(kind);
+        };
+        match Header::read(prefix) {
+            None => Peek::Partial { kind: Some(kind) },
+            Some(h) => h.file_len().map_or(Peek::NotBlob, |file_len| Peek::Declares { kind, file_len }),
+        }
     }
 
     /// The header at the start of `bytes` (copied: no alignment needed), if there are

@@ -26,7 +26,7 @@ mod writer;
 
 pub use aligned::AlignedBytes;
 pub use error::BlobError;
-pub use header::{BlobKind, Header, HEADER_LEN, MAGIC, VERSION};
+pub use header::{BlobKind, Header, Peek, HEADER_LEN, MAGIC, VERSION};
 pub use reader::{Blob, TensorView};
 pub use signing::{
     key_id, parse_public_key, parse_secret_key, public_key_text, secret_key_text, SigningKey, VerifyingKey,

@@ -161,12 +161,37 @@ fn writer_refuses_what_the_reader_would() {
     assert_eq!(open(&empty, None), Ok(()));
 }
 
+/// Every prefix of a blob peeks as a blob being written (its kind once 16 bytes are there, its
+/// declared length once the header is whole, and that length is the file's); other bytes, a
+/// broken magic and an unknown kind are told apart.
+#[test]
+fn a_prefix_says_what_it_starts() {
+    let b = sample(None);
+    for n in 0..=b.len() {
+        let want = match n {
+            0..16 => Peek::Partial { kind: None },
+            16..HEADER_LEN => Peek::Partial { kind: Some(BlobKind::Module) },
+            _ => Peek::Declares { kind: BlobKind::Module, file_len: b.len() as u64 },
+        };
+        assert_eq!(Header::peek(&b[..n]), want, "{n} bytes");
+    }
+    assert_eq!(Header::peek(b"CLSMBLOX"), Peek::NotBlob);
+    assert_eq!(Header::peek(b"PK\x03\x04"), Peek::NotBlob);
+    let mut unknown = b.clone();
+    unknown[12..16].copy_from_slice(&7u32.to_le_bytes());
+    assert_eq!(Header::peek(&unknown), Peek::UnknownKind(7));
+    let mut huge = b.clone();
+    huge[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert_eq!(Header::peek(&huge), Peek::NotBlob, "a declared length that overflows");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
         let _ = open(&bytes, None);
+        let _ = Header::peek(&bytes);
     }
 
     #[test]

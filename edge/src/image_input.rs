@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
-use classmod_runtime::host::regular;
+use classmod_runtime::io::regular;
 use classmod_runtime::InputSpec;
 use image::imageops::FilterType;
 use image::{ImageReader, Limits};

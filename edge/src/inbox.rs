@@ -15,9 +15,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use classmod_runtime::host::regular::{self, Symlinks};
-use classmod_runtime::host::MappedFile;
-use classmod_runtime::{declared_len, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN, BLOB_MAGIC as MAGIC};
+use classmod_runtime::io::regular::{self, Symlinks};
+use classmod_runtime::io::MappedFile;
+use classmod_runtime::{declared_len, ErrorKind, UpdateKind, BLOB_HEADER_LEN as HEADER_LEN, BLOB_MAGIC as MAGIC};
 
 /// What a look at one inbox entry found.
 #[derive(Debug)]
@@ -50,8 +50,7 @@ pub fn ignored(name: &OsStr) -> bool {
 
 /// Whether an I/O failure can pass without anyone touching the file: worth a retry.
 pub fn transient(e: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    matches!(e.kind(), StorageFull | QuotaExceeded | Interrupted | WouldBlock | TimedOut | ResourceBusy | OutOfMemory)
+    ErrorKind::of_io(e) == ErrorKind::Transient
 }
 
 /// Reads the inbox entry at `path` if it is a complete blob of at most `max_bytes`: without
@@ -129,7 +128,12 @@ fn read_complete(mut file: File, max_bytes: u64, scratch: &Path) -> io::Result<E
         let _ = std::fs::remove_file(scratch);
         return Ok(Entry::Incomplete { have: got, want: Some(want) });
     }
-    let mapped = MappedFile::open(scratch).map_err(|e| io::Error::other(e.to_string()))?;
+    // The runtime's error kept as it is: a mapping that failed for now is retried, not refused.
+    let mapped = match MappedFile::open(scratch) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::Transient => return Ok(Entry::Retry(e.to_string())),
+        Err(e) => return Ok(Entry::Refused(format!("cannot be read: {e}"))),
+    };
     Ok(Entry::Ready(kind, mapped))
 }
 

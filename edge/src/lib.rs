@@ -205,15 +205,12 @@ impl<P: OutputPin> Edge<P> {
         let led = StatusLed::new(pin, Status::Loading).map_err(|_| anyhow!("status LED pin failed"))?;
         let (device, device_name, precision) = select_device(opts.device, opts.precision, board)?;
         let unsigned = opts.key.is_none();
-        let config = ServingConfig {
-            device,
-            precision,
-            key: opts.key,
-            budget_bytes: Some(u64::from(board.module_budget_mib) << 20),
-            rule: Rule::Max,
-            min_score: opts.min_score,
-            allow_downgrade: opts.allow_downgrade,
-        };
+        let config = ServingConfig::new(device)
+            .with_precision(precision)
+            .with_key(opts.key)
+            .with_budget(Some(u64::from(board.module_budget_mib) << 20))
+            .with_min_score(opts.min_score)
+            .with_downgrades(opts.allow_downgrade);
         let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| {
             // Blobs without a manifest: a directory `classmod pack` has not finished (or run on).
             let hint = if opts.dir.join(MANIFEST_FILE).exists() {
@@ -352,7 +349,8 @@ impl<P: OutputPin> Edge<P> {
             return Ok((vec![], unreadable));
         }
         let t = Instant::now();
-        let r = snap.classify(&px, Rule::Max, self.runtime.config().min_score)?;
+        let config = self.runtime.config();
+        let r = snap.classify(&px, config.rule, config.min_score)?;
         let latency_ms = t.elapsed().as_secs_f64() * 1e3 / readable.len() as f64;
         let verdicts: Vec<Verdict> = readable
             .iter()
@@ -457,23 +455,25 @@ impl<P: OutputPin> Edge<P> {
                 }
                 // Delivered again (or applied before a crash cut the move to `done/`).
                 // A crash after the commit can also have cut --serve-new's load: done now.
-                Err(classmod_runtime::Error::AlreadyInstalled { class }) => {
-                    let served = self.serve_added(&class);
+                Err(e) if e.kind() == ErrorKind::AlreadyDone => {
+                    let (what, served) = match &e {
+                        Error::AlreadyInstalled { class } => {
+                            (format!("class `{class}` runs this module"), self.serve_added(class))
+                        }
+                        other => (other.to_string(), String::new()),
+                    };
                     self.counts.already_present += 1;
-                    self.say(format!("update {name}: already applied (class `{class}` runs this module){served}"));
+                    self.say(format!("update {name}: already applied ({what}){served}"));
                     self.set_aside(dir, &path, "done");
                     self.status(Status::Serving);
                 }
                 // A Mender update waits for its commit or rollback: this one after it.
-                Err(e @ classmod_runtime::Error::UpdatePending { .. }) => {
+                Err(e) if e.kind() == ErrorKind::Busy => {
                     self.say_once(&path, format!("update {name}: waits ({e}), will retry"));
                     self.status(Status::Serving);
                 }
-                Err(classmod_runtime::Error::Io { path: p, error }) if inbox::transient(&error) => {
-                    self.say_once(
-                        &path,
-                        format!("update {name}: cannot be applied now ({}: {error}), will retry", p.display()),
-                    );
+                Err(e) if e.kind() == ErrorKind::Transient => {
+                    self.say_once(&path, format!("update {name}: cannot be applied now ({e}), will retry"));
                     self.status(Status::Serving);
                 }
                 Err(e) => {

@@ -128,7 +128,7 @@ fn run(a: Args) -> Result<ExitCode> {
     }
     let key = match &a.key {
         Some(p) => Some(
-            parse_public_key(&classmod_runtime::host::regular::read_to_string(p, 1 << 16)?)
+            parse_public_key(&classmod_runtime::io::regular::read_to_string(p, 1 << 16)?)
                 .map_err(|e| anyhow!("{}: {e}", p.display()))?,
         ),
         None => None,

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use classmod_runtime::host::MappedFile;
+use classmod_runtime::io::MappedFile;
 use classmod_runtime::prelude::*;
 
 /// The payload type this module handles (`mender-artifact write module-image -T ...`).
@@ -71,22 +71,15 @@ pub fn run_state(state: &str, work: &Path, settings: &ModuleSettings, out: &mut 
 }
 
 fn runtime(settings: &ModuleSettings) -> Result<ModuleRuntime> {
-    let config = ServingConfig {
-        device: Device::Cpu,
-        precision: classmod_runtime::Precision::F32,
-        key: settings.key,
-        budget_bytes: None,
-        rule: Rule::Max,
-        min_score: MinScore::Off,
-        allow_downgrade: settings.allow_downgrade,
-    };
+    // It only installs: what it needs are the key and the downgrade rule.
+    let config = ServingConfig::new(Device::Cpu).with_key(settings.key).with_downgrades(settings.allow_downgrade);
     ModuleRuntime::open(&settings.dir, config).map_err(|e| anyhow!("{}: {e}", settings.dir.display()))
 }
 
 /// ArtifactInstall: every `*.blob` of `work/files` as one pending update named after the artifact.
 fn install(work: &Path, settings: &ModuleSettings) -> Result<String> {
     let name_file = work.join("header/artifact_name");
-    let id = classmod_runtime::host::regular::read_to_string(&name_file, 4096)
+    let id = classmod_runtime::io::regular::read_to_string(&name_file, 4096)
         .with_context(|| format!("{}: the artifact's name", name_file.display()))?
         .trim()
         .to_string();

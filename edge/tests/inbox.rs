@@ -343,7 +343,7 @@ fn classes_added_with_serve_new_are_served_after_a_restart() {
     let dir = device();
     let inbox = inbox_for(&dir, "added");
     let serving = |edge: &Edge<LogPin>| {
-        let mut c: Vec<String> = edge.runtime.snapshot().modules.iter().map(|m| m.module.class_name.clone()).collect();
+        let mut c: Vec<String> = edge.runtime.snapshot().class_names();
         c.sort();
         c
     };

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use classmod_runtime::host::{base_blob, MappedFile};
+use classmod_runtime::io::MappedFile;
 use classmod_runtime::{ClassModule, Device, InputSpec, ModelFile, ModuleGroup, Precision, ResNet};
-use classmod_runtime::{Manifest, ModelKey, ModuleBlob, MANIFEST_FILE};
+use classmod_runtime::{Manifest, ModelKey, ModuleBlob, PackedDir, MANIFEST_FILE};
 use classmod_runtime::{MinScore, Rule};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -100,15 +100,17 @@ pub fn read_module(path: &Path) -> Result<ModuleBlob, ComposeError> {
 /// the module's directory lists under that key, its contents checked against it.
 pub fn read_base(module_path: &Path, key: &ModelKey, device: &Device) -> Result<(PathBuf, ModelFile), ComposeError> {
     let dir = module_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let manifest = Manifest::read(dir).map_err(|error| at(dir.join(MANIFEST_FILE), error))?;
-    let entry = manifest.base(key).ok_or(ComposeError::MissingBase { path: module_path.to_path_buf(), key: *key })?;
-    let base_path = dir.join(&entry.file);
-    let map = MappedFile::open(&base_path).map_err(|error| at(base_path.clone(), error))?;
-    let blob = map.blob(None).map_err(|error| at(base_path.clone(), error))?;
-    if ModelKey(blob.base_key()) != *key {
-        return Err(ComposeError::BaseMismatch { path: module_path.to_path_buf(), base: base_path });
-    }
-    let model = base_blob::decode(&blob, device).map_err(|error| at(base_path.clone(), error))?;
+    let packed = PackedDir::open(dir, None).map_err(|error| at(dir.join(MANIFEST_FILE), error))?;
+    let missing = || ComposeError::MissingBase { path: module_path.to_path_buf(), key: *key };
+    let base_path = packed.base_file(key).map_err(|_| missing())?;
+    let model = packed.base(key, device).map_err(|error| match error {
+        // Another file than the manifest's, or one naming another base: modified or replaced.
+        classmod_runtime::Error::ManifestHashMismatch { .. }
+        | classmod_runtime::Error::ManifestEntryMismatch { .. } => {
+            ComposeError::BaseMismatch { path: module_path.to_path_buf(), base: base_path.clone() }
+        }
+        error => at(base_path.clone(), error),
+    })?;
     Ok((base_path, model))
 }
 

@@ -190,7 +190,7 @@ pub fn device_demo(
         snap.class_names().join(", "),
         snap.resident_bytes() >> 10,
         {
-            let mut keys: Vec<classmod_runtime::ModelKey> = snap.modules.iter().map(|m| m.base.key).collect();
+            let mut keys: Vec<classmod_runtime::ModelKey> = snap.modules().iter().map(|m| m.base().key()).collect();
             keys.sort();
             keys.dedup();
             keys.len()

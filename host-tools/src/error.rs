@@ -63,12 +63,24 @@ pub enum HostError {
     #[error("replace and transplant need two models with the same classes and input spec")]
     ModelsDiffer,
 
-    /// Training on an empty set.
+    /// A branch's values that do not match its spec.
     #[error("branch values: `{name}` is missing, unknown or of the wrong size")]
-    BranchValues { name: String },
+    BranchValues {
+        /// The tensor.
+        name: String,
+    },
 
+    /// Training on an empty set.
     #[error("no training images")]
     NoTrainingImages,
+
+    /// A tensor the architecture needs that the given tensors lack (an import of a model of
+    /// another architecture, a network being trained without one of its parameters).
+    #[error("tensor `{name}` is missing")]
+    MissingTensor {
+        /// Its canonical name.
+        name: String,
+    },
 
     /// A class without training images to fit a head on.
     #[error("no training images of class `{class}` to recalibrate with")]

@@ -46,6 +46,19 @@ pub fn batch_tensor(
     Ok(Tensor::from_vec(x, (indices.len(), spec.channels, spec.height, spec.width), device)?)
 }
 
+/// The images `indices` of `images` normalised the network's way, NHWC (the CPU path's layout;
+/// other engines lay them out their own way once).
+pub fn batch_nhwc(images: &ImageSet, indices: &[usize], spec: &InputSpec) -> Vec<f32> {
+    let per = images.image_len();
+    let mut raw = Vec::with_capacity(indices.len() * per);
+    for &i in indices {
+        raw.extend_from_slice(images.image(i));
+    }
+    let mut x = vec![0f32; raw.len()];
+    spec.normalize_into_nhwc(&raw, &mut x);
+    x
+}
+
 /// Logits of every image, `len * classes` values, row-major.
 pub fn logits(model: &ResNet, images: &ImageSet, batch: usize, progress: &ProgressBar) -> Result<Vec<f32>, HostError> {
     let spec = model.input_spec();

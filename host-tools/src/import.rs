@@ -45,10 +45,7 @@ fn canonical_name(name: &str) -> Option<String> {
 }
 
 fn dims(tensors: &HashMap<String, Tensor>, name: &str) -> Result<Vec<usize>, HostError> {
-    tensors
-        .get(name)
-        .map(|t| t.dims().to_vec())
-        .ok_or_else(|| classmod_runtime::Error::MissingTensor { name: name.to_string(), expected: vec![] }.into())
+    tensors.get(name).map(|t| t.dims().to_vec()).ok_or_else(|| HostError::MissingTensor { name: name.to_string() })
 }
 
 /// Detects the architecture from canonical tensor names and shapes.

@@ -7,29 +7,75 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
 
 /// How often a bar prints a plain line when stderr is not a terminal.
 pub const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A bar over `len` units (images, steps) with a rate and an ETA; `len` 0 for work of unknown
-/// length (a count and a rate).
+/// A bar over `len` units (images, steps) with a rate and the time left; `len` 0 for work of
+/// unknown length (a count and a rate), which can learn its length later (`set_length`). On a
+/// terminal a bar is drawn; in a log each line reads e.g. `compact 10840/22500, 15.5/s, 12 min
+/// left`.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
-    let pb = if std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let pb = if terminal {
         ProgressBar::new(len)
     } else {
         let lines = PlainLines::new(Box::new(std::io::stderr()), PLAIN_INTERVAL);
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::term_like_with_hz(Box::new(lines), 1))
     };
-    // Work of unknown length (`len` 0, images scanned until enough qualify): a count and a rate.
-    let template = if len == 0 {
-        "{prefix:>10} {pos} {per_sec} {msg}"
-    } else {
-        "{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} {msg}"
-    };
-    pb.set_style(ProgressStyle::with_template(template).expect("static template").progress_chars("=> "));
+    pb.set_style(style(terminal));
     pb.set_prefix(what.to_string());
     pb
+}
+
+/// The length once it is known (a bar made with 0 learns it later).
+fn known_len(s: &ProgressState) -> Option<u64> {
+    s.len().filter(|&l| l > 0)
+}
+
+/// The style of [`bar`]: each part renders from the bar's state when it is drawn, so a length
+/// set after the bar was made shows at once.
+fn style(terminal: bool) -> ProgressStyle {
+    let template = if terminal {
+        "{prefix:>10} {gauge}{count}, {rate}{left} {msg}"
+    } else {
+        "{prefix} {count}, {rate}{left} {msg}"
+    };
+    ProgressStyle::with_template(template)
+        .expect("static template")
+        .with_key("gauge", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            if let Some(len) = known_len(s) {
+                let full = (40 * s.pos().min(len) / len) as usize;
+                let _ = write!(w, "[{}{}] ", "=".repeat(full), " ".repeat(40 - full));
+            }
+        })
+        .with_key("count", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = match known_len(s) {
+                Some(len) => write!(w, "{}/{len}", s.pos()),
+                None => write!(w, "{}", s.pos()),
+            };
+        })
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1}/s", s.per_sec());
+        })
+        .with_key("left", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            if let Some(len) = known_len(s) {
+                if s.pos() > 0 && s.pos() < len {
+                    let _ = write!(w, ", {} left", time_left(s.eta()));
+                }
+            }
+        })
+}
+
+/// A duration as a person reads a time left: `40 s`, `12 min`, `2 h 05 min`.
+fn time_left(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..90 => format!("{s} s"),
+        90..5400 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// A draw target that keeps the bar's latest line and writes it as a plain line once per
@@ -158,6 +204,31 @@ mod tests {
         pb.set_style(ProgressStyle::with_template("{prefix} {pos}/{len}").unwrap());
         pb.set_prefix("eval");
         pb
+    }
+
+    /// A log line names the total and the time left, also when the length was learnt after the
+    /// bar was made; work of unknown length is a count and a rate.
+    #[test]
+    fn plain_lines_carry_the_total_and_the_time_left() {
+        let out = Captured::default();
+        let lines = PlainLines::new(Box::new(out.clone()), Duration::ZERO);
+        let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::term_like(Box::new(lines)));
+        pb.set_style(style(false));
+        pb.set_prefix("compact");
+        pb.inc(3);
+        std::thread::sleep(Duration::from_millis(60));
+        pb.set_length(22_500);
+        for _ in 0..3 {
+            pb.inc(100);
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        drop(pb);
+        let lines = out.lines();
+        assert!(lines.iter().any(|l| l.starts_with("compact 3, ") && l.ends_with("/s")), "{lines:?}");
+        let last = lines.last().expect("lines");
+        assert!(last.starts_with("compact 303/22500, ") && last.ends_with(" left"), "{lines:?}");
+        assert_eq!([time_left(Duration::from_secs(40)), time_left(Duration::from_secs(725))], ["40 s", "12 min"]);
+        assert_eq!(time_left(Duration::from_secs(7500)), "2 h 05 min");
     }
 
     #[test]

@@ -6,10 +6,10 @@ use crate::HostError;
 use std::path::Path;
 
 use classmod_blob::{Blob, BlobKind, VerifyingKey};
-use classmod_runtime::host::MappedFile;
 use classmod_runtime::host::{base_blob, key_hex};
+use classmod_runtime::io::MappedFile;
+use classmod_runtime::MinScore;
 use classmod_runtime::{Device, ModuleBlob};
-use classmod_runtime::{MinScore, Rule};
 use classmod_runtime::{ModuleRuntime, ServingConfig};
 use serde::Serialize;
 
@@ -44,15 +44,7 @@ fn row(
 /// checked by the device runtime's own loading code (without serving). An unreadable manifest
 /// is an error; a bad file is a failed row.
 pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRow>, HostError> {
-    let config = ServingConfig {
-        device: Device::Cpu,
-        precision: classmod_runtime::Precision::F32,
-        key: key.cloned(),
-        budget_bytes: None,
-        rule: Rule::Max,
-        min_score: MinScore::Off,
-        allow_downgrade: false,
-    };
+    let config = ServingConfig::new(Device::Cpu).with_key(key.cloned()).with_min_score(MinScore::Off);
     let rt = ModuleRuntime::open(dir, config)?;
     let manifest = rt.manifest();
     let mut rows = Vec::new();
@@ -66,7 +58,8 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
         let result = rt.check_module(&m.class_name).map(|l| {
             format!(
                 "layout, hash, signature, golden self-test ({} images, max diff {:.1e})",
-                l.golden_images, l.self_test_diff
+                l.golden_images(),
+                l.self_test_diff()
             )
         });
         rows.push(row(&path, "module", Some(m.class_name.clone()), signer(&path), result.map_err(|e| e.to_string())));
@@ -77,7 +70,7 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
             let result = rt.check_rollback_copy(&m.class_name).map(|l| {
                 format!(
                     "rollback copy: layout, hash, signature, golden self-test (max diff {:.1e})",
-                    l.map_or(0.0, |l| l.self_test_diff)
+                    l.map_or(0.0, |l| l.self_test_diff())
                 )
             });
             rows.push(row(
@@ -92,8 +85,8 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
     // A pending update (a Mender artifact not yet committed): what its rollback would serve.
     for (e, result) in rt.check_pending_restore() {
         let path = dir.join(&e.file);
-        let result =
-            result.map(|l| format!("pending update's rollback: golden self-test (max diff {:.1e})", l.self_test_diff));
+        let result = result
+            .map(|l| format!("pending update's rollback: golden self-test (max diff {:.1e})", l.self_test_diff()));
         rows.push(row(
             &path,
             "module (pending rollback)",

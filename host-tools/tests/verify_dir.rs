@@ -4,20 +4,12 @@
 
 use classmod_host::verify::verify_dir;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
-use classmod_runtime::{Device, MinScore, ModuleRuntime, OsFs, ResNet, Rule, ServingConfig};
+use classmod_runtime::{Device, MinScore, ModuleRuntime, OsFs, ResNet, ServingConfig};
 
 #[test]
 fn verify_checks_the_rollback_copy_too() {
     let f = fixture(None);
-    let config = ServingConfig {
-        device: Device::Cpu,
-        precision: classmod_runtime::Precision::F32,
-        key: None,
-        budget_bytes: None,
-        rule: Rule::Max,
-        min_score: MinScore::Off,
-        allow_downgrade: false,
-    };
+    let config = ServingConfig::new(Device::Cpu).with_min_score(MinScore::Off);
     let rt = ModuleRuntime::open(&f.dir, config).unwrap();
     let m1 = tiny_model(1);
     let v2 = module(&m1, &ResNet::new(&m1, &Device::Cpu).unwrap(), 1, "b", 2).encode(None).unwrap();

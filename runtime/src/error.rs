@@ -10,6 +10,47 @@ use classmod_blob::BlobError;
 /// `Result` with the runtime's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a program acting on an [`Error`] does about it, in the manner of embedded-hal's
+/// `ErrorKind`: the decision sits beside the variants ([`Error::kind`]) instead of being
+/// re-derived by every device program that matches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The machine failed for now (a full disk, memory, an interrupted or busy call): the same
+    /// request can succeed later; retry it.
+    Transient,
+    /// Another operation must end first (an update waiting for its commit): wait, then retry.
+    Busy,
+    /// What was asked is already so (the module is installed): nothing to do.
+    AlreadyDone,
+    /// The input itself is bad (corrupt, forged, of another model, a downgrade, out of range):
+    /// refuse it; trying it again changes nothing.
+    Refused,
+    /// This build or this device cannot do it (a newer format, a GPU it lacks, a precision,
+    /// layers not yet run, the memory budget): not the input's fault, and not passing either.
+    Unsupported,
+    /// The file system or the machine failed in a way that does not pass by itself
+    /// (permissions, a missing file, an I/O error): the operator's to fix, not the input's.
+    Environment,
+    /// A bug: an API misused or an engine failing inside. Report it.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind of an I/O error: [`ErrorKind::Transient`] for what passes (a full disk or quota,
+    /// no memory, an interrupted, would-block, timed-out or busy call), else
+    /// [`ErrorKind::Environment`].
+    pub fn of_io(e: &std::io::Error) -> ErrorKind {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            StorageFull | QuotaExceeded | Interrupted | WouldBlock | TimedOut | ResourceBusy | OutOfMemory => {
+                ErrorKind::Transient
+            }
+            _ => ErrorKind::Environment,
+        }
+    }
+}
+
 /// Everything that can go wrong loading, running, serving or updating modules.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -68,8 +109,12 @@ pub enum Error {
     },
 
     /// A container of another format version than this build reads.
-    #[error("unsupported format version {found} (this build reads version {supported})")]
+    #[error("{}{format} of format version {found}: this build reads version {supported}", file.as_ref().map_or_else(String::new, |f| format!("{}: ", f.display())))]
     UnsupportedVersion {
+        /// Which format: "classmod model file", "manifest".
+        format: &'static str,
+        /// The file, where the reader knows it.
+        file: Option<PathBuf>,
         /// The file's version.
         found: String,
         /// The version this build reads.
@@ -186,6 +231,29 @@ pub enum Error {
     InvalidArchitecture {
         /// What is out of range.
         reason: String,
+    },
+
+    /// An API called in a way its documentation rules out (a caller's bug, not bad input).
+    #[error("misuse: {what}")]
+    Misuse {
+        /// What was asked.
+        what: String,
+    },
+
+    /// A trunk asked for more stages than the network has (a caller's argument out of range).
+    #[error("a trunk of {stages} stages was asked of a network of {network_stages} stages")]
+    TrunkOutOfRange {
+        /// Stages asked for.
+        stages: usize,
+        /// Stages the network has.
+        network_stages: usize,
+    },
+
+    /// A network this build describes but whose layers its engines do not run yet.
+    #[error("this build does not run {what} yet")]
+    UnsupportedLayers {
+        /// The layers, e.g. "bottleneck blocks".
+        what: String,
     },
 
     /// An input spec out of range (channels, size, normalisation).
@@ -393,6 +461,69 @@ pub enum Error {
 }
 
 impl Error {
+    /// What to do about it ([`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        use Error::*;
+        match self {
+            Io { error, .. } => ErrorKind::of_io(error),
+            UpdatePending { .. } => ErrorKind::Busy,
+            AlreadyInstalled { .. } => ErrorKind::AlreadyDone,
+            UnsupportedVersion { .. }
+            | UnknownModuleKind { .. }
+            | UnsupportedLayers { .. }
+            | BudgetExceeded { .. }
+            | DeviceUnavailable { .. }
+            | PrecisionUnsupported { .. } => ErrorKind::Unsupported,
+            Misuse { .. } | TrunkOutOfRange { .. } | HookChangedShape { .. } | Candle(_) => ErrorKind::Internal,
+            NotRegularFile { .. }
+            | FileTooLarge { .. }
+            | NotSafetensors { .. }
+            | MissingMetadata { .. }
+            | BadMetadata { .. }
+            | Blob(_)
+            | BadBlob { .. }
+            | WrongBlobKind { .. }
+            | HeaderKeyMismatch { .. }
+            | BadKey { .. }
+            | MissingTensor { .. }
+            | UnexpectedTensor { .. }
+            | TensorShape { .. }
+            | TensorDtype { .. }
+            | NonFinite { .. }
+            | NegativeVariance { .. }
+            | InvalidArchitecture { .. }
+            | InvalidInputSpec { .. }
+            | InconsistentModel { .. }
+            | InputShape { .. }
+            | ModuleDoesNotFit { .. }
+            | BadMask { .. }
+            | BadGolden { .. }
+            | GoldenMismatch { .. }
+            | WrongBase { .. }
+            | NoClassesLoaded
+            | UnknownClass(_)
+            | BaseNotInManifest { .. }
+            | ManifestHashMismatch { .. }
+            | ManifestEntryMismatch { .. }
+            | MissingBase { .. }
+            | ClassNotInBase { .. }
+            | Downgrade { .. }
+            | DuplicateClass { .. }
+            | NothingToRollBack { .. }
+            | IncompatibleInput { .. } => ErrorKind::Refused,
+        }
+    }
+
+    /// The same error naming `path` as its file, where it names none yet.
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::UnsupportedVersion { format, file: None, found, supported } => {
+                Error::UnsupportedVersion { format, file: Some(path.to_path_buf()), found, supported }
+            }
+            other => other,
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io { path: path.into(), error }
@@ -419,6 +550,25 @@ mod tests {
         let chained = format!("{:#}", anyhow_like(&b));
         assert!(chained.contains("/x/b.blob"), "{chained}");
         assert_eq!(chained.matches(&BlobError::Unsigned.to_string()).count(), 1, "{chained}");
+    }
+
+    /// Each kind's decision: what passes is retried, what waits waits, what is done is done,
+    /// and the input is refused only for its own faults.
+    #[test]
+    fn each_error_says_what_to_do_about_it() {
+        use std::io::ErrorKind as Io;
+        let io = |k: Io| Error::io("/x", std::io::Error::from(k));
+        assert_eq!(io(Io::StorageFull).kind(), ErrorKind::Transient);
+        assert_eq!(io(Io::OutOfMemory).kind(), ErrorKind::Transient);
+        assert_eq!(io(Io::PermissionDenied).kind(), ErrorKind::Environment);
+        assert_eq!(io(Io::NotFound).kind(), ErrorKind::Environment);
+        assert_eq!(Error::UpdatePending { id: "a".into() }.kind(), ErrorKind::Busy);
+        assert_eq!(Error::AlreadyInstalled { class: "cat".into() }.kind(), ErrorKind::AlreadyDone);
+        assert_eq!(Error::blob_file("/b", BlobError::Unsigned).kind(), ErrorKind::Refused);
+        assert_eq!(Error::Downgrade { class: "cat".into(), version: 1, highest: 2 }.kind(), ErrorKind::Refused);
+        let budget = Error::BudgetExceeded { need: 2, budget: 1 };
+        assert_eq!(budget.kind(), ErrorKind::Unsupported);
+        assert_eq!(Error::Misuse { what: "x".into() }.kind(), ErrorKind::Internal);
     }
 
     /// The message followed by each source, as anyhow's alternate form prints a chain.

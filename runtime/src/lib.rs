@@ -26,7 +26,7 @@
 //!
 //! # fn main() -> classmod_runtime::Result<()> {
 //! # let dir = example::packed_directory()?;
-//! let config = ServingConfig { device: Device::Cpu, precision: Precision::F32, key: None, budget_bytes: Some(64 << 20), rule: Rule::Max, min_score: MinScore::Calibrated, allow_downgrade: false };
+//! let config = ServingConfig::new(Device::Cpu).with_budget(Some(64 << 20));
 //! let runtime = ModuleRuntime::open(&dir, config)?;
 //! runtime.load("cat")?;
 //! runtime.load("dog")?;
@@ -85,6 +85,7 @@
 
 mod cpu;
 mod device;
+mod engine;
 mod error;
 mod model;
 mod module;
@@ -100,7 +101,7 @@ pub use candle_core::{DType, Device, Tensor};
 pub use classmod_blob::{parse_public_key, AlignedBytes, BlobError, VerifyingKey};
 
 pub use device::{cuda, Precision, CUDA_BUILT};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use model::{
     Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, InputSpec, ModelFile, ModelKey, ModelMeta,
     ReluSite, ResNet, ResNetConfig, Shortcut,
@@ -114,17 +115,26 @@ pub use pack::manifest::{
     Manifest, ManifestBase, ManifestModule, PendingUpdate, PreviousModule, FILE_NAME as MANIFEST_FILE,
 };
 pub use pack::module_blob::GOLDEN_TOLERANCE;
-pub use pack::{DirLock, DurableFs, Golden, ModuleBlob, OsFs};
+pub use pack::{DirLock, DurableFs, Golden, ModuleBlob, OsFs, PackedDir};
 pub use serve::{
     declared_len, Applied, Classification, Followed, LoadedBase, LoadedModule, ModuleRuntime, PendingReport,
     ServingConfig, Snapshot, UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN,
 };
 
+/// Reading files that may be anything (a FIFO, a symlink, a huge or truncated file): regular
+/// files only, bounded in size, opened without blocking; blobs mapped read-only. What the device
+/// program and the host tools read every file through.
+pub mod io {
+    pub use crate::pack::mapped::MappedFile;
+    pub use crate::pack::regular;
+}
+
 /// What a device integrator needs: `use classmod_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Applied, Classification, Device, DurableFs, Error, Followed, InputSpec, MinScore, ModuleRuntime, OsFs,
-        PendingReport, Precision, Result, Rule, ServingConfig, Snapshot, UpdateKind, UpdateReport, VerifyingKey,
+        Applied, Classification, Device, DurableFs, Error, ErrorKind, Followed, InputSpec, MinScore, ModuleRuntime,
+        OsFs, PackedDir, PendingReport, Precision, Result, Rule, ServingConfig, Snapshot, UpdateKind, UpdateReport,
+        VerifyingKey,
     };
 }
 
@@ -136,18 +146,18 @@ pub mod host {
     pub use crate::cpu::microkernel::{Microkernel, KERNEL_ENV};
     /// How a batch too small to slice uses the cores, and the variable that sets it.
     pub use crate::cpu::small_batch::{SmallBatch, SMALL_BATCH_ENV};
+    pub use crate::engine::{Activation, Images};
     pub use crate::model::config::BN_EPS;
     pub use crate::model::file::MAX_MODEL_BYTES;
     pub use crate::model::file::{check_tensors, read_safetensors};
     pub use crate::model::graph::{subsample, NoHook, ReluHook};
     pub use crate::model::key::{input_key, key_hex};
+    pub use crate::model::network::{BlockKind, BlockSpec, Network, Stage, Stem};
     pub use crate::module::compose::{answer, predict, ranking};
     pub use crate::module::score;
     pub use crate::pack::atomic::write as write_atomically;
     pub use crate::pack::base_blob;
     pub use crate::pack::manifest::file_stem;
-    pub use crate::pack::mapped::MappedFile;
-    pub use crate::pack::regular;
 }
 
 /// The CPU path's kernels and knobs, for `benches/` only: not a stable API.

@@ -57,7 +57,7 @@ fn run(a: Args) -> Result<()> {
     }
     let key = match &a.key {
         Some(p) => Some(
-            classmod_runtime::parse_public_key(&classmod_runtime::host::regular::read_to_string(p, 1 << 16)?)
+            classmod_runtime::parse_public_key(&classmod_runtime::io::regular::read_to_string(p, 1 << 16)?)
                 .map_err(|e| anyhow!("{}: {e}", p.display()))?,
         ),
         None => None,

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use classmod_host::import::{import_bytes, ImportOptions};
-use classmod_runtime::host::{regular, MAX_MODEL_BYTES};
+use classmod_runtime::host::MAX_MODEL_BYTES;
+use classmod_runtime::io::regular;
 
 use super::{check_output_dir, model_error, print_json};
 

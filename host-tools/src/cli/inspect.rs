@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use classmod_runtime::host::key_hex;
-use classmod_runtime::host::MappedFile;
+use classmod_runtime::io::MappedFile;
 
 use super::{model_error, print_json};
 

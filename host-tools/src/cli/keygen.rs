@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use classmod_blob::{parse_public_key, parse_secret_key, public_key_text, secret_key_text, SigningKey, VerifyingKey};
 
-use classmod_runtime::host::regular;
+use classmod_runtime::io::regular;
 
 use super::{model_error, PathContext};
 

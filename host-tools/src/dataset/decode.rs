@@ -90,7 +90,7 @@ pub(super) fn decode_items(
 }
 
 pub(super) fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
-    classmod_runtime::host::regular::read(path, MAX_ENCODED_BYTES).map_err(|e| match e {
+    classmod_runtime::io::regular::read(path, MAX_ENCODED_BYTES).map_err(|e| match e {
         classmod_runtime::Error::FileTooLarge { .. } => format!("file larger than {MAX_ENCODED_BYTES} bytes"),
         other => format!("cannot read: {}", super::regular_error(other)),
     })

@@ -162,7 +162,7 @@ impl ImageSet {
 /// Opens a dataset file for reading if it is a regular file (`regular::open`: a FIFO or device
 /// is refused at once instead of blocking or streaming without end).
 fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
-    use classmod_runtime::host::regular::{self, Symlinks};
+    use classmod_runtime::io::regular::{self, Symlinks};
     regular::open(path, u64::MAX, Symlinks::Follow).map(|(f, _)| f).map_err(regular_error)
 }
 

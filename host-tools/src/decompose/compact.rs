@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use classmod_runtime::host::score;
+use classmod_runtime::host::{score, Images};
 use classmod_runtime::{BranchSpec, ClassId, ClassModule, ModelFile, ModelKey, ModuleHead, ModuleKind, ResNet};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::dataset::ImageSet;
 use crate::decompose::logistic;
-use crate::eval::batch_tensor;
+use crate::eval::batch_nhwc;
 use crate::train::branch::TrainableBranch;
 use crate::train::branch_set::{BranchSet, Minibatch};
 use crate::train::{Schedule, SgdConfig};
@@ -215,18 +215,19 @@ impl TrunkCache {
     ) -> Result<Self, HostError> {
         let mut cache = TrunkCache { acts: Vec::new(), shape: (0, 0, 0), logits: Vec::new(), labels: Vec::new() };
         for chunk in indices.chunks(256) {
-            let x = batch_tensor(set, chunk, net.input_spec(), net.device())?;
+            let x = batch_nhwc(set, chunk, net.input_spec());
+            let images = Images::Nhwc { values: &x, count: chunk.len() };
             let (t, logits) = match teacher {
-                None => net.trunk_and_logits(&x, stages)?,
+                None => net.trunk_and_logits(images, stages)?,
                 Some(teacher) => {
-                    let xt = batch_tensor(set, chunk, teacher.input_spec(), teacher.device())?;
-                    (net.trunk(&x, stages)?, teacher.forward(&xt)?)
+                    let xt = batch_nhwc(set, chunk, teacher.input_spec());
+                    (net.trunk(images, stages)?, teacher.logits(Images::Nhwc { values: &xt, count: chunk.len() })?)
                 }
             };
-            let (_, c, h, w) = t.dims4()?;
-            cache.shape = (c, h, w);
-            cache.acts.extend(t.flatten_all()?.to_vec1::<f32>()?);
-            cache.logits.extend(logits.flatten_all()?.to_vec1::<f32>()?);
+            // The one change of layout: the branches train on image-major NCHW.
+            cache.shape = (t.channels, t.height, t.width);
+            cache.acts.extend(t.to_nchw());
+            cache.logits.extend(logits);
             cache.labels.extend(chunk.iter().map(|&i| set.labels[i]));
             progress.inc(chunk.len() as u64);
         }

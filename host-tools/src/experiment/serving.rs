@@ -16,11 +16,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use classmod_blob::VerifyingKey;
-use classmod_runtime::host::base_blob;
-use classmod_runtime::host::MappedFile;
+use classmod_runtime::io::MappedFile;
 use classmod_runtime::{Device, ResNet, Tensor};
-use classmod_runtime::{MinScore, Rule};
-use classmod_runtime::{ModuleRuntime, ServingConfig};
+use classmod_runtime::{ModuleRuntime, PackedDir, ServingConfig};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -158,15 +156,7 @@ pub fn measure(
     o: &ServingOptions,
     progress: &ProgressBar,
 ) -> Result<ServingReport, HostError> {
-    let config = ServingConfig {
-        device: Device::Cpu,
-        precision: classmod_runtime::Precision::F32,
-        key,
-        budget_bytes: None,
-        rule: Rule::Max,
-        min_score: MinScore::Calibrated,
-        allow_downgrade: false,
-    };
+    let config = ServingConfig::new(Device::Cpu).with_key(key);
     let open = || ModuleRuntime::open(dir, config.clone());
     let rt = open()?;
     let manifest = rt.manifest();
@@ -175,10 +165,9 @@ pub fn measure(
     progress.set_length((classes.len() * (1 + o.batches.len()) + o.cold_starts * classes.len()) as u64);
 
     // The base as a monolithic model: its network and its weights' bytes.
-    let base_file = dir.join(&base_entry.file);
+    let packed = PackedDir::open(dir, config.key)?;
     let load_base = || -> Result<(ResNet, u64), HostError> {
-        let map = MappedFile::open(&base_file)?;
-        let model = base_blob::decode(&map.blob(config.key.as_ref())?, &Device::Cpu)?;
+        let model = packed.base(&base_entry.key, &Device::Cpu)?;
         let net = ResNet::new(&model, &Device::Cpu)?;
         let bytes = net.resident_bytes();
         Ok((net, bytes))
@@ -217,7 +206,7 @@ pub fn measure(
     }
     let kind = {
         let all = rt.snapshot();
-        let mut kinds: Vec<&str> = all.modules.iter().map(|m| m.module.kind.name()).collect();
+        let mut kinds: Vec<&str> = all.modules().iter().map(|m| m.kind_name()).collect();
         kinds.sort_unstable();
         kinds.dedup();
         kinds.join("+")

@@ -121,7 +121,7 @@ impl TrainableResNet {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_tensor())
-            .ok_or_else(|| classmod_runtime::Error::MissingTensor { name: name.into(), expected: vec![] }.into())
+            .ok_or_else(|| HostError::MissingTensor { name: name.into() })
     }
 
     /// The current weights as a model file (what checkpoints hold).

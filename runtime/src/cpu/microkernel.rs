@@ -195,7 +195,7 @@ impl Microkernel {
             .map_or(*self, |k| *k)
     }
 
-    /// One block; see [`KernelFn`] for what each pointer must address (an adaptive kernel runs
+    /// One block; see `KernelFn` for what each pointer must address (an adaptive kernel runs
     /// its tallest block).
     ///
     /// # Safety

@@ -85,8 +85,8 @@ impl CpuNet {
     /// That the network has `blocks` blocks to run a trunk through.
     fn check_trunk(&self, blocks: usize) -> Result<()> {
         if blocks > self.blocks.len() {
-            return Err(Error::InvalidArchitecture {
-                reason: format!("a trunk of {blocks} blocks; the network has {}", self.blocks.len()),
+            return Err(Error::Misuse {
+                what: format!("a trunk of {blocks} blocks of a network of {}", self.blocks.len()),
             });
         }
         Ok(())
@@ -156,6 +156,57 @@ impl CpuNet {
         }
         let feats = self.sliced(PassKind::Features, x, batch, per_image, |xs, n, first, threads| {
             self.forward_slice(xs, n, first, batch, masks, None, threads)
+        })?;
+        Ok(feats.concat())
+    }
+
+    /// Pooled features `(k*B, channels)` of k mask modules on the B NHWC images `x`,
+    /// module-major: the stem, and every block before the first one with a masked site, run once
+    /// for the B images (they compute the same for every module); that activation is copied k
+    /// times (each copy masked by its module where the stem's site is the one masked) and the
+    /// rest of the network runs on the k*B stacked images, each slice masked in the epilogues.
+    pub fn masked_features(&self, x: &[f32], images: usize, masks: &SiteMasks) -> Result<Vec<f32>> {
+        let k = masks.modules;
+        if k == 0 || masks.sites.len() != 1 + 2 * self.blocks.len() {
+            return Err(Error::Misuse {
+                what: format!(
+                    "masks of {k} modules over {} sites for a network of {} blocks",
+                    masks.sites.len(),
+                    self.blocks.len()
+                ),
+            });
+        }
+        let per_image = self.check_input(x, images)?;
+        let masked = |site: usize| masks.sites[site].is_some();
+        let shared = if masked(0) {
+            0
+        } else {
+            (0..self.blocks.len()).take_while(|&i| !masked(1 + 2 * i) && !masked(2 + 2 * i)).count()
+        };
+        let parts = self.sliced(PassKind::Trunk, x, images, per_image, |xs, n, _, threads| {
+            self.run_blocks(xs, n, 0, n, None, None, threads, shared)
+        })?;
+        let (plane, channels) = (parts[0].1, parts[0].2);
+        let once: Vec<f32> = parts.into_iter().flat_map(|(a, _, _)| a).collect();
+        let per = plane.height * plane.width * channels;
+        let mut stacked = once.repeat(k);
+        if shared == 0 {
+            // Where the stem's site is masked, its copies differ from the first block on.
+            if let Some(m) = &masks.sites[0] {
+                for (copy, image) in stacked.chunks_exact_mut(per).enumerate() {
+                    let keep = &m[(copy / images.max(1)) * per..][..per];
+                    image.iter_mut().zip(keep).for_each(|(v, &b)| *v *= f32::from(b));
+                }
+            }
+        }
+        let total = k * images;
+        let feats = self.sliced(PassKind::Features, &stacked, total, per, |xs, n, first, threads| {
+            let from = Resume::Activation { x: xs.to_vec(), plane, channels };
+            let (out, p, c) =
+                self.run_range(from, n, first, total, Some(masks), None, threads, shared..self.blocks.len())?;
+            let pooled = average_pool(&out, n, p.height * p.width, c);
+            recycled::give(out);
+            Ok(pooled)
         })?;
         Ok(feats.concat())
     }

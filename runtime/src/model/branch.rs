@@ -14,11 +14,10 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::branches::CpuBranches;
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::model::graph::NoHook;
 use crate::model::layers::{Block, BlockShortcut, ConvBn};
-use crate::{Error, ResNet, ResNetConfig, Result};
+use crate::{Error, ResNetConfig, Result};
 
 /// The widest branch and the most blocks a stored branch may name (bounds on untrusted metadata
 /// before anything is allocated from it; a branch wider than its base would not be compact).
@@ -209,6 +208,11 @@ impl BranchWeights {
         self.bytes() + 4 * floats
     }
 
+    /// The values of stored tensor `name` (one the spec names).
+    pub(crate) fn values(&self, name: &str) -> &[f32] {
+        &self.tensors[name]
+    }
+
     fn conv(&self, name: &str, stride: usize, device: &Device) -> Result<ConvBn> {
         let w = &self.tensors[&format!("{name}.weight")];
         let b = &self.tensors[&format!("{name}.bias")];
@@ -219,42 +223,12 @@ impl BranchWeights {
 }
 
 /// A branch ready to run on candle's operations, on one device. (On the CPU path a group's
-/// branches run together instead: [`cpu_branches`].)
+/// branches run together instead: `engine/cpu.rs`.)
 #[derive(Debug, Clone)]
 pub struct Branch {
     spec: BranchSpec,
     entry: ConvBn,
     blocks: Vec<Block>,
-}
-
-/// The branches of `weights` packed together for the CPU path on a trunk activation of plane
-/// `plane`: their entry convolutions as one (output channels side by side, in order), then each
-/// branch's blocks.
-pub(crate) fn cpu_branches(weights: &[&BranchWeights], plane: Plane) -> Result<CpuBranches> {
-    let Some(in_channels) = weights.first().map(|w| w.spec.in_channels) else {
-        return Err(Error::InvalidArchitecture { reason: "a group of no branches".into() });
-    };
-    if let Some(w) = weights.iter().find(|w| w.spec.in_channels != in_channels) {
-        return Err(Error::InvalidArchitecture {
-            reason: format!("a branch from {} channels among branches from {in_channels}", w.spec.in_channels),
-        });
-    }
-    let (mut kernel, mut bias) = (Vec::new(), Vec::new());
-    for w in weights {
-        kernel.extend_from_slice(&w.tensors["entry.weight"]);
-        bias.extend_from_slice(&w.tensors["entry.bias"]);
-    }
-    let total = bias.len();
-    let entry = PackedConv::for_plane(&kernel, bias, [total, in_channels, 3, 3], 2, 1, plane);
-    let after_entry = entry.out_plane(plane);
-    let branches = weights
-        .iter()
-        .map(|w| {
-            let b = Branch::build(w, &Device::Cpu)?;
-            Ok((w.spec.width, ResNet::cpu_blocks(&b.blocks, after_entry)?))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    CpuBranches::new(entry, plane, branches)
 }
 
 impl Branch {
@@ -285,6 +259,11 @@ impl Branch {
         &self.spec
     }
 
+    /// The blocks after the entry convolution.
+    pub(crate) fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
     /// Pooled features `(B, width)` of a trunk activation `(B, C, H, W)` on candle's operations.
     pub fn forward(&self, trunk: &Tensor) -> Result<Tensor> {
         let mut x = self.entry.forward(&trunk.to_dtype(self.entry.dtype())?)?.relu()?;
@@ -312,7 +291,10 @@ impl Branch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::cpu::cpu_branches;
+    use crate::engine::Images;
     use crate::testing::tiny_model::{tiny_compact, tiny_model, tiny_model_b};
+    use crate::ResNet;
 
     /// The branch on the CPU path (packed convolutions, Winograd, fused epilogues) against the
     /// same network written out op by op with plain candle operations on the stored values (the
@@ -325,8 +307,9 @@ mod tests {
             let base = ResNet::new(&model, &Device::Cpu).unwrap();
             let x: Vec<f32> = (0..5 * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
             let x = Tensor::from_vec(x, (5, 1, 8, 8), &Device::Cpu).unwrap();
-            let trunk = base.trunk(&x, stages).unwrap();
-            let (_, _, h, w) = trunk.dims4().unwrap();
+            let act = base.trunk(Images::Nchw(&x), stages).unwrap();
+            let (h, w) = (act.height, act.width);
+            let trunk = Tensor::from_vec(act.to_nchw(), (5, act.channels, h, w), &Device::Cpu).unwrap();
             let t: BTreeMap<&str, (Vec<usize>, &[f32])> = weights.tensors().map(|(n, s, v)| (n, (s, v))).collect();
             let conv = |x: &Tensor, name: &str, stride: usize| {
                 let (ws, wv) = &t[format!("{name}.weight").as_str()];
@@ -345,12 +328,7 @@ mod tests {
             }
             let reference = a.mean(D::Minus1).unwrap().mean(D::Minus1).unwrap();
             let on_cpu_path = cpu_branches(&[weights], Plane { height: h, width: w }).unwrap();
-            let nhwc = crate::cpu::net::to_nhwc(
-                &trunk.flatten_all().unwrap().to_vec1().unwrap(),
-                5,
-                trunk.dim(1).unwrap(),
-                h * w,
-            );
+            let nhwc = act.values.clone();
             let pass = crate::cpu::net::Pass::plain(5, crate::cpu::conv::Threads::Tiles);
             let plane = Plane { height: h, width: w };
             let cpu = on_cpu_path.features((nhwc, plane, trunk.dim(1).unwrap()), &pass).unwrap();

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::network::{BlockKind, BlockSpec, Network, Stage, Stem};
 use crate::Error;
 use crate::Result;
 
@@ -36,32 +37,6 @@ pub struct ResNetConfig {
 
 /// Batch-norm epsilon of the PyTorch models we import (`nn.BatchNorm2d` default).
 pub const BN_EPS: f64 = 1e-5;
-
-/// One stage-block position: `layer{stage+1}.{block}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockSpec {
-    /// Stage, from 0.
-    pub stage: usize,
-    /// Block within its stage, from 0.
-    pub index: usize,
-    /// Channels the block takes.
-    pub in_planes: usize,
-    /// Channels the block gives.
-    pub planes: usize,
-    /// Stride of its first convolution (2 where a stage halves the plane).
-    pub stride: usize,
-}
-
-impl BlockSpec {
-    /// The block's tensor-name prefix, e.g. `layer2.0`.
-    pub fn prefix(&self) -> String {
-        format!("layer{}.{}", self.stage + 1, self.index)
-    }
-    /// Whether the identity cannot be used as the shortcut.
-    pub fn changes_shape(&self) -> bool {
-        self.stride != 1 || self.in_planes != self.planes
-    }
-}
 
 impl ResNetConfig {
     /// The classic CIFAR ResNet of the given depth (20, 32, 44, 56, 110, ...), option A.
@@ -127,67 +102,39 @@ impl ResNetConfig {
         Ok(())
     }
 
+    /// The network the engines build: the CIFAR 3x3 stem, three stages of basic blocks (the
+    /// first block of stages 2 and 3 with stride 2).
+    pub fn network(&self) -> Network {
+        let stage = |s: usize| Stage {
+            block: BlockKind::Basic,
+            blocks: self.blocks_per_stage,
+            channels: self.widths[s],
+            stride: if s == 0 { 1 } else { 2 },
+        };
+        Network {
+            in_channels: self.in_channels,
+            stem: Stem::Cifar3x3 { channels: self.widths[0] },
+            stages: (0..3).map(stage).collect(),
+            shortcut: self.shortcut,
+            num_classes: self.num_classes,
+        }
+    }
+
     /// All residual blocks in forward order.
     pub fn blocks(&self) -> Vec<BlockSpec> {
-        let mut out = Vec::with_capacity(3 * self.blocks_per_stage);
-        let mut in_planes = self.widths[0];
-        for (stage, &planes) in self.widths.iter().enumerate() {
-            for index in 0..self.blocks_per_stage {
-                let stride = if stage > 0 && index == 0 { 2 } else { 1 };
-                out.push(BlockSpec { stage, index, in_planes, planes, stride });
-                in_planes = planes;
-            }
-        }
-        out
+        self.network().blocks()
     }
 
     /// Every parameter tensor, by its canonical PyTorch name, with its shape, in forward order.
     /// Batch-norm buffers (`running_mean`, `running_var`) are included; `num_batches_tracked` is not.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let mut t = Vec::new();
-        let conv = |t: &mut Vec<(String, Vec<usize>)>, name: String, o: usize, i: usize, k: usize| {
-            t.push((format!("{name}.weight"), vec![o, i, k, k]));
-        };
-        let bn = |t: &mut Vec<(String, Vec<usize>)>, name: String, c: usize| {
-            for p in ["weight", "bias", "running_mean", "running_var"] {
-                t.push((format!("{name}.{p}"), vec![c]));
-            }
-        };
-        conv(&mut t, "conv1".into(), self.widths[0], self.in_channels, 3);
-        bn(&mut t, "bn1".into(), self.widths[0]);
-        for b in self.blocks() {
-            let p = b.prefix();
-            conv(&mut t, format!("{p}.conv1"), b.planes, b.in_planes, 3);
-            bn(&mut t, format!("{p}.bn1"), b.planes);
-            conv(&mut t, format!("{p}.conv2"), b.planes, b.planes, 3);
-            bn(&mut t, format!("{p}.bn2"), b.planes);
-            if self.shortcut == Shortcut::B && b.changes_shape() {
-                conv(&mut t, format!("{p}.shortcut.0"), b.planes, b.in_planes, 1);
-                bn(&mut t, format!("{p}.shortcut.1"), b.planes);
-            }
-        }
-        t.push(("linear.weight".into(), vec![self.num_classes, self.widths[2]]));
-        t.push(("linear.bias".into(), vec![self.num_classes]));
-        t
+        self.network().tensor_shapes()
     }
 
     /// Multiply-accumulate operations of one forward pass on an `h` x `w` input (convolutions and
     /// the linear layer), for throughput reports.
     pub fn macs(&self, h: usize, w: usize) -> u64 {
-        let mut macs = (h * w * self.widths[0] * self.in_channels * 9) as u64;
-        let (mut h, mut w) = (h, w);
-        for b in self.blocks() {
-            if b.stride == 2 {
-                h = h.div_ceil(2);
-                w = w.div_ceil(2);
-            }
-            let hw = (h * w) as u64;
-            macs += hw * (b.planes * b.in_planes * 9 + b.planes * b.planes * 9) as u64;
-            if self.shortcut == Shortcut::B && b.changes_shape() {
-                macs += hw * (b.planes * b.in_planes) as u64;
-            }
-        }
-        macs + (self.widths[2] * self.num_classes) as u64
+        self.network().macs(h, w)
     }
 }
 

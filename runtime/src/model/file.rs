@@ -91,7 +91,12 @@ impl ModelMeta {
         }
         let version = get(KEY_VERSION)?;
         if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
-            return Err(Error::UnsupportedVersion { found: version.clone(), supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                format: "classmod model file",
+                file: None,
+                found: version.clone(),
+                supported: FORMAT_VERSION,
+            });
         }
         fn parse<T: DeserializeOwned>(key: &'static str, s: &str) -> Result<T> {
             serde_json::from_str(s).map_err(|e| Error::BadMetadata { key, reason: e.to_string() })
@@ -134,7 +139,7 @@ impl ModelFile {
     /// Reads and validates a model file (a regular file of at most [`MAX_MODEL_BYTES`]).
     pub fn read(path: &Path, device: &Device) -> Result<Self> {
         let bytes = crate::pack::regular::read(path, MAX_MODEL_BYTES)?;
-        Self::from_bytes(&bytes, device)
+        Self::from_bytes(&bytes, device).map_err(|e| e.in_file(path))
     }
 
     /// Parses a model file held in memory. Any byte string is safe to pass.
@@ -308,7 +313,13 @@ mod tests {
         let m = tiny();
         let mut md = m.meta.to_metadata();
         md.insert(KEY_VERSION.into(), "2".into());
-        assert!(matches!(ModelMeta::from_metadata(&md), Err(Error::UnsupportedVersion { .. })));
+        let e = ModelMeta::from_metadata(&md).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedVersion { .. }));
+        let e = e.in_file(Path::new("/models/m.safetensors"));
+        assert_eq!(
+            e.to_string(),
+            "/models/m.safetensors: classmod model file of format version 2: this build reads version 1"
+        );
         md.remove(KEY_ARCH);
         md.insert(KEY_VERSION.into(), "1".into());
         assert!(matches!(ModelMeta::from_metadata(&md), Err(Error::MissingMetadata { key: KEY_ARCH })));

@@ -1,23 +1,27 @@
-//! The eval-mode CIFAR ResNet graph. Batch norm is folded into the preceding convolution at load
-//! time (`w' = w * g/sqrt(v+eps)`, `b' = beta - m * g/sqrt(v+eps)`), so a forward pass is
+//! The eval-mode ResNet: a network description ([`Network`]), its folded layers and the engine
+//! that runs them. Batch norm is folded into the preceding convolution at load time
+//! (`w' = w * g/sqrt(v+eps)`, `b' = beta - m * g/sqrt(v+eps)`), so a forward pass is
 //! convolutions, bias adds, ReLUs and residual adds only.
 //!
-//! Every ReLU output is a *site* (numbered in forward order: the stem, then per block the ReLU
-//! after `bn1` and the ReLU after the residual add). A [`ReluHook`] sees, and may replace, each
-//! site's activation: decomposition observes nodes through it and, on other devices than the
-//! CPU, modules apply node masks through it.
+//! Every ReLU output is a *site* (numbered in forward order: the stem, then per block its ReLUs
+//! in order, the last after the residual add). A [`ReluHook`] sees, and may replace, each
+//! site's activation: decomposition observes nodes through it.
 //!
-//! On the CPU the graph runs on the CPU path (`crate::cpu`: NHWC, packed weights, own
-//! micro-kernels and Winograd, fused epilogues, masks applied inside the convolutions); elsewhere
-//! through candle's operations, in f32 or, on a GPU, in half precision ([`ResNet::with_precision`]).
+//! Which engine runs the convolutions is chosen here, once (`crate::engine`): on the CPU the CPU
+//! path (NHWC, packed weights, own micro-kernels and Winograd, fused epilogues), elsewhere
+//! candle's operations, in f32 or, on a GPU, in half precision ([`ResNet::with_precision`]).
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor};
 
 use crate::cpu::conv::Plane;
-use crate::cpu::net::{to_nchw, to_nhwc, CpuBlock, CpuNet, CpuShortcut, SiteMasks, SiteVisitor};
-use crate::model::layers::{Block, BlockShortcut, ConvBn};
+use crate::engine::candle::CandleEngine;
+use crate::engine::cpu::CpuEngine;
+use crate::engine::{Activation, Engine, Images};
+use crate::model::layers::{Block, ConvBn};
+use crate::model::linear::Linear;
+use crate::model::network::{Network, ReluSite};
 use crate::Result;
 use crate::{Error, InputSpec, ModelFile, Precision, ResNetConfig};
 
@@ -43,67 +47,17 @@ impl ReluHook for NoHook {
     }
 }
 
-/// A [`ReluHook`] called from the CPU path: each NHWC site activation as an NCHW tensor, and
-/// what the hook returns copied back if it is another tensor.
-struct HookVisitor<'a> {
-    hook: &'a mut dyn ReluHook,
-}
-
-impl SiteVisitor for HookVisitor<'_> {
-    fn visit(&mut self, site: usize, act: &mut [f32], [b, h, w, c]: [usize; 4]) -> Result<()> {
-        let t = Tensor::from_vec(to_nchw(act, b, c, h * w), (b, c, h, w), &Device::Cpu)?;
-        let id = t.id();
-        let out = self.hook.after_relu(site, t)?;
-        if out.id() != id {
-            if out.dims() != [b, c, h, w] {
-                return Err(Error::HookChangedShape { site });
-            }
-            act.copy_from_slice(&to_nhwc(&out.flatten_all()?.to_vec1::<f32>()?, b, c, h * w));
-        }
-        Ok(())
-    }
-}
-
-/// How the convolutions run.
-#[derive(Debug, Clone)]
-enum Engine {
-    /// The CPU path; shared, since snapshots and module groups clone the network.
-    Cpu(Arc<CpuNet>),
-    Candle {
-        stem: ConvBn,
-        blocks: Vec<Block>,
-    },
-}
-
-/// Shape of one ReLU site's activation for one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReluSite {
-    /// e.g. `relu0` (stem), `layer2.0.relu1` (inside a block), `layer2.0.out` (after the add).
-    pub name: String,
-    /// Channels of the activation.
-    pub channels: usize,
-    /// Rows of the activation.
-    pub height: usize,
-    /// Columns of the activation.
-    pub width: usize,
-}
-
 /// A loaded eval-mode ResNet.
 #[derive(Debug, Clone)]
 pub struct ResNet {
     config: ResNetConfig,
+    network: Network,
     input: InputSpec,
     class_names: Vec<String>,
-    engine: Engine,
-    /// (features, classes): the linear weight transposed once at load.
-    linear_wt: Tensor,
-    linear_b: Tensor,
-    /// The linear layer as plain rows `(classes, features)` and bias, for the CPU path (no
-    /// tensor round trip per classification); empty on other engines.
-    linear_rows: Arc<(Vec<f32>, Vec<f32>)>,
+    /// Shared: snapshots and module groups clone the network.
+    engine: Arc<dyn Engine>,
+    linear: Arc<Linear>,
     device: Device,
-    /// What the convolutions compute in; activations leave the network as f32.
-    precision: Precision,
 }
 
 impl ResNet {
@@ -116,22 +70,16 @@ impl ResNet {
     /// path's packed and Winograd-transformed convolutions, or candle's folded tensors), plus the
     /// linear head.
     pub fn resident_bytes(&self) -> u64 {
-        let tensor = |t: &Tensor| t.elem_count() as u64 * 4;
-        let convs = match &self.engine {
-            Engine::Cpu(net) => net.weight_bytes(),
-            Engine::Candle { stem, blocks } => {
-                stem.weight_bytes() + blocks.iter().map(Block::weight_bytes).sum::<u64>()
-            }
-        };
-        convs
-            + tensor(&self.linear_wt)
-            + tensor(&self.linear_b)
-            + 4 * (self.linear_rows.0.len() + self.linear_rows.1.len()) as u64
+        self.engine.weight_bytes() + self.linear.bytes()
     }
 
     /// `cpu_path: false` runs candle's operations even on the CPU: the reference the CPU path is
     /// tested against.
     pub(crate) fn build(model: &ModelFile, device: &Device, cpu_path: bool) -> Result<Self> {
+        let network = model.meta.arch.network();
+        if let Some(what) = network.unsupported_by_engines() {
+            return Err(Error::UnsupportedLayers { what });
+        }
         let model = &ModelFile {
             meta: model.meta.clone(),
             tensors: model
@@ -142,98 +90,48 @@ impl ResNet {
         };
         let cfg = &model.meta.arch;
         let stem = ConvBn::fold(model, "conv1", "bn1", 1)?;
-        let blocks = cfg.blocks().iter().map(|b| Block::fold(model, cfg, b)).collect::<Result<Vec<_>, _>>()?;
-        let linear_wt = model.tensor("linear.weight")?.t()?.contiguous()?;
-        let linear_b = model.tensor("linear.bias")?.clone();
-        let linear_rows = Arc::new(if cpu_path {
-            (model.tensor("linear.weight")?.flatten_all()?.to_vec1::<f32>()?, linear_b.flatten_all()?.to_vec1::<f32>()?)
+        let blocks = network.blocks().iter().map(|b| Block::fold(model, cfg, b)).collect::<Result<Vec<_>, _>>()?;
+        let linear = Arc::new(Linear::new(model.tensor("linear.weight")?, model.tensor("linear.bias")?)?);
+        let (h, w) = (model.meta.input.height, model.meta.input.width);
+        // The one place an engine is chosen: every other operation goes through the trait.
+        let engine: Arc<dyn Engine> = if cpu_path {
+            Arc::new(CpuEngine::new(&stem, &blocks, Plane { height: h, width: w })?)
         } else {
-            (Vec::new(), Vec::new())
-        });
-        let engine = if cpu_path {
-            let input = Plane { height: model.meta.input.height, width: model.meta.input.width };
-            Engine::Cpu(Arc::new(Self::cpu_net(&stem, &blocks, input)?))
-        } else {
-            Engine::Candle { stem, blocks }
+            Arc::new(CandleEngine::new(stem, blocks, device, (h, w)))
         };
         Ok(ResNet {
             config: cfg.clone(),
+            network,
             input: model.meta.input.clone(),
             class_names: model.meta.class_names.clone(),
             engine,
-            linear_wt,
-            linear_b,
-            linear_rows,
+            linear,
             device: device.clone(),
-            precision: Precision::F32,
         })
     }
 
     /// The same network with its convolutions computing in `precision` (weights converted once,
     /// here). The CPU path computes in f32 only: other precisions are for GPUs.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
-        if precision == self.precision {
-            return Ok(self);
+        if precision != self.engine.precision() {
+            self.engine = self.engine.with_precision(precision)?;
         }
-        let Engine::Candle { stem, blocks } = &self.engine else {
-            return Err(Error::PrecisionUnsupported {
-                precision,
-                device: "the CPU".into(),
-                reason: "the CPU path computes in f32 only; half precision is for a GPU (--device cuda)".into(),
-            });
-        };
-        let dtype = precision.dtype();
-        let stem = stem.to_dtype(dtype)?;
-        let blocks = blocks.iter().map(|b| b.to_dtype(dtype)).collect::<candle_core::Result<Vec<_>>>()?;
-        self.engine = Engine::Candle { stem, blocks };
-        self.precision = precision;
         Ok(self)
     }
 
     /// What the convolutions compute in.
     pub fn precision(&self) -> Precision {
-        self.precision
+        self.engine.precision()
     }
 
-    /// The CPU path's network of `stem` and `blocks` on input plane `input` (a base's, or a
-    /// compact module's branch, whose entry convolution is its stem).
-    pub(crate) fn cpu_net(stem: &ConvBn, blocks: &[Block], input: Plane) -> candle_core::Result<CpuNet> {
-        let stem = stem.packed(input)?;
-        let blocks = Self::cpu_blocks(blocks, stem.out_plane(input))?;
-        Ok(CpuNet { stem, blocks, input, small_batch: Default::default() })
+    /// The engine, for the module groups built on this base.
+    pub(crate) fn engine(&self) -> &dyn Engine {
+        &*self.engine
     }
 
-    /// `blocks` on the CPU path, the first taking plane `p`.
-    pub(crate) fn cpu_blocks(blocks: &[Block], mut p: Plane) -> candle_core::Result<Vec<CpuBlock>> {
-        // Every convolution's input plane is fixed by the model's: follow it through the blocks.
-        blocks
-            .iter()
-            .map(|b| {
-                let conv1 = b.conv1.packed(p)?;
-                let mid = conv1.out_plane(p);
-                let block = CpuBlock {
-                    conv2: b.conv2.packed(mid)?,
-                    shortcut: match &b.shortcut {
-                        BlockShortcut::Identity => CpuShortcut::Identity,
-                        BlockShortcut::SubsamplePad { stride, pad } => {
-                            CpuShortcut::SubsamplePad { stride: *stride, pad: *pad }
-                        }
-                        BlockShortcut::Projection(s) => CpuShortcut::Projection(s.packed(p)?),
-                    },
-                    conv1,
-                };
-                p = block.conv2.out_plane(mid);
-                Ok(block)
-            })
-            .collect()
-    }
-
-    /// The CPU path's network, when the graph runs on the CPU.
-    pub(crate) fn cpu(&self) -> Option<&CpuNet> {
-        match &self.engine {
-            Engine::Cpu(net) => Some(net),
-            Engine::Candle { .. } => None,
-        }
+    /// The classifier layer, for the module groups built on this base.
+    pub(crate) fn linear_layer(&self) -> &Linear {
+        &self.linear
     }
 
     /// Reads a model file and builds its graph.
@@ -241,9 +139,13 @@ impl ResNet {
         Self::new(&ModelFile::read(path, device)?, device)
     }
 
-    /// The architecture.
+    /// The architecture, as stored in the model file.
     pub fn config(&self) -> &ResNetConfig {
         &self.config
+    }
+    /// The network the engine runs: stem, stages, block kinds.
+    pub fn network(&self) -> &Network {
+        &self.network
     }
     /// The images the network takes.
     pub fn input_spec(&self) -> &InputSpec {
@@ -260,24 +162,19 @@ impl ResNet {
 
     /// The ReLU sites in forward order, with their per-image activation shapes.
     pub fn relu_sites(&self) -> Vec<ReluSite> {
-        let (mut h, mut w) = (self.input.height, self.input.width);
-        let site = |name: String, c, h, w| ReluSite { name, channels: c, height: h, width: w };
-        let mut out = vec![site("relu0".into(), self.config.widths[0], h, w)];
-        for b in self.config.blocks() {
-            if b.stride == 2 {
-                (h, w) = (h.div_ceil(2), w.div_ceil(2));
-            }
-            out.push(site(format!("{}.relu1", b.prefix()), b.planes, h, w));
-            out.push(site(format!("{}.out", b.prefix()), b.planes, h, w));
-        }
-        out
+        self.network.relu_sites(self.input.height, self.input.width)
     }
 
-    fn check_input(&self, x: &Tensor) -> Result<()> {
+    /// That `x` holds whole images of the input spec's shape.
+    pub(crate) fn check_images(&self, x: &Images) -> Result<()> {
         let want = (self.input.channels, self.input.height, self.input.width);
-        match x.dims() {
-            [_, c, h, w] if (*c, *h, *w) == want => Ok(()),
-            dims => Err(Error::InputShape { expected: want, found: dims.to_vec() }),
+        match *x {
+            Images::Nchw(t) => match t.dims() {
+                [_, c, h, w] if (*c, *h, *w) == want => Ok(()),
+                dims => Err(Error::InputShape { expected: want, found: dims.to_vec() }),
+            },
+            Images::Nhwc { values, count } if values.len() == count * want.0 * want.1 * want.2 => Ok(()),
+            Images::Nhwc { values, .. } => Err(Error::InputShape { expected: want, found: vec![values.len()] }),
         }
     }
 
@@ -292,170 +189,49 @@ impl ResNet {
         self.linear(&feats)
     }
 
-    /// The classifier layer: logits `(batch, classes)` of pooled features `(batch, widths[2])`.
+    /// The classifier layer: logits `(batch, classes)` of pooled features `(batch, features)`.
     pub fn linear(&self, features: &Tensor) -> Result<Tensor> {
-        Ok(features.matmul(&self.linear_wt)?.broadcast_add(&self.linear_b)?)
+        let batch = features.dim(0)?;
+        let rows = features.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let logits = self.linear.apply(&rows, batch);
+        Ok(Tensor::from_vec(logits, (batch, self.linear.classes()), features.device())?)
     }
 
-    /// Globally average-pooled features `(batch, widths[2])`, the input of the linear layer.
+    /// Logits `(batch, classes)` as plain rows of normalised `x`.
+    pub fn logits(&self, x: Images) -> Result<Vec<f32>> {
+        self.check_images(&x)?;
+        let feats = self.engine.features(x, &mut NoHook)?;
+        Ok(self.linear.apply(&feats, x.count()))
+    }
+
+    /// Globally average-pooled features `(batch, features)`, the input of the linear layer.
     pub fn features_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor> {
-        self.check_input(x)?;
-        let (stem, blocks) = match &self.engine {
-            Engine::Cpu(_) if hook.is_identity() => return self.cpu_features(x, None, None),
-            Engine::Cpu(_) => return self.cpu_features(x, None, Some(&mut HookVisitor { hook })),
-            Engine::Candle { stem, blocks } => (stem, blocks),
-        };
-        let x = Self::candle_blocks(stem, blocks, x, hook)?.to_dtype(DType::F32)?;
-        Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+        let images = Images::Nchw(x);
+        self.check_images(&images)?;
+        let feats = self.engine.features(images, hook)?;
+        let batch = x.dim(0)?;
+        let f = feats.len() / batch.max(1);
+        Ok(Tensor::from_vec(feats, (batch, f), &self.device)?)
     }
 
-    /// The stem and `blocks` on candle's operations, `hook` seeing every ReLU site.
-    fn candle_blocks(
-        stem: &ConvBn,
-        blocks: &[Block],
-        x: &Tensor,
-        hook: &mut dyn ReluHook,
-    ) -> candle_core::Result<Tensor> {
-        // The network's precision starts at its entry (a no-op in f32).
-        let x = x.to_dtype(stem.dtype())?;
-        let mut x = hook.after_relu(0, stem.forward(&x)?.relu()?)?;
-        for (i, b) in blocks.iter().enumerate() {
-            x = b.forward_hooked(&x, 1 + 2 * i, hook)?;
-        }
-        Ok(x)
-    }
-
-    /// Blocks of a trunk of `stages` stages (0 to 3), after checking `x` and the stage count.
-    fn trunk_blocks(&self, x: &Tensor, stages: usize) -> Result<usize> {
-        self.check_input(x)?;
-        if stages > 3 {
-            return Err(Error::InvalidArchitecture {
-                reason: format!("a trunk of {stages} stages; the network has 3"),
-            });
-        }
-        Ok(stages * self.config.blocks_per_stage)
-    }
-
-    /// The trunk of the network: the stem and its first `stages` stages (0 to 3), for a batch
-    /// `x` (B, C, H, W) of normalised images; returns the activation there, (B, C', H', W')
-    /// NCHW, after its ReLU. A compact module's branch runs on it, computed once for every
-    /// loaded class of this base.
-    pub fn trunk(&self, x: &Tensor, stages: usize) -> Result<Tensor> {
-        let n = self.trunk_blocks(x, stages)?;
-        match &self.engine {
-            Engine::Cpu(net) => {
-                let (images, nhwc) = nhwc_of(x)?;
-                let (act, p, channels) = net.trunk(&nhwc, images, n)?;
-                nchw_tensor(&act, images, p, channels)
-            }
-            Engine::Candle { stem, blocks } => {
-                Ok(Self::candle_blocks(stem, &blocks[..n], x, &mut NoHook)?.to_dtype(DType::F32)?)
-            }
-        }
+    /// The trunk of the network: the stem and its first `stages` stages, for a batch `x` of
+    /// normalised images; the activation there (NHWC, after its ReLU). A compact module's
+    /// branch runs on it, computed once for every loaded class of this base.
+    pub fn trunk(&self, x: Images, stages: usize) -> Result<Activation> {
+        let blocks = self.network.blocks_until(stages)?;
+        self.check_images(&x)?;
+        self.engine.trunk(x, blocks)
     }
 
     /// The trunk's activation (as [`ResNet::trunk`] gives it) and the logits `(B, classes)` of
-    /// the whole network, in one pass: the network's remaining stages continue from the trunk's
-    /// activation instead of starting over. What a compact decomposition caches.
-    pub fn trunk_and_logits(&self, x: &Tensor, stages: usize) -> Result<(Tensor, Tensor)> {
-        let n = self.trunk_blocks(x, stages)?;
-        match &self.engine {
-            Engine::Cpu(net) => {
-                let (images, nhwc) = nhwc_of(x)?;
-                let (act, p, channels, feats) = net.trunk_and_features(&nhwc, images, n)?;
-                let trunk = nchw_tensor(&act, images, p, channels)?;
-                let logits = self.linear_rows_of(&feats, images);
-                let classes = logits.len() / images.max(1);
-                Ok((trunk, Tensor::from_vec(logits, (images, classes), &Device::Cpu)?))
-            }
-            Engine::Candle { stem, blocks } => {
-                let trunk = Self::candle_blocks(stem, &blocks[..n], x, &mut NoHook)?;
-                let mut y = trunk.clone();
-                for (i, b) in blocks.iter().enumerate().skip(n) {
-                    y = b.forward_hooked(&y, 1 + 2 * i, &mut NoHook)?;
-                }
-                let logits = self.linear(&y.to_dtype(DType::F32)?.mean(D::Minus1)?.mean(D::Minus1)?)?;
-                Ok((trunk.to_dtype(DType::F32)?, logits))
-            }
-        }
-    }
-
-    /// Pooled features `(k*B, F)` of `masks.modules` = k modules on the B images of `x`: the
-    /// batch is stacked k times (module-major) and each copy masked by its module's `masks`
-    /// inside the convolutions. CPU path only.
-    pub(crate) fn features_masked(&self, x: &Tensor, masks: &SiteMasks) -> Result<Tensor> {
-        self.check_input(x)?;
-        self.cpu_features(x, Some(masks), None)
-    }
-
-    /// On the CPU path: pooled features `(k*B, F)` of B images already normalised in NHWC
-    /// order, stacked once per module of `masks`, and the logits `(k*B, classes)`, all as plain
-    /// rows: what a served group runs, with no tensor in between.
-    pub(crate) fn cpu_features_and_logits(
-        &self,
-        nhwc: &[f32],
-        images: usize,
-        masks: Option<&SiteMasks>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (feats, batch) = self.stacked_features(nhwc, images, masks, None)?;
-        let logits = self.linear_rows_of(&feats, batch);
-        Ok((feats, logits))
-    }
-
-    /// The CPU path's pooled features of `images` NHWC images, stacked once per module of
-    /// `masks` (module-major), and the stacked batch size.
-    fn stacked_features(
-        &self,
-        nhwc: &[f32],
-        images: usize,
-        masks: Option<&SiteMasks>,
-        visitor: Option<&mut dyn SiteVisitor>,
-    ) -> Result<(Vec<f32>, usize)> {
-        let Engine::Cpu(net) = &self.engine else {
-            return Err(Error::DeviceUnavailable {
-                device: "the CPU path".into(),
-                reason: "this network runs on another device".into(),
-            });
-        };
-        // No modules: nothing to mask, one copy.
-        let masks = masks.filter(|m| m.modules > 0);
-        let copies = masks.map_or(1, |m| m.modules);
-        let batch = images * copies;
-        let feats = if copies > 1 {
-            net.features(&nhwc.repeat(copies), batch, masks, visitor)?
-        } else {
-            net.features(nhwc, batch, masks, visitor)?
-        };
-        Ok((feats, batch))
-    }
-
-    /// `features · Wᵀ + b` over plain rows (the CPU path's linear layer).
-    fn linear_rows_of(&self, features: &[f32], batch: usize) -> Vec<f32> {
-        let (w, b) = &*self.linear_rows;
-        let classes = b.len();
-        let f = features.len() / batch.max(1);
-        let mut out = Vec::with_capacity(batch * classes);
-        for row in features.chunks_exact(f.max(1)) {
-            out.extend(
-                w.chunks_exact(f.max(1))
-                    .zip(b)
-                    .map(|(wc, bc)| wc.iter().zip(row).map(|(a, x)| a * x).sum::<f32>() + bc),
-            );
-        }
-        out
-    }
-
-    /// `x` converted to NHWC once, stacked once per module when there are masks.
-    fn cpu_features(
-        &self,
-        x: &Tensor,
-        masks: Option<&SiteMasks>,
-        visitor: Option<&mut dyn SiteVisitor>,
-    ) -> Result<Tensor> {
-        let (images, nhwc) = nhwc_of(x)?;
-        let (feats, batch) = self.stacked_features(&nhwc, images, masks, visitor)?;
-        let f = feats.len() / batch.max(1);
-        Ok(Tensor::from_vec(feats, (batch, f), &Device::Cpu)?)
+    /// the whole network, as rows, in one pass: the network's remaining stages continue from the
+    /// trunk's activation instead of starting over. What a compact decomposition caches.
+    pub fn trunk_and_logits(&self, x: Images, stages: usize) -> Result<(Activation, Vec<f32>)> {
+        let blocks = self.network.blocks_until(stages)?;
+        self.check_images(&x)?;
+        let images = x.count();
+        let (trunk, feats) = self.engine.trunk_and_features(x, blocks)?;
+        Ok((trunk, self.linear.apply(&feats, images)))
     }
 }
 
@@ -466,18 +242,6 @@ impl Module for ResNet {
             other => candle_core::Error::Msg(other.to_string()),
         })
     }
-}
-
-/// An NCHW batch's values in NHWC order, with its number of images (the CPU path's input).
-fn nhwc_of(x: &Tensor) -> Result<(usize, Vec<f32>)> {
-    let (images, c, h, w) = x.dims4()?;
-    Ok((images, to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w)))
-}
-
-/// A CPU-path activation (NHWC) as an NCHW tensor.
-fn nchw_tensor(act: &[f32], images: usize, p: Plane, channels: usize) -> Result<Tensor> {
-    let nchw = to_nchw(act, images, channels, p.height * p.width);
-    Ok(Tensor::from_vec(nchw, (images, channels, p.height, p.width), &Device::Cpu)?)
 }
 
 /// `x[:, :, ::s, ::s]` for NCHW `x` whose height and width are multiples of `s`.
@@ -492,7 +256,14 @@ pub fn subsample(x: &Tensor, s: usize) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::net::to_nhwc;
     use crate::testing::tiny_model::tiny_model;
+    use candle_core::D;
+
+    /// An activation as an NCHW tensor, to compare with candle's.
+    fn tensor_of(a: &Activation) -> Tensor {
+        Tensor::from_vec(a.to_nchw(), (a.images, a.channels, a.height, a.width), &Device::Cpu).unwrap()
+    }
 
     fn batch(n: usize) -> Tensor {
         let v: Vec<f32> = (0..n * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
@@ -524,7 +295,7 @@ mod tests {
         use crate::cpu::small_batch::{PassKind, SmallBatch};
         for model in [tiny_model(7), crate::testing::tiny_model::tiny_model_b(8)] {
             let net = ResNet::new(&model, &Device::Cpu).unwrap();
-            let cpu = net.cpu().unwrap();
+            let cpu = net.engine().cpu_net().unwrap();
             for images in [1, 3] {
                 let x: Vec<f32> = (0..images * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
                 let x = to_nhwc(&x, images, 1, 64);
@@ -553,8 +324,8 @@ mod tests {
             let x = batch(3);
             let widths = model.meta.arch.widths;
             for stages in 0..=3 {
-                let a = fast.trunk(&x, stages).unwrap();
-                let b = reference.trunk(&x, stages).unwrap();
+                let a = tensor_of(&fast.trunk(Images::Nchw(&x), stages).unwrap());
+                let b = tensor_of(&reference.trunk(Images::Nchw(&x), stages).unwrap());
                 let (c, side) = match stages {
                     0 => (widths[0], 8),
                     s => (widths[s - 1], 8 >> (s - 1)),
@@ -564,9 +335,13 @@ mod tests {
                 assert!(max_diff(&a, &b) < 1e-5, "stages {stages}: {}", max_diff(&a, &b));
                 assert!(a.min_all().unwrap().to_scalar::<f32>().unwrap() >= 0.0, "after a ReLU");
             }
-            let pooled = fast.trunk(&x, 3).unwrap().mean(D::Minus1).unwrap().mean(D::Minus1).unwrap();
+            let pooled =
+                tensor_of(&fast.trunk(Images::Nchw(&x), 3).unwrap()).mean(D::Minus1).unwrap().mean(D::Minus1).unwrap();
             assert!(max_diff(&pooled, &fast.features_hooked(&x, &mut NoHook).unwrap()) < 1e-6);
-            assert!(matches!(fast.trunk(&x, 4), Err(Error::InvalidArchitecture { .. })));
+            assert!(matches!(
+                fast.trunk(Images::Nchw(&x), 4),
+                Err(Error::TrunkOutOfRange { stages: 4, network_stages: 3 })
+            ));
         }
     }
 
@@ -581,14 +356,15 @@ mod tests {
                     let x = batch(images);
                     let logits = net.forward(&x).unwrap();
                     for stages in 0..=3 {
-                        let (t, l) = net.trunk_and_logits(&x, stages).unwrap();
-                        let trunk = net.trunk(&x, stages).unwrap();
+                        let (t, l) = net.trunk_and_logits(Images::Nchw(&x), stages).unwrap();
+                        let l = Tensor::from_vec(l, logits.dims(), &Device::Cpu).unwrap();
+                        let (t, trunk) = (tensor_of(&t), tensor_of(&net.trunk(Images::Nchw(&x), stages).unwrap()));
                         assert_eq!(t.dims(), trunk.dims());
                         assert!(max_diff(&t, &trunk) < 1e-6, "stages {stages}: trunk");
                         assert!(max_diff(&l, &logits) < 1e-5, "stages {stages}: logits {}", max_diff(&l, &logits));
                     }
                 }
-                assert!(matches!(net.trunk_and_logits(&batch(2), 4), Err(Error::InvalidArchitecture { .. })));
+                assert!(matches!(net.trunk_and_logits(Images::Nchw(&batch(2)), 4), Err(Error::TrunkOutOfRange { .. })));
             }
         }
     }
@@ -600,7 +376,7 @@ mod tests {
         let model = tiny_model(5);
         let fast = ResNet::new(&model, &Device::Cpu).unwrap();
         let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
-        assert!(fast.cpu().is_some() && reference.cpu().is_none());
+        assert!(fast.engine().cpu_net().is_some() && reference.engine().cpu_net().is_none());
         let x = batch(5);
         assert!(max_diff(&fast.forward(&x).unwrap(), &reference.forward(&x).unwrap()) < 1e-5);
         for site in 0..fast.relu_sites().len() {

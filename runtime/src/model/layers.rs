@@ -6,8 +6,9 @@
 use candle_core::{DType, Tensor};
 
 use crate::cpu::conv::{PackedConv, Plane};
-use crate::model::config::{BlockSpec, BN_EPS};
+use crate::model::config::BN_EPS;
 use crate::model::graph::{subsample, ReluHook};
+use crate::model::network::BlockSpec;
 use crate::{ModelFile, ResNetConfig, Result, Shortcut};
 
 /// A convolution with the following batch norm folded in.
@@ -60,6 +61,11 @@ impl ConvBn {
     /// The same convolution computing in `dtype` (weights converted once, here).
     pub fn to_dtype(&self, dtype: DType) -> candle_core::Result<Self> {
         Ok(ConvBn { weight: self.weight.to_dtype(dtype)?, bias: self.bias.to_dtype(dtype)?, ..*self })
+    }
+
+    /// Channels the convolution takes.
+    pub fn in_channels(&self) -> usize {
+        self.weight.dims()[1]
     }
 
     /// The type the convolution computes in.

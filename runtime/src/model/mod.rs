@@ -10,11 +10,14 @@ pub mod graph;
 pub mod input;
 pub mod key;
 pub mod layers;
+pub(crate) mod linear;
+pub mod network;
 
 pub use branch::{Branch, BranchSpec, BranchWeights};
 pub use config::{ResNetConfig, Shortcut};
 pub use file::{ModelFile, ModelMeta};
-pub use graph::{ReluSite, ResNet};
+pub use graph::ResNet;
 pub use input::InputSpec;
 pub use key::ModelKey;
 pub use layers::{Block, BlockShortcut, ConvBn};
+pub use network::ReluSite;

@@ -73,10 +73,8 @@ impl Composition {
         let mut groups = Vec::with_capacity(self.groups.len());
         for (g, ms) in self.groups.iter().zip(modules) {
             if ms.len() != g.modules().len() {
-                let class = ms.first().map_or_else(String::new, |m| m.class_name.clone());
-                return Err(Error::ModuleDoesNotFit {
-                    class,
-                    reason: "another number of modules for its group".into(),
+                return Err(Error::Misuse {
+                    what: format!("{} modules to replace a group of {}", ms.len(), g.modules().len()),
                 });
             }
             groups.push(ModuleGroup::new(g.base().clone(), ms)?);

@@ -1,24 +1,19 @@
-//! Runs the modules that share one base network together. Mask modules run as ONE batched
-//! forward: k modules on a batch of B images is one pass of batch k*B over the shared weights,
-//! each slice of the batch multiplied by its module's masks at every ReLU site (sites where every
-//! module keeps every node are skipped); on the CPU the masks are applied inside the
-//! convolutions' epilogues (NHWC bytes), elsewhere through the `ReluHook`. Compact modules run
-//! the base's trunk once for the B images and then each module's small branch on it (on the CPU
-//! path the branches' entry convolutions as one: `cpu/branches.rs`). Modules of
-//! different bases (or kinds, or trunks) run as one group each.
+//! Runs the modules that share one base network together. The group asks its base's engine
+//! for the plan of its modules' kind (`crate::engine`): mask modules run as ONE batched forward
+//! (k modules on a batch of B images is one pass of batch k*B over the shared weights, each
+//! slice of the batch multiplied by its module's masks at every ReLU site; the layers before the
+//! first masked site computed once on the CPU path); compact modules run the base's trunk once
+//! for the B images and then each module's small branch on it. Modules of different bases (or
+//! kinds, or trunks) run as one group each.
 
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
-use crate::cpu::branches::CpuBranches;
-use crate::cpu::conv::Plane;
-use crate::cpu::net::{to_nhwc, SiteMasks};
-use crate::model::branch::{cpu_branches, Branch, BranchWeights};
-use crate::model::graph::ReluHook;
+use crate::engine::{GroupFeatures, GroupPlan, Images};
 use crate::module::{score, ClassModule, GroupKind, NodeMask};
 use crate::Result;
-use crate::{Error, ResNet};
+use crate::{BranchWeights, Error, ResNet};
 
 /// Modules of one base, ready to run together.
 #[derive(Debug, Clone)]
@@ -26,44 +21,8 @@ pub struct ModuleGroup {
     base: ResNet,
     /// Shared with whoever loaded them (a served module's masks are not copied per snapshot).
     modules: Vec<Arc<ClassModule>>,
-    /// How the group runs; one plan per module kind.
-    plan: Plan,
-}
-
-/// How a group's modules run. A group holds modules of one kind, and each kind has its plan:
-/// mask modules stack their images k times through the whole base; compact modules run the
-/// trunk once and a branch per module.
-#[derive(Debug, Clone)]
-enum Plan {
-    /// Mask modules: one forward of batch k*B, each slice masked at every site.
-    Stacked(StackedPlan),
-    /// Compact modules: the trunk of `trunk_stages` stages once, then one branch per module.
-    Branched {
-        /// Stages of the base the trunk covers.
-        trunk_stages: usize,
-        /// The modules' branches, in group order.
-        branches: BranchPlan,
-    },
-}
-
-/// A group's branches as its base's engine runs them.
-#[derive(Debug, Clone)]
-enum BranchPlan {
-    /// The CPU path's: all entry convolutions as one, then each branch's blocks.
-    Cpu(Arc<CpuBranches>),
-    /// One branch after the other on candle's operations.
-    Tensors(Vec<Branch>),
-}
-
-/// The stacked masks as 0/1 bytes: a served module's masks are its resident memory beyond the
-/// shared base, so one byte a node, not four.
-#[derive(Debug, Clone)]
-enum StackedPlan {
-    /// The CPU path's: per site `k * H*W*C` bytes in NHWC order, `None` where no module drops a
-    /// node.
-    Cpu(Arc<SiteMasks>),
-    /// Per site `(k, 1, C, H, W)` byte tensors, widened at each site by the hook.
-    Tensors(Vec<Option<Tensor>>),
+    /// How the group runs, built by the base's engine for the modules' kind.
+    plan: Arc<dyn GroupPlan>,
 }
 
 /// Positive and negative logits of k modules on B images, module-major.
@@ -93,24 +52,6 @@ impl ModuleOutputs {
     }
 }
 
-struct StackedMasks<'a> {
-    masks: &'a [Option<Tensor>],
-    k: usize,
-}
-
-impl ReluHook for StackedMasks<'_> {
-    fn after_relu(&mut self, site: usize, a: Tensor) -> candle_core::Result<Tensor> {
-        match self.masks.get(site).and_then(Option::as_ref) {
-            None => Ok(a),
-            Some(m) => {
-                let (kb, c, h, w) = a.dims4()?;
-                let m = m.to_dtype(a.dtype())?;
-                a.reshape((self.k, kb / self.k, c, h, w))?.broadcast_mul(&m)?.reshape((kb, c, h, w))
-            }
-        }
-    }
-}
-
 impl ModuleGroup {
     /// Groups `modules`, which must all be of one kind (and compact ones of one trunk) and fit
     /// `base` ([`ClassModule::fits`]).
@@ -126,31 +67,18 @@ impl ModuleGroup {
                 });
             }
         }
+        let engine = base.engine();
         let plan = match kind {
             GroupKind::Mask => {
                 let masks: Vec<&NodeMask> = modules.iter().filter_map(|m| m.as_mask()).collect();
-                let sites = base.relu_sites();
-                Plan::Stacked(if base.cpu().is_some() {
-                    StackedPlan::Cpu(Arc::new(Self::stack_nhwc(&masks, &sites)))
-                } else {
-                    StackedPlan::Tensors(Self::stack(&masks, &sites, base.device())?)
-                })
+                engine.plan_masks(&masks, &base.relu_sites())?
             }
             GroupKind::Compact { trunk_stages } => {
-                let spec = base.input_spec();
-                let (mut h, mut w) = (spec.height, spec.width);
-                for _ in 1..trunk_stages {
-                    (h, w) = (h.div_ceil(2), w.div_ceil(2));
-                }
                 let weights: Vec<&BranchWeights> = modules.iter().filter_map(|m| m.as_compact()).collect();
-                let branches = if base.cpu().is_some() {
-                    BranchPlan::Cpu(Arc::new(cpu_branches(&weights, Plane { height: h, width: w })?))
-                } else {
-                    let dtype = base.precision().dtype();
-                    let built = weights.iter().map(|b| Branch::build(b, base.device())?.into_dtype(dtype));
-                    BranchPlan::Tensors(built.collect::<Result<Vec<_>>>()?)
-                };
-                Plan::Branched { trunk_stages, branches }
+                let blocks = base.network().blocks_until(trunk_stages)?;
+                let spec = base.input_spec();
+                let plane = base.network().plane_after(trunk_stages, spec.height, spec.width);
+                engine.plan_branches(&weights, blocks, plane)?
             }
         };
         Ok(ModuleGroup { base, modules, plan })
@@ -158,57 +86,7 @@ impl ModuleGroup {
 
     /// Bytes the group's plan holds beyond the base: stacked masks, or built branches.
     pub fn plan_bytes(&self) -> u64 {
-        match &self.plan {
-            Plan::Stacked(StackedPlan::Cpu(m)) => m.sites.iter().flatten().map(|s| s.len() as u64).sum(),
-            Plan::Stacked(StackedPlan::Tensors(ts)) => ts.iter().flatten().map(|t| t.elem_count() as u64).sum(),
-            Plan::Branched { branches: BranchPlan::Cpu(b), .. } => b.weight_bytes(),
-            Plan::Branched { branches: BranchPlan::Tensors(b), .. } => b.iter().map(Branch::resident_bytes).sum(),
-        }
-    }
-
-    fn stack(
-        modules: &[&NodeMask],
-        sites: &[crate::model::graph::ReluSite],
-        device: &Device,
-    ) -> Result<Vec<Option<Tensor>>> {
-        let k = modules.len();
-        let mut out = Vec::with_capacity(sites.len());
-        for (s, site) in sites.iter().enumerate() {
-            if modules.iter().all(|m| m.sites[s].all_kept()) {
-                out.push(None);
-                continue;
-            }
-            let values: Vec<u8> = modules.iter().flat_map(|m| m.sites[s].to_u8()).collect();
-            out.push(Some(Tensor::from_vec(values, (k, 1, site.channels, site.height, site.width), device)?));
-        }
-        Ok(out)
-    }
-
-    /// The masks in the CPU path's NHWC order: node `(c, y, x)` of module m at
-    /// `(m*H*W + y*W + x)*C + c`.
-    fn stack_nhwc(modules: &[&NodeMask], sites: &[crate::model::graph::ReluSite]) -> SiteMasks {
-        let sites = sites
-            .iter()
-            .enumerate()
-            .map(|(s, site)| {
-                if modules.iter().all(|m| m.sites[s].all_kept()) {
-                    return None;
-                }
-                let (c, pixels) = (site.channels, site.height * site.width);
-                let mut out = vec![0u8; modules.len() * pixels * c];
-                for (m, module) in modules.iter().enumerate() {
-                    let nchw = module.sites[s].to_u8();
-                    let dst = &mut out[m * pixels * c..][..pixels * c];
-                    for ch in 0..c {
-                        for (i, &v) in nchw[ch * pixels..][..pixels].iter().enumerate() {
-                            dst[i * c + ch] = v;
-                        }
-                    }
-                }
-                Some(out)
-            })
-            .collect();
-        SiteMasks { sites, modules: modules.len() }
+        self.plan.bytes()
     }
 
     /// The base network the modules share.
@@ -221,147 +99,80 @@ impl ModuleGroup {
         &self.modules
     }
 
+    /// What the plan computes on `x`, after checking its shape; nothing for an empty group.
+    fn computed(&self, x: Images) -> Result<Option<GroupFeatures>> {
+        self.base.check_images(&x)?;
+        if self.modules.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.plan.features(x, self.base.linear_layer())?))
+    }
+
     /// Pooled features and base logits of every mask module on `x`: `(k*B, F)` and
     /// `(k*B, classes)`, module-major, from one forward of batch k*B. Compact modules have no
-    /// base logits: see [`Self::features`].
+    /// base logits (an error names the misuse): see [`Self::features`].
     pub fn features_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = self.modules.len().max(1);
-        let stacked = match &self.plan {
-            Plan::Stacked(stacked) => stacked,
-            Plan::Branched { .. } => {
-                return Err(Error::ModuleDoesNotFit {
-                    class: self.modules.first().map_or_else(String::new, |m| m.class_name.clone()),
-                    reason: "a compact module computes no base logits".into(),
-                })
-            }
+        let batch = x.dim(0)?;
+        let k = self.modules.len();
+        let Some(out) = self.computed(Images::Nchw(x))? else {
+            let none = Tensor::zeros((0, 0), candle_core::DType::F32, x.device())?;
+            return Ok((none.clone(), none));
         };
-        let feats = match stacked {
-            StackedPlan::Cpu(masks) => self.base.features_masked(x, masks)?,
-            StackedPlan::Tensors(masks) => {
-                let xs = if k == 1 { x.clone() } else { x.repeat((k, 1, 1, 1))? };
-                self.base.features_hooked(&xs, &mut StackedMasks { masks, k })?
-            }
+        let Some(logits) = out.logits else {
+            return Err(Error::Misuse {
+                what: "base logits asked of a group of compact modules, which compute none".into(),
+            });
         };
-        let logits = self.base.linear(&feats)?;
-        Ok((feats, logits))
+        let rows = |v: Vec<Vec<f32>>| -> Result<Tensor> {
+            let flat = v.concat();
+            let per = flat.len() / (k * batch).max(1);
+            Ok(Tensor::from_vec(flat, (k * batch, per), x.device())?)
+        };
+        Ok((rows(out.features)?, rows(logits)?))
     }
 
     /// The pooled features each module's head reads, per module `(B, F_m)` rows: the masked
     /// base's for mask modules, the branch's for compact ones.
     pub fn features(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
-        match &self.plan {
-            Plan::Stacked(_) => {
-                let (f, _) = self.features_and_logits(x)?;
-                let f = f.flatten_all()?.to_vec1::<f32>()?;
-                let per = f.len() / self.modules.len().max(1);
-                Ok(f.chunks(per.max(1)).map(<[f32]>::to_vec).collect())
-            }
-            Plan::Branched { trunk_stages, branches } => self.branch_features(x, *trunk_stages, branches),
-        }
-    }
-
-    /// Each branch's pooled features on `x`, the trunk computed once.
-    fn branch_features(&self, x: &Tensor, trunk_stages: usize, branches: &BranchPlan) -> Result<Vec<Vec<f32>>> {
-        match branches {
-            BranchPlan::Cpu(branches) => {
-                let (images, c, h, w) = x.dims4()?;
-                let nhwc = to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, images, c, h * w);
-                self.cpu_branch_features(&nhwc, images, trunk_stages, branches)
-            }
-            BranchPlan::Tensors(branches) => {
-                let trunk = self.base.trunk(x, trunk_stages)?;
-                branches.iter().map(|b| Ok(b.forward(&trunk)?.flatten_all()?.to_vec1::<f32>()?)).collect()
-            }
-        }
-    }
-
-    fn cpu_branch_features(
-        &self,
-        nhwc: &[f32],
-        images: usize,
-        trunk_stages: usize,
-        branches: &CpuBranches,
-    ) -> Result<Vec<Vec<f32>>> {
-        let net = self.base.cpu().expect("a CPU-path plan is built for a CPU-path base");
-        net.branched_features(nhwc, images, trunk_stages * self.base.config().blocks_per_stage, branches)
+        Ok(self.computed(Images::Nchw(x))?.map_or_else(Vec::new, |out| out.features))
     }
 
     /// Runs every module on a normalised batch `x` (B, C, H, W): mask modules in one forward of
     /// batch k*B, compact modules on one trunk.
     pub fn run(&self, x: &Tensor) -> Result<ModuleOutputs> {
         let batch = x.dim(0)?;
-        if self.modules.is_empty() {
-            return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
-        }
-        if let Plan::Branched { trunk_stages, branches } = &self.plan {
-            let feats = self.branch_features(x, *trunk_stages, branches)?;
-            return Ok(self.head_outputs(&feats, batch));
-        }
-        let (feats, logits) = self.features_and_logits(x)?;
-        let (feats, logits) = (feats.flatten_all()?.to_vec1::<f32>()?, logits.flatten_all()?.to_vec1::<f32>()?);
-        Ok(self.outputs(&feats, &logits, batch))
+        Ok(self.outputs(self.computed(Images::Nchw(x))?, batch))
     }
 
     /// Runs every module on `n` images of raw pixels (`n * C * H * W` bytes, CHW each),
-    /// normalised the base's way. On the CPU path the pixels are normalised straight into the
-    /// kernels' NHWC layout and the linear layer runs on plain rows: no tensor in between.
+    /// normalised the base's way straight into its engine's layout (on the CPU path NHWC, and
+    /// the linear layer on plain rows: no tensor in between).
     pub fn run_pixels(&self, pixels: &[u8]) -> Result<ModuleOutputs> {
         let spec = self.base.input_spec();
         let batch = spec.images_in(pixels)?;
         if self.modules.is_empty() {
-            return Ok(ModuleOutputs { modules: 0, batch, pos: vec![], neg: vec![] });
+            return Ok(self.outputs(None, batch));
         }
-        if self.base.cpu().is_some() {
-            let mut x = vec![0f32; pixels.len()];
-            spec.normalize_into_nhwc(pixels, &mut x);
-            return match &self.plan {
-                Plan::Stacked(StackedPlan::Cpu(masks)) => {
-                    let (feats, logits) = self.base.cpu_features_and_logits(&x, batch, Some(masks))?;
-                    Ok(self.outputs(&feats, &logits, batch))
-                }
-                Plan::Branched { trunk_stages, branches: BranchPlan::Cpu(branches) } => {
-                    let feats = self.cpu_branch_features(&x, batch, *trunk_stages, branches)?;
-                    Ok(self.head_outputs(&feats, batch))
-                }
-                Plan::Stacked(StackedPlan::Tensors(_)) | Plan::Branched { branches: BranchPlan::Tensors(_), .. } => {
-                    unreachable!("a CPU-path base builds its plans for the CPU path")
-                }
-            };
-        }
-        let mut x = vec![0f32; pixels.len()];
-        spec.normalize_into(pixels, &mut x);
-        let x = Tensor::from_vec(x, (batch, spec.channels, spec.height, spec.width), self.base.device())?;
-        self.run(&x)
+        let x = self.base.engine().normalize(spec, pixels, batch)?;
+        Ok(self.outputs(self.computed(x.images())?, batch))
     }
 
-    /// Each module's head on its own features (`feats[m]`, B rows), which read no base logits.
-    fn head_outputs(&self, feats: &[Vec<f32>], batch: usize) -> ModuleOutputs {
+    /// Each module's head on its rows of features (and base logits, where its kind reads them).
+    fn outputs(&self, computed: Option<GroupFeatures>, batch: usize) -> ModuleOutputs {
         let k = self.modules.len();
         let (mut pos, mut neg) = (Vec::with_capacity(k * batch), Vec::with_capacity(k * batch));
-        for (module, f) in self.modules.iter().zip(feats) {
-            let per = f.len() / batch.max(1);
-            for row in f.chunks_exact(per.max(1)) {
-                let (p, n) = module.head.logits(row, &[]);
-                pos.push(p);
-                neg.push(n);
-            }
-        }
-        ModuleOutputs { modules: k, batch, pos, neg }
-    }
-
-    /// Each module's head on its rows of `feats` `(k*B, F)` and `logits` `(k*B, classes)`.
-    fn outputs(&self, feats: &[f32], logits: &[f32], batch: usize) -> ModuleOutputs {
-        let k = self.modules.len();
-        let rows = k * batch;
-        let (f, c) = (feats.len() / rows.max(1), logits.len() / rows.max(1));
-        let mut pos = Vec::with_capacity(rows);
-        let mut neg = Vec::with_capacity(rows);
-        for (m, module) in self.modules.iter().enumerate() {
-            for i in 0..batch {
-                let j = m * batch + i;
-                let (p, n) = module.head.logits(&feats[j * f..][..f], &logits[j * c..][..c]);
-                pos.push(p);
-                neg.push(n);
+        if let Some(GroupFeatures { features, logits }) = computed {
+            for (m, (module, f)) in self.modules.iter().zip(&features).enumerate() {
+                let per = f.len() / batch.max(1);
+                let l = logits.as_ref().map(|l| &l[m]);
+                let classes = l.map_or(0, |l| l.len() / batch.max(1));
+                for i in 0..batch {
+                    let row = &f[i * per..][..per];
+                    let base_logits = l.map_or(&[][..], |l| &l[i * classes..][..classes]);
+                    let (p, n) = module.head.logits(row, base_logits);
+                    pos.push(p);
+                    neg.push(n);
+                }
             }
         }
         ModuleOutputs { modules: k, batch, pos, neg }
@@ -373,6 +184,7 @@ mod tests {
     use super::*;
     use crate::testing::tiny_model::tiny_model;
     use crate::{ClassId, ModuleHead, ModuleKind};
+    use candle_core::Device;
 
     /// Masks applied inside the CPU path's convolutions (NHWC bytes) against the same masks
     /// applied by the hook to candle's operations (the reference), for three modules at once.

@@ -1,8 +1,8 @@
 //! Which nodes a class module keeps. A node is one (channel, y, x) position of one ReLU site of
-//! the base network (see [`crate::model::graph::ReluSite`]); a module keeps a node when its mask bit is
+//! the base network (see [`crate::model::network::ReluSite`]); a module keeps a node when its mask bit is
 //! set, and inference multiplies every ReLU output by its site's mask.
 
-use crate::model::graph::ReluSite;
+use crate::model::network::ReluSite;
 use crate::Error;
 use crate::Result;
 

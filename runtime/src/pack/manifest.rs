@@ -173,7 +173,12 @@ impl Manifest {
             return Err(bad(format!("format `{}` is not `{FORMAT}`", m.format)));
         }
         if m.version != VERSION {
-            return Err(Error::UnsupportedVersion { found: m.version.to_string(), supported: VERSION });
+            return Err(Error::UnsupportedVersion {
+                format: "manifest",
+                file: None,
+                found: m.version.to_string(),
+                supported: VERSION,
+            });
         }
         // Sets, not lists: a device directory of tens of thousands of entries is checked in
         // linear time (lists took 13 s at 60,000 entries).
@@ -239,7 +244,7 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(FILE_NAME);
         let text = crate::pack::regular::read_to_string(&path, MAX_MANIFEST_BYTES)?;
-        Self::from_json(&text)
+        Self::from_json(&text).map_err(|e| e.in_file(&path))
     }
 
     /// Written crash-safely.

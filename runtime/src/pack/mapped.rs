@@ -28,7 +28,7 @@ impl std::fmt::Debug for MappedFile {
 
 impl MappedFile {
     /// Maps the file at `path`: a regular file (a FIFO or device is refused without being read
-    /// or waited on) of at most [`MAX_BLOB_BYTES`].
+    /// or waited on) of at most `MAX_BLOB_BYTES` (2 GiB).
     pub fn open(path: &Path) -> Result<MappedFile> {
         let (file, len) = regular::open(path, MAX_BLOB_BYTES, Symlinks::Follow)?;
         // An empty file cannot be mapped on every platform; it is no blob either.

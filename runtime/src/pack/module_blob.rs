@@ -5,14 +5,13 @@
 //! (f32, what the module scored on them when it was packed). The header's `base_key` is the key
 //! of the base model the module runs on, its `input_key` the digest of the input spec.
 
-use candle_core::Tensor;
 use classmod_blob::{Blob, BlobKind, BlobWriter, DType, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::model::branch::BranchSpec;
 use crate::model::file::json;
-use crate::model::graph::ReluSite;
 use crate::model::key::input_key;
+use crate::model::network::ReluSite;
 use crate::pack::parts::{self, HeadMeta, ModuleIdentity, PartsMeta, SiteMeta};
 use crate::Result;
 use crate::{ClassModule, Error, InputSpec, ModelKey, ModuleGroup, ResNet};
@@ -76,10 +75,8 @@ fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<V
             reason: "no golden images (a module needs at least one for its self-test)".into(),
         });
     }
-    let mut x = vec![0f32; images.len()];
-    spec.normalize_into(images, &mut x);
-    let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), base.device())?;
-    let out = ModuleGroup::new(base.clone(), vec![module.clone()])?.run(&x)?;
+    // The route serving takes: pixels normalised into the engine's own layout.
+    let out = ModuleGroup::new(base.clone(), vec![module.clone()])?.run_pixels(images)?;
     Ok((0..n).map(|i| out.score(0, i)).collect())
 }
 

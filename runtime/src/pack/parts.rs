@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::branch::{BranchSpec, BranchWeights};
-use crate::model::graph::ReluSite;
+use crate::model::network::ReluSite;
 use crate::module::mask::{NodeMask, SiteMask};
 use crate::module::{ClassId, ClassModule, ModuleHead, ModuleKind};
 use crate::Result;

@@ -29,22 +29,22 @@ use classmod_blob::VerifyingKey;
 
 use crate::module::compose::MinScore;
 
-use crate::model::key::key_hex;
 use crate::module::compose::Rule;
-use crate::pack::base_blob;
 use crate::pack::dir_lock::DirLock;
 use crate::pack::manifest::{Manifest, ManifestModule};
-use crate::pack::mapped::MappedFile;
+use crate::pack::packed_dir::{read_base, read_module};
 use crate::Result;
-use crate::{Error, ModelKey, ModuleBlob, ResNet};
+use crate::{Error, ModelKey, ResNet};
 
 pub use follow::Followed;
 pub use pending::PendingReport;
 pub use snapshot::{Classification, LoadedBase, LoadedModule, Snapshot};
 pub use update::{declared_len, Applied, UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN};
 
-/// How a device serves.
+/// How a device serves: [`ServingConfig::new`] and the `with_*` setters (fields are added over
+/// releases, so it is never written out as a literal outside this crate).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ServingConfig {
     /// Where modules run.
     pub device: Device,
@@ -63,6 +63,58 @@ pub struct ServingConfig {
     /// Accept updates older than the newest committed release of their class (see
     /// [`Error::Downgrade`]); the class's mark then starts again from the version accepted.
     pub allow_downgrade: bool,
+}
+
+impl ServingConfig {
+    /// Serving on `device` in f32, unsigned blobs accepted, no memory budget, the highest score
+    /// answering, each module's calibrated minimum score, no downgrades.
+    pub fn new(device: Device) -> Self {
+        ServingConfig {
+            device,
+            precision: Precision::F32,
+            key: None,
+            budget_bytes: None,
+            rule: Rule::Max,
+            min_score: MinScore::Calibrated,
+            allow_downgrade: false,
+        }
+    }
+
+    /// What bases and modules compute in.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Refuse blobs not signed by `key` (`None`: accept unsigned blobs).
+    pub fn with_key(mut self, key: Option<VerifyingKey>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The largest resident size of bases plus modules (`None`: no limit).
+    pub fn with_budget(mut self, bytes: Option<u64>) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// How the served modules' scores pick a class.
+    pub fn with_rule(mut self, rule: Rule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// The score a module must reach to claim an image.
+    pub fn with_min_score(mut self, min_score: MinScore) -> Self {
+        self.min_score = min_score;
+        self
+    }
+
+    /// Whether updates older than the newest committed release of their class are accepted.
+    pub fn with_downgrades(mut self, allow: bool) -> Self {
+        self.allow_downgrade = allow;
+        self
+    }
 }
 
 /// The serving runtime over one packed directory.
@@ -176,15 +228,9 @@ impl ModuleRuntime {
         if let Some(b) = cache.iter().filter_map(Weak::upgrade).find(|b| b.key == *key) {
             return Ok(b);
         }
-        let entry = manifest.base(key).ok_or(Error::BaseNotInManifest { key: *key })?;
-        let map = MappedFile::open(&self.dir.join(&entry.file))?;
-        let blob = map.blob(self.config.key.as_ref())?;
-        if key_hex(&blob.content_hash()) != entry.content_hash {
-            return Err(Error::ManifestHashMismatch { path: self.dir.join(&entry.file) });
-        }
-        let model = base_blob::decode(&blob, &self.config.device)?;
+        let model = read_base(&self.dir, manifest, key, self.config.key.as_ref(), &self.config.device)?;
         let net = ResNet::new(&model, &self.config.device)?.with_precision(self.config.precision)?;
-        let base = Arc::new(LoadedBase { key: ModelKey(blob.base_key()), resident_bytes: net.resident_bytes(), net });
+        let base = Arc::new(LoadedBase { key: *key, resident_bytes: net.resident_bytes(), net });
         cache.push(Arc::downgrade(&base));
         Ok(base)
     }
@@ -200,15 +246,7 @@ impl ModuleRuntime {
 
     /// Maps, verifies, decodes and self-tests the module blob `file` (for `entry`'s class).
     fn prepare(&self, manifest: &Manifest, entry: &ManifestModule, file: &Path) -> Result<LoadedModule> {
-        let map = MappedFile::open(file)?;
-        let blob = map.blob(self.config.key.as_ref())?;
-        if key_hex(&blob.content_hash()) != entry.content_hash {
-            return Err(Error::ManifestHashMismatch { path: file.to_path_buf() });
-        }
-        let mb = ModuleBlob::decode(&blob)?;
-        if mb.module.class_name != entry.class_name || mb.module.base_key != entry.base_key {
-            return Err(Error::ManifestEntryMismatch { path: file.to_path_buf() });
-        }
+        let mb = read_module(file, entry, self.config.key.as_ref())?;
         let base = self.base(manifest, &entry.base_key)?;
         let self_test_diff = mb.self_test(&base.net, &base.key)?;
         let resident_bytes = mb.module.resident_bytes();
@@ -301,6 +339,7 @@ impl ModuleRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ModuleBlob;
     use crate::testing::tiny_model::tiny_model;
     use crate::testing::*;
     use classmod_blob::SigningKey;

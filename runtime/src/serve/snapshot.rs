@@ -9,39 +9,90 @@ use crate::module::compose::{MinScore, Rule};
 use crate::Result;
 use crate::{ClassModule, Composition, Error, InputSpec, ModelKey, ResNet};
 
-/// A base model in memory, shared by its loaded modules.
+/// A base model in memory, shared by its loaded modules. Its fields are the runtime's: a device
+/// program reads what it needs through the accessors (the network and the module model stay
+/// out of the device API).
 pub struct LoadedBase {
     /// Its model key (the blob header's).
-    pub key: ModelKey,
+    pub(crate) key: ModelKey,
     /// The network, built on the serving device.
-    pub net: ResNet,
+    pub(crate) net: ResNet,
     /// Weights as the network holds them (`ResNet::resident_bytes`).
-    pub resident_bytes: u64,
+    pub(crate) resident_bytes: u64,
+}
+
+impl LoadedBase {
+    /// Its model key (the blob header's).
+    pub fn key(&self) -> ModelKey {
+        self.key
+    }
+
+    /// Bytes its weights take as the network holds them.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident_bytes
+    }
 }
 
 /// A loaded class module.
 pub struct LoadedModule {
     /// The module (its masks once, as bits; the golden images are dropped after the self-test).
-    pub module: Arc<ClassModule>,
+    pub(crate) module: Arc<ClassModule>,
     /// The blob file it was loaded from.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The base it runs on, shared with the other modules of that base.
-    pub base: Arc<LoadedBase>,
+    pub(crate) base: Arc<LoadedBase>,
     /// Largest score difference of its golden self-test.
-    pub self_test_diff: f32,
+    pub(crate) self_test_diff: f32,
     /// How many golden images the self-test ran.
-    pub golden_images: usize,
+    pub(crate) golden_images: usize,
     /// What the module holds beyond its base ([`ClassModule::resident_bytes`]: the masks as
     /// bits and as the bytes its group runs them with, and the head).
-    pub resident_bytes: u64,
+    pub(crate) resident_bytes: u64,
+}
+
+impl LoadedModule {
+    /// Its class.
+    pub fn class_name(&self) -> &str {
+        &self.module.class_name
+    }
+
+    /// Its kind's name (`mask`, `compact`).
+    pub fn kind_name(&self) -> &'static str {
+        self.module.kind.name()
+    }
+
+    /// The blob file it was loaded from.
+    pub fn file(&self) -> &std::path::Path {
+        &self.file
+    }
+
+    /// The base it runs on.
+    pub fn base(&self) -> &LoadedBase {
+        &self.base
+    }
+
+    /// Largest score difference of its golden self-test.
+    pub fn self_test_diff(&self) -> f32 {
+        self.self_test_diff
+    }
+
+    /// How many golden images the self-test ran.
+    pub fn golden_images(&self) -> usize {
+        self.golden_images
+    }
+
+    /// What the module holds beyond its base.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident_bytes
+    }
 }
 
 /// One consistent set of loaded modules, grouped per base for one stacked pass each.
 pub struct Snapshot {
     /// Increases with every change.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Loaded modules in load order: the classifier's classes.
-    pub modules: Vec<Arc<LoadedModule>>,
+    pub(crate) modules: Vec<Arc<LoadedModule>>,
     /// The modules grouped per base: what classifies.
     composition: Composition,
 }
@@ -82,6 +133,16 @@ impl Snapshot {
         let composition =
             Composition::group(modules.iter().map(|m| (Arc::as_ptr(&m.base), m.base.net.clone(), m.module.clone())))?;
         Ok(Snapshot { generation, modules, composition })
+    }
+
+    /// Increases with every change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The loaded modules, in load order (the classifier's classes).
+    pub fn modules(&self) -> &[Arc<LoadedModule>] {
+        &self.modules
     }
 
     /// The images the served classes take (their shape; each base normalises them its own

@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use classmod_blob::{AlignedBytes, Blob, BlobKind};
+use classmod_blob::{AlignedBytes, Blob, BlobKind, Header, Peek};
 
 use crate::model::key::key_hex;
 use crate::pack::atomic::{self, DurableFs};
@@ -66,11 +66,11 @@ impl UpdateKind {
     /// The kind named by the first bytes of a blob (16 are enough), or `None` when they are
     /// not a blob's.
     pub fn of(prefix: &[u8]) -> Option<UpdateKind> {
-        let kind = u32::from_le_bytes(prefix.get(12..16)?.try_into().ok()?);
-        if prefix.get(..8)? != classmod_blob::MAGIC {
-            return None;
-        }
-        match BlobKind::from_u32(kind).ok()? {
+        let kind = match Header::peek(prefix) {
+            Peek::Partial { kind: Some(kind) } | Peek::Declares { kind, .. } => kind,
+            Peek::NotBlob | Peek::UnknownKind(_) | Peek::Partial { kind: None } => return None,
+        };
+        match kind {
             BlobKind::Base => Some(UpdateKind::Base),
             BlobKind::Module => Some(UpdateKind::Module),
         }
@@ -89,7 +89,10 @@ pub const BLOB_TRAILER_LEN: usize = classmod_blob::TRAILER_LEN;
 /// `None` when they are not a blob's header: how a device tells an update still being written
 /// (shorter) from a complete one before reading the rest (the transaction checks everything).
 pub fn declared_len(header: &[u8]) -> Option<u64> {
-    classmod_blob::Header::read(header)?.file_len()
+    match Header::peek(header) {
+        Peek::Declares { file_len, .. } => Some(file_len),
+        Peek::NotBlob | Peek::UnknownKind(_) | Peek::Partial { .. } => None,
+    }
 }
 
 /// `bytes` on the 8-byte boundary the blob parser needs: as given when they already are (an
@@ -593,7 +596,7 @@ mod tests {
         rt.update(&mut OsFs, &b_at(&f, 1, 11, 4)).unwrap();
         // Allowed on purpose: the mark follows the version accepted.
         drop(rt);
-        let allow = crate::ServingConfig { allow_downgrade: true, ..config(None, None) };
+        let allow = config(None, None).with_downgrades(true);
         let rt = ModuleRuntime::open(&f.dir, allow).unwrap();
         rt.update(&mut OsFs, &b_at(&f, 1, 12, 1)).unwrap();
         let m = Manifest::read(&f.dir).unwrap();

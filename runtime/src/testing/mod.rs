@@ -12,7 +12,6 @@ use classmod_blob::{AlignedBytes, Blob, SigningKey, VerifyingKey};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::model::key::key_hex;
-use crate::module::compose::{MinScore, Rule};
 use crate::pack::atomic::{DurableFs, OsFs};
 use crate::pack::base_blob;
 use crate::pack::manifest::{Manifest, ManifestBase, ManifestModule};
@@ -119,15 +118,7 @@ pub fn write_module(dir: &Path, mb: &ModuleBlob, file: &str, key: Option<&Signin
 }
 
 pub fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
-    ServingConfig {
-        device: Device::Cpu,
-        precision: crate::Precision::F32,
-        key,
-        budget_bytes: budget,
-        rule: Rule::Max,
-        min_score: MinScore::Calibrated,
-        allow_downgrade: false,
-    }
+    ServingConfig::new(Device::Cpu).with_key(key).with_budget(budget)
 }
 
 /// What module `mb` alone scores on `pixels` (the reference for served scores).
