@@ -36,24 +36,25 @@ pub fn batch_tensor(
     spec: &InputSpec,
     device: &Device,
 ) -> Result<Tensor, HostError> {
-    let per = images.image_len();
-    let mut raw = Vec::with_capacity(indices.len() * per);
-    for &i in indices {
-        raw.extend_from_slice(images.image(i));
-    }
+    let raw = pixels_of(images, indices);
     let mut x = vec![0f32; raw.len()];
     spec.normalize_into(&raw, &mut x);
     Ok(Tensor::from_vec(x, (indices.len(), spec.channels, spec.height, spec.width), device)?)
 }
 
-/// The images `indices` of `images` normalised the network's way, NHWC (the CPU path's layout;
-/// other engines lay them out their own way once).
-pub fn batch_nhwc(images: &ImageSet, indices: &[usize], spec: &InputSpec) -> Vec<f32> {
-    let per = images.image_len();
-    let mut raw = Vec::with_capacity(indices.len() * per);
+/// The raw pixels of the images at `indices`, one after the other.
+fn pixels_of(images: &ImageSet, indices: &[usize]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(indices.len() * images.image_len());
     for &i in indices {
         raw.extend_from_slice(images.image(i));
     }
+    raw
+}
+
+/// The images `indices` of `images` normalised the network's way, NHWC (the CPU path's layout;
+/// other engines lay them out their own way once).
+pub fn batch_nhwc(images: &ImageSet, indices: &[usize], spec: &InputSpec) -> Vec<f32> {
+    let raw = pixels_of(images, indices);
     let mut x = vec![0f32; raw.len()];
     spec.normalize_into_nhwc(&raw, &mut x);
     x

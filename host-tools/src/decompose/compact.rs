@@ -358,7 +358,8 @@ fn compact_modules(
     }
     let spec_in = net.input_spec();
     let base_macs = cfg.macs(spec_in.height, spec_in.width);
-    let trunk_macs = trunk_macs(&cfg, opts.trunk_stages, spec_in.height, spec_in.width);
+    // The network's own count: an option-B trunk's shortcut projections included.
+    let trunk_macs = cfg.network().macs_until(opts.trunk_stages, spec_in.height, spec_in.width);
     let base_params =
         model.tensors.iter().filter(|(n, _)| !n.contains("running_")).map(|(_, t)| t.elem_count() as u64).sum();
     Ok(CompactDecomposition {
@@ -403,19 +404,6 @@ fn calibrate(
         min_score: super::min_score::min_score(class_scores, super::min_score::ACCEPTED_SHARE),
     };
     Ok((module, (right as f64 / labels.len().max(1) as f64, hits as f64 / positives.max(1) as f64)))
-}
-
-/// Multiply-accumulates per image of the stem and the first `stages` stages.
-fn trunk_macs(cfg: &classmod_runtime::ResNetConfig, stages: usize, h: usize, w: usize) -> u64 {
-    let mut macs = (h * w * cfg.widths[0] * cfg.in_channels * 9) as u64;
-    let (mut h, mut w) = (h, w);
-    for b in cfg.blocks().iter().filter(|b| b.stage < stages) {
-        if b.stride == 2 {
-            (h, w) = (h.div_ceil(2), w.div_ceil(2));
-        }
-        macs += (h * w * b.planes * 9 * (b.in_planes + b.planes)) as u64;
-    }
-    macs
 }
 
 /// The branch's logits (eval mode) on every image of `cache`.

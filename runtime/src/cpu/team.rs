@@ -103,7 +103,7 @@ const OPEN: u64 = 1;
 /// the process's teams serve until it exits). Closed (no `OPEN` bit): a helper that reads it
 /// on its way into a job does not enter (loom found the first version, an open state, letting
 /// one in to read a job slot the caller had cleared).
-const RETIRED: u64 = u64::MAX & !OPEN;
+const RETIRED: u64 = !OPEN;
 
 /// What the caller and the helpers share.
 struct Shared {

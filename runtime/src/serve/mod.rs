@@ -339,9 +339,9 @@ impl ModuleRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ModuleBlob;
     use crate::testing::tiny_model::tiny_model;
     use crate::testing::*;
+    use crate::ModuleBlob;
     use classmod_blob::SigningKey;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
