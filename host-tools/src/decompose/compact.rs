@@ -5,7 +5,7 @@
 //! logit replaces the base's logit of its class, and the softmax of the result is distilled to
 //! the base's (KL at temperature T, times T², plus the label's cross entropy). Because no
 //! branch's loss involves another, all of them step together on the same minibatches
-//! (`train::branch_set`), sharing the minibatch and the entry convolution's columns; a class
+//! (`train::distill` over a `train::trunk_cache`, stepped by `train::branch_set`), sharing the minibatch and the entry convolution's columns; a class
 //! trained alone gets the same branch as with the others. A held-out slice of the training images calibrates each module's score
 //! (one-vs-rest logistic regression on the branch's logit, folded into its head), so modules of
 //! different bases compose fairly.
@@ -16,8 +16,8 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use classmod_runtime::host::{score, Images};
+use candle_core::Device;
+use classmod_runtime::host::score;
 use classmod_runtime::{BranchSpec, ClassId, ClassModule, ModelFile, ModelKey, ModuleHead, ModuleKind, ResNet};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
@@ -28,10 +28,9 @@ use serde::Serialize;
 
 use crate::dataset::ImageSet;
 use crate::decompose::logistic;
-use crate::eval::batch_nhwc;
 use crate::train::branch::TrainableBranch;
-use crate::train::branch_set::{BranchSet, Minibatch};
-use crate::train::{Schedule, SgdConfig};
+use crate::train::distill::{train_branches, Distillation};
+use crate::train::trunk_cache::TrunkCache;
 use crate::HostError;
 
 /// Stages of the base the trunk covers, by default.
@@ -191,69 +190,6 @@ impl CompactDecomposition {
     }
 }
 
-/// Trunk activations and base logits of a set of images, computed once.
-struct TrunkCache {
-    /// `n * per` values, NCHW per image.
-    acts: Vec<f32>,
-    /// (C, H, W) of one activation.
-    shape: (usize, usize, usize),
-    /// `n * classes` base logits.
-    logits: Vec<f32>,
-    labels: Vec<u32>,
-}
-
-impl TrunkCache {
-    /// `net`'s trunk activations of the images `indices` of `set`, with the logits of `teacher`
-    /// (each network normalising the images its own way), or of `net` itself.
-    fn build(
-        net: &ResNet,
-        teacher: Option<&ResNet>,
-        set: &ImageSet,
-        indices: &[usize],
-        stages: usize,
-        progress: &ProgressBar,
-    ) -> Result<Self, HostError> {
-        let mut cache = TrunkCache { acts: Vec::new(), shape: (0, 0, 0), logits: Vec::new(), labels: Vec::new() };
-        for chunk in indices.chunks(256) {
-            let x = batch_nhwc(set, chunk, net.input_spec());
-            let images = Images::Nhwc { values: &x, count: chunk.len() };
-            let (t, logits) = match teacher {
-                None => net.trunk_and_logits(images, stages)?,
-                Some(teacher) => {
-                    let xt = batch_nhwc(set, chunk, teacher.input_spec());
-                    (net.trunk(images, stages)?, teacher.logits(Images::Nhwc { values: &xt, count: chunk.len() })?)
-                }
-            };
-            // The one change of layout: the branches train on image-major NCHW.
-            cache.shape = (t.channels, t.height, t.width);
-            cache.acts.extend(t.to_nchw());
-            cache.logits.extend(logits);
-            cache.labels.extend(chunk.iter().map(|&i| set.labels[i]));
-            progress.inc(chunk.len() as u64);
-        }
-        Ok(cache)
-    }
-
-    fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    fn per(&self) -> usize {
-        self.shape.0 * self.shape.1 * self.shape.2
-    }
-
-    /// Activations `(B, C, H, W)` of the images `rows`.
-    fn batch(&self, rows: &[usize], device: &Device) -> Result<Tensor, HostError> {
-        let per = self.per();
-        let mut x = Vec::with_capacity(rows.len() * per);
-        for &r in rows {
-            x.extend_from_slice(&self.acts[r * per..][..per]);
-        }
-        let (c, h, w) = self.shape;
-        Ok(Tensor::from_vec(x, (rows.len(), c, h, w), device)?)
-    }
-}
-
 /// Decomposes `model` into compact modules using its training images `train`.
 pub fn decompose_compact(
     model: &ModelFile,
@@ -324,9 +260,10 @@ fn compact_modules(
     progress.set_length((steps * wanted.len()) as u64);
     progress.set_message(format!("training {} branches", wanted.len()));
     let key = ModelKey::of(model)?;
-    let (h, w) = (cache.shape.1, cache.shape.2);
+    let (h, w) = (cache.shape().1, cache.shape().2);
     let tt = Instant::now();
-    let (branches, losses) = train_branches(&cache, spec, &wanted, steps, opts, progress)?;
+    let distill = Distillation { seed: opts.seed, lr: opts.lr, batch: opts.batch, temperature: opts.temperature };
+    let (branches, losses) = train_branches(&cache, spec, &wanted, steps, &distill, progress)?;
     let train_seconds = tt.elapsed().as_secs_f64() / wanted.len().max(1) as f64;
     // Calibration evaluates each branch on the held-out images: independent, one per thread.
     let trained = branches
@@ -385,7 +322,7 @@ fn calibrate(
 ) -> Result<(ClassModule, (f64, f64)), HostError> {
     let (weights, lin_w, lin_b) = branch.fold()?;
     let z = logits_of(branch, held)?;
-    let labels: Vec<bool> = held.labels.iter().map(|&l| l as usize == c).collect();
+    let labels: Vec<bool> = held.labels().iter().map(|&l| l as usize == c).collect();
     let feats: Vec<Vec<f32>> = z.iter().map(|&v| vec![v]).collect();
     let (a, b) = logistic::fit_weighted(&feats, &labels, 1e-4, false);
     let head = ModuleHead::Calibrated { weight: lin_w.iter().map(|v| v * a[0]).collect(), bias: a[0] * lin_b + b };
@@ -414,65 +351,6 @@ fn logits_of(branch: &TrainableBranch, cache: &TrunkCache) -> Result<Vec<f32>, H
         out.extend(branch.eval(&cache.batch(chunk, &Device::Cpu)?)?.to_vec1::<f32>()?);
     }
     Ok(out)
-}
-
-/// Trains the branches of `classes` on `cache` for `steps` steps (see the module comment), all
-/// on the same minibatches (one seeded order), each from its own seeded initialisation; returns
-/// them and every step's loss of each.
-fn train_branches(
-    cache: &TrunkCache,
-    spec: BranchSpec,
-    classes: &[usize],
-    steps: usize,
-    opts: &CompactOptions,
-    progress: &ProgressBar,
-) -> Result<(Vec<TrainableBranch>, Vec<Vec<f64>>), HostError> {
-    let device = Device::Cpu;
-    let inits = classes
-        .iter()
-        .map(|&c| {
-            let seed = opts.seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            Ok((c, TrainableBranch::init(spec, seed, &device)?))
-        })
-        .collect::<Result<Vec<_>, HostError>>()?;
-    let (_, h, w) = cache.shape;
-    let mut set = BranchSet::new(spec, h, w, &inits)?;
-    let sgd = SgdConfig { lr: opts.lr, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-    let n_classes = cache.logits.len() / cache.len().max(1);
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xB7A9_C4E1);
-    let mut order: Vec<usize> = (0..cache.len()).collect();
-    let mut cursor = order.len();
-    let batch = opts.batch.clamp(2, cache.len().max(2));
-    let per = cache.per();
-    let (mut acts, mut teacher, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-    let mut losses = vec![Vec::with_capacity(steps); classes.len()];
-    for step in 0..steps {
-        if cursor + batch > order.len() {
-            order.shuffle(&mut rng);
-            cursor = 0;
-        }
-        let rows = &order[cursor..cursor + batch.min(order.len())];
-        cursor += rows.len();
-        acts.clear();
-        teacher.clear();
-        labels.clear();
-        for &r in rows {
-            acts.extend_from_slice(&cache.acts[r * per..][..per]);
-            teacher.extend_from_slice(&cache.logits[r * n_classes..][..n_classes]);
-            labels.push(cache.labels[r]);
-        }
-        let mb = Minibatch { activations: &acts, teacher: &teacher, labels: &labels };
-        let lr = Schedule::Cosine.lr(step, steps, opts.lr);
-        for (all, loss) in losses.iter_mut().zip(set.step(&mb, &sgd, lr, opts.temperature.max(1e-3) as f64)) {
-            if !loss.is_finite() {
-                return Err(HostError::Diverged { step, loss });
-            }
-            all.push(loss);
-        }
-        progress.inc(classes.len() as u64);
-    }
-    let branches = (0..classes.len()).map(|i| set.branch(i)).collect::<Result<Vec<_>, _>>()?;
-    Ok((branches, losses))
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@ pub mod branch;
 pub mod branch_set;
 pub mod conv;
 pub mod cpu_storage;
+pub mod distill;
 pub mod im2col;
 pub mod job;
 pub mod matmul;
 pub mod net;
 pub mod schedule;
 pub mod sgd;
+pub mod trunk_cache;
 
 use crate::HostError;
 use std::path::PathBuf;

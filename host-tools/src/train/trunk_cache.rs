@@ -1,0 +1,108 @@
+//! Trunk activations computed once: a frozen trunk (the stem and the first stages of a base)
+//! runs over a set of images and its activations are kept with the teacher's logits and the
+//! labels, so that what trains on top of it (compact branches by distillation,
+//! [`super::distill`]) never runs the trunk again. One layout change, here: the engine gives the
+//! trunk as NHWC rows, the branches train on image-major NCHW.
+
+use candle_core::{Device, Tensor};
+use classmod_runtime::host::Images;
+use classmod_runtime::ResNet;
+use indicatif::ProgressBar;
+
+use crate::dataset::ImageSet;
+use crate::eval::batch_nhwc;
+use crate::HostError;
+
+/// Trunk activations and teacher logits of a set of images, computed once.
+pub struct TrunkCache {
+    /// `n * per` values, NCHW per image.
+    acts: Vec<f32>,
+    /// (C, H, W) of one activation.
+    shape: (usize, usize, usize),
+    /// `n * classes` logits of the teacher (the base itself, or another model of its classes).
+    logits: Vec<f32>,
+    labels: Vec<u32>,
+}
+
+impl TrunkCache {
+    /// `net`'s trunk activations of the images `indices` of `set`, with the logits of `teacher`
+    /// (each network normalising the images its own way), or of `net` itself.
+    pub fn build(
+        net: &ResNet,
+        teacher: Option<&ResNet>,
+        set: &ImageSet,
+        indices: &[usize],
+        stages: usize,
+        progress: &ProgressBar,
+    ) -> Result<Self, HostError> {
+        let mut cache = TrunkCache { acts: Vec::new(), shape: (0, 0, 0), logits: Vec::new(), labels: Vec::new() };
+        for chunk in indices.chunks(256) {
+            let x = batch_nhwc(set, chunk, net.input_spec());
+            let images = Images::Nhwc { values: &x, count: chunk.len() };
+            let (t, logits) = match teacher {
+                None => net.trunk_and_logits(images, stages)?,
+                Some(teacher) => {
+                    let xt = batch_nhwc(set, chunk, teacher.input_spec());
+                    (net.trunk(images, stages)?, teacher.logits(Images::Nhwc { values: &xt, count: chunk.len() })?)
+                }
+            };
+            // The one change of layout: the branches train on image-major NCHW.
+            cache.shape = (t.channels, t.height, t.width);
+            cache.acts.extend(t.to_nchw());
+            cache.logits.extend(logits);
+            cache.labels.extend(chunk.iter().map(|&i| set.labels[i]));
+            progress.inc(chunk.len() as u64);
+        }
+        Ok(cache)
+    }
+
+    /// Images cached.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether no image is cached.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// (C, H, W) of one activation.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        self.shape
+    }
+
+    /// Each image's label.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// Values of one activation.
+    pub fn per(&self) -> usize {
+        self.shape.0 * self.shape.1 * self.shape.2
+    }
+
+    /// Activations `(B, C, H, W)` of the images `rows`.
+    pub fn batch(&self, rows: &[usize], device: &Device) -> Result<Tensor, HostError> {
+        let per = self.per();
+        let mut x = Vec::with_capacity(rows.len() * per);
+        for &r in rows {
+            x.extend_from_slice(&self.acts[r * per..][..per]);
+        }
+        let (c, h, w) = self.shape;
+        Ok(Tensor::from_vec(x, (rows.len(), c, h, w), device)?)
+    }
+
+    /// The activations, teacher logits and labels of the images `rows`, into the buffers given
+    /// (cleared first; kept across steps so a training loop allocates nothing).
+    pub fn gather(&self, rows: &[usize], acts: &mut Vec<f32>, teacher: &mut Vec<f32>, labels: &mut Vec<u32>) {
+        let (per, classes) = (self.per(), self.logits.len() / self.len().max(1));
+        acts.clear();
+        teacher.clear();
+        labels.clear();
+        for &r in rows {
+            acts.extend_from_slice(&self.acts[r * per..][..per]);
+            teacher.extend_from_slice(&self.logits[r * classes..][..classes]);
+            labels.push(self.labels[r]);
+        }
+    }
+}
