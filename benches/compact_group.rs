@@ -13,8 +13,9 @@ use std::path::Path;
 
 use classmod::fixtures;
 use classmod::runtime::host::Images;
+use classmod::runtime::host::{ModelFile, ModuleGroup, ResNet, Tensor};
 use classmod::runtime::testing::tiny_model::compact_with_blocks;
-use classmod::runtime::{Device, ModelFile, ModuleGroup, ResNet, Tensor};
+use classmod::runtime::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn resnet20() -> Option<ModelFile> {

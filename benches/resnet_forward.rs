@@ -5,7 +5,8 @@ use std::path::Path;
 
 use classmod::host::import::{import_bytes, ImportOptions};
 use classmod::runtime::bench::{split_by_channels, Isa, Microkernel, SmallBatch};
-use classmod::runtime::{Device, InputSpec, ResNet, Tensor};
+use classmod::runtime::host::{ResNet, Tensor};
+use classmod::runtime::{Device, InputSpec};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn resnet20() -> Option<ResNet> {

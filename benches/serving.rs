@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use classmod::fixtures::packed_resnet20;
+use classmod::runtime::host::{ResNet, Tensor};
 use classmod::runtime::io::MappedFile;
+use classmod::runtime::Device;
 use classmod::runtime::MinScore;
-use classmod::runtime::{Device, ResNet, Tensor};
 use classmod::runtime::{ModuleRuntime, ServingConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 

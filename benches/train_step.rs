@@ -6,7 +6,8 @@
 //! Run: `cargo bench --bench train_step`. Needs nothing from ../shared.
 
 use classmod::host::train::{Sgd, SgdConfig, TrainableResNet};
-use classmod::runtime::{Device, InputSpec, ModelMeta, ResNetConfig, Tensor};
+use classmod::runtime::host::{ModelMeta, ResNetConfig, Tensor};
+use classmod::runtime::{Device, InputSpec};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn train_step(c: &mut Criterion) {
@@ -37,7 +38,7 @@ fn train_step(c: &mut Criterion) {
 fn branch_step(c: &mut Criterion) {
     use classmod::host::train::branch::TrainableBranch;
     use classmod::host::train::branch_set::{BranchSet, Minibatch};
-    use classmod::runtime::BranchSpec;
+    use classmod::runtime::host::BranchSpec;
     let dev = Device::Cpu;
     let spec = BranchSpec { trunk_stages: 2, in_channels: 32, width: 16, blocks: 2 };
     let (batch, classes, plane) = (128, 10, 16);

@@ -9,8 +9,9 @@ use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
 use classmod_host::decompose::{DecomposeOptions, HeadKind};
 use classmod_host::import::{import_bytes, ImportOptions};
 use classmod_host::pack::decompose_and_pack;
+use classmod_runtime::host::ModelFile;
+use classmod_runtime::InputSpec;
 use classmod_runtime::Manifest;
-use classmod_runtime::{InputSpec, ModelFile};
 
 pub const CIFAR10_CLASSES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];

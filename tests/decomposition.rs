@@ -7,7 +7,8 @@ mod common;
 use classmod::host::dataset::{self, ImageShape, Split};
 use classmod::host::decompose::{decompose, DecomposeOptions, HeadKind};
 use classmod::host::import::{import_bytes, ImportOptions};
-use classmod::runtime::{InputSpec, NodeMask};
+use classmod::runtime::host::NodeMask;
+use classmod::runtime::InputSpec;
 use indicatif::ProgressBar;
 
 #[test]

@@ -13,7 +13,8 @@ use std::path::Path;
 use classmod::boards::{Status, Trigger};
 use classmod::edge::{DeviceChoice, Edge, EdgeOptions, LogPin};
 use classmod::fixtures::packed_resnet20;
-use classmod::runtime::{Device, MinScore, ResNet, Tensor};
+use classmod::runtime::host::{ResNet, Tensor};
+use classmod::runtime::{Device, MinScore};
 use embedded_hal::digital::{ErrorType, InputPin};
 
 /// A trigger input that plays back a script of levels, one per poll (then stays low).

@@ -10,7 +10,8 @@ use std::sync::Mutex;
 
 use classmod::host::import::{import_bytes, ImportOptions};
 use classmod::runtime::host::{Microkernel, SmallBatch};
-use classmod::runtime::{Device, ResNet, Tensor};
+use classmod::runtime::host::{ResNet, Tensor};
+use classmod::runtime::Device;
 
 /// The kernel and the small-batch way are process-wide settings: the tests take turns.
 static SETTINGS: Mutex<()> = Mutex::new(());

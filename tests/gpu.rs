@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use classmod::host::compose_eval;
-use classmod::runtime::{Device, MinScore, ModelFile, ModuleRuntime, OsFs, Precision, ResNet, ServingConfig, Tensor};
+use classmod::runtime::host::{ModelFile, ResNet, Tensor};
+use classmod::runtime::{Device, MinScore, ModuleRuntime, OsFs, Precision, ServingConfig};
 
 /// f32 logits on the GPU against PyTorch's CPU logits (cuBLAS sums in another order).
 const F32_LOGIT_TOLERANCE: f32 = 1e-3;

@@ -381,7 +381,7 @@ fn mender_installs_commits_and_rolls_back_class_modules_on_a_serving_device() {
     let bytes = std::fs::read(v200.join(&m200.module("dog").unwrap().file)).unwrap();
     let store = classmod::runtime::AlignedBytes::new(&bytes);
     let blob = classmod_blob::Blob::parse(store.bytes()).unwrap();
-    let mut mb = classmod::runtime::ModuleBlob::decode(&blob).unwrap();
+    let mut mb = classmod::runtime::host::ModuleBlob::decode(&blob).unwrap();
     mb.golden.scores[0] += 0.25;
     let key = classmod_blob::parse_secret_key(&std::fs::read_to_string(&secret).unwrap()).unwrap();
     std::fs::write(tampered.join("dog.blob"), mb.encode(Some(&key)).unwrap()).unwrap();

@@ -5,10 +5,9 @@
 mod common;
 
 use classmod::host::import::{import_bytes, ImportOptions};
+use classmod::runtime::host::{ClassId, ClassModule, ModuleGroup, ModuleHead, ModuleKind, NodeMask, ResNet, Tensor};
 use classmod::runtime::{host::predict, Rule};
-use classmod::runtime::{
-    ClassId, ClassModule, Device, InputSpec, ModuleGroup, ModuleHead, ModuleKind, NodeMask, ResNet, Tensor,
-};
+use classmod::runtime::{Device, InputSpec};
 use rand::{Rng, SeedableRng};
 
 fn base_and_images(shared: &std::path::Path) -> (ResNet, Tensor) {

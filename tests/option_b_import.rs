@@ -8,7 +8,8 @@ mod common;
 use std::collections::HashMap;
 
 use classmod::host::import::{import_bytes, ImportOptions};
-use classmod::runtime::{Device, ResNet, ResNetConfig, Shortcut, Tensor};
+use classmod::runtime::host::{ResNet, ResNetConfig, Shortcut, Tensor};
+use classmod::runtime::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::TensorView;

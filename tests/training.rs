@@ -7,7 +7,8 @@ mod common;
 use classmod::host::dataset::{self, ImageSet, ImageShape, Split};
 use classmod::host::eval;
 use classmod::host::train::{self, Schedule, SgdConfig, TrainOptions, TrainableResNet};
-use classmod::runtime::{Device, ModelFile, ResNet, ResNetConfig, Tensor};
+use classmod::runtime::host::{ModelFile, ResNet, ResNetConfig, Tensor};
+use classmod::runtime::Device;
 use indicatif::ProgressBar;
 
 const SHAPE: ImageShape = ImageShape { channels: 1, height: 28, width: 28 };

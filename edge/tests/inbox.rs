@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use classmod_edge::{check_outside, Edge, EdgeOptions, LogPin, Status};
+use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, images, module, tiny_model::tiny_model};
-use classmod_runtime::{Device, MinScore, ResNet, Rule};
+use classmod_runtime::{Device, MinScore, Rule};
 
 fn start(dir: &Path) -> Edge<LogPin> {
     Edge::start(options(dir), LogPin::default()).unwrap()

@@ -5,8 +5,9 @@
 
 use std::process::{Command, Output};
 
+use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
-use classmod_runtime::{Device, ResNet};
+use classmod_runtime::Device;
 
 fn edge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_classmod-edge")).args(args).output().unwrap()

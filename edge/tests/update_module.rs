@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use classmod_edge::mender::{run_state, ModuleSettings};
+use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
-use classmod_runtime::{Device, Manifest, ResNet};
+use classmod_runtime::{Device, Manifest};
 
 fn settings(dir: &Path) -> ModuleSettings {
     ModuleSettings {

@@ -3,7 +3,8 @@
 #![no_main]
 
 use classmod_blob::{AlignedBytes, Blob, SigningKey};
-use classmod_runtime::{Device, ModuleBlob};
+use classmod_runtime::host::ModuleBlob;
+use classmod_runtime::Device;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use classmod_runtime::host::ModuleBlob;
+use classmod_runtime::host::{ClassModule, ModelFile, ModuleGroup, ResNet};
 use classmod_runtime::io::MappedFile;
-use classmod_runtime::{ClassModule, Device, InputSpec, ModelFile, ModuleGroup, Precision, ResNet};
-use classmod_runtime::{Manifest, ModelKey, ModuleBlob, PackedDir, MANIFEST_FILE};
+use classmod_runtime::{Device, InputSpec, Precision};
+use classmod_runtime::{Manifest, ModelKey, PackedDir, MANIFEST_FILE};
 use classmod_runtime::{MinScore, Rule};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -114,10 +116,10 @@ pub fn read_base(module_path: &Path, key: &ModelKey, device: &Device) -> Result<
     Ok((base_path, model))
 }
 
-/// The composed classifier (the runtime's [`classmod_runtime::Composition`], which a device
+/// The composed classifier (the runtime's [`classmod_runtime::host::Composition`], which a device
 /// serves through too) and the base blob each of its groups was read from.
 pub struct Composition {
-    pub composed: classmod_runtime::Composition,
+    pub composed: classmod_runtime::host::Composition,
     /// The base blob of each group.
     pub base_files: Vec<PathBuf>,
 }
@@ -125,7 +127,7 @@ pub struct Composition {
 impl Composition {
     /// Every module of `group`, in its order.
     pub fn of_one_base(group: ModuleGroup, base_file: PathBuf) -> Composition {
-        Composition { composed: classmod_runtime::Composition::of_one_base(group), base_files: vec![base_file] }
+        Composition { composed: classmod_runtime::host::Composition::of_one_base(group), base_files: vec![base_file] }
     }
 
     /// The groups, one per base.
@@ -207,7 +209,7 @@ pub fn load(paths: &[PathBuf], device: &Device, precision: Precision) -> Result<
         .collect::<Result<Vec<_>, ComposeError>>()?;
     let net =
         |key: &ModelKey| nets.iter().find(|(k, _)| k == key).map(|(_, n)| n.clone()).expect("every base was read");
-    let composed = classmod_runtime::Composition::group(
+    let composed = classmod_runtime::host::Composition::group(
         packed.modules.into_iter().map(|m| (m.base_key, net(&m.base_key), Arc::new(m))),
     )?;
     // Groups are in the order the bases first appear, as `packed.bases` is.

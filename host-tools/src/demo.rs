@@ -9,7 +9,8 @@ use anyhow::{anyhow, Result};
 use classmod_blob::SigningKey;
 use classmod_edge::pins::ValueFilePin;
 use classmod_edge::{Edge, EdgeOptions, LogPin};
-use classmod_runtime::{Device, ModelFile};
+use classmod_runtime::host::ModelFile;
+use classmod_runtime::Device;
 
 use crate::dataset::{self, ImageShape, Split};
 use crate::decompose::compact::{decompose_compact, CompactOptions};
@@ -23,7 +24,7 @@ const DEMO_TRAIN_IMAGES: usize = 12_000;
 fn print_latencies(edge: &Edge<LogPin>, model: &ModelFile, files: &[std::path::PathBuf]) -> Result<()> {
     let snap = edge.runtime.snapshot();
     let spec = snap.input_spec().ok_or_else(|| anyhow!("no classes served"))?.clone();
-    let full = classmod_runtime::ResNet::new(model, &Device::Cpu)?;
+    let full = classmod_runtime::host::ResNet::new(model, &Device::Cpu)?;
     let median = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         let mut t = Vec::new();
         for _ in 0..15 {
@@ -44,7 +45,7 @@ fn print_latencies(edge: &Edge<LogPin>, model: &ModelFile, files: &[std::path::P
         })?;
         let mut x = vec![0f32; px.len()];
         spec.normalize_into(&px, &mut x);
-        let t = classmod_runtime::Tensor::from_vec(x, (1, spec.channels, spec.height, spec.width), &Device::Cpu)?;
+        let t = classmod_runtime::host::Tensor::from_vec(x, (1, spec.channels, spec.height, spec.width), &Device::Cpu)?;
         let whole = median(&mut || full.forward(&t).map(drop).map_err(Into::into))?;
         let answer = match r.predictions[0] {
             Some(p) => format!("{} ({:.3})", r.classes[p], r.scores[0][p]),
@@ -106,12 +107,14 @@ pub fn device_demo(
         100.0 * mine.macs_fraction(),
         100.0 * mine.trunk_macs_fraction()
     );
-    let golden = |_: usize, m: &classmod_runtime::ClassModule| golden_sample(&test, 4, seed ^ m.class_id.0 as u64);
+    let golden =
+        |_: usize, m: &classmod_runtime::host::ClassModule| golden_sample(&test, 4, seed ^ m.class_id.0 as u64);
     let device = out.join("device");
     let staging = out.join("staging");
     let _ = std::fs::remove_dir_all(&device);
     let _ = std::fs::remove_dir_all(&staging);
-    let group = |m: &ModelFile, modules: &[classmod_runtime::ClassModule]| PackGroup::new(m.clone(), modules.to_vec());
+    let group =
+        |m: &ModelFile, modules: &[classmod_runtime::host::ClassModule]| PackGroup::new(m.clone(), modules.to_vec());
     pack(&[group(&model, &mine.modules[..3])?], &device, Some(key), version_now(), golden)?;
     pack(
         &[group(&model, &mine.modules[3..])?, group(&other, &theirs.modules)?],

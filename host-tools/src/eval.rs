@@ -3,7 +3,8 @@
 use crate::HostError;
 use std::time::Instant;
 
-use classmod_runtime::{Device, InputSpec, ResNet, Tensor};
+use classmod_runtime::host::{ResNet, Tensor};
+use classmod_runtime::{Device, InputSpec};
 use indicatif::ProgressBar;
 use serde::Serialize;
 

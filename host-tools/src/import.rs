@@ -7,7 +7,8 @@ use crate::HostError;
 use std::collections::HashMap;
 
 use classmod_runtime::host::{check_tensors, read_safetensors};
-use classmod_runtime::{Device, InputSpec, ModelFile, ModelMeta, ResNetConfig, Shortcut, Tensor};
+use classmod_runtime::host::{ModelFile, ModelMeta, ResNetConfig, Shortcut, Tensor};
+use classmod_runtime::{Device, InputSpec};
 
 /// What the user says about the model beyond its tensors.
 #[derive(Debug, Clone, Default)]

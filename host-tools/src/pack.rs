@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use classmod_blob::{AlignedBytes, Blob, SigningKey};
 use classmod_runtime::host::write_atomically;
 use classmod_runtime::host::{base_blob, key_hex};
-use classmod_runtime::{ClassModule, Device, Golden, ModelFile, ModelKey, ModuleBlob, ResNet};
+use classmod_runtime::host::{ClassModule, Golden, ModelFile, ModuleBlob, ResNet};
+use classmod_runtime::{Device, ModelKey};
 use classmod_runtime::{Manifest, ManifestBase, ManifestModule};
 
 use crate::compose_eval::{read_packed, ComposeError};

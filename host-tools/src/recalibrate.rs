@@ -40,7 +40,7 @@ pub fn recalibrate(
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     }
     let per_other = n_pos.div_ceil(k.saturating_sub(1).max(1));
-    let mut refitted: Vec<Vec<classmod_runtime::ClassModule>> =
+    let mut refitted: Vec<Vec<classmod_runtime::host::ClassModule>> =
         c.groups().iter().map(|g| g.modules().iter().map(|m| (**m).clone()).collect()).collect();
     for (j, &(g, m)) in c.order().iter().enumerate() {
         let positives: Vec<usize> = by_class[j].iter().take(n_pos).cloned().collect();

@@ -6,10 +6,11 @@ use crate::HostError;
 use std::path::Path;
 
 use classmod_blob::{Blob, BlobKind, VerifyingKey};
+use classmod_runtime::host::ModuleBlob;
 use classmod_runtime::host::{base_blob, key_hex};
 use classmod_runtime::io::MappedFile;
+use classmod_runtime::Device;
 use classmod_runtime::MinScore;
-use classmod_runtime::{Device, ModuleBlob};
 use classmod_runtime::{ModuleRuntime, ServingConfig};
 use serde::Serialize;
 
@@ -132,7 +133,7 @@ pub fn verify_file(path: &Path, key: Option<&VerifyingKey>) -> VerifyRow {
 
 /// One line on what a module computes: its kind and, for a compact module, its trunk and its
 /// branch's size; and from which score it claims an image.
-pub fn module_summary(m: &classmod_runtime::ClassModule) -> String {
+pub fn module_summary(m: &classmod_runtime::host::ClassModule) -> String {
     let min = match m.min_score {
         Some(s) => format!("; claims an image from score {s:.4} (calibrated)"),
         None => "; no calibrated minimum score (claims every image)".into(),

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 
-use classmod_runtime::{ResNetConfig, Shortcut};
+use classmod_runtime::host::{ResNetConfig, Shortcut};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 

@@ -14,7 +14,8 @@ mod common;
 
 use classmod_host::dataset::{load_sample, ImageShape, Split};
 use classmod_host::decompose::compact::{decompose_compact, CompactOptions};
-use classmod_runtime::{Device, ModelFile};
+use classmod_runtime::host::ModelFile;
+use classmod_runtime::Device;
 
 #[test]
 fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {

@@ -7,10 +7,11 @@ mod common;
 use std::path::Path;
 
 use classmod_host::pack::{pack, PackGroup};
-use classmod_runtime::{
-    ClassId, ClassModule, Device, InputSpec, ModelFile, ModelKey, ModelMeta, ModuleHead, ModuleKind, NodeMask, ResNet,
-    ResNetConfig, Shortcut, Tensor,
+use classmod_runtime::host::{
+    ClassId, ClassModule, ModelFile, ModelMeta, ModuleHead, ModuleKind, NodeMask, ResNet, ResNetConfig, Shortcut,
+    Tensor,
 };
+use classmod_runtime::{Device, InputSpec, ModelKey};
 
 /// A packed directory of a tiny 1-channel 8x8 base with `mean` as its normalisation, and one
 /// all-ones module per class (as `classmod decompose` writes one).

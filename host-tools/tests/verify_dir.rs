@@ -3,8 +3,9 @@
 //! manifest's back used to pass). Tiny random models packed by the runtime's own writers.
 
 use classmod_host::verify::verify_dir;
+use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
-use classmod_runtime::{Device, MinScore, ModuleRuntime, OsFs, ResNet, ServingConfig};
+use classmod_runtime::{Device, MinScore, ModuleRuntime, OsFs, ServingConfig};
 
 #[test]
 fn verify_checks_the_rollback_copy_too() {

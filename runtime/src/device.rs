@@ -62,7 +62,7 @@ impl Precision {
     /// H200 (`scripts/gpu-check.sh`, README "GPU"), and still far below a changed module's.
     pub fn golden_tolerance(self) -> f32 {
         match self {
-            Precision::F32 => crate::GOLDEN_TOLERANCE,
+            Precision::F32 => crate::pack::module_blob::GOLDEN_TOLERANCE,
             Precision::F16 => 2e-2,
             Precision::Bf16 => 8e-2,
         }

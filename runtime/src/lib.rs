@@ -46,6 +46,7 @@
 //! #     //! A packed directory of a small random ResNet-8 with classes cat, dog and ship, as
 //! #     //! `classmod pack` writes one (without golden images from a dataset).
 //! #     use classmod_runtime::host::{base_blob::encode, key_hex};
+//! #     use classmod_runtime::host::*;
 //! #     use classmod_runtime::*;
 //! #     pub fn packed_directory() -> Result<std::path::PathBuf> {
 //! #         let dir = std::env::temp_dir().join(format!("classmod-doctest-{}", std::process::id()));
@@ -97,29 +98,37 @@ mod serve;
 #[doc(hidden)]
 pub mod testing;
 
-pub use candle_core::{DType, Device, Tensor};
+// The device API: what a program that serves modules names.
+pub use candle_core::Device;
 pub use classmod_blob::{parse_public_key, AlignedBytes, BlobError, VerifyingKey};
 
 pub use device::{cuda, Precision, CUDA_BUILT};
 pub use error::{Error, ErrorKind, Result};
-pub use model::{
-    Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, InputSpec, ModelFile, ModelKey, ModelMeta,
-    ReluSite, ResNet, ResNetConfig, Shortcut,
-};
+pub use model::{InputSpec, ModelKey};
 pub use module::compose::{MinScore, Rule};
-pub use module::{
-    ClassId, ClassModule, ComposedOutputs, Composition, GroupKind, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs,
-    NodeMask, SiteMask,
-};
 pub use pack::manifest::{
     Manifest, ManifestBase, ManifestModule, PendingUpdate, PreviousModule, FILE_NAME as MANIFEST_FILE,
 };
-pub use pack::module_blob::GOLDEN_TOLERANCE;
-pub use pack::{DirLock, DurableFs, Golden, ModuleBlob, OsFs, PackedDir};
+pub use pack::{DirLock, DurableFs, OsFs, PackedDir};
 pub use serve::{
     declared_len, Applied, Classification, Followed, LoadedBase, LoadedModule, ModuleRuntime, PendingReport,
     ServingConfig, Snapshot, UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN,
 };
+
+// The model, module and container types, under `host` for other crates; the crate's own files
+// name them through the root as before.
+#[allow(unused_imports)]
+pub(crate) use model::{
+    Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, ModelFile, ModelMeta, ReluSite, ResNet,
+    ResNetConfig, Shortcut,
+};
+#[allow(unused_imports)]
+pub(crate) use module::{
+    ClassId, ClassModule, ComposedOutputs, Composition, GroupKind, ModuleGroup, ModuleHead, ModuleKind, ModuleOutputs,
+    NodeMask, SiteMask,
+};
+#[allow(unused_imports)]
+pub(crate) use pack::{Golden, ModuleBlob};
 
 /// Reading files that may be anything (a FIFO, a symlink, a huge or truncated file): regular
 /// files only, bounded in size, opened without blocking; blobs mapped read-only. What the device
@@ -153,11 +162,22 @@ pub mod host {
     pub use crate::model::graph::{subsample, NoHook, ReluHook};
     pub use crate::model::key::{input_key, key_hex};
     pub use crate::model::network::{BlockKind, BlockSpec, Network, Stage, Stem};
+    pub use crate::model::{
+        Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, ModelFile, ModelMeta, ReluSite, ResNet,
+        ResNetConfig, Shortcut,
+    };
     pub use crate::module::compose::{answer, predict, ranking};
     pub use crate::module::score;
+    pub use crate::module::{
+        ClassId, ClassModule, ComposedOutputs, Composition, GroupKind, ModuleGroup, ModuleHead, ModuleKind,
+        ModuleOutputs, NodeMask, SiteMask,
+    };
     pub use crate::pack::atomic::write as write_atomically;
     pub use crate::pack::base_blob;
     pub use crate::pack::manifest::file_stem;
+    pub use crate::pack::module_blob::GOLDEN_TOLERANCE;
+    pub use crate::pack::{Golden, ModuleBlob};
+    pub use candle_core::{DType, Tensor};
 }
 
 /// The CPU path's kernels and knobs, for `benches/` only: not a stable API.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use classmod_runtime::{ResNet, Tensor};
+use classmod_runtime::host::{ResNet, Tensor};
 use serde::Serialize;
 
 pub mod peers;

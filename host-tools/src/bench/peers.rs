@@ -15,7 +15,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use classmod_runtime::{ResNet, Tensor};
+use classmod_runtime::host::{ResNet, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{ensure_torch, percentile, ReferenceError};

@@ -11,7 +11,7 @@ use classmod_host::bench::peers::{self, PeerRun};
 use classmod_host::bench::{self, ReferenceRun, DEBIAN_PYTHON};
 use classmod_host::dataset::ImageShape;
 use classmod_host::progress;
-use classmod_runtime::ResNet;
+use classmod_runtime::host::ResNet;
 
 use super::{load_data, model_error, print_json, read_model, DeviceArg, SplitArg};
 

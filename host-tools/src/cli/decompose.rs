@@ -8,7 +8,7 @@ use classmod_host::decompose::compact::{self, CompactOptions};
 use classmod_host::decompose::{self, DecomposeOptions};
 use classmod_host::pack::{golden_sample, pack, PackGroup};
 use classmod_host::progress;
-use classmod_runtime::ClassModule;
+use classmod_runtime::host::ClassModule;
 
 use super::keygen::read_secret_key;
 use super::{at_least_one_golden, load_data, model_error, print_json, read_model};
@@ -178,7 +178,7 @@ pub fn run(a: Args) -> Result<()> {
 
 fn run_compact(
     a: &Args,
-    model: &classmod_runtime::ModelFile,
+    model: &classmod_runtime::host::ModelFile,
     train: &classmod_host::dataset::ImageSet,
     classes: Option<Vec<usize>>,
 ) -> Result<()> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use classmod_host::dataset::ImageShape;
 use classmod_host::{eval, progress, report};
-use classmod_runtime::ResNet;
+use classmod_runtime::host::ResNet;
 
 use super::{load_data, model_error, print_json, read_model, EvalArgs};
 

@@ -10,7 +10,7 @@ use classmod_host::decompose::{self, DecomposeOptions, HeadKind};
 use classmod_host::experiment::cost::{self, CostOptions};
 use classmod_host::experiment::{reuse, tradeoff};
 use classmod_host::progress;
-use classmod_runtime::ModelFile;
+use classmod_runtime::host::ModelFile;
 
 use super::{at_least_one_golden, load_data, model_error, print_json, read_model, PathContext};
 use classmod_runtime::Device;

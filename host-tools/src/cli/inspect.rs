@@ -37,7 +37,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     println!("  metadata      {}", blob.meta());
     let module = (blob.kind() == classmod_blob::BlobKind::Module)
-        .then(|| classmod_runtime::ModuleBlob::decode(&blob).map_err(|e| model_error(&a.file, e)))
+        .then(|| classmod_runtime::host::ModuleBlob::decode(&blob).map_err(|e| model_error(&a.file, e)))
         .transpose()?;
     if let Some(m) = &module {
         println!("  module        {}", classmod_host::verify::module_summary(&m.module));

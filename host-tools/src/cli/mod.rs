@@ -23,7 +23,8 @@ use classmod_host::dataset::{self, ImageSet, ImageShape, Split};
 use classmod_host::decompose::HeadKind;
 use classmod_host::train::Schedule;
 use classmod_host::HostError;
-use classmod_runtime::{Device, Error as RuntimeError, ModelFile, Precision};
+use classmod_runtime::host::ModelFile;
+use classmod_runtime::{Device, Error as RuntimeError, Precision};
 
 #[derive(Parser)]
 #[command(

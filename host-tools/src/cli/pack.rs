@@ -64,8 +64,9 @@ pub fn run(a: Args) -> Result<()> {
         let path = &a.data[i.min(a.data.len() - 1)];
         sets.push(load_data(path, Split::Test, shape, Some(&g.model.meta.class_names), None, a.seed)?);
     }
-    let golden =
-        |g: usize, m: &classmod_runtime::ClassModule| golden_sample(&sets[g], a.golden, a.seed ^ m.class_id.0 as u64);
+    let golden = |g: usize, m: &classmod_runtime::host::ClassModule| {
+        golden_sample(&sets[g], a.golden, a.seed ^ m.class_id.0 as u64)
+    };
     let version = a.version.unwrap_or_else(classmod_host::pack::version_now);
     let manifest = pack(&groups, &a.out, key.as_ref(), version, golden)?;
     let bytes: u64 = manifest.bases.iter().map(|b| b.bytes).chain(manifest.modules.iter().map(|m| m.bytes)).sum();

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use classmod_host::compose_eval;
-use classmod_runtime::{Device, InputSpec, ResNet, Tensor};
+use classmod_runtime::host::{ResNet, Tensor};
+use classmod_runtime::{Device, InputSpec};
 
 use super::{model_error, print_json, read_model, DeviceArg, PrecisionArg};
 

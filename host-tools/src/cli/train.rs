@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use classmod_host::train::{self, ArchSpec, SgdConfig, TrainJob};
 use classmod_host::{progress, report};
-use classmod_runtime::Shortcut;
+use classmod_runtime::host::Shortcut;
 
 use super::{check_output_dir, model_error, print_json, read_model, DeviceArg};
 

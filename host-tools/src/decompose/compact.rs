@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use candle_core::Device;
 use classmod_runtime::host::score;
-use classmod_runtime::{BranchSpec, ClassId, ClassModule, ModelFile, ModelKey, ModuleHead, ModuleKind, ResNet};
+use classmod_runtime::host::{BranchSpec, ClassId, ClassModule, ModelFile, ModuleHead, ModuleKind, ResNet};
+use classmod_runtime::ModelKey;
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -49,7 +50,7 @@ pub const DEEP_BRANCH_WIDTH: usize = 24;
 /// full trade-off (`results/compact-tradeoff-resnet20/`, T in {1, 2} x W in {8, 16, 32}) T=2,
 /// W=16 is the knee: the only setting within half a point of the base whose module stays under
 /// the 6 % size target (T=2, W=8: -0.9 points; T=1 reaches -0.3 only at W=32, 15.8 % a module).
-pub fn default_width(arch: &classmod_runtime::ResNetConfig) -> usize {
+pub fn default_width(arch: &classmod_runtime::host::ResNetConfig) -> usize {
     if is_shallow(arch) {
         BRANCH_WIDTH
     } else {
@@ -58,7 +59,7 @@ pub fn default_width(arch: &classmod_runtime::ResNetConfig) -> usize {
 }
 /// Whether `arch` has at most [`SHALLOW_STAGE_BLOCKS`] blocks a stage (ResNet-20, not ResNet-56):
 /// what the compact defaults and size targets that differ by model go by.
-pub fn is_shallow(arch: &classmod_runtime::ResNetConfig) -> bool {
+pub fn is_shallow(arch: &classmod_runtime::host::ResNetConfig) -> bool {
     arch.blocks_per_stage <= SHALLOW_STAGE_BLOCKS
 }
 
@@ -74,7 +75,7 @@ pub const SHALLOW_BRANCH_BLOCKS: usize = 1;
 /// base at batch 64 (target 1.0), one-block ones 0.91-0.93x, and the one-block branches train in
 /// 128 s instead of 221 s. ResNet-56 keeps two (at W=24 one module is 3.3 % of its base and ten
 /// classes cost 0.93x).
-pub fn default_blocks(arch: &classmod_runtime::ResNetConfig) -> usize {
+pub fn default_blocks(arch: &classmod_runtime::host::ResNetConfig) -> usize {
     if is_shallow(arch) {
         SHALLOW_BRANCH_BLOCKS
     } else {
@@ -117,7 +118,7 @@ pub struct CompactOptions {
 impl CompactOptions {
     /// The defaults for a base of architecture `arch` (its branch width and blocks), for
     /// `classes` and `seed`.
-    pub fn for_base(arch: &classmod_runtime::ResNetConfig, classes: Option<Vec<usize>>, seed: u64) -> Self {
+    pub fn for_base(arch: &classmod_runtime::host::ResNetConfig, classes: Option<Vec<usize>>, seed: u64) -> Self {
         CompactOptions { width: default_width(arch), blocks: default_blocks(arch), ..Self::new(classes, seed) }
     }
 
@@ -356,7 +357,7 @@ fn logits_of(branch: &TrainableBranch, cache: &TrunkCache) -> Result<Vec<f32>, H
 #[cfg(test)]
 mod tests {
     use super::*;
-    use classmod_runtime::ResNetConfig;
+    use classmod_runtime::host::ResNetConfig;
 
     /// The measured defaults: ResNet-20 (3 blocks a stage) 16 channels and one block, ResNet-32
     /// (5) and up 24 channels and two blocks.

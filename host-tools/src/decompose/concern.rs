@@ -3,8 +3,8 @@
 //! TI restores a node CI dropped when it is active on at least `tangle_rate` of c's negatives
 //! (`tangle_rate = 0` means "on any negative").
 
-use classmod_runtime::ReluSite;
-use classmod_runtime::{NodeMask, SiteMask};
+use classmod_runtime::host::ReluSite;
+use classmod_runtime::host::{NodeMask, SiteMask};
 
 use super::observe::ActivityCounts;
 

@@ -1,4 +1,4 @@
-//! A module's minimum score ([`classmod_runtime::ClassModule::min_score`]): the score that
+//! A module's minimum score ([`classmod_runtime::host::ClassModule::min_score`]): the score that
 //! [`ACCEPTED_SHARE`] of its class's held-out training images reach. A device serving the module
 //! then still accepts about that share of its class's images, and can answer "none" for images
 //! that no served module claims.

@@ -11,7 +11,8 @@ pub mod samples;
 use crate::HostError;
 use std::time::Instant;
 
-use classmod_runtime::{ClassId, ClassModule, ModelFile, ModelKey, ModuleGroup, ModuleHead, ModuleKind, ResNet};
+use classmod_runtime::host::{ClassId, ClassModule, ModelFile, ModuleGroup, ModuleHead, ModuleKind, ResNet};
+use classmod_runtime::ModelKey;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -87,7 +88,7 @@ pub struct ClassReport {
 pub struct Decomposition {
     pub modules: Vec<ClassModule>,
     /// The base network's ReLU sites, which the module masks follow.
-    pub sites: Vec<classmod_runtime::ReluSite>,
+    pub sites: Vec<classmod_runtime::host::ReluSite>,
     pub reports: Vec<ClassReport>,
     pub seconds: f64,
 }

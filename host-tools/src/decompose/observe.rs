@@ -3,7 +3,7 @@
 use crate::HostError;
 use candle_core::Tensor;
 use classmod_runtime::host::ReluHook;
-use classmod_runtime::ResNet;
+use classmod_runtime::host::ResNet;
 
 use crate::dataset::ImageSet;
 use crate::eval::batch_tensor;

@@ -4,7 +4,7 @@
 //! `n_pos/(N-1)` images from each other class as negatives.
 
 use crate::HostError;
-use classmod_runtime::ResNet;
+use classmod_runtime::host::ResNet;
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use classmod_runtime::{MinScore, ModelFile, ModuleGroup, ResNet, Rule};
+use classmod_runtime::host::{ModelFile, ModuleGroup, ResNet};
+use classmod_runtime::{MinScore, Rule};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -135,7 +136,7 @@ pub const MAX_PARAMS_FRACTION: f64 = 0.06;
 pub const DEEP_MAX_PARAMS_FRACTION: f64 = 0.04;
 
 /// The size target of a module of a base of architecture `arch`.
-pub fn max_params_fraction(arch: &classmod_runtime::ResNetConfig) -> f64 {
+pub fn max_params_fraction(arch: &classmod_runtime::host::ResNetConfig) -> f64 {
     if crate::decompose::compact::is_shallow(arch) {
         MAX_PARAMS_FRACTION
     } else {
@@ -308,7 +309,7 @@ mod tests {
         assert_eq!((knee(&r).unwrap().trunk_stages, knee(&r).unwrap().width), (2, 16));
         assert_eq!(knee_within(&r, f64::INFINITY).unwrap().width, 32);
         // ResNet-56's bound is tighter: the same W=16 module (4 % of the parameters) is too large.
-        let cifar = |depth| classmod_runtime::ResNetConfig::cifar(depth, 3, 10).unwrap();
+        let cifar = |depth| classmod_runtime::host::ResNetConfig::cifar(depth, 3, 10).unwrap();
         assert_eq!(max_params_fraction(&cifar(20)), 0.06);
         assert_eq!(max_params_fraction(&cifar(56)), 0.04);
         let mut r = report(vec![point(2, 16, 0.0201, 0.815)]);

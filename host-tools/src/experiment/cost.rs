@@ -14,7 +14,8 @@
 use crate::HostError;
 use std::time::Instant;
 
-use classmod_runtime::{Device, ModelFile};
+use classmod_runtime::host::ModelFile;
+use classmod_runtime::Device;
 use indicatif::ProgressBar;
 use serde::Serialize;
 

@@ -5,8 +5,8 @@
 //!   change in class c's accuracy and in the overall accuracy.
 
 use crate::HostError;
+use classmod_runtime::host::{ModelFile, ModuleGroup};
 use classmod_runtime::Rule;
-use classmod_runtime::{ModelFile, ModuleGroup};
 use indicatif::ProgressBar;
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -52,7 +52,8 @@ pub fn score_table(
 ) -> Result<(ScoreTable, f64), HostError> {
     let d = decompose(model, train, opts, &ProgressBar::hidden())?;
     let nodes_kept = d.nodes_kept();
-    let group = ModuleGroup::new(classmod_runtime::ResNet::new(model, &classmod_runtime::Device::Cpu)?, d.modules)?;
+    let group =
+        ModuleGroup::new(classmod_runtime::host::ResNet::new(model, &classmod_runtime::Device::Cpu)?, d.modules)?;
     Ok((ScoreTable::compute(&group, test, opts.batch, progress)?, nodes_kept))
 }
 

@@ -3,7 +3,7 @@
 //! and of modules swapped in from another model, are then arithmetic on this table.
 
 use crate::HostError;
-use classmod_runtime::ModuleGroup;
+use classmod_runtime::host::ModuleGroup;
 use classmod_runtime::{host::predict, Rule};
 use indicatif::ProgressBar;
 

@@ -16,8 +16,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use classmod_blob::VerifyingKey;
+use classmod_runtime::host::{ResNet, Tensor};
 use classmod_runtime::io::MappedFile;
-use classmod_runtime::{Device, ResNet, Tensor};
+use classmod_runtime::Device;
 use classmod_runtime::{ModuleRuntime, PackedDir, ServingConfig};
 use indicatif::ProgressBar;
 use serde::Serialize;

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Instant;
 
+use classmod_runtime::host::{ModelFile, ModuleGroup};
 use classmod_runtime::{MinScore, Rule};
-use classmod_runtime::{ModelFile, ModuleGroup};
 use indicatif::ProgressBar;
 use serde::Serialize;
 

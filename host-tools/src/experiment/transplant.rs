@@ -4,7 +4,8 @@
 //! modules with module c replaced by the transplanted one: class c's accuracy and the overall
 //! accuracy before and after, beside B's base on class c (what the transplant brings over).
 
-use classmod_runtime::{Device, ModelFile, ModuleGroup, ResNet, Rule};
+use classmod_runtime::host::{ModelFile, ModuleGroup, ResNet};
+use classmod_runtime::{Device, Rule};
 use indicatif::ProgressBar;
 use serde::Serialize;
 

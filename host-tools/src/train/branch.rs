@@ -1,4 +1,4 @@
-//! The trainable twin of a compact module's branch ([`classmod_runtime::Branch`]): the same
+//! The trainable twin of a compact module's branch ([`classmod_runtime::host::Branch`]): the same
 //! layers with batch norm in training mode and a linear output of one logit, trained on cached
 //! trunk activations; [`TrainableBranch::fold`] folds the batch norms into the stored form.
 
@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{Device, Tensor, Var, D};
 use classmod_runtime::host::BN_EPS;
-use classmod_runtime::{BranchSpec, BranchWeights};
+use classmod_runtime::host::{BranchSpec, BranchWeights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

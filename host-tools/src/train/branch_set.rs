@@ -10,8 +10,8 @@
 //! there (loss, gradients and SGD update), and a trained set hands each branch back as one for
 //! folding and evaluation.
 
+use classmod_runtime::host::BranchSpec;
 use classmod_runtime::host::BN_EPS;
-use classmod_runtime::BranchSpec;
 use rayon::prelude::*;
 
 use super::branch::TrainableBranch;

@@ -4,7 +4,7 @@
 //! the label's cross entropy), under a cosine learning rate.
 
 use candle_core::Device;
-use classmod_runtime::BranchSpec;
+use classmod_runtime::host::BranchSpec;
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
-use classmod_runtime::{ModelFile, ResNet, ResNetConfig, Shortcut};
+use classmod_runtime::host::{ModelFile, ResNet, ResNetConfig, Shortcut};
 use indicatif::ProgressBar;
 
 use crate::dataset::{self, ImageShape, Split};

@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use classmod_runtime::host::write_atomically;
-use classmod_runtime::{InputSpec, ModelFile, ModelMeta, ResNetConfig};
+use classmod_runtime::host::{ModelFile, ModelMeta, ResNetConfig};
+use classmod_runtime::InputSpec;
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -12,7 +12,7 @@ use classmod_runtime::host::subsample;
 use super::batch_norm::batch_norm_train;
 use super::conv::conv2d;
 use classmod_runtime::host::BN_EPS;
-use classmod_runtime::{ModelFile, ModelMeta, ResNetConfig, Shortcut};
+use classmod_runtime::host::{ModelFile, ModelMeta, ResNetConfig, Shortcut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 use classmod_runtime::host::Images;
-use classmod_runtime::ResNet;
+use classmod_runtime::host::ResNet;
 use indicatif::ProgressBar;
 
 use crate::dataset::ImageSet;
