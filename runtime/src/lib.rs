@@ -147,8 +147,10 @@ pub mod prelude {
     };
 }
 
-/// What the host's packaging tools use beyond the device API: the containers' writers and
-/// readers, model keys, the graph's hooks, and crash-safe writes.
+/// What the host's tools use beyond the device API: the model ([`host::ResNet`], its file, its
+/// network description, the images and activations its engines take and give) and the modules
+/// ([`host::ClassModule`], [`host::ModuleGroup`]), the containers' writers and readers, the
+/// graph's hooks, and crash-safe writes.
 pub mod host {
     /// The CPU path's micro-kernels: which one runs (`Microkernel::best().name()`, reported by
     /// `classmod bench`) and the variable that picks another.
