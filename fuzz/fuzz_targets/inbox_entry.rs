@@ -62,9 +62,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = declared_len(data);
     std::fs::write(&d.entry, data).unwrap();
     if let Entry::Ready(_, bytes) = examine(&d.entry, 1 << 20, &d.scratch) {
-        let generation = d.runtime.snapshot().generation;
+        let generation = d.runtime.snapshot().generation();
         if d.runtime.apply_update(&mut Nowhere, bytes.bytes()).is_err() {
-            assert_eq!(d.runtime.snapshot().generation, generation, "a refused update changed the served set");
+            assert_eq!(d.runtime.snapshot().generation(), generation, "a refused update changed the served set");
         }
     }
 });
