@@ -83,11 +83,6 @@ pub struct Activation {
 }
 
 impl Activation {
-    /// Values of one image.
-    pub fn per_image(&self) -> usize {
-        self.height * self.width * self.channels
-    }
-
     /// The values in NCHW order (what a PyTorch-layout consumer reads).
     pub fn to_nchw(&self) -> Vec<f32> {
         crate::cpu::net::to_nchw(&self.values, self.images, self.channels, self.height * self.width)

@@ -185,8 +185,9 @@ impl ResNet {
 
     /// Logits, with `hook` called at every ReLU site.
     pub fn forward_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor> {
-        let feats = self.features_hooked(x, hook)?;
-        self.linear(&feats)
+        let images = Images::Nchw(x);
+        let logits = self.linear.apply(&self.feature_rows(images, hook)?, images.count());
+        Ok(Tensor::from_vec(logits, (images.count(), self.linear.classes()), &self.device)?)
     }
 
     /// The classifier layer: logits `(batch, classes)` of pooled features `(batch, features)`.
@@ -199,19 +200,22 @@ impl ResNet {
 
     /// Logits `(batch, classes)` as plain rows of normalised `x`.
     pub fn logits(&self, x: Images) -> Result<Vec<f32>> {
-        self.check_images(&x)?;
-        let feats = self.engine.features(x, &mut NoHook)?;
-        Ok(self.linear.apply(&feats, x.count()))
+        Ok(self.linear.apply(&self.feature_rows(x, &mut NoHook)?, x.count()))
     }
 
     /// Globally average-pooled features `(batch, features)`, the input of the linear layer.
     pub fn features_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> Result<Tensor> {
-        let images = Images::Nchw(x);
-        self.check_images(&images)?;
-        let feats = self.engine.features(images, hook)?;
+        let feats = self.feature_rows(Images::Nchw(x), hook)?;
         let batch = x.dim(0)?;
         let f = feats.len() / batch.max(1);
         Ok(Tensor::from_vec(feats, (batch, f), &self.device)?)
+    }
+
+    /// Pooled features as plain rows, after checking the images: what the classifier reads
+    /// straight, with no tensor between the engine and it.
+    fn feature_rows(&self, x: Images, hook: &mut dyn ReluHook) -> Result<Vec<f32>> {
+        self.check_images(&x)?;
+        self.engine.features(x, hook)
     }
 
     /// The trunk of the network: the stem and its first `stages` stages, for a batch `x` of
