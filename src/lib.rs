@@ -6,5 +6,6 @@ pub use classmod_boards as boards;
 pub use classmod_edge as edge;
 pub use classmod_host as host;
 pub use classmod_runtime as runtime;
+pub use classmod_train as train;
 
 pub mod fixtures;

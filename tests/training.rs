@@ -6,9 +6,10 @@ mod common;
 
 use classmod::host::dataset::{self, ImageSet, ImageShape, Split};
 use classmod::host::eval;
-use classmod::host::train::{self, Schedule, SgdConfig, TrainOptions, TrainableResNet};
+use classmod::host::train::{self, Schedule, SgdConfig, TrainOptions, Trainer};
 use classmod::runtime::host::{ModelFile, ResNet, ResNetConfig, Tensor};
 use classmod::runtime::Device;
+use classmod::train::TrainableResNet;
 use indicatif::ProgressBar;
 
 const SHAPE: ImageShape = ImageShape { channels: 1, height: 28, width: 28 };
@@ -29,10 +30,11 @@ fn options(steps: usize, checkpoint: Option<std::path::PathBuf>) -> TrainOptions
     }
 }
 
-fn run(set: &ImageSet, opts: &TrainOptions) -> (TrainableResNet, ModelFile, train::TrainReport) {
-    let mut net = TrainableResNet::init(train::meta_for(set, opts), opts.seed, &Device::Cpu).unwrap();
-    let (model, report) = train::train(&mut net, set, opts, &Device::Cpu, &ProgressBar::hidden()).unwrap();
-    (net, model, report)
+fn run(set: &ImageSet, opts: &TrainOptions) -> (ModelFile, train::TrainReport) {
+    let mut net = Trainer::init(train::meta_for(set, opts), opts.seed, &Device::Cpu).unwrap();
+    assert_eq!(net.engine(), "slices", "the CPU trains on the slice engine");
+    let (model, report) = train::train(&mut net, set, opts, &ProgressBar::hidden()).unwrap();
+    (model, report)
 }
 
 #[test]
@@ -42,7 +44,7 @@ fn a_seeded_run_learns_and_its_checkpoint_reloads_exactly() {
     let test_set = dataset::load(&dir, Split::Test, SHAPE, None).unwrap().balanced_sample(1000, 2);
     let ckpt = common::scratch("train").join("model.safetensors");
     let opts = options(300, Some(ckpt.clone()));
-    let (mut net, model, report) = run(&train_set, &opts);
+    let (model, report) = run(&train_set, &opts);
     eprintln!("loss {:.3} -> {:.3} in {:.1} s", report.first_loss, report.last_loss, report.seconds);
     assert!(report.last_loss < 0.6 * report.first_loss, "loss fell: {report:?}");
 
@@ -58,12 +60,12 @@ fn a_seeded_run_learns_and_its_checkpoint_reloads_exactly() {
     let b = eval::logits(&reloaded, &sample, 64, &ProgressBar::hidden()).unwrap();
     assert_eq!(a, b, "checkpoint -> reload changes no logit");
 
-    // The training graph in eval mode (BN unfolded) agrees with the runtime's folded graph.
+    // The training network in eval mode (BN unfolded) agrees with the runtime's folded graph.
     let spec = runtime.input_spec();
     let mut x = vec![0f32; sample.pixels.len()];
     spec.normalize_into(&sample.pixels, &mut x);
-    let x = Tensor::from_vec(x, (64, 1, 28, 28), &Device::Cpu).unwrap();
-    let t = net.forward(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut net = TrainableResNet::from_model(&model).unwrap();
+    let t = net.logits(&x, 64).unwrap();
     let diff = t.iter().zip(&a).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
     assert!(diff < 1e-4, "training graph (eval mode) vs runtime graph: {diff}");
 }
@@ -80,11 +82,11 @@ fn the_same_seed_gives_the_same_weights() {
             v(t) == v(&b.tensors[name])
         })
     };
-    let (_, a, _) = run(&set, &opts);
-    let (_, b, _) = run(&set, &opts);
+    let (a, _) = run(&set, &opts);
+    let (b, _) = run(&set, &opts);
     assert!(same(&a, &b), "same seed, same data -> identical weights");
     let mut other = opts.clone();
     other.seed = 4;
-    let (_, c, _) = run(&set, &other);
+    let (c, _) = run(&set, &other);
     assert!(!same(&a, &c), "another seed -> other weights");
 }

@@ -15,6 +15,10 @@ pub enum HostError {
     #[error(transparent)]
     Runtime(#[from] classmod_runtime::Error),
 
+    /// The training engine's: values that do not fit a network, a minibatch that does not fit.
+    #[error(transparent)]
+    Train(#[from] classmod_train::TrainError),
+
     /// A dataset that cannot be read.
     #[error(transparent)]
     Dataset(#[from] crate::dataset::DatasetError),

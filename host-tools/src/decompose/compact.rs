@@ -5,8 +5,9 @@
 //! logit replaces the base's logit of its class, and the softmax of the result is distilled to
 //! the base's (KL at temperature T, times T², plus the label's cross entropy). Because no
 //! branch's loss involves another, all of them step together on the same minibatches
-//! (`train::distill` over a `train::trunk_cache`, stepped by `train::branch_set`), sharing the minibatch and the entry convolution's columns; a class
-//! trained alone gets the same branch as with the others. A held-out slice of the training images calibrates each module's score
+//! (`train::distill` over a `train::trunk_cache`, stepped by `classmod_train::BranchSet`),
+//! sharing the minibatch and the entry convolution's columns; a class trained alone gets the same
+//! branch as with the others. A held-out slice of the training images calibrates each module's score
 //! (one-vs-rest logistic regression on the branch's logit, folded into its head), so modules of
 //! different bases compose fairly.
 //!
@@ -29,10 +30,10 @@ use serde::Serialize;
 
 use crate::dataset::ImageSet;
 use crate::decompose::logistic;
-use crate::train::branch::TrainableBranch;
 use crate::train::distill::{train_branches, Distillation};
 use crate::train::trunk_cache::TrunkCache;
 use crate::HostError;
+use classmod_train::Branch;
 
 /// Stages of the base the trunk covers, by default.
 pub const TRUNK_STAGES: usize = 2;
@@ -264,11 +265,11 @@ fn compact_modules(
     let (h, w) = (cache.shape().1, cache.shape().2);
     let tt = Instant::now();
     let distill = Distillation { seed: opts.seed, lr: opts.lr, batch: opts.batch, temperature: opts.temperature };
-    let (branches, losses) = train_branches(&cache, spec, &wanted, steps, &distill, progress)?;
+    let (mut branches, losses) = train_branches(&cache, spec, &wanted, steps, &distill, progress)?;
     let train_seconds = tt.elapsed().as_secs_f64() / wanted.len().max(1) as f64;
     // Calibration evaluates each branch on the held-out images: independent, one per thread.
     let trained = branches
-        .par_iter()
+        .par_iter_mut()
         .zip(losses)
         .zip(&wanted)
         .map(|((branch, losses), &c)| {
@@ -317,7 +318,7 @@ fn compact_modules(
 fn calibrate(
     net: &ResNet,
     held: &TrunkCache,
-    branch: &TrainableBranch,
+    branch: &mut Branch,
     c: usize,
     key: ModelKey,
 ) -> Result<(ClassModule, (f64, f64)), HostError> {
@@ -345,11 +346,13 @@ fn calibrate(
 }
 
 /// The branch's logits (eval mode) on every image of `cache`.
-fn logits_of(branch: &TrainableBranch, cache: &TrunkCache) -> Result<Vec<f32>, HostError> {
+fn logits_of(branch: &mut Branch, cache: &TrunkCache) -> Result<Vec<f32>, HostError> {
     let rows: Vec<usize> = (0..cache.len()).collect();
     let mut out = Vec::with_capacity(rows.len());
+    let (mut acts, mut teacher, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in rows.chunks(256) {
-        out.extend(branch.eval(&cache.batch(chunk, &Device::Cpu)?)?.to_vec1::<f32>()?);
+        cache.gather(chunk, &mut acts, &mut teacher, &mut labels);
+        out.extend(branch.logits(&acts, cache.plane(chunk.len()))?);
     }
     Ok(out)
 }

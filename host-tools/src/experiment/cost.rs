@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::dataset::ImageSet;
 use crate::decompose::compact::{decompose_compact, CompactOptions};
 use crate::decompose::{decompose, DecomposeOptions};
-use crate::train::{self, Schedule, SgdConfig, TrainOptions, TrainableResNet};
+use crate::train::{self, Schedule, SgdConfig, TrainOptions, Trainer};
 
 /// The training side and the energy constants.
 #[derive(Debug, Clone, Serialize)]
@@ -122,9 +122,8 @@ pub fn run(
         flip: true,
         checkpoint: None,
     };
-    let device = Device::Cpu;
-    let mut net = TrainableResNet::init(train::meta_for(train_set, &opts), 0, &device)?;
-    let (_, train_spent) = measure(|| train::train(&mut net, train_set, &opts, &device, progress))?;
+    let mut net = Trainer::init(train::meta_for(train_set, &opts), 0, &Device::Cpu)?;
+    let (_, train_spent) = measure(|| train::train(&mut net, train_set, &opts, progress))?;
     let epoch = train_spent.scaled(train_set.len() as f64 / (o.train_steps * o.batch) as f64);
     Ok(CostReport {
         model: model.meta.arch.name(),

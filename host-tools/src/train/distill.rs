@@ -1,17 +1,15 @@
 //! Branches trained by distillation on a cached trunk ([`super::trunk_cache`]): the branches of
-//! several classes step together on the same minibatches ([`super::branch_set`]), each from its
-//! own seeded initialisation, against the teacher's logits (KL at temperature T, times T², plus
-//! the label's cross entropy), under a cosine learning rate.
+//! several classes step together on the same minibatches (a [`BranchSet`]), each from its own
+//! seeded initialisation, against the teacher's logits (KL at temperature T, times T², plus the
+//! label's cross entropy), under a cosine learning rate.
 
-use candle_core::Device;
 use classmod_runtime::host::BranchSpec;
+use classmod_train::{Branch, BranchSet, Minibatch};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::branch::TrainableBranch;
-use super::branch_set::{BranchSet, Minibatch};
 use super::trunk_cache::TrunkCache;
 use super::{Schedule, SgdConfig};
 use crate::HostError;
@@ -39,17 +37,16 @@ pub fn train_branches(
     steps: usize,
     opts: &Distillation,
     progress: &ProgressBar,
-) -> Result<(Vec<TrainableBranch>, Vec<Vec<f64>>), HostError> {
-    let device = Device::Cpu;
+) -> Result<(Vec<Branch>, Vec<Vec<f64>>), HostError> {
     let inits = classes
         .iter()
         .map(|&c| {
             let seed = opts.seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            Ok((c, TrainableBranch::init(spec, seed, &device)?))
+            Ok((c, Branch::init(spec, seed)?))
         })
         .collect::<Result<Vec<_>, HostError>>()?;
     let (_, h, w) = cache.shape();
-    let mut set = BranchSet::new(spec, h, w, &inits)?;
+    let mut set = BranchSet::new(spec, h, w, inits)?;
     let sgd = SgdConfig { lr: opts.lr, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xB7A9_C4E1);
     let mut order: Vec<usize> = (0..cache.len()).collect();
@@ -67,7 +64,7 @@ pub fn train_branches(
         cache.gather(rows, &mut acts, &mut teacher, &mut labels);
         let mb = Minibatch { activations: &acts, teacher: &teacher, labels: &labels };
         let lr = Schedule::Cosine.lr(step, steps, opts.lr);
-        for (all, loss) in losses.iter_mut().zip(set.step(&mb, &sgd, lr, opts.temperature.max(1e-3) as f64)) {
+        for (all, loss) in losses.iter_mut().zip(set.step(&mb, &sgd, lr, opts.temperature.max(1e-3) as f64)?) {
             if !loss.is_finite() {
                 return Err(HostError::Diverged { step, loss });
             }
@@ -75,6 +72,5 @@ pub fn train_branches(
         }
         progress.inc(classes.len() as u64);
     }
-    let branches = (0..classes.len()).map(|i| set.branch(i)).collect::<Result<Vec<_>, _>>()?;
-    Ok((branches, losses))
+    Ok((set.into_branches(), losses))
 }

@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 
 use crate::dataset::{self, ImageShape, Split};
 use crate::eval::{self, EvalReport};
-use crate::train::{self, Schedule, SgdConfig, TrainOptions, TrainReport, TrainableResNet};
+use crate::train::{self, Schedule, SgdConfig, TrainOptions, TrainReport, Trainer};
 use crate::HostError;
 
 /// The network a fresh run builds (a run from `init` takes that model's).
@@ -131,8 +131,8 @@ pub fn train_and_eval(
         checkpoint: Some(job.out.clone()),
     };
     let mut net = match &job.init {
-        Some(m) => TrainableResNet::from_model(m, &job.device)?,
-        None => TrainableResNet::init(train::meta_for(&train_set, &opts), job.seed, &job.device)?,
+        Some(m) => Trainer::from_model(m, &job.device)?,
+        None => Trainer::init(train::meta_for(&train_set, &opts), job.seed, &job.device)?,
     };
     say(&format!(
         "training {} on {} images: {} steps of batch {} ({:.1} epochs), lr {} {:?}",
@@ -145,7 +145,7 @@ pub fn train_and_eval(
         job.schedule
     ));
     let pb = bar(steps as u64, "train");
-    let (model, report) = train::train(&mut net, &train_set, &opts, &job.device, &pb)?;
+    let (model, report) = train::train(&mut net, &train_set, &opts, &pb)?;
     say(&format!(
         "trained in {:.1} s ({:.0} images/s); loss {:.3} -> {:.3}; saved {}",
         report.seconds,

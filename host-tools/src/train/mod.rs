@@ -1,26 +1,18 @@
 //! `classmod train`: supervised training of a CIFAR-style ResNet from scratch or from a model
-//! (fine-tuning), seeded and reproducible, with checkpoints in the self-describing model format.
+//! (fine-tuning), seeded and reproducible, with checkpoints in the self-describing model format;
+//! and the data side of the compact branches' distillation. The pipeline lives here (images,
+//! augmentation, minibatches, checkpoints, the trunk cache); the engine that steps is
+//! `classmod_train`.
 
 pub mod augment;
-pub mod batch_norm;
-pub mod branch;
-pub mod branch_set;
-pub mod conv;
-pub mod cpu_storage;
 pub mod distill;
-pub mod im2col;
 pub mod job;
-pub mod matmul;
-pub mod net;
-pub mod schedule;
-pub mod sgd;
 pub mod trunk_cache;
 
 use crate::HostError;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use classmod_runtime::host::write_atomically;
 use classmod_runtime::host::{ModelFile, ModelMeta, ResNetConfig};
 use classmod_runtime::InputSpec;
@@ -31,10 +23,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::dataset::ImageSet;
+pub use classmod_train::{Schedule, SgdConfig, Trainer};
 pub use job::{train_and_eval, ArchSpec, TrainJob, TrainOutcome};
-pub use net::TrainableResNet;
-pub use schedule::Schedule;
-pub use sgd::{Sgd, SgdConfig};
 
 /// Everything a training run needs besides the data.
 #[derive(Debug, Clone)]
@@ -98,23 +88,21 @@ pub fn meta_for(set: &ImageSet, opts: &TrainOptions) -> ModelMeta {
 
 /// Trains `net` on `set` and returns the trained model.
 pub fn train(
-    net: &mut TrainableResNet,
+    net: &mut Trainer,
     set: &ImageSet,
     opts: &TrainOptions,
-    device: &Device,
     progress: &ProgressBar,
 ) -> Result<(ModelFile, TrainReport), HostError> {
     if set.is_empty() {
         return Err(HostError::NoTrainingImages);
     }
-    let spec = net.meta.input.clone();
+    let spec = net.meta().input.clone();
     let (c, h, w) = (spec.channels, spec.height, spec.width);
     let per = spec.image_len();
     let batch = opts.batch.clamp(2, set.len().max(2)); // BN needs two samples
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut order: Vec<usize> = (0..set.len()).collect();
     let mut cursor = order.len(); // forces a shuffle on the first step
-    let mut sgd = Sgd::new(net.vars(), opts.sgd);
     let mut raw = vec![0u8; batch * per];
     let mut x = vec![0f32; batch * per];
     let mut labels = vec![0u32; batch];
@@ -137,17 +125,11 @@ pub fn train(
             labels[i] = set.labels[idx];
         }
         spec.normalize_into(&raw, &mut x);
-        let xt = Tensor::from_slice(&x, (batch, c, h, w), device)?;
-        let yt = Tensor::from_slice(&labels, batch, device)?;
-        let logits = net.forward(&xt, true)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &yt)?;
-        let loss_value = loss.to_scalar::<f32>()? as f64;
+        let loss_value = net.step(&x, &labels, &opts.sgd, opts.schedule.lr(step, opts.steps, opts.sgd.lr))?;
         if !loss_value.is_finite() {
             return Err(HostError::Diverged { step, loss: loss_value });
         }
         losses.push(loss_value);
-        sgd.set_lr(opts.schedule.lr(step, opts.steps, opts.sgd.lr));
-        sgd.step(&loss.backward()?)?;
         progress.inc(1);
         if step % 10 == 0 {
             progress.set_message(format!("loss {loss_value:.3}"));
@@ -172,7 +154,7 @@ pub fn train(
 }
 
 /// Writes the current weights to the checkpoint path (atomically) and returns them.
-fn checkpoint(net: &TrainableResNet, opts: &TrainOptions) -> Result<ModelFile, HostError> {
+fn checkpoint(net: &Trainer, opts: &TrainOptions) -> Result<ModelFile, HostError> {
     let model = net.to_model()?;
     if let Some(path) = &opts.checkpoint {
         write_atomically(path, &model.to_bytes()?).map_err(|e| HostError::io(path, e))?;

@@ -2,12 +2,14 @@
 //! runs over a set of images and its activations are kept with the teacher's logits and the
 //! labels, so that what trains on top of it (compact branches by distillation,
 //! [`super::distill`]) never runs the trunk again. One layout change, here: the engine gives the
-//! trunk as NHWC rows, the branches train on image-major NCHW.
+//! trunk as NHWC rows, kept per image as `(C, H, W)` planes; a minibatch gathers them straight
+//! into the channel-major `(C, B, H, W)` the training engine reads.
 
-use candle_core::{Device, Tensor};
 use classmod_runtime::host::Images;
 use classmod_runtime::host::ResNet;
 use indicatif::ProgressBar;
+
+use classmod_train::layers::Plane;
 
 use crate::dataset::ImageSet;
 use crate::eval::batch_nhwc;
@@ -46,7 +48,7 @@ impl TrunkCache {
                     (net.trunk(images, stages)?, teacher.logits(Images::Nhwc { values: &xt, count: chunk.len() })?)
                 }
             };
-            // The one change of layout: the branches train on image-major NCHW.
+            // The one change of layout: planes, which a minibatch gathers channel-major.
             cache.shape = (t.channels, t.height, t.width);
             cache.acts.extend(t.to_nchw());
             cache.logits.extend(logits);
@@ -81,28 +83,28 @@ impl TrunkCache {
         self.shape.0 * self.shape.1 * self.shape.2
     }
 
-    /// Activations `(B, C, H, W)` of the images `rows`.
-    pub fn batch(&self, rows: &[usize], device: &Device) -> Result<Tensor, HostError> {
-        let per = self.per();
-        let mut x = Vec::with_capacity(rows.len() * per);
-        for &r in rows {
-            x.extend_from_slice(&self.acts[r * per..][..per]);
-        }
-        let (c, h, w) = self.shape;
-        Ok(Tensor::from_vec(x, (rows.len(), c, h, w), device)?)
-    }
-
-    /// The activations, teacher logits and labels of the images `rows`, into the buffers given
-    /// (cleared first; kept across steps so a training loop allocates nothing).
+    /// The activations (channel-major, `(C, B, H, W)`), teacher logits and labels of the images
+    /// `rows`, into the buffers given (cleared first; kept across steps so a training loop
+    /// allocates nothing).
     pub fn gather(&self, rows: &[usize], acts: &mut Vec<f32>, teacher: &mut Vec<f32>, labels: &mut Vec<u32>) {
         let (per, classes) = (self.per(), self.logits.len() / self.len().max(1));
+        let hw = self.shape.1 * self.shape.2;
         acts.clear();
         teacher.clear();
         labels.clear();
+        for ch in 0..self.shape.0 {
+            for &r in rows {
+                acts.extend_from_slice(&self.acts[r * per + ch * hw..][..hw]);
+            }
+        }
         for &r in rows {
-            acts.extend_from_slice(&self.acts[r * per..][..per]);
             teacher.extend_from_slice(&self.logits[r * classes..][..classes]);
             labels.push(self.labels[r]);
         }
+    }
+
+    /// The plane of a minibatch of `batch` images.
+    pub fn plane(&self, batch: usize) -> Plane {
+        Plane { batch, height: self.shape.1, width: self.shape.2 }
     }
 }

@@ -1,6 +1,6 @@
-//! Dense f32 matrix products on plain slices, for the hand-written training passes of
-//! `branch_set.rs`: a checked, safe face over the `gemm` crate (the kernel behind candle's CPU
-//! matmul), so that a product writes into a buffer the caller keeps instead of a fresh tensor.
+//! Dense f32 matrix products on plain slices: a checked, safe face over the `gemm` crate (the
+//! kernel behind candle's CPU matmul), so that a product writes into a buffer the caller keeps
+//! instead of a fresh tensor.
 
 /// A read-only `rows x cols` view of a slice, row-major or (through [`MatRef::t`]) transposed.
 #[derive(Debug, Clone, Copy)]

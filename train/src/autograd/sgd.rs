@@ -1,18 +1,11 @@
-//! SGD with momentum, Nesterov momentum and L2 weight decay, with PyTorch's exact update rule
-//! (`torch.optim.SGD`, dampening 0), which candle-nn's SGD lacks:
-//! `g = grad + wd*p; buf = mu*buf + g; step = nesterov ? g + mu*buf : buf; p -= lr*step`.
+//! [`crate::SgdConfig`]'s rule (PyTorch's SGD) on candle `Var`s, for the autograd twins.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
-#[derive(Debug, Clone, Copy)]
-pub struct SgdConfig {
-    pub lr: f64,
-    pub momentum: f64,
-    pub nesterov: bool,
-    pub weight_decay: f64,
-}
+use crate::SgdConfig;
 
+/// The optimiser of an autograd network.
 pub struct Sgd {
     vars: Vec<Var>,
     buffers: Vec<Option<Tensor>>,

@@ -1,12 +1,8 @@
-//! The training convolution's forward on NCHW tensors: im2col written as plain loops, then one
-//! batched GEMM (candle's matmul, i.e. the `gemm` crate with run-time SIMD dispatch). candle
-//! 0.11's own CPU `conv2d` is a direct tiled loop that reaches about a quarter of the GEMM's
-//! throughput on these layer shapes; the backward (`conv.rs`) reuses the same column layout.
-//! Inference has its own NHWC path in `classmod_runtime` (`runtime/src/cpu`).
+//! im2col and its adjoint col2im, as plain loops over planes in either batch layout: the
+//! columns a convolution GEMM multiplies, and the scatter that takes the columns' gradient back
+//! to the input. Inference has its own NHWC path in `classmod_runtime` (`runtime/src/cpu`).
 
 use std::ops::Range;
-
-use candle_core::{Device, Tensor};
 
 /// Geometry of a square-kernel convolution with symmetric zero padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +35,7 @@ fn valid_range(out_len: usize, s: usize, k_off: isize, len: usize) -> std::ops::
 
 /// How a batch's planes are laid out: `Nchw` (image-major, candle's) or `Cnhw` (channel-major:
 /// `(channels, batch, h, w)`, the layout a convolution GEMM `W (out, in*k*k) @ cols` produces,
-/// which the hand-written training passes of `branch_set.rs` keep throughout).
+/// which the training engine keeps throughout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaneOrder {
     Nchw,
@@ -196,46 +192,25 @@ pub fn col2im_add(cols: &[f32], g: &ConvGeometry, order: PlaneOrder, images: Ran
     }
 }
 
-/// `(out, batch, hw)` -> `(batch, out, hw)`.
-pub fn out_to_nchw(y: &Tensor, batch: usize, out: usize, ho: usize, wo: usize) -> candle_core::Result<Tensor> {
-    y.reshape((out, batch, ho * wo))?.transpose(0, 1)?.contiguous()?.reshape((batch, out, ho, wo))
-}
-
-/// Images per GEMM.
-const CHUNK: usize = 16;
-
-/// `x.conv2d(weight, padding, stride, 1, 1)` for NCHW f32 `x` and `(out, in, k, k)` weights.
-pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> candle_core::Result<Tensor> {
-    if !matches!(x.device(), Device::Cpu) {
-        return x.conv2d(weight, padding, stride, 1, 1);
-    }
-    let (batch, in_channels, height, width) = x.dims4()?;
-    let (out, wc, kernel, kw) = weight.dims4()?;
-    if wc != in_channels || kw != kernel || height + 2 * padding < kernel || width + 2 * padding < kernel {
-        candle_core::bail!("conv2d: input {:?} and weight {:?} do not match", x.dims(), weight.dims());
-    }
-    // Large batches go through in chunks: the column matrix of a chunk stays small enough to be
-    // reused from the allocator's cache instead of fresh zeroed pages (measured: batch 64 in one
-    // piece ran at 2/3 the throughput of batch 32).
-    if batch > CHUNK {
-        let parts = (0..batch)
-            .step_by(CHUNK)
-            .map(|start| conv2d(&x.narrow(0, start, CHUNK.min(batch - start))?, weight, padding, stride))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        return Tensor::cat(&parts, 0);
-    }
-    let g = ConvGeometry { batch, in_channels, height, width, kernel, stride, padding };
-    let (ho, wo) = g.out_size();
-    let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let ckk = in_channels * kernel * kernel;
-    let cols = Tensor::from_vec(im2col(&xs, &g), (ckk, batch * ho * wo), x.device())?;
-    let y = weight.reshape((out, ckk))?.matmul(&cols)?;
-    out_to_nchw(&y, batch, out, ho, wo)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::{matmul, MatRef};
+    use candle_core::{Device, Tensor};
+
+    /// im2col then one GEMM, back to NCHW.
+    fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> candle_core::Result<Tensor> {
+        let (batch, in_channels, height, width) = x.dims4()?;
+        let (out, _, kernel, _) = w.dims4()?;
+        let g = ConvGeometry { batch, in_channels, height, width, kernel, stride, padding };
+        let (ho, wo) = g.out_size();
+        let cols = im2col(&x.flatten_all()?.to_vec1::<f32>()?, &g);
+        let ckk = in_channels * kernel * kernel;
+        let mut y = vec![0f32; out * batch * ho * wo];
+        let wv = w.flatten_all()?.to_vec1::<f32>()?;
+        matmul(&mut y, MatRef::new(&wv, out, ckk), MatRef::new(&cols, ckk, batch * ho * wo), false, false);
+        Tensor::from_vec(y, (out, batch, ho, wo), x.device())?.transpose(0, 1)?.contiguous()
+    }
 
     /// Against candle's direct `conv2d` (the reference) on the shapes the ResNets use and odd ones.
     #[test]
@@ -249,9 +224,9 @@ mod tests {
             (2, 3, 2, 7, 3, 2, 1),
             (1, 2, 2, 5, 5, 2, 2),
             (1, 1, 1, 3, 3, 1, 1),
-            (2, 3, 2, 6, 5, 1, 2),         // "same" stride 1 with a wider kernel
-            (1, 2, 3, 2, 3, 1, 1),         // a plane smaller than the kernel
-            (CHUNK + 3, 2, 3, 6, 3, 2, 1), // more than one chunk
+            (2, 3, 2, 6, 5, 1, 2),  // "same" stride 1 with a wider kernel
+            (1, 2, 3, 2, 3, 1, 1),  // a plane smaller than the kernel
+            (19, 2, 3, 6, 3, 2, 1), // a larger batch
         ] {
             let x = Tensor::randn(0f32, 1., (b, c, h, h), &dev)?;
             let w = Tensor::randn(0f32, 1., (o, c, k, k), &dev)?;

@@ -1,0 +1,35 @@
+//! The engine's errors: values that do not fit a network, and what candle or the runtime report.
+
+/// What went wrong building, training or saving a network.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A parameter or running statistic that is missing, unknown or of the wrong size.
+    #[error("network values: `{name}` is missing, unknown or of the wrong size")]
+    Values {
+        /// The tensor's name.
+        name: String,
+    },
+
+    /// A network the slice engine cannot build yet (e.g. an ImageNet stem, bottleneck blocks).
+    #[error("the training engine does not build {what} yet")]
+    Unsupported {
+        /// What.
+        what: String,
+    },
+
+    /// A minibatch whose sizes do not match the network or each other.
+    #[error("minibatch: {what}")]
+    Minibatch {
+        /// What does not match.
+        what: String,
+    },
+
+    /// From the runtime (an architecture that does not validate, a model file).
+    #[error(transparent)]
+    Runtime(#[from] classmod_runtime::Error),
+
+    /// From candle (the autograd twins, tensors of model files).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
