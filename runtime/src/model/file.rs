@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+#[cfg(feature = "host")]
 use safetensors::SafeTensors;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -136,12 +137,14 @@ impl ModelFile {
         Ok(ModelFile { meta, tensors })
     }
 
+    #[cfg(feature = "host")]
     /// Reads and validates a model file (a regular file of at most [`MAX_MODEL_BYTES`]).
     pub fn read(path: &Path, device: &Device) -> Result<Self> {
         let bytes = crate::pack::regular::read(path, MAX_MODEL_BYTES)?;
         Self::from_bytes(&bytes, device).map_err(|e| e.in_file(path))
     }
 
+    #[cfg(feature = "host")]
     /// Parses a model file held in memory. Any byte string is safe to pass.
     pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self> {
         let (_, header) =
@@ -152,6 +155,7 @@ impl ModelFile {
         Self::new(meta, tensors)
     }
 
+    #[cfg(feature = "host")]
     /// Serialises to safetensors bytes (tensors sorted by name, as the format prescribes).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let cpu: Vec<(String, Tensor)> = self
@@ -163,18 +167,23 @@ impl ModelFile {
             .map_err(|e| Error::NotSafetensors { reason: e.to_string() })
     }
 
+    #[cfg(feature = "host")]
     /// Writes the file crash-safely: a reader sees the old file or the new one, never a torn one.
     pub fn write(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes()?;
         atomic::write(path, &bytes).map_err(|e| Error::io(path, e))
     }
 
-    /// The parameter `name`, or a typed error naming it.
+    /// The parameter `name`, or a typed error naming it. A model holds every tensor of its
+    /// architecture ([`ModelFile::new`] checks), so a name it lacks is not one of them.
     pub fn tensor(&self, name: &str) -> Result<&Tensor> {
-        self.tensors.get(name).ok_or_else(|| Error::MissingTensor { name: name.to_string(), expected: vec![] })
+        self.tensors.get(name).ok_or_else(|| Error::Misuse {
+            what: format!("asked a {} for tensor `{name}`, which it does not have", self.meta.arch.name()),
+        })
     }
 }
 
+#[cfg(feature = "host")]
 /// Loads every tensor of a safetensors buffer as f32 (f16, bf16 and f64 are converted).
 pub fn read_safetensors(bytes: &[u8], device: &Device) -> Result<HashMap<String, Tensor>> {
     use candle_core::safetensors::Load;

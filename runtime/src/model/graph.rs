@@ -134,6 +134,7 @@ impl ResNet {
         &self.linear
     }
 
+    #[cfg(feature = "host")]
     /// Reads a model file and builds its graph.
     pub fn load(path: &std::path::Path, device: &Device) -> Result<Self> {
         Self::new(&ModelFile::read(path, device)?, device)

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::model::file::json;
-use crate::{Error, InputSpec, ModelFile, Result};
+use crate::{Error, InputSpec, ModelFile, ModelMeta, Result};
 
 /// The content key of a base model (see the module comment). Written as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,21 +18,12 @@ pub struct ModelKey(pub [u8; 32]);
 impl ModelKey {
     /// The key of `model`.
     pub fn of(model: &ModelFile) -> Result<ModelKey> {
-        let mut h = blake3::Hasher::new();
-        h.update(json(&model.meta.arch).as_bytes());
-        h.update(json(&model.meta.input).as_bytes());
-        h.update(json(&model.meta.class_names).as_bytes());
+        let mut h = KeyHasher::new(&model.meta);
         for (name, values, shape) in sorted_params(model)? {
-            h.update(&(name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            for d in shape {
-                h.update(&(d as u64).to_le_bytes());
-            }
-            for v in values {
-                h.update(&v.to_le_bytes());
-            }
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            h.param(name, &shape, &bytes);
         }
-        Ok(ModelKey(*h.finalize().as_bytes()))
+        Ok(h.finish())
     }
 
     /// The first 16 hex digits, as base blob file names use them.
@@ -91,6 +82,37 @@ pub fn input_key(spec: &InputSpec) -> [u8; 16] {
 /// Lower-case hex of a key or digest.
 pub fn key_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A [`ModelKey`] digested part by part: the metadata, then each parameter in name order as its
+/// name, its shape and its f32 values' little-endian bytes. A base blob stores exactly those
+/// bytes, so its key is digested from the mapping in whole tensors, without copying the values
+/// out (`pack::base_blob::decode`).
+pub(crate) struct KeyHasher(blake3::Hasher);
+
+impl KeyHasher {
+    pub(crate) fn new(meta: &ModelMeta) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(json(&meta.arch).as_bytes());
+        h.update(json(&meta.input).as_bytes());
+        h.update(json(&meta.class_names).as_bytes());
+        KeyHasher(h)
+    }
+
+    /// The next parameter (in name order), its values as f32 little-endian bytes.
+    pub(crate) fn param(&mut self, name: &str, shape: &[usize], le_bytes: &[u8]) {
+        let h = &mut self.0;
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        for &d in shape {
+            h.update(&(d as u64).to_le_bytes());
+        }
+        h.update(le_bytes);
+    }
+
+    pub(crate) fn finish(self) -> ModelKey {
+        ModelKey(*self.0.finalize().as_bytes())
+    }
 }
 
 /// (name, values, shape) of a parameter.

@@ -55,6 +55,7 @@ pub struct Golden {
 }
 
 impl Golden {
+    #[cfg(feature = "host")]
     /// Runs `module` on `images` (on `base`) and records its scores.
     pub fn record(base: &ResNet, module: &ClassModule, images: Vec<u8>) -> Result<Golden> {
         let scores = golden_scores(base, module, &images)?;
@@ -98,6 +99,7 @@ pub struct ModuleBlob {
 }
 
 impl ModuleBlob {
+    #[cfg(feature = "host")]
     /// The blob bytes, signed when `key` is given.
     pub fn encode(&self, key: Option<&SigningKey>) -> Result<Vec<u8>> {
         let m = &self.module;

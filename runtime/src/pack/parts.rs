@@ -52,6 +52,7 @@ pub(crate) struct PartsMeta {
     pub branch: Option<BranchSpec>,
 }
 
+#[cfg(feature = "host")]
 /// Head, site and branch descriptions and the tensors of `m`; a mask module's masks must fit
 /// `sites` (which a compact module does not use).
 pub(crate) fn encode(m: &ClassModule, sites: &[ReluSite]) -> Result<(PartsMeta, Vec<PartTensor>)> {
