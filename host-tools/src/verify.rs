@@ -49,9 +49,15 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
     let rt = ModuleRuntime::open(dir, config)?;
     let manifest = rt.manifest();
     let mut rows = Vec::new();
+    // Each base checked stays loaded while its modules are self-tested on it: the runtime keeps
+    // only bases something holds, and would read and hash a base again for every module.
+    let mut held = Vec::new();
     for b in &manifest.bases {
         let path = dir.join(&b.file);
-        let result = rt.check_base(&b.key).map(|_| "layout, hash, signature, weights".to_string());
+        let result = rt.check_base(&b.key).map(|base| {
+            held.push(base);
+            "layout, hash, signature, weights".to_string()
+        });
         rows.push(row(&path, "base", None, signer(&path), result.map_err(|e| e.to_string())));
     }
     for m in &manifest.modules {
