@@ -9,7 +9,7 @@ use classmod_runtime::host::{BranchSpec, BranchWeights};
 
 use crate::init::branch_values;
 use crate::layers::{BasicBlock, ConvBn, Head, Plane, Shortcut, Values};
-use crate::stack::Stack;
+use crate::stack::{Body, Stack};
 use crate::TrainError;
 
 /// A branch whose parameters can be trained, ending in one logit.
@@ -53,7 +53,7 @@ impl Branch {
         let head = Head::from_values("linear", 1, w, &mut v)?;
         v.finish()?;
         // Branches step side by side on rayon's threads: each one's products stay on its own.
-        Ok(Branch { spec, stack: Stack::new(entry, blocks, head, false) })
+        Ok(Branch { spec, stack: Stack::new(entry, Body::new(blocks, head, false)) })
     }
 
     /// Every parameter's and running statistic's values, by name.
@@ -85,7 +85,7 @@ impl Branch {
             tensors.insert(format!("{}.weight", layer.name()), w);
             tensors.insert(format!("{}.bias", layer.name()), b);
         }
-        let head = &self.stack.head;
+        let head = &self.stack.body.head;
         Ok((BranchWeights::new(self.spec, tensors)?, head.weight.value.clone(), head.bias.value[0]))
     }
 }

@@ -116,8 +116,8 @@ impl BranchSet {
                 let stack = &mut br.stack;
                 stack.entry.pre.clear();
                 stack.entry.pre.extend_from_slice(pre);
-                stack.forward_from_entry(p0, true);
-                let loss = distillation(&stack.head.logits, batch.teacher, batch.labels, *class, temperature, dz);
+                let logits = stack.forward_from_entry(p0, true);
+                let loss = distillation(logits, batch.teacher, batch.labels, *class, temperature, dz);
                 stack.backward_to_entry(dz, p0);
                 pre.copy_from_slice(&stack.entry.dpre);
                 loss

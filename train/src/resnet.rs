@@ -1,6 +1,8 @@
 //! A ResNet as it trains on the slice engine: the runtime's architecture and tensor names, batch
-//! norm in training mode, one [`TrainableResNet::step`] of SGD at a time. What `classmod train`
-//! runs on CPU, from a fresh initialisation or from a model (fine-tuning).
+//! norm in training mode, one step of SGD at a time. What `classmod train` runs on CPU, from a
+//! fresh initialisation or from a model (fine-tuning); with the stem and the first stages frozen,
+//! only the rest trains, on the frozen trunk's activations computed once (a `TrunkCache` of the
+//! host, the machinery the compact branches' distillation uses).
 
 use std::collections::HashMap;
 
@@ -10,21 +12,39 @@ use classmod_runtime::host::{BlockKind, ModelFile, ModelMeta, Network, Shortcut,
 use crate::init::resnet_values;
 use crate::layers::{BasicBlock, ConvBn, Head, Plane, Shortcut as BlockShortcut, Values};
 use crate::loss::cross_entropy;
-use crate::stack::Stack;
+use crate::stack::{Body, Stack};
 use crate::{SgdConfig, TrainError};
 
-/// A ResNet whose parameters can be trained.
+/// What trains: the whole network, or the stages after a frozen trunk. One per network, so the
+/// variants' sizes do not matter.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Trainable {
+    Whole(Stack),
+    /// The frozen stem and stages' values (kept for the model file) and the body after them.
+    Tail {
+        frozen: Vec<(String, Vec<f32>)>,
+        body: Body,
+    },
+}
+
+/// A ResNet whose parameters (all, or those after a frozen trunk) can be trained.
 #[derive(Debug)]
 pub struct TrainableResNet {
     meta: ModelMeta,
-    stack: Stack,
+    frozen_stages: usize,
+    trainable: Trainable,
     /// The minibatch channel-major, and the gradient at the logits (kept across steps).
     input: Vec<f32>,
     dlogits: Vec<f32>,
 }
 
-/// The stack of `net`, its values taken from `values`.
-fn build(net: &Network, values: HashMap<String, Vec<f32>>) -> Result<Stack, TrainError> {
+/// A network's layers as built: the stem, each block with its stage, the head.
+type Layers = (ConvBn, Vec<(usize, BasicBlock)>, Head);
+
+/// The stem, the blocks with their stage, and the head of `net`, their values taken from
+/// `values`.
+fn build(net: &Network, values: HashMap<String, Vec<f32>>) -> Result<Layers, TrainError> {
     let unsupported = |what: &str| Err(TrainError::Unsupported { what: what.into() });
     let first = match net.stem {
         Stem::Cifar3x3 { channels } => channels,
@@ -38,15 +58,17 @@ fn build(net: &Network, values: HashMap<String, Vec<f32>>) -> Result<Stack, Trai
             return unsupported("bottleneck blocks");
         }
         let p = b.prefix();
-        let conv1 =
-            ConvBn::from_values(format!("{p}.conv1"), format!("{p}.bn1"), b.planes, b.in_planes, 3, b.stride, &mut v)?;
-        let conv2 = ConvBn::from_values(format!("{p}.conv2"), format!("{p}.bn2"), b.planes, b.planes, 3, 1, &mut v)?;
+        let conv = |name: &str, bn: &str, out: usize, inp: usize, k: usize, stride: usize, v: &mut Values| {
+            ConvBn::from_values(format!("{p}.{name}"), format!("{p}.{bn}"), out, inp, k, stride, v)
+        };
+        let conv1 = conv("conv1", "bn1", b.planes, b.in_planes, 3, b.stride, &mut v)?;
+        let conv2 = conv("conv2", "bn2", b.planes, b.planes, 3, 1, &mut v)?;
         let shortcut = match (b.changes_shape(), net.shortcut) {
             (false, _) => BlockShortcut::Identity,
             (true, Shortcut::A) => BlockShortcut::Pad { pad: (b.planes - b.in_planes) / 2, stride: b.stride },
-            (true, Shortcut::B) => BlockShortcut::Projection(Box::new(ConvBn::from_values(
-                format!("{p}.shortcut.0"),
-                format!("{p}.shortcut.1"),
+            (true, Shortcut::B) => BlockShortcut::Projection(Box::new(conv(
+                "shortcut.0",
+                "shortcut.1",
                 b.planes,
                 b.in_planes,
                 1,
@@ -54,13 +76,12 @@ fn build(net: &Network, values: HashMap<String, Vec<f32>>) -> Result<Stack, Trai
                 &mut v,
             )?)),
         };
-        blocks.push(BasicBlock::new(conv1, conv2, shortcut));
+        blocks.push((b.stage, BasicBlock::new(conv1, conv2, shortcut)));
     }
-    let width = blocks.last().map_or(first, |b| b.channels());
+    let width = blocks.last().map_or(first, |(_, b)| b.channels());
     let head = Head::from_values("linear", net.num_classes, width, &mut v)?;
     v.finish()?;
-    // One network steps at a time: its products spread over rayon's threads.
-    Ok(Stack::new(entry, blocks, head, true))
+    Ok((entry, blocks, head))
 }
 
 impl TrainableResNet {
@@ -68,22 +89,48 @@ impl TrainableResNet {
     pub fn init(meta: ModelMeta, seed: u64) -> Result<Self, TrainError> {
         meta.validate()?;
         let values = resnet_values(&meta.arch, seed);
-        Self::from_values(meta, values)
+        Self::from_values(meta, values, 0)
     }
 
-    /// Starts from an existing model (fine-tuning).
+    /// Starts from an existing model (fine-tuning), everything trainable.
     pub fn from_model(model: &ModelFile) -> Result<Self, TrainError> {
+        Self::from_model_frozen(model, 0)
+    }
+
+    /// Starts from an existing model with its stem and first `frozen_stages` stages frozen (0:
+    /// nothing frozen; every stage: only the classifier trains). The frozen part keeps its weights
+    /// and its running statistics; [`TrainableResNet::step_cached`] trains the rest on the frozen
+    /// trunk's activations.
+    pub fn from_model_frozen(model: &ModelFile, frozen_stages: usize) -> Result<Self, TrainError> {
         let mut values = HashMap::new();
         for (name, _) in model.meta.arch.tensor_shapes() {
             let t = model.tensor(&name)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
             values.insert(name, t);
         }
-        Self::from_values(model.meta.clone(), values)
+        Self::from_values(model.meta.clone(), values, frozen_stages)
     }
 
-    fn from_values(meta: ModelMeta, values: HashMap<String, Vec<f32>>) -> Result<Self, TrainError> {
-        let stack = build(&meta.arch.network(), values)?;
-        Ok(TrainableResNet { meta, stack, input: Vec::new(), dlogits: Vec::new() })
+    fn from_values(
+        meta: ModelMeta,
+        values: HashMap<String, Vec<f32>>,
+        frozen_stages: usize,
+    ) -> Result<Self, TrainError> {
+        let net = meta.arch.network();
+        net.blocks_until(frozen_stages)?; // a trunk the network has
+        let (entry, blocks, head) = build(&net, values)?;
+        // One network steps at a time: its products spread over rayon's threads.
+        let trainable = if frozen_stages == 0 {
+            Trainable::Whole(Stack::new(entry, Body::new(blocks.into_iter().map(|(_, b)| b).collect(), head, true)))
+        } else {
+            let mut frozen = Vec::new();
+            entry.values(&mut frozen);
+            let (trunk, tail): (Vec<_>, Vec<_>) = blocks.into_iter().partition(|(stage, _)| *stage < frozen_stages);
+            for (_, b) in &trunk {
+                b.layers().for_each(|l| l.values(&mut frozen));
+            }
+            Trainable::Tail { frozen, body: Body::new(tail.into_iter().map(|(_, b)| b).collect(), head, true) }
+        };
+        Ok(TrainableResNet { meta, frozen_stages, trainable, input: Vec::new(), dlogits: Vec::new() })
     }
 
     /// What the network is and reads.
@@ -91,31 +138,81 @@ impl TrainableResNet {
         &self.meta
     }
 
-    /// The current weights and running statistics as a model file (what checkpoints hold).
+    /// The stages frozen with the stem (0: none).
+    pub fn frozen_stages(&self) -> usize {
+        self.frozen_stages
+    }
+
+    /// `(channels, height, width)` of what the trainable part reads per image: the image
+    /// itself when nothing is frozen, else the frozen trunk's output (after its last ReLU).
+    pub fn trainable_input(&self) -> (usize, usize, usize) {
+        let (net, i) = (self.meta.arch.network(), &self.meta.input);
+        match self.frozen_stages {
+            0 => (i.channels, i.height, i.width),
+            t => {
+                let (h, w) = net.plane_after(t, i.height, i.width);
+                (net.channels_after(t), h, w)
+            }
+        }
+    }
+
+    /// The current weights and running statistics as a model file (what checkpoints hold); a
+    /// frozen trunk's as they were.
     pub fn to_model(&self) -> Result<ModelFile, TrainError> {
         let shapes: HashMap<String, Vec<usize>> = self.meta.arch.tensor_shapes().into_iter().collect();
+        let values = match &self.trainable {
+            Trainable::Whole(stack) => stack.values(),
+            Trainable::Tail { frozen, body } => {
+                let mut all = frozen.clone();
+                body.values(&mut all);
+                all
+            }
+        };
         let mut tensors = HashMap::new();
-        for (name, v) in self.stack.values() {
+        for (name, v) in values {
             let shape = shapes.get(&name).ok_or_else(|| TrainError::Values { name: name.clone() })?;
             tensors.insert(name.clone(), Tensor::from_vec(v, shape.as_slice(), &Device::Cpu)?);
         }
         Ok(ModelFile::new(self.meta.clone(), tensors)?)
     }
 
-    /// The plane of `count` images of the network's input, after checking `images` holds them.
-    fn plane(&self, images: &[f32], count: usize) -> Result<Plane, TrainError> {
-        let i = &self.meta.input;
-        if count < 1 || images.len() != count * i.channels * i.height * i.width {
+    /// The plane of `count` inputs of shape `(c, h, w)`, after checking `values` holds them and
+    /// `labels` (when given) fit the classes.
+    fn plane(
+        &self,
+        values: &[f32],
+        count: usize,
+        labels: Option<&[u32]>,
+        input: (usize, usize, usize),
+    ) -> Result<Plane, TrainError> {
+        let (c, h, w) = input;
+        if count < 1 || values.len() != count * c * h * w {
             return Err(TrainError::Minibatch {
-                what: format!("{} values for {count} images of {}x{}x{}", images.len(), i.channels, i.height, i.width),
+                what: format!("{} values for {count} inputs of {c}x{h}x{w}", values.len()),
             });
         }
-        Ok(Plane { batch: count, height: i.height, width: i.width })
+        let classes = self.meta.arch.num_classes as u32;
+        if let Some(&bad) = labels.into_iter().flatten().find(|&&y| y >= classes) {
+            return Err(TrainError::Minibatch { what: format!("label {bad} of {classes} classes") });
+        }
+        Ok(Plane { batch: count, height: h, width: w })
     }
 
-    /// `images` (`(B, C, H, W)`, normalised) channel-major into the input buffer.
+    fn whole_only(&self) -> Result<(), TrainError> {
+        match self.frozen_stages {
+            0 => Ok(()),
+            t => Err(TrainError::Minibatch {
+                what: format!(
+                    "images for a network whose stem and {t} stages are frozen: give their activations (`step_cached`)"
+                ),
+            }),
+        }
+    }
+
+    /// `images` (`(B, C, H, W)`) channel-major into the input buffer.
     fn load(&mut self, images: &[f32], p: Plane) {
-        let (c, hw) = (self.meta.input.channels, p.height * p.width);
+        let hw = p.height * p.width;
+        let c = images.len() / (p.batch * hw);
         self.input.resize(images.len(), 0.0);
         for (i, image) in images.chunks(c * hw).enumerate() {
             for (ch, plane) in image.chunks(hw).enumerate() {
@@ -126,32 +223,68 @@ impl TrainableResNet {
 
     /// One SGD step on a minibatch of normalised images `(B, C, H, W)` and their labels, at
     /// learning rate `lr` (batch norm on the batch's statistics); the loss before the step (mean
-    /// cross entropy).
+    /// cross entropy). For a network with nothing frozen.
     pub fn step(&mut self, images: &[f32], labels: &[u32], sgd: &SgdConfig, lr: f64) -> Result<f64, TrainError> {
-        let p = self.plane(images, labels.len())?;
-        let classes = self.meta.arch.num_classes as u32;
-        if let Some(&bad) = labels.iter().find(|&&y| y >= classes) {
-            return Err(TrainError::Minibatch { what: format!("label {bad} of {classes} classes") });
-        }
+        self.whole_only()?;
+        let p = self.plane(images, labels.len(), Some(labels), self.trainable_input())?;
         self.load(images, p);
         let input = std::mem::take(&mut self.input);
-        let logits = self.stack.forward(&input, p, true);
-        let loss = cross_entropy(logits, labels, &mut self.dlogits);
-        self.stack.backward(&self.dlogits, &input, p);
-        self.stack.sgd(sgd, lr as f32);
+        let loss = self.step_on(&input, p, labels, sgd, lr);
         self.input = input;
         Ok(loss)
     }
 
+    /// One SGD step on what the trainable part reads ([`TrainableResNet::trainable_input`]),
+    /// channel-major `(C, B, H, W)` as a `TrunkCache` gathers it, and the labels; the loss
+    /// before the step. The frozen part's batch norms stay in eval mode: it ran once, with its
+    /// running statistics, when the activations were cached.
+    pub fn step_cached(&mut self, input: &[f32], labels: &[u32], sgd: &SgdConfig, lr: f64) -> Result<f64, TrainError> {
+        let p = self.plane(input, labels.len(), Some(labels), self.trainable_input())?;
+        Ok(self.step_on(input, p, labels, sgd, lr))
+    }
+
+    fn step_on(&mut self, input: &[f32], p: Plane, labels: &[u32], sgd: &SgdConfig, lr: f64) -> f64 {
+        let lr = lr as f32;
+        match &mut self.trainable {
+            Trainable::Whole(stack) => {
+                let loss = cross_entropy(stack.forward(input, p, true), labels, &mut self.dlogits);
+                stack.backward(&self.dlogits, input, p);
+                stack.sgd(sgd, lr);
+                loss
+            }
+            Trainable::Tail { body, .. } => {
+                let loss = cross_entropy(body.forward(input, p, true), labels, &mut self.dlogits);
+                body.backward(&self.dlogits, input, p);
+                body.sgd(sgd, lr);
+                loss
+            }
+        }
+    }
+
     /// The logits `(B, classes)` of normalised images `(B, C, H, W)` in eval mode (running
-    /// statistics).
+    /// statistics), for a network with nothing frozen.
     pub fn logits(&mut self, images: &[f32], count: usize) -> Result<Vec<f32>, TrainError> {
-        let p = self.plane(images, count)?;
+        self.whole_only()?;
+        let p = self.plane(images, count, None, self.trainable_input())?;
         self.load(images, p);
         let input = std::mem::take(&mut self.input);
-        let logits = self.stack.forward(&input, p, false).to_vec();
+        let logits = self.logits_on(&input, p);
         self.input = input;
         Ok(logits)
+    }
+
+    /// The logits in eval mode of what the trainable part reads (channel-major, as
+    /// [`TrainableResNet::step_cached`] takes it).
+    pub fn logits_cached(&mut self, input: &[f32], count: usize) -> Result<Vec<f32>, TrainError> {
+        let p = self.plane(input, count, None, self.trainable_input())?;
+        Ok(self.logits_on(input, p))
+    }
+
+    fn logits_on(&mut self, input: &[f32], p: Plane) -> Vec<f32> {
+        match &mut self.trainable {
+            Trainable::Whole(stack) => stack.forward(input, p, false).to_vec(),
+            Trainable::Tail { body, .. } => body.forward(input, p, false).to_vec(),
+        }
     }
 }
 
@@ -218,6 +351,77 @@ mod tests {
         Ok(())
     }
 
+    /// With the stem and the first T stages frozen (T = 1, 2, 3; both shortcut options), on
+    /// trunk activations from the runtime's inference engine: two SGD steps against the same
+    /// steps through candle's autograd from the same activations (`forward_from`, its own
+    /// backward; the frozen parameters get no gradient there and are left alone): losses and
+    /// every trained value; the frozen values come back untouched; and before training, the
+    /// tail's eval-mode logits are the runtime's logits of the whole network.
+    #[test]
+    fn a_tail_on_a_frozen_trunk_matches_candle_autograd_and_the_runtime() -> Result<(), TrainError> {
+        use crate::testing::channel_major;
+        use classmod_runtime::host::Images;
+        let dev = Device::Cpu;
+        let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
+        for shortcut in [Shortcut::A, Shortcut::B] {
+            let meta = meta(shortcut);
+            let mut model = TrainableResNet::init(meta.clone(), 4)?;
+            let batch = 18;
+            let x: Vec<f32> = stream(batch * 3 * 64, 8).iter().map(|v| v * 2.0).collect();
+            let labels: Vec<u32> = (0..batch as u32).map(|i| i * 2 % 5).collect();
+            // A few steps first, so that the running statistics are not the initial ones.
+            for _ in 0..3 {
+                model.step(&x, &labels, &sgd, 0.05)?;
+            }
+            let model = model.to_model()?;
+            let runtime = ResNet::new(&model, &dev)?;
+            let xt = Tensor::from_vec(x.clone(), (batch, 3, 8, 8), &dev)?;
+            let whole = runtime.forward(&xt)?.flatten_all()?.to_vec1::<f32>()?;
+            for frozen in 1..=3 {
+                let trunk = runtime.trunk(Images::Nchw(&xt), frozen)?;
+                let (c, h, w) = (trunk.channels, trunk.height, trunk.width);
+                let acts = trunk.to_nchw();
+                let mut ours = TrainableResNet::from_model_frozen(&model, frozen)?;
+                assert_eq!(ours.trainable_input(), (c, h, w));
+                let input = channel_major(&acts, batch, c, h * w);
+                let eval = ours.logits_cached(&input, batch)?;
+                let d = eval.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(d < 1e-3, "{shortcut:?} T{frozen}: the tail's eval logits and the runtime's differ by {d}");
+                assert!(matches!(ours.step(&x, &labels, &sgd, 0.1), Err(TrainError::Minibatch { .. })));
+                let mut twin = AutogradResNet::from_model(&model, &dev)?;
+                let mut opt = Sgd::new(twin.vars(), sgd);
+                let (at, yt) =
+                    (Tensor::from_vec(acts.clone(), (batch, c, h, w), &dev)?, Tensor::new(labels.as_slice(), &dev)?);
+                for lr in [0.1, 0.05] {
+                    let got = ours.step_cached(&input, &labels, &sgd, lr)?;
+                    let loss = candle_nn::loss::cross_entropy(&twin.forward_from(&at, frozen, true)?, &yt)?;
+                    let want = loss.to_scalar::<f32>()? as f64;
+                    assert!((got - want).abs() < 1e-4 * want.max(1.0), "{shortcut:?} T{frozen}: loss {got} vs {want}");
+                    opt.set_lr(lr);
+                    opt.step(&loss.backward()?)?;
+                }
+                let (trained, reference) = (ours.to_model()?, twin.to_model()?);
+                let mut changed = 0;
+                for (name, _) in meta.arch.tensor_shapes() {
+                    let v = |m: &ModelFile| m.tensor(&name).and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?));
+                    let (a, b, before) = (v(&trained)?, v(&reference)?, v(&model)?);
+                    let d = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                    assert!(d < 1e-4, "{shortcut:?} T{frozen}: `{name}` differs by {d} after two steps");
+                    let frozen_tensor = name.starts_with("conv1")
+                        || name.starts_with("bn1")
+                        || (1..=frozen).any(|s| name.starts_with(&format!("layer{s}.")));
+                    if frozen_tensor {
+                        assert_eq!(a, before, "{shortcut:?} T{frozen}: frozen `{name}` changed");
+                    } else if a != before {
+                        changed += 1;
+                    }
+                }
+                assert!(changed > 0, "{shortcut:?} T{frozen}: nothing trained");
+            }
+        }
+        Ok(())
+    }
+
     /// Inputs that do not fit are errors, not panics; so are names the architecture lacks.
     #[test]
     fn bad_minibatches_and_values_are_refused() -> Result<(), TrainError> {
@@ -230,7 +434,9 @@ mod tests {
         assert!(matches!(net.logits(&x, 3), Err(TrainError::Minibatch { .. })));
         let mut values = resnet_values(&net.meta().arch, 1);
         values.insert("layer9.0.conv1.weight".into(), vec![0.0]);
-        assert!(matches!(TrainableResNet::from_values(net.meta().clone(), values), Err(TrainError::Values { .. })));
+        assert!(matches!(TrainableResNet::from_values(net.meta().clone(), values, 0), Err(TrainError::Values { .. })));
+        let model = net.to_model()?;
+        assert!(TrainableResNet::from_model_frozen(&model, 4).is_err(), "a trunk of more stages than the network's");
         Ok(())
     }
 }

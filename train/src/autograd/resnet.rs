@@ -135,18 +135,32 @@ impl AutogradResNet {
 
     /// Logits. `train = true` uses batch statistics and updates the running statistics.
     pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor, TrainError> {
+        self.forward_from(x, 0, train)
+    }
+
+    /// Logits from the activations after the stem and the first `stages` stages (0: from the
+    /// images): the stages after them only, as a network with a frozen trunk trains.
+    pub fn forward_from(&mut self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor, TrainError> {
         let mut updates = Vec::new();
-        let logits = self.forward_inner(x, if train { Some(&mut updates) } else { None })?;
+        let logits = self.forward_inner(x, stages, if train { Some(&mut updates) } else { None })?;
         for (k, v) in updates {
             self.running.insert(k, v);
         }
         Ok(logits)
     }
 
-    fn forward_inner(&self, x: &Tensor, mut updates: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor, TrainError> {
+    fn forward_inner(
+        &self,
+        x: &Tensor,
+        stages: usize,
+        mut updates: Option<&mut Vec<(String, Tensor)>>,
+    ) -> Result<Tensor, TrainError> {
         let arch: &ResNetConfig = &self.meta.arch;
-        let mut x = self.conv_bn(x, "conv1", "bn1", 1, updates.as_deref_mut())?.relu()?;
-        for b in arch.blocks() {
+        let mut x = match stages {
+            0 => self.conv_bn(x, "conv1", "bn1", 1, updates.as_deref_mut())?.relu()?,
+            _ => x.clone(),
+        };
+        for b in arch.blocks().into_iter().filter(|b| b.stage >= stages) {
             let p = b.prefix();
             let h = self
                 .conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride, updates.as_deref_mut())?
