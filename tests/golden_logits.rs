@@ -19,11 +19,8 @@ static SETTINGS: Mutex<()> = Mutex::new(());
 fn check_model(key: &str, file: &str) {
     let Some(shared) = common::shared() else { return };
     let dir = shared.join("data/cifar10-lossless-20");
-    let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("reference-logits.json")).unwrap()).unwrap();
-    let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-    };
+    let (reference, pixels) = common::reference_pngs(&dir);
+    let floats = common::floats;
     let norm = &reference["normalization"];
     let opts = ImportOptions {
         mean: Some(floats(&norm["mean"])),
@@ -37,14 +34,6 @@ fn check_model(key: &str, file: &str) {
     let net = ResNet::new(&model, &Device::Cpu).unwrap();
 
     let names = reference["images"].as_array().unwrap();
-    let mut pixels = Vec::new();
-    for name in names {
-        let img = image::open(dir.join(name.as_str().unwrap())).unwrap().to_rgb8();
-        // HWC -> CHW
-        for c in 0..3 {
-            pixels.extend(img.pixels().map(|p| p.0[c]));
-        }
-    }
     let spec = net.input_spec();
     let mut x = vec![0f32; pixels.len()];
     spec.normalize_into(&pixels, &mut x);

@@ -57,16 +57,7 @@ fn fixtures() -> PathBuf {
 
 /// The 20 lossless PNGs as raw CHW pixels, their labels, and the reference JSON.
 fn lossless_20(shared: &Path) -> (Vec<u8>, Vec<usize>, serde_json::Value) {
-    let dir = shared.join("data/cifar10-lossless-20");
-    let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("reference-logits.json")).unwrap()).unwrap();
-    let mut pixels = Vec::new();
-    for name in reference["images"].as_array().unwrap() {
-        let img = image::open(dir.join(name.as_str().unwrap())).unwrap().to_rgb8();
-        for c in 0..3 {
-            pixels.extend(img.pixels().map(|p| p.0[c]));
-        }
-    }
+    let (reference, pixels) = common::reference_pngs(&shared.join("data/cifar10-lossless-20"));
     let labels = reference["labels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap() as usize).collect();
     (pixels, labels, reference)
 }

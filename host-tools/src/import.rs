@@ -87,8 +87,46 @@ pub fn detect_arch(tensors: &HashMap<String, Tensor>) -> Result<ResNetConfig, Ho
     Ok(cfg)
 }
 
-/// Imports a PyTorch safetensors buffer.
+/// What a PyTorch file's own safetensors metadata says of its input and classes: the keys `mean`
+/// and `std` (per channel, of pixels scaled to [0, 1]) and `classes`, comma-separated, as export
+/// scripts commonly write them (../shared's chenyaofo CIFAR-100 models do). An import uses them
+/// where no option gives them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FileMetadata {
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
+    pub class_names: Option<Vec<String>>,
+}
+
+/// The [`FileMetadata`] of a safetensors buffer (none of it when the header has no metadata); a
+/// value that is not a list of numbers is an error naming its key.
+pub fn file_metadata(bytes: &[u8]) -> Result<FileMetadata, HostError> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| classmod_runtime::Error::NotSafetensors { reason: e.to_string() })?;
+    let Some(md) = header.metadata() else { return Ok(FileMetadata::default()) };
+    let numbers = |key: &str| -> Result<Option<Vec<f32>>, HostError> {
+        md.get(key)
+            .map(|v| {
+                v.split(',')
+                    .map(|x| x.trim().parse::<f32>().ok().filter(|f| f.is_finite()))
+                    .collect::<Option<Vec<f32>>>()
+                    .ok_or_else(|| HostError::Import {
+                        reason: format!("metadata `{key}` = `{v}` is not a list of numbers"),
+                    })
+            })
+            .transpose()
+    };
+    let class_names = ["classes", "class_names"]
+        .iter()
+        .find_map(|k| md.get(*k))
+        .map(|v| v.split(',').map(|c| c.trim().to_string()).collect());
+    Ok(FileMetadata { mean: numbers("mean")?, std: numbers("std")?, class_names })
+}
+
+/// Imports a PyTorch safetensors buffer; normalisation and class names the options leave out
+/// come from the file's own metadata when it has them ([`file_metadata`]).
 pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<ModelFile, HostError> {
+    let from_file = file_metadata(bytes)?;
     let raw = read_safetensors(bytes, &Device::Cpu)?;
     let mut tensors = HashMap::with_capacity(raw.len());
     for (name, t) in raw {
@@ -114,10 +152,11 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<ModelFile, Hos
         channels: c,
         height,
         width,
-        mean: opts.mean.clone().unwrap_or_else(|| vec![0.0; c]),
-        std: opts.std.clone().unwrap_or_else(|| vec![1.0; c]),
+        mean: opts.mean.clone().or(from_file.mean).unwrap_or_else(|| vec![0.0; c]),
+        std: opts.std.clone().or(from_file.std).unwrap_or_else(|| vec![1.0; c]),
     };
-    let class_names = opts.class_names.clone().unwrap_or_else(|| generic_class_names(arch.num_classes));
+    let class_names =
+        opts.class_names.clone().or(from_file.class_names).unwrap_or_else(|| generic_class_names(arch.num_classes));
     let meta = ModelMeta { arch, input, class_names };
     // check_tensors names the first missing, unexpected or mis-shaped tensor.
     let tensors = check_tensors(&meta.arch, tensors)?;
@@ -137,6 +176,24 @@ mod tests {
         );
         assert_eq!(canonical_name("fc.bias").as_deref(), Some("linear.bias"));
         assert_eq!(canonical_name("module.bn1.num_batches_tracked"), None);
+    }
+
+    /// A file's metadata fills what the options leave out; a malformed value names its key.
+    #[test]
+    fn normalisation_and_classes_come_from_the_file_metadata() {
+        let t = candle_core::Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let file = |md: &[(&str, &str)]| {
+            let md = md.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            safetensors::serialize([("x", t.clone())], Some(md)).unwrap()
+        };
+        let md =
+            file_metadata(&file(&[("mean", "0.5, 0.25,0.125"), ("std", "1,2,4"), ("classes", "cat,dog")])).unwrap();
+        assert_eq!(md.mean, Some(vec![0.5, 0.25, 0.125]));
+        assert_eq!(md.std, Some(vec![1.0, 2.0, 4.0]));
+        assert_eq!(md.class_names, Some(vec!["cat".to_string(), "dog".to_string()]));
+        assert_eq!(file_metadata(&file(&[("arch", "resnet20")])).unwrap(), FileMetadata::default());
+        let err = file_metadata(&file(&[("std", "1,two,3")])).unwrap_err().to_string();
+        assert!(err.contains("`std`"), "{err}");
     }
 
     #[test]

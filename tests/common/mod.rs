@@ -2,7 +2,7 @@
 //! too): where the real data is, and how to skip loudly when it is absent.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The workspace root: the nearest folder above the package that holds `Cargo.lock`.
 fn workspace_root() -> PathBuf {
@@ -49,4 +49,24 @@ pub fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A folder of lossless test PNGs with PyTorch's `reference-logits.json`: the JSON, and the
+/// images its `images` names, as 8-bit CHW one after another.
+pub fn reference_pngs(dir: &Path) -> (serde_json::Value, Vec<u8>) {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference-logits.json")).unwrap()).unwrap();
+    let mut pixels = Vec::new();
+    for name in reference["images"].as_array().unwrap() {
+        let img = image::open(dir.join(name.as_str().unwrap())).unwrap().to_rgb8();
+        for c in 0..3 {
+            pixels.extend(img.pixels().map(|p| p.0[c])); // HWC -> CHW
+        }
+    }
+    (reference, pixels)
+}
+
+/// The numbers of a JSON array, as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use classmod_host::import::{import_bytes, ImportOptions};
+use classmod_host::import::{file_metadata, import_bytes, ImportOptions};
 use classmod_runtime::host::MAX_MODEL_BYTES;
 use classmod_runtime::io::regular;
 
@@ -19,13 +19,14 @@ pub struct Args {
     /// `auto`, or the expected architecture (`resnet20`, `resnet32`, `resnet56`, ...).
     #[arg(long, default_value = "auto")]
     arch: String,
-    /// Per-channel mean of pixels scaled to [0, 1] (default 0).
+    /// Per-channel mean of pixels scaled to [0, 1] (default: the file's `mean` metadata, else 0).
     #[arg(long, value_delimiter = ',')]
     mean: Option<Vec<f32>>,
-    /// Per-channel standard deviation (default 1).
+    /// Per-channel standard deviation (default: the file's `std` metadata, else 1).
     #[arg(long, value_delimiter = ',')]
     std: Option<Vec<f32>>,
-    /// Class names in output order, comma-separated.
+    /// Class names in output order, comma-separated (default: the file's `classes` metadata, else
+    /// class0, class1, ...).
     #[arg(long, value_delimiter = ',')]
     class_names: Option<Vec<String>>,
     /// Input size `HxW` or `S` (default 32 for RGB, 28 for grayscale).
@@ -76,6 +77,14 @@ pub fn run(a: Args) -> Result<()> {
         m.arch.num_classes,
         a.out.display()
     );
+    // Say what came from the file rather than from the flags: it decides every later result.
+    let from_file = file_metadata(&bytes).unwrap_or_default();
+    if opts.mean.is_none() && opts.std.is_none() && (from_file.mean.is_some() || from_file.std.is_some()) {
+        eprintln!("normalisation from the file's metadata: mean {:?}, std {:?}", m.input.mean, m.input.std);
+    }
+    if opts.class_names.is_none() && from_file.class_names.is_some() {
+        eprintln!("{} class names from the file's metadata ({} ...)", m.class_names.len(), m.class_names[0]);
+    }
     if a.json {
         print_json(&serde_json::json!({
             "arch": m.arch, "name": m.arch.name(), "input": m.input, "classes": m.class_names,
