@@ -67,13 +67,6 @@ pub enum HostError {
     #[error("replace and transplant need two models with the same classes and input spec")]
     ModelsDiffer,
 
-    /// A branch's values that do not match its spec.
-    #[error("branch values: `{name}` is missing, unknown or of the wrong size")]
-    BranchValues {
-        /// The tensor.
-        name: String,
-    },
-
     /// Training on an empty set.
     #[error("no training images")]
     NoTrainingImages,
