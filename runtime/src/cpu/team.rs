@@ -219,7 +219,7 @@ impl Team {
 impl Team {
     /// Retires the team: its helpers return once they see it (the model check's end; the
     /// process's teams are never retired).
-    #[cfg(feature = "loom")]
+    #[cfg(all(test, feature = "loom"))]
     fn retire(&self) {
         let s = &*self.shared;
         s.state.store(RETIRED, SeqCst);
