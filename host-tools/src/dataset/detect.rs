@@ -16,6 +16,8 @@ pub(super) enum Format {
     CifarBinary(PathBuf),
     /// A directory of `train-*` / `t10k-*` IDX files.
     Idx(PathBuf),
+    /// Tiny ImageNet unpacked (`words.txt`, `train/<wnid>/images/`, `val/`): the folder itself.
+    TinyImageNet(PathBuf),
 }
 
 /// The official CIFAR-10 binary tarball unpacks into this folder.
@@ -58,6 +60,9 @@ fn detect_dir(dir: &Path) -> Result<Format, DatasetError> {
     }
     if names.iter().any(|n| is_cifar_batch_name(n)) {
         return Ok(Format::CifarBinary(dir.to_path_buf()));
+    }
+    if let Some(root) = super::tiny_imagenet::root_in(dir) {
+        return Ok(Format::TinyImageNet(root));
     }
     let sub = dir.join(CIFAR_SUBDIR);
     if sub.is_dir() && file_names(&sub)?.iter().any(|n| is_cifar_batch_name(n)) {

@@ -1,10 +1,11 @@
 //! Real image datasets, read into memory as 8-bit CHW images: ImageFolder directories (optionally
-//! with `train/` and `test/`), a `.tar.gz` of one read in place, CIFAR-10 binary batches and IDX
-//! files (MNIST / Fashion-MNIST, optionally gzipped).
+//! with `train/` and `test/`), a `.tar.gz` of one read in place, CIFAR-10 binary batches, IDX
+//! files (MNIST / Fashion-MNIST, optionally gzipped) and Tiny ImageNet (its folder or archive).
 //!
 //! Layout of the module, one concept per file:
 //! - `detect`: which of the four formats a path holds;
-//! - `image_folder`, `tar_gz`, `cifar_binary`, `idx`: one reader per format;
+//! - `image_folder`, `tar_gz`, `cifar_binary`, `idx`, `tiny_imagenet`: one reader per format
+//!   (Tiny ImageNet's archive is scanned by `tar_gz`, which hands its finds over);
 //! - `classes`: the label order (the model's class names, or sorted folder names, or numeric);
 //! - `decode`: JPEG/PNG decoding (in parallel) and conversion to the wanted [`ImageShape`];
 //! - `native`: [`native_shape`], the geometry a dataset's images have themselves;
@@ -25,6 +26,7 @@ mod image_folder;
 mod native;
 mod sampling;
 mod tar_gz;
+mod tiny_imagenet;
 
 #[cfg(test)]
 mod fixtures;
@@ -114,6 +116,7 @@ pub fn load(
         detect::Format::Archive(file) => tar_gz::load(&file, split, shape, &model),
         detect::Format::CifarBinary(dir) => cifar_binary::load(&dir, split, shape, &model),
         detect::Format::Idx(dir) => idx::load(&dir, split, shape, &model),
+        detect::Format::TinyImageNet(root) => tiny_imagenet::load_dir(&root, split == Split::Test, shape, &model),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::detect::{self, Format};
-use super::{cifar_binary, decode, idx, image_folder, tar_gz, DatasetError, ImageShape, Split};
+use super::{cifar_binary, decode, idx, image_folder, tar_gz, tiny_imagenet, DatasetError, ImageShape, Split};
 
 pub(super) fn native_shape(path: &Path, split: Split) -> Result<ImageShape, DatasetError> {
     match detect::detect(path)? {
@@ -19,8 +19,17 @@ pub(super) fn native_shape(path: &Path, split: Split) -> Result<ImageShape, Data
             decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: file, reason })
         }
         Format::Archive(file) => {
-            let (name, bytes) = tar_gz::first_image(&file, split)?;
-            decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: name, reason })
+            let (name, bytes, tiny) = tar_gz::first_image(&file, split)?;
+            let shape = decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: name, reason })?;
+            // Tiny ImageNet is RGB; a few of its images are stored gray, and the first may be one.
+            Ok(if tiny { ImageShape { channels: 3, ..shape } } else { shape })
+        }
+        Format::TinyImageNet(root) => {
+            let file = tiny_imagenet::first_image(&root)?;
+            let bytes = decode::read_image_file(&file)
+                .map_err(|reason| DatasetError::BadImage { path: file.clone(), reason })?;
+            let shape = decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: file, reason })?;
+            Ok(ImageShape { channels: 3, ..shape })
         }
     }
 }

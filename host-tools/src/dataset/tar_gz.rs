@@ -11,7 +11,11 @@ use flate2::bufread::MultiGzDecoder;
 use super::classes::{self, ModelClasses};
 use super::decode::{self, Encoded, Item, MAX_ENCODED_BYTES};
 use super::detect::{is_cifar_batch_name, is_idx_images_name};
+use super::tiny_imagenet::{self, MAX_TEXT_BYTES};
 use super::{io_error, is_image_name, DatasetError, ImageSet, ImageShape, Split};
+
+/// Tiny ImageNet's text files the walk hands over besides images.
+const TEXTS: [&str; 2] = ["words.txt", "val_annotations.txt"];
 
 /// An image entry kept from the archive.
 struct Entry {
@@ -28,6 +32,19 @@ pub(super) fn load(
     model: &ModelClasses,
 ) -> Result<ImageSet, DatasetError> {
     let scan = scan(archive, split)?;
+    if let (Some(words), Some(annotations)) = (&scan.tiny.words, &scan.tiny.annotations) {
+        return tiny_imagenet_set(
+            archive,
+            split,
+            shape,
+            model,
+            words,
+            annotations,
+            scan.tiny.train_classes,
+            scan.split_entries,
+            scan.tiny.val_entries,
+        );
+    }
     let entries = if scan.saw_split_layout { scan.split_entries } else { scan.unsplit_entries.into_classes() };
     if entries.is_empty() {
         let hint = if scan.saw_split_layout {
@@ -58,6 +75,50 @@ pub(super) fn load(
     Ok(ImageSet { class_names, shape, pixels, labels })
 }
 
+/// A Tiny ImageNet archive's split: the train split's entries are its class folders' images,
+/// the test split's the validation images labelled by `val_annotations.txt`.
+#[allow(clippy::too_many_arguments)]
+fn tiny_imagenet_set(
+    archive: &Path,
+    split: Split,
+    shape: ImageShape,
+    model: &ModelClasses,
+    words: &str,
+    annotations: &str,
+    mut wnids: Vec<String>,
+    train: Vec<Entry>,
+    val: Vec<Entry>,
+) -> Result<ImageSet, DatasetError> {
+    let images = match split {
+        Split::Train => {
+            wnids.extend(train.iter().map(|e| e.class.clone()));
+            train
+                .into_iter()
+                .map(|e| tiny_imagenet::Image {
+                    wnid: e.class,
+                    name: entry_path(archive, &e.name),
+                    data: Encoded::Bytes(e.bytes),
+                })
+                .collect()
+        }
+        Split::Test => {
+            let labels = tiny_imagenet::annotations(&entry_path(archive, "val/val_annotations.txt"), annotations)?;
+            val.into_iter()
+                .map(|e| {
+                    let name = entry_path(archive, &e.name);
+                    let file_name = e.name.rsplit('/').next().unwrap_or_default();
+                    Ok(tiny_imagenet::Image {
+                        wnid: tiny_imagenet::label_of(&labels, file_name, &name)?,
+                        name,
+                        data: Encoded::Bytes(e.bytes),
+                    })
+                })
+                .collect::<Result<Vec<_>, DatasetError>>()?
+        }
+    };
+    tiny_imagenet::assemble(archive, words, wnids, images, shape, model)
+}
+
 fn split_name(split: Split) -> &'static str {
     match split {
         Split::Train => "train",
@@ -79,6 +140,18 @@ struct Scan {
     unsplit_entries: Unsplit,
     /// Whether the archive holds CIFAR-10 binary or IDX files (for the error hint).
     saw_other_dataset: bool,
+    /// What a Tiny ImageNet archive adds.
+    tiny: TinyScan,
+}
+
+/// A Tiny ImageNet archive's texts, the class folders of the other split, and (for the test
+/// split) its validation images.
+#[derive(Default)]
+struct TinyScan {
+    words: Option<String>,
+    annotations: Option<String>,
+    train_classes: Vec<String>,
+    val_entries: Vec<Entry>,
 }
 
 /// Images outside split folders, with their folder components; their class folder is the first
@@ -112,13 +185,33 @@ fn scan(archive: &Path, split: Split) -> Result<Scan, DatasetError> {
         split_entries: Vec::new(),
         unsplit_entries: Unsplit::default(),
         saw_other_dataset: false,
+        tiny: TinyScan::default(),
     };
     scan.saw_other_dataset = walk(archive, true, |name, dirs, entry| {
+        match name.rsplit('/').next() {
+            Some("words.txt") => scan.tiny.words = Some(read_text(archive, name, entry)?),
+            Some("val_annotations.txt") => scan.tiny.annotations = Some(read_text(archive, name, entry)?),
+            _ => {}
+        }
+        if !is_image_name(name.rsplit('/').next().unwrap_or_default()) {
+            return Ok(true);
+        }
+        if split == Split::Test && tiny_imagenet::is_entry_folder(dirs) && dirs.ends_with(&["val", "images"]) {
+            let bytes = read_entry(archive, name, entry)?;
+            scan.tiny.val_entries.push(Entry { name: name.to_string(), class: String::new(), bytes });
+            return Ok(true);
+        }
         let class = match split_marker(dirs) {
             Some(i) => {
                 scan.saw_split_layout = true;
                 scan.unsplit_entries.0.clear();
                 if dirs[i] != wanted {
+                    if dirs[i] == "train" && tiny_imagenet::is_entry_folder(dirs) {
+                        let class = dirs[i + 1].to_string();
+                        if scan.tiny.train_classes.last() != Some(&class) {
+                            scan.tiny.train_classes.push(class);
+                        }
+                    }
                     return Ok(true);
                 }
                 Some(dirs[i + 1].to_string())
@@ -140,15 +233,18 @@ fn scan(archive: &Path, split: Split) -> Result<Scan, DatasetError> {
 }
 
 /// The first image of the split (or outside any split folder) in archive order, with its
-/// `archive:entry` name.
-pub(super) fn first_image(archive: &Path, split: Split) -> Result<(PathBuf, Vec<u8>), DatasetError> {
+/// `archive:entry` name and whether it sits where Tiny ImageNet keeps its images.
+pub(super) fn first_image(archive: &Path, split: Split) -> Result<(PathBuf, Vec<u8>, bool), DatasetError> {
     let wanted = split_name(split);
     let mut first = None;
     walk(archive, false, |name, dirs, entry| {
-        if split_marker(dirs).is_some_and(|i| dirs[i] != wanted) {
+        if !is_image_name(name.rsplit('/').next().unwrap_or_default())
+            || split_marker(dirs).is_some_and(|i| dirs[i] != wanted)
+        {
             return Ok(true);
         }
-        first = Some((entry_path(archive, name), read_entry(archive, name, entry)?));
+        first =
+            Some((entry_path(archive, name), read_entry(archive, name, entry)?, tiny_imagenet::is_entry_folder(dirs)));
         Ok(false)
     })?;
     first.ok_or_else(|| DatasetError::Empty {
@@ -163,24 +259,36 @@ fn split_marker(dirs: &[&str]) -> Option<usize> {
     dirs[..dirs.len().saturating_sub(1)].iter().position(|d| *d == "train" || *d == "test")
 }
 
+/// A text entry (Tiny ImageNet's `words.txt`, `val_annotations.txt`), refusing hostile sizes.
+fn read_text(archive: &Path, name: &str, entry: &mut dyn Read) -> Result<String, DatasetError> {
+    let bytes = read_at_most(archive, entry, MAX_TEXT_BYTES)?.ok_or_else(|| DatasetError::Unrecognised {
+        path: entry_path(archive, name),
+        reason: format!("a text file larger than {MAX_TEXT_BYTES} bytes"),
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// An image entry's bytes, refusing hostile sizes.
 fn read_entry(archive: &Path, name: &str, entry: &mut dyn Read) -> Result<Vec<u8>, DatasetError> {
+    read_at_most(archive, entry, MAX_ENCODED_BYTES)?.ok_or_else(|| DatasetError::BadImage {
+        path: entry_path(archive, name),
+        reason: format!("entry larger than {MAX_ENCODED_BYTES} bytes"),
+    })
+}
+
+/// An entry's bytes, or `None` when it holds more than `max`.
+fn read_at_most(archive: &Path, entry: &mut dyn Read, max: u64) -> Result<Option<Vec<u8>>, DatasetError> {
     let mut bytes = Vec::new();
     entry
-        .take(MAX_ENCODED_BYTES + 1)
+        .take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| DatasetError::BadArchive { path: archive.to_path_buf(), reason: e.to_string() })?;
-    if bytes.len() as u64 > MAX_ENCODED_BYTES {
-        return Err(DatasetError::BadImage {
-            path: entry_path(archive, name),
-            reason: format!("entry larger than {MAX_ENCODED_BYTES} bytes"),
-        });
-    }
-    Ok(bytes)
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
 /// Streams the archive's image entries (regular files named `.png`, `.jpg` or `.jpeg` inside at
-/// least one folder, none of them hidden) to `visit` with the entry's name and folders; `visit`
+/// least one folder, none of them hidden), and Tiny ImageNet's two text files, to `visit` with
+/// the entry's name and folders; `visit`
 /// returns false to stop. Unless stopped early, with `check_tail` the stream is read to its end,
 /// so that a cut or corrupt tail (after the tar's end-of-archive blocks, or in the gzip trailer
 /// and its checksum) is an error too. Returns whether the archive holds CIFAR-10 binary or IDX
@@ -213,7 +321,10 @@ fn walk(
         if is_idx_images_name(file_name) || is_cifar_batch_name(file_name) {
             saw_other_dataset = true;
         }
-        if !is_image_name(file_name) || dirs.is_empty() || dirs.iter().any(|d| d.starts_with('.') || *d == "__MACOSX") {
+        // Images sit in a folder; Tiny ImageNet's words.txt may sit at the archive's top.
+        let text = TEXTS.contains(file_name);
+        let wanted = text || is_image_name(file_name) && !dirs.is_empty();
+        if !wanted || dirs.iter().any(|d| d.starts_with('.') || *d == "__MACOSX") {
             continue;
         }
         if !visit(&name, dirs, &mut entry)? {
