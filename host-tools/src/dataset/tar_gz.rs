@@ -31,7 +31,16 @@ pub(super) fn load(
     shape: ImageShape,
     model: &ModelClasses,
 ) -> Result<ImageSet, DatasetError> {
-    let scan = scan(archive, split)?;
+    let mut scan = scan(archive, split)?;
+    if !scan.saw_split_layout && (scan.tiny.words.is_none() || scan.tiny.annotations.is_none()) {
+        // Not Tiny ImageNet after all: `val/images/` folders are an ImageFolder's like any other.
+        for e in std::mem::take(&mut scan.tiny.val_entries) {
+            let mut dirs: Vec<String> =
+                e.name.split('/').filter(|c| !c.is_empty() && *c != ".").map(String::from).collect();
+            dirs.pop();
+            scan.unsplit_entries.0.push((dirs, e));
+        }
+    }
     if let (Some(words), Some(annotations)) = (&scan.tiny.words, &scan.tiny.annotations) {
         return tiny_imagenet_set(
             archive,
@@ -399,6 +408,17 @@ mod tests {
                 assert_eq!([set.image(0)[0], set.image(1)[0], set.image(2)[0]], [1, 3, 2]);
             }
         }
+    }
+
+    /// A `val/images/` folder in an ImageFolder archive without Tiny ImageNet's texts is a class
+    /// folder like any other.
+    #[test]
+    fn val_images_folders_are_classes_outside_tiny_imagenet() {
+        let t = TempDir::new("tgz-val");
+        let path = t.write("d.tgz", &tar_gz(&[("top/val/images/1.png", px(5)), ("top/cat/1.png", px(6))]));
+        let set = load(&path, Split::Test, RGB4, None).unwrap();
+        assert_eq!(set.class_names, s(&["cat", "val"]));
+        assert_eq!([set.image(0)[0], set.image(1)[0]], [6, 5]);
     }
 
     #[test]
