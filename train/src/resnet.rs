@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use classmod_runtime::host::{BlockKind, ModelFile, ModelMeta, Network, Shortcut, Stem};
 
 use crate::init::resnet_values;
-use crate::layers::{BasicBlock, ConvBn, Head, Plane, Shortcut as BlockShortcut, Values};
+use crate::layers::{channel_major_into, BasicBlock, ConvBn, Head, Plane, Shortcut as BlockShortcut, Values};
 use crate::loss::cross_entropy;
 use crate::stack::{Body, Stack};
 use crate::{SgdConfig, TrainError};
@@ -33,6 +33,8 @@ enum Trainable {
 pub struct TrainableResNet {
     meta: ModelMeta,
     frozen_stages: usize,
+    /// `(C, H, W)` of what the trainable part reads per image.
+    trainable_input: (usize, usize, usize),
     trainable: Trainable,
     /// The minibatch channel-major, and the gradient at the logits (kept across steps).
     input: Vec<f32>,
@@ -130,7 +132,15 @@ impl TrainableResNet {
             }
             Trainable::Tail { frozen, body: Body::new(tail.into_iter().map(|(_, b)| b).collect(), head, true) }
         };
-        Ok(TrainableResNet { meta, frozen_stages, trainable, input: Vec::new(), dlogits: Vec::new() })
+        let i = &meta.input;
+        let trainable_input = match frozen_stages {
+            0 => (i.channels, i.height, i.width),
+            t => {
+                let (h, w) = net.plane_after(t, i.height, i.width);
+                (net.channels_after(t), h, w)
+            }
+        };
+        Ok(TrainableResNet { meta, frozen_stages, trainable_input, trainable, input: Vec::new(), dlogits: Vec::new() })
     }
 
     /// What the network is and reads.
@@ -146,14 +156,7 @@ impl TrainableResNet {
     /// `(channels, height, width)` of what the trainable part reads per image: the image
     /// itself when nothing is frozen, else the frozen trunk's output (after its last ReLU).
     pub fn trainable_input(&self) -> (usize, usize, usize) {
-        let (net, i) = (self.meta.arch.network(), &self.meta.input);
-        match self.frozen_stages {
-            0 => (i.channels, i.height, i.width),
-            t => {
-                let (h, w) = net.plane_after(t, i.height, i.width);
-                (net.channels_after(t), h, w)
-            }
-        }
+        self.trainable_input
     }
 
     /// The current weights and running statistics as a model file (what checkpoints hold); a
@@ -212,13 +215,7 @@ impl TrainableResNet {
     /// `images` (`(B, C, H, W)`) channel-major into the input buffer.
     fn load(&mut self, images: &[f32], p: Plane) {
         let hw = p.height * p.width;
-        let c = images.len() / (p.batch * hw);
-        self.input.resize(images.len(), 0.0);
-        for (i, image) in images.chunks(c * hw).enumerate() {
-            for (ch, plane) in image.chunks(hw).enumerate() {
-                self.input[(ch * p.batch + i) * hw..][..hw].copy_from_slice(plane);
-            }
-        }
+        channel_major_into(images, p.batch, images.len() / (p.batch * hw), hw, &mut self.input);
     }
 
     /// One SGD step on a minibatch of normalised images `(B, C, H, W)` and their labels, at

@@ -15,11 +15,7 @@ pub(crate) fn stream(n: usize, seed: u32) -> Vec<f32> {
 
 /// `(B, C, hw)` -> `(C, B, hw)`.
 pub(crate) fn channel_major(x: &[f32], batch: usize, channels: usize, hw: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    for b in 0..batch {
-        for c in 0..channels {
-            out[(c * batch + b) * hw..][..hw].copy_from_slice(&x[(b * channels + c) * hw..][..hw]);
-        }
-    }
+    let mut out = Vec::new();
+    crate::layers::channel_major_into(x, batch, channels, hw, &mut out);
     out
 }

@@ -12,26 +12,24 @@ pub(super) fn native_shape(path: &Path, split: Split) -> Result<ImageShape, Data
             let (height, width) = idx::image_size(&dir, split)?;
             Ok(ImageShape { channels: 1, height, width })
         }
-        Format::ImageFolder(dir) => {
-            let file = image_folder::first_image(&dir, split)?;
-            let bytes = decode::read_image_file(&file)
-                .map_err(|reason| DatasetError::BadImage { path: file.clone(), reason })?;
-            decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: file, reason })
-        }
+        Format::ImageFolder(dir) => probe_file(&image_folder::first_image(&dir, split)?),
         Format::Archive(file) => {
             let (name, bytes, tiny) = tar_gz::first_image(&file, split)?;
             let shape = decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: name, reason })?;
             // Tiny ImageNet is RGB; a few of its images are stored gray, and the first may be one.
             Ok(if tiny { ImageShape { channels: 3, ..shape } } else { shape })
         }
+        // RGB, though a few images are stored gray.
         Format::TinyImageNet(root) => {
-            let file = tiny_imagenet::first_image(&root)?;
-            let bytes = decode::read_image_file(&file)
-                .map_err(|reason| DatasetError::BadImage { path: file.clone(), reason })?;
-            let shape = decode::probe_shape(&bytes).map_err(|reason| DatasetError::BadImage { path: file, reason })?;
-            Ok(ImageShape { channels: 3, ..shape })
+            Ok(ImageShape { channels: 3, ..probe_file(&tiny_imagenet::first_image(&root)?)? })
         }
     }
+}
+
+/// The shape of the image file `file` (from its header).
+fn probe_file(file: &Path) -> Result<ImageShape, DatasetError> {
+    let bad = |reason| DatasetError::BadImage { path: file.to_path_buf(), reason };
+    decode::probe_shape(&decode::read_image_file(file).map_err(bad)?).map_err(bad)
 }
 
 #[cfg(test)]

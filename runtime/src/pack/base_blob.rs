@@ -65,9 +65,7 @@ pub fn decode(blob: &Blob, device: &Device) -> Result<ModelFile> {
     views.sort_by(|a, b| a.name.cmp(b.name));
     let mut key = KeyHasher::new(&meta);
     for t in &views {
-        if t.dtype != DType::F32 {
-            t.to_f32()?; // the blob crate's error, naming the tensor
-        }
+        t.expect(DType::F32, &t.shape)?;
         key.param(t.name, &t.shape, t.bytes);
     }
     if key.finish().0 != blob.base_key() {

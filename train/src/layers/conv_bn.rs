@@ -13,6 +13,23 @@ use crate::kernels::{col2im_add, im2col_into, matmul, matmul_columns, ConvGeomet
 use crate::sgd::Param;
 use crate::{TrainError, BN_MOMENTUM};
 
+/// The columns of the images `images` of channel-major `x` (geometry `g`), in `buf` (grown as
+/// needed, kept across steps).
+fn chunk_columns<'a>(
+    x: &[f32],
+    g: &ConvGeometry,
+    images: std::ops::Range<usize>,
+    buf: &'a mut Vec<f32>,
+    parallel: bool,
+) -> &'a mut [f32] {
+    let (ho, wo) = g.out_size();
+    let len = g.in_channels * g.kernel * g.kernel * images.len() * ho * wo;
+    buf.resize(len, 0.0);
+    let cols = &mut buf[..len];
+    im2col_into(x, g, PlaneOrder::Cnhw, images, cols, parallel);
+    cols
+}
+
 /// One channel's `(index, ((dpre, pre), dy))` in the norm's backward.
 type ChannelSlices<'a> = (usize, ((&'a mut [f32], &'a [f32]), &'a [f32]));
 
@@ -130,9 +147,7 @@ impl ConvBn {
         let w = MatRef::new(&self.weight.value, self.out, ckk);
         for images in image_chunks(p.batch) {
             let nc = images.len() * per;
-            scratch.cols.resize(ckk * nc, 0.0);
-            let cols = &mut scratch.cols[..ckk * nc];
-            im2col_into(x, &g, PlaneOrder::Cnhw, images.clone(), cols, scratch.parallel);
+            let cols = chunk_columns(x, &g, images.clone(), &mut scratch.cols, scratch.parallel);
             let dst = &mut self.pre[images.start * per..];
             matmul_columns(dst, n, w, MatRef::new(cols, ckk, nc), false, scratch.parallel);
         }
@@ -237,9 +252,7 @@ impl ConvBn {
         let w = MatRef::new(&self.weight.value, self.out, ckk);
         for images in image_chunks(p.batch) {
             let nc = images.len() * per;
-            scratch.cols.resize(ckk * nc, 0.0);
-            let cols = &mut scratch.cols[..ckk * nc];
-            im2col_into(x, &g, PlaneOrder::Cnhw, images.clone(), cols, scratch.parallel);
+            let cols = chunk_columns(x, &g, images.clone(), &mut scratch.cols, scratch.parallel);
             let dpre = MatRef::columns(&self.dpre, self.out, n, images.start * per..images.end * per);
             let first = images.start == 0;
             matmul(&mut self.weight.grad, dpre, MatRef::new(cols, ckk, nc).t(), !first, scratch.parallel);

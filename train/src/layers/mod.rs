@@ -62,6 +62,16 @@ pub(crate) fn image_chunks(batch: usize) -> impl Iterator<Item = std::ops::Range
     (0..batch).step_by(CHUNK_IMAGES).map(move |s| s..(s + CHUNK_IMAGES).min(batch))
 }
 
+/// `(B, C, hw)` image-major values into `out` as channel-major `(C, B, hw)`.
+pub(crate) fn channel_major_into(x: &[f32], batch: usize, channels: usize, hw: usize, out: &mut Vec<f32>) {
+    out.resize(x.len(), 0.0);
+    for (i, image) in x.chunks(channels * hw).take(batch).enumerate() {
+        for (c, plane) in image.chunks(hw).enumerate() {
+            out[(c * batch + i) * hw..][..hw].copy_from_slice(plane);
+        }
+    }
+}
+
 pub(crate) fn relu(x: &mut [f32]) {
     for v in x {
         *v = v.max(0.0);
