@@ -99,6 +99,15 @@ pub enum HostError {
     #[error(transparent)]
     Peers(#[from] crate::bench::peers::PeerError),
 
+    /// A resume file that cannot be read, or is not of the run asked to go on.
+    #[error("{}: {reason}", path.display())]
+    ResumeFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// PyTorch tensors that describe no CIFAR ResNet this build knows, or not the one asked for.
     #[error("cannot import: {reason}")]
     Import {

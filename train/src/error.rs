@@ -25,6 +25,14 @@ pub enum TrainError {
         what: String,
     },
 
+    /// Saved state that does not fit the network it is given to (a new head on another
+    /// network, momentum buffers of another one).
+    #[error("{what}")]
+    Mismatch {
+        /// What does not fit what.
+        what: String,
+    },
+
     /// From the runtime (an architecture that does not validate, a model file).
     #[error(transparent)]
     Runtime(#[from] classmod_runtime::Error),

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 
-use classmod_runtime::host::{BranchSpec, ResNetConfig};
+use candle_core::{DType, Device, Tensor};
+use classmod_runtime::host::{BranchSpec, ModelFile, ModelMeta, ResNetConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -22,6 +23,12 @@ fn kaiming(rng: &mut ChaCha8Rng, n: usize, fan_in: usize) -> Vec<f32> {
         .collect()
 }
 
+/// PyTorch's default linear init: uniform in +-1/sqrt(fan_in).
+fn linear_uniform(rng: &mut ChaCha8Rng, n: usize, fan_in: usize) -> Vec<f32> {
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+}
+
 /// A fresh ResNet's values by canonical name (the order of `tensor_shapes` draws the stream).
 pub fn resnet_values(arch: &ResNetConfig, seed: u64) -> HashMap<String, Vec<f32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -34,14 +41,47 @@ pub fn resnet_values(arch: &ResNetConfig, seed: u64) -> HashMap<String, Vec<f32>
         } else if is_bn {
             vec![0.0; n] // BN shift and running mean
         } else if name.starts_with("linear") {
-            let bound = 1.0 / (arch.widths[2] as f32).sqrt();
-            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+            linear_uniform(&mut rng, n, arch.widths[2])
         } else {
             kaiming(&mut rng, n, shape[1..].iter().product())
         };
         values.insert(name, v);
     }
     values
+}
+
+/// `model` made ready to fine-tune on other classes: its head (`linear.*`) replaced by a fresh
+/// one of `meta`'s classes (seeded: weight and bias uniform in +-1/sqrt(width), PyTorch's default),
+/// every other tensor kept; `meta` also brings the input the new model reads (the same network,
+/// pooled globally, reads any size). `meta.arch` must be `model`'s but for its classes.
+pub fn with_fresh_head(model: &ModelFile, meta: ModelMeta, seed: u64) -> Result<ModelFile, crate::TrainError> {
+    let mut same = meta.arch.clone();
+    same.num_classes = model.meta.arch.num_classes;
+    if same != model.meta.arch || meta.input.channels != model.meta.input.channels {
+        return Err(crate::TrainError::Mismatch {
+            what: format!(
+                "a new head for {} of {} input channels on {} of {}: only the classes may differ",
+                meta.arch.name(),
+                meta.input.channels,
+                model.meta.arch.name(),
+                model.meta.input.channels
+            ),
+        });
+    }
+    let width = meta.arch.widths[2];
+    let classes = meta.arch.num_classes;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let weight = linear_uniform(&mut rng, classes * width, width);
+    let bias = linear_uniform(&mut rng, classes, width);
+    let mut tensors = HashMap::new();
+    for (name, _) in model.meta.arch.tensor_shapes() {
+        if !name.starts_with("linear.") {
+            tensors.insert(name.clone(), model.tensor(&name)?.to_dtype(DType::F32)?);
+        }
+    }
+    tensors.insert("linear.weight".into(), Tensor::from_vec(weight, (classes, width), &Device::Cpu)?);
+    tensors.insert("linear.bias".into(), Tensor::from_vec(bias, classes, &Device::Cpu)?);
+    Ok(ModelFile::new(meta, tensors)?)
 }
 
 /// `(layer, weight shape)` of a branch's convolutions in forward order, as
@@ -67,8 +107,7 @@ pub fn branch_values(spec: &BranchSpec, seed: u64) -> HashMap<String, Vec<f32>> 
         values.insert(format!("{layer}.bn.running_mean"), vec![0f32; c]);
         values.insert(format!("{layer}.bn.running_var"), vec![1f32; c]);
     }
-    let bound = 1.0 / (spec.width as f32).sqrt();
-    values.insert("linear.weight".into(), (0..spec.width).map(|_| rng.random_range(-bound..bound)).collect());
+    values.insert("linear.weight".into(), linear_uniform(&mut rng, spec.width, spec.width));
     values.insert("linear.bias".into(), vec![0f32]);
     values
 }

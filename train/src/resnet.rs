@@ -179,6 +179,35 @@ impl TrainableResNet {
         Ok(ModelFile::new(self.meta.clone(), tensors)?)
     }
 
+    /// The trainable parameters' momentum buffers in forward order: with [`Self::to_model`],
+    /// what a run resumed after a checkpoint needs to go on exactly as it would have.
+    pub fn momentum(&self) -> Vec<Vec<f32>> {
+        let params: Box<dyn Iterator<Item = &crate::sgd::Param>> = match &self.trainable {
+            Trainable::Whole(stack) => Box::new(stack.entry.params().into_iter().chain(stack.body.params())),
+            Trainable::Tail { body, .. } => Box::new(body.params()),
+        };
+        params.map(|p| p.momentum().to_vec()).collect()
+    }
+
+    /// Restores buffers [`Self::momentum`] gave for the same network (same frozen stages).
+    pub fn restore_momentum(&mut self, saved: &[Vec<f32>]) -> Result<(), TrainError> {
+        let params: Vec<&mut crate::sgd::Param> = match &mut self.trainable {
+            Trainable::Whole(stack) => stack.entry.params_mut().into_iter().chain(stack.body.params_mut()).collect(),
+            Trainable::Tail { body, .. } => body.params_mut().collect(),
+        };
+        let count = params.len();
+        let fits = saved.len() == count && params.into_iter().zip(saved).all(|(p, s)| p.restore_momentum(s));
+        match fits {
+            true => Ok(()),
+            false => Err(TrainError::Mismatch {
+                what: format!(
+                    "{} momentum buffers for a network of {count} trained parameters, or one of another size",
+                    saved.len()
+                ),
+            }),
+        }
+    }
+
     /// The plane of `count` inputs of shape `(c, h, w)`, after checking `values` holds them and
     /// `labels` (when given) fit the classes.
     fn plane(

@@ -31,6 +31,21 @@ impl Param {
         Param { value, grad: vec![0.0; n], momentum: vec![0.0; n] }
     }
 
+    /// The momentum buffer (what a resumed run needs besides the values).
+    pub(crate) fn momentum(&self) -> &[f32] {
+        &self.momentum
+    }
+
+    /// Restores a momentum buffer saved by [`Param::momentum`]; `false` (and nothing changed)
+    /// if its length is not the parameter's.
+    pub(crate) fn restore_momentum(&mut self, saved: &[f32]) -> bool {
+        let fits = saved.len() == self.momentum.len();
+        if fits {
+            self.momentum.copy_from_slice(saved);
+        }
+        fits
+    }
+
     /// One update from `grad` at learning rate `lr`. The first step's buffer is the gradient
     /// itself, as PyTorch's (a zero buffer gives the same).
     pub(crate) fn sgd(&mut self, c: &SgdConfig, lr: f32) {

@@ -74,7 +74,12 @@ impl Body {
         self.blocks.iter().flat_map(|b| b.layers())
     }
 
-    fn params_mut(&mut self) -> impl Iterator<Item = &mut Param> {
+    /// The parameters in forward order (the head's last).
+    pub(crate) fn params(&self) -> impl Iterator<Item = &Param> {
+        self.layers().flat_map(|l| l.params()).chain(self.head.params())
+    }
+
+    pub(crate) fn params_mut(&mut self) -> impl Iterator<Item = &mut Param> {
         self.blocks.iter_mut().flat_map(|b| b.layers_mut()).flat_map(|l| l.params_mut()).chain(self.head.params_mut())
     }
 

@@ -231,7 +231,7 @@ pub fn model_error(path: &Path, e: impl Into<HostError>) -> anyhow::Error {
         ) => {
             anyhow!(e)
         }
-        e @ HostError::NoBaseInManifest { .. } => anyhow!(e),
+        e @ (HostError::NoBaseInManifest { .. } | HostError::ResumeFile { .. }) => anyhow!(e),
         other => anyhow!("{}: {other}", path.display()),
     }
 }

@@ -25,9 +25,25 @@ pub struct Args {
     pub widths: Vec<usize>,
     #[arg(long, value_enum, default_value = "a")]
     pub shortcut: ShortcutArg,
-    /// Fine-tune from this model instead of a fresh initialisation (its architecture wins).
+    /// Fine-tune from this model instead of a fresh initialisation (its architecture wins). A
+    /// model of other classes gets a fresh head for the dataset's (a line says so).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Freeze the stem and the first T stages of the --init model (batch norm in eval mode):
+    /// their features are computed once and the later stages train on them.
+    #[arg(long, default_value_t = 0)]
+    pub freeze_stages: usize,
+    /// Resize images to SxS (default: the --init model's input size, else the dataset's own).
+    #[arg(long)]
+    pub input_size: Option<usize>,
+    /// Go on from the last checkpoint of an interrupted run with the same flags (OUT.resume,
+    /// written every epoch beside OUT).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop at the first epoch end after this many minutes (checkpoint written; --resume goes
+    /// on). The JSON says `"finished": false`.
+    #[arg(long)]
+    pub time_limit: Option<f64>,
     /// Optimiser steps; default: `--epochs` worth.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -93,6 +109,9 @@ impl Args {
             ShortcutArg::A => Shortcut::A,
             ShortcutArg::B => Shortcut::B,
         };
+        if self.time_limit.is_some_and(|m| !(m >= 0.0 && m.is_finite())) {
+            return Err(anyhow!("--time-limit: minutes, 0 or more"));
+        }
         let mean_std = match (&self.mean, &self.std) {
             (Some(m), Some(s)) => Some((m.clone(), s.clone())),
             (None, None) => None,
@@ -102,6 +121,10 @@ impl Args {
             data: self.data.clone(),
             out: self.out.clone(),
             init,
+            freeze_stages: self.freeze_stages,
+            input_size: self.input_size,
+            resume: self.resume,
+            time_limit_minutes: self.time_limit,
             arch: ArchSpec { depth, widths, shortcut },
             steps: self.steps,
             epochs: self.epochs,
@@ -135,7 +158,8 @@ pub fn train_and_eval(a: &Args) -> Result<serde_json::Value> {
     print!("{}", report::eval_table(r));
     Ok(serde_json::json!({
         "model": a.out, "arch": outcome.model.meta.arch.name(), "train": outcome.train, "eval": r,
-        "top1": r.top1, "top5": r.top5, "n": r.n, "seconds": outcome.train.seconds + r.seconds,
+        "top1": r.top1, "top5": r.top5, "n": r.n, "seconds": outcome.seconds,
+        "freeze_stages": a.freeze_stages, "finished": outcome.train.steps_done == outcome.train.steps, "input_size": outcome.model.meta.input.height,
     }))
 }
 

@@ -121,9 +121,12 @@ pub fn run(
         seed: 0,
         flip: true,
         checkpoint: None,
+        time_limit: None,
+        settings: serde_json::Value::Null,
     };
     let mut net = Trainer::init(train::meta_for(train_set, &opts), 0, &Device::Cpu)?;
-    let (_, train_spent) = measure(|| train::train(&mut net, train_set, &opts, progress))?;
+    let (_, train_spent) =
+        measure(|| train::train(&mut net, train::TrainData::Images(train_set), &opts, None, progress))?;
     let epoch = train_spent.scaled(train_set.len() as f64 / (o.train_steps * o.batch) as f64);
     Ok(CostReport {
         model: model.meta.arch.name(),

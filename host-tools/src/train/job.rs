@@ -1,6 +1,7 @@
 //! A whole training run as `classmod train` and the demo do it: read the training split, train
-//! from scratch or from a model, save (with checkpoints), and evaluate on the held-out test
-//! split. The CLI turns flags into a [`TrainJob`] and prints the [`TrainOutcome`].
+//! from scratch or from a model (a fresh head when the model knows other classes; optionally
+//! only the stages after a frozen, cached trunk), save (with checkpoints a run resumes from), and
+//! evaluate on the held-out test split. The CLI turns flags into a [`TrainJob`] and prints the [`TrainOutcome`].
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,9 +10,9 @@ use candle_core::Device;
 use classmod_runtime::host::{ModelFile, ResNet, ResNetConfig, Shortcut};
 use indicatif::ProgressBar;
 
-use crate::dataset::{self, ImageShape, Split};
+use crate::dataset::{self, ImageSet, ImageShape, Split};
 use crate::eval::{self, EvalReport};
-use crate::train::{self, Schedule, SgdConfig, TrainOptions, TrainReport, Trainer};
+use crate::train::{self, RunState, Schedule, SgdConfig, TrainData, TrainOptions, TrainReport, Trainer, TrunkCache};
 use crate::HostError;
 
 /// The network a fresh run builds (a run from `init` takes that model's).
@@ -32,8 +33,21 @@ pub struct TrainJob {
     pub data: PathBuf,
     /// Where the model (and every checkpoint) is written.
     pub out: PathBuf,
-    /// Fine-tune this model instead of a fresh initialisation (its architecture wins).
+    /// Fine-tune this model instead of a fresh initialisation (its architecture wins; a fresh
+    /// head replaces its own when it does not know the dataset's classes).
     pub init: Option<ModelFile>,
+    /// Freeze the stem and this many stages of `init` (0: train everything): their
+    /// activations are computed once and the rest trains on them.
+    pub freeze_stages: usize,
+    /// Images resized to this square size; `None`: `init`'s input size, or the dataset's own
+    /// when training from scratch.
+    pub input_size: Option<usize>,
+    /// Go on from the checkpoint of an interrupted run with the same settings (its resume
+    /// file beside `out`).
+    pub resume: bool,
+    /// Stop at the first epoch end after this many minutes (the checkpoint written: `resume`
+    /// goes on later).
+    pub time_limit_minutes: Option<f64>,
     /// The network of a fresh run.
     pub arch: ArchSpec,
     /// Optimiser steps; `None`: `epochs` worth.
@@ -73,6 +87,96 @@ pub struct TrainOutcome {
     pub eval: EvalReport,
     /// Training images used.
     pub train_images: usize,
+    /// The whole run (reading, caching, training, evaluating) in seconds, this process's.
+    pub seconds: f64,
+}
+
+/// How a start model's head meets the dataset's classes.
+enum Head {
+    /// The model knows every class of the dataset: labels follow its order, its head trains on.
+    Kept,
+    /// The dataset has other classes: a fresh head of theirs.
+    Fresh,
+}
+
+/// Whether `model` can classify `set`'s classes with its own head; when it can, `set`'s labels are
+/// put in the model's class order (and its names become the model's).
+fn fit_classes(model: &ModelFile, set: &mut ImageSet) -> Head {
+    let names = &model.meta.class_names;
+    if crate::import::are_generic(names) {
+        // Only the count means something.
+        return match names.len() == set.class_names.len() {
+            true => Head::Kept,
+            false => Head::Fresh,
+        };
+    }
+    let position: Option<Vec<u32>> =
+        set.class_names.iter().map(|c| names.iter().position(|n| n == c).map(|i| i as u32)).collect();
+    match position {
+        Some(to_model) => {
+            set.labels.iter_mut().for_each(|l| *l = to_model[*l as usize]);
+            set.class_names = names.clone();
+            Head::Kept
+        }
+        None => Head::Fresh,
+    }
+}
+
+/// The model a run on `set` starts from: `model` reading `shape` with the normalisation given
+/// (else its own), its head kept when it knows `set`'s classes, else a fresh one (seeded).
+fn start_model(
+    model: &ModelFile,
+    set: &mut ImageSet,
+    shape: ImageShape,
+    mean_std: Option<&(Vec<f32>, Vec<f32>)>,
+    seed: u64,
+    say: &impl Fn(&str),
+) -> Result<ModelFile, HostError> {
+    let mut meta = model.meta.clone();
+    meta.input.height = shape.height;
+    meta.input.width = shape.width;
+    if let Some((mean, std)) = mean_std {
+        (meta.input.mean, meta.input.std) = (mean.clone(), std.clone());
+    }
+    Ok(match fit_classes(model, set) {
+        Head::Kept if meta == model.meta => model.clone(),
+        Head::Kept => ModelFile::new(meta, model.tensors.clone())?,
+        Head::Fresh => {
+            say(&format!(
+                "fine-tuning {} of {} classes on {} other classes: a fresh head of {} outputs (seeded) replaces `linear`",
+                model.meta.arch.name(),
+                model.meta.class_names.len(),
+                set.class_names.len(),
+                set.class_names.len()
+            ));
+            meta.arch.num_classes = set.class_names.len();
+            meta.class_names = set.class_names.clone();
+            classmod_train::init::with_fresh_head(model, meta, seed)?
+        }
+    })
+}
+
+/// What a resumed run must share with the run that wrote its checkpoint.
+fn settings(job: &TrainJob, shape: ImageShape, opts: &TrainOptions, classes: usize, engine: &str) -> serde_json::Value {
+    serde_json::json!({
+        "data": job.data.display().to_string(),
+        "limit": job.limit,
+        "input": [shape.channels, shape.height, shape.width],
+        "classes": classes,
+        "arch": opts.arch.name(),
+        "freeze_stages": job.freeze_stages,
+        "steps": opts.steps,
+        "batch": opts.batch,
+        "lr": opts.sgd.lr,
+        "momentum": opts.sgd.momentum,
+        "nesterov": opts.sgd.nesterov,
+        "weight_decay": opts.sgd.weight_decay,
+        "schedule": format!("{:?}", opts.schedule),
+        "seed": opts.seed,
+        "flip": opts.flip,
+        "mean_std": opts.mean_std,
+        "engine": engine,
+    })
 }
 
 /// Runs `job`; `bar(len, what)` makes the progress bars (training steps, test images) and
@@ -82,15 +186,35 @@ pub fn train_and_eval(
     bar: impl Fn(u64, &str) -> ProgressBar,
     say: impl Fn(&str),
 ) -> Result<TrainOutcome, HostError> {
-    let shape = match &job.init {
-        Some(m) => {
-            ImageShape { channels: m.meta.input.channels, height: m.meta.input.height, width: m.meta.input.width }
+    let t_start = Instant::now();
+    let resume = match job.resume {
+        true => {
+            let path = RunState::path_for(&job.out);
+            let state = RunState::read(&path)?;
+            say(&format!(
+                "resuming {} after step {} of {}",
+                path.display(),
+                state.steps_done,
+                state.model.meta.arch.name()
+            ));
+            Some(state)
         }
-        None => dataset::native_shape(&job.data, Split::Train)?,
+        false => None,
     };
-    let classes = job.init.as_ref().map(|m| m.meta.class_names.clone());
+    // A resumed run starts from its checkpoint (which may have a fresh head already).
+    let from = resume.as_ref().map(|r| &r.model).or(job.init.as_ref());
+    if job.freeze_stages > 0 && from.is_none() {
+        return Err(HostError::Import { reason: "--freeze-stages needs --init: a trained trunk to freeze".into() });
+    }
+    let native = dataset::native_shape(&job.data, Split::Train)?;
+    let (height, width) = match (job.input_size, from) {
+        (Some(s), _) => (s, s),
+        (None, Some(m)) => (m.meta.input.height, m.meta.input.width),
+        (None, None) => (native.height, native.width),
+    };
+    let shape = ImageShape { channels: from.map_or(native.channels, |m| m.meta.input.channels), height, width };
     let t_load = Instant::now();
-    let mut train_set = dataset::load_sample(&job.data, Split::Train, shape, classes.as_deref(), job.limit, job.seed)?;
+    let mut train_set = dataset::load_sample(&job.data, Split::Train, shape, None, job.limit, job.seed)?;
     if let Some(names) = &job.class_names {
         if names.len() != train_set.class_names.len() {
             return Err(HostError::ClassNamesCount {
@@ -102,14 +226,19 @@ pub fn train_and_eval(
         train_set.class_names = names.clone();
     }
     say(&format!(
-        "read {} training images of {} in {:.1} s",
+        "read {} training images of {} ({} classes, {}x{}) in {:.1} s",
         train_set.len(),
         job.data.display(),
+        train_set.class_names.len(),
+        shape.height,
+        shape.width,
         t_load.elapsed().as_secs_f64()
     ));
+    let start =
+        from.map(|m| start_model(m, &mut train_set, shape, job.mean_std.as_ref(), job.seed, &say)).transpose()?;
     let steps =
         job.steps.unwrap_or(((job.epochs * train_set.len() as f64) / job.batch as f64).ceil().max(1.0) as usize);
-    let arch = match &job.init {
+    let arch = match &start {
         Some(m) => m.meta.arch.clone(),
         None => {
             let mut cfg = ResNetConfig::cifar(job.arch.depth, shape.channels, train_set.class_names.len())?;
@@ -119,7 +248,7 @@ pub fn train_and_eval(
             cfg
         }
     };
-    let opts = TrainOptions {
+    let mut opts = TrainOptions {
         arch,
         mean_std: job.mean_std.clone(),
         steps,
@@ -129,23 +258,65 @@ pub fn train_and_eval(
         seed: job.seed,
         flip: job.flip,
         checkpoint: Some(job.out.clone()),
+        time_limit: job.time_limit_minutes.map(|m| m * 60.0),
+        settings: serde_json::Value::Null,
     };
-    let mut net = match &job.init {
-        Some(m) => Trainer::from_model(m, &job.device)?,
+    let mut net = match &start {
+        Some(m) => Trainer::from_model_frozen(m, job.freeze_stages, &job.device)?,
         None => Trainer::init(train::meta_for(&train_set, &opts), job.seed, &job.device)?,
     };
+    opts.settings = settings(job, shape, &opts, train_set.class_names.len(), net.engine());
+    let train_images = train_set.len();
+    let cache = match (&start, job.freeze_stages) {
+        (Some(m), t) if t > 0 => {
+            let t_cache = Instant::now();
+            let pb = bar(train_set.len() as u64, "trunk");
+            let indices: Vec<usize> = (0..train_set.len()).collect();
+            let cache = TrunkCache::features(&ResNet::new(m, &job.device)?, &train_set, &indices, t, &pb)?;
+            pb.finish_and_clear();
+            let (c, h, w) = cache.shape();
+            say(&format!(
+                "cached the frozen stem and {t} stage(s) of {} images ({c}x{h}x{w} each, {:.2} GB) in {:.1} s",
+                cache.len(),
+                cache.bytes() as f64 / 1e9,
+                t_cache.elapsed().as_secs_f64()
+            ));
+            Some(cache)
+        }
+        _ => None,
+    };
+    let data = match &cache {
+        Some(cache) => {
+            drop(std::mem::take(&mut train_set.pixels)); // the cache stands for them
+            TrainData::Cached(cache)
+        }
+        None => TrainData::Images(&train_set),
+    };
     say(&format!(
-        "training {} on {} images: {} steps of batch {} ({:.1} epochs), lr {} {:?}",
+        "training {}{} on {} images: {} steps of batch {} ({:.1} epochs), lr {} {:?}",
         opts.arch.name(),
-        train_set.len(),
+        match job.freeze_stages {
+            0 => String::new(),
+            t => format!(" after its frozen stem and {t} stage(s)"),
+        },
+        train_images,
         steps,
         job.batch,
-        (steps * job.batch) as f64 / train_set.len() as f64,
+        (steps * job.batch) as f64 / train_images as f64,
         job.sgd.lr,
         job.schedule
     ));
     let pb = bar(steps as u64, "train");
-    let (model, report) = train::train(&mut net, &train_set, &opts, &pb)?;
+    let (model, report) = train::train(&mut net, data, &opts, resume, &pb)?;
+    drop(cache);
+    if report.steps_done < report.steps {
+        say(&format!(
+            "stopped at the time limit after step {} of {} (an epoch's end); --resume goes on from {}",
+            report.steps_done,
+            report.steps,
+            RunState::path_for(&job.out).display()
+        ));
+    }
     say(&format!(
         "trained in {:.1} s ({:.0} images/s); loss {:.3} -> {:.3}; saved {}",
         report.seconds,
@@ -159,5 +330,5 @@ pub fn train_and_eval(
         dataset::load_sample(&job.data, Split::Test, shape, Some(&model.meta.class_names), job.eval_limit, job.seed)?;
     let pb = bar(test.len() as u64, "eval");
     let eval = eval::evaluate(&eval_net, &test, 32, &pb)?;
-    Ok(TrainOutcome { model, train: report, eval, train_images: train_set.len() })
+    Ok(TrainOutcome { model, train: report, eval, train_images, seconds: t_start.elapsed().as_secs_f64() })
 }

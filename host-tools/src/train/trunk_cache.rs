@@ -1,7 +1,8 @@
 //! Trunk activations computed once: a frozen trunk (the stem and the first stages of a base)
-//! runs over a set of images and its activations are kept with the teacher's logits and the
-//! labels, so that what trains on top of it (compact branches by distillation,
-//! [`super::distill`]) never runs the trunk again. One layout change, here: the engine gives the
+//! runs over a set of images and its activations are kept with the labels (and, for a
+//! distillation, the teacher's logits), so that what trains on top of it (compact branches by
+//! distillation, [`super::distill`]; the last stages of a fine-tuned network) never runs the
+//! trunk again. One layout change, here: the engine gives the
 //! trunk as NHWC rows, kept per image as `(C, H, W)` planes; a minibatch gathers them straight
 //! into the channel-major `(C, B, H, W)` the training engine reads.
 
@@ -21,9 +22,21 @@ pub struct TrunkCache {
     acts: Vec<f32>,
     /// (C, H, W) of one activation.
     shape: (usize, usize, usize),
-    /// `n * classes` logits of the teacher (the base itself, or another model of its classes).
+    /// `n * classes` logits of the teacher (the base itself, or another model of its classes);
+    /// empty in a cache of features only.
     logits: Vec<f32>,
     labels: Vec<u32>,
+}
+
+/// Whose logits a cache keeps beside the activations.
+#[derive(Clone, Copy)]
+enum Logits<'a> {
+    /// None: features and labels only.
+    None,
+    /// The network's whose trunk runs.
+    Own,
+    /// Another network's (of the same classes).
+    Of(&'a ResNet),
 }
 
 impl TrunkCache {
@@ -37,17 +50,47 @@ impl TrunkCache {
         stages: usize,
         progress: &ProgressBar,
     ) -> Result<Self, HostError> {
+        let logits = teacher.map_or(Logits::Own, Logits::Of);
+        Self::collect(net, logits, set, indices, stages, progress)
+    }
+
+    /// `net`'s trunk activations of the images `indices` of `set` and their labels, without
+    /// logits: what the stages after a frozen trunk train on.
+    pub fn features(
+        net: &ResNet,
+        set: &ImageSet,
+        indices: &[usize],
+        stages: usize,
+        progress: &ProgressBar,
+    ) -> Result<Self, HostError> {
+        Self::collect(net, Logits::None, set, indices, stages, progress)
+    }
+
+    fn collect(
+        net: &ResNet,
+        teacher: Logits,
+        set: &ImageSet,
+        indices: &[usize],
+        stages: usize,
+        progress: &ProgressBar,
+    ) -> Result<Self, HostError> {
         let mut cache = TrunkCache { acts: Vec::new(), shape: (0, 0, 0), logits: Vec::new(), labels: Vec::new() };
         for chunk in indices.chunks(256) {
             let x = batch_nhwc(set, chunk, net.input_spec());
             let images = Images::Nhwc { values: &x, count: chunk.len() };
             let (t, logits) = match teacher {
-                None => net.trunk_and_logits(images, stages)?,
-                Some(teacher) => {
+                Logits::None => (net.trunk(images, stages)?, Vec::new()),
+                Logits::Own => net.trunk_and_logits(images, stages)?,
+                Logits::Of(teacher) => {
                     let xt = batch_nhwc(set, chunk, teacher.input_spec());
                     (net.trunk(images, stages)?, teacher.logits(Images::Nhwc { values: &xt, count: chunk.len() })?)
                 }
             };
+            if cache.acts.is_empty() {
+                // One allocation for the whole cache (tens of GB would otherwise be doubled by
+                // the growth of a vector).
+                cache.acts.reserve_exact(indices.len() * t.channels * t.height * t.width);
+            }
             // The one change of layout: planes, which a minibatch gathers channel-major.
             cache.shape = (t.channels, t.height, t.width);
             cache.acts.extend(t.to_nchw());
@@ -78,14 +121,19 @@ impl TrunkCache {
         &self.labels
     }
 
+    /// Bytes the activations take.
+    pub fn bytes(&self) -> usize {
+        self.acts.len() * std::mem::size_of::<f32>()
+    }
+
     /// Values of one activation.
     pub fn per(&self) -> usize {
         self.shape.0 * self.shape.1 * self.shape.2
     }
 
-    /// The activations (channel-major, `(C, B, H, W)`), teacher logits and labels of the images
-    /// `rows`, into the buffers given (cleared first; kept across steps so a training loop
-    /// allocates nothing).
+    /// The activations (channel-major, `(C, B, H, W)`), teacher logits (none in a cache of
+    /// features) and labels of the images `rows`, into the buffers given (cleared first; kept
+    /// across steps so a training loop allocates nothing).
     pub fn gather(&self, rows: &[usize], acts: &mut Vec<f32>, teacher: &mut Vec<f32>, labels: &mut Vec<u32>) {
         let (per, classes) = (self.per(), self.logits.len() / self.len().max(1));
         let hw = self.shape.1 * self.shape.2;

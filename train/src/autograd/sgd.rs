@@ -22,6 +22,31 @@ impl Sgd {
         self.config.lr = lr;
     }
 
+    /// Every variable's momentum buffer, zeros before its first step (which the rule treats
+    /// alike: the first buffer is the gradient).
+    pub fn momentum(&self) -> Result<Vec<Vec<f32>>> {
+        self.vars
+            .iter()
+            .zip(&self.buffers)
+            .map(|(v, b)| match b {
+                Some(b) => b.flatten_all()?.to_vec1::<f32>(),
+                None => Ok(vec![0.0; v.elem_count()]),
+            })
+            .collect()
+    }
+
+    /// Restores buffers [`Sgd::momentum`] gave for the same variables; `false` (nothing
+    /// changed) if their number or sizes differ.
+    pub fn restore_momentum(&mut self, saved: &[Vec<f32>]) -> Result<bool> {
+        if saved.len() != self.vars.len() || self.vars.iter().zip(saved).any(|(v, s)| v.elem_count() != s.len()) {
+            return Ok(false);
+        }
+        for ((v, s), b) in self.vars.iter().zip(saved).zip(&mut self.buffers) {
+            *b = Some(Tensor::from_slice(s, v.shape(), v.device())?);
+        }
+        Ok(true)
+    }
+
     /// One update from the gradients of the last backward pass. Variables without a gradient
     /// (unused in the graph) are left alone, as PyTorch does.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {

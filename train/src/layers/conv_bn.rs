@@ -265,6 +265,10 @@ impl ConvBn {
         }
     }
 
+    pub(crate) fn params(&self) -> [&Param; 3] {
+        [&self.weight, &self.gamma, &self.beta]
+    }
+
     pub(crate) fn params_mut(&mut self) -> [&mut Param; 3] {
         [&mut self.weight, &mut self.gamma, &mut self.beta]
     }

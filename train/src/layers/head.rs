@@ -72,6 +72,10 @@ impl Head {
         }
     }
 
+    pub(crate) fn params(&self) -> [&Param; 2] {
+        [&self.weight, &self.bias]
+    }
+
     pub(crate) fn params_mut(&mut self) -> [&mut Param; 2] {
         [&mut self.weight, &mut self.bias]
     }

@@ -1,0 +1,172 @@
+//! `classmod train --init` from a pretrained model of other classes: chenyaofo's CIFAR-100
+//! ResNet-20 (../shared) fine-tuned on ten Tiny ImageNet classes (a subset of ../shared's archive
+//! in Tiny ImageNet's own layout, so the reader is exercised too) with its stem and first two
+//! stages frozen and cached. What is checked against something independent: chance on ten
+//! classes is 10 %, and a fresh head starts at a loss near ln 10 = 2.30; the fine-tuned model
+//! must beat chance clearly on the 500 held-out validation images. Then reproducibility: the same
+//! seed gives the same bytes, and a run stopped at an epoch's end and resumed gives the same
+//! bytes as an uninterrupted one.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Ten classes of the archive in its own layout under `dir`: every 20th wnid, their training
+/// images, their validation images and annotation lines, `wnids.txt` and `words.txt`.
+fn tiny_subset(archive: &Path, dir: &Path) -> (PathBuf, Vec<String>) {
+    let read = |f: &mut dyn FnMut(&str, &[u8])| {
+        let gz = flate2::read::GzDecoder::new(std::fs::File::open(archive).unwrap());
+        let mut tar = tar::Archive::new(gz);
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            f(&path, &bytes);
+        }
+    };
+    // First pass: the texts, to pick the classes and their validation images.
+    let (mut wnids, mut annotations, mut words) = (String::new(), String::new(), Vec::new());
+    read(&mut |path, bytes| match path {
+        "tiny-imagenet-200/wnids.txt" => wnids = String::from_utf8(bytes.to_vec()).unwrap(),
+        "tiny-imagenet-200/val/val_annotations.txt" => annotations = String::from_utf8(bytes.to_vec()).unwrap(),
+        "tiny-imagenet-200/words.txt" => words = bytes.to_vec(),
+        _ => {}
+    });
+    let mut all: Vec<&str> = wnids.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    all.sort();
+    let picked: Vec<String> = all.iter().step_by(20).take(10).map(|s| s.to_string()).collect();
+    let keep: HashSet<&str> = picked.iter().map(String::as_str).collect();
+    let val_lines: Vec<&str> =
+        annotations.lines().filter(|l| l.split('\t').nth(1).is_some_and(|w| keep.contains(w))).collect();
+    let val_images: HashSet<String> =
+        val_lines.iter().map(|l| format!("tiny-imagenet-200/val/images/{}", l.split('\t').next().unwrap())).collect();
+    let root = dir.join("tiny-imagenet-200");
+    let write = |rel: &str, bytes: &[u8]| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
+    };
+    write("tiny-imagenet-200/wnids.txt", (picked.join("\n") + "\n").as_bytes());
+    write("tiny-imagenet-200/words.txt", &words);
+    write("tiny-imagenet-200/val/val_annotations.txt", (val_lines.join("\n") + "\n").as_bytes());
+    // Second pass: the images.
+    read(&mut |path, bytes| {
+        let train_image = path.split('/').nth(2).is_some_and(|w| keep.contains(w)) && path.contains("/train/");
+        if (train_image || val_images.contains(path)) && path.ends_with(".JPEG") {
+            write(path, bytes);
+        }
+    });
+    (root, picked)
+}
+
+/// Whether two model files hold the same metadata and tensors, bit for bit (their bytes may
+/// differ: safetensors writes the metadata map in hash order).
+fn same_model(a: &Path, b: &Path) -> bool {
+    use safetensors::SafeTensors;
+    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let meta = |bytes: &[u8]| SafeTensors::read_metadata(bytes).unwrap().1.metadata().clone();
+    let (ta, tb) = (SafeTensors::deserialize(&a).unwrap(), SafeTensors::deserialize(&b).unwrap());
+    let (mut na, mut nb) = (ta.names(), tb.names());
+    na.sort();
+    nb.sort();
+    meta(&a) == meta(&b) && na == nb && na.iter().all(|n| ta.tensor(n).unwrap().data() == tb.tensor(n).unwrap().data())
+}
+
+fn train(args: &[&str]) -> serde_json::Value {
+    let o = common::classmod(args);
+    assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
+    let mut v = common::last_json(&o);
+    v["stderr"] = String::from_utf8_lossy(&o.stderr).into();
+    v
+}
+
+#[test]
+fn a_cifar100_resnet_fine_tuned_on_ten_tiny_imagenet_classes_learns_them_and_resumes_exactly() {
+    let Some(shared) = common::shared() else { return };
+    let dir = common::scratch("fine-tune");
+    let (data, wnids) = tiny_subset(&shared.join("data/tiny-imagenet-200.tar.gz"), &dir);
+    let base = dir.join("r20-cifar100.safetensors");
+    let o = common::classmod(&[
+        "import",
+        shared.join("models/resnet20-cifar100-chenyaofo.safetensors").to_str().unwrap(),
+        "--out",
+        base.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "import: {}", String::from_utf8_lossy(&o.stderr));
+
+    let out = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let args = |o: &str| -> Vec<String> {
+        [
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--init",
+            base.to_str().unwrap(),
+            "--freeze-stages",
+            "2",
+            "--out",
+            o,
+            "--steps",
+            "200",
+            "--batch",
+            "64",
+            "--lr",
+            "0.1",
+            "--schedule",
+            "one-cycle",
+            "--seed",
+            "3",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |extra: &[&str], o: &str| {
+        let mut a = args(o);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        train(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let a = run(&[], &out("a.safetensors"));
+    let stderr = a["stderr"].as_str().unwrap();
+    assert!(stderr.contains("a fresh head of 10 outputs"), "one line says the head is new: {stderr}");
+    assert!(stderr.contains("cached the frozen stem and 2 stage(s) of 5000 images"), "{stderr}");
+    assert_eq!(a["n"], 500, "50 validation images of each of the 10 classes");
+    let (first, last) = (a["train"]["first_loss"].as_f64().unwrap(), a["train"]["last_loss"].as_f64().unwrap());
+    let top1 = a["top1"].as_f64().unwrap();
+    eprintln!("fine-tuned on {wnids:?}: loss {first:.3} -> {last:.3}, top-1 {:.1} %", 100.0 * top1);
+    assert!((first - 10f64.ln()).abs() < 0.6, "a fresh head starts near ln 10: {first}");
+    assert!(last < first - 1.0, "the loss falls: {first} -> {last}");
+    assert!(top1 > 0.4, "well above the 10 % of chance: {top1}");
+    assert_eq!(a["finished"], true);
+
+    // The same seed, the same weights.
+    run(&[], &out("b.safetensors"));
+    let same = |x: &str, y: &str| same_model(&dir.join(x), &dir.join(y));
+    assert!(same("a.safetensors", "b.safetensors"), "same seed, same weights");
+
+    // Stopped at the first epoch's end (79 steps of 200), then resumed: the same weights.
+    let paused = run(&["--time-limit", "0"], &out("c.safetensors"));
+    assert_eq!(paused["finished"], false);
+    assert_eq!(paused["train"]["steps_done"], 79, "5000 images in batches of 64: the first epoch ends at step 79");
+    assert!(dir.join("c.safetensors.resume").is_file());
+    let resumed = run(&["--resume"], &out("c.safetensors"));
+    assert_eq!(resumed["finished"], true);
+    assert!(resumed["stderr"].as_str().unwrap().contains("resuming"));
+    assert!(same("a.safetensors", "c.safetensors"), "a resumed run ends where an uninterrupted one does");
+    assert_eq!(resumed["train"]["last_loss"], a["train"]["last_loss"]);
+
+    // Resuming with other settings is refused, naming what differs.
+    let mut other = args(&out("c.safetensors"));
+    let lr = other.iter().position(|s| s == "--lr").unwrap();
+    other[lr + 1] = "0.2".into();
+    other.push("--resume".into());
+    let o = common::classmod(&other.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("c.safetensors.resume") && err.contains("lr 0.1 (now 0.2)"), "{err}");
+}
