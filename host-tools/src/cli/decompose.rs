@@ -50,9 +50,16 @@ pub struct Args {
     /// Compact: peak learning rate of the branches' training (SGD, Nesterov, cosine).
     #[arg(long, default_value_t = compact::LR)]
     branch_lr: f64,
-    /// Compact: training images held out to calibrate the scores.
-    #[arg(long, default_value_t = compact::HELD_OUT)]
-    held_out: usize,
+    /// Compact: training images held out to calibrate the scores [default: 2000, or 20 a class
+    /// when the base has more than 100].
+    #[arg(long)]
+    held_out: Option<usize>,
+    /// Compact: the images each branch trains on: `all` (every image, all branches on shared
+    /// minibatches), N (its class's images and N others, half those the base scores highest
+    /// for the class, half at random; each branch alone), or `auto` (4000 others when that
+    /// sample is at most an eighth of the images, as with 200 classes; else all).
+    #[arg(long, default_value = "auto")]
+    negatives: compact::Negatives,
     /// Compact: at most this many training images (a class-balanced sample; default all).
     #[arg(long)]
     max_images: Option<usize>,
@@ -188,7 +195,8 @@ fn run_compact(
         width: a.branch_width.unwrap_or(defaults.width),
         blocks: a.branch_blocks.unwrap_or(defaults.blocks),
         epochs: a.epochs,
-        held_out: a.held_out,
+        held_out: a.held_out.unwrap_or(defaults.held_out),
+        negatives: a.negatives,
         lr: a.branch_lr,
         ..defaults
     };
@@ -216,8 +224,12 @@ fn run_compact(
             r.seconds
         );
     }
+    let trained_on = match d.negatives {
+        compact::Negatives::Sample(k) => format!("each branch on its class's images and {k} others"),
+        _ => "every branch on every image".into(),
+    };
     println!(
-        "{} compact modules in {} ({:.1} s, trunk cached in {:.1} s); a module adds {:.2}% of the base's parameters and {:.2}% of its MACs to a shared trunk of {:.1}%",
+        "{} compact modules in {} ({:.1} s, trunk cached in {:.1} s; {trained_on}); a module adds {:.2}% of the base's parameters and {:.2}% of its MACs to a shared trunk of {:.1}%",
         paths.len(),
         a.out.display(),
         d.seconds,
@@ -231,6 +243,7 @@ fn run_compact(
             "kind": "compact", "modules": paths, "params_fraction": d.params_fraction(),
             "macs_fraction": d.macs_fraction(), "trunk_macs_fraction": d.trunk_macs_fraction(),
             "seconds": d.seconds, "cache_seconds": d.cache_seconds, "options": opts, "classes": d.reports,
+            "negatives": d.negatives,
         }));
     }
     Ok(())

@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::dataset::ImageSet;
 use crate::decompose::logistic;
-use crate::train::distill::{train_branches, Distillation};
+use crate::train::distill::{train_branches, train_branches_on_samples, Distillation};
 use crate::train::trunk_cache::TrunkCache;
 use crate::HostError;
 use classmod_train::Branch;
@@ -89,8 +89,88 @@ pub const EPOCHS: usize = 6;
 pub const TEMPERATURE: f32 = 4.0;
 /// Peak learning rate, by default.
 pub const LR: f64 = 0.2;
-/// Training images held out to calibrate the modules' scores, by default.
+/// Training images held out to calibrate the modules' scores, by default (at least
+/// [`HELD_OUT_PER_CLASS`] a class: [`held_out_for`]).
 pub const HELD_OUT: usize = 2000;
+/// Held-out images a class, at least, so that a base of many classes still calibrates each
+/// module's score on a few dozen of its own images.
+pub const HELD_OUT_PER_CLASS: usize = 20;
+
+/// The held-out images to calibrate a base of `classes` classes with.
+pub fn held_out_for(classes: usize) -> usize {
+    HELD_OUT.max(HELD_OUT_PER_CLASS * classes)
+}
+
+/// Other classes' images a branch trains on beside its own class's, when branches train on
+/// samples of their own ([`Negatives::Sample`]).
+pub const NEGATIVES: usize = 4000;
+/// [`Negatives::Auto`] samples when a branch's sample is at most this fraction of the images:
+/// then training each branch alone on its sample costs a fraction of training all branches
+/// on every image, and sharing minibatches no longer pays.
+pub const SAMPLE_WHEN_FRACTION: f64 = 0.125;
+
+/// Which images each branch trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Negatives {
+    /// Every image, all branches stepping together on the same minibatches (what pays with
+    /// few classes, where a class's images are a large share of the set).
+    All,
+    /// Each branch alone on its class's images and this many others: half those the base
+    /// scores highest for the class (the ones its logit must keep below the true class's),
+    /// half drawn at random (seeded, per class). The loss is distillation: each image's
+    /// target is the base's own logit whichever images are drawn, so the choice changes
+    /// emphasis, not the answer.
+    Sample(usize),
+    /// [`Negatives::Sample`] of [`NEGATIVES`] where a sample is at most
+    /// [`SAMPLE_WHEN_FRACTION`] of the images (many classes: 200 in Tiny ImageNet), else
+    /// [`Negatives::All`] (CIFAR-10's 10).
+    Auto,
+}
+
+impl Negatives {
+    /// What `Auto` means for `images` training images of `classes` classes; the others as
+    /// they are.
+    pub fn resolve(self, images: usize, classes: usize) -> Negatives {
+        match self {
+            Negatives::Auto => {
+                let sample = images / classes.max(1) + NEGATIVES;
+                match (sample as f64) <= SAMPLE_WHEN_FRACTION * images as f64 {
+                    true => Negatives::Sample(NEGATIVES),
+                    false => Negatives::All,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl std::str::FromStr for Negatives {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Negatives::Auto),
+            "all" => Ok(Negatives::All),
+            n => n.parse().map(Negatives::Sample).map_err(|_| format!("`{n}`: auto, all or a number of images")),
+        }
+    }
+}
+
+/// Class `c`'s sample of the cached images: all of its own, and `k` others, half those the
+/// teacher gives the highest logit of `c`, half drawn at random from the rest (seeded).
+pub fn class_sample(cache: &TrunkCache, c: usize, k: usize, seed: u64) -> Vec<usize> {
+    let (mut rows, mut others): (Vec<usize>, Vec<usize>) =
+        (0..cache.len()).partition(|&r| cache.labels()[r] as usize == c);
+    if others.len() > k {
+        let logit = |r: usize| cache.teacher_logit(r, c).unwrap_or(0.0);
+        others.sort_by(|&a, &b| logit(b).total_cmp(&logit(a)).then(a.cmp(&b)));
+        let mut rest = others.split_off(k / 2);
+        rest.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (c as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)));
+        rest.truncate(k - k / 2);
+        others.extend(rest);
+    }
+    rows.extend(others);
+    rows
+}
 
 /// How compact modules are made.
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +191,8 @@ pub struct CompactOptions {
     pub temperature: f32,
     /// Training images held out for calibration (not trained on).
     pub held_out: usize,
+    /// Which images each branch trains on.
+    pub negatives: Negatives,
     /// Output indices of the classes to decompose; `None` = all.
     pub classes: Option<Vec<usize>>,
     pub seed: u64,
@@ -120,7 +202,12 @@ impl CompactOptions {
     /// The defaults for a base of architecture `arch` (its branch width and blocks), for
     /// `classes` and `seed`.
     pub fn for_base(arch: &classmod_runtime::host::ResNetConfig, classes: Option<Vec<usize>>, seed: u64) -> Self {
-        CompactOptions { width: default_width(arch), blocks: default_blocks(arch), ..Self::new(classes, seed) }
+        CompactOptions {
+            width: default_width(arch),
+            blocks: default_blocks(arch),
+            held_out: held_out_for(arch.num_classes),
+            ..Self::new(classes, seed)
+        }
     }
 
     /// A branch of [`BRANCH_WIDTH`] channels and [`BRANCH_BLOCKS`] blocks whatever the base, for
@@ -136,6 +223,7 @@ impl CompactOptions {
             lr: LR,
             temperature: TEMPERATURE,
             held_out: HELD_OUT,
+            negatives: Negatives::Auto,
             classes,
             seed,
         }
@@ -169,6 +257,8 @@ pub struct CompactDecomposition {
     pub base_params: u64,
     pub base_macs: u64,
     pub trunk_macs: u64,
+    /// What each branch trained on (never [`Negatives::Auto`]).
+    pub negatives: Negatives,
     /// Seconds caching the trunk, and in all.
     pub cache_seconds: f64,
     pub seconds: f64,
@@ -256,16 +346,30 @@ fn compact_modules(
     let cache = TrunkCache::build(&net, teacher, train, train_idx, opts.trunk_stages, progress)?;
     let held_cache = TrunkCache::build(&net, teacher, train, held_idx, opts.trunk_stages, progress)?;
     let cache_seconds = t0.elapsed().as_secs_f64();
-    let steps_per_epoch = cache.len().div_ceil(opts.batch.max(2));
-    let steps = opts.epochs.max(1) * steps_per_epoch;
+    let negatives = opts.negatives.resolve(cache.len(), classes);
+    let steps_per_epoch = |images: usize| images.div_ceil(opts.batch.max(2));
+    let samples: Vec<Vec<usize>> = match negatives {
+        Negatives::Sample(k) => wanted.iter().map(|&c| class_sample(&cache, c, k, opts.seed)).collect(),
+        _ => Vec::new(),
+    };
+    let steps = opts.epochs.max(1) * steps_per_epoch(cache.len());
+    let all_steps = match negatives {
+        Negatives::Sample(_) => samples.iter().map(|s| opts.epochs.max(1) * steps_per_epoch(s.len())).sum(),
+        _ => steps * wanted.len(),
+    };
     progress.set_position(0);
-    progress.set_length((steps * wanted.len()) as u64);
+    progress.set_length(all_steps as u64);
     progress.set_message(format!("training {} branches", wanted.len()));
     let key = ModelKey::of(model)?;
     let (h, w) = (cache.shape().1, cache.shape().2);
     let tt = Instant::now();
     let distill = Distillation { seed: opts.seed, lr: opts.lr, batch: opts.batch, temperature: opts.temperature };
-    let (mut branches, losses) = train_branches(&cache, spec, &wanted, steps, &distill, progress)?;
+    let (mut branches, losses) = match negatives {
+        Negatives::Sample(_) => {
+            train_branches_on_samples(&cache, spec, &wanted, &samples, opts.epochs, &distill, progress)?
+        }
+        _ => train_branches(&cache, spec, &wanted, steps, &distill, progress)?,
+    };
     let train_seconds = tt.elapsed().as_secs_f64() / wanted.len().max(1) as f64;
     // Calibration evaluates each branch on the held-out images: independent, one per thread.
     let trained = branches
@@ -307,6 +411,7 @@ fn compact_modules(
         base_params,
         base_macs,
         trunk_macs,
+        negatives,
         cache_seconds,
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -372,5 +477,45 @@ mod tests {
             assert_eq!((default_width(&arch), default_blocks(&arch)), (width, blocks), "ResNet-{depth}");
             assert_eq!((o.width, o.blocks), (width, blocks), "ResNet-{depth}");
         }
+    }
+
+    /// CIFAR-10's ten classes keep training every branch on every image; Tiny ImageNet's 200
+    /// train each on a sample; an explicit choice stays.
+    #[test]
+    fn branches_sample_their_images_only_with_many_classes() {
+        assert_eq!(Negatives::Auto.resolve(48_000, 10), Negatives::All);
+        assert_eq!(Negatives::Auto.resolve(96_000, 200), Negatives::Sample(NEGATIVES));
+        assert_eq!(Negatives::Auto.resolve(96_000, 100), Negatives::Sample(NEGATIVES));
+        assert_eq!(Negatives::All.resolve(96_000, 200), Negatives::All);
+        assert_eq!(Negatives::Sample(7).resolve(48_000, 10), Negatives::Sample(7));
+        assert_eq!("auto".parse::<Negatives>(), Ok(Negatives::Auto));
+        assert_eq!("all".parse::<Negatives>(), Ok(Negatives::All));
+        assert_eq!("300".parse::<Negatives>(), Ok(Negatives::Sample(300)));
+        assert!("many".parse::<Negatives>().is_err());
+        assert_eq!((held_out_for(10), held_out_for(200)), (2000, 4000));
+    }
+
+    /// A class's sample: all its images, the others the teacher scores highest for it, and a
+    /// seeded draw from the rest, without repeats.
+    #[test]
+    fn a_class_sample_is_its_images_its_closest_others_and_a_seeded_draw() {
+        let (n, classes) = (40, 4);
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % classes as u32).collect();
+        // The teacher's logit of class 1 grows with the row: rows 39, 38, 36 ... are the closest others.
+        let logits: Vec<f32> =
+            (0..n).flat_map(|r| (0..classes).map(move |c| if c == 1 { r as f32 } else { 0.0 })).collect();
+        let cache = TrunkCache::from_parts(vec![0.0; n], (1, 1, 1), logits, labels.clone());
+        let s = class_sample(&cache, 1, 6, 9);
+        assert_eq!(s.len(), 10 + 6);
+        let own: Vec<usize> = s.iter().copied().filter(|&r| labels[r] == 1).collect();
+        assert_eq!(own, (0..n).filter(|r| r % 4 == 1).collect::<Vec<_>>(), "every image of the class");
+        assert_eq!(&s[10..13], &[39, 38, 36], "the three closest others");
+        let mut unique = s.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), s.len(), "no repeats");
+        assert_eq!(s, class_sample(&cache, 1, 6, 9), "seeded");
+        assert_ne!(s[13..], class_sample(&cache, 1, 6, 10)[13..], "another seed, another draw");
+        assert_eq!(class_sample(&cache, 1, 100, 9).len(), n, "fewer others than asked: all of them");
     }
 }

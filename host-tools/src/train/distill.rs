@@ -1,7 +1,9 @@
 //! Branches trained by distillation on a cached trunk ([`super::trunk_cache`]): the branches of
 //! several classes step together on the same minibatches (a [`BranchSet`]), each from its own
 //! seeded initialisation, against the teacher's logits (KL at temperature T, times T², plus the
-//! label's cross entropy), under a cosine learning rate.
+//! label's cross entropy), under a cosine learning rate. Or each branch alone on a sample of the
+//! images of its own ([`train_branches_on_samples`]): with many classes, a branch needs its
+//! class's images and the ones the teacher finds close to it far more than the rest.
 
 use classmod_runtime::host::BranchSpec;
 use classmod_train::{Branch, BranchSet, Minibatch};
@@ -9,6 +11,7 @@ use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::trunk_cache::TrunkCache;
 use super::{Schedule, SgdConfig};
@@ -38,6 +41,45 @@ pub fn train_branches(
     opts: &Distillation,
     progress: &ProgressBar,
 ) -> Result<(Vec<Branch>, Vec<Vec<f64>>), HostError> {
+    let rows: Vec<usize> = (0..cache.len()).collect();
+    train_set_on(cache, spec, classes, &rows, steps, opts, progress)
+}
+
+/// Trains each class's branch alone on its own images of `cache` (`samples[i]` the rows of
+/// `classes[i]`) for `epochs` passes over them, the classes side by side on rayon's threads;
+/// returns the branches and every step's loss of each.
+pub fn train_branches_on_samples(
+    cache: &TrunkCache,
+    spec: BranchSpec,
+    classes: &[usize],
+    samples: &[Vec<usize>],
+    epochs: usize,
+    opts: &Distillation,
+    progress: &ProgressBar,
+) -> Result<(Vec<Branch>, Vec<Vec<f64>>), HostError> {
+    let trained = classes
+        .par_iter()
+        .zip(samples)
+        .map(|(&c, rows)| {
+            let steps = epochs.max(1) * rows.len().div_ceil(opts.batch.max(2));
+            let (mut b, mut l) = train_set_on(cache, spec, &[c], rows, steps, opts, progress)?;
+            Ok((b.remove(0), l.remove(0)))
+        })
+        .collect::<Result<Vec<_>, HostError>>()?;
+    Ok(trained.into_iter().unzip())
+}
+
+/// The branches of `classes` trained together for `steps` steps on minibatches drawn from the
+/// images `rows` of `cache`.
+fn train_set_on(
+    cache: &TrunkCache,
+    spec: BranchSpec,
+    classes: &[usize],
+    rows: &[usize],
+    steps: usize,
+    opts: &Distillation,
+    progress: &ProgressBar,
+) -> Result<(Vec<Branch>, Vec<Vec<f64>>), HostError> {
     let inits = classes
         .iter()
         .map(|&c| {
@@ -49,9 +91,9 @@ pub fn train_branches(
     let mut set = BranchSet::new(spec, h, w, inits)?;
     let sgd = SgdConfig { lr: opts.lr, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xB7A9_C4E1);
-    let mut order: Vec<usize> = (0..cache.len()).collect();
+    let mut order = rows.to_vec();
     let mut cursor = order.len();
-    let batch = opts.batch.clamp(2, cache.len().max(2));
+    let batch = opts.batch.clamp(2, order.len().max(2));
     let (mut acts, mut teacher, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     let mut losses = vec![Vec::with_capacity(steps); classes.len()];
     for step in 0..steps {
@@ -59,9 +101,9 @@ pub fn train_branches(
             order.shuffle(&mut rng);
             cursor = 0;
         }
-        let rows = &order[cursor..cursor + batch.min(order.len())];
-        cursor += rows.len();
-        cache.gather(rows, &mut acts, &mut teacher, &mut labels);
+        let picked = &order[cursor..cursor + batch.min(order.len())];
+        cursor += picked.len();
+        cache.gather(picked, &mut acts, &mut teacher, &mut labels);
         let mb = Minibatch { activations: &acts, teacher: &teacher, labels: &labels };
         let lr = Schedule::Cosine.lr(step, steps, opts.lr);
         for (all, loss) in losses.iter_mut().zip(set.step(&mb, &sgd, lr, opts.temperature.max(1e-3) as f64)?) {

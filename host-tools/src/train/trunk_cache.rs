@@ -101,6 +101,12 @@ impl TrunkCache {
         Ok(cache)
     }
 
+    /// A cache of the given parts (tests that need no network).
+    #[cfg(test)]
+    pub(crate) fn from_parts(acts: Vec<f32>, shape: (usize, usize, usize), logits: Vec<f32>, labels: Vec<u32>) -> Self {
+        TrunkCache { acts, shape, logits, labels }
+    }
+
     /// Images cached.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -119,6 +125,13 @@ impl TrunkCache {
     /// Each image's label.
     pub fn labels(&self) -> &[u32] {
         &self.labels
+    }
+
+    /// The teacher's logit of class `class` for image `row` (`None` in a cache of features, or
+    /// out of range).
+    pub fn teacher_logit(&self, row: usize, class: usize) -> Option<f32> {
+        let classes = self.logits.len() / self.len().max(1);
+        (class < classes).then(|| self.logits.get(row * classes + class).copied()).flatten()
     }
 
     /// Bytes the activations take.
