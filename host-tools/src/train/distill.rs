@@ -42,17 +42,37 @@ pub fn train_branches(
     progress: &ProgressBar,
 ) -> Result<(Vec<Branch>, Vec<Vec<f64>>), HostError> {
     let rows: Vec<usize> = (0..cache.len()).collect();
-    train_set_on(cache, spec, classes, &rows, steps, opts, progress)
+    train_set_on(cache, spec, classes, Epochs::Same(&rows), steps, opts, progress)
 }
 
-/// Trains each class's branch alone on its own images of `cache` (`samples[i]` the rows of
-/// `classes[i]`) for `epochs` passes over them, the classes side by side on rayon's threads;
-/// returns the branches and every step's loss of each.
+/// The images of one class's branch: every epoch `fixed` (its class's and those the teacher
+/// finds closest to it) and `fresh` others drawn anew from `pool`, so that over its epochs a
+/// branch meets many more of the other classes' images than one epoch holds.
+#[derive(Debug, Clone)]
+pub struct ClassSample {
+    /// Rows every epoch trains on.
+    pub fixed: Vec<usize>,
+    /// Rows the fresh ones are drawn from.
+    pub pool: Vec<usize>,
+    /// Rows drawn from `pool` for each epoch.
+    pub fresh: usize,
+}
+
+impl ClassSample {
+    /// Rows of one epoch.
+    pub fn epoch_len(&self) -> usize {
+        self.fixed.len() + self.fresh.min(self.pool.len())
+    }
+}
+
+/// Trains each class's branch alone on its own sample of `cache` (`samples[i]` that of
+/// `classes[i]`) for `epochs` epochs, the classes side by side on rayon's threads; returns the
+/// branches and every step's loss of each.
 pub fn train_branches_on_samples(
     cache: &TrunkCache,
     spec: BranchSpec,
     classes: &[usize],
-    samples: &[Vec<usize>],
+    samples: &[ClassSample],
     epochs: usize,
     opts: &Distillation,
     progress: &ProgressBar,
@@ -60,22 +80,31 @@ pub fn train_branches_on_samples(
     let trained = classes
         .par_iter()
         .zip(samples)
-        .map(|(&c, rows)| {
-            let steps = epochs.max(1) * rows.len().div_ceil(opts.batch.max(2));
-            let (mut b, mut l) = train_set_on(cache, spec, &[c], rows, steps, opts, progress)?;
+        .map(|(&c, sample)| {
+            let steps = epochs.max(1) * sample.epoch_len().div_ceil(opts.batch.max(2));
+            let (mut b, mut l) = train_set_on(cache, spec, &[c], Epochs::Renewed(sample), steps, opts, progress)?;
             Ok((b.remove(0), l.remove(0)))
         })
         .collect::<Result<Vec<_>, HostError>>()?;
     Ok(trained.into_iter().unzip())
 }
 
+/// What each epoch of [`train_set_on`] visits.
+#[derive(Clone, Copy)]
+enum Epochs<'a> {
+    /// The same rows, reshuffled.
+    Same(&'a [usize]),
+    /// A class's sample, its fresh part drawn anew.
+    Renewed(&'a ClassSample),
+}
+
 /// The branches of `classes` trained together for `steps` steps on minibatches drawn from the
-/// images `rows` of `cache`.
+/// images of `cache` that `epochs` says.
 fn train_set_on(
     cache: &TrunkCache,
     spec: BranchSpec,
     classes: &[usize],
-    rows: &[usize],
+    epochs: Epochs,
     steps: usize,
     opts: &Distillation,
     progress: &ProgressBar,
@@ -91,13 +120,26 @@ fn train_set_on(
     let mut set = BranchSet::new(spec, h, w, inits)?;
     let sgd = SgdConfig { lr: opts.lr, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xB7A9_C4E1);
-    let mut order = rows.to_vec();
-    let mut cursor = order.len();
-    let batch = opts.batch.clamp(2, order.len().max(2));
+    let (mut order, mut pool) = match epochs {
+        Epochs::Same(rows) => (rows.to_vec(), Vec::new()),
+        Epochs::Renewed(s) => (Vec::with_capacity(s.epoch_len()), s.pool.clone()),
+    };
+    let epoch_len = match epochs {
+        Epochs::Same(rows) => rows.len(),
+        Epochs::Renewed(s) => s.epoch_len(),
+    };
+    let mut cursor = epoch_len;
+    let batch = opts.batch.clamp(2, epoch_len.max(2));
     let (mut acts, mut teacher, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     let mut losses = vec![Vec::with_capacity(steps); classes.len()];
     for step in 0..steps {
         if cursor + batch > order.len() {
+            if let Epochs::Renewed(s) = epochs {
+                order.clear();
+                order.extend_from_slice(&s.fixed);
+                let (fresh, _) = pool.partial_shuffle(&mut rng, s.fresh);
+                order.extend_from_slice(fresh);
+            }
             order.shuffle(&mut rng);
             cursor = 0;
         }
