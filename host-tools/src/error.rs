@@ -99,6 +99,13 @@ pub enum HostError {
     #[error(transparent)]
     Peers(#[from] crate::bench::peers::PeerError),
 
+    /// Options that cannot go together.
+    #[error("{what}")]
+    Options {
+        /// Which, and why.
+        what: String,
+    },
+
     /// A resume file that cannot be read, or is not of the run asked to go on.
     #[error("{}: {reason}", path.display())]
     ResumeFile {

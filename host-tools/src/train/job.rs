@@ -204,7 +204,7 @@ pub fn train_and_eval(
     // A resumed run starts from its checkpoint (which may have a fresh head already).
     let from = resume.as_ref().map(|r| &r.model).or(job.init.as_ref());
     if job.freeze_stages > 0 && from.is_none() {
-        return Err(HostError::Import { reason: "--freeze-stages needs --init: a trained trunk to freeze".into() });
+        return Err(HostError::Options { what: "--freeze-stages needs --init: a trained trunk to freeze".into() });
     }
     let native = dataset::native_shape(&job.data, Split::Train)?;
     let (height, width) = match (job.input_size, from) {
