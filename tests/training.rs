@@ -35,7 +35,8 @@ fn options(steps: usize, checkpoint: Option<std::path::PathBuf>) -> TrainOptions
 fn run(set: &ImageSet, opts: &TrainOptions) -> (ModelFile, train::TrainReport) {
     let mut net = Trainer::init(train::meta_for(set, opts), opts.seed, &Device::Cpu).unwrap();
     assert_eq!(net.engine(), "slices", "the CPU trains on the slice engine");
-    let (model, report) = train::train(&mut net, train::TrainData::Images(set), opts, None, &ProgressBar::hidden()).unwrap();
+    let (model, report) =
+        train::train(&mut net, train::TrainData::Images(set), opts, None, &ProgressBar::hidden()).unwrap();
     (model, report)
 }
 

@@ -19,7 +19,14 @@ pub struct Trainer {
 #[allow(clippy::large_enum_variant)]
 enum Engine {
     Slices(TrainableResNet),
-    Autograd { net: AutogradResNet, sgd: Sgd, device: Device },
+    /// `trunk_output`: `(C, H, W)` of the frozen trunk's output (what `step_cached` reads),
+    /// worked out once rather than from the architecture at every step.
+    Autograd {
+        net: AutogradResNet,
+        sgd: Sgd,
+        device: Device,
+        trunk_output: (usize, usize, usize),
+    },
 }
 
 impl Trainer {
@@ -28,7 +35,7 @@ impl Trainer {
         Ok(Trainer {
             engine: match device {
                 Device::Cpu => Engine::Slices(TrainableResNet::init(meta, seed)?),
-                _ => Self::autograd(AutogradResNet::init(meta, seed, device)?, device),
+                _ => Self::autograd(AutogradResNet::init(meta, seed, device)?, 0, device),
             },
             frozen_stages: 0,
         })
@@ -47,17 +54,20 @@ impl Trainer {
             Device::Cpu => Engine::Slices(TrainableResNet::from_model_frozen(model, frozen_stages)?),
             _ => {
                 model.meta.arch.network().blocks_until(frozen_stages)?; // a trunk the network has
-                Self::autograd(AutogradResNet::from_model(model, device)?, device)
+                Self::autograd(AutogradResNet::from_model(model, device)?, frozen_stages, device)
             }
         };
         Ok(Trainer { engine, frozen_stages })
     }
 
-    fn autograd(net: AutogradResNet, device: &Device) -> Engine {
+    fn autograd(net: AutogradResNet, frozen_stages: usize, device: &Device) -> Engine {
         // Its settings come with every step.
         let none = SgdConfig { lr: 0.0, momentum: 0.0, nesterov: false, weight_decay: 0.0 };
         let sgd = Sgd::new(net.vars(), none);
-        Engine::Autograd { net, sgd, device: device.clone() }
+        let n = net.meta.arch.network();
+        let (h, w) = n.plane_after(frozen_stages, net.meta.input.height, net.meta.input.width);
+        let trunk_output = (n.channels_after(frozen_stages), h, w);
+        Engine::Autograd { net, sgd, device: device.clone(), trunk_output }
     }
 
     /// Which engine trains: `"slices"` or `"candle-autograd"`.
@@ -102,18 +112,11 @@ impl Trainer {
     pub fn step_cached(&mut self, acts: &[f32], labels: &[u32], c: &SgdConfig, lr: f64) -> Result<f64, TrainError> {
         match &mut self.engine {
             Engine::Slices(n) => n.step_cached(acts, labels, c, lr),
-            Engine::Autograd { net, .. } => {
-                let (ch, h, w) = Self::trunk_output(net, self.frozen_stages);
+            Engine::Autograd { trunk_output, .. } => {
+                let (ch, h, w) = *trunk_output;
                 self.autograd_step(acts, (ch, labels.len(), h, w), true, labels, c, lr)
             }
         }
-    }
-
-    /// `(C, H, W)` of the frozen trunk's output.
-    fn trunk_output(net: &AutogradResNet, stages: usize) -> (usize, usize, usize) {
-        let n = net.meta.arch.network();
-        let (h, w) = n.plane_after(stages, net.meta.input.height, net.meta.input.width);
-        (n.channels_after(stages), h, w)
     }
 
     /// A step of the autograd twin on `values` of `shape`, channel-major when `cached`.
@@ -126,7 +129,7 @@ impl Trainer {
         c: &SgdConfig,
         lr: f64,
     ) -> Result<f64, TrainError> {
-        let Engine::Autograd { net, sgd, device } = &mut self.engine else { unreachable!("the autograd engine") };
+        let Engine::Autograd { net, sgd, device, .. } = &mut self.engine else { unreachable!("the autograd engine") };
         if values.len() != shape.0 * shape.1 * shape.2 * shape.3 {
             return Err(TrainError::Minibatch { what: format!("{} values for {shape:?}", values.len()) });
         }
@@ -202,7 +205,7 @@ mod tests {
         let frozen = 1;
         let mut slices = Trainer::from_model_frozen(&m, frozen, &Device::Cpu)?;
         let mut twin = Trainer {
-            engine: Trainer::autograd(AutogradResNet::from_model(&m, &Device::Cpu)?, &Device::Cpu),
+            engine: Trainer::autograd(AutogradResNet::from_model(&m, &Device::Cpu)?, frozen, &Device::Cpu),
             frozen_stages: frozen,
         };
         assert_eq!((slices.engine(), twin.engine()), ("slices", "candle-autograd"));
@@ -226,7 +229,11 @@ mod tests {
             let mut restored = match t.engine() {
                 "slices" => Trainer::from_model_frozen(&t.to_model()?, frozen, &Device::Cpu)?,
                 _ => Trainer {
-                    engine: Trainer::autograd(AutogradResNet::from_model(&t.to_model()?, &Device::Cpu)?, &Device::Cpu),
+                    engine: Trainer::autograd(
+                        AutogradResNet::from_model(&t.to_model()?, &Device::Cpu)?,
+                        frozen,
+                        &Device::Cpu,
+                    ),
                     frozen_stages: frozen,
                 },
             };
