@@ -149,8 +149,12 @@ pub fn module_summary(m: &classmod_runtime::host::ClassModule) -> String {
             let s = b.spec();
             let (h, w) = s.trunk_plane(m.input.height, m.input.width);
             format!(
-                "compact: trunk = stem + stages 1..{} of base {}; branch {} channels wide, {} blocks, {} parameters, {} MACs per image; {} head",
+                "compact: trunk = stem + stages 1..{}{} of base {}; branch {} channels wide, {} blocks, {} parameters, {} MACs per image; {} head",
                 s.trunk_stages,
+                match s.trunk_blocks {
+                    0 => String::new(),
+                    n => format!(" + {n} block(s) of stage {}", s.trunk_stages + 1),
+                },
                 m.base_key.short(),
                 s.width,
                 s.blocks,

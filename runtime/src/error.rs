@@ -249,6 +249,18 @@ pub enum Error {
         network_stages: usize,
     },
 
+    /// A trunk asked for as many blocks of a stage as it has, or more (or of a stage the network
+    /// lacks): a trunk covering a whole stage ends after that stage instead.
+    #[error("a trunk of {blocks} blocks of stage {stage} was asked of a stage of {stage_blocks} blocks")]
+    TrunkBlocksOutOfRange {
+        /// The stage (1-based).
+        stage: usize,
+        /// Blocks asked for.
+        blocks: usize,
+        /// Blocks the stage has (0: the network has no such stage).
+        stage_blocks: usize,
+    },
+
     /// A network this build describes but whose layers its engines do not run yet.
     #[error("this build does not run {what} yet")]
     UnsupportedLayers {
@@ -474,7 +486,11 @@ impl Error {
             | BudgetExceeded { .. }
             | DeviceUnavailable { .. }
             | PrecisionUnsupported { .. } => ErrorKind::Unsupported,
-            Misuse { .. } | TrunkOutOfRange { .. } | HookChangedShape { .. } | Candle(_) => ErrorKind::Internal,
+            Misuse { .. }
+            | TrunkOutOfRange { .. }
+            | TrunkBlocksOutOfRange { .. }
+            | HookChangedShape { .. }
+            | Candle(_) => ErrorKind::Internal,
             NotRegularFile { .. }
             | FileTooLarge { .. }
             | NotSafetensors { .. }

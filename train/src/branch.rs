@@ -37,7 +37,7 @@ impl Branch {
         let mut layer = |name: String, out: usize, inp: usize, kernel: usize, stride: usize| {
             ConvBn::from_values(name.clone(), format!("{name}.bn"), out, inp, kernel, stride, &mut v)
         };
-        let entry = layer("entry".into(), w, spec.in_channels, 3, 2)?;
+        let entry = layer("entry".into(), w, spec.in_channels, 3, spec.entry_stride())?;
         let blocks = (0..spec.blocks)
             .map(|j| {
                 let s = spec.block_stride(j);

@@ -36,12 +36,18 @@ pub struct Args {
     /// Compact: stages of the base the shared trunk covers (1 or 2).
     #[arg(long, default_value_t = compact::TRUNK_STAGES)]
     trunk_stages: usize,
+    /// Compact: blocks of the next stage the shared trunk runs too (0: none; fewer than the
+    /// stage has) [default: 1 for a base of 100 classes or more, else 0: measured, see results/]
+    #[arg(long)]
+    trunk_blocks: Option<usize>,
     /// Compact: the branch's channel width [default: 16 for a base of up to 3 blocks a stage
-    /// (ResNet-20), 24 for deeper ones (ResNet-56): measured, see results/]
+    /// (ResNet-20), 24 for deeper ones (ResNet-56), 10 for a base of 100 classes or more:
+    /// measured, see results/]
     #[arg(long)]
     branch_width: Option<usize>,
     /// Compact: blocks after the branch's entry convolution [default: 1 for a base of up to 3
-    /// blocks a stage (ResNet-20), 2 for deeper ones (ResNet-56): measured, see results/]
+    /// blocks a stage (ResNet-20) or of 100 classes or more, 2 for deeper ones (ResNet-56):
+    /// measured, see results/]
     #[arg(long)]
     branch_blocks: Option<usize>,
     /// Compact: passes over the cached training images per branch.
@@ -192,6 +198,7 @@ fn run_compact(
     let defaults = CompactOptions::for_base(&model.meta.arch, classes, a.seed);
     let opts = CompactOptions {
         trunk_stages: a.trunk_stages,
+        trunk_blocks: a.trunk_blocks.unwrap_or(defaults.trunk_blocks),
         width: a.branch_width.unwrap_or(defaults.width),
         blocks: a.branch_blocks.unwrap_or(defaults.blocks),
         epochs: a.epochs,
@@ -238,12 +245,26 @@ fn run_compact(
         100.0 * d.macs_fraction(),
         100.0 * d.trunk_macs_fraction()
     );
+    let c = &d.check;
+    println!(
+        "on {} held-out training images the modules compose {:.2} % top-1 against the base's {:.2} % ({:+.2} points; {} calibration, {:.2} % per class, {:.2} % shared)",
+        c.images,
+        100.0 * c.top1(),
+        100.0 * c.base_top1,
+        -c.loss_points(),
+        match c.chosen {
+            compact::Calibration::PerClass => "per-class",
+            compact::Calibration::Shared => "shared",
+        },
+        100.0 * c.per_class_top1,
+        100.0 * c.shared_top1
+    );
     if a.json {
         print_json(&serde_json::json!({
             "kind": "compact", "modules": paths, "params_fraction": d.params_fraction(),
             "macs_fraction": d.macs_fraction(), "trunk_macs_fraction": d.trunk_macs_fraction(),
             "seconds": d.seconds, "cache_seconds": d.cache_seconds, "options": opts, "classes": d.reports,
-            "negatives": d.negatives,
+            "negatives": d.negatives, "heldout_loss": d.check.loss_points(), "heldout": d.check,
         }));
     }
     Ok(())

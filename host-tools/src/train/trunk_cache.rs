@@ -7,7 +7,7 @@
 //! into the channel-major `(C, B, H, W)` the training engine reads.
 
 use classmod_runtime::host::Images;
-use classmod_runtime::host::ResNet;
+use classmod_runtime::host::{ResNet, TrunkEnd};
 use indicatif::ProgressBar;
 
 use classmod_train::layers::Plane;
@@ -40,18 +40,18 @@ enum Logits<'a> {
 }
 
 impl TrunkCache {
-    /// `net`'s trunk activations of the images `indices` of `set`, with the logits of `teacher`
-    /// (each network normalising the images its own way), or of `net` itself.
+    /// `net`'s trunk activations (up to `end`) of the images `indices` of `set`, with the logits
+    /// of `teacher` (each network normalising the images its own way), or of `net` itself.
     pub fn build(
         net: &ResNet,
         teacher: Option<&ResNet>,
         set: &ImageSet,
         indices: &[usize],
-        stages: usize,
+        end: TrunkEnd,
         progress: &ProgressBar,
     ) -> Result<Self, HostError> {
         let logits = teacher.map_or(Logits::Own, Logits::Of);
-        Self::collect(net, logits, set, indices, stages, progress)
+        Self::collect(net, logits, set, indices, end, progress)
     }
 
     /// `net`'s trunk activations of the images `indices` of `set` and their labels, without
@@ -63,7 +63,7 @@ impl TrunkCache {
         stages: usize,
         progress: &ProgressBar,
     ) -> Result<Self, HostError> {
-        Self::collect(net, Logits::None, set, indices, stages, progress)
+        Self::collect(net, Logits::None, set, indices, stages.into(), progress)
     }
 
     fn collect(
@@ -71,7 +71,7 @@ impl TrunkCache {
         teacher: Logits,
         set: &ImageSet,
         indices: &[usize],
-        stages: usize,
+        end: TrunkEnd,
         progress: &ProgressBar,
     ) -> Result<Self, HostError> {
         let mut cache = TrunkCache { acts: Vec::new(), shape: (0, 0, 0), logits: Vec::new(), labels: Vec::new() };
@@ -79,11 +79,11 @@ impl TrunkCache {
             let x = batch_nhwc(set, chunk, net.input_spec());
             let images = Images::Nhwc { values: &x, count: chunk.len() };
             let (t, logits) = match teacher {
-                Logits::None => (net.trunk(images, stages)?, Vec::new()),
-                Logits::Own => net.trunk_and_logits(images, stages)?,
+                Logits::None => (net.trunk(images, end)?, Vec::new()),
+                Logits::Own => net.trunk_and_logits(images, end)?,
                 Logits::Of(teacher) => {
                     let xt = batch_nhwc(set, chunk, teacher.input_spec());
-                    (net.trunk(images, stages)?, teacher.logits(Images::Nhwc { values: &xt, count: chunk.len() })?)
+                    (net.trunk(images, end)?, teacher.logits(Images::Nhwc { values: &xt, count: chunk.len() })?)
                 }
             };
             if cache.acts.is_empty() {

@@ -251,7 +251,16 @@ pub(crate) fn cpu_branches(weights: &[&BranchWeights], plane: Plane) -> Result<C
         bias.extend_from_slice(w.values("entry.bias"));
     }
     let total = bias.len();
-    let entry = PackedConv::for_plane(&kernel, bias, [total, in_channels, 3, 3], 2, 1, plane);
+    let stride = weights[0].spec().entry_stride();
+    if let Some(w) = weights.iter().find(|w| w.spec().entry_stride() != stride) {
+        return Err(Error::InvalidArchitecture {
+            reason: format!(
+                "a branch whose entry has stride {} among ones of stride {stride}",
+                w.spec().entry_stride()
+            ),
+        });
+    }
+    let entry = PackedConv::for_plane(&kernel, bias, [total, in_channels, 3, 3], stride, 1, plane);
     let after_entry = entry.out_plane(plane);
     let branches = weights
         .iter()

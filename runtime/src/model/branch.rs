@@ -2,11 +2,15 @@
 //! and first stages, computed once for every loaded class of that base) to the base's last plane,
 //! at its own reduced width, and ends in pooled features for the module's head.
 //!
-//! The family is fixed by four numbers ([`BranchSpec`]): an entry 3x3 convolution with stride 2
-//! from the trunk's channels to `width` (ReLU after), then `blocks` BasicBlocks at `width`; with a
-//! trunk of one stage the first block halves the plane too (a 1x1 projection shortcut), so every
-//! branch ends on the plane the base's last stage has. Batch norm is folded in before the weights
-//! are stored, so a branch is convolutions, bias adds, ReLUs and residual adds only, on the same
+//! The family is fixed by five numbers ([`BranchSpec`]): an entry 3x3 convolution from the
+//! trunk's channels to `width` (ReLU after), then `blocks` BasicBlocks at `width`. A trunk of
+//! whole stages ends on the plane of its last stage, and the entry convolution halves it (stride
+//! 2); a trunk that also runs the first blocks of the next stage (`trunk_blocks`, what a base of
+//! many classes needs: there the branch starts from features its base learnt for its own
+//! classes) ends on that stage's plane, and the entry keeps it (stride 1). With a trunk of one
+//! stage the first block halves the plane too (a 1x1 projection shortcut), so every branch ends
+//! on the plane the base's last stage has. Batch norm is folded in before the weights are
+//! stored, so a branch is convolutions, bias adds, ReLUs and residual adds only, on the same
 //! layers ([`ConvBn`], [`Block`]) and CPU path as the base.
 
 use std::collections::BTreeMap;
@@ -17,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::model::graph::NoHook;
 use crate::model::layers::{Block, BlockShortcut, ConvBn};
+use crate::model::network::TrunkEnd;
 use crate::{Error, ResNetConfig, Result};
 
 /// The widest branch and the most blocks a stored branch may name (bounds on untrusted metadata
@@ -26,11 +31,17 @@ const MAX_BLOCKS: usize = 64;
 
 /// The shape of a branch (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+// A key this build does not know may change what the branch runs on: refused, not ignored.
+#[serde(deny_unknown_fields)]
 pub struct BranchSpec {
     /// Stages of the base the trunk covers (1 or 2); the branch starts after stage
     /// `trunk_stages`.
     pub trunk_stages: usize,
-    /// Channels of the trunk's activation: the base's width of stage `trunk_stages`.
+    /// Blocks of stage `trunk_stages + 1` the trunk runs too (0: it ends with stage
+    /// `trunk_stages`). Absent from the metadata of branches without them, as before it existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trunk_blocks: usize,
+    /// Channels of the trunk's activation: the base's width of the stage the trunk ends in.
     pub in_channels: usize,
     /// The branch's channel width.
     pub width: usize,
@@ -38,7 +49,39 @@ pub struct BranchSpec {
     pub blocks: usize,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl BranchSpec {
+    /// A branch of `width` channels and `blocks` blocks after a trunk of `base` that ends at
+    /// `end` (its channels the base's there).
+    pub fn after(end: TrunkEnd, base: &ResNetConfig, width: usize, blocks: usize) -> Self {
+        let stage = end.stages + usize::from(end.blocks > 0);
+        let in_channels = base.widths.get(stage.max(1) - 1).copied().unwrap_or(0);
+        BranchSpec { trunk_stages: end.stages, trunk_blocks: end.blocks, in_channels, width, blocks }
+    }
+
+    /// Where the trunk the branch runs on ends.
+    pub fn trunk_end(&self) -> TrunkEnd {
+        TrunkEnd { stages: self.trunk_stages, blocks: self.trunk_blocks }
+    }
+
+    /// The stage whose plane the trunk's activation has (1-based).
+    fn trunk_stage(&self) -> usize {
+        self.trunk_stages + usize::from(self.trunk_blocks > 0)
+    }
+
+    /// The entry convolution's stride: 2 after whole stages (it does what the next stage's
+    /// first block does), 1 inside a stage (the trunk did).
+    pub fn entry_stride(&self) -> usize {
+        if self.trunk_blocks == 0 {
+            2
+        } else {
+            1
+        }
+    }
+
     /// Checks the numbers on their own (not against a base).
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(Error::InvalidArchitecture { reason: format!("a branch with {reason}") });
@@ -48,6 +91,9 @@ impl BranchSpec {
         if self.width == 0 || self.width > MAX_WIDTH || self.in_channels == 0 || self.in_channels > MAX_WIDTH {
             return bad(format!("width {} from {} channels", self.width, self.in_channels));
         }
+        if self.trunk_blocks > MAX_BLOCKS {
+            return bad(format!("a trunk of {} blocks into a stage", self.trunk_blocks));
+        }
         if self.blocks < self.downsampling_blocks() || self.blocks > MAX_BLOCKS {
             return bad(format!("{} blocks after a trunk of {} stages", self.blocks, self.trunk_stages));
         }
@@ -55,7 +101,8 @@ impl BranchSpec {
     }
 
     /// Blocks that halve the plane: the stages the base has after the trunk beyond the one the
-    /// entry convolution reaches.
+    /// entry convolution reaches (the same whether the trunk runs into a stage or not: then it
+    /// reached that stage's plane and the entry keeps it).
     fn downsampling_blocks(&self) -> usize {
         2 - self.trunk_stages.min(2)
     }
@@ -73,11 +120,20 @@ impl BranchSpec {
     /// the branch takes.
     pub fn fits(&self, base: &ResNetConfig) -> Result<(), String> {
         self.validate().map_err(|e| e.to_string())?;
-        let channels = base.widths[self.trunk_stages - 1];
+        if self.trunk_blocks >= base.blocks_per_stage {
+            return Err(format!(
+                "its trunk runs {} blocks of stage {} but the base's stages have {}",
+                self.trunk_blocks,
+                self.trunk_stages + 1,
+                base.blocks_per_stage
+            ));
+        }
+        let stage = self.trunk_stage();
+        let channels = base.widths[stage - 1];
         if channels != self.in_channels {
             return Err(format!(
-                "its branch takes {} channels but the base's stage {} gives {channels}",
-                self.in_channels, self.trunk_stages
+                "its branch takes {} channels but the base's stage {stage} gives {channels}",
+                self.in_channels
             ));
         }
         Ok(())
@@ -104,9 +160,17 @@ impl BranchSpec {
     }
 
     /// The plane of the trunk's activation for an input of `h` x `w`: stage 1 keeps the
-    /// input's plane, stage 2 halves it.
+    /// input's plane, stages 2 and 3 halve it each.
     pub fn trunk_plane(&self, h: usize, w: usize) -> (usize, usize) {
-        (1..self.trunk_stages).fold((h, w), |(h, w), _| (h.div_ceil(2), w.div_ceil(2)))
+        (1..self.trunk_stage()).fold((h, w), |(h, w), _| (h.div_ceil(2), w.div_ceil(2)))
+    }
+
+    /// The plane after the entry convolution, on a trunk activation of plane `h` x `w`.
+    fn entry_plane(&self, h: usize, w: usize) -> (usize, usize) {
+        match self.entry_stride() {
+            1 => (h, w),
+            _ => (h.div_ceil(2), w.div_ceil(2)),
+        }
     }
 
     /// Stored parameters (weights and biases).
@@ -116,7 +180,7 @@ impl BranchSpec {
 
     /// Multiply-accumulates of one image whose trunk activation has plane `h` x `w`.
     pub fn macs(&self, h: usize, w: usize) -> u64 {
-        let (mut h, mut w) = (h.div_ceil(2), w.div_ceil(2));
+        let (mut h, mut w) = self.entry_plane(h, w);
         let c = self.width as u64;
         let mut macs = (h * w) as u64 * c * self.in_channels as u64 * 9;
         for j in 0..self.blocks {
@@ -194,8 +258,8 @@ impl BranchWeights {
     pub fn served_bytes(&self, h: usize, w: usize) -> u64 {
         let (spec, c) = (self.spec, self.spec.width);
         let plane = |height, width| Plane { height, width };
-        let mut floats = PackedConv::planned_floats([c, spec.in_channels, 3, 3], 2, 1, plane(h, w));
-        let (mut h, mut w) = (h.div_ceil(2), w.div_ceil(2));
+        let mut floats = PackedConv::planned_floats([c, spec.in_channels, 3, 3], spec.entry_stride(), 1, plane(h, w));
+        let (mut h, mut w) = spec.entry_plane(h, w);
         for j in 0..spec.blocks {
             let stride = spec.block_stride(j);
             floats += PackedConv::planned_floats([c, c, 3, 3], stride, 1, plane(h, w));
@@ -235,7 +299,7 @@ impl Branch {
     /// Builds `weights` on `device`.
     pub(crate) fn build(weights: &BranchWeights, device: &Device) -> Result<Self> {
         let spec = weights.spec;
-        let entry = weights.conv("entry", 2, device)?;
+        let entry = weights.conv("entry", spec.entry_stride(), device)?;
         let blocks = (0..spec.blocks)
             .map(|j| {
                 let stride = spec.block_stride(j);
@@ -293,21 +357,31 @@ mod tests {
     use super::*;
     use crate::engine::cpu::cpu_branches;
     use crate::engine::Images;
-    use crate::testing::tiny_model::{tiny_compact, tiny_model, tiny_model_b};
+    use crate::testing::tiny_model::{compact_after, tiny_model, tiny_model_14, tiny_model_b};
     use crate::ResNet;
 
     /// The branch on the CPU path (packed convolutions, Winograd, fused epilogues) against the
     /// same network written out op by op with plain candle operations on the stored values (the
-    /// reference), after a trunk of one and of two stages.
+    /// reference), after a trunk of one and of two stages, and of those and a block of the next.
     #[test]
     fn the_branch_computes_what_plain_candle_operations_compute() {
-        for (model, stages) in [(tiny_model(3), 1), (tiny_model(4), 2), (tiny_model_b(5), 1), (tiny_model_b(6), 2)] {
-            let m = tiny_compact(&model, 1, stages, 8, 11);
+        let end = |stages, blocks| TrunkEnd { stages, blocks };
+        for (model, end) in [
+            (tiny_model(3), end(1, 0)),
+            (tiny_model(4), end(2, 0)),
+            (tiny_model_b(5), end(1, 0)),
+            (tiny_model_b(6), end(2, 0)),
+            (tiny_model_14(7), end(1, 1)),
+            (tiny_model_14(8), end(2, 1)),
+        ] {
+            let stages = end.stages;
+            let m = compact_after(&model, 1, end, 8, 2, 11);
             let weights = m.as_compact().unwrap();
             let base = ResNet::new(&model, &Device::Cpu).unwrap();
             let x: Vec<f32> = (0..5 * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
             let x = Tensor::from_vec(x, (5, 1, 8, 8), &Device::Cpu).unwrap();
-            let act = base.trunk(Images::Nchw(&x), stages).unwrap();
+            let act = base.trunk(Images::Nchw(&x), end).unwrap();
+            assert_eq!((act.height, act.channels), [(8, 4), (4, 8), (2, 16)][stages - 1 + end.blocks], "{end:?}");
             let (h, w) = (act.height, act.width);
             let trunk = Tensor::from_vec(act.to_nchw(), (5, act.channels, h, w), &Device::Cpu).unwrap();
             let t: BTreeMap<&str, (Vec<usize>, &[f32])> = weights.tensors().map(|(n, s, v)| (n, (s, v))).collect();
@@ -318,7 +392,7 @@ mod tests {
                 let bt = Tensor::from_slice(bv, (1, ws[0], 1, 1), &Device::Cpu).unwrap();
                 x.conv2d(&wt, ws[3] / 2, stride, 1, 1).unwrap().broadcast_add(&bt).unwrap()
             };
-            let mut a = conv(&trunk, "entry", 2).relu().unwrap();
+            let mut a = conv(&trunk, "entry", if end.blocks == 0 { 2 } else { 1 }).relu().unwrap();
             for j in 0..2 {
                 let stride = if stages == 1 && j == 0 { 2 } else { 1 };
                 let hidden = conv(&a, &format!("block{j}.conv1"), stride).relu().unwrap();
@@ -336,7 +410,7 @@ mod tests {
             let candle = Branch::build(weights, &Device::Cpu).unwrap().forward(&trunk).unwrap();
             for (found, path) in [(cpu, "cpu path"), (candle, "candle")] {
                 let d = (found - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(d < 1e-4, "stages {stages}, {path}: {d}");
+                assert!(d < 1e-4, "{end:?}, {path}: {d}");
             }
             assert!(
                 reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3,
@@ -347,12 +421,17 @@ mod tests {
 
     #[test]
     fn specs_are_checked_and_counted() {
-        let spec = BranchSpec { trunk_stages: 2, in_channels: 32, width: 16, blocks: 2 };
+        let spec = BranchSpec { trunk_stages: 2, trunk_blocks: 0, in_channels: 32, width: 16, blocks: 2 };
         // The reference branch of the issue: 5.2 % of ResNet-20's parameters, 2.2 % of its MACs.
         assert_eq!(spec.params(), 32 * 16 * 9 + 16 + 4 * (16 * 16 * 9 + 16));
         assert_eq!(spec.macs(16, 16), 64 * 16 * 32 * 9 + 4 * 64 * 16 * 16 * 9);
-        let one = BranchSpec { trunk_stages: 1, in_channels: 16, width: 16, blocks: 2 };
+        let one = BranchSpec { trunk_stages: 1, trunk_blocks: 0, in_channels: 16, width: 16, blocks: 2 };
         assert!(one.tensor_shapes().iter().any(|(n, s)| n == "block0.shortcut.weight" && s == &[16, 16, 1, 1]));
+        // Into stage 3 by one block: 64 channels on stage 3's 8x8, which the entry keeps.
+        let into = BranchSpec { trunk_blocks: 1, in_channels: 64, ..spec };
+        assert_eq!((into.entry_stride(), into.trunk_plane(32, 32)), (1, (8, 8)));
+        assert_eq!(into.macs(8, 8), 64 * 16 * 64 * 9 + 4 * 64 * 16 * 16 * 9);
+        assert_eq!(BranchSpec::after(into.trunk_end(), &ResNetConfig::cifar(20, 3, 10).unwrap(), 16, 2), into);
         for bad in [
             BranchSpec { trunk_stages: 0, ..spec },
             BranchSpec { trunk_stages: 3, ..spec },
@@ -360,12 +439,16 @@ mod tests {
             BranchSpec { width: 1 << 20, ..spec },
             BranchSpec { blocks: 0, ..one },
             BranchSpec { blocks: 1000, ..spec },
+            BranchSpec { trunk_blocks: 1000, ..spec },
         ] {
             assert!(matches!(bad.validate(), Err(Error::InvalidArchitecture { .. })), "{bad:?}");
         }
         let cfg = ResNetConfig::cifar(20, 3, 10).unwrap();
         assert!(spec.fits(&cfg).is_ok() && one.fits(&cfg).is_ok());
         assert!(BranchSpec { in_channels: 16, ..spec }.fits(&cfg).is_err());
+        assert!(into.fits(&cfg).is_ok() && BranchSpec { trunk_blocks: 2, ..into }.fits(&cfg).is_ok());
+        assert!(BranchSpec { trunk_blocks: 3, ..into }.fits(&cfg).is_err(), "ResNet-20's stages have 3 blocks");
+        assert!(BranchSpec { in_channels: 32, ..into }.fits(&cfg).is_err(), "stage 3 gives 64 channels");
         let zeros = |s: &BranchSpec| s.tensor_shapes().into_iter().map(|(n, sh)| (n, vec![0.0; sh.iter().product()]));
         let mut t: BTreeMap<String, Vec<f32>> = zeros(&spec).collect();
         assert!(BranchWeights::new(spec, t.clone()).is_ok());
@@ -386,12 +469,12 @@ mod tests {
     #[test]
     fn served_bytes_are_what_the_cpu_path_holds() {
         let zeros = |s: &BranchSpec| s.tensor_shapes().into_iter().map(|(n, sh)| (n, vec![0.5; sh.iter().product()]));
-        for (trunk_stages, in_channels) in [(1, 16), (2, 32)] {
+        for (trunk_stages, trunk_blocks, in_channels, plane) in [(1, 0, 16, 32), (2, 0, 32, 16), (2, 1, 64, 8)] {
             for (width, blocks) in [(16, 1), (16, 2), (24, 2), (12, 2)] {
-                let spec = BranchSpec { trunk_stages, in_channels, width, blocks };
+                let spec = BranchSpec { trunk_stages, trunk_blocks, in_channels, width, blocks };
                 let Ok(weights) = BranchWeights::new(spec, zeros(&spec).collect()) else { continue };
                 let (h, w) = spec.trunk_plane(32, 32);
-                assert_eq!((h, w), [(32, 32), (16, 16)][trunk_stages - 1]);
+                assert_eq!((h, w), (plane, plane));
                 let packed = cpu_branches(&[&weights], Plane { height: h, width: w }).unwrap().weight_bytes();
                 assert_eq!(weights.served_bytes(h, w), weights.bytes() + packed, "{spec:?}");
             }

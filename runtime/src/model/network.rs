@@ -146,6 +146,22 @@ pub struct ReluSite {
     pub width: usize,
 }
 
+/// Where a trunk ends: after its first `stages` stages and `blocks` more blocks of the next one
+/// (a compact module's branch runs on from there). A stage count alone converts into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TrunkEnd {
+    /// Whole stages.
+    pub stages: usize,
+    /// Blocks of stage `stages + 1` (fewer than it has).
+    pub blocks: usize,
+}
+
+impl From<usize> for TrunkEnd {
+    fn from(stages: usize) -> Self {
+        TrunkEnd { stages, blocks: 0 }
+    }
+}
+
 /// A ResNet as the engines build it (see the module comment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
@@ -291,6 +307,23 @@ impl Network {
         Ok(self.stages[..stages].iter().map(|s| s.blocks).sum())
     }
 
+    /// Blocks before `end`: where a trunk ending there stops. An error names a stage the network
+    /// lacks, or a stage's blocks asked of one that has no more.
+    pub fn blocks_until_end(&self, end: TrunkEnd) -> Result<usize> {
+        let whole = self.blocks_until(end.stages)?;
+        if end.blocks == 0 {
+            return Ok(whole);
+        }
+        match self.stages.get(end.stages) {
+            Some(next) if end.blocks < next.blocks => Ok(whole + end.blocks),
+            next => Err(Error::TrunkBlocksOutOfRange {
+                stage: end.stages + 1,
+                blocks: end.blocks,
+                stage_blocks: next.map_or(0, |s| s.blocks),
+            }),
+        }
+    }
+
     /// The first ReLU site of each block, and the number of sites: the stem's site is 0.
     pub fn first_sites(&self) -> (Vec<usize>, usize) {
         let mut site = 1;
@@ -330,14 +363,17 @@ impl Network {
     /// The plane after the first `stages` stages for an `h` x `w` input (0: the stem's output,
     /// after its max-pool where it has one).
     pub fn plane_after(&self, stages: usize, h: usize, w: usize) -> (usize, usize) {
+        let blocks = self.blocks_until(stages.min(self.stages.len())).unwrap_or(0);
+        self.plane_after_blocks(blocks, h, w)
+    }
+
+    /// The plane after the first `blocks` blocks for an `h` x `w` input.
+    pub fn plane_after_blocks(&self, blocks: usize, h: usize, w: usize) -> (usize, usize) {
         let p = self.stem.out_plane(h, w);
-        self.stages[..stages.min(self.stages.len())].iter().fold(p, |p, s| {
-            if s.stride == 2 {
-                (p.0.div_ceil(2), p.1.div_ceil(2))
-            } else {
-                p
-            }
-        })
+        self.blocks()
+            .iter()
+            .take(blocks)
+            .fold(p, |p, b| if b.stride == 2 { (p.0.div_ceil(2), p.1.div_ceil(2)) } else { p })
     }
 
     /// Every parameter tensor, by its canonical name, with its shape, in forward order. Batch
@@ -395,12 +431,19 @@ impl Network {
     /// the blocks up to stage `stages` (all of them and the classifier when `stages` is the
     /// stage count). What a trunk of that many stages costs.
     pub fn macs_until(&self, stages: usize, h: usize, w: usize) -> u64 {
+        let last = self.blocks_until(stages.min(self.stages.len())).unwrap_or(0);
+        let head = if stages >= self.stages.len() { (self.features() * self.num_classes) as u64 } else { 0 };
+        self.macs_until_blocks(last, h, w) + head
+    }
+
+    /// Multiply-accumulates of one `h` x `w` image through the stem and the first `blocks`
+    /// blocks: what a trunk ending there costs.
+    pub fn macs_until_blocks(&self, blocks: usize, h: usize, w: usize) -> u64 {
         let (sh, sw) = self.stem.relu_plane(h, w);
         let k = self.stem.kernel();
         let mut macs = (sh * sw * self.stem.channels() * self.in_channels * k * k) as u64;
         let (mut h, mut w) = self.stem.out_plane(h, w);
-        let last = self.blocks_until(stages.min(self.stages.len())).unwrap_or(0);
-        for b in self.blocks().into_iter().take(last) {
+        for b in self.blocks().into_iter().take(blocks) {
             let before = (h * w) as u64;
             if b.stride == 2 {
                 (h, w) = (h.div_ceil(2), w.div_ceil(2));
@@ -415,9 +458,6 @@ impl Network {
             if self.shortcut == Shortcut::B && b.changes_shape() {
                 macs += hw * (b.planes * b.in_planes) as u64;
             }
-        }
-        if stages >= self.stages.len() {
-            macs += (self.features() * self.num_classes) as u64;
         }
         macs
     }
@@ -470,6 +510,21 @@ mod tests {
         assert_eq!([0, 1, 2, 3, 4].map(|s| r18.plane_after(s, 224, 224).0), [56, 56, 28, 14, 7]);
         assert_eq!([0, 1, 2, 3, 4].map(|s| r18.blocks_until(s).unwrap()), [0, 2, 4, 6, 8]);
         assert!(matches!(r18.blocks_until(5), Err(Error::TrunkOutOfRange { stages: 5, network_stages: 4 })));
+        // A trunk into a stage: layer3's first block (it halves 28 to 14) beyond two stages.
+        let end = |stages, blocks| TrunkEnd { stages, blocks };
+        assert_eq!((r18.blocks_until_end(end(2, 1)).unwrap(), r18.blocks_until_end(2.into()).unwrap()), (5, 4));
+        assert_eq!(r18.plane_after_blocks(5, 224, 224), (14, 14));
+        let (two, three) = (r18.macs_until(2, 224, 224), r18.macs_until(3, 224, 224));
+        assert!(
+            (two..three).contains(&r18.macs_until_blocks(5, 224, 224)) && two == r18.macs_until_blocks(4, 224, 224)
+        );
+        for (bad, stage, stage_blocks) in [(end(2, 2), 3, 2), (end(4, 1), 5, 0)] {
+            let err = r18.blocks_until_end(bad).unwrap_err();
+            assert!(
+                matches!(err, Error::TrunkBlocksOutOfRange { stage: s, stage_blocks: b, .. } if (s, b) == (stage, stage_blocks)),
+                "{bad:?}: {err}"
+            );
+        }
         assert!(r18.unsupported_by_engines().is_some());
         let shapes = r18.tensor_shapes();
         assert!(shapes.contains(&("conv1.weight".into(), vec![64, 3, 7, 7])));

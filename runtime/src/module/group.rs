@@ -73,11 +73,11 @@ impl ModuleGroup {
                 let masks: Vec<&NodeMask> = modules.iter().filter_map(|m| m.as_mask()).collect();
                 engine.plan_masks(&masks, &base.relu_sites())?
             }
-            GroupKind::Compact { trunk_stages } => {
+            GroupKind::Compact { trunk } => {
                 let weights: Vec<&BranchWeights> = modules.iter().filter_map(|m| m.as_compact()).collect();
-                let blocks = base.network().blocks_until(trunk_stages)?;
+                let blocks = base.network().blocks_until_end(trunk)?;
                 let spec = base.input_spec();
-                let plane = base.network().plane_after(trunk_stages, spec.height, spec.width);
+                let plane = base.network().plane_after_blocks(blocks, spec.height, spec.width);
                 engine.plan_branches(&weights, blocks, plane)?
             }
         };
@@ -249,11 +249,13 @@ mod tests {
     /// parallel), from tensors and from raw pixels; and the two engines against each other.
     #[test]
     fn a_compact_group_computes_what_its_modules_compute_alone() {
-        use crate::testing::tiny_model::tiny_compact;
-        let model = tiny_model(7);
-        for stages in [1, 2] {
+        use crate::model::network::TrunkEnd;
+        use crate::testing::tiny_model::{compact_after, tiny_model_14};
+        let model = tiny_model_14(7);
+        for (stages, blocks) in [(1, 0), (2, 0), (1, 1), (2, 1)] {
+            let end = TrunkEnd { stages, blocks };
             let modules: Vec<ClassModule> =
-                (0..3u32).map(|c| tiny_compact(&model, c, stages, [8, 16, 4][c as usize], 20 + c as u64)).collect();
+                (0..3u32).map(|c| compact_after(&model, c, end, [8, 16, 4][c as usize], 2, 20 + c as u64)).collect();
             for images in [3usize, 17] {
                 let pixels: Vec<u8> = (0..images * 64).map(|i| (i * 53 % 256) as u8).collect();
                 let mut outputs = Vec::new();
@@ -267,7 +269,7 @@ mod tests {
                             ModuleGroup::new(net.clone(), vec![module.clone()]).unwrap().run_pixels(&pixels).unwrap();
                         for i in 0..images {
                             let d = (together.pos[m * images + i] - alone.pos[i]).abs();
-                            assert!(d < 1e-5, "stages {stages}, module {m}, image {i}: {d}");
+                            assert!(d < 1e-5, "{end:?}, module {m}, image {i}: {d}");
                         }
                     }
                     let spec = net.input_spec();
@@ -356,6 +358,16 @@ mod tests {
         let (one, two) = (tiny_compact(&model, 1, 1, 8, 1), tiny_compact(&model, 2, 2, 8, 2));
         assert!(ModuleGroup::new(net.clone(), vec![mask.clone(), one.clone()]).is_err());
         assert!(ModuleGroup::new(net.clone(), vec![one.clone(), two.clone()]).is_err());
+        // One trunk a group: two stages, and two stages and a block of the third, do not mix.
+        let deeper = crate::testing::tiny_model::tiny_model_14(7);
+        let deep_net = ResNet::new(&deeper, &Device::Cpu).unwrap();
+        let after = |blocks, class| {
+            let end = crate::model::network::TrunkEnd { stages: 2, blocks };
+            crate::testing::tiny_model::compact_after(&deeper, class, end, 8, 1, 5)
+        };
+        assert!(ModuleGroup::new(deep_net.clone(), vec![after(1, 0), after(1, 1)]).is_ok());
+        assert!(ModuleGroup::new(deep_net.clone(), vec![after(0, 0), after(1, 1)]).is_err());
+        assert!(after(1, 0).fits(&net).is_err(), "ResNet-8's stage 3 has no block to run before the branch");
         let mut channel = one.clone();
         channel.head = ModuleHead::Channel { class_index: 1 };
         assert!(matches!(channel.fits(&net), Err(Error::ModuleDoesNotFit { .. })));

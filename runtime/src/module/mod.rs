@@ -10,6 +10,7 @@ pub mod head;
 pub mod mask;
 
 use crate::model::branch::BranchWeights;
+use crate::model::network::TrunkEnd;
 use crate::{Error, InputSpec, ModelKey, ResNet, Result};
 
 pub use composition::{ComposedOutputs, Composition};
@@ -36,10 +37,10 @@ pub enum ModuleKind {
 pub enum GroupKind {
     /// Mask modules: the whole base, stacked.
     Mask,
-    /// Compact modules branching after this many stages.
+    /// Compact modules branching where their trunk ends.
     Compact {
-        /// Stages of the trunk.
-        trunk_stages: usize,
+        /// Where the trunk ends.
+        trunk: TrunkEnd,
     },
 }
 
@@ -59,7 +60,7 @@ impl ModuleKind {
     pub fn group_kind(&self) -> GroupKind {
         match self {
             ModuleKind::Mask(_) => GroupKind::Mask,
-            ModuleKind::Compact(b) => GroupKind::Compact { trunk_stages: b.spec().trunk_stages },
+            ModuleKind::Compact(b) => GroupKind::Compact { trunk: b.spec().trunk_end() },
         }
     }
 

@@ -351,17 +351,20 @@ mod tests {
         assert!(matches!(e, Error::BadGolden { .. }) && e.to_string().contains("no golden images"), "{e}");
     }
 
-    /// A compact module's blob: its branch's spec in the metadata, its folded weights as
-    /// `branch.*` tensors; it round-trips, passes its golden self-test, and a corrupted branch
-    /// (a weight made NaN, a tensor missing) is refused with a typed error.
+    /// A compact module's blob: its branch's spec in the metadata (`trunk_blocks` only where
+    /// the trunk runs into a stage, so that a branch without them stores what it stored before
+    /// the field existed), its folded weights as `branch.*` tensors; it round-trips, passes its
+    /// golden self-test, and a corrupted branch (a weight made NaN, a tensor missing) is refused
+    /// with a typed error.
     #[test]
     fn compact_module_blob_round_trips_and_refuses_bad_branches() {
-        use crate::testing::tiny_model::tiny_compact;
-        let model = tiny_model(1);
+        use crate::model::network::TrunkEnd;
+        use crate::testing::tiny_model::{compact_after, tiny_model_14};
+        let model = tiny_model_14(1);
         let key = ModelKey::of(&model).unwrap();
         let base = ResNet::new(&model, &Device::Cpu).unwrap();
-        for stages in [1, 2] {
-            let module = tiny_compact(&model, 2, stages, 8, 9);
+        for (stages, blocks) in [(1, 0), (2, 0), (2, 1)] {
+            let module = compact_after(&model, 2, TrunkEnd { stages, blocks }, 8, 2, 9);
             let images: Vec<u8> = (0..3 * 64).map(|i| (i * 37 % 251) as u8).collect();
             let golden = Golden::record(&base, &module, images).unwrap();
             let m = ModuleBlob { module, sites: vec![], golden, version: 0 };
@@ -371,13 +374,16 @@ mod tests {
             let meta: serde_json::Value = serde_json::from_str(blob.meta()).unwrap();
             assert_eq!(meta["kind"], "compact");
             assert_eq!(meta["branch"]["trunk_stages"], stages);
+            match blocks {
+                0 => assert!(meta["branch"].get("trunk_blocks").is_none(), "{meta}"),
+                n => assert_eq!(meta["branch"]["trunk_blocks"], n),
+            }
             assert!(blob.tensor("branch.entry.weight").is_ok() && blob.tensor("mask.000").is_err());
             let back = ModuleBlob::decode(&blob).unwrap();
             assert_eq!(back, m);
             assert_eq!(back.self_test(&base, &key).unwrap(), 0.0);
-            let rebuilt = |skip: &str, nan: bool| {
-                let mut w =
-                    BlobWriter::new(BlobKind::Module, blob.base_key(), blob.input_key(), blob.meta().to_string());
+            let rebuilt_with = |meta: String, skip: &str, nan: bool| {
+                let mut w = BlobWriter::new(BlobKind::Module, blob.base_key(), blob.input_key(), meta);
                 for t in blob.tensors().filter(|t| t.name != skip) {
                     let mut b = t.bytes.to_vec();
                     if nan && t.name == "branch.block1.conv2.bias" {
@@ -389,6 +395,12 @@ mod tests {
                 let store = AlignedBytes::new(&bytes);
                 ModuleBlob::decode(&Blob::open(store.bytes(), None).unwrap())
             };
+            let rebuilt = |skip: &str, nan: bool| rebuilt_with(blob.meta().to_string(), skip, nan);
+            // A key of the branch this build does not know may change what it runs on: refused.
+            let mut unknown = meta.clone();
+            unknown["branch"]["trunk_offset"] = 1.into();
+            let err = rebuilt_with(unknown.to_string(), "", false).unwrap_err();
+            assert!(err.to_string().contains("trunk_offset"), "{err}");
             assert!(matches!(rebuilt("", true), Err(Error::NonFinite { .. })));
             assert!(rebuilt("branch.block0.conv1.weight", false).is_err());
         }

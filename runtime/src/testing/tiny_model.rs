@@ -26,8 +26,17 @@ pub fn tiny_model_b(seed: u64) -> ModelFile {
     tiny_model_with(seed, Shortcut::B)
 }
 
+/// ResNet-14 (two blocks a stage), otherwise [`tiny_model`]'s: a trunk can end inside a stage.
+pub fn tiny_model_14(seed: u64) -> ModelFile {
+    tiny_model_blocks(seed, Shortcut::A, 2)
+}
+
 fn tiny_model_with(seed: u64, shortcut: Shortcut) -> ModelFile {
-    let arch = ResNetConfig { blocks_per_stage: 1, widths: [4, 8, 16], shortcut, in_channels: 1, num_classes: 3 };
+    tiny_model_blocks(seed, shortcut, 1)
+}
+
+fn tiny_model_blocks(seed: u64, shortcut: Shortcut, blocks_per_stage: usize) -> ModelFile {
+    let arch = ResNetConfig { blocks_per_stage, widths: [4, 8, 16], shortcut, in_channels: 1, num_classes: 3 };
     let mut next = uniform(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1);
     let tensors: HashMap<String, Tensor> = arch
         .tensor_shapes()
@@ -73,8 +82,20 @@ pub fn compact_with_blocks(
     blocks: usize,
     seed: u64,
 ) -> crate::ClassModule {
+    compact_after(base, class, trunk_stages.into(), width, blocks, seed)
+}
+
+/// [`compact_with_blocks`] after a trunk that ends at `end` (inside a stage, where it says so).
+pub fn compact_after(
+    base: &ModelFile,
+    class: u32,
+    end: crate::model::network::TrunkEnd,
+    width: usize,
+    blocks: usize,
+    seed: u64,
+) -> crate::ClassModule {
     use crate::{BranchSpec, BranchWeights, ClassId, ClassModule, ModelKey, ModuleHead, ModuleKind};
-    let spec = BranchSpec { trunk_stages, in_channels: base.meta.arch.widths[trunk_stages - 1], width, blocks };
+    let spec = BranchSpec::after(end, &base.meta.arch, width, blocks);
     let mut next = uniform(seed.wrapping_mul(2862933555777941757).wrapping_add(3037000493) | 1);
     let tensors = spec
         .tensor_shapes()

@@ -125,7 +125,7 @@ impl AutogradBranch {
     }
 
     fn logit(&self, x: &Tensor, updates: &mut Option<Vec<(String, Tensor)>>) -> Result<Tensor, TrainError> {
-        let mut a = self.layer(x, "entry", 2, updates)?.relu()?;
+        let mut a = self.layer(x, "entry", self.spec.entry_stride(), updates)?.relu()?;
         for j in 0..self.spec.blocks {
             let stride = self.spec.block_stride(j);
             let h = self.layer(&a, &format!("block{j}.conv1"), stride, updates)?.relu()?;
