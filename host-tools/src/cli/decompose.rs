@@ -62,7 +62,7 @@ pub struct Args {
     held_out: Option<usize>,
     /// Compact: the images each branch trains on: `all` (every image, all branches on shared
     /// minibatches), N (its class's images and N others, half those the base scores highest
-    /// for the class, half at random; each branch alone), or `auto` (4000 others when that
+    /// for the class, half at random; each branch alone), or `auto` (8000 others when that
     /// sample is at most an eighth of the images, as with 200 classes; else all).
     #[arg(long, default_value = "auto")]
     negatives: compact::Negatives,

@@ -137,8 +137,10 @@ pub fn held_out_for(classes: usize) -> usize {
 }
 
 /// Other classes' images a branch trains on beside its own class's, when branches train on
-/// samples of their own ([`Negatives::Sample`]).
-pub const NEGATIVES: usize = 4000;
+/// samples of their own ([`Negatives::Sample`]). Measured on Tiny ImageNet's 200 classes
+/// (ResNet-56 base, the many-class branch): 4,000 composed 2.77 points below the base in 19.5
+/// minutes, 8,000 0.22 below (top-5 1.83) in 36 minutes beside other work (about 31 alone).
+pub const NEGATIVES: usize = 8000;
 /// [`Negatives::Auto`] samples when a branch's sample is at most this fraction of the images:
 /// then training each branch alone on its sample costs a fraction of training all branches
 /// on every image, and sharing minibatches no longer pays.
