@@ -57,9 +57,9 @@ impl BranchSpec {
     /// A branch of `width` channels and `blocks` blocks after a trunk of `base` that ends at
     /// `end` (its channels the base's there).
     pub fn after(end: TrunkEnd, base: &ResNetConfig, width: usize, blocks: usize) -> Self {
-        let stage = end.stages + usize::from(end.blocks > 0);
-        let in_channels = base.widths.get(stage.max(1) - 1).copied().unwrap_or(0);
-        BranchSpec { trunk_stages: end.stages, trunk_blocks: end.blocks, in_channels, width, blocks }
+        let spec = BranchSpec { trunk_stages: end.stages, trunk_blocks: end.blocks, in_channels: 0, width, blocks };
+        let in_channels = base.widths.get(spec.trunk_stage().max(1) - 1).copied().unwrap_or(0);
+        BranchSpec { in_channels, ..spec }
     }
 
     /// Where the trunk the branch runs on ends.
