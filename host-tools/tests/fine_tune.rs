@@ -9,58 +9,7 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-
-/// Ten classes of the archive in its own layout under `dir`: every 20th wnid, their training
-/// images, their validation images and annotation lines, `wnids.txt` and `words.txt`.
-fn tiny_subset(archive: &Path, dir: &Path) -> (PathBuf, Vec<String>) {
-    let read = |f: &mut dyn FnMut(&str, &[u8])| {
-        let gz = flate2::read::GzDecoder::new(std::fs::File::open(archive).unwrap());
-        let mut tar = tar::Archive::new(gz);
-        for entry in tar.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            let path = entry.path().unwrap().to_string_lossy().into_owned();
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).unwrap();
-            f(&path, &bytes);
-        }
-    };
-    // First pass: the texts, to pick the classes and their validation images.
-    let (mut wnids, mut annotations, mut words) = (String::new(), String::new(), Vec::new());
-    read(&mut |path, bytes| match path {
-        "tiny-imagenet-200/wnids.txt" => wnids = String::from_utf8(bytes.to_vec()).unwrap(),
-        "tiny-imagenet-200/val/val_annotations.txt" => annotations = String::from_utf8(bytes.to_vec()).unwrap(),
-        "tiny-imagenet-200/words.txt" => words = bytes.to_vec(),
-        _ => {}
-    });
-    let mut all: Vec<&str> = wnids.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    all.sort();
-    let picked: Vec<String> = all.iter().step_by(20).take(10).map(|s| s.to_string()).collect();
-    let keep: HashSet<&str> = picked.iter().map(String::as_str).collect();
-    let val_lines: Vec<&str> =
-        annotations.lines().filter(|l| l.split('\t').nth(1).is_some_and(|w| keep.contains(w))).collect();
-    let val_images: HashSet<String> =
-        val_lines.iter().map(|l| format!("tiny-imagenet-200/val/images/{}", l.split('\t').next().unwrap())).collect();
-    let root = dir.join("tiny-imagenet-200");
-    let write = |rel: &str, bytes: &[u8]| {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
-    };
-    write("tiny-imagenet-200/wnids.txt", (picked.join("\n") + "\n").as_bytes());
-    write("tiny-imagenet-200/words.txt", &words);
-    write("tiny-imagenet-200/val/val_annotations.txt", (val_lines.join("\n") + "\n").as_bytes());
-    // Second pass: the images.
-    read(&mut |path, bytes| {
-        let train_image = path.split('/').nth(2).is_some_and(|w| keep.contains(w)) && path.contains("/train/");
-        if (train_image || val_images.contains(path)) && path.ends_with(".JPEG") {
-            write(path, bytes);
-        }
-    });
-    (root, picked)
-}
+use std::path::Path;
 
 /// Whether two model files hold the same metadata and tensors, bit for bit (their bytes may
 /// differ: safetensors writes the metadata map in hash order).
@@ -87,7 +36,7 @@ fn train(args: &[&str]) -> serde_json::Value {
 fn a_cifar100_resnet_fine_tuned_on_ten_tiny_imagenet_classes_learns_them_and_resumes_exactly() {
     let Some(shared) = common::shared() else { return };
     let dir = common::scratch("fine-tune");
-    let (data, wnids) = tiny_subset(&shared.join("data/tiny-imagenet-200.tar.gz"), &dir);
+    let (data, wnids) = common::tiny_subset(&shared.join("data/tiny-imagenet-200.tar.gz"), &dir, 10);
     let base = dir.join("r20-cifar100.safetensors");
     let o = common::classmod(&[
         "import",

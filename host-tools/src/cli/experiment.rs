@@ -112,6 +112,11 @@ pub struct ServingArgs {
     iters: usize,
     #[arg(long, default_value_t = 3)]
     cold_starts: usize,
+    /// Numbers of loaded classes whose latency is timed, comma-separated (memory and cold loads
+    /// are measured at every k) [default: every k up to 20 classes; beyond, 1, 2, 5, 10, 20, 50,
+    /// 100, ... and all of them].
+    #[arg(long, value_delimiter = ',')]
+    timed: Option<Vec<usize>>,
     /// Golden self-test images per module.
     /// At least one: a module without golden vectors cannot be health-checked on the device.
     #[arg(long, default_value_t = 8, value_parser = at_least_one_golden())]
@@ -551,7 +556,12 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     }
     let model = read_model(&a.model, &Device::Cpu)?;
     let (train, test) = splits(&model, &a.data, Some(1000), a.seed)?;
-    let o = ServingOptions { batches: a.batches.clone(), iters: a.iters, cold_starts: a.cold_starts };
+    let o = ServingOptions {
+        batches: a.batches.clone(),
+        iters: a.iters,
+        cold_starts: a.cold_starts,
+        timed: a.timed.clone(),
+    };
     let mut reports = Vec::new();
     if !a.packed.is_empty() {
         drop(train);

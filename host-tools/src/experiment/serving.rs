@@ -34,6 +34,37 @@ pub struct ServingOptions {
     pub iters: usize,
     /// Cold starts (open, load 1..=k) timed; the median per k is reported.
     pub cold_starts: usize,
+    /// The numbers of loaded classes whose latency is timed; `None`: [`default_timed`]. Memory
+    /// and cold loads are measured at every k (cheap); latency costs `iters` classifications
+    /// per k and batch, which 200 classes would multiply by 200.
+    pub timed: Option<Vec<usize>>,
+}
+
+/// Up to [`TIME_EVERY_K_UP_TO`] classes, every k is timed; beyond, the k of a device that needs a
+/// few of many classes: 1, 2, 5, 10, 20, 50, 100, ... and all of them.
+pub const TIME_EVERY_K_UP_TO: usize = 20;
+
+/// The numbers of loaded classes timed when none are asked for, out of `classes`.
+pub fn default_timed(classes: usize) -> Vec<usize> {
+    if classes <= TIME_EVERY_K_UP_TO {
+        return (1..=classes).collect();
+    }
+    let mut ks: Vec<usize> =
+        (0..).map(|e| 10usize.pow(e)).take_while(|&d| d < classes).flat_map(|d| [d, 2 * d, 5 * d]).collect();
+    ks.retain(|&k| k < classes);
+    ks.push(classes);
+    ks
+}
+
+impl ServingOptions {
+    /// The numbers of loaded classes to time out of `classes`, ascending, each at most `classes`.
+    fn timed_ks(&self, classes: usize) -> Vec<usize> {
+        let mut ks = self.timed.clone().unwrap_or_else(|| default_timed(classes));
+        ks.retain(|&k| (1..=classes).contains(&k));
+        ks.sort_unstable();
+        ks.dedup();
+        ks
+    }
 }
 
 /// One number of loaded classes.
@@ -46,7 +77,8 @@ pub struct LoadedRow {
     pub resident_bytes: u64,
     /// Process resident-set growth since the runtime was opened (None off Linux).
     pub rss_growth_bytes: Option<u64>,
-    /// Median latency of one classification, per batch size of `batches`.
+    /// Median latency of one classification, per batch size of `batches` (empty where this k
+    /// was not timed: see [`ServingOptions::timed`]).
     pub latency_ms: Vec<f64>,
     /// The base model's median latency on the same batches, timed alternately with them.
     pub base_latency_ms: Vec<f64>,
@@ -162,8 +194,9 @@ pub fn measure(
     let rt = open()?;
     let manifest = rt.manifest();
     let classes = rt.available();
+    let timed = o.timed_ks(classes.len());
     let base_entry = manifest.bases.first().ok_or_else(|| HostError::NoBaseInManifest { dir: dir.to_path_buf() })?;
-    progress.set_length((classes.len() * (1 + o.batches.len()) + o.cold_starts * classes.len()) as u64);
+    progress.set_length((classes.len() + timed.len() * o.batches.len() + o.cold_starts * classes.len()) as u64);
 
     // The base as a monolithic model: its network and its weights' bytes.
     let packed = PackedDir::open(dir, config.key)?;
@@ -247,6 +280,10 @@ pub fn measure(
     let mut base_all: Vec<Vec<f64>> = vec![Vec::new(); inputs.len()];
     for k in (1..=classes.len()).rev() {
         let row = &mut rows[k - 1];
+        if !timed.contains(&k) {
+            rt.unload(&classes[k - 1])?;
+            continue;
+        }
         for (j, px) in inputs.iter().enumerate() {
             let mut base_forward = || -> Result<(), HostError> {
                 net.forward(&to_tensor(px, &mut x)?)?.argmax(1)?.to_vec1::<u32>()?;
@@ -350,7 +387,9 @@ pub fn markdown(r: &ServingReport) -> String {
         s.push_str(&format!(" {l:.2} | 1.00 |"));
     }
     s.push('\n');
-    for row in &r.rows {
+    // With many classes only the timed rows are tabled (the JSON has every k's memory).
+    let tabled = |row: &&LoadedRow| r.rows.len() <= TIME_EVERY_K_UP_TO || !row.latency_ms.is_empty();
+    for row in r.rows.iter().filter(tabled) {
         s.push_str(&format!(
             "| {} | {:.1} | {} | {} |",
             row.k,
@@ -360,6 +399,9 @@ pub fn markdown(r: &ServingReport) -> String {
         ));
         for (l, x) in row.latency_ms.iter().zip(&row.ratio_to_base) {
             s.push_str(&format!(" {l:.2} | {x:.2} |"));
+        }
+        if row.latency_ms.is_empty() {
+            s.push_str(&" - | - |".repeat(r.options.batches.len()));
         }
         s.push('\n');
     }
@@ -374,10 +416,7 @@ pub fn charts(r: &ServingReport) -> (String, String) {
         .batches
         .iter()
         .enumerate()
-        .map(|(j, b)| Series {
-            name: format!("batch {b}"),
-            points: r.rows.iter().map(|row| (row.k as f64, row.ratio_to_base[j])).collect(),
-        })
+        .map(|(j, b)| Series { name: format!("batch {b}"), points: ratio_points(&r.rows, j) })
         .collect();
     let mut memory = vec![Series {
         name: "runtime's tensors".into(),
@@ -390,6 +429,11 @@ pub fn charts(r: &ServingReport) -> (String, String) {
         });
     }
     (latency_chart(&latency), memory_chart(&memory, r.base.resident_bytes))
+}
+
+/// (k, latency over the base's at batch index `j`) of the timed rows.
+fn ratio_points(rows: &[LoadedRow], j: usize) -> Vec<(f64, f64)> {
+    rows.iter().filter_map(|row| Some((row.k as f64, *row.ratio_to_base.get(j)?))).collect()
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -467,7 +511,8 @@ pub fn compared_markdown(reports: &[ServingReport]) -> String {
     }
     s.push('\n');
     let most = reports.iter().map(|r| r.rows.len()).max().unwrap_or(0);
-    for k in 1..=most {
+    let timed = |k: usize| reports.iter().any(|r| row_of(r, k).is_some_and(|row| !row.latency_ms.is_empty()));
+    for k in (1..=most).filter(|&k| most <= TIME_EVERY_K_UP_TO || timed(k)) {
         s.push_str(&format!("| {k} |"));
         for j in 0..first.options.batches.len() {
             for r in reports {
@@ -494,10 +539,7 @@ pub fn compared_charts(reports: &[ServingReport]) -> (String, String) {
     let mut latency = Vec::new();
     for (r, l) in reports.iter().zip(&labels) {
         for (j, b) in r.options.batches.iter().enumerate() {
-            latency.push(Series {
-                name: format!("{l}, batch {b}"),
-                points: r.rows.iter().map(|row| (row.k as f64, row.ratio_to_base[j])).collect(),
-            });
+            latency.push(Series { name: format!("{l}, batch {b}"), points: ratio_points(&r.rows, j) });
         }
     }
     let memory: Vec<Series> = reports
@@ -510,4 +552,62 @@ pub fn compared_charts(reports: &[ServingReport]) -> (String, String) {
         .collect();
     let base = reports.first().map_or(0, |r| r.base.resident_bytes);
     (latency_chart(&latency), memory_chart(&memory, base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_k_is_timed_up_to_twenty_classes_and_a_few_beyond() {
+        assert_eq!(default_timed(10), (1..=10).collect::<Vec<_>>());
+        assert_eq!(default_timed(20), (1..=20).collect::<Vec<_>>());
+        assert_eq!(default_timed(21), vec![1, 2, 5, 10, 20, 21]);
+        assert_eq!(default_timed(200), vec![1, 2, 5, 10, 20, 50, 100, 200]);
+        let o = ServingOptions { batches: vec![1], iters: 1, cold_starts: 1, timed: Some(vec![200, 0, 5, 5, 1, 300]) };
+        assert_eq!(o.timed_ks(200), vec![1, 5, 200], "out-of-range ks dropped, sorted, once each");
+    }
+
+    fn row(k: usize, timed: bool) -> LoadedRow {
+        let v = |x: f64| if timed { vec![x, 2.0 * x] } else { vec![] };
+        LoadedRow {
+            k,
+            cold_load_ms: k as f64,
+            resident_bytes: 1024 * k as u64,
+            rss_growth_bytes: Some(2048 * k as u64),
+            latency_ms: v(k as f64),
+            base_latency_ms: v(10.0),
+            ratio_to_base: v(0.5),
+        }
+    }
+
+    #[test]
+    fn a_report_of_many_classes_tables_and_plots_only_its_timed_rows() {
+        let classes = 200;
+        let timed = default_timed(classes);
+        let o = ServingOptions { batches: vec![1, 64], iters: 1, cold_starts: 1, timed: None };
+        let report = ServingReport {
+            dir: "d".into(),
+            classes: (0..classes).map(|c| format!("c{c}")).collect(),
+            kind: "compact".into(),
+            options: o,
+            threads: 2,
+            signed: false,
+            base_blob_bytes: 1,
+            module_blob_bytes: vec![1; classes],
+            open_verify_map_ms: 1.0,
+            swap_ms: 1.0,
+            base: BaseRow { load_ms: 1.0, resident_bytes: 1, rss_growth_bytes: None, latency_ms: vec![10.0, 20.0] },
+            rows: (1..=classes).map(|k| row(k, timed.contains(&k))).collect(),
+            ratio_k1: None,
+            ratio_k10: None,
+        };
+        let md = markdown(&report);
+        assert!(md.contains("\n| 5 | 5.0 | 5 | 10 | 5.00 | 0.50 | 10.00 | 1.00 |"), "{md}");
+        assert!(md.contains("\n| 200 |") && !md.contains("\n| 3 |"), "{md}");
+        let (latency, memory) = charts(&report);
+        assert!(latency.contains("<svg") && memory.contains("<svg"));
+        let compared = compared_markdown(&[report.clone(), report]);
+        assert!(compared.contains("\n| 20 |") && !compared.contains("\n| 21 |"), "{compared}");
+    }
 }
