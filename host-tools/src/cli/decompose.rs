@@ -247,17 +247,21 @@ fn run_compact(
     );
     let c = &d.check;
     println!(
-        "on {} held-out training images the modules compose {:.2} % top-1 against the base's {:.2} % ({:+.2} points; {} calibration, {:.2} % per class, {:.2} % shared)",
+        "on {} held-out training images the modules compose {:.2} / {:.2} % top-1 / top-5 against the base's {:.2} / {:.2} % ({:+.2} points of top-1; {} calibration by top-1 + top-5: {:.2} / {:.2} % per class, {:.2} / {:.2} % shared)",
         c.images,
         100.0 * c.top1(),
+        100.0 * c.top5(),
         100.0 * c.base_top1,
+        100.0 * c.top5[0],
         -c.loss_points(),
         match c.chosen {
             compact::Calibration::PerClass => "per-class",
             compact::Calibration::Shared => "shared",
         },
         100.0 * c.per_class_top1,
-        100.0 * c.shared_top1
+        100.0 * c.top5[1],
+        100.0 * c.shared_top1,
+        100.0 * c.top5[2]
     );
     if a.json {
         print_json(&serde_json::json!({
