@@ -62,8 +62,8 @@ pub struct Args {
     held_out: Option<usize>,
     /// Compact: the images each branch trains on: `all` (every image, all branches on shared
     /// minibatches), N (its class's images and N others, half those the base scores highest
-    /// for the class, half at random; each branch alone), or `auto` (8000 others when that
-    /// sample is at most an eighth of the images, as with 200 classes; else all).
+    /// for the class, half at random; each branch alone), or `auto` (12000 others for a base
+    /// of 100 classes or more when that sample is at most half the images; else all).
     #[arg(long, default_value = "auto")]
     negatives: compact::Negatives,
     /// Compact: at most this many training images (a class-balanced sample; default all).
