@@ -475,8 +475,8 @@ pub enum Calibration {
 }
 
 impl Calibration {
-    /// The calibration of the higher top-1 plus top-5 given each one's `[top-1, top-5]`: the
-    /// issue's targets bound both; per class on a tie, as before top-5 was measured.
+    /// The calibration of the higher top-1 plus top-5 given each one's `[top-1, top-5]` (a
+    /// composition is judged by both); per class on a tie, as before top-5 was measured.
     pub fn better(per_class: [f64; 2], shared: [f64; 2]) -> Self {
         if shared[0] + shared[1] > per_class[0] + per_class[1] {
             Calibration::Shared
