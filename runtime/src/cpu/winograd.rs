@@ -428,13 +428,27 @@ unsafe fn input_tiles<V: Lanes, T: Transforms<A, M>, const A: usize, const M: us
             let vt = v.add((t0 + tx) * A * A * cin);
             for c0 in (0..cin).step_by(V::N) {
                 // Bᵀ d on every column (`t[col][r]` is row r of column col) ...
-                let t: [[V; A]; A] = std::array::from_fn(|col| {
-                    T::input(std::array::from_fn(|r| V::load(d.add(r * row + col * cin + c0))))
-                });
+                // (Plain loops, not `std::array::from_fn` closures: a closure does not get this
+                // function's target features, and when LLVM left it out of line every lane
+                // operation inside became a call.)
+                let zero = V::splat(0.0);
+                let mut t = [[zero; A]; A];
+                for col in 0..A {
+                    let mut column = [zero; A];
+                    for r in 0..A {
+                        column[r] = V::load(d.add(r * row + col * cin + c0));
+                    }
+                    t[col] = T::input(column);
+                }
                 // ... then on every row.
                 for r in 0..A {
-                    for (col, x) in T::input(std::array::from_fn(|col| t[col][r])).into_iter().enumerate() {
-                        x.store(vt.add((r * A + col) * cin + c0));
+                    let mut line = [zero; A];
+                    for col in 0..A {
+                        line[col] = t[col][r];
+                    }
+                    let x = T::input(line);
+                    for col in 0..A {
+                        x[col].store(vt.add((r * A + col) * cin + c0));
                     }
                 }
             }
@@ -578,6 +592,7 @@ unsafe fn output_tiles<V: Lanes, T: Transforms<A, M>, const A: usize, const M: u
 
 /// Channels `range` of one tile: `Aᵀ M A + bias`, `+ residual`, ReLU, `* mask`, stored.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // `col` picks column col of `u` and of `mt`
 unsafe fn output_tile<V: Lanes, T: Transforms<A, M>, const A: usize, const M: usize>(
     mt: *const f32,
     cout: usize,
@@ -587,12 +602,26 @@ unsafe fn output_tile<V: Lanes, T: Transforms<A, M>, const A: usize, const M: us
 ) {
     for c0 in range.step_by(V::N) {
         // Aᵀ M on every column (`u[col][r]` is row r of column col) ...
-        let u: [[V; M]; A] =
-            std::array::from_fn(|col| T::output(std::array::from_fn(|r| V::load(mt.add((r * A + col) * cout + c0)))));
+        // (Plain loops: see `input_tiles`.)
+        let zero = V::splat(0.0);
+        let mut u = [[zero; M]; A];
+        for col in 0..A {
+            let mut column = [zero; A];
+            for r in 0..A {
+                column[r] = V::load(mt.add((r * A + col) * cout + c0));
+            }
+            u[col] = T::output(column);
+        }
         // ... then on every row.
         let b = V::load(bias.add(c0));
         for r in 0..M {
-            for (c, y) in T::output(std::array::from_fn(|col| u[col][r])).into_iter().enumerate() {
+            let mut line = [zero; A];
+            for col in 0..A {
+                line[col] = u[col][r];
+            }
+            let ys = T::output(line);
+            for c in 0..M {
+                let y = ys[c];
                 let mut v = y.add(b);
                 if let Some(res) = &o.residual {
                     v = v.add(V::load(res[r][c].add(c0)));
