@@ -67,6 +67,13 @@ pub enum HostError {
     #[error("replace and transplant need two models with the same classes and input spec")]
     ModelsDiffer,
 
+    /// Modules given as a model's own that are not one per class of it, in class order, on it.
+    #[error("the modules given are not one for every class of {model}, in class order, on its weights")]
+    ModulesNotOfModel {
+        /// The model's name.
+        model: String,
+    },
+
     /// Training on an empty set.
     #[error("no training images")]
     NoTrainingImages,

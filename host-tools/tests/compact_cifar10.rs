@@ -105,8 +105,9 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     assert_eq!(r["recalibrated"], true);
     assert!(top1 > accuracy - 0.05, "recalibrated {top1} against {accuracy} as packed");
     assert!(none["others_none"].as_f64().unwrap() > 0.1 && none["loaded_none"].as_f64().unwrap() < 0.15, "{none}");
-    // The open-set experiment: every 3-class subset, compact modules against the restricted
-    // base's max softmax at 95 % acceptance of the loaded classes' images.
+    // The open-set experiment: every 3-class subset and 200 of the 252 five-class ones (as at
+    // 200 classes, where there are billions), compact modules against the restricted base's max
+    // softmax at 95 % acceptance of the loaded classes' images.
     let open = dir.join("open-set");
     let o = common::classmod(&[
         "experiment",
@@ -118,7 +119,9 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
         "--out",
         open.to_str().unwrap(),
         "--sizes",
-        "3",
+        "3,5",
+        "--subsets",
+        "200",
         "--limit",
         "1000",
         "--json",
@@ -126,14 +129,22 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows = common::last_json(&o)["rows"].as_array().unwrap().clone();
     eprintln!("open set: {rows:?}");
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 4);
     let rejected = |r: &serde_json::Value| r["rejected_at_95"].as_f64().unwrap();
-    assert!(rows.iter().all(|r| r["subsets"] == 120));
-    assert!(rejected(&rows[0]) > rejected(&rows[1]), "compact modules reject more than the base's max softmax");
-    assert!(rows[0]["calibrated_accepted"].as_f64().unwrap() > 0.85 && rows[1]["calibrated_accepted"].is_null());
-    assert!(std::fs::read_to_string(open.join("open-set.md")).unwrap().contains("| 3 | base max-softmax | 120 |"));
-    // The paper's reuse on the packed compact modules: every pair and seeded five-class subsets
-    // against the base restricted to them.
+    assert!(rows[..2].iter().all(|r| r["subsets"] == 120 && r["possible"] == 120));
+    assert!(rows[2..].iter().all(|r| r["subsets"] == 200 && r["possible"] == 252 && r["loaded"] == 5));
+    for pair in rows.chunks(2) {
+        assert!(rejected(&pair[0]) > rejected(&pair[1]), "compact modules reject more than the base's max softmax");
+        assert!(pair[0]["calibrated_accepted"].as_f64().unwrap() > 0.85 && pair[1]["calibrated_accepted"].is_null());
+    }
+    let md = std::fs::read_to_string(open.join("open-set.md")).unwrap();
+    assert!(
+        md.contains("| 3 | base max-softmax | 120 |") && md.contains("| 5 | base max-softmax | 200 of 252 |"),
+        "{md}"
+    );
+    // The paper's reuse on the packed compact modules: 20 of the 45 pairs (every pair is the
+    // default up to 200; 200 classes have 19,900) and seeded five-class subsets against the
+    // base restricted to them.
     let reuse = dir.join("reuse");
     let o = common::classmod(&[
         "experiment",
@@ -148,14 +159,18 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
         "500",
         "--fives",
         "3",
+        "--pairs",
+        "20",
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = common::last_json(&o);
     assert_eq!(
         (r["kind"].as_str(), r["pairs"].as_array().unwrap().len(), r["fives"].as_array().unwrap().len()),
-        (Some("compact"), 45, 3)
+        (Some("compact"), 20, 3)
     );
+    assert_eq!(r["pairs_possible"], 45);
+    assert!(std::fs::read_to_string(reuse.join("reuse.md")).unwrap().contains("(a seeded sample of the 45 pairs)"));
     assert!(r["nodes_kept"].is_null() && r["options"].is_null());
     for p in r["pairs"].as_array().unwrap() {
         assert!(p["n"].as_u64().unwrap() == 100 && p["composed"].as_f64().unwrap() > 0.5, "{p}");
@@ -334,5 +349,47 @@ fn resnet56_classes_transplant_onto_the_resnet20_trunk() {
     }
     let md = std::fs::read_to_string(out.join("transplant.md")).unwrap();
     assert!(md.contains("| cat |") && md.contains("resnet56's base on the class"), "{md}");
+
+    // The 200-class way: A's own modules read from its packed directory (decomposed alike, so
+    // they are the same weights and compose exactly as the in-process ones did) and a seeded
+    // sample of 3 classes moved.
+    let own = dir.join("own");
+    let (a_s, data_s, own_s) = (a.to_str().unwrap(), data.to_str().unwrap(), own.to_str().unwrap());
+    let common_flags = ["--max-images", "3000", "--held-out", "500", "--epochs", "1"];
+    let o = common::classmod(
+        &[&["decompose", "--kind", "compact", "--model", a_s, "--data", data_s, "--out", own_s][..], &common_flags[..]]
+            .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out2 = dir.join("out2");
+    let transplant = |model: &str, with: &str| {
+        common::classmod(
+            &[
+                &["experiment", "transplant", "--model", model, "--with", with, "--data", data_s][..],
+                &["--out", out2.to_str().unwrap(), "--own", own_s, "--class-sample", "3", "--limit", "300", "--json"],
+                &common_flags[..],
+            ]
+            .concat(),
+        )
+    };
+    let o = transplant(a_s, b.to_str().unwrap());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let w = common::last_json(&o);
+    eprintln!(
+        "transplant of 3 onto packed modules: composed A {} (in-process {}), 3 moved {}",
+        w["composed_a"], v["composed_a"], w["composed_transplanted"]
+    );
+    assert!(w["seconds_own"].is_null(), "{w}");
+    assert_eq!(w["rows"].as_array().unwrap().len(), 3);
+    assert_eq!(w["classes"], 10);
+    assert!((w["composed_a"].as_f64().unwrap() - v["composed_a"].as_f64().unwrap()).abs() < 1e-9, "{w}");
+    assert_eq!(w["base_a"], v["base_a"]);
+    let md = std::fs::read_to_string(out2.join("transplant.md")).unwrap();
+    assert!(md.contains("3 of resnet56's 10 classes transplanted"), "{md}");
+    // Modules that are not the model's own: one clear line naming the directory, exit 2.
+    let o = transplant(b.to_str().unwrap(), a_s);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(own_s) && err.contains("not one for every class of resnet56"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -49,6 +49,13 @@ pub struct TransplantArgs {
     /// The models' dataset: `train` trains the branches, `test` scores them.
     #[arg(long)]
     data: PathBuf,
+    /// Model A's own compact modules, packed (a module for every class of it, as `decompose`
+    /// writes them), instead of decomposing it here.
+    #[arg(long)]
+    own: Option<PathBuf>,
+    /// Transplant a seeded sample of this many of B's classes (default all: each costs a branch).
+    #[arg(long)]
+    class_sample: Option<usize>,
     /// Where transplant.md and transplant.json go.
     #[arg(long)]
     out: PathBuf,
@@ -58,9 +65,10 @@ pub struct TransplantArgs {
     /// At most this many training images (a class-balanced sample; default all).
     #[arg(long)]
     max_images: Option<usize>,
-    /// Training images held out to calibrate the modules' scores.
-    #[arg(long, default_value_t = decompose::compact::HELD_OUT)]
-    held_out: usize,
+    /// Training images held out to calibrate the modules' scores [default: as `decompose`: 2,000,
+    /// or 20 a class for a base of more than 100 classes].
+    #[arg(long)]
+    held_out: Option<usize>,
     /// Test images (seeded class-balanced sample); default all.
     #[arg(long)]
     limit: Option<usize>,
@@ -82,9 +90,13 @@ pub struct OpenSetArgs {
     /// Where open-set.md and open-set.json go.
     #[arg(long)]
     out: PathBuf,
-    /// Subset sizes (classes loaded); every subset of each size is measured.
+    /// Subset sizes (classes loaded); every subset of each size is measured, up to `--subsets`.
     #[arg(long, value_delimiter = ',', default_value = "3,5")]
     sizes: Vec<usize>,
+    /// At most this many subsets of each size: where there are more (5 of 200 classes: 2.5
+    /// billion), a seeded sample of distinct ones, the same for every method.
+    #[arg(long, default_value_t = 1000)]
+    subsets: usize,
     /// Test images (seeded class-balanced sample); default all.
     #[arg(long)]
     limit: Option<usize>,
@@ -187,6 +199,10 @@ pub struct ReuseArgs {
     /// How many seeded five-class subsets.
     #[arg(long, default_value_t = 30)]
     fives: usize,
+    /// At most this many two-class subsets: every pair while there are no more (20 classes have
+    /// 190), else a seeded sample of distinct pairs (200 classes have 19,900).
+    #[arg(long, default_value_t = reuse::PAIRS)]
+    pairs: usize,
     #[command(flatten)]
     common: ModuleExperimentArgs,
 }
@@ -250,13 +266,33 @@ fn run_transplant(a: TransplantArgs) -> Result<()> {
     if let Some(n) = a.max_images.filter(|&n| n < train.len()) {
         train = train.balanced_sample(n, a.seed);
     }
-    let opts = CompactOptions {
-        epochs: a.epochs,
-        held_out: a.held_out,
-        ..CompactOptions::for_base(&model.meta.arch, None, a.seed)
+    let k = model.meta.class_names.len();
+    let sample = a.class_sample.filter(|&n| n < k).map(|n| classmod_host::experiment::subsets::one(k, n, a.seed));
+    let defaults = CompactOptions::for_base(&model.meta.arch, sample, a.seed);
+    let opts = CompactOptions { epochs: a.epochs, held_out: a.held_out.unwrap_or(defaults.held_out), ..defaults };
+    let own = match &a.own {
+        Some(dir) => Some((
+            dir,
+            classmod_host::compose_eval::load(
+                std::slice::from_ref(dir),
+                &Device::Cpu,
+                classmod_runtime::Precision::F32,
+            )?,
+        )),
+        None => None,
+    };
+    let own_group = match &own {
+        Some((dir, c)) => match c.groups() {
+            [g] => Some(g),
+            _ => return Err(anyhow!("{}: modules of one base, please", dir.display())),
+        },
+        None => None,
     };
     let pb = progress::bar(0, "compact");
-    let r = transplant::transplant(&model, &with, &train, &test, &opts, &pb).map_err(|e| model_error(&a.with, e))?;
+    let r = transplant::transplant(&model, &with, &train, &test, &opts, own_group, &pb).map_err(|e| match &a.own {
+        Some(dir) if matches!(e, classmod_host::HostError::ModulesNotOfModel { .. }) => model_error(dir, e),
+        _ => model_error(&a.with, e),
+    })?;
     pb.finish_and_clear();
     let command = format!(
         "classmod experiment transplant --model {} --with {} --data {} --out {}",
@@ -313,7 +349,7 @@ fn run_open_set(a: OpenSetArgs) -> Result<()> {
         .map(|(name, t, mins, _)| Method { name: name.clone(), table: t, mins: Some(mins.clone()) })
         .collect();
     methods.push(Method { name: "base max-softmax".into(), table: &tables[0].1, mins: None });
-    let r = open_set::open_set(&methods, classes, &a.sizes);
+    let r = open_set::open_set(&methods, classes, &a.sizes, a.subsets, a.seed);
     let command = format!(
         "classmod experiment open-set --packed {} --data {} --out {}",
         a.packed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
@@ -424,7 +460,7 @@ pub fn run(e: Experiment) -> Result<()> {
                 (Some(dir), _) => {
                     let (c, test) = packed_with_test(dir, &a.common.data, a.common.limit, a.common.seed)?;
                     let pb = progress::bar(test.len() as u64, "score");
-                    let r = reuse::reuse_packed(&c.groups()[0], dir, &test, a.fives, a.common.seed, &pb)?;
+                    let r = reuse::reuse_packed(&c.groups()[0], dir, &test, (a.pairs, a.fives), a.common.seed, &pb)?;
                     pb.finish_and_clear();
                     r
                 }
@@ -432,7 +468,7 @@ pub fn run(e: Experiment) -> Result<()> {
                     let model = read_model(model, &Device::Cpu)?;
                     let (train, test) = splits(&model, &a.common.data, a.common.limit, a.common.seed)?;
                     let pb = progress::bar(test.len() as u64, "score");
-                    let r = reuse::reuse(&model, &train, &test, &a.common.options(), a.fives, &pb)?;
+                    let r = reuse::reuse(&model, &train, &test, &a.common.options(), (a.pairs, a.fives), &pb)?;
                     pb.finish_and_clear();
                     r
                 }

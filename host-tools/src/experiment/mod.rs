@@ -7,5 +7,6 @@ pub mod open_set;
 pub mod reuse;
 pub mod scores;
 pub mod serving;
+pub mod subsets;
 pub mod tradeoff;
 pub mod transplant;

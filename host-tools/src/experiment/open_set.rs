@@ -1,5 +1,6 @@
 //! "None of the loaded classes": a device serving a few classes sees images of every other class
-//! too. For every subset of 3 and of 5 classes (all of them), the images of the other classes
+//! too. For every subset of 3 and of 5 classes (or a seeded sample of distinct subsets where there
+//! are too many to list: 200 classes have 2.5 billion of 5), the images of the other classes
 //! are what the device should answer `none` for. Per kind of module (mask, compact) and for the
 //! base restricted to the subset's classes (its maximum softmax probability, the usual baseline):
 //! - at 95 % acceptance: the confidence (the best loaded score, or the restricted base's max
@@ -14,6 +15,7 @@
 use serde::Serialize;
 
 use super::scores::ScoreTable;
+use super::subsets;
 use crate::decompose::min_score::{min_score, ACCEPTED_SHARE};
 
 /// One way of telling loaded classes from the rest, on one packed directory.
@@ -27,14 +29,16 @@ pub struct Method<'a> {
     pub mins: Option<Vec<Option<f32>>>,
 }
 
-/// A method's figures for one subset size, averaged over every subset of that size.
+/// A method's figures for one subset size, averaged over the subsets of that size measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenSetRow {
     pub method: String,
     /// Classes loaded.
     pub loaded: usize,
-    /// Subsets averaged over.
+    /// Subsets averaged over: every subset of this size, or a seeded sample of them ...
     pub subsets: usize,
+    /// ... out of this many (saturating).
+    pub possible: u64,
     /// Mean share of the other classes' images rejected at 95 % acceptance of the loaded ones.
     pub rejected_at_95: f64,
     /// The worst subset's.
@@ -51,23 +55,6 @@ pub struct OpenSetReport {
     pub images: usize,
     pub classes: Vec<String>,
     pub rows: Vec<OpenSetRow>,
-}
-
-/// Every subset of `k` of `n` classes, in lexicographic order.
-fn subsets(n: usize, k: usize) -> Vec<Vec<usize>> {
-    let mut out = Vec::new();
-    let mut s: Vec<usize> = (0..k).collect();
-    if k == 0 || k > n {
-        return out;
-    }
-    loop {
-        out.push(s.clone());
-        let Some(i) = (0..k).rev().find(|&i| s[i] < n - k + i) else { return out };
-        s[i] += 1;
-        for j in i + 1..k {
-            s[j] = s[j - 1] + 1;
-        }
-    }
 }
 
 /// Softmax of `logits`' maximum.
@@ -110,12 +97,20 @@ fn one_subset(m: &Method, subset: &[usize]) -> SubsetFigures {
     SubsetFigures { rejected_at_95: rejected, calibrated }
 }
 
-/// Every method on every subset of each size in `sizes`.
-pub fn open_set(methods: &[Method], classes: Vec<String>, sizes: &[usize]) -> OpenSetReport {
+/// Every method on every subset of each size in `sizes`, or on `max_subsets` of them drawn with
+/// `seed` where there are more (the same subsets for every method).
+pub fn open_set(
+    methods: &[Method],
+    classes: Vec<String>,
+    sizes: &[usize],
+    max_subsets: usize,
+    seed: u64,
+) -> OpenSetReport {
     let images = methods.first().map_or(0, |m| m.table.labels.len());
     let mut rows = Vec::new();
     for &k in sizes {
-        let all = subsets(classes.len(), k);
+        let chosen = subsets::at_most(classes.len(), k, max_subsets, seed);
+        let all = &chosen.list;
         for m in methods {
             let per: Vec<SubsetFigures> = all.iter().map(|s| one_subset(m, s)).collect();
             let mean = |f: fn(&SubsetFigures) -> f64| per.iter().map(f).sum::<f64>() / per.len().max(1) as f64;
@@ -124,6 +119,7 @@ pub fn open_set(methods: &[Method], classes: Vec<String>, sizes: &[usize]) -> Op
                 method: m.name.clone(),
                 loaded: k,
                 subsets: all.len(),
+                possible: u64::try_from(chosen.of).unwrap_or(u64::MAX),
                 rejected_at_95: mean(|p| p.rejected_at_95),
                 rejected_at_95_min: per.iter().map(|p| p.rejected_at_95).fold(1.0, f64::min),
                 calibrated_accepted: calibrated.then(|| mean(|p| p.calibrated.map_or(0.0, |c| c.0))),
@@ -138,8 +134,8 @@ pub fn open_set(methods: &[Method], classes: Vec<String>, sizes: &[usize]) -> Op
 pub fn markdown(r: &OpenSetReport, command: &str) -> String {
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1} %", 100.0 * v));
     let mut s = format!(
-        "# None of the loaded classes\n\n`{command}`\n\n{} test images of {} classes; every subset of each size, the images of \
-         the other classes as the ones to answer `none` for. \"At 95 % acceptance\": the best loaded score (or the \
+        "# None of the loaded classes\n\n`{command}`\n\n{} test images of {} classes; every subset of each size (or a seeded sample of distinct \
+         ones: \"subsets\" says how many of how many), the images of the other classes as the ones to answer `none` for. \"At 95 % acceptance\": the best loaded score (or the \
          restricted base's max softmax) thresholded where 95 % of the loaded classes' images pass, the threshold chosen on \
          these test images. \"Calibrated\": the modules' own minimum scores, fitted at packing on held-out training images \
          (what a device runs with `--min-score calibrated`).\n\n\
@@ -153,7 +149,11 @@ pub fn markdown(r: &OpenSetReport, command: &str) -> String {
             "| {} | {} | {} | {} | {} | {} | {} |\n",
             row.loaded,
             row.method,
-            row.subsets,
+            if row.subsets as u64 == row.possible {
+                row.subsets.to_string()
+            } else {
+                format!("{} of {}", row.subsets, row.possible)
+            },
             pct(Some(row.rejected_at_95)),
             pct(Some(row.rejected_at_95_min)),
             pct(row.calibrated_accepted),
@@ -166,14 +166,6 @@ pub fn markdown(r: &OpenSetReport, command: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_subset_once() {
-        assert_eq!(subsets(10, 3).len(), 120);
-        assert_eq!(subsets(10, 5).len(), 252);
-        assert_eq!(subsets(4, 2), [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]);
-        assert!(subsets(3, 4).is_empty());
-    }
 
     /// Three classes, 40 images each; module c scores its own class high and the others low,
     /// except that module 0 also likes class 2's images: loading {0, 1} rejects class 2 badly,
@@ -203,8 +195,8 @@ mod tests {
         let SubsetFigures { rejected_at_95: rejected, calibrated: cal } = one_subset(&m, &[1, 2]);
         assert_eq!(rejected, 1.0);
         assert_eq!(cal, Some((1.0, 1.0)));
-        let r = open_set(&[m], vec!["a".into(), "b".into(), "c".into()], &[2]);
-        assert_eq!(r.rows[0].subsets, 3);
+        let r = open_set(&[m], vec!["a".into(), "b".into(), "c".into()], &[2], 1000, 0);
+        assert_eq!((r.rows[0].subsets, r.rows[0].possible), (3, 3));
         assert!((r.rows[0].rejected_at_95_min - 0.05).abs() < 1e-9);
     }
 }

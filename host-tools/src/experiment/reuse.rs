@@ -1,5 +1,6 @@
 //! Reuse and replace (the paper's RQ on module reuse), from score tables:
-//! - intra-model reuse: every two-class subset and a seeded sample of five-class subsets,
+//! - intra-model reuse: every two-class subset (a seeded sample of distinct pairs beyond
+//!   [`PAIRS`]: 200 classes have 19,900) and a seeded sample of five-class subsets,
 //!   composed from one model's modules, against the base restricted to the subset's classes;
 //! - inter-model replace: for each class c, model A's module c replaced by model B's, with the
 //!   change in class c's accuracy and in the overall accuracy.
@@ -14,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::scores::{replaced_one_by_one, ScoreTable};
+use super::subsets;
 use crate::dataset::ImageSet;
 use crate::decompose::{decompose, DecomposeOptions};
 
@@ -39,8 +41,13 @@ pub struct ReuseReport {
     /// The packed directory the modules came from, if they were read.
     pub packed: Option<String>,
     pub pairs: Vec<SubsetRow>,
+    /// How many two-class subsets the classes have (`pairs` is all of them or a sample).
+    pub pairs_possible: u64,
     pub fives: Vec<SubsetRow>,
 }
+
+/// Two-class subsets measured at most (every pair of up to 20 classes).
+pub const PAIRS: usize = 200;
 
 /// Decomposes `model` with `opts` and scores the modules once over `test`.
 pub fn score_table(
@@ -68,12 +75,12 @@ pub fn reuse(
     train: &ImageSet,
     test: &ImageSet,
     opts: &DecomposeOptions,
-    fives: usize,
+    (pairs, fives): (usize, usize),
     progress: &ProgressBar,
 ) -> Result<ReuseReport, HostError> {
     let (table, nodes_kept) =
         score_table(model, train, test, &DecomposeOptions { classes: None, ..opts.clone() }, progress)?;
-    let (pairs, fives) = subsets_of(&table, &model.meta.class_names, fives, opts.seed);
+    let (pairs, fives) = subsets_of(&table, &model.meta.class_names, pairs, fives, opts.seed);
     Ok(ReuseReport {
         model: model.meta.arch.name(),
         kind: "mask".into(),
@@ -81,6 +88,7 @@ pub fn reuse(
         options: Some(opts.clone()),
         nodes_kept: Some(nodes_kept),
         packed: None,
+        pairs_possible: subsets::count(model.meta.class_names.len(), 2) as u64,
         pairs,
         fives,
     })
@@ -92,12 +100,12 @@ pub fn reuse_packed(
     group: &ModuleGroup,
     packed: &std::path::Path,
     test: &ImageSet,
-    fives: usize,
+    (pairs, fives): (usize, usize),
     seed: u64,
     progress: &ProgressBar,
 ) -> Result<ReuseReport, HostError> {
     let table = ScoreTable::compute(group, test, 64, progress)?;
-    let (pairs, fives) = subsets_of(&table, group.base().class_names(), fives, seed);
+    let (pairs, fives) = subsets_of(&table, group.base().class_names(), pairs, fives, seed);
     let kept: Vec<f64> = group.modules().iter().filter_map(|m| m.kind.kept_fraction()).collect();
     Ok(ReuseReport {
         model: group.base().config().name(),
@@ -106,13 +114,21 @@ pub fn reuse_packed(
         options: None,
         nodes_kept: (!kept.is_empty()).then(|| mean(kept.into_iter())),
         packed: Some(packed.display().to_string()),
+        pairs_possible: subsets::count(group.base().class_names().len(), 2) as u64,
         pairs,
         fives,
     })
 }
 
-/// Every two-class subset and `fives` seeded five-class subsets of the table's modules.
-fn subsets_of(table: &ScoreTable, names: &[String], fives: usize, seed: u64) -> (Vec<SubsetRow>, Vec<SubsetRow>) {
+/// Every two-class subset (at most `pairs`, seeded beyond) and `fives` seeded five-class subsets
+/// of the table's modules.
+fn subsets_of(
+    table: &ScoreTable,
+    names: &[String],
+    pairs: usize,
+    fives: usize,
+    seed: u64,
+) -> (Vec<SubsetRow>, Vec<SubsetRow>) {
     let k = names.len();
     let row = |subset: &[usize]| {
         let s: Vec<(usize, usize)> = subset.iter().map(|&m| (0, m)).collect();
@@ -124,7 +140,7 @@ fn subsets_of(table: &ScoreTable, names: &[String], fives: usize, seed: u64) -> 
             base: a.base,
         }
     };
-    let pairs = (0..k).flat_map(|a| (a + 1..k).map(move |b| [a, b])).map(|p| row(&p)).collect();
+    let pairs = subsets::at_most(k, 2, pairs, seed).list.iter().map(|p| row(p)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let fives = if k >= 5 {
         (0..fives)
@@ -168,10 +184,15 @@ pub fn reuse_markdown(r: &ReuseReport) -> String {
     let mut s = format!(
         "# Intra-model reuse: {} ({} test images, {modules})\n\n\
          Paper (Pan & Rajan 2022): reuse loses 2.3 points on average against the restricted model.\n\n\
-         - two-class: {}\n- five-class: {}\n\n| classes | n | composed | base | Δ |\n|---|---|---|---|---|\n",
+         - two-class: {}{}\n- five-class: {}\n\n| classes | n | composed | base | Δ |\n|---|---|---|---|---|\n",
         r.model,
         r.images,
         summary(&r.pairs),
+        if r.pairs.len() as u64 == r.pairs_possible {
+            String::new()
+        } else {
+            format!(" (a seeded sample of the {} pairs)", r.pairs_possible)
+        },
         summary(&r.fives)
     );
     for x in r.pairs.iter().chain(&r.fives) {

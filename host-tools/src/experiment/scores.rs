@@ -10,6 +10,7 @@ use indicatif::ProgressBar;
 use crate::dataset::ImageSet;
 use crate::eval::batch_tensor;
 
+#[derive(Clone)]
 pub struct ScoreTable {
     /// Test labels, as indices of the group's modules.
     pub labels: Vec<u32>,
