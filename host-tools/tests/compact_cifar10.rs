@@ -71,6 +71,42 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     let none = &v["none_answers"];
     assert_eq!(none["min_score"], "calibrated");
     assert!(none["loaded_none"].as_f64().unwrap() < 0.1 && none["others"] == 0, "{none}");
+    // The RQ1 experiment on the same images scores the same composition: its row is
+    // compose-eval's figures (an independent path: one is the CLI's report, the other the
+    // experiment's), per class too, and the chart has the base line and the composed one.
+    let rq1 = dir.join("rq1");
+    let o = common::classmod(&[
+        "experiment",
+        "rq1",
+        "--packed",
+        modules_s,
+        "--data",
+        data_s,
+        "--out",
+        rq1.to_str().unwrap(),
+        "--limit",
+        "1000",
+        "--paper",
+        "tiny-imagenet",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let q = common::last_json(&o);
+    let row = &q["rows"][0];
+    assert_eq!((row["kind"].as_str(), row["images"].as_u64()), (Some("compact"), Some(1000)));
+    assert_eq!(
+        (&row["composed_top1"], &row["base_top1"], &row["composed_top5"]),
+        (&v["top1"], &v["base"]["top1"], &v["top5"])
+    );
+    assert_eq!(row["per_class"][3][2], v["per_class"][3]["top1"]);
+    assert_eq!(row["per_class"][3][0], "cat");
+    let md = std::fs::read_to_string(rq1.join("rq1.md")).unwrap();
+    assert!(
+        md.contains("| resnet20 | compact | classmod | 1000 |") && md.contains("| ResNet-56 | mask | the paper |"),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(rq1.join("rq1-per-class.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2);
     let o = common::classmod(&["inspect", modules.join("class-003-cat.blob").to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let inspected = String::from_utf8_lossy(&o.stdout);

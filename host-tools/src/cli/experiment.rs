@@ -36,6 +36,33 @@ pub enum Experiment {
     /// Replace by transplant: another model's classes distilled onto this model's trunk as
     /// compact modules, each swapped in for this model's own.
     Transplant(TransplantArgs),
+    /// The paper's RQ1: every packed directory's modules composed against their base (top-1,
+    /// top-5, per class, a chart), beside the paper's published rows.
+    Rq1(Rq1Args),
+}
+
+#[derive(clap::Args)]
+pub struct Rq1Args {
+    /// Packed directories, each a module for every class of one base (as `decompose` writes
+    /// them; any kind); one row each.
+    #[arg(long, num_args = 1.., required = true)]
+    packed: Vec<PathBuf>,
+    /// The bases' dataset (its test split is scored).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where rq1.md, rq1.json and rq1-per-class.svg go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Show the paper's published rows for this dataset beside ours.
+    #[arg(long, value_enum)]
+    paper: Option<classmod_host::experiment::rq1::Paper>,
+    /// Test images (seeded class-balanced sample); default all.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -359,6 +386,56 @@ fn run_open_set(a: OpenSetArgs) -> Result<()> {
     publish(&a.out, "open-set", &open_set::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
 }
 
+/// Composes every packed directory's modules on the test split against their base.
+fn run_rq1(a: Rq1Args) -> Result<()> {
+    use classmod_host::compose_eval::{self, Reference};
+    use classmod_host::experiment::rq1::{self, Rq1Report, Rq1Row};
+    let t0 = std::time::Instant::now();
+    let mut rows = Vec::new();
+    for dir in &a.packed {
+        let (c, test) = packed_with_test(dir, &a.data, a.limit, a.seed)?;
+        let pb = progress::bar(test.len() as u64, "compose");
+        let r = compose_eval::evaluate(
+            &c,
+            &test,
+            classmod_runtime::Rule::Max,
+            classmod_runtime::MinScore::Off,
+            Reference::RestrictedBase,
+            64,
+            &pb,
+        )?;
+        let group = &c.groups()[0];
+        let (model, kind) = (group.base().config().name(), group.modules()[0].kind.name().to_string());
+        let row = Rq1Row::new(dir.display().to_string(), model, kind, &r)
+            .ok_or_else(|| anyhow!("{}: no base figures to compare with", dir.display()))?;
+        eprintln!(
+            "{}: composed {:.2} / {:.2} %, base {:.2} / {:.2} % ({} images)",
+            dir.display(),
+            100.0 * row.composed_top1,
+            100.0 * row.composed_top5,
+            100.0 * row.base_top1,
+            100.0 * row.base_top5,
+            row.images
+        );
+        rows.push(row);
+    }
+    let r = Rq1Report { rows, paper: a.paper };
+    std::fs::create_dir_all(&a.out).at(&a.out)?;
+    let svg = a.out.join("rq1-per-class.svg");
+    classmod_runtime::host::write_atomically(&svg, rq1::per_class_chart(&r).as_bytes()).at(&svg)?;
+    let command = format!(
+        "classmod experiment rq1 --packed {} --data {} --out {}{}{}",
+        a.packed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        a.data.display(),
+        a.out.display(),
+        a.paper
+            .and_then(|p| clap::ValueEnum::to_possible_value(&p))
+            .map_or(String::new(), |v| format!(" --paper {}", v.get_name())),
+        a.limit.map_or(String::new(), |n| format!(" --limit {n}"))
+    );
+    publish(&a.out, "rq1", &rq1::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
+}
+
 /// Writes `NAME.md` and `NAME.json` into `dir` and prints the Markdown.
 fn publish<T: serde::Serialize>(
     dir: &std::path::Path,
@@ -454,6 +531,7 @@ pub fn run(e: Experiment) -> Result<()> {
         Experiment::Serving(a) => run_serving(a),
         Experiment::OpenSet(a) => run_open_set(a),
         Experiment::Transplant(a) => run_transplant(a),
+        Experiment::Rq1(a) => run_rq1(a),
         Experiment::Reuse(a) => {
             let t0 = std::time::Instant::now();
             let r = match (&a.packed, &a.model) {

@@ -5,6 +5,7 @@ pub mod compact_tradeoff;
 pub mod cost;
 pub mod open_set;
 pub mod reuse;
+pub mod rq1;
 pub mod scores;
 pub mod serving;
 pub mod subsets;
