@@ -93,6 +93,31 @@ fn a_cifar100_resnet_fine_tuned_on_ten_tiny_imagenet_classes_learns_them_and_res
     assert!(top1 > 0.4, "well above the 10 % of chance: {top1}");
     assert_eq!(a["finished"], true);
 
+    // A model of two of the classes (`--classes`, as the paper's reuse baseline trains one on
+    // a pair): a fresh head of 2, trained and evaluated on those classes' images only (chance
+    // 50 %), labels in the order asked.
+    let names: Vec<String> = (0..2).map(|i| a["eval"]["per_class"][i]["name"].as_str().unwrap().to_string()).collect();
+    let pair = [names[1].as_str(), names[0].as_str()].join(",");
+    let two = run(&["--classes", &pair], &out("pair.safetensors"));
+    let stderr = two["stderr"].as_str().unwrap();
+    assert!(
+        stderr.contains("a fresh head of 2 outputs")
+            && stderr.contains("cached the frozen stem and 2 stage(s) of 1000 images"),
+        "{stderr}"
+    );
+    assert_eq!(two["n"], 100, "50 validation images of each of the 2 classes");
+    assert_eq!(two["eval"]["per_class"][0]["name"], names[1].as_str());
+    let pair_top1 = two["top1"].as_f64().unwrap();
+    eprintln!("the pair {pair}: top-1 {:.1} %", 100.0 * pair_top1);
+    assert!(pair_top1 > 0.7, "well above the 50 % of chance: {pair_top1}");
+    let o = common::classmod(
+        &[&args(&out("none.safetensors")).iter().map(String::as_str).collect::<Vec<_>>()[..], &["--classes", "nosuch"]]
+            .concat(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(data.to_str().unwrap()) && err.contains("no class `nosuch`"), "{err}");
+
     // The same seed, the same weights.
     run(&[], &out("b.safetensors"));
     let same = |x: &str, y: &str| same_model(&dir.join(x), &dir.join(y));

@@ -85,6 +85,7 @@ pub fn run(a: Args) -> Result<()> {
         limit: None,
         eval_limit: None,
         class_names: Some(FASHION_CLASSES.split(',').map(String::from).collect()),
+        classes: None,
         no_flip: false,
         mean: None,
         std: None,

@@ -322,11 +322,13 @@ fn run_transplant(a: TransplantArgs) -> Result<()> {
     })?;
     pb.finish_and_clear();
     let command = format!(
-        "classmod experiment transplant --model {} --with {} --data {} --out {}",
+        "classmod experiment transplant --model {} --with {} --data {} --out {}{}{}",
         a.model.display(),
         a.with.display(),
         a.data.display(),
-        a.out.display()
+        a.out.display(),
+        a.own.as_ref().map_or(String::new(), |d| format!(" --own {}", d.display())),
+        a.class_sample.map_or(String::new(), |n| format!(" --class-sample {n}"))
     );
     publish(&a.out, "transplant", &transplant::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
 }

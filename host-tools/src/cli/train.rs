@@ -72,6 +72,11 @@ pub struct Args {
     /// Names for a dataset whose labels are numbers (IDX, CIFAR binary), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub class_names: Option<Vec<String>>,
+    /// Train and evaluate on these of the dataset's classes only, comma-separated names as the
+    /// dataset gives them (`cat,dog`; Tiny ImageNet: `goldfish (n01443537),bullfrog (n01641577)`):
+    /// a model of a few classes (a fresh head unless --init has exactly these).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
     /// No horizontal flips (digits, text).
     #[arg(long)]
     pub no_flip: bool,
@@ -140,6 +145,7 @@ impl Args {
             limit: self.limit,
             eval_limit: self.eval_limit,
             class_names: self.class_names.clone(),
+            classes: self.classes.clone(),
             mean_std,
             flip: !self.no_flip,
             device,

@@ -154,6 +154,18 @@ impl ImageSet {
     pub fn append(&mut self, other: ImageSet) {
         sampling::append(self, other)
     }
+    /// The images of the classes `names` (the set's own names, each once), relabelled in that
+    /// order; an error names a class the set (read from `path`) does not have.
+    pub fn only_classes(&self, path: &Path, names: &[String]) -> Result<ImageSet, DatasetError> {
+        sampling::only_classes(self, names).map_err(|missing| DatasetError::ClassMismatch {
+            path: path.to_path_buf(),
+            reason: format!(
+                "no class `{missing}` (it has {} classes: {} ...)",
+                self.class_names.len(),
+                self.class_names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
     /// A seeded, class-balanced sample of `n` images (as equal a share per class as the classes
     /// allow, the remainder spread over the first classes), in a seeded shuffled order. `n` at
     /// least `len()` returns everything.

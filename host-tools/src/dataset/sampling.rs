@@ -1,5 +1,6 @@
 //! Subsets and unions of [`ImageSet`]s: [`ImageSet::select`], the seeded, class-balanced
-//! [`ImageSet::balanced_sample`] behind every `--limit N`, and [`ImageSet::append`].
+//! [`ImageSet::balanced_sample`] behind every `--limit N`, [`ImageSet::only_classes`] behind
+//! `train --classes`, and [`ImageSet::append`].
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,21 @@ pub(super) fn select(set: &ImageSet, indices: &[usize]) -> ImageSet {
         pixels,
         labels: indices.iter().map(|&i| set.labels[i]).collect(),
     }
+}
+
+/// The images of `names`' classes, relabelled in `names`' order; `None` names the first class
+/// the set does not have.
+pub(super) fn only_classes<'a>(set: &ImageSet, names: &'a [String]) -> Result<ImageSet, &'a str> {
+    let mut to_new = vec![None; set.class_names.len()];
+    for (new, name) in names.iter().enumerate() {
+        let old = set.class_names.iter().position(|c| c == name).ok_or(name.as_str())?;
+        to_new[old] = Some(new as u32);
+    }
+    let keep: Vec<usize> = (0..set.len()).filter(|&i| to_new[set.labels[i] as usize].is_some()).collect();
+    let mut out = select(set, &keep);
+    out.labels.iter_mut().for_each(|l| *l = to_new[*l as usize].expect("kept"));
+    out.class_names = names.to_vec();
+    Ok(out)
 }
 
 pub(super) fn append(set: &mut ImageSet, other: ImageSet) {
@@ -100,6 +116,20 @@ mod tests {
             c[l as usize] += 1;
         }
         c
+    }
+
+    #[test]
+    fn only_classes_keeps_their_images_relabelled_in_the_order_asked() {
+        let s = set(&[0, 1, 2, 1, 3, 2]);
+        let two = s.only_classes(std::path::Path::new("d"), &["2".into(), "1".into()]).unwrap();
+        assert_eq!(two.class_names, ["2", "1"]);
+        assert_eq!(two.pixels, vec![1, 2, 3, 5], "the images of classes 1 and 2, in the set's order");
+        assert_eq!(two.labels, vec![1, 0, 1, 0]);
+        let e = s.only_classes(std::path::Path::new("d"), &["1".into(), "cat".into()]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("d: classes do not match") && e.to_string().contains("no class `cat`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct TrainJob {
     pub eval_limit: Option<usize>,
     /// Names for a dataset whose labels are numbers (IDX, CIFAR binary).
     pub class_names: Option<Vec<String>>,
+    /// Train on these of the dataset's classes only (and evaluate on them): a model of a few
+    /// classes, e.g. the one the paper holds reused modules against.
+    pub classes: Option<Vec<String>>,
     /// Normalisation; `None`: the training images' own.
     pub mean_std: Option<(Vec<f32>, Vec<f32>)>,
     /// Horizontal flips.
@@ -100,9 +103,13 @@ enum Head {
 }
 
 /// Whether `model` can classify `set`'s classes with its own head; when it can, `set`'s labels are
-/// put in the model's class order (and its names become the model's).
-fn fit_classes(model: &ModelFile, set: &mut ImageSet) -> Head {
+/// put in the model's class order (and its names become the model's). A set `restricted` to a
+/// few classes (`--classes`) asks for a model of those: a model of more keeps no head.
+fn fit_classes(model: &ModelFile, set: &mut ImageSet, restricted: bool) -> Head {
     let names = &model.meta.class_names;
+    if restricted && names.len() != set.class_names.len() {
+        return Head::Fresh;
+    }
     if crate::import::are_generic(names) {
         // Only the count means something.
         return match names.len() == set.class_names.len() {
@@ -129,7 +136,7 @@ fn start_model(
     set: &mut ImageSet,
     shape: ImageShape,
     mean_std: Option<&(Vec<f32>, Vec<f32>)>,
-    seed: u64,
+    (seed, restricted): (u64, bool),
     say: &impl Fn(&str),
 ) -> Result<ModelFile, HostError> {
     let mut meta = model.meta.clone();
@@ -138,7 +145,7 @@ fn start_model(
     if let Some((mean, std)) = mean_std {
         (meta.input.mean, meta.input.std) = (mean.clone(), std.clone());
     }
-    Ok(match fit_classes(model, set) {
+    Ok(match fit_classes(model, set, restricted) {
         Head::Kept if meta == model.meta => model.clone(),
         Head::Kept => ModelFile::new(meta, model.tensors.clone())?,
         Head::Fresh => {
@@ -158,7 +165,7 @@ fn start_model(
 
 /// What a resumed run must share with the run that wrote its checkpoint.
 fn settings(job: &TrainJob, shape: ImageShape, opts: &TrainOptions, classes: usize, engine: &str) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "data": job.data.display().to_string(),
         "limit": job.limit,
         "input": [shape.channels, shape.height, shape.width],
@@ -176,7 +183,12 @@ fn settings(job: &TrainJob, shape: ImageShape, opts: &TrainOptions, classes: usi
         "flip": opts.flip,
         "mean_std": opts.mean_std,
         "engine": engine,
-    })
+    });
+    // Only when given, so that checkpoints written before `--classes` existed still resume.
+    if let Some(c) = &job.classes {
+        v["only_classes"] = serde_json::json!(c);
+    }
+    v
 }
 
 /// Runs `job`; `bar(len, what)` makes the progress bars (training steps, test images) and
@@ -214,7 +226,7 @@ pub fn train_and_eval(
     };
     let shape = ImageShape { channels: from.map_or(native.channels, |m| m.meta.input.channels), height, width };
     let t_load = Instant::now();
-    let mut train_set = dataset::load_sample(&job.data, Split::Train, shape, None, job.limit, job.seed)?;
+    let mut train_set = dataset::load(&job.data, Split::Train, shape, None)?;
     if let Some(names) = &job.class_names {
         if names.len() != train_set.class_names.len() {
             return Err(HostError::ClassNamesCount {
@@ -225,6 +237,12 @@ pub fn train_and_eval(
         }
         train_set.class_names = names.clone();
     }
+    if let Some(classes) = &job.classes {
+        train_set = train_set.only_classes(&job.data, classes)?;
+    }
+    if let Some(n) = job.limit {
+        train_set = train_set.balanced_sample(n, job.seed);
+    }
     say(&format!(
         "read {} training images of {} ({} classes, {}x{}) in {:.1} s",
         train_set.len(),
@@ -234,8 +252,9 @@ pub fn train_and_eval(
         shape.width,
         t_load.elapsed().as_secs_f64()
     ));
-    let start =
-        from.map(|m| start_model(m, &mut train_set, shape, job.mean_std.as_ref(), job.seed, &say)).transpose()?;
+    let start = from
+        .map(|m| start_model(m, &mut train_set, shape, job.mean_std.as_ref(), (job.seed, job.classes.is_some()), &say))
+        .transpose()?;
     let steps =
         job.steps.unwrap_or(((job.epochs * train_set.len() as f64) / job.batch as f64).ceil().max(1.0) as usize);
     let arch = match &start {
@@ -326,8 +345,25 @@ pub fn train_and_eval(
         job.out.display()
     ));
     let eval_net = ResNet::new(&model, &job.device)?;
-    let test =
-        dataset::load_sample(&job.data, Split::Test, shape, Some(&model.meta.class_names), job.eval_limit, job.seed)?;
+    let test = match &job.classes {
+        // The dataset's other classes are not the model's: read all, keep the model's.
+        Some(_) => {
+            let all =
+                dataset::load(&job.data, Split::Test, shape, None)?.only_classes(&job.data, &model.meta.class_names)?;
+            match job.eval_limit {
+                Some(n) => all.balanced_sample(n, job.seed),
+                None => all,
+            }
+        }
+        None => dataset::load_sample(
+            &job.data,
+            Split::Test,
+            shape,
+            Some(&model.meta.class_names),
+            job.eval_limit,
+            job.seed,
+        )?,
+    };
     let pb = bar(test.len() as u64, "eval");
     let eval = eval::evaluate(&eval_net, &test, 32, &pb)?;
     Ok(TrainOutcome { model, train: report, eval, train_images, seconds: t_start.elapsed().as_secs_f64() })
