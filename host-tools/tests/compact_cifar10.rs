@@ -182,6 +182,7 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     // default up to 200; 200 classes have 19,900) and seeded five-class subsets against the
     // base restricted to them.
     let reuse = dir.join("reuse");
+    let train_flags = format!("--init {model_s} --freeze-stages 2 --steps 30 --batch 64 --lr 0.05");
     let o = common::classmod(&[
         "experiment",
         "reuse",
@@ -197,10 +198,29 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
         "3",
         "--pairs",
         "20",
+        "--trained-pairs",
+        "2",
+        "--train-flags",
+        &train_flags,
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = common::last_json(&o);
+    // One pair of two seeded classes, also against a model of the pair alone (here a short
+    // fine-tune of the base with a fresh two-class head), scored on the pair's whole test split.
+    let t = r["trained_pairs"].as_array().unwrap();
+    eprintln!("trained pair: {t:?}");
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0]["n"].as_u64(), t[0]["trained_n"].as_u64()), (Some(100), Some(2000)));
+    assert!(t[0]["trained"].as_f64().unwrap() > 0.6 && t[0]["composed"].as_f64().unwrap() > 0.5, "{t:?}");
+    assert!(reuse
+        .join("pair-models")
+        .join(format!(
+            "{}.safetensors",
+            t[0]["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect::<Vec<_>>().join("_")
+        ))
+        .is_file());
+    assert!(std::fs::read_to_string(reuse.join("reuse.md")).unwrap().contains("Against a model of each pair alone"));
     assert_eq!(
         (r["kind"].as_str(), r["pairs"].as_array().unwrap().len(), r["fives"].as_array().unwrap().len()),
         (Some("compact"), 20, 3)
@@ -208,6 +228,25 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     assert_eq!(r["pairs_possible"], 45);
     assert!(std::fs::read_to_string(reuse.join("reuse.md")).unwrap().contains("(a seeded sample of the 45 pairs)"));
     assert!(r["nodes_kept"].is_null() && r["options"].is_null());
+    let o = common::classmod(&[
+        "experiment",
+        "reuse",
+        "--packed",
+        modules_s,
+        "--data",
+        data_s,
+        "--out",
+        reuse.to_str().unwrap(),
+        "--limit",
+        "100",
+        "--trained-pairs",
+        "2",
+        "--train-flags",
+        "--init nosuch.safetensors",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--train-flags") && err.contains("nosuch.safetensors"), "{err}");
     for p in r["pairs"].as_array().unwrap() {
         assert!(p["n"].as_u64().unwrap() == 100 && p["composed"].as_f64().unwrap() > 0.5, "{p}");
     }

@@ -230,6 +230,15 @@ pub struct ReuseArgs {
     /// 190), else a seeded sample of distinct pairs (200 classes have 19,900).
     #[arg(long, default_value_t = reuse::PAIRS)]
     pairs: usize,
+    /// Also hold every pair of this many seeded classes against a model of the pair alone (the
+    /// paper's baseline), each trained with `--train-flags` (with `--packed`).
+    #[arg(long, requires = "train_flags", requires = "packed")]
+    trained_pairs: Option<usize>,
+    /// `classmod train` flags for those pair models, e.g. "--init resnet56-cifar100.safetensors
+    /// --freeze-stages 2 --epochs 20" (split at spaces; --data, --out, --classes are set here:
+    /// the models go to OUT/pair-models/).
+    #[arg(long, allow_hyphen_values = true)]
+    train_flags: Option<String>,
     #[command(flatten)]
     common: ModuleExperimentArgs,
 }
@@ -438,6 +447,36 @@ fn run_rq1(a: Rq1Args) -> Result<()> {
     publish(&a.out, "rq1", &rq1::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
 }
 
+/// A model of `classes` alone, trained on `data` with the `classmod train` flags `flags` into
+/// `dir`, scored on those classes' test images.
+fn train_pair(
+    flags: &str,
+    data: &std::path::Path,
+    dir: &std::path::Path,
+    classes: &[String],
+) -> Result<reuse::TrainedOn, classmod_host::HostError> {
+    let options = |what: String| classmod_host::HostError::Options { what };
+    std::fs::create_dir_all(dir).map_err(|e| options(format!("{}: {e}", dir.display())))?;
+    let name: String = classes.join("-").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let out = dir.join(format!("{name}.safetensors"));
+    let mut argv: Vec<String> = vec!["train".into()];
+    argv.extend(flags.split_whitespace().map(String::from));
+    argv.extend(["--data".into(), data.display().to_string(), "--out".into(), out.display().to_string()]);
+    argv.extend(["--classes".into(), classes.join(",")]);
+    /// `classmod train`'s flags, parsed as the subcommand parses them.
+    #[derive(clap::Parser)]
+    struct TrainCommand {
+        #[command(flatten)]
+        args: super::train::Args,
+    }
+    let args = <TrainCommand as clap::Parser>::try_parse_from(&argv)
+        .map_err(|e| options(format!("--train-flags: {}", e.to_string().lines().next().unwrap_or(""))))?
+        .args;
+    let job = args.job().map_err(|e| options(format!("--train-flags: {e}")))?;
+    let o = classmod_host::train::train_and_eval(&job, progress::bar, |_| {})?;
+    Ok(reuse::TrainedOn { top1: o.eval.top1, n: o.eval.n, seconds: o.seconds })
+}
+
 /// Writes `NAME.md` and `NAME.json` into `dir` and prints the Markdown.
 fn publish<T: serde::Serialize>(
     dir: &std::path::Path,
@@ -540,7 +579,19 @@ pub fn run(e: Experiment) -> Result<()> {
                 (Some(dir), _) => {
                     let (c, test) = packed_with_test(dir, &a.common.data, a.common.limit, a.common.seed)?;
                     let pb = progress::bar(test.len() as u64, "score");
-                    let r = reuse::reuse_packed(&c.groups()[0], dir, &test, (a.pairs, a.fives), a.common.seed, &pb)?;
+                    let flags = a.train_flags.clone().unwrap_or_default();
+                    let models = a.common.out.join("pair-models");
+                    let mut train = |classes: &[String]| train_pair(&flags, &a.common.data, &models, classes);
+                    let trained = a.trained_pairs.map(|n| (n, flags.clone(), &mut train as reuse::TrainPair));
+                    let r = reuse::reuse_packed(
+                        &c.groups()[0],
+                        dir,
+                        &test,
+                        (a.pairs, a.fives),
+                        a.common.seed,
+                        trained,
+                        &pb,
+                    )?;
                     pb.finish_and_clear();
                     r
                 }

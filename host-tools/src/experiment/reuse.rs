@@ -44,7 +44,37 @@ pub struct ReuseReport {
     /// How many two-class subsets the classes have (`pairs` is all of them or a sample).
     pub pairs_possible: u64,
     pub fives: Vec<SubsetRow>,
+    /// The pairs of a few seeded classes held against a model trained on each pair alone (the
+    /// paper's baseline), when asked for.
+    pub trained_pairs: Vec<TrainedPairRow>,
+    /// How those models were trained (`classmod train` flags).
+    pub trained_with: Option<String>,
 }
+
+/// A pair's two modules composed against a model of the pair alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainedPairRow {
+    pub classes: Vec<String>,
+    /// The pair's test images the composition and the restricted base are scored on.
+    pub n: usize,
+    pub composed: f64,
+    pub base: f64,
+    /// The pair's model on its test images (`trained_n` of them: the pair's whole test split).
+    pub trained: f64,
+    pub trained_n: usize,
+    pub trained_seconds: f64,
+}
+
+/// A model trained on a few classes alone, scored on their test images.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainedOn {
+    pub top1: f64,
+    pub n: usize,
+    pub seconds: f64,
+}
+
+/// Trains a model of the named classes alone (the reuse experiment's baseline).
+pub type TrainPair<'a> = &'a mut dyn FnMut(&[String]) -> Result<TrainedOn, HostError>;
 
 /// Two-class subsets measured at most (every pair of up to 20 classes).
 pub const PAIRS: usize = 200;
@@ -91,21 +121,30 @@ pub fn reuse(
         pairs_possible: subsets::count(model.meta.class_names.len(), 2) as u64,
         pairs,
         fives,
+        trained_pairs: Vec::new(),
+        trained_with: None,
     })
 }
 
 /// Intra-model reuse of modules already packed (any kind, one module per class of one base, in
-/// class order): `group` scored once over `test`.
+/// class order): `group` scored once over `test`. With `trained` = (c, how, train): every pair
+/// of c seeded classes also against a model of the pair that `train` makes (`how` says how).
 pub fn reuse_packed(
     group: &ModuleGroup,
     packed: &std::path::Path,
     test: &ImageSet,
     (pairs, fives): (usize, usize),
     seed: u64,
+    trained: Option<(usize, String, TrainPair)>,
     progress: &ProgressBar,
 ) -> Result<ReuseReport, HostError> {
     let table = ScoreTable::compute(group, test, 64, progress)?;
-    let (pairs, fives) = subsets_of(&table, group.base().class_names(), pairs, fives, seed);
+    let names = group.base().class_names();
+    let (trained_pairs, trained_with) = match trained {
+        Some((classes, how, train)) => (against_trained(&table, names, classes, seed, train)?, Some(how)),
+        None => (Vec::new(), None),
+    };
+    let (pairs, fives) = subsets_of(&table, names, pairs, fives, seed);
     let kept: Vec<f64> = group.modules().iter().filter_map(|m| m.kind.kept_fraction()).collect();
     Ok(ReuseReport {
         model: group.base().config().name(),
@@ -117,7 +156,38 @@ pub fn reuse_packed(
         pairs_possible: subsets::count(group.base().class_names().len(), 2) as u64,
         pairs,
         fives,
+        trained_pairs,
+        trained_with,
     })
+}
+
+/// Every pair of `classes` seeded classes: its two modules composed and the restricted base (from
+/// the table) against a model `train` makes of the pair alone.
+fn against_trained(
+    table: &ScoreTable,
+    names: &[String],
+    classes: usize,
+    seed: u64,
+    train: TrainPair,
+) -> Result<Vec<TrainedPairRow>, HostError> {
+    let picked = subsets::one(names.len(), classes, seed);
+    let mut rows = Vec::new();
+    for pair in subsets::every(picked.len(), 2) {
+        let (a, b) = (picked[pair[0]], picked[pair[1]]);
+        let classes = vec![names[a].clone(), names[b].clone()];
+        let composed = ScoreTable::subset_accuracy(&[table], &[(0, a), (0, b)], Rule::Max);
+        let t = train(&classes)?;
+        rows.push(TrainedPairRow {
+            classes,
+            n: composed.n,
+            composed: composed.composed,
+            base: composed.base,
+            trained: t.top1,
+            trained_n: t.n,
+            trained_seconds: t.seconds,
+        });
+    }
+    Ok(rows)
 }
 
 /// Every two-class subset (at most `pairs`, seeded beyond) and `fives` seeded five-class subsets
@@ -184,7 +254,7 @@ pub fn reuse_markdown(r: &ReuseReport) -> String {
     let mut s = format!(
         "# Intra-model reuse: {} ({} test images, {modules})\n\n\
          Paper (Pan & Rajan 2022): reuse loses 2.3 points on average against the restricted model.\n\n\
-         - two-class: {}{}\n- five-class: {}\n\n| classes | n | composed | base | Δ |\n|---|---|---|---|---|\n",
+         - two-class: {}{}\n- five-class: {}\n",
         r.model,
         r.images,
         summary(&r.pairs),
@@ -195,6 +265,35 @@ pub fn reuse_markdown(r: &ReuseReport) -> String {
         },
         summary(&r.fives)
     );
+    if !r.trained_pairs.is_empty() {
+        let t = &r.trained_pairs;
+        s += &format!(
+            "\n## Against a model of each pair alone (the paper's baseline: reuse +1.5 points on average)\n\n\
+             Every pair of {} seeded classes; each pair's model trained with `classmod train {}`.\n\n\
+             Mean: composed {:.2} %, restricted base {:.2} %, the pair's own model {:.2} %: composed - pair model {:+.2} points.\n\n\
+             | classes | n | composed | restricted base | the pair's model (n) | composed - pair model | training s |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            t.iter().flat_map(|x| &x.classes).collect::<std::collections::BTreeSet<_>>().len(),
+            r.trained_with.as_deref().unwrap_or("?"),
+            100.0 * mean(t.iter().map(|x| x.composed)),
+            100.0 * mean(t.iter().map(|x| x.base)),
+            100.0 * mean(t.iter().map(|x| x.trained)),
+            100.0 * mean(t.iter().map(|x| x.composed - x.trained)),
+        );
+        for x in t {
+            s += &format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} ({}) | {:+.2} | {:.0} |\n",
+                x.classes.join(", "),
+                x.n,
+                100.0 * x.composed,
+                100.0 * x.base,
+                100.0 * x.trained,
+                x.trained_n,
+                100.0 * (x.composed - x.trained),
+                x.trained_seconds
+            );
+        }
+    }
+    s += "\n## Every subset measured\n\n| classes | n | composed | base | Δ |\n|---|---|---|---|---|\n";
     for x in r.pairs.iter().chain(&r.fives) {
         s.push_str(&format!(
             "| {} | {} | {:.2} | {:.2} | {:+.2} |\n",
