@@ -398,6 +398,21 @@ pub fn evaluate(
     })
 }
 
+/// `modules` just decomposed from `model` (read from `model_file`), composed on `images` (labels in
+/// the modules' order) against the base restricted to their classes, as `compose-eval` would
+/// score them once packed: `decompose --check-data`'s check on images the base did not train on.
+pub fn evaluate_decomposed(
+    model: &ModelFile,
+    model_file: &Path,
+    modules: Vec<ClassModule>,
+    images: &ImageSet,
+    progress: &ProgressBar,
+) -> Result<ComposeReport, ComposeError> {
+    let group = ModuleGroup::new(ResNet::new(model, &Device::Cpu)?, modules)?;
+    let c = Composition::of_one_base(group, model_file.to_path_buf());
+    evaluate(&c, images, Rule::Max, MinScore::Off, Reference::RestrictedBase, 64, progress)
+}
+
 /// How a composition answers "none of these classes" under a minimum score: what it costs on the
 /// composed classes' images and what it buys on the images of every other class.
 #[derive(Debug, Clone, Serialize)]

@@ -42,10 +42,35 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
         "500",
         "--epochs",
         "3",
+        "--check-data",
+        data_s,
+        "--check-limit",
+        "1000",
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let d = common::last_json(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("unseen by the base (--check-data)"));
+    // A check set that cannot be read fails before the decomposition, naming it.
+    let missing = dir.join("no-such-check-data");
+    let o = common::classmod(&[
+        "decompose",
+        "--kind",
+        "compact",
+        "--model",
+        model_s,
+        "--data",
+        data_s,
+        "--out",
+        dir.join("never").to_str().unwrap(),
+        "--max-images",
+        "100",
+        "--check-data",
+        missing.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("no-such-check-data") && !dir.join("never").exists(), "{err}");
     assert_eq!(d["kind"], "compact");
     assert_eq!(d["modules"].as_array().unwrap().len(), 10);
     let params = d["params_fraction"].as_f64().unwrap();
@@ -65,6 +90,12 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
         100.0 * b1
     );
     assert_eq!(v["n"], 1000);
+    // The decomposition's own check on the test split (--check-data, the same seeded 1,000
+    // images) is what compose-eval measures on the packed modules.
+    let check = &d["check"];
+    assert_eq!((check["images"].as_u64(), check["split"].as_str()), (Some(1000), Some("test")));
+    assert_eq!((&check["top1"], &check["base_top1"]), (&v["top1"], &v["base"]["top1"]), "{check}");
+    assert!((check["loss_points"].as_f64().unwrap() - 100.0 * (b1 - top1)).abs() < 1e-9);
     assert!(100.0 * (b1 - top1) <= 12.5, "top-1 cost {:.2} points", 100.0 * (b1 - top1));
     // Every module carries a calibrated minimum score; with all ten classes loaded few test
     // images fall below every module's.

@@ -66,6 +66,18 @@ pub struct Args {
     /// of 100 classes or more when that sample is at most half the images; else all).
     #[arg(long, default_value = "auto")]
     negatives: compact::Negatives,
+    /// Also compose the modules, once decomposed, on this dataset's `--check-split` images of
+    /// the decomposed classes against the base: images the base did not train on (your
+    /// validation split, say). The held-out training images understate the modules against a
+    /// base fit to them (2.5 to 7.3 points of top-1 on the bases measured), these do not.
+    #[arg(long)]
+    check_data: Option<PathBuf>,
+    /// The split of --check-data that the base did not train on.
+    #[arg(long, value_enum, default_value = "test")]
+    check_split: super::SplitArg,
+    /// At most this many --check-data images (a seeded class-balanced sample; default all).
+    #[arg(long)]
+    check_limit: Option<usize>,
     /// Compact: at most this many training images (a class-balanced sample; default all).
     #[arg(long)]
     max_images: Option<usize>,
@@ -140,8 +152,14 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(n) = a.max_images.filter(|&n| n < train.len()) {
         train = train.balanced_sample(n, a.seed);
     }
+    // Read before the long decomposition, so that a bad path fails at once.
+    let check = a
+        .check_data
+        .as_ref()
+        .map(|p| load_data(p, a.check_split.into(), shape, Some(names), None, a.seed))
+        .transpose()?;
     if a.kind == super::KindArg::Compact {
-        return run_compact(&a, &model, &train, classes);
+        return run_compact(&a, &model, &train, classes, check);
     }
     let opts = DecomposeOptions {
         n_pos: a.n_pos.max(1),
@@ -181,12 +199,70 @@ pub fn run(a: Args) -> Result<()> {
         d.seconds,
         100.0 * d.nodes_kept()
     );
+    let check = check.map(|images| unseen_check(&a, &model, &d.modules, &images)).transpose()?;
     if a.json {
         print_json(&serde_json::json!({
             "kind": "mask", "modules": paths, "nodes_kept": d.nodes_kept(), "seconds": d.seconds, "options": opts, "classes": d.reports,
+            "check": check,
         }));
     }
     Ok(())
+}
+
+/// The decomposition checked on images the base did not train on (`--check-data`).
+#[derive(serde::Serialize)]
+struct UnseenCheck {
+    data: PathBuf,
+    split: String,
+    images: usize,
+    base_top1: f64,
+    base_top5: f64,
+    top1: f64,
+    top5: f64,
+    /// What the modules lose against the base, in points of top-1 (negative: they gain).
+    loss_points: f64,
+}
+
+/// Composes `modules` on the `--check-data` images of their classes, against the base; prints
+/// the summary line.
+fn unseen_check(
+    a: &Args,
+    model: &classmod_runtime::host::ModelFile,
+    modules: &[ClassModule],
+    all: &classmod_host::dataset::ImageSet,
+) -> Result<UnseenCheck> {
+    let path = a.check_data.as_ref().expect("a check asked for");
+    let names: Vec<String> = modules.iter().map(|m| m.class_name.clone()).collect();
+    let mut images = all.only_classes(path, &names)?;
+    if let Some(n) = a.check_limit.filter(|&n| n < images.len()) {
+        images = images.balanced_sample(n, a.seed);
+    }
+    let pb = progress::bar(images.len() as u64, "check");
+    let r = classmod_host::compose_eval::evaluate_decomposed(model, &a.model, modules.to_vec(), &images, &pb)?;
+    let base = r.base.as_ref().expect("one base");
+    let split = format!("{:?}", Split::from(a.check_split)).to_lowercase();
+    let c = UnseenCheck {
+        data: path.clone(),
+        split,
+        images: r.composed.n,
+        base_top1: base.top1,
+        base_top5: base.top5,
+        top1: r.composed.top1,
+        top5: r.composed.top5,
+        loss_points: 100.0 * (base.top1 - r.composed.top1),
+    };
+    println!(
+        "on {} images of {}'s {} split, unseen by the base (--check-data), the modules compose {:.2} / {:.2} % top-1 / top-5 against the base's {:.2} / {:.2} % ({:+.2} points of top-1)",
+        c.images,
+        path.display(),
+        c.split,
+        100.0 * c.top1,
+        100.0 * c.top5,
+        100.0 * c.base_top1,
+        100.0 * c.base_top5,
+        -c.loss_points
+    );
+    Ok(c)
 }
 
 fn run_compact(
@@ -194,6 +270,7 @@ fn run_compact(
     model: &classmod_runtime::host::ModelFile,
     train: &classmod_host::dataset::ImageSet,
     classes: Option<Vec<usize>>,
+    check: Option<classmod_host::dataset::ImageSet>,
 ) -> Result<()> {
     let defaults = CompactOptions::for_base(&model.meta.arch, classes, a.seed);
     let opts = CompactOptions {
@@ -247,7 +324,7 @@ fn run_compact(
     );
     let c = &d.check;
     println!(
-        "on {} held-out training images the modules compose {:.2} / {:.2} % top-1 / top-5 against the base's {:.2} / {:.2} % ({:+.2} points of top-1; {} calibration by top-1 + top-5: {:.2} / {:.2} % per class, {:.2} / {:.2} % shared)",
+        "on {} held-out training images (held out of the branches, not of the base, which fits them: this understates the modules) they compose {:.2} / {:.2} % top-1 / top-5 against the base's {:.2} / {:.2} % ({:+.2} points of top-1; {} calibration by top-1 + top-5: {:.2} / {:.2} % per class, {:.2} / {:.2} % shared)",
         c.images,
         100.0 * c.top1(),
         100.0 * c.top5(),
@@ -263,12 +340,13 @@ fn run_compact(
         100.0 * c.shared_top1,
         100.0 * c.top5[2]
     );
+    let check = check.map(|images| unseen_check(a, model, &d.modules, &images)).transpose()?;
     if a.json {
         print_json(&serde_json::json!({
             "kind": "compact", "modules": paths, "params_fraction": d.params_fraction(),
             "macs_fraction": d.macs_fraction(), "trunk_macs_fraction": d.trunk_macs_fraction(),
             "seconds": d.seconds, "cache_seconds": d.cache_seconds, "options": opts, "classes": d.reports,
-            "negatives": d.negatives, "heldout_loss": d.check.loss_points(), "heldout": d.check,
+            "negatives": d.negatives, "heldout_loss": d.check.loss_points(), "heldout": d.check, "check": check,
         }));
     }
     Ok(())
