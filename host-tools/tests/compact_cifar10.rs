@@ -214,15 +214,11 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     // base restricted to them.
     let reuse = dir.join("reuse");
     let train_flags = format!("--init {model_s} --freeze-stages 2 --steps 30 --batch 64 --lr 0.05");
-    let o = common::classmod(&[
-        "experiment",
-        "reuse",
-        "--packed",
-        modules_s,
-        "--data",
-        data_s,
-        "--out",
-        reuse.to_str().unwrap(),
+    let reuse_with = |flags: &[&str]| {
+        let fixed = ["experiment", "reuse", "--packed", modules_s, "--data", data_s, "--out", reuse.to_str().unwrap()];
+        common::classmod(&[&fixed[..], flags].concat())
+    };
+    let o = reuse_with(&[
         "--limit",
         "500",
         "--fives",
@@ -259,22 +255,7 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     assert_eq!(r["pairs_possible"], 45);
     assert!(std::fs::read_to_string(reuse.join("reuse.md")).unwrap().contains("(a seeded sample of the 45 pairs)"));
     assert!(r["nodes_kept"].is_null() && r["options"].is_null());
-    let o = common::classmod(&[
-        "experiment",
-        "reuse",
-        "--packed",
-        modules_s,
-        "--data",
-        data_s,
-        "--out",
-        reuse.to_str().unwrap(),
-        "--limit",
-        "100",
-        "--trained-pairs",
-        "2",
-        "--train-flags",
-        "--init nosuch.safetensors",
-    ]);
+    let o = reuse_with(&["--limit", "100", "--trained-pairs", "2", "--train-flags", "--init nosuch.safetensors"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--train-flags") && err.contains("nosuch.safetensors"), "{err}");

@@ -41,26 +41,50 @@ pub enum Experiment {
     Rq1(Rq1Args),
 }
 
+/// Packed directories of whole bases, scored on their test split (`open-set`, `rq1`).
 #[derive(clap::Args)]
-pub struct Rq1Args {
+pub struct PackedOnTestArgs {
     /// Packed directories, each a module for every class of one base (as `decompose` writes
-    /// them; any kind); one row each.
+    /// them; any kind); one row (per subset size) each.
     #[arg(long, num_args = 1.., required = true)]
     packed: Vec<PathBuf>,
     /// The bases' dataset (its test split is scored).
     #[arg(long)]
     data: PathBuf,
+    /// Test images (seeded class-balanced sample); default all.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl PackedOnTestArgs {
+    /// Each directory with its composition and its base's test images.
+    fn each(&self) -> impl Iterator<Item = Result<(&PathBuf, classmod_host::compose_eval::Composition, ImageSet)>> {
+        self.packed.iter().map(|dir| packed_with_test(dir, &self.data, self.limit, self.seed).map(|(c, t)| (dir, c, t)))
+    }
+
+    /// These flags as a report's command line gives them.
+    fn flags(&self) -> String {
+        format!(
+            "--packed {} --data {}{}",
+            self.packed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+            self.data.display(),
+            self.limit.map_or(String::new(), |n| format!(" --limit {n}"))
+        )
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Rq1Args {
+    #[command(flatten)]
+    scored: PackedOnTestArgs,
     /// Where rq1.md, rq1.json and rq1-per-class.svg go.
     #[arg(long)]
     out: PathBuf,
     /// Show the paper's published rows for this dataset beside ours.
     #[arg(long, value_enum)]
     paper: Option<classmod_host::experiment::rq1::Paper>,
-    /// Test images (seeded class-balanced sample); default all.
-    #[arg(long)]
-    limit: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     #[arg(long)]
     json: bool,
 }
@@ -107,13 +131,8 @@ pub struct TransplantArgs {
 
 #[derive(clap::Args)]
 pub struct OpenSetArgs {
-    /// Packed directories of one base, each with a module for every class of it (e.g. the
-    /// `decompose` output of each kind); one row per directory and subset size.
-    #[arg(long, num_args = 1.., required = true)]
-    packed: Vec<PathBuf>,
-    /// The base's dataset (its test split is scored).
-    #[arg(long)]
-    data: PathBuf,
+    #[command(flatten)]
+    scored: PackedOnTestArgs,
     /// Where open-set.md and open-set.json go.
     #[arg(long)]
     out: PathBuf,
@@ -124,11 +143,6 @@ pub struct OpenSetArgs {
     /// billion), a seeded sample of distinct ones, the same for every method.
     #[arg(long, default_value_t = 1000)]
     subsets: usize,
-    /// Test images (seeded class-balanced sample); default all.
-    #[arg(long)]
-    limit: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     #[arg(long)]
     json: bool,
 }
@@ -371,8 +385,8 @@ fn run_open_set(a: OpenSetArgs) -> Result<()> {
     use classmod_host::experiment::scores::ScoreTable;
     let t0 = std::time::Instant::now();
     let mut tables = Vec::new();
-    for dir in &a.packed {
-        let (c, test) = packed_with_test(dir, &a.data, a.limit, a.seed)?;
+    for each in a.scored.each() {
+        let (dir, c, test) = each?;
         let group = &c.groups()[0];
         let pb = progress::bar(test.len() as u64, "score");
         let table = ScoreTable::compute(group, &test, 64, &pb)?;
@@ -387,13 +401,8 @@ fn run_open_set(a: OpenSetArgs) -> Result<()> {
         .map(|(name, t, mins, _)| Method { name: name.clone(), table: t, mins: Some(mins.clone()) })
         .collect();
     methods.push(Method { name: "base max-softmax".into(), table: &tables[0].1, mins: None });
-    let r = open_set::open_set(&methods, classes, &a.sizes, a.subsets, a.seed);
-    let command = format!(
-        "classmod experiment open-set --packed {} --data {} --out {}",
-        a.packed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
-        a.data.display(),
-        a.out.display()
-    );
+    let r = open_set::open_set(&methods, classes, &a.sizes, a.subsets, a.scored.seed);
+    let command = format!("classmod experiment open-set {} --out {}", a.scored.flags(), a.out.display());
     publish(&a.out, "open-set", &open_set::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
 }
 
@@ -403,8 +412,8 @@ fn run_rq1(a: Rq1Args) -> Result<()> {
     use classmod_host::experiment::rq1::{self, Rq1Report, Rq1Row};
     let t0 = std::time::Instant::now();
     let mut rows = Vec::new();
-    for dir in &a.packed {
-        let (c, test) = packed_with_test(dir, &a.data, a.limit, a.seed)?;
+    for each in a.scored.each() {
+        let (dir, c, test) = each?;
         let pb = progress::bar(test.len() as u64, "compose");
         let r = compose_eval::evaluate(
             &c,
@@ -435,14 +444,12 @@ fn run_rq1(a: Rq1Args) -> Result<()> {
     let svg = a.out.join("rq1-per-class.svg");
     classmod_runtime::host::write_atomically(&svg, rq1::per_class_chart(&r).as_bytes()).at(&svg)?;
     let command = format!(
-        "classmod experiment rq1 --packed {} --data {} --out {}{}{}",
-        a.packed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
-        a.data.display(),
+        "classmod experiment rq1 {} --out {}{}",
+        a.scored.flags(),
         a.out.display(),
         a.paper
             .and_then(|p| clap::ValueEnum::to_possible_value(&p))
-            .map_or(String::new(), |v| format!(" --paper {}", v.get_name())),
-        a.limit.map_or(String::new(), |n| format!(" --limit {n}"))
+            .map_or(String::new(), |v| format!(" --paper {}", v.get_name()))
     );
     publish(&a.out, "rq1", &rq1::markdown(&r, &command), &r, a.json, t0.elapsed().as_secs_f64())
 }
