@@ -46,6 +46,11 @@ $classmod experiment rq1 --packed "$c56" "$m56" "$c20" "$m20" --data "$data" \
 $classmod experiment reuse --packed "$c56" --data "$data" --out "$results/reuse-tiny-imagenet-resnet56/compact" --json > /dev/null
 $classmod experiment reuse --packed "$m56" --data "$data" --out "$results/reuse-tiny-imagenet-resnet56/mask" \
   --limit 2000 --json > /dev/null
+# The paper's reuse protocol: the 6 pairs of 4 seeded classes against a model fine-tuned on each
+# pair alone, as the bases were made (the CIFAR-100 ResNet-56 that tiny-imagenet.sh imported).
+$classmod experiment reuse --packed "$c56" --data "$data" --out "$results/reuse-tiny-imagenet-resnet56/trained-pairs" \
+  --trained-pairs 4 --train-flags "--init $work/resnet56-cifar100.safetensors --freeze-stages 2 --epochs 20 --batch 128 --lr 0.1 --schedule one-cycle --seed 0" \
+  --json > /dev/null
 # Replace: 20 seeded classes of the ResNet-20 base distilled onto the ResNet-56 base's trunk,
 # each swapped in for the ResNet-56's own compact module.
 $classmod experiment transplant --model "$work/tiny-resnet56.safetensors" --with "$work/tiny-resnet20.safetensors" \
