@@ -9,7 +9,7 @@
 # directories go there too and a finished one is not decomposed again. Mask modules cost about
 # 200 forwards of the base an image when all 200 are composed, so every experiment that composes
 # them scores a seeded class-balanced 2,000 of the 10,000 validation images (10 a class); the
-# compact modules are scored on all 10,000 too. About 2 hours on a 2-core machine.
+# compact modules are scored on all 10,000 too. About 3 hours on a 2-core machine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${SHARED:-$here/../shared}
