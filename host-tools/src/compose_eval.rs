@@ -255,11 +255,7 @@ pub fn others(images: &ImageSet, map: &[Option<u32>]) -> ImageSet {
 
 /// Keeps the images of composed classes, relabelled to composition order.
 pub fn restrict(images: ImageSet, map: &[Option<u32>], composed_names: Vec<String>) -> ImageSet {
-    let keep: Vec<usize> = (0..images.len()).filter(|&i| map[images.labels[i] as usize].is_some()).collect();
-    let mut out = images.select(&keep);
-    out.labels = out.labels.iter().map(|&l| map[l as usize].expect("kept")).collect();
-    out.class_names = composed_names;
-    out
+    images.relabelled(map, composed_names)
 }
 
 /// Figures of a composed classifier.

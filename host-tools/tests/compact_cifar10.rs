@@ -26,48 +26,35 @@ fn a_compact_decomposition_of_resnet20_composes_all_ten_classes() {
     let data = shared.join("data/cifar10-jpeg.tar.gz");
     let modules = dir.join("modules");
     let (model_s, data_s, modules_s) = (model.to_str().unwrap(), data.to_str().unwrap(), modules.to_str().unwrap());
-    let o = common::classmod(&[
-        "decompose",
-        "--kind",
-        "compact",
-        "--model",
-        model_s,
-        "--data",
-        data_s,
-        "--out",
+    let decompose = |out: &str, flags: &[&str]| {
+        let fixed = ["decompose", "--kind", "compact", "--model", model_s, "--data", data_s, "--out", out];
+        common::classmod(&[&fixed[..], flags].concat())
+    };
+    let o = decompose(
         modules_s,
-        "--max-images",
-        "5000",
-        "--held-out",
-        "500",
-        "--epochs",
-        "3",
-        "--check-data",
-        data_s,
-        "--check-limit",
-        "1000",
-        "--json",
-    ]);
+        &[
+            "--max-images",
+            "5000",
+            "--held-out",
+            "500",
+            "--epochs",
+            "3",
+            "--check-data",
+            data_s,
+            "--check-limit",
+            "1000",
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let d = common::last_json(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("unseen by the base (--check-data)"));
     // A check set that cannot be read fails before the decomposition, naming it.
     let missing = dir.join("no-such-check-data");
-    let o = common::classmod(&[
-        "decompose",
-        "--kind",
-        "compact",
-        "--model",
-        model_s,
-        "--data",
-        data_s,
-        "--out",
+    let o = decompose(
         dir.join("never").to_str().unwrap(),
-        "--max-images",
-        "100",
-        "--check-data",
-        missing.to_str().unwrap(),
-    ]);
+        &["--max-images", "100", "--check-data", missing.to_str().unwrap()],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("no-such-check-data") && !dir.join("never").exists(), "{err}");

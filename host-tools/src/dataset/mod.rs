@@ -154,6 +154,11 @@ impl ImageSet {
     pub fn append(&mut self, other: ImageSet) {
         sampling::append(self, other)
     }
+    /// The images of the classes `l` with a `map[l]` (each target label once), relabelled to it,
+    /// the classes now named `names`.
+    pub fn relabelled(&self, map: &[Option<u32>], names: Vec<String>) -> ImageSet {
+        sampling::relabelled(self, map, names)
+    }
     /// The images of the classes `names` (the set's own names, each once), relabelled in that
     /// order; an error names a class the set (read from `path`) does not have.
     pub fn only_classes(&self, path: &Path, names: &[String]) -> Result<ImageSet, DatasetError> {

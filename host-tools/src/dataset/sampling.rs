@@ -1,6 +1,7 @@
 //! Subsets and unions of [`ImageSet`]s: [`ImageSet::select`], the seeded, class-balanced
 //! [`ImageSet::balanced_sample`] behind every `--limit N`, [`ImageSet::only_classes`] behind
-//! `train --classes`, and [`ImageSet::append`].
+//! `train --classes` and [`ImageSet::relabelled`] behind composing a few classes, and
+//! [`ImageSet::append`].
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,15 @@ pub(super) fn select(set: &ImageSet, indices: &[usize]) -> ImageSet {
     }
 }
 
+/// The images whose label `l` has a `map[l]`, relabelled to it, the classes named `names`.
+pub(super) fn relabelled(set: &ImageSet, map: &[Option<u32>], names: Vec<String>) -> ImageSet {
+    let keep: Vec<usize> = (0..set.len()).filter(|&i| map[set.labels[i] as usize].is_some()).collect();
+    let mut out = select(set, &keep);
+    out.labels.iter_mut().for_each(|l| *l = map[*l as usize].expect("kept"));
+    out.class_names = names;
+    out
+}
+
 /// The images of `names`' classes, relabelled in `names`' order; `None` names the first class
 /// the set does not have.
 pub(super) fn only_classes<'a>(set: &ImageSet, names: &'a [String]) -> Result<ImageSet, &'a str> {
@@ -31,11 +41,7 @@ pub(super) fn only_classes<'a>(set: &ImageSet, names: &'a [String]) -> Result<Im
         let old = set.class_names.iter().position(|c| c == name).ok_or(name.as_str())?;
         to_new[old] = Some(new as u32);
     }
-    let keep: Vec<usize> = (0..set.len()).filter(|&i| to_new[set.labels[i] as usize].is_some()).collect();
-    let mut out = select(set, &keep);
-    out.labels.iter_mut().for_each(|l| *l = to_new[*l as usize].expect("kept"));
-    out.class_names = names.to_vec();
-    Ok(out)
+    Ok(relabelled(set, &to_new, names.to_vec()))
 }
 
 pub(super) fn append(set: &mut ImageSet, other: ImageSet) {

@@ -153,7 +153,7 @@ pub fn reuse_packed(
         options: None,
         nodes_kept: (!kept.is_empty()).then(|| mean(kept.into_iter())),
         packed: Some(packed.display().to_string()),
-        pairs_possible: subsets::count(group.base().class_names().len(), 2) as u64,
+        pairs_possible: subsets::count(names.len(), 2) as u64,
         pairs,
         fives,
         trained_pairs,
@@ -349,7 +349,7 @@ pub fn replace(
     let k = a.meta.class_names.len();
     let all = |src: usize| (0..k).map(|m| (src, m)).collect::<Vec<_>>();
     let acc = |s: &[(usize, usize)]| ScoreTable::subset_accuracy(&[&ta, &tb], s, Rule::Max);
-    let (before, swapped) = replaced_one_by_one(&ta, &tb, Rule::Max);
+    let (before, swapped) = replaced_one_by_one(&ta, &tb, Rule::Max, &(0..k).collect::<Vec<_>>());
     let rows = swapped
         .into_iter()
         .enumerate()

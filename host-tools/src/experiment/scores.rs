@@ -82,15 +82,22 @@ impl ScoreTable {
     }
 }
 
-/// All of `a`'s modules composed, and for each class c the same composition with module c taken
-/// from `b` instead (tables of the same images and classes, one module per class in order): the
-/// inter-model replace of the paper, for mask modules or transplanted compact ones.
-pub fn replaced_one_by_one(a: &ScoreTable, b: &ScoreTable, rule: Rule) -> (SubsetAccuracy, Vec<SubsetAccuracy>) {
+/// All of `a`'s modules composed, and for each class c of `classes` the same composition with
+/// module c taken from `b` instead (tables of the same images and classes, one module per class
+/// in order), in `classes`' order: the inter-model replace of the paper, for mask modules or
+/// transplanted compact ones.
+pub fn replaced_one_by_one(
+    a: &ScoreTable,
+    b: &ScoreTable,
+    rule: Rule,
+    classes: &[usize],
+) -> (SubsetAccuracy, Vec<SubsetAccuracy>) {
     let k = a.scores.len();
     let all: Vec<(usize, usize)> = (0..k).map(|m| (0, m)).collect();
     let acc = |s: &[(usize, usize)]| ScoreTable::subset_accuracy(&[a, b], s, rule);
-    let swapped = (0..k)
-        .map(|c| {
+    let swapped = classes
+        .iter()
+        .map(|&c| {
             let mut s = all.clone();
             s[c] = (1, c);
             acc(&s)

@@ -95,17 +95,18 @@ pub fn transplant(
         swapped_in.votes[c] = tt.votes[j].clone();
     }
     let base_b = crate::eval::evaluate(&ResNet::new(b, &Device::Cpu)?, test, 64, &hidden)?;
-    let (before, swapped) = replaced_one_by_one(&ta, &swapped_in, Rule::Max);
+    let (before, swapped) = replaced_one_by_one(&ta, &swapped_in, Rule::Max, &classes);
     let everything_moved = (0..k).map(|m| (usize::from(classes.contains(&m)), m)).collect::<Vec<_>>();
     let rows = classes
         .iter()
-        .map(|&c| TransplantRow {
+        .zip(&swapped)
+        .map(|(&c, after)| TransplantRow {
             class: a.meta.class_names[c].clone(),
             class_before: before.per_class[c],
-            class_after: swapped[c].per_class[c],
+            class_after: after.per_class[c],
             class_base_b: base_b.per_class[c].top1,
             overall_before: before.composed,
-            overall_after: swapped[c].composed,
+            overall_after: after.composed,
         })
         .collect();
     Ok(TransplantReport {
