@@ -190,6 +190,14 @@ fn bad_flags_exit_with_2_and_no_panic() {
         assert!(err.lines().next().unwrap_or("").contains("'0' for '--golden"), "{cmd}: {err}");
         assert!(!err.contains("panicked") && !err.contains("matmul"), "{cmd}: {err}");
     }
+    for (flag, value) in [("--max-loss", "-1"), ("--grow-minutes", "NaN")] {
+        let arg = format!("{flag}={value}");
+        let o =
+            common::classmod(&["decompose", "--kind", "compact", "--model", "m", "--data", "d", "--out", "o", &arg]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(flag) && err.contains("a number of at least 0"), "{err}");
+    }
     // No `mender-artifact` on the PATH: one line saying how to get it, exit 2.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_classmod"))
         .args(["mender-artifact", "--packed", "p", "--device-type", "t", "--out", "x.mender"])

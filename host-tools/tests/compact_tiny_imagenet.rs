@@ -91,6 +91,13 @@ fn twenty_compact_modules_of_a_fine_tuned_tiny_imagenet_base_compose_near_it() {
     assert!(params < 0.03, "a module adds {:.2} % of the base's parameters", 100.0 * params);
     let held = &d["heldout"];
     assert!(held["images"].as_u64().unwrap() > 0 && held["per_class_top1"].as_f64().unwrap() > 0.0, "{held}");
+    // Without --check-data the decomposition checks itself on the data's own validation split
+    // (500 images choose, 500 confirm), which the base did not train on, and says so.
+    let g = &d["growth"];
+    assert_eq!((g["tune"]["images"].as_u64(), g["confirm"]["images"].as_u64()), (Some(500), Some(500)), "{g}");
+    assert_eq!((d["check"]["images"].as_u64(), d["check"]["split"].as_str()), (Some(1000), Some("test")));
+    let grown = g["rounds"].as_array().unwrap().iter().filter(|r| r["kept"] == true).count();
+    assert_eq!(grown == 0, g["grown"] == 0, "{g}");
 
     let v = run(&["compose-eval", "--modules", &modules, "--data", &data, "--split", "test", "--json"]);
     assert_eq!(v["n"], 1000, "50 validation images of each of the 20 classes");

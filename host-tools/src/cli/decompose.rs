@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use classmod_host::dataset::{ImageShape, Split};
 use classmod_host::decompose::compact::{self, CompactOptions};
+use classmod_host::decompose::growth::{self, CheckImages, GrowthOptions};
 use classmod_host::decompose::{self, DecomposeOptions};
 use classmod_host::pack::{golden_sample, pack, PackGroup};
 use classmod_host::progress;
@@ -70,8 +71,22 @@ pub struct Args {
     /// the decomposed classes against the base: images the base did not train on (your
     /// validation split, say). The held-out training images understate the modules against a
     /// base fit to them (2.5 to 7.3 points of top-1 on the bases measured), these do not.
+    /// Compact modules check themselves on half of them and grow the branches that lose
+    /// (--max-loss) [default for compact: --data's --check-split, if it has one; --no-check: none]
     #[arg(long)]
     check_data: Option<PathBuf>,
+    /// Compact: no check on images the base did not train on, and so no growth (only the
+    /// held-out training images' figure).
+    #[arg(long, conflicts_with = "check_data")]
+    no_check: bool,
+    /// Compact: points of top-1 the modules may lose against the base on half the check images
+    /// (the other half is only reported); beyond it the branches of the classes that lose most
+    /// grow (a block deeper, then half as wide again) and train again, while the time budget lasts.
+    #[arg(long, default_value_t = growth::MAX_LOSS, value_parser = non_negative)]
+    max_loss: f64,
+    /// Compact: minutes the growth may take [default: as long as the first training took].
+    #[arg(long, value_parser = non_negative)]
+    grow_minutes: Option<f64>,
     /// The split of --check-data that the base did not train on.
     #[arg(long, value_enum, default_value = "test")]
     check_split: super::SplitArg,
@@ -153,11 +168,7 @@ pub fn run(a: Args) -> Result<()> {
         train = train.balanced_sample(n, a.seed);
     }
     // Read before the long decomposition, so that a bad path fails at once.
-    let check = a
-        .check_data
-        .as_ref()
-        .map(|p| load_data(p, a.check_split.into(), shape, Some(names), None, a.seed))
-        .transpose()?;
+    let check = check_images(&a, shape, names, classes.as_deref())?;
     if a.kind == super::KindArg::Compact {
         return run_compact(&a, &model, &train, classes, check);
     }
@@ -199,7 +210,7 @@ pub fn run(a: Args) -> Result<()> {
         d.seconds,
         100.0 * d.nodes_kept()
     );
-    let check = check.map(|images| unseen_check(&a, &model, &d.modules, &images)).transpose()?;
+    let check = check.map(|(path, images)| unseen_check(&a, &path, &model, &d.modules, &images)).transpose()?;
     if a.json {
         print_json(&serde_json::json!({
             "kind": "mask", "modules": paths, "nodes_kept": d.nodes_kept(), "seconds": d.seconds, "options": opts, "classes": d.reports,
@@ -207,6 +218,48 @@ pub fn run(a: Args) -> Result<()> {
         }));
     }
     Ok(())
+}
+
+/// A number of at least 0 (not NaN).
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}`: a number of at least 0")),
+    }
+}
+
+/// The images the decomposition is checked on (`--check-data`, by default for compact modules
+/// the training data's `--check-split`), those of the decomposed classes (labels kept), at
+/// most `--check-limit`; with their path. A default that cannot be read is said and skipped.
+fn check_images(
+    a: &Args,
+    shape: ImageShape,
+    names: &[String],
+    classes: Option<&[usize]>,
+) -> Result<Option<(PathBuf, classmod_host::dataset::ImageSet)>> {
+    let split = a.check_split.into();
+    let set = match (&a.check_data, a.kind == super::KindArg::Compact && !a.no_check) {
+        (Some(path), _) => (path.clone(), load_data(path, split, shape, Some(names), None, a.seed)?),
+        (None, true) => match load_data(&a.data, split, shape, Some(names), None, a.seed) {
+            Ok(set) => (a.data.clone(), set),
+            Err(e) => {
+                println!(
+                    "no check on images the base did not train on ({e:#}): the modules are checked on held-out training images only and do not grow (--check-data)"
+                );
+                return Ok(None);
+            }
+        },
+        (None, false) => return Ok(None),
+    };
+    let (path, mut set) = set;
+    if let Some(cs) = classes {
+        let map: Vec<Option<u32>> = (0..names.len()).map(|l| cs.contains(&l).then_some(l as u32)).collect();
+        set = set.relabelled(&map, names.to_vec());
+    }
+    if let Some(n) = a.check_limit.filter(|&n| n < set.len()) {
+        set = set.balanced_sample(n, a.seed);
+    }
+    Ok(Some((path, set)))
 }
 
 /// The decomposition checked on images the base did not train on (`--check-data`).
@@ -227,22 +280,19 @@ struct UnseenCheck {
 /// the summary line.
 fn unseen_check(
     a: &Args,
+    path: &std::path::Path,
     model: &classmod_runtime::host::ModelFile,
     modules: &[ClassModule],
     all: &classmod_host::dataset::ImageSet,
 ) -> Result<UnseenCheck> {
-    let path = a.check_data.as_ref().expect("a check asked for");
     let names: Vec<String> = modules.iter().map(|m| m.class_name.clone()).collect();
-    let mut images = all.only_classes(path, &names)?;
-    if let Some(n) = a.check_limit.filter(|&n| n < images.len()) {
-        images = images.balanced_sample(n, a.seed);
-    }
+    let images = all.only_classes(path, &names)?;
     let pb = progress::bar(images.len() as u64, "check");
     let r = classmod_host::compose_eval::evaluate_decomposed(model, &a.model, modules.to_vec(), &images, &pb)?;
     let base = r.base.as_ref().expect("one base");
     let split = format!("{:?}", Split::from(a.check_split)).to_lowercase();
     let c = UnseenCheck {
-        data: path.clone(),
+        data: path.to_path_buf(),
         split,
         images: r.composed.n,
         base_top1: base.top1,
@@ -252,7 +302,7 @@ fn unseen_check(
         loss_points: 100.0 * (base.top1 - r.composed.top1),
     };
     println!(
-        "on {} images of {}'s {} split, unseen by the base (--check-data), the modules compose {:.2} / {:.2} % top-1 / top-5 against the base's {:.2} / {:.2} % ({:+.2} points of top-1)",
+        "on {} images of {}'s {} split, unseen by the base (the check), the modules compose {:.2} / {:.2} % top-1 / top-5 against the base's {:.2} / {:.2} % ({:+.2} points of top-1)",
         c.images,
         path.display(),
         c.split,
@@ -270,7 +320,7 @@ fn run_compact(
     model: &classmod_runtime::host::ModelFile,
     train: &classmod_host::dataset::ImageSet,
     classes: Option<Vec<usize>>,
-    check: Option<classmod_host::dataset::ImageSet>,
+    check: Option<(PathBuf, classmod_host::dataset::ImageSet)>,
 ) -> Result<()> {
     let defaults = CompactOptions::for_base(&model.meta.arch, classes, a.seed);
     let opts = CompactOptions {
@@ -284,8 +334,18 @@ fn run_compact(
         lr: a.branch_lr,
         ..defaults
     };
+    let growth =
+        GrowthOptions { max_loss: a.max_loss, budget_seconds: a.grow_minutes.map(|m| 60.0 * m), ..Default::default() };
+    let halves = check.as_ref().map(|(_, set)| set.balanced_halves(a.seed ^ 0xC4EC));
     let pb = progress::bar(0, "compact");
-    let d = compact::decompose_compact(model, train, &opts, &pb).map_err(|e| model_error(&a.model, e))?;
+    let d = match &halves {
+        Some((tune, confirm)) => {
+            let images = CheckImages { tune, confirm };
+            compact::decompose_compact_checked(model, train, &opts, images, &growth, &pb)
+        }
+        None => compact::decompose_compact(model, train, &opts, &pb),
+    }
+    .map_err(|e| model_error(&a.model, e))?;
     pb.finish_and_clear();
     let key = a.key.as_deref().map(read_secret_key).transpose()?;
     let group = PackGroup::new(model.clone(), d.modules.clone()).map_err(|e| model_error(&a.model, e))?;
@@ -294,13 +354,14 @@ fn run_compact(
         .map_err(|e| model_error(&a.out, e))?;
     let paths: Vec<PathBuf> = manifest.modules.iter().map(|m| a.out.join(&m.file)).collect();
     println!(
-        "{:<14} {:>10} {:>10} {:>9} {:>8} {:>8}",
-        "class", "first loss", "last loss", "held acc", "recall", "seconds"
+        "{:<14} {:>7} {:>10} {:>10} {:>9} {:>8} {:>8}",
+        "class", "branch", "first loss", "last loss", "held acc", "recall", "seconds"
     );
     for r in &d.reports {
         println!(
-            "{:<14} {:>10.3} {:>10.3} {:>8.1}% {:>7.1}% {:>8.1}",
+            "{:<14} {:>7} {:>10.3} {:>10.3} {:>8.1}% {:>7.1}% {:>8.1}",
             r.class_name,
+            format!("{}x{}", r.width, r.blocks),
             r.first_loss,
             r.last_loss,
             100.0 * r.held_out_accuracy,
@@ -340,14 +401,40 @@ fn run_compact(
         100.0 * c.shared_top1,
         100.0 * c.top5[2]
     );
-    let check = check.map(|images| unseen_check(a, model, &d.modules, &images)).transpose()?;
+    if let (Some(g), Some((path, _))) = (&d.growth, &check) {
+        println!("{}", growth_line(g, path, a.check_split));
+    }
+    let check = check.map(|(path, images)| unseen_check(a, &path, model, &d.modules, &images)).transpose()?;
     if a.json {
         print_json(&serde_json::json!({
             "kind": "compact", "modules": paths, "params_fraction": d.params_fraction(),
             "macs_fraction": d.macs_fraction(), "trunk_macs_fraction": d.trunk_macs_fraction(),
             "seconds": d.seconds, "cache_seconds": d.cache_seconds, "options": opts, "classes": d.reports,
             "negatives": d.negatives, "heldout_loss": d.check.loss_points(), "heldout": d.check, "check": check,
+            "growth": d.growth,
         }));
     }
     Ok(())
+}
+
+/// The summary line of the check and what grew.
+fn growth_line(g: &growth::GrowthReport, path: &std::path::Path, split: super::SplitArg) -> String {
+    let split = format!("{:?}", Split::from(split)).to_lowercase();
+    let grew = match g.rounds.iter().filter(|r| r.kept).count() {
+        0 => "nothing grew".to_string(),
+        kept => format!(
+            "{kept} round(s) grew {} branch(es) in {:.0} s to {:+.2} / {:+.2}",
+            g.grown, g.seconds, -g.tune.loss_points, -g.confirm.loss_points
+        ),
+    };
+    format!(
+        "checked on {} + {} images of {}'s {split} split, unseen by the base (the first half chooses, the second only confirms): the first training composed {:+.2} / {:+.2} points of top-1 against the base (target: at most {:.2} lost); {grew}; stopped: {}",
+        g.tune.images,
+        g.confirm.images,
+        path.display(),
+        -g.first_tune.loss_points,
+        -g.first_confirm.loss_points,
+        g.max_loss,
+        serde_json::to_value(g.stopped).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    )
 }

@@ -177,6 +177,11 @@ impl ImageSet {
     pub fn balanced_sample(&self, n: usize, seed: u64) -> ImageSet {
         sampling::balanced_sample(self, n, seed)
     }
+    /// Two disjoint seeded halves of every class's images (the odd one to the second): one to
+    /// choose on, one to report.
+    pub fn balanced_halves(&self, seed: u64) -> (ImageSet, ImageSet) {
+        sampling::balanced_halves(self, seed)
+    }
 }
 
 /// Opens a dataset file for reading if it is a regular file (`regular::open`: a FIFO or device

@@ -1,7 +1,8 @@
 //! Subsets and unions of [`ImageSet`]s: [`ImageSet::select`], the seeded, class-balanced
 //! [`ImageSet::balanced_sample`] behind every `--limit N`, [`ImageSet::only_classes`] behind
-//! `train --classes` and [`ImageSet::relabelled`] behind composing a few classes, and
-//! [`ImageSet::append`].
+//! `train --classes` and [`ImageSet::relabelled`] behind composing a few classes,
+//! [`ImageSet::balanced_halves`] behind a check that chooses on one half and reports the other,
+//! and [`ImageSet::append`].
 
 use std::collections::BTreeMap;
 
@@ -73,6 +74,26 @@ pub(super) fn balanced_sample(set: &ImageSet, n: usize, seed: u64) -> ImageSet {
     }
     chosen.shuffle(&mut rng);
     select(set, &chosen)
+}
+
+/// Each class's images shuffled (seeded) and cut in two, the first half (rounded down) to the
+/// first set: two disjoint sets of about the same classes' shares, together the whole.
+pub(super) fn balanced_halves(set: &ImageSet, seed: u64) -> (ImageSet, ImageSet) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut by_label: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, &l) in set.labels.iter().enumerate() {
+        by_label.entry(l).or_default().push(i);
+    }
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for members in by_label.values_mut() {
+        members.shuffle(&mut rng);
+        let (a, b) = members.split_at(members.len() / 2);
+        first.extend_from_slice(a);
+        second.extend_from_slice(b);
+    }
+    first.sort_unstable();
+    second.sort_unstable();
+    (select(set, &first), select(set, &second))
 }
 
 /// How many of each class to take for `n` in all (`n` at most the sum of `available`): equal
@@ -162,6 +183,23 @@ mod tests {
         assert_eq!(quotas(&[1, 100, 100], 10), vec![1, 5, 4]);
         assert_eq!(quotas(&[2, 3], 5), vec![2, 3]);
         assert_eq!(quotas(&[5, 5], 0), vec![0, 0]);
+    }
+
+    #[test]
+    fn balanced_halves_split_each_class_in_two_disjoint_halves() {
+        let labels: Vec<u32> = (0..41).map(|i| (i % 4) as u32).collect();
+        let s = set(&labels);
+        let (a, b) = s.balanced_halves(3);
+        assert_eq!((a.len(), b.len()), (20, 21), "class 0's odd image goes to the second half");
+        for c in 0..4 {
+            let n = |h: &ImageSet| h.labels.iter().filter(|&&l| l == c).count();
+            assert!(n(&b) - n(&a) <= 1, "class {c}: {} and {}", n(&a), n(&b));
+        }
+        let mut all: Vec<u8> = a.pixels.iter().chain(&b.pixels).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..41).collect::<Vec<u8>>(), "disjoint, together the whole");
+        assert_eq!(s.balanced_halves(3).0.pixels, a.pixels, "seeded");
+        assert_ne!(s.balanced_halves(4).0.pixels, a.pixels);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::dataset::ImageSet;
+use crate::decompose::growth::{grow, Branches, CheckCaches, CheckImages, GrowthOptions, GrowthReport};
 use crate::decompose::logistic;
 use crate::train::distill::{train_branches, train_branches_on_samples, ClassSample, Distillation};
 use crate::train::trunk_cache::TrunkCache;
@@ -279,6 +280,9 @@ impl CompactOptions {
 pub struct CompactReport {
     pub class_id: u32,
     pub class_name: String,
+    /// Its branch's width and blocks (larger than asked where the check grew it).
+    pub width: usize,
+    pub blocks: usize,
     /// Mean training loss over the first and the last tenth of the steps.
     pub first_loss: f64,
     pub last_loss: f64,
@@ -306,6 +310,9 @@ pub struct CompactDecomposition {
     /// The modules composed against their base on the held-out images, and the calibration
     /// chosen by it.
     pub check: CalibrationCheck,
+    /// What the check on images the base did not train on found, and what grew
+    /// ([`decompose_compact_checked`]).
+    pub growth: Option<GrowthReport>,
     /// Seconds caching the trunk, and in all.
     pub cache_seconds: f64,
     pub seconds: f64,
@@ -336,7 +343,21 @@ pub fn decompose_compact(
     opts: &CompactOptions,
     progress: &ProgressBar,
 ) -> Result<CompactDecomposition, HostError> {
-    compact_modules(model, None, train, opts, progress)
+    compact_modules(model, None, train, opts, None, progress)
+}
+
+/// [`decompose_compact`] checking itself on `check`, images the base did not train on, and
+/// growing the branches of the classes that lose most while the modules lose more than
+/// `growth.max_loss` points of top-1 there ([`super::growth`]).
+pub fn decompose_compact_checked(
+    model: &ModelFile,
+    train: &ImageSet,
+    opts: &CompactOptions,
+    check: CheckImages,
+    growth: &GrowthOptions,
+    progress: &ProgressBar,
+) -> Result<CompactDecomposition, HostError> {
+    compact_modules(model, None, train, opts, Some((check, growth)), progress)
 }
 
 /// Transplant: compact modules of `teacher`'s classes on `model`'s trunk, each branch distilled
@@ -355,7 +376,7 @@ pub fn transplant_compact(
         return Err(HostError::ModelsDiffer);
     }
     let teacher = ResNet::new(teacher, &Device::Cpu)?;
-    compact_modules(model, Some(&teacher), train, opts, progress)
+    compact_modules(model, Some(&teacher), train, opts, None, progress)
 }
 
 fn compact_modules(
@@ -363,6 +384,7 @@ fn compact_modules(
     teacher: Option<&ResNet>,
     train: &ImageSet,
     opts: &CompactOptions,
+    check: Option<(CheckImages, &GrowthOptions)>,
     progress: &ProgressBar,
 ) -> Result<CompactDecomposition, HostError> {
     let t0 = Instant::now();
@@ -385,59 +407,104 @@ fn compact_modules(
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed));
     let held = opts.held_out.min(train.len() / 5);
     let (held_idx, train_idx) = order.split_at(held);
-    progress.set_length(train.len() as u64);
+    let check_len = check.map_or(0, |(c, _)| c.tune.len() + c.confirm.len());
+    progress.set_length((train.len() + check_len) as u64);
     progress.set_message("caching the trunk");
     let cache = TrunkCache::build(&net, teacher, train, train_idx, end, progress)?;
     let held_cache = TrunkCache::build(&net, teacher, train, held_idx, end, progress)?;
+    let every = |set: &ImageSet| (0..set.len()).collect::<Vec<_>>();
+    let check_caches = check
+        .map(|(c, _)| -> Result<_, HostError> {
+            let tune = TrunkCache::build(&net, teacher, c.tune, &every(c.tune), end, progress)?;
+            Ok((tune, TrunkCache::build(&net, teacher, c.confirm, &every(c.confirm), end, progress)?))
+        })
+        .transpose()?;
     let cache_seconds = t0.elapsed().as_secs_f64();
     let negatives = opts.negatives.resolve(cache.len(), classes);
     let steps_per_epoch = |images: usize| images.div_ceil(opts.batch.max(2));
-    let samples: Vec<ClassSample> = match negatives {
-        Negatives::Sample(k) => wanted.iter().map(|&c| class_sample(&cache, c, k)).collect(),
-        _ => Vec::new(),
-    };
     let steps = opts.epochs.max(1) * steps_per_epoch(cache.len());
-    let all_steps = match negatives {
-        Negatives::Sample(_) => samples.iter().map(|s| opts.epochs.max(1) * steps_per_epoch(s.epoch_len())).sum(),
-        _ => steps * wanted.len(),
+    let branch_steps = |c: usize| match negatives {
+        Negatives::Sample(k) => opts.epochs.max(1) * steps_per_epoch(class_sample(&cache, c, k).epoch_len()),
+        _ => steps,
     };
     progress.set_position(0);
-    progress.set_length(all_steps as u64);
+    progress.set_length(wanted.iter().map(|&c| branch_steps(c)).sum::<usize>() as u64);
     progress.set_message(format!("training {} branches", wanted.len()));
     let key = ModelKey::of(model)?;
     let (h, w) = (cache.shape().1, cache.shape().2);
-    let tt = Instant::now();
     let distill = Distillation { seed: opts.seed, lr: opts.lr, batch: opts.batch, temperature: opts.temperature };
-    let (mut branches, losses) = match negatives {
-        Negatives::Sample(_) => {
-            train_branches_on_samples(&cache, spec, &wanted, &samples, opts.epochs, &distill, progress)?
+    // Trains the branches of `these` classes at `spec`: the first time all of them, then the
+    // classes the check grows.
+    let train_these = |these: &[usize], spec: BranchSpec| match negatives {
+        Negatives::Sample(k) => {
+            let samples: Vec<ClassSample> = these.iter().map(|&c| class_sample(&cache, c, k)).collect();
+            train_branches_on_samples(&cache, spec, these, &samples, opts.epochs, &distill, progress)
         }
-        _ => train_branches(&cache, spec, &wanted, steps, &distill, progress)?,
+        _ => train_branches(&cache, spec, these, steps, &distill, progress),
     };
-    let train_seconds = tt.elapsed().as_secs_f64() / wanted.len().max(1) as f64;
+    let tt = Instant::now();
+    let (mut branches, losses) = train_these(&wanted, spec)?;
+    let first_seconds = tt.elapsed().as_secs_f64();
     // Calibration evaluates each branch on the held-out images: independent, one per thread.
-    let tc = Instant::now();
     let held_logits =
         branches.par_iter_mut().map(|branch| logits_of(branch, &held_cache)).collect::<Result<Vec<_>, HostError>>()?;
-    let check = calibration_check(&held_cache, &wanted, &held_logits);
-    let calibrate_seconds = tc.elapsed().as_secs_f64() / wanted.len().max(1) as f64;
+    let check_held = calibration_check(&held_cache, &wanted, &held_logits);
+    let calibrate_seconds = t0.elapsed().as_secs_f64() - cache_seconds - first_seconds;
+    let n = wanted.len().max(1) as f64;
+    let mut set = Branches {
+        names: wanted.iter().map(|&c| net.class_names()[c].clone()).collect(),
+        specs: vec![spec; wanted.len()],
+        seconds: vec![first_seconds / n; wanted.len()],
+        classes: wanted,
+        branches,
+        losses,
+        held_logits,
+        check: check_held,
+    };
+    let growth = match (check_caches, check) {
+        (Some((tune, confirm)), Some((_, growth))) => {
+            let caches = CheckCaches { held: &held_cache, tune: &tune, confirm: &confirm };
+            let retrain = |these: &[usize], spec: BranchSpec| {
+                progress.set_position(0);
+                progress.set_length(these.iter().map(|&c| branch_steps(c)).sum::<usize>() as u64);
+                progress.set_message(format!(
+                    "growing {} branches to width {}, {} blocks",
+                    these.len(),
+                    spec.width,
+                    spec.blocks
+                ));
+                train_these(these, spec)
+            };
+            Some(grow(&mut set, &caches, &cfg, growth, first_seconds, &retrain)?)
+        }
+        _ => None,
+    };
     let (mut modules, mut reports) = (Vec::new(), Vec::new());
-    for (i, ((&c, branch), losses)) in wanted.iter().zip(&branches).zip(losses).enumerate() {
-        let (a, b) = check.chosen_fit(i);
-        let (module, (accuracy, recall)) =
-            calibrated_module(&net, &held_cache, branch, &held_logits[i], (a, b), c, key)?;
+    for (i, &c) in set.classes.iter().enumerate() {
+        let (spec, losses) = (set.specs[i], &set.losses[i]);
+        let (module, (accuracy, recall)) = calibrated_module(
+            &net,
+            &held_cache,
+            &set.branches[i],
+            &set.held_logits[i],
+            set.check.chosen_fit(i),
+            c,
+            key,
+        )?;
         let tenth = (losses.len() / 10).max(1);
         let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
         reports.push(CompactReport {
             class_id: c as u32,
-            class_name: net.class_names()[c].clone(),
+            class_name: set.names[i].clone(),
+            width: spec.width,
+            blocks: spec.blocks,
             first_loss: mean(&losses[..tenth.min(losses.len())]),
             last_loss: mean(&losses[losses.len().saturating_sub(tenth)..]),
             held_out_accuracy: accuracy,
             held_out_recall: recall,
             params: spec.params() + spec.width as u64 + 1,
             macs: spec.macs(h, w) + spec.width as u64,
-            seconds: train_seconds + calibrate_seconds,
+            seconds: set.seconds[i] + calibrate_seconds / n,
         });
         modules.push(module);
     }
@@ -455,7 +522,8 @@ fn compact_modules(
         base_macs,
         trunk_macs,
         negatives,
-        check,
+        check: set.check,
+        growth,
         cache_seconds,
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -535,7 +603,7 @@ impl CalibrationCheck {
     }
 
     /// Module `i`'s `(a, b)` under the chosen calibration.
-    fn chosen_fit(&self, i: usize) -> (f32, f32) {
+    pub(super) fn chosen_fit(&self, i: usize) -> (f32, f32) {
         match self.chosen {
             Calibration::PerClass => self.per_class[i],
             Calibration::Shared => self.shared,
@@ -543,9 +611,39 @@ impl CalibrationCheck {
     }
 }
 
+/// Where one image of a decomposed class lands when the classes are scored: `own` and `winner`
+/// are positions in the decomposed classes (its class and the highest scored), `above` how many
+/// score above its own (0: top-1 right; under 5: top-5 right).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Placement {
+    pub own: usize,
+    pub above: usize,
+    pub winner: usize,
+}
+
+/// The placement of every image of `cache` whose label is one of `classes`, class `classes[i]`
+/// scoring `score(i, row)` (composition among the decomposed classes, on their images).
+pub(super) fn placements(
+    cache: &TrunkCache,
+    classes: &[usize],
+    score: &(dyn Fn(usize, usize) -> f32 + Sync),
+) -> Vec<Placement> {
+    (0..cache.len())
+        .into_par_iter()
+        .filter_map(|r| {
+            let own = classes.iter().position(|&c| c == cache.labels()[r] as usize)?;
+            let s = |i| score(i, r);
+            let mine = s(own);
+            let above = (0..classes.len()).filter(|&i| s(i) > mine).count();
+            let winner = (0..classes.len()).fold(own, |w, i| if s(i) > s(w) { i } else { w });
+            Some(Placement { own, above, winner })
+        })
+        .collect()
+}
+
 /// Fits both calibrations to the branches' logits `logits[i]` (class `classes[i]`) on the
 /// held-out images of `held`, and composes the modules under each against the base there.
-fn calibration_check(held: &TrunkCache, classes: &[usize], logits: &[Vec<f32>]) -> CalibrationCheck {
+pub(super) fn calibration_check(held: &TrunkCache, classes: &[usize], logits: &[Vec<f32>]) -> CalibrationCheck {
     let is = |c: usize| -> Vec<bool> { held.labels().iter().map(|&l| l as usize == c).collect() };
     let fit = |z: &[f32], labels: &[bool]| {
         let feats: Vec<Vec<f32>> = z.iter().map(|&v| vec![v]).collect();
@@ -556,25 +654,16 @@ fn calibration_check(held: &TrunkCache, classes: &[usize], logits: &[Vec<f32>]) 
     let pooled: Vec<f32> = logits.concat();
     let pooled_labels: Vec<bool> = classes.iter().flat_map(|&c| is(c)).collect();
     let shared = fit(&pooled, &pooled_labels);
-    // Composition among the decomposed classes, on their images.
-    let images: Vec<usize> = (0..held.len()).filter(|&r| classes.contains(&(held.labels()[r] as usize))).collect();
-    // (top-1, top-5): an image counts when fewer than k classes score above its own.
-    let top1_top5 = |score: &dyn Fn(usize, usize) -> f32| {
-        let mut right = [0usize; 2];
-        for &r in &images {
-            let Some(own) = classes.iter().position(|&c| c == held.labels()[r] as usize) else { continue };
-            let above = (0..classes.len()).filter(|&i| score(i, r) > score(own, r)).count();
-            right[0] += usize::from(above < 1);
-            right[1] += usize::from(above < 5);
-        }
-        right.map(|n| n as f64 / images.len().max(1) as f64)
+    let top1_top5 = |score: &(dyn Fn(usize, usize) -> f32 + Sync)| {
+        let p = placements(held, classes, score);
+        [1, 5].map(|k| p.iter().filter(|x| x.above < k).count() as f64 / p.len().max(1) as f64)
     };
     let [base_top1, base_top5] = top1_top5(&|i, r| held.teacher_logit(r, classes[i]).unwrap_or(f32::NEG_INFINITY));
     let [per_class_top1, per_class_top5] = top1_top5(&|i, r| per_class[i].0 * logits[i][r] + per_class[i].1);
     let [shared_top1, shared_top5] = top1_top5(&|i, r| shared.0 * logits[i][r] + shared.1);
     let chosen = Calibration::better([per_class_top1, per_class_top5], [shared_top1, shared_top5]);
     CalibrationCheck {
-        images: images.len(),
+        images: (0..held.len()).filter(|&r| classes.contains(&(held.labels()[r] as usize))).count(),
         base_top1,
         per_class_top1,
         shared_top1,
@@ -618,7 +707,7 @@ fn calibrated_module(
 }
 
 /// The branch's logits (eval mode) on every image of `cache`.
-fn logits_of(branch: &mut Branch, cache: &TrunkCache) -> Result<Vec<f32>, HostError> {
+pub(super) fn logits_of(branch: &mut Branch, cache: &TrunkCache) -> Result<Vec<f32>, HostError> {
     let rows: Vec<usize> = (0..cache.len()).collect();
     let mut out = Vec::with_capacity(rows.len());
     let (mut acts, mut teacher, mut labels) = (Vec::new(), Vec::new(), Vec::new());

@@ -3,6 +3,7 @@
 
 pub mod compact;
 pub mod concern;
+pub mod growth;
 pub mod logistic;
 pub mod min_score;
 pub mod observe;
