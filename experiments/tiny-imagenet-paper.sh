@@ -26,6 +26,10 @@ done
 cargo build --release -q -p classmod-host --bin classmod
 classmod=$here/target/release/classmod
 
+# Compact modules check themselves on the validation split (half chooses what grows, half
+# confirms): on these bases they compose above the base there, so nothing grows and the RQ1
+# figures on all 10,000 images are not chosen on (the JSON's `growth.rounds` says so; were any
+# round kept, report `growth.confirm` beside them).
 for depth in 56 20; do
   base=$work/tiny-resnet$depth.safetensors
   for kind in compact mask; do

@@ -87,8 +87,15 @@ fn twenty_compact_modules_of_a_fine_tuned_tiny_imagenet_base_compose_near_it() {
     assert_eq!(d["negatives"]["Sample"], 2000, "each branch trained on its class and 2,000 others");
     assert_eq!(d["options"]["trunk_blocks"], 1);
     let (params, trunk) = (d["params_fraction"].as_f64().unwrap(), d["trunk_macs_fraction"].as_f64().unwrap());
-    // 2.8 % of a ResNet-20 (0.88 % of the 200-class ResNet-56 at the same shape).
-    assert!(params < 0.03, "a module adds {:.2} % of the base's parameters", 100.0 * params);
+    // A module of the shape asked for, 10 x 1: 2.8 % of a ResNet-20 (0.88 % of the 200-class
+    // ResNet-56 at the same shape); the check may have grown some (below).
+    let classes = d["classes"].as_array().unwrap();
+    let mean = classes.iter().map(|c| c["params"].as_f64().unwrap()).sum::<f64>() / classes.len() as f64;
+    let base_params = mean / params;
+    for c in classes.iter().filter(|c| c["width"] == 10 && c["blocks"] == 1) {
+        let own = c["params"].as_f64().unwrap() / base_params;
+        assert!(own < 0.03, "a module adds {:.2} % of the base's parameters", 100.0 * own);
+    }
     let held = &d["heldout"];
     assert!(held["images"].as_u64().unwrap() > 0 && held["per_class_top1"].as_f64().unwrap() > 0.0, "{held}");
     // Without --check-data the decomposition checks itself on the data's own validation split
@@ -96,8 +103,10 @@ fn twenty_compact_modules_of_a_fine_tuned_tiny_imagenet_base_compose_near_it() {
     let g = &d["growth"];
     assert_eq!((g["tune"]["images"].as_u64(), g["confirm"]["images"].as_u64()), (Some(500), Some(500)), "{g}");
     assert_eq!((d["check"]["images"].as_u64(), d["check"]["split"].as_str()), (Some(1000), Some("test")));
-    let grown = g["rounds"].as_array().unwrap().iter().filter(|r| r["kept"] == true).count();
-    assert_eq!(grown == 0, g["grown"] == 0, "{g}");
+    eprintln!("growth: {g}");
+    let kept = g["rounds"].as_array().unwrap().iter().filter(|r| r["kept"] == true).count();
+    let grown = classes.iter().filter(|c| !(c["width"] == 10 && c["blocks"] == 1)).count();
+    assert_eq!((kept == 0, g["grown"].as_u64()), (grown == 0, Some(grown as u64)), "{g}");
 
     let v = run(&["compose-eval", "--modules", &modules, "--data", &data, "--split", "test", "--json"]);
     assert_eq!(v["n"], 1000, "50 validation images of each of the 20 classes");
