@@ -41,9 +41,9 @@ pub struct Args {
     /// stage has) [default: 1 for a base of 100 classes or more, else 0: measured, see results/]
     #[arg(long)]
     trunk_blocks: Option<usize>,
-    /// Compact: the branch's channel width [default: 16 for a base of up to 3 blocks a stage
-    /// (ResNet-20), 24 for deeper ones (ResNet-56), 10 for a base of 100 classes or more:
-    /// measured, see results/]
+    /// Compact: the branch's channel width [default: a share of the base's last stage, 16 of
+    /// its 64 channels for a base of up to 3 blocks a stage (ResNet-20), 24 for deeper ones
+    /// (ResNet-56), 10 for a base of 100 classes or more: measured, see results/]
     #[arg(long)]
     branch_width: Option<usize>,
     /// Compact: blocks after the branch's entry convolution [default: 1 for a base of up to 3

@@ -38,12 +38,6 @@ use classmod_train::Branch;
 
 /// Stages of the base the trunk covers, by default.
 pub const TRUNK_STAGES: usize = 2;
-/// The branch's width, by default, for a base of at most [`SHALLOW_STAGE_BLOCKS`] blocks a
-/// stage (ResNet-20); deeper bases get [`DEEP_BRANCH_WIDTH`] ([`default_width`]).
-pub const BRANCH_WIDTH: usize = 16;
-pub const SHALLOW_STAGE_BLOCKS: usize = 3;
-pub const DEEP_BRANCH_WIDTH: usize = 24;
-
 /// The branch width to use when none is asked for, chosen by measurement (full training split,
 /// 6 epochs, `results/compact-resnet20/`, `compact-resnet56*/`): a branch stands in for the
 /// base's last stage, and ResNet-56's nine blocks a stage need more than ResNet-20's three.
@@ -52,14 +46,35 @@ pub const DEEP_BRANCH_WIDTH: usize = 24;
 /// full trade-off (`results/compact-tradeoff-resnet20/`, T in {1, 2} x W in {8, 16, 32}) T=2,
 /// W=16 is the knee: the only setting within half a point of the base whose module stays under
 /// the 6 % size target (T=2, W=8: -0.9 points; T=1 reaches -0.3 only at W=32, 15.8 % a module).
+/// Those widths are shares of the last stage's 64 channels ([`BRANCH_WIDTH_SHARE`] and the
+/// others), so that a wider base gets a branch as wide in proportion, not 16 channels beside
+/// a stage of hundreds.
 pub fn default_width(arch: &classmod_runtime::host::ResNetConfig) -> usize {
-    if has_many_classes(arch) {
-        MANY_CLASSES_BRANCH_WIDTH
+    let share = if has_many_classes(arch) {
+        MANY_CLASSES_BRANCH_WIDTH_SHARE
     } else if is_shallow(arch) {
-        BRANCH_WIDTH
+        BRANCH_WIDTH_SHARE
     } else {
-        DEEP_BRANCH_WIDTH
-    }
+        DEEP_BRANCH_WIDTH_SHARE
+    };
+    share_of_last_stage(arch, share)
+}
+
+/// The branch's width as a share `(numerator, denominator)` of the base's last stage's: 16 of
+/// ResNet-20's 64, for a base of at most [`SHALLOW_STAGE_BLOCKS`] blocks a stage.
+pub const BRANCH_WIDTH_SHARE: (usize, usize) = (1, 4);
+/// 24 of ResNet-56's 64, for deeper bases.
+pub const DEEP_BRANCH_WIDTH_SHARE: (usize, usize) = (3, 8);
+/// 10 of 64, for a base of [`MANY_CLASSES`] or more.
+pub const MANY_CLASSES_BRANCH_WIDTH_SHARE: (usize, usize) = (5, 32);
+/// The width [`BRANCH_WIDTH_SHARE`] gives the CIFAR ResNets ([`CompactOptions::new`]'s).
+pub const BRANCH_WIDTH: usize = 16;
+pub const SHALLOW_STAGE_BLOCKS: usize = 3;
+
+/// `share` of the base's last stage's channels, rounded to an even number, at least 2.
+fn share_of_last_stage(arch: &classmod_runtime::host::ResNetConfig, (n, d): (usize, usize)) -> usize {
+    let exact = arch.widths[2] as f64 * n as f64 / d as f64;
+    ((exact / 2.0).round() as usize * 2).max(2)
 }
 /// Blocks of the stage after the trunk's that the trunk runs too, by default: none, but for a
 /// base of many classes ([`MANY_CLASSES_TRUNK_BLOCKS`], where its stages have more blocks than that).
@@ -99,7 +114,7 @@ pub fn default_blocks(arch: &classmod_runtime::host::ResNetConfig) -> usize {
 }
 /// A base of at least this many classes is a base of many classes: its trunk runs
 /// [`MANY_CLASSES_TRUNK_BLOCKS`] block into the stage after the trunk's, and its branches are
-/// [`MANY_CLASSES_BRANCH_WIDTH`] channels wide with [`MANY_CLASSES_BRANCH_BLOCKS`] block.
+/// [`MANY_CLASSES_BRANCH_WIDTH_SHARE`] of the last stage wide with [`MANY_CLASSES_BRANCH_BLOCKS`] block.
 pub const MANY_CLASSES: usize = 100;
 /// Measured on Tiny ImageNet's 200 classes (ResNet-56 base, `results/compact-tiny-imagenet-resnet56/`):
 /// with many classes each branch must be small (the 1 % of the base's parameters) and its
@@ -111,7 +126,6 @@ pub const MANY_CLASSES: usize = 100;
 /// (-5.85 points) from stage 2 and 41.51 % (-2.77) from one block in, for 3 % more shared trunk
 /// (70.0 % of the base's MACs), and trained in 12 minutes instead of 19.
 pub const MANY_CLASSES_TRUNK_BLOCKS: usize = 1;
-pub const MANY_CLASSES_BRANCH_WIDTH: usize = 10;
 pub const MANY_CLASSES_BRANCH_BLOCKS: usize = 1;
 
 /// Whether `arch` has [`MANY_CLASSES`] classes or more.
@@ -748,6 +762,13 @@ mod tests {
                 BranchSpec::after(TrunkEnd { stages: o.trunk_stages, blocks: o.trunk_blocks }, &arch, width, blocks);
             assert!(spec.fits(&arch).is_ok(), "ResNet-{depth}, {classes} classes: {spec:?}");
         }
+        // A base twice as wide gets branches twice as wide: the widths are shares of its last stage.
+        for (depth, classes, width) in [(20, 10, 32), (56, 10, 48), (56, 200, 20)] {
+            let arch = ResNetConfig { widths: [32, 64, 128], ..ResNetConfig::cifar(depth, 3, classes).unwrap() };
+            assert_eq!(default_width(&arch), width, "ResNet-{depth} x2, {classes} classes");
+        }
+        let narrow = ResNetConfig { widths: [4, 4, 4], ..ResNetConfig::cifar(20, 3, 200).unwrap() };
+        assert_eq!(default_width(&narrow), 2, "at least 2 channels");
     }
 
     /// CIFAR-10's ten classes keep training every branch on every image; Tiny ImageNet's 200
