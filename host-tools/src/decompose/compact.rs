@@ -437,8 +437,14 @@ fn compact_modules(
     let negatives = opts.negatives.resolve(cache.len(), classes);
     let steps_per_epoch = |images: usize| images.div_ceil(opts.batch.max(2));
     let steps = opts.epochs.max(1) * steps_per_epoch(cache.len());
+    // Each class's sample, drawn once: the first training and a growth round train on the same.
+    let samples: Vec<ClassSample> = match negatives {
+        Negatives::Sample(k) => wanted.iter().map(|&c| class_sample(&cache, c, k)).collect(),
+        _ => Vec::new(),
+    };
+    let position = |c: usize| wanted.iter().position(|&w| w == c).expect("a decomposed class");
     let branch_steps = |c: usize| match negatives {
-        Negatives::Sample(k) => opts.epochs.max(1) * steps_per_epoch(class_sample(&cache, c, k).epoch_len()),
+        Negatives::Sample(_) => opts.epochs.max(1) * steps_per_epoch(samples[position(c)].epoch_len()),
         _ => steps,
     };
     progress.set_position(0);
@@ -450,9 +456,9 @@ fn compact_modules(
     // Trains the branches of `these` classes at `spec`: the first time all of them, then the
     // classes the check grows.
     let train_these = |these: &[usize], spec: BranchSpec| match negatives {
-        Negatives::Sample(k) => {
-            let samples: Vec<ClassSample> = these.iter().map(|&c| class_sample(&cache, c, k)).collect();
-            train_branches_on_samples(&cache, spec, these, &samples, opts.epochs, &distill, progress)
+        Negatives::Sample(_) => {
+            let mine: Vec<&ClassSample> = these.iter().map(|&c| &samples[position(c)]).collect();
+            train_branches_on_samples(&cache, spec, these, &mine, opts.epochs, &distill, progress)
         }
         _ => train_branches(&cache, spec, these, steps, &distill, progress),
     };
@@ -469,7 +475,7 @@ fn compact_modules(
         names: wanted.iter().map(|&c| net.class_names()[c].clone()).collect(),
         specs: vec![spec; wanted.len()],
         seconds: vec![first_seconds / n; wanted.len()],
-        classes: wanted,
+        classes: wanted.clone(),
         branches,
         losses,
         held_logits,
@@ -646,10 +652,15 @@ pub(super) fn placements(
         .into_par_iter()
         .filter_map(|r| {
             let own = classes.iter().position(|&c| c == cache.labels()[r] as usize)?;
-            let s = |i| score(i, r);
-            let mine = s(own);
-            let above = (0..classes.len()).filter(|&i| s(i) > mine).count();
-            let winner = (0..classes.len()).fold(own, |w, i| if s(i) > s(w) { i } else { w });
+            let mine = score(own, r);
+            let (mut above, mut winner, mut best) = (0, own, mine);
+            for i in 0..classes.len() {
+                let v = score(i, r);
+                above += usize::from(v > mine);
+                if v > best {
+                    (winner, best) = (i, v);
+                }
+            }
             Some(Placement { own, above, winner })
         })
         .collect()

@@ -162,8 +162,8 @@ pub(super) fn grow(
     let budget = opts.budget_seconds.unwrap_or(first_seconds);
     let mut tune_logits = all_logits(&mut b.branches, caches.tune)?;
     let mut confirm_logits = all_logits(&mut b.branches, caches.confirm)?;
-    let (first_tune, tune_rows) = figures(caches.tune, b, &tune_logits);
-    let (first_confirm, _) = figures(caches.confirm, b, &confirm_logits);
+    let (first_tune, tune_rows) = figures(caches.tune, &b.classes, &b.check, &tune_logits);
+    let (first_confirm, _) = figures(caches.confirm, &b.classes, &b.check, &confirm_logits);
     let (mut tune, mut confirm, mut rows) = (first_tune, first_confirm, tune_rows);
     // Seconds a branch-MAC of training costs here, from the first training.
     let macs = |s: &BranchSpec| s.macs(caches.held.shape().1, caches.held.shape().2) as f64;
@@ -224,10 +224,11 @@ pub(super) fn grow(
             c_logits[t.i] = t.confirm.clone();
         }
         let check = calibration_check(caches.held, &b.classes, &held_logits);
-        let (t_fig, t_rows) = figures_with(caches.tune, &b.classes, &check, &t_logits);
-        let (c_fig, _) = figures_with(caches.confirm, &b.classes, &check, &c_logits);
+        let (t_fig, t_rows) = figures(caches.tune, &b.classes, &check, &t_logits);
+        let (c_fig, _) = figures(caches.confirm, &b.classes, &check, &c_logits);
         let noise = paired_noise(&rows, &t_rows);
         let kept = keeps(tune.loss_points, t_fig.loss_points, noise);
+        let seconds = tr.elapsed().as_secs_f64();
         rounds.push(Round {
             step,
             classes: trial.iter().map(|t| b.names[t.i].clone()).collect(),
@@ -238,11 +239,11 @@ pub(super) fn grow(
             tune_noise: noise,
             kept,
             predicted_seconds: predicted,
-            seconds: tr.elapsed().as_secs_f64(),
+            seconds,
         });
         // Fewer or deeper branches cost more a MAC than the first training's (ResNet-20: 92 s
         // for 65 predicted, ResNet-56: 285 for 225): the next prediction goes by this round's.
-        rate *= (tr.elapsed().as_secs_f64() / predicted.max(1e-9)).max(1.0);
+        rate *= (seconds / predicted.max(1e-9)).max(1.0);
         if !kept {
             // The other step next, for the same classes; two misses in a row end it.
             match rounds.iter().rev().take(2).filter(|r| !r.kept).count() {
@@ -299,18 +300,9 @@ pub(super) struct Rows {
     composed: Vec<Placement>,
 }
 
-fn figures(cache: &TrunkCache, b: &Branches, logits: &[Vec<f32>]) -> (Figures, Rows) {
-    figures_with(cache, &b.classes, &b.check, logits)
-}
-
 /// The modules (branch logits `logits`, calibrated as `check` chose) against the base's logits
 /// on `cache`.
-fn figures_with(
-    cache: &TrunkCache,
-    classes: &[usize],
-    check: &CalibrationCheck,
-    logits: &[Vec<f32>],
-) -> (Figures, Rows) {
+fn figures(cache: &TrunkCache, classes: &[usize], check: &CalibrationCheck, logits: &[Vec<f32>]) -> (Figures, Rows) {
     let base = placements(cache, classes, &|i, r| cache.teacher_logit(r, classes[i]).unwrap_or(f32::NEG_INFINITY));
     let composed = placements(cache, classes, &|i, r| {
         let (a, b) = check.chosen_fit(i);

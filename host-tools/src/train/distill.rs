@@ -72,7 +72,7 @@ pub fn train_branches_on_samples(
     cache: &TrunkCache,
     spec: BranchSpec,
     classes: &[usize],
-    samples: &[ClassSample],
+    samples: &[&ClassSample],
     epochs: usize,
     opts: &Distillation,
     progress: &ProgressBar,
