@@ -18,7 +18,7 @@ const SGD: SgdConfig = SgdConfig { lr: 0.01, momentum: 0.9, nesterov: true, weig
 fn train_step(c: &mut Criterion) {
     let dev = Device::Cpu;
     let meta = ModelMeta {
-        arch: ResNetConfig::cifar(8, 1, 10).unwrap(),
+        arch: ResNetConfig::cifar(8, 1, 10).unwrap().into(),
         input: InputSpec { channels: 1, height: 28, width: 28, mean: vec![0.29], std: vec![0.35] },
         class_names: (0..10).map(|i| i.to_string()).collect(),
     };

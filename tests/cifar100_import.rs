@@ -20,7 +20,7 @@ fn check_model(key: &str, depth: usize) {
     let bytes = std::fs::read(shared.join("models").join(r["file"].as_str().unwrap())).unwrap();
     let model = import_bytes(&bytes, &ImportOptions::default()).unwrap();
     let (arch, input) = (&model.meta.arch, &model.meta.input);
-    assert_eq!((arch.depth(), arch.shortcut, arch.num_classes), (depth, Shortcut::B, 100), "{key}");
+    assert_eq!((arch.depth(), arch.network().shortcut, arch.num_classes()), (depth, Shortcut::B, 100), "{key}");
     assert_eq!(input.mean, floats(&r["mean"]), "{key}: the file's mean");
     assert_eq!(input.std, floats(&r["std"]), "{key}: the file's std");
     assert_eq!(model.meta.class_names.len(), 100);

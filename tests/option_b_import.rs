@@ -147,7 +147,7 @@ fn option_b_grayscale_import_matches_an_independent_forward() {
     let file = safetensors::serialize(views, None).unwrap();
 
     let model = import_bytes(&file, &ImportOptions::default()).unwrap();
-    assert_eq!(model.meta.arch, cfg, "architecture detected from names and shapes");
+    assert_eq!(model.meta.arch, cfg.clone().into(), "architecture detected from names and shapes");
     assert_eq!((model.meta.input.height, model.meta.input.width), (28, 28));
     let net = ResNet::new(&model, &Device::Cpu).unwrap();
 

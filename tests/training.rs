@@ -18,7 +18,7 @@ fn options(steps: usize, checkpoint: Option<std::path::PathBuf>) -> TrainOptions
     let mut arch = ResNetConfig::cifar(8, 1, 10).unwrap();
     arch.widths = [8, 16, 32];
     TrainOptions {
-        arch,
+        arch: arch.into(),
         mean_std: None,
         steps,
         batch: 32,

@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_reference import (DEFAULT_MEAN, DEFAULT_STD, InputError, arch_name,  # noqa: E402
-                               build_model, model_description, note)
+from pytorch_reference import (DEFAULT_MEAN, DEFAULT_STD, DescribedResNet, InputError,  # noqa: E402
+                               arch_name, build_model, model_description, note)
 
 ENGINES = ("pytorch", "onnxruntime", "openvino-latency", "openvino-throughput")
 CHECK_IMAGES = 64
@@ -256,7 +256,8 @@ def main(argv):
 
     tmp = tempfile.TemporaryDirectory(prefix="classmod-peers-")
     onnx_path = args.onnx_out or os.path.join(tmp.name, f"{arch_name(arch)}.onnx")
-    exportable = GlobalPool(model).eval()
+    # A network described whole pools adaptively already.
+    exportable = (model if isinstance(model, DescribedResNet) else GlobalPool(model)).eval()
     export_onnx(exportable, check[:1], onnx_path)
     note(f"exported {arch_name(arch)} to ONNX ({os.path.getsize(onnx_path)} bytes, opset 13)")
 

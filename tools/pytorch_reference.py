@@ -203,9 +203,15 @@ def model_description(path, args):
             raise InputError(f"{path}: metadata `{key}` is not JSON: {e}")
 
     arch, inp, classes = meta_json("classmod.arch"), meta_json("classmod.input"), meta_json("classmod.classes")
-    detected = detect_arch(state, path)
+    if arch is None or "stages" not in arch:
+        detected = detect_arch(state, path)
     if arch is None:
         arch, source = detected, "detected from tensor names"
+    elif "stages" in arch:
+        source = "classmod metadata (a whole network description)"
+        for k in ("in_channels", "stem", "stages", "shortcut", "num_classes"):
+            if k not in arch:
+                raise InputError(f"{path}: metadata `classmod.arch` lacks `{k}`")
     else:
         source = "classmod metadata"
         for k in ("blocks_per_stage", "widths", "shortcut", "in_channels", "num_classes"):
@@ -233,6 +239,9 @@ def model_description(path, args):
 
 
 def arch_name(arch):
+    if "stages" in arch:
+        sites = sum(s["blocks"] * (3 if isinstance(s["block"], dict) else 2) for s in arch["stages"])
+        return f"resnet{sites + 2}[" + ",".join(str(s["channels"]) for s in arch["stages"]) + "]"
     name = f"resnet{6 * arch['blocks_per_stage'] + 2}"
     if arch["shortcut"] == "B":
         name += "-b"
@@ -315,8 +324,67 @@ class CifarResNet(nn.Module):
         return self.linear(out)
 
 
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (ResNet v1.5: the stride on the 3x3), canonical names."""
+
+    def __init__(self, in_planes, width, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width, eps=BN_EPS)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width, eps=BN_EPS)
+        self.conv3 = nn.Conv2d(width, planes, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes, eps=BN_EPS)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(planes, eps=BN_EPS))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class DescribedResNet(nn.Module):
+    """Any network classmod describes whole (`classmod.arch` with `stages`): torchvision's
+    ImageNet ResNets (7x7 stride-2 stem, 3x3 stride-2 max-pool) and their relatives, basic or
+    bottleneck blocks, projection shortcuts, under classmod's canonical names."""
+
+    def __init__(self, arch):
+        super().__init__()
+        stem = arch["stem"]
+        imagenet = "ImageNet7x7" in stem
+        c = (stem.get("ImageNet7x7") or stem.get("Cifar3x3"))["channels"]
+        k, stride = (7, 2) if imagenet else (3, 1)
+        self.conv1 = nn.Conv2d(arch["in_channels"], c, kernel_size=k, stride=stride, padding=k // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(c, eps=BN_EPS)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if imagenet else nn.Identity()
+        in_planes = c
+        for s, st in enumerate(arch["stages"]):
+            blocks = []
+            for b in range(st["blocks"]):
+                stride = st["stride"] if b == 0 else 1
+                if isinstance(st["block"], dict):
+                    blocks.append(Bottleneck(in_planes, st["block"]["Bottleneck"]["width"], st["channels"], stride))
+                else:
+                    blocks.append(BasicBlock(in_planes, st["channels"], stride, "B"))
+                in_planes = st["channels"]
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.num_stages = len(arch["stages"])
+        self.linear = nn.Linear(in_planes, arch["num_classes"])
+
+    def forward(self, x):
+        out = self.pool(F.relu(self.bn1(self.conv1(x))))
+        for s in range(self.num_stages):
+            out = getattr(self, f"layer{s + 1}")(out)
+        out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        return self.linear(out)
+
+
 def build_model(state, arch, path):
-    model = CifarResNet(arch)
+    model = DescribedResNet(arch) if "stages" in arch else CifarResNet(arch)
     sd = {k: torch.from_numpy(v) for k, v in state.items()}
     for k in model.state_dict():  # BN counters: absent from the files, irrelevant in eval mode
         if k.endswith("num_batches_tracked") and k not in sd:

@@ -73,7 +73,7 @@ pub fn logits(model: &ResNet, images: &ImageSet, batch: usize, progress: &Progre
         .into());
     }
     let batch = batch.max(1);
-    let mut out = Vec::with_capacity(images.len() * model.config().num_classes);
+    let mut out = Vec::with_capacity(images.len() * model.network().num_classes);
     let mut buf = vec![0f32; batch * per];
     for start in (0..images.len()).step_by(batch) {
         let b = batch.min(images.len() - start);

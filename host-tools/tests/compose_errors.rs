@@ -31,9 +31,11 @@ fn module_dir(dir: &Path, mean: f32) {
         })
         .collect();
     let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![mean], std: vec![0.5] };
-    let model =
-        ModelFile::new(ModelMeta { arch, input: input.clone(), class_names: vec!["a".into(), "b".into()] }, tensors)
-            .unwrap();
+    let model = ModelFile::new(
+        ModelMeta { arch: arch.into(), input: input.clone(), class_names: vec!["a".into(), "b".into()] },
+        tensors,
+    )
+    .unwrap();
     let sites = ResNet::new(&model, &Device::Cpu).unwrap().relu_sites();
     let modules = (0..2)
         .map(|c| ClassModule {

@@ -261,13 +261,6 @@ pub enum Error {
         stage_blocks: usize,
     },
 
-    /// A network this build describes but whose layers its engines do not run yet.
-    #[error("this build does not run {what} yet")]
-    UnsupportedLayers {
-        /// The layers, e.g. "bottleneck blocks".
-        what: String,
-    },
-
     /// An input spec out of range (channels, size, normalisation).
     #[error("invalid input spec: {reason}")]
     InvalidInputSpec {
@@ -482,7 +475,6 @@ impl Error {
             AlreadyInstalled { .. } => ErrorKind::AlreadyDone,
             UnsupportedVersion { .. }
             | UnknownModuleKind { .. }
-            | UnsupportedLayers { .. }
             | BudgetExceeded { .. }
             | DeviceUnavailable { .. }
             | PrecisionUnsupported { .. } => ErrorKind::Unsupported,

@@ -61,7 +61,7 @@
 //! #         }
 //! #         let classes: Vec<String> = ["cat", "dog", "ship"].map(String::from).to_vec();
 //! #         let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] };
-//! #         let model = ModelFile::new(ModelMeta { arch, input: input.clone(), class_names: classes.clone() }, tensors)?;
+//! #         let model = ModelFile::new(ModelMeta { arch: arch.into(), input: input.clone(), class_names: classes.clone() }, tensors)?;
 //! #         let (net, key) = (ResNet::new(&model, &Device::Cpu)?, ModelKey::of(&model)?);
 //! #         let base = encode(&model, None)?;
 //! #         std::fs::write(dir.join("base.blob"), &base).map_err(|e| Error::io(&dir, e))?;
@@ -124,8 +124,8 @@ pub use serve::{
 // name them through the root as before.
 #[allow(unused_imports)]
 pub(crate) use model::{
-    Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, ModelFile, ModelMeta, ReluSite, ResNet,
-    ResNetConfig, Shortcut,
+    Architecture, Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, ModelFile, ModelMeta, ReluSite,
+    ResNet, ResNetConfig, Shortcut,
 };
 #[allow(unused_imports)]
 pub(crate) use module::{
@@ -171,8 +171,8 @@ pub mod host {
     pub use crate::model::key::{input_key, key_hex};
     pub use crate::model::network::{BlockKind, BlockSpec, Network, Stage, Stem, TrunkEnd};
     pub use crate::model::{
-        Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, ModelFile, ModelMeta, ReluSite, ResNet,
-        ResNetConfig, Shortcut,
+        Architecture, Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, ModelFile, ModelMeta, ReluSite,
+        ResNet, ResNetConfig, Shortcut,
     };
     pub use crate::module::compose::{answer, predict, ranking};
     pub use crate::module::score;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use classmod_runtime::host::{BranchSpec, ModelFile, ModelMeta, ResNetConfig};
+use classmod_runtime::host::{Architecture, BranchSpec, ModelFile, ModelMeta};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -30,9 +30,10 @@ fn linear_uniform(rng: &mut ChaCha8Rng, n: usize, fan_in: usize) -> Vec<f32> {
 }
 
 /// A fresh ResNet's values by canonical name (the order of `tensor_shapes` draws the stream).
-pub fn resnet_values(arch: &ResNetConfig, seed: u64) -> HashMap<String, Vec<f32>> {
+pub fn resnet_values(arch: &Architecture, seed: u64) -> HashMap<String, Vec<f32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut values = HashMap::new();
+    let features = arch.network().features();
     for (name, shape) in arch.tensor_shapes() {
         let n: usize = shape.iter().product();
         let is_bn = shape.len() == 1 && !name.starts_with("linear");
@@ -41,7 +42,7 @@ pub fn resnet_values(arch: &ResNetConfig, seed: u64) -> HashMap<String, Vec<f32>
         } else if is_bn {
             vec![0.0; n] // BN shift and running mean
         } else if name.starts_with("linear") {
-            linear_uniform(&mut rng, n, arch.widths[2])
+            linear_uniform(&mut rng, n, features)
         } else {
             kaiming(&mut rng, n, shape[1..].iter().product())
         };
@@ -55,8 +56,7 @@ pub fn resnet_values(arch: &ResNetConfig, seed: u64) -> HashMap<String, Vec<f32>
 /// every other tensor kept; `meta` also brings the input the new model reads (the same network,
 /// pooled globally, reads any size). `meta.arch` must be `model`'s but for its classes.
 pub fn with_fresh_head(model: &ModelFile, meta: ModelMeta, seed: u64) -> Result<ModelFile, crate::TrainError> {
-    let mut same = meta.arch.clone();
-    same.num_classes = model.meta.arch.num_classes;
+    let same = meta.arch.with_classes(model.meta.arch.num_classes());
     if same != model.meta.arch || meta.input.channels != model.meta.input.channels {
         return Err(crate::TrainError::Mismatch {
             what: format!(
@@ -68,8 +68,8 @@ pub fn with_fresh_head(model: &ModelFile, meta: ModelMeta, seed: u64) -> Result<
             ),
         });
     }
-    let width = meta.arch.widths[2];
-    let classes = meta.arch.num_classes;
+    let width = meta.arch.network().features();
+    let classes = meta.arch.num_classes();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let weight = linear_uniform(&mut rng, classes * width, width);
     let bias = linear_uniform(&mut rng, classes, width);

@@ -223,7 +223,7 @@ impl TrainableResNet {
                 what: format!("{} values for {count} inputs of {c}x{h}x{w}", values.len()),
             });
         }
-        let classes = self.meta.arch.num_classes as u32;
+        let classes = self.meta.arch.num_classes() as u32;
         if let Some(&bad) = labels.into_iter().flatten().find(|&&y| y >= classes) {
             return Err(TrainError::Minibatch { what: format!("label {bad} of {classes} classes") });
         }
@@ -327,7 +327,7 @@ mod tests {
         arch.widths = [4, 8, 16];
         arch.shortcut = shortcut;
         ModelMeta {
-            arch,
+            arch: arch.into(),
             input: InputSpec { channels: 3, height: 8, width: 8, mean: vec![0.5; 3], std: vec![0.25; 3] },
             class_names: (0..5).map(|i| format!("c{i}")).collect(),
         }

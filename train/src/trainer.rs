@@ -187,7 +187,7 @@ mod tests {
         let mut arch = ResNetConfig::cifar(14, 3, classes).unwrap();
         arch.widths = [4, 8, 16];
         let meta = ModelMeta {
-            arch,
+            arch: arch.into(),
             input: InputSpec { channels: 3, height: 8, width: 8, mean: vec![0.5; 3], std: vec![0.25; 3] },
             class_names: (0..classes).map(|i| format!("c{i}")).collect(),
         };
@@ -256,7 +256,7 @@ mod tests {
     fn a_fresh_head_replaces_only_the_head() -> Result<(), TrainError> {
         let m = model(6, 4);
         let mut meta = m.meta.clone();
-        meta.arch.num_classes = 9;
+        meta.arch = meta.arch.with_classes(9);
         meta.class_names = (0..9).map(|i| format!("new{i}")).collect();
         meta.input.height = 16;
         let a = crate::init::with_fresh_head(&m, meta.clone(), 1)?;
@@ -271,7 +271,9 @@ mod tests {
             assert_eq!(vals(&a, &name), vals(&m, &name), "{name} kept");
         }
         let mut other = meta;
-        other.arch.widths = [8, 16, 32];
+        other.arch =
+            classmod_runtime::host::ResNetConfig { widths: [8, 16, 32], ..other.arch.as_cifar().unwrap().clone() }
+                .into();
         assert!(matches!(crate::init::with_fresh_head(&m, other, 1), Err(TrainError::Mismatch { .. })));
         Ok(())
     }

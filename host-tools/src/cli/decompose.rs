@@ -322,7 +322,7 @@ fn run_compact(
     classes: Option<Vec<usize>>,
     check: Option<(PathBuf, classmod_host::dataset::ImageSet)>,
 ) -> Result<()> {
-    let defaults = CompactOptions::for_base(&model.meta.arch, classes, a.seed);
+    let defaults = CompactOptions::for_base(&model.meta.arch.network(), classes, a.seed);
     let opts = CompactOptions {
         trunk_stages: a.trunk_stages,
         trunk_blocks: a.trunk_blocks.unwrap_or(defaults.trunk_blocks),

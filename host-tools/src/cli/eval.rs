@@ -46,7 +46,7 @@ pub fn run(args: Args) -> Result<()> {
         let mut v = serde_json::to_value(&r)?;
         v["load_seconds"] = load_seconds.into();
         v["total_seconds"] = t0.elapsed().as_secs_f64().into();
-        v["model"] = net.config().name().into();
+        v["model"] = net.architecture().name().into();
         print_json(&v);
     }
     Ok(())

@@ -318,7 +318,7 @@ fn run_transplant(a: TransplantArgs) -> Result<()> {
     }
     let k = model.meta.class_names.len();
     let sample = a.class_sample.filter(|&n| n < k).map(|n| classmod_host::experiment::subsets::one(k, n, a.seed));
-    let defaults = CompactOptions::for_base(&model.meta.arch, sample, a.seed);
+    let defaults = CompactOptions::for_base(&model.meta.arch.network(), sample, a.seed);
     let opts = CompactOptions { epochs: a.epochs, held_out: a.held_out.unwrap_or(defaults.held_out), ..defaults };
     let own = match &a.own {
         Some(dir) => Some((
@@ -425,7 +425,7 @@ fn run_rq1(a: Rq1Args) -> Result<()> {
             &pb,
         )?;
         let group = &c.groups()[0];
-        let (model, kind) = (group.base().config().name(), group.modules()[0].kind.name().to_string());
+        let (model, kind) = (group.base().architecture().name(), group.modules()[0].kind.name().to_string());
         let row = Rq1Row::new(dir.display().to_string(), model, kind, &r)
             .ok_or_else(|| anyhow!("{}: no base figures to compare with", dir.display()))?;
         eprintln!(
@@ -629,9 +629,11 @@ pub fn run(e: Experiment) -> Result<()> {
             let pb = progress::bar(o.train_steps as u64, "train");
             let decomposition = match a.kind {
                 super::KindArg::Mask => cost::Decomposition::Mask(a.common.options()),
-                super::KindArg::Compact => {
-                    cost::Decomposition::Compact(CompactOptions::for_base(&model.meta.arch, None, a.common.seed))
-                }
+                super::KindArg::Compact => cost::Decomposition::Compact(CompactOptions::for_base(
+                    &model.meta.arch.network(),
+                    None,
+                    a.common.seed,
+                )),
             };
             let r = cost::run(&model, &train, &decomposition, &o, &pb)?;
             pb.finish_and_clear();
@@ -701,7 +703,7 @@ fn run_compact_tradeoff(a: CompactTradeoffArgs) -> Result<()> {
     if let Some(n) = a.max_images.filter(|&n| n < train.len()) {
         train = train.balanced_sample(n, a.seed);
     }
-    let defaults = CompactOptions::for_base(&model.meta.arch, None, a.seed);
+    let defaults = CompactOptions::for_base(&model.meta.arch.network(), None, a.seed);
     let opts = CompactOptions { blocks: a.branch_blocks.unwrap_or(defaults.blocks), epochs: a.epochs, ..defaults };
     let pb = progress::bar(0, "compact");
     let r = compact_tradeoff::run(&model, &train, &test, &opts, &settings, &pb)?;
@@ -760,7 +762,7 @@ fn run_serving(a: ServingArgs) -> Result<()> {
         );
         let pb = progress::bar(0, "decompose");
         if kind == super::KindArg::Compact {
-            let opts = CompactOptions::for_base(&model.meta.arch, None, a.seed);
+            let opts = CompactOptions::for_base(&model.meta.arch.network(), None, a.seed);
             decompose_compact_and_pack(&model, &train, &test, &opts, a.golden, &packed, Some(&key), &pb)?;
         } else {
             let opts = DecomposeOptions::with_default_rates(a.n_pos, HeadKind::Channel, None, a.seed);

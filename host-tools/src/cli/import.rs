@@ -16,7 +16,8 @@ pub struct Args {
     /// Where to write the self-describing model.
     #[arg(long)]
     out: PathBuf,
-    /// `auto`, or the expected architecture (`resnet20`, `resnet32`, `resnet56`, ...).
+    /// `auto`, or the expected architecture: a depth (`resnet20`, `resnet56`, `resnet50`, ...) or
+    /// a name the tensors must give (`wide_resnet50_2`).
     #[arg(long, default_value = "auto")]
     arch: String,
     /// Per-channel mean of pixels scaled to [0, 1] (default: the file's `mean` metadata, else 0).
@@ -29,7 +30,8 @@ pub struct Args {
     /// class0, class1, ...).
     #[arg(long, value_delimiter = ',')]
     class_names: Option<Vec<String>>,
-    /// Input size `HxW` or `S` (default 32 for RGB, 28 for grayscale).
+    /// Input size `HxW` or `S` (default 224 for a network with the ImageNet 7x7 stem, else 32
+    /// for RGB, 28 for grayscale).
     #[arg(long)]
     input_size: Option<String>,
     #[arg(long)]
@@ -47,16 +49,13 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let depth = match a.arch.as_str() {
+    let arch = match a.arch.as_str() {
         "auto" => None,
-        s => Some(
-            s.strip_prefix("resnet")
-                .and_then(|d| d.parse::<usize>().ok())
-                .ok_or_else(|| anyhow!("--arch `{s}`: expected auto or resnetN (e.g. resnet20)"))?,
-        ),
+        s if s.starts_with("resnet") || s.starts_with("wide_resnet") => Some(s.to_string()),
+        s => return Err(anyhow!("--arch `{s}`: expected auto, resnetN (e.g. resnet20, resnet50) or wide_resnetN_2")),
     };
     let opts = ImportOptions {
-        depth,
+        arch,
         mean: a.mean,
         std: a.std,
         class_names: a.class_names,
@@ -67,14 +66,18 @@ pub fn run(a: Args) -> Result<()> {
     let model = import_bytes(&bytes, &opts).map_err(|e| model_error(&a.input, e))?;
     model.write(&a.out).map_err(|e| model_error(&a.out, e))?;
     let m = &model.meta;
+    let net = m.arch.network();
+    let blocks: Vec<usize> = net.stages.iter().map(|s| s.blocks).collect();
+    let widths: Vec<usize> = net.stages.iter().map(|s| s.channels).collect();
     eprintln!(
-        "imported {} ({} blocks per stage, widths {:?}, shortcut {:?}, {} input channel(s), {} classes) -> {}",
+        "imported {} ({blocks:?} blocks, stage widths {widths:?}, shortcut {:?}, {} input channel(s), {} classes, \
+         {}x{} input) -> {}",
         m.arch.name(),
-        m.arch.blocks_per_stage,
-        m.arch.widths,
-        m.arch.shortcut,
-        m.arch.in_channels,
-        m.arch.num_classes,
+        net.shortcut,
+        net.in_channels,
+        net.num_classes,
+        m.input.height,
+        m.input.width,
         a.out.display()
     );
     // Say what came from the file rather than from the flags: it decides every later result.

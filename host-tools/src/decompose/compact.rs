@@ -49,15 +49,15 @@ pub const TRUNK_STAGES: usize = 2;
 /// Those widths are shares of the last stage's 64 channels ([`BRANCH_WIDTH_SHARE`] and the
 /// others), so that a wider base gets a branch as wide in proportion, not 16 channels beside
 /// a stage of hundreds.
-pub fn default_width(arch: &classmod_runtime::host::ResNetConfig) -> usize {
-    let share = if has_many_classes(arch) {
+pub fn default_width(net: &classmod_runtime::host::Network) -> usize {
+    let share = if has_many_classes(net) {
         MANY_CLASSES_BRANCH_WIDTH_SHARE
-    } else if is_shallow(arch) {
+    } else if is_shallow(net) {
         BRANCH_WIDTH_SHARE
     } else {
         DEEP_BRANCH_WIDTH_SHARE
     };
-    share_of_last_stage(arch, share)
+    share_of_last_stage(net, share)
 }
 
 /// The branch's width as a share `(numerator, denominator)` of the base's last stage's: 16 of
@@ -72,23 +72,30 @@ pub const BRANCH_WIDTH: usize = 16;
 pub const SHALLOW_STAGE_BLOCKS: usize = 3;
 
 /// `share` of the base's last stage's channels, rounded to an even number, at least 2.
-fn share_of_last_stage(arch: &classmod_runtime::host::ResNetConfig, (n, d): (usize, usize)) -> usize {
-    let exact = arch.widths[2] as f64 * n as f64 / d as f64;
+fn share_of_last_stage(net: &classmod_runtime::host::Network, (n, d): (usize, usize)) -> usize {
+    let exact = net.features() as f64 * n as f64 / d as f64;
     ((exact / 2.0).round() as usize * 2).max(2)
 }
 /// Blocks of the stage after the trunk's that the trunk runs too, by default: none, but for a
 /// base of many classes ([`MANY_CLASSES_TRUNK_BLOCKS`], where its stages have more blocks than that).
-pub fn default_trunk_blocks(arch: &classmod_runtime::host::ResNetConfig) -> usize {
-    match has_many_classes(arch) && arch.blocks_per_stage > MANY_CLASSES_TRUNK_BLOCKS {
+pub fn default_trunk_blocks(net: &classmod_runtime::host::Network) -> usize {
+    match has_many_classes(net) && stage_after_trunk_blocks(net) > MANY_CLASSES_TRUNK_BLOCKS {
         true => MANY_CLASSES_TRUNK_BLOCKS,
         false => 0,
     }
 }
 
-/// Whether `arch` has at most [`SHALLOW_STAGE_BLOCKS`] blocks a stage (ResNet-20, not ResNet-56):
-/// what the compact defaults and size targets that differ by model go by.
-pub fn is_shallow(arch: &classmod_runtime::host::ResNetConfig) -> bool {
-    arch.blocks_per_stage <= SHALLOW_STAGE_BLOCKS
+/// Whether `net` has at most [`SHALLOW_STAGE_BLOCKS`] blocks in the stage the branch replaces
+/// (ResNet-20, not ResNet-56): what the compact defaults and size targets that differ by model go
+/// by.
+pub fn is_shallow(net: &classmod_runtime::host::Network) -> bool {
+    stage_after_trunk_blocks(net) <= SHALLOW_STAGE_BLOCKS
+}
+
+/// Blocks of the stage after a default trunk of [`TRUNK_STAGES`] stages (every stage's, in a
+/// CIFAR ResNet).
+fn stage_after_trunk_blocks(net: &classmod_runtime::host::Network) -> usize {
+    net.stages.get(TRUNK_STAGES).map_or(0, |s| s.blocks)
 }
 
 /// Blocks of the branch after its entry convolution, by default, for a deeper base than
@@ -103,10 +110,10 @@ pub const SHALLOW_BRANCH_BLOCKS: usize = 1;
 /// base at batch 64 (target 1.0), one-block ones 0.91-0.93x, and the one-block branches train in
 /// 128 s instead of 221 s. ResNet-56 keeps two (at W=24 one module is 3.3 % of its base and ten
 /// classes cost 0.93x).
-pub fn default_blocks(arch: &classmod_runtime::host::ResNetConfig) -> usize {
-    if has_many_classes(arch) {
+pub fn default_blocks(net: &classmod_runtime::host::Network) -> usize {
+    if has_many_classes(net) {
         MANY_CLASSES_BRANCH_BLOCKS
-    } else if is_shallow(arch) {
+    } else if is_shallow(net) {
         SHALLOW_BRANCH_BLOCKS
     } else {
         BRANCH_BLOCKS
@@ -128,9 +135,9 @@ pub const MANY_CLASSES: usize = 100;
 pub const MANY_CLASSES_TRUNK_BLOCKS: usize = 1;
 pub const MANY_CLASSES_BRANCH_BLOCKS: usize = 1;
 
-/// Whether `arch` has [`MANY_CLASSES`] classes or more.
-pub fn has_many_classes(arch: &classmod_runtime::host::ResNetConfig) -> bool {
-    arch.num_classes >= MANY_CLASSES
+/// Whether `net` has [`MANY_CLASSES`] classes or more.
+pub fn has_many_classes(net: &classmod_runtime::host::Network) -> bool {
+    net.num_classes >= MANY_CLASSES
 }
 
 /// Passes over the cached training images per branch, by default.
@@ -256,14 +263,14 @@ pub struct CompactOptions {
 }
 
 impl CompactOptions {
-    /// The defaults for a base of architecture `arch` (its branch width and blocks), for
+    /// The defaults for a base network `net` (its branch width and blocks), for
     /// `classes` and `seed`.
-    pub fn for_base(arch: &classmod_runtime::host::ResNetConfig, classes: Option<Vec<usize>>, seed: u64) -> Self {
+    pub fn for_base(net: &classmod_runtime::host::Network, classes: Option<Vec<usize>>, seed: u64) -> Self {
         CompactOptions {
-            trunk_blocks: default_trunk_blocks(arch),
-            width: default_width(arch),
-            blocks: default_blocks(arch),
-            held_out: held_out_for(arch.num_classes),
+            trunk_blocks: default_trunk_blocks(net),
+            width: default_width(net),
+            blocks: default_blocks(net),
+            held_out: held_out_for(net.num_classes),
             ..Self::new(classes, seed)
         }
     }
@@ -404,7 +411,7 @@ fn compact_modules(
     let t0 = Instant::now();
     let device = Device::Cpu;
     let net = ResNet::new(model, &device)?;
-    let cfg = net.config().clone();
+    let cfg = net.network().clone();
     let classes = cfg.num_classes;
     let wanted: Vec<usize> = opts.classes.clone().unwrap_or_else(|| (0..classes).collect());
     if let Some(&bad) = wanted.iter().find(|&&c| c >= classes) {
@@ -531,7 +538,7 @@ fn compact_modules(
     let spec_in = net.input_spec();
     let base_macs = cfg.macs(spec_in.height, spec_in.width);
     // The network's own count: an option-B trunk's shortcut projections included.
-    let network = cfg.network();
+    let network = cfg.clone();
     let trunk_macs = network.macs_until_blocks(network.blocks_until_end(end)?, spec_in.height, spec_in.width);
     let base_params =
         model.tensors.iter().filter(|(n, _)| !n.contains("running_")).map(|(_, t)| t.elem_count() as u64).sum();
@@ -763,7 +770,7 @@ mod tests {
             (56, 100, 1, 10, 1),
             (8, 200, 0, 10, 1),
         ] {
-            let arch = ResNetConfig::cifar(depth, 3, classes).unwrap();
+            let arch = ResNetConfig::cifar(depth, 3, classes).unwrap().network();
             let o = CompactOptions::for_base(&arch, None, 0);
             let want = (trunk_blocks, width, blocks);
             let found = (default_trunk_blocks(&arch), default_width(&arch), default_blocks(&arch));
@@ -775,10 +782,11 @@ mod tests {
         }
         // A base twice as wide gets branches twice as wide: the widths are shares of its last stage.
         for (depth, classes, width) in [(20, 10, 32), (56, 10, 48), (56, 200, 20)] {
-            let arch = ResNetConfig { widths: [32, 64, 128], ..ResNetConfig::cifar(depth, 3, classes).unwrap() };
+            let arch =
+                ResNetConfig { widths: [32, 64, 128], ..ResNetConfig::cifar(depth, 3, classes).unwrap() }.network();
             assert_eq!(default_width(&arch), width, "ResNet-{depth} x2, {classes} classes");
         }
-        let narrow = ResNetConfig { widths: [4, 4, 4], ..ResNetConfig::cifar(20, 3, 200).unwrap() };
+        let narrow = ResNetConfig { widths: [4, 4, 4], ..ResNetConfig::cifar(20, 3, 200).unwrap() }.network();
         assert_eq!(default_width(&narrow), 2, "at least 2 channels");
     }
 

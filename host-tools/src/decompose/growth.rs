@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use classmod_runtime::host::{BranchSpec, ResNetConfig};
+use classmod_runtime::host::{BranchSpec, Network};
 use classmod_train::Branch;
 use serde::Serialize;
 
@@ -153,7 +153,7 @@ pub(super) struct CheckCaches<'a> {
 pub(super) fn grow(
     b: &mut Branches,
     caches: &CheckCaches,
-    base: &ResNetConfig,
+    base: &Network,
     opts: &GrowthOptions,
     first_seconds: f64,
     retrain: &Retrain,
@@ -364,9 +364,10 @@ fn blamed_classes(rows: &Rows, classes: usize) -> Vec<usize> {
 /// `spec` one step larger, if the base's stage leaves room: a block more (at most the stage's
 /// blocks) or half as many channels again, rounded to even (at most the base's widest stage).
 /// Where one way is full, the other.
-fn grown_spec(spec: &BranchSpec, step: Step, base: &ResNetConfig) -> Option<BranchSpec> {
-    let max_width = base.widths.iter().copied().max().unwrap_or(spec.width);
-    let deeper = (spec.blocks < base.blocks_per_stage).then_some(BranchSpec { blocks: spec.blocks + 1, ..*spec });
+fn grown_spec(spec: &BranchSpec, step: Step, base: &Network) -> Option<BranchSpec> {
+    let max_width = base.stages.iter().map(|s| s.channels).max().unwrap_or(spec.width);
+    let stage_blocks = base.stages.last().map_or(0, |s| s.blocks);
+    let deeper = (spec.blocks < stage_blocks).then_some(BranchSpec { blocks: spec.blocks + 1, ..*spec });
     let wide = (spec.width * 3 / 2).div_ceil(2) * 2;
     let wider = (spec.width < max_width).then_some(BranchSpec { width: wide.min(max_width), ..*spec });
     match step {
@@ -416,7 +417,7 @@ mod tests {
     /// is full, none when both are.
     #[test]
     fn a_branch_grows_a_block_or_half_its_width_within_the_base() {
-        let base = ResNetConfig::cifar(20, 3, 10).unwrap();
+        let base = classmod_runtime::host::ResNetConfig::cifar(20, 3, 10).unwrap().network();
         let spec = BranchSpec::after(TrunkEnd { stages: 2, blocks: 0 }, &base, 16, 1);
         let g = |s: &BranchSpec, step| grown_spec(s, step, &base).map(|s| (s.width, s.blocks));
         assert_eq!(g(&spec, Step::Deeper), Some((16, 2)));

@@ -116,11 +116,11 @@ pub fn run(
         });
     }
     Ok(CompactTradeoffReport {
-        model: base.config().name(),
+        model: base.architecture().name(),
         train_images: train.len(),
         test_images: test.len(),
         options: opts.clone(),
-        max_params_fraction: max_params_fraction(&model.meta.arch),
+        max_params_fraction: max_params_fraction(&model.meta.arch.network()),
         points,
     })
 }
@@ -135,9 +135,9 @@ pub const MAX_PARAMS_FRACTION: f64 = 0.06;
 /// [`MAX_PARAMS_FRACTION`] for a base that is not `is_shallow`.
 pub const DEEP_MAX_PARAMS_FRACTION: f64 = 0.04;
 
-/// The size target of a module of a base of architecture `arch`.
-pub fn max_params_fraction(arch: &classmod_runtime::host::ResNetConfig) -> f64 {
-    if crate::decompose::compact::is_shallow(arch) {
+/// The size target of a module of a base network `net`.
+pub fn max_params_fraction(net: &classmod_runtime::host::Network) -> f64 {
+    if crate::decompose::compact::is_shallow(net) {
         MAX_PARAMS_FRACTION
     } else {
         DEEP_MAX_PARAMS_FRACTION
@@ -309,7 +309,7 @@ mod tests {
         assert_eq!((knee(&r).unwrap().trunk_stages, knee(&r).unwrap().width), (2, 16));
         assert_eq!(knee_within(&r, f64::INFINITY).unwrap().width, 32);
         // ResNet-56's bound is tighter: the same W=16 module (4 % of the parameters) is too large.
-        let cifar = |depth| classmod_runtime::host::ResNetConfig::cifar(depth, 3, 10).unwrap();
+        let cifar = |depth| classmod_runtime::host::ResNetConfig::cifar(depth, 3, 10).unwrap().network();
         assert_eq!(max_params_fraction(&cifar(20)), 0.06);
         assert_eq!(max_params_fraction(&cifar(56)), 0.04);
         let mut r = report(vec![point(2, 16, 0.0201, 0.815)]);

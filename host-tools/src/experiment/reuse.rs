@@ -147,7 +147,7 @@ pub fn reuse_packed(
     let (pairs, fives) = subsets_of(&table, names, pairs, fives, seed);
     let kept: Vec<f64> = group.modules().iter().filter_map(|m| m.kind.kept_fraction()).collect();
     Ok(ReuseReport {
-        model: group.base().config().name(),
+        model: group.base().architecture().name(),
         kind: group.modules().first().map_or("mask", |m| m.kind.name()).into(),
         images: test.len(),
         options: None,

@@ -98,7 +98,12 @@ pub fn run(
             progress.inc(1);
         }
     }
-    Ok(TradeoffReport { model: obs.base().config().name(), images: test.len(), observe_seconds: obs.seconds(), points })
+    Ok(TradeoffReport {
+        model: obs.base().architecture().name(),
+        images: test.len(),
+        observe_seconds: obs.seconds(),
+        points,
+    })
 }
 
 /// The Markdown table of a sweep.

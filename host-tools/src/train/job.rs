@@ -156,7 +156,7 @@ fn start_model(
                 set.class_names.len(),
                 set.class_names.len()
             ));
-            meta.arch.num_classes = set.class_names.len();
+            meta.arch = meta.arch.with_classes(set.class_names.len());
             meta.class_names = set.class_names.clone();
             classmod_train::init::with_fresh_head(model, meta, seed)?
         }
@@ -264,7 +264,7 @@ pub fn train_and_eval(
             cfg.widths = job.arch.widths;
             cfg.shortcut = job.arch.shortcut;
             cfg.validate()?;
-            cfg
+            cfg.into()
         }
     };
     let mut opts = TrainOptions {

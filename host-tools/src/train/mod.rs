@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use classmod_runtime::host::write_atomically;
-use classmod_runtime::host::{ModelFile, ModelMeta, ResNetConfig};
+use classmod_runtime::host::{Architecture, ModelFile, ModelMeta};
 use classmod_runtime::InputSpec;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -32,7 +32,7 @@ pub use trunk_cache::TrunkCache;
 /// Everything a training run needs besides the data.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    pub arch: ResNetConfig,
+    pub arch: Architecture,
     /// Normalisation; `None` = the training images' own per-channel mean and std.
     pub mean_std: Option<(Vec<f32>, Vec<f32>)>,
     pub steps: usize,

@@ -176,7 +176,7 @@ mod tests {
         let mut arch = ResNetConfig::cifar(8, 3, 4).unwrap();
         arch.widths = [4, 8, 16];
         let meta = ModelMeta {
-            arch,
+            arch: arch.into(),
             input: InputSpec { channels: 3, height: 8, width: 8, mean: vec![0.5; 3], std: vec![0.25; 3] },
             class_names: (0..4).map(|i| format!("c{i}")).collect(),
         };

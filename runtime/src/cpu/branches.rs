@@ -9,7 +9,8 @@
 use rayon::prelude::*;
 
 use super::conv::{PackedConv, Plane, Threads};
-use super::net::{average_pool, CpuBlock, Pass};
+use super::net::{CpuBlock, Pass};
+use super::pool::average_pool;
 use crate::{Error, Result};
 
 /// The branches of one group, packed for one trunk plane.

@@ -1,6 +1,6 @@
-//! The CIFAR ResNet on the CPU path: NHWC activations through packed convolutions whose
-//! epilogues carry the bias, the residual add, the ReLU and the modules' node masks, then the
-//! global average pool. A forward of a stacked batch (k modules x B images) masks each module's
+//! A ResNet on the CPU path: NHWC activations through packed convolutions whose epilogues carry
+//! the bias, the residual add, the ReLU and the modules' node masks (the ImageNet stem's
+//! max-pool after its ReLU), then the global average pool. A forward of a stacked batch (k modules x B images) masks each module's
 //! slice at every site in the same pass. Anything else that wants to see a site (decomposition's
 //! node counting) gets a [`SiteVisitor`] call with the activation after the epilogue.
 
@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::branches::CpuBranches;
 use super::conv::{Epilogue, PackedConv, Plane, StackedMask, Threads};
+use super::pool::{average_pool, max_pool_3x3_s2};
 use super::recycled;
 use super::small_batch::{PassKind, SmallBatchPlan};
 use crate::Error;
@@ -25,10 +26,11 @@ pub enum CpuShortcut {
     Projection(PackedConv),
 }
 
+/// A residual block: its convolutions in order (a ReLU site after each, the last after the
+/// shortcut's add), as [`crate::model::layers::Block`].
 #[derive(Debug, Clone)]
 pub struct CpuBlock {
-    pub conv1: PackedConv,
-    pub conv2: PackedConv,
+    pub convs: Vec<PackedConv>,
     pub shortcut: CpuShortcut,
 }
 
@@ -39,13 +41,20 @@ impl CpuBlock {
             CpuShortcut::Projection(c) => c.weight_bytes(),
             _ => 0,
         };
-        self.conv1.weight_bytes() + self.conv2.weight_bytes() + shortcut
+        self.convs.iter().map(PackedConv::weight_bytes).sum::<u64>() + shortcut
+    }
+
+    /// Channels the block takes.
+    pub fn in_channels(&self) -> usize {
+        self.convs[0].in_channels()
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct CpuNet {
     pub stem: PackedConv,
+    /// Whether the stem's 3x3 stride-2 max-pool follows its ReLU (the ImageNet stem).
+    pub stem_pool: bool,
     pub blocks: Vec<CpuBlock>,
     pub input: Plane,
     /// How batches too small to slice use the cores, measured on the first of each kind.
@@ -77,6 +86,12 @@ enum Resume<'a> {
 const SLICE: usize = 4;
 
 impl CpuNet {
+    /// The ReLU site of block `block`'s first convolution (the stem's is 0); of the block past
+    /// the last, the number of sites.
+    fn first_site(&self, block: usize) -> usize {
+        1 + self.blocks[..block].iter().map(|b| b.convs.len()).sum::<usize>()
+    }
+
     /// Bytes of packed weights the network holds.
     pub fn weight_bytes(&self) -> u64 {
         self.stem.weight_bytes() + self.blocks.iter().map(CpuBlock::weight_bytes).sum::<u64>()
@@ -167,7 +182,7 @@ impl CpuNet {
     /// rest of the network runs on the k*B stacked images, each slice masked in the epilogues.
     pub fn masked_features(&self, x: &[f32], images: usize, masks: &SiteMasks) -> Result<Vec<f32>> {
         let k = masks.modules;
-        if k == 0 || masks.sites.len() != 1 + 2 * self.blocks.len() {
+        if k == 0 || masks.sites.len() != self.first_site(self.blocks.len()) {
             return Err(Error::Misuse {
                 what: format!(
                     "masks of {k} modules over {} sites for a network of {} blocks",
@@ -178,10 +193,15 @@ impl CpuNet {
         }
         let per_image = self.check_input(x, images)?;
         let masked = |site: usize| masks.sites[site].is_some();
+        if masked(0) && self.stem_pool {
+            // The stem's site lies before its max-pool: nothing after it is shared.
+            return self.features(&x.repeat(k), k * images, Some(masks), None);
+        }
         let shared = if masked(0) {
             0
         } else {
-            (0..self.blocks.len()).take_while(|&i| !masked(1 + 2 * i) && !masked(2 + 2 * i)).count()
+            let block_masked = |i: usize| (self.first_site(i)..self.first_site(i + 1)).any(masked);
+            (0..self.blocks.len()).take_while(|&i| !block_masked(i)).count()
         };
         let parts = self.sliced(PassKind::Trunk, x, images, per_image, |xs, n, _, threads| {
             self.run_blocks(xs, n, 0, n, None, None, threads, shared)
@@ -327,10 +347,17 @@ impl CpuNet {
         let (x, p, c, site) = match from {
             Resume::Input(x) => {
                 let (mut x, p) = pass.conv(&self.stem, x, self.input, None, Some(0));
-                pass.visit(&mut visitor, 0, &mut x, p, self.stem.out_channels())?;
-                (x, p, self.stem.out_channels(), 1)
+                let c = self.stem.out_channels();
+                pass.visit(&mut visitor, 0, &mut x, p, c)?;
+                if self.stem_pool {
+                    let pooled = max_pool_3x3_s2(&x, batch, p, c);
+                    recycled::give(std::mem::replace(&mut x, pooled));
+                    (x, super::pool::max_pooled(p), c, 1)
+                } else {
+                    (x, p, c, 1)
+                }
             }
-            Resume::Activation { x, plane, channels } => (x, plane, channels, 1 + 2 * blocks.start),
+            Resume::Activation { x, plane, channels } => (x, plane, channels, self.first_site(blocks.start)),
         };
         pass.blocks(&self.blocks[blocks], (x, p, c), site, visitor)
     }
@@ -406,28 +433,37 @@ impl Pass<'_> {
         mut visitor: Option<&mut dyn SiteVisitor>,
     ) -> Result<(Vec<f32>, Plane, usize)> {
         for b in blocks {
-            let (mut h, hp) = self.conv(&b.conv1, &x, p, None, Some(site));
-            self.visit(&mut visitor, site, &mut h, hp, b.conv1.out_channels())?;
-            site += 1;
+            let (last, inner) = b.convs.split_last().expect("a block has convolutions");
+            let (mut h, mut hp) = (None::<Vec<f32>>, p);
+            for conv in inner {
+                let (mut y, yp) = self.conv(conv, h.as_deref().unwrap_or(&x), hp, None, Some(site));
+                self.visit(&mut visitor, site, &mut y, yp, conv.out_channels())?;
+                if let Some(old) = h.replace(y) {
+                    recycled::give(old);
+                }
+                (hp, site) = (yp, site + 1);
+            }
             let short = match &b.shortcut {
                 CpuShortcut::Identity => None,
                 CpuShortcut::SubsamplePad { stride, pad } => {
-                    Some(subsample_pad(&x, self.batch, p, b.conv1.in_channels(), *stride, *pad))
+                    Some(subsample_pad(&x, self.batch, p, b.in_channels(), *stride, *pad))
                 }
                 CpuShortcut::Projection(conv) => Some(self.conv(conv, &x, p, None, None).0),
             };
             let residual = short.as_deref().unwrap_or(&x);
-            let (out, op) = self.conv(&b.conv2, &h, hp, Some(residual), Some(site));
+            let (out, op) = self.conv(last, h.as_deref().unwrap_or(&x), hp, Some(residual), Some(site));
             // The block's input and intermediates become later layers' outputs.
             recycled::give(std::mem::replace(&mut x, out));
-            recycled::give(h);
+            if let Some(h) = h {
+                recycled::give(h);
+            }
             if let Some(s) = short {
                 recycled::give(s);
             }
             p = op;
-            self.visit(&mut visitor, site, &mut x, p, b.conv2.out_channels())?;
+            self.visit(&mut visitor, site, &mut x, p, last.out_channels())?;
             site += 1;
-            c = b.conv2.out_channels();
+            c = last.out_channels();
         }
         Ok((x, p, c))
     }
@@ -444,18 +480,6 @@ fn subsample_pad(x: &[f32], batch: usize, p: Plane, c: usize, s: usize, pad: usi
                 out[((b * ho + y) * wo + xx) * co + pad..][..c].copy_from_slice(src);
             }
         }
-    }
-    out
-}
-
-/// Mean over the pixels of each image and channel: `(batch, c)`.
-pub(crate) fn average_pool(x: &[f32], batch: usize, pixels: usize, c: usize) -> Vec<f32> {
-    let mut out = vec![0f32; batch * c];
-    for (b, o) in out.chunks_exact_mut(c).enumerate() {
-        for px in x[b * pixels * c..][..pixels * c].chunks_exact(c) {
-            o.iter_mut().zip(px).for_each(|(a, v)| *a += v);
-        }
-        o.iter_mut().for_each(|a| *a /= pixels as f32);
     }
     out
 }

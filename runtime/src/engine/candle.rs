@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::{per_module, Activation, Engine, GroupFeatures, GroupPlan, Images, Normalized};
 use crate::model::graph::{NoHook, ReluHook};
-use crate::model::layers::{Block, ConvBn};
+use crate::model::layers::{Block, StemLayers};
 use crate::model::linear::Linear;
 use crate::model::network::ReluSite;
 use crate::module::NodeMask;
@@ -18,7 +18,7 @@ use crate::{Branch, BranchWeights, InputSpec, Precision, Result};
 /// The folded layers, shared by the plans built on them.
 #[derive(Debug)]
 struct Layers {
-    stem: ConvBn,
+    stem: StemLayers,
     blocks: Vec<Block>,
 }
 
@@ -34,7 +34,7 @@ pub(crate) struct CandleEngine {
 
 impl CandleEngine {
     /// `stem` and `blocks` (on `device`) for `input` = (H, W) images, computing in f32.
-    pub(crate) fn new(stem: ConvBn, blocks: Vec<Block>, device: &Device, input: (usize, usize)) -> Self {
+    pub(crate) fn new(stem: StemLayers, blocks: Vec<Block>, device: &Device, input: (usize, usize)) -> Self {
         let layers = Arc::new(Layers { stem, blocks });
         CandleEngine { layers, device: device.clone(), precision: Precision::F32, input }
     }
@@ -44,7 +44,7 @@ impl CandleEngine {
         Ok(match *x {
             Images::Nchw(t) => t.to_device(&self.device)?,
             Images::Nhwc { values, count } => {
-                let ((h, w), c) = (self.input, self.layers.stem.in_channels());
+                let ((h, w), c) = (self.input, self.layers.stem.conv.in_channels());
                 Tensor::from_slice(values, (count, h, w, c), &self.device)?.permute((0, 3, 1, 2))?.contiguous()?
             }
         })
@@ -68,13 +68,15 @@ impl Layers {
     ) -> candle_core::Result<Tensor> {
         let mut x = if from_input {
             // The network's precision starts at its entry (a no-op in f32).
-            let x = x.to_dtype(self.stem.dtype())?;
-            hook.after_relu(0, self.stem.forward(&x)?.relu()?)?
+            let x = x.to_dtype(self.stem.conv.dtype())?;
+            self.stem.forward_hooked(&x, hook)?
         } else {
             x.clone()
         };
-        for i in range {
-            x = self.blocks[i].forward_hooked(&x, 1 + 2 * i, hook)?;
+        let mut site = 1 + self.blocks[..range.start].iter().map(Block::relu_sites).sum::<usize>();
+        for block in &self.blocks[range] {
+            x = block.forward_hooked(&x, site, hook)?;
+            site += block.relu_sites();
         }
         Ok(x)
     }
@@ -94,7 +96,7 @@ fn activation(x: &Tensor) -> Result<Activation> {
 
 impl Engine for CandleEngine {
     fn weight_bytes(&self) -> u64 {
-        self.layers.stem.weight_bytes() + self.layers.blocks.iter().map(Block::weight_bytes).sum::<u64>()
+        self.layers.stem.conv.weight_bytes() + self.layers.blocks.iter().map(Block::weight_bytes).sum::<u64>()
     }
 
     fn precision(&self) -> Precision {

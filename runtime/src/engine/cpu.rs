@@ -12,7 +12,7 @@ use crate::cpu::branches::CpuBranches;
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::cpu::net::{to_nchw, to_nhwc, CpuBlock, CpuNet, CpuShortcut, SiteMasks, SiteVisitor};
 use crate::model::graph::ReluHook;
-use crate::model::layers::{Block, BlockShortcut, ConvBn};
+use crate::model::layers::{Block, BlockShortcut, StemLayers};
 use crate::model::linear::Linear;
 use crate::model::network::ReluSite;
 use crate::module::NodeMask;
@@ -26,10 +26,15 @@ pub(crate) struct CpuEngine {
 
 impl CpuEngine {
     /// `stem` and `blocks` packed for input plane `input`.
-    pub(crate) fn new(stem: &ConvBn, blocks: &[Block], input: Plane) -> Result<Self> {
-        let packed = stem.packed(input)?;
-        let blocks = packed_blocks(blocks, packed.out_plane(input))?;
-        Ok(CpuEngine { net: Arc::new(CpuNet { stem: packed, blocks, input, small_batch: Default::default() }) })
+    pub(crate) fn new(stem: &StemLayers, blocks: &[Block], input: Plane) -> Result<Self> {
+        let packed = stem.conv.packed(input)?;
+        let mut first = packed.out_plane(input);
+        if stem.max_pool {
+            first = crate::cpu::pool::max_pooled(first);
+        }
+        let blocks = packed_blocks(blocks, first)?;
+        let net = CpuNet { stem: packed, stem_pool: stem.max_pool, blocks, input, small_batch: Default::default() };
+        Ok(CpuEngine { net: Arc::new(net) })
     }
 }
 
@@ -39,21 +44,21 @@ pub(crate) fn packed_blocks(blocks: &[Block], mut p: Plane) -> candle_core::Resu
     blocks
         .iter()
         .map(|b| {
-            let conv1 = b.conv1.packed(p)?;
-            let mid = conv1.out_plane(p);
-            let block = CpuBlock {
-                conv2: b.conv2.packed(mid)?,
-                shortcut: match &b.shortcut {
-                    BlockShortcut::Identity => CpuShortcut::Identity,
-                    BlockShortcut::SubsamplePad { stride, pad } => {
-                        CpuShortcut::SubsamplePad { stride: *stride, pad: *pad }
-                    }
-                    BlockShortcut::Projection(s) => CpuShortcut::Projection(s.packed(p)?),
-                },
-                conv1,
+            let shortcut = match &b.shortcut {
+                BlockShortcut::Identity => CpuShortcut::Identity,
+                BlockShortcut::SubsamplePad { stride, pad } => CpuShortcut::SubsamplePad { stride: *stride, pad: *pad },
+                BlockShortcut::Projection(s) => CpuShortcut::Projection(s.packed(p)?),
             };
-            p = block.conv2.out_plane(mid);
-            Ok(block)
+            let convs = b
+                .convs
+                .iter()
+                .map(|c| {
+                    let packed = c.packed(p)?;
+                    p = packed.out_plane(p);
+                    Ok(packed)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Ok(CpuBlock { convs, shortcut })
         })
         .collect()
 }
@@ -298,10 +303,13 @@ mod tests {
     /// otherwise, the whole network when nothing is masked) and gives the same bits as the
     /// whole network run on the k*B stacked images with every site masked in the epilogues (the
     /// way every layer ran k times before), for batches small enough to run whole and large
-    /// enough to slice, on both shortcut options.
+    /// enough to slice, on both shortcut options and a bottleneck network with the ImageNet
+    /// stem (whose site lies before its max-pool: masked there, nothing is shared).
     #[test]
     fn layers_before_the_first_masked_site_run_once_and_change_nothing() {
-        for model in [tiny_model(9), tiny_model_b(10)] {
+        let bottleneck = crate::testing::tiny_model::tiny_torchvision(12, true, [1, 1, 1, 1], 28);
+        for model in [tiny_model(9), tiny_model_b(10), bottleneck] {
+            let len = model.meta.input.image_len();
             let net = ResNet::new(&model, &Device::Cpu).unwrap();
             let cpu = net.engine().cpu_net().unwrap();
             let sites = net.relu_sites();
@@ -311,7 +319,7 @@ mod tests {
                 let stacked = stack_nhwc(&refs, &sites);
                 assert_eq!(stacked.sites.iter().position(Option::is_some), (first < sites.len()).then_some(first));
                 for images in [1, 2, 9] {
-                    let x: Vec<f32> = (0..images * 64).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
+                    let x: Vec<f32> = (0..images * len).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
                     let once = cpu.masked_features(&x, images, &stacked).unwrap();
                     let every = cpu.features(&x.repeat(3), 3 * images, Some(&stacked), None).unwrap();
                     assert_eq!(once, every, "first masked site {first}, {images} images");

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::model::graph::NoHook;
 use crate::model::layers::{Block, BlockShortcut, ConvBn};
-use crate::model::network::TrunkEnd;
-use crate::{Error, ResNetConfig, Result};
+use crate::model::network::{Network, TrunkEnd};
+use crate::{Error, Result};
 
 /// The widest branch and the most blocks a stored branch may name (bounds on untrusted metadata
 /// before anything is allocated from it; a branch wider than its base would not be compact).
@@ -56,9 +56,9 @@ fn is_zero(n: &usize) -> bool {
 impl BranchSpec {
     /// A branch of `width` channels and `blocks` blocks after a trunk of `base` that ends at
     /// `end` (its channels the base's there).
-    pub fn after(end: TrunkEnd, base: &ResNetConfig, width: usize, blocks: usize) -> Self {
+    pub fn after(end: TrunkEnd, base: &Network, width: usize, blocks: usize) -> Self {
         let spec = BranchSpec { trunk_stages: end.stages, trunk_blocks: end.blocks, in_channels: 0, width, blocks };
-        let in_channels = base.widths.get(spec.trunk_stage().max(1) - 1).copied().unwrap_or(0);
+        let in_channels = base.stages.get(spec.trunk_stage().max(1) - 1).map_or(0, |s| s.channels);
         BranchSpec { in_channels, ..spec }
     }
 
@@ -118,18 +118,21 @@ impl BranchSpec {
 
     /// Checks the spec against the base it branches from: a trunk the base has, whose channels
     /// the branch takes.
-    pub fn fits(&self, base: &ResNetConfig) -> Result<(), String> {
+    pub fn fits(&self, base: &Network) -> Result<(), String> {
         self.validate().map_err(|e| e.to_string())?;
-        if self.trunk_blocks >= base.blocks_per_stage {
+        if base.stages.len() != 3 {
+            return Err(format!("branches run on three-stage bases; this one has {}", base.stages.len()));
+        }
+        let stage_blocks = base.stages[self.trunk_stages].blocks;
+        if self.trunk_blocks >= stage_blocks {
             return Err(format!(
-                "its trunk runs {} blocks of stage {} but the base's stages have {}",
+                "its trunk runs {} blocks of stage {} but the base's stage has {stage_blocks}",
                 self.trunk_blocks,
                 self.trunk_stages + 1,
-                base.blocks_per_stage
             ));
         }
         let stage = self.trunk_stage();
-        let channels = base.widths[stage - 1];
+        let channels = base.stages[stage - 1].channels;
         if channels != self.in_channels {
             return Err(format!(
                 "its branch takes {} channels but the base's stage {stage} gives {channels}",
@@ -308,11 +311,11 @@ impl Branch {
                 } else {
                     BlockShortcut::Projection(weights.conv(&format!("block{j}.shortcut"), stride, device)?)
                 };
-                Ok(Block {
-                    conv1: weights.conv(&format!("block{j}.conv1"), stride, device)?,
-                    conv2: weights.conv(&format!("block{j}.conv2"), 1, device)?,
+                Ok(Block::basic(
+                    weights.conv(&format!("block{j}.conv1"), stride, device)?,
+                    weights.conv(&format!("block{j}.conv2"), 1, device)?,
                     shortcut,
-                })
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Branch { spec, entry, blocks })
@@ -431,7 +434,10 @@ mod tests {
         let into = BranchSpec { trunk_blocks: 1, in_channels: 64, ..spec };
         assert_eq!((into.entry_stride(), into.trunk_plane(32, 32)), (1, (8, 8)));
         assert_eq!(into.macs(8, 8), 64 * 16 * 64 * 9 + 4 * 64 * 16 * 16 * 9);
-        assert_eq!(BranchSpec::after(into.trunk_end(), &ResNetConfig::cifar(20, 3, 10).unwrap(), 16, 2), into);
+        assert_eq!(
+            BranchSpec::after(into.trunk_end(), &crate::ResNetConfig::cifar(20, 3, 10).unwrap().network(), 16, 2),
+            into
+        );
         for bad in [
             BranchSpec { trunk_stages: 0, ..spec },
             BranchSpec { trunk_stages: 3, ..spec },
@@ -443,7 +449,7 @@ mod tests {
         ] {
             assert!(matches!(bad.validate(), Err(Error::InvalidArchitecture { .. })), "{bad:?}");
         }
-        let cfg = ResNetConfig::cifar(20, 3, 10).unwrap();
+        let cfg = crate::ResNetConfig::cifar(20, 3, 10).unwrap().network();
         assert!(spec.fits(&cfg).is_ok() && one.fits(&cfg).is_ok());
         assert!(BranchSpec { in_channels: 16, ..spec }.fits(&cfg).is_err());
         assert!(into.fits(&cfg).is_ok() && BranchSpec { trunk_blocks: 2, ..into }.fits(&cfg).is_ok());

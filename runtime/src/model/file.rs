@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `classmod.format` | `model` |
 //! | `classmod.version` | `1` |
-//! | `classmod.arch` | JSON of [`ResNetConfig`] |
+//! | `classmod.arch` | JSON of [`Architecture`]: a CIFAR ResNet's numbers, or a whole [`crate::model::network::Network`] |
 //! | `classmod.input` | JSON of [`InputSpec`] |
 //! | `classmod.classes` | JSON list of class names, one per output |
 
@@ -20,15 +20,16 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::model::arch::Architecture;
 use crate::pack::atomic;
 use crate::Result;
-use crate::{Error, InputSpec, ResNetConfig};
+use crate::{Error, InputSpec};
 
 /// Metadata key of the format name (`model`).
 pub const KEY_FORMAT: &str = "classmod.format";
 /// Metadata key of the format version.
 pub const KEY_VERSION: &str = "classmod.version";
-/// Metadata key of the architecture (JSON of [`ResNetConfig`]).
+/// Metadata key of the architecture (JSON of [`Architecture`]).
 pub const KEY_ARCH: &str = "classmod.arch";
 /// Metadata key of the input spec (JSON of [`InputSpec`]).
 pub const KEY_INPUT: &str = "classmod.input";
@@ -46,7 +47,7 @@ pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelMeta {
     /// The network's architecture.
-    pub arch: ResNetConfig,
+    pub arch: Architecture,
     /// The images it takes and how they are normalised.
     pub input: InputSpec,
     /// One name per output, in output order.
@@ -58,17 +59,18 @@ impl ModelMeta {
     pub fn validate(&self) -> Result<()> {
         self.arch.validate()?;
         self.input.validate()?;
-        if self.input.channels != self.arch.in_channels {
+        if self.input.channels != self.arch.in_channels() {
             return Err(Error::InconsistentModel {
                 reason: format!(
                     "input spec has {} channels, the network takes {}",
-                    self.input.channels, self.arch.in_channels
+                    self.input.channels,
+                    self.arch.in_channels()
                 ),
             });
         }
-        if self.class_names.len() != self.arch.num_classes {
+        if self.class_names.len() != self.arch.num_classes() {
             return Err(Error::InconsistentModel {
-                reason: format!("{} class names for {} outputs", self.class_names.len(), self.arch.num_classes),
+                reason: format!("{} class names for {} outputs", self.class_names.len(), self.arch.num_classes()),
             });
         }
         Ok(())
@@ -119,7 +121,7 @@ pub(crate) fn json<T: Serialize>(value: &T) -> String {
 }
 
 /// A model: its metadata and its parameter tensors (f32, canonical names, exactly the set that
-/// [`ResNetConfig::tensor_shapes`] lists).
+/// [`Architecture::tensor_shapes`] lists).
 #[derive(Debug, Clone)]
 pub struct ModelFile {
     /// Architecture, input spec and class names.
@@ -210,7 +212,7 @@ pub fn read_safetensors(bytes: &[u8], device: &Device) -> Result<HashMap<String,
 }
 
 /// Checks that `tensors` is exactly the architecture's set, with the right shapes and finite values.
-pub fn check_tensors(arch: &ResNetConfig, mut tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+pub fn check_tensors(arch: &Architecture, mut tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::with_capacity(tensors.len());
     for (name, shape) in arch.tensor_shapes() {
         let t = tensors
@@ -244,13 +246,13 @@ mod tests {
     use crate::Shortcut;
 
     fn tiny() -> ModelFile {
-        let arch = ResNetConfig {
+        let arch = Architecture::from(crate::ResNetConfig {
             blocks_per_stage: 1,
             widths: [4, 8, 16],
             shortcut: Shortcut::B,
             in_channels: 1,
             num_classes: 3,
-        };
+        });
         let tensors = arch
             .tensor_shapes()
             .into_iter()

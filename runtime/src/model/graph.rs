@@ -19,11 +19,11 @@ use crate::cpu::conv::Plane;
 use crate::engine::candle::CandleEngine;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::{Activation, Engine, Images};
-use crate::model::layers::{Block, ConvBn};
+use crate::model::layers::{Block, StemLayers};
 use crate::model::linear::Linear;
 use crate::model::network::{Network, ReluSite, TrunkEnd};
 use crate::Result;
-use crate::{Error, InputSpec, ModelFile, Precision, ResNetConfig};
+use crate::{Architecture, Error, InputSpec, ModelFile, Precision};
 
 /// Observes or rewrites the activation at each ReLU site of a forward pass.
 pub trait ReluHook {
@@ -50,7 +50,7 @@ impl ReluHook for NoHook {
 /// A loaded eval-mode ResNet.
 #[derive(Debug, Clone)]
 pub struct ResNet {
-    config: ResNetConfig,
+    arch: Architecture,
     network: Network,
     input: InputSpec,
     class_names: Vec<String>,
@@ -66,6 +66,12 @@ impl ResNet {
         Self::build(model, device, matches!(device, Device::Cpu))
     }
 
+    /// The network on candle's operations even on the CPU: what a GPU runs, and the reference
+    /// engine the CPU path is checked against.
+    pub fn new_on_candle(model: &ModelFile, device: &Device) -> Result<Self> {
+        Self::build(model, device, false)
+    }
+
     /// Bytes of weights this network holds, in whatever form its engine keeps them (the CPU
     /// path's packed and Winograd-transformed convolutions, or candle's folded tensors), plus the
     /// linear head.
@@ -77,9 +83,6 @@ impl ResNet {
     /// tested against.
     pub(crate) fn build(model: &ModelFile, device: &Device, cpu_path: bool) -> Result<Self> {
         let network = model.meta.arch.network();
-        if let Some(what) = network.unsupported_by_engines() {
-            return Err(Error::UnsupportedLayers { what });
-        }
         let model = &ModelFile {
             meta: model.meta.clone(),
             tensors: model
@@ -88,9 +91,9 @@ impl ResNet {
                 .map(|(k, v)| Ok((k.clone(), v.to_device(device)?)))
                 .collect::<Result<_, candle_core::Error>>()?,
         };
-        let cfg = &model.meta.arch;
-        let stem = ConvBn::fold(model, "conv1", "bn1", 1)?;
-        let blocks = network.blocks().iter().map(|b| Block::fold(model, cfg, b)).collect::<Result<Vec<_>, _>>()?;
+        let stem = StemLayers::fold(model, network.stem)?;
+        let blocks =
+            network.blocks().iter().map(|b| Block::fold(model, network.shortcut, b)).collect::<Result<Vec<_>, _>>()?;
         let linear = Arc::new(Linear::new(model.tensor("linear.weight")?, model.tensor("linear.bias")?)?);
         let (h, w) = (model.meta.input.height, model.meta.input.width);
         // The one place an engine is chosen: every other operation goes through the trait.
@@ -100,7 +103,7 @@ impl ResNet {
             Arc::new(CandleEngine::new(stem, blocks, device, (h, w)))
         };
         Ok(ResNet {
-            config: cfg.clone(),
+            arch: model.meta.arch.clone(),
             network,
             input: model.meta.input.clone(),
             class_names: model.meta.class_names.clone(),
@@ -141,8 +144,8 @@ impl ResNet {
     }
 
     /// The architecture, as stored in the model file.
-    pub fn config(&self) -> &ResNetConfig {
-        &self.config
+    pub fn architecture(&self) -> &Architecture {
+        &self.arch
     }
     /// The network the engine runs: stem, stages, block kinds.
     pub fn network(&self) -> &Network {
@@ -330,7 +333,7 @@ mod tests {
             let fast = ResNet::new(&model, &Device::Cpu).unwrap();
             let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
             let x = batch(3);
-            let widths = model.meta.arch.widths;
+            let widths = model.meta.arch.as_cifar().unwrap().widths;
             for stages in 0..=3 {
                 let a = tensor_of(&fast.trunk(Images::Nchw(&x), stages).unwrap());
                 let b = tensor_of(&reference.trunk(Images::Nchw(&x), stages).unwrap());
@@ -346,7 +349,7 @@ mod tests {
                 assert!(a.min_all().unwrap().to_scalar::<f32>().unwrap() >= 0.0, "after a ReLU");
             }
             // Into stage 3 by its first block (which halves the plane): the next stage's plane.
-            if model.meta.arch.blocks_per_stage > 1 {
+            if model.meta.arch.as_cifar().unwrap().blocks_per_stage > 1 {
                 let end = TrunkEnd { stages: 2, blocks: 1 };
                 let a = tensor_of(&fast.trunk(Images::Nchw(&x), end).unwrap());
                 let b = tensor_of(&reference.trunk(Images::Nchw(&x), end).unwrap());
@@ -405,6 +408,51 @@ mod tests {
             let b = reference.forward_hooked(&x, &mut HalveSite(site)).unwrap();
             assert!(max_diff(&a, &b) < 1e-5, "site {site}");
             assert!(max_diff(&a, &fast.forward(&x).unwrap()) > 1e-4, "site {site}: the hook changed nothing");
+        }
+    }
+
+    /// Four-stage networks of torchvision's layout (the 7x7 stride-2 stem and its max-pool,
+    /// basic and bottleneck blocks, projection shortcuts with stride in layer 1 of a bottleneck
+    /// network too) on the CPU path against candle's operations (the reference engine): the
+    /// logits at batch 1, 3 and 9 (run whole and as parallel slices), on an odd plane (the pool
+    /// and each stride-2 layer lose a padded edge), a hook rewriting each site, and the trunk at
+    /// every stage boundary. The sites the engines visit are the ones the network lists.
+    #[test]
+    fn four_stage_networks_run_the_same_on_both_engines() {
+        use crate::testing::tiny_model::tiny_torchvision;
+        for (bottleneck, blocks, side) in
+            [(false, [2, 1, 1, 1], 32), (true, [1, 2, 1, 1], 36), (true, [1, 1, 1, 1], 28)]
+        {
+            let model = tiny_torchvision(11, bottleneck, blocks, side);
+            let fast = ResNet::new(&model, &Device::Cpu).unwrap();
+            let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
+            let images = |n: usize| {
+                let v: Vec<f32> = (0..n * 3 * side * side).map(|i| ((i * 53) % 97) as f32 / 40.0 - 1.2).collect();
+                Tensor::from_vec(v, (n, 3, side, side), &Device::Cpu).unwrap()
+            };
+            let tol = |a: &Tensor| 1e-5 * (1.0 + a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap());
+            for n in [1, 3, 9] {
+                let (a, b) = (fast.forward(&images(n)).unwrap(), reference.forward(&images(n)).unwrap());
+                assert!(max_diff(&a, &b) < tol(&b), "{bottleneck} {n} images: {}", max_diff(&a, &b));
+            }
+            let sites = fast.relu_sites();
+            assert_eq!(sites.len(), 1 + blocks.iter().sum::<usize>() * if bottleneck { 3 } else { 2 });
+            let x = images(2);
+            for (site, at) in sites.iter().enumerate() {
+                let a = fast.forward_hooked(&x, &mut HalveSite(site)).unwrap();
+                let b = reference.forward_hooked(&x, &mut HalveSite(site)).unwrap();
+                assert!(max_diff(&a, &b) < tol(&b), "site {site} ({})", at.name);
+                assert!(max_diff(&a, &fast.forward(&x).unwrap()) > 1e-6, "site {site}: the hook changed nothing");
+            }
+            let net = model.meta.arch.network();
+            for stages in 0..=4 {
+                let (a, b) =
+                    (fast.trunk(Images::Nchw(&x), stages).unwrap(), reference.trunk(Images::Nchw(&x), stages).unwrap());
+                let (h, w) = net.plane_after(stages, side, side);
+                assert_eq!((a.height, a.width, a.channels), (h, w, net.channels_after(stages)), "stages {stages}");
+                let (a, b) = (tensor_of(&a), tensor_of(&b));
+                assert!(max_diff(&a, &b) < tol(&b), "stages {stages}");
+            }
         }
     }
 }

@@ -33,6 +33,12 @@ impl InputSpec {
         }
     }
 
+    /// torchvision's normalisation of ImageNet models (the same statistics) for `height` x
+    /// `width` RGB images.
+    pub fn imagenet(height: usize, width: usize) -> Self {
+        InputSpec { height, width, ..Self::cifar10_imagenet_stats() }
+    }
+
     /// Checks sizes and statistics (finite means, positive finite standard deviations).
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(Error::InvalidInputSpec { reason });

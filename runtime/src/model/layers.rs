@@ -1,6 +1,6 @@
-//! The layers of a CIFAR ResNet with batch norm folded in at load
-//! (`w' = w * g/sqrt(v+eps)`, `b' = beta - m * g/sqrt(v+eps)`): a convolution ([`ConvBn`]) and a
-//! BasicBlock ([`Block`]). The graph is built from them, and so can a smaller network that
+//! The layers of a ResNet with batch norm folded in at load
+//! (`w' = w * g/sqrt(v+eps)`, `b' = beta - m * g/sqrt(v+eps)`): a convolution ([`ConvBn`]), a
+//! residual block of basic or bottleneck kind ([`Block`]) and the stem ([`StemLayers`]). The graph is built from them, and so can a smaller network that
 //! reuses a base's layers (a compact module's branch).
 
 use candle_core::{DType, Tensor};
@@ -8,8 +8,8 @@ use candle_core::{DType, Tensor};
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::model::config::BN_EPS;
 use crate::model::graph::{subsample, ReluHook};
-use crate::model::network::BlockSpec;
-use crate::{ModelFile, ResNetConfig, Result, Shortcut};
+use crate::model::network::{BlockKind, BlockSpec, Stem};
+use crate::{ModelFile, Result, Shortcut};
 
 /// A convolution with the following batch norm folded in.
 #[derive(Debug, Clone)]
@@ -98,22 +98,28 @@ pub enum BlockShortcut {
     Projection(ConvBn),
 }
 
-/// A BasicBlock: `relu(conv2(relu(conv1(x))) + shortcut(x))`, batch norms folded.
+/// A residual block, batch norms folded: its convolutions in order, each but the last followed
+/// by a ReLU site, the last by the shortcut's add and the block's last ReLU site. A basic block
+/// is `relu(conv2(relu(conv1(x))) + shortcut(x))`; a bottleneck block adds a 1x1 before and
+/// after its 3x3, `relu(conv3(relu(conv2(relu(conv1(x))))) + shortcut(x))`.
 #[derive(Debug, Clone)]
 pub struct Block {
-    /// The first convolution (stride 2 where a stage halves the plane).
-    pub conv1: ConvBn,
-    /// The second convolution.
-    pub conv2: ConvBn,
+    /// The convolutions in forward order (the one with the block's stride where it has one).
+    pub convs: Vec<ConvBn>,
     /// The shortcut.
     pub shortcut: BlockShortcut,
 }
 
 impl Block {
-    /// Folds the block at `b` (`layer{s}.{i}`) of `model`.
-    pub fn fold(model: &ModelFile, cfg: &ResNetConfig, b: &BlockSpec) -> Result<Block> {
+    /// A basic block of two convolutions.
+    pub fn basic(conv1: ConvBn, conv2: ConvBn, shortcut: BlockShortcut) -> Block {
+        Block { convs: vec![conv1, conv2], shortcut }
+    }
+
+    /// Folds the block at `b` (`layer{s}.{i}`) of `model`, whose shortcuts follow `shortcut`.
+    pub fn fold(model: &ModelFile, shortcut: Shortcut, b: &BlockSpec) -> Result<Block> {
         let p = b.prefix();
-        let shortcut = match (b.changes_shape(), cfg.shortcut) {
+        let shortcut = match (b.changes_shape(), shortcut) {
             (false, _) => BlockShortcut::Identity,
             (true, Shortcut::A) => BlockShortcut::SubsamplePad { stride: b.stride, pad: (b.planes - b.in_planes) / 2 },
             (true, Shortcut::B) => BlockShortcut::Projection(ConvBn::fold(
@@ -123,30 +129,45 @@ impl Block {
                 b.stride,
             )?),
         };
-        Ok(Block {
-            conv1: ConvBn::fold(model, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride)?,
-            conv2: ConvBn::fold(model, &format!("{p}.conv2"), &format!("{p}.bn2"), 1)?,
-            shortcut,
-        })
+        // torchvision puts a bottleneck's stride on its 3x3 (ResNet v1.5), a basic block's on
+        // its first convolution.
+        let strides: &[usize] = match b.kind {
+            BlockKind::Basic => &[b.stride, 1],
+            BlockKind::Bottleneck { .. } => &[1, b.stride, 1],
+        };
+        let convs = strides
+            .iter()
+            .enumerate()
+            .map(|(i, &stride)| ConvBn::fold(model, &format!("{p}.conv{}", i + 1), &format!("{p}.bn{}", i + 1), stride))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Block { convs, shortcut })
     }
 
-    /// The block on candle's operations, `hook` seeing its two ReLU sites `site` and `site + 1`.
+    /// ReLU sites in the block (one a convolution).
+    pub fn relu_sites(&self) -> usize {
+        self.convs.len()
+    }
+
+    /// The block on candle's operations, `hook` seeing its ReLU sites from `site` on.
     pub fn forward_hooked(&self, x: &Tensor, site: usize, hook: &mut dyn ReluHook) -> candle_core::Result<Tensor> {
-        let h = hook.after_relu(site, self.conv1.forward(x)?.relu()?)?;
-        let h = self.conv2.forward(&h)?;
+        let (last, inner) = self.convs.split_last().expect("a block has convolutions");
+        let mut h = x.clone();
+        for (i, conv) in inner.iter().enumerate() {
+            h = hook.after_relu(site + i, conv.forward(&h)?.relu()?)?;
+        }
+        let h = last.forward(&h)?;
         let short = match &self.shortcut {
             BlockShortcut::Identity => x.clone(),
             BlockShortcut::SubsamplePad { stride, pad } => subsample(x, *stride)?.pad_with_zeros(1, *pad, *pad)?,
             BlockShortcut::Projection(p) => p.forward(x)?,
         };
-        hook.after_relu(site + 1, (h + short)?.relu()?)
+        hook.after_relu(site + inner.len(), (h + short)?.relu()?)
     }
 
     /// The same block computing in `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> candle_core::Result<Self> {
         Ok(Block {
-            conv1: self.conv1.to_dtype(dtype)?,
-            conv2: self.conv2.to_dtype(dtype)?,
+            convs: self.convs.iter().map(|c| c.to_dtype(dtype)).collect::<candle_core::Result<_>>()?,
             shortcut: match &self.shortcut {
                 BlockShortcut::Projection(p) => BlockShortcut::Projection(p.to_dtype(dtype)?),
                 other => other.clone(),
@@ -160,6 +181,46 @@ impl Block {
             BlockShortcut::Projection(c) => c.weight_bytes(),
             _ => 0,
         };
-        self.conv1.weight_bytes() + self.conv2.weight_bytes() + shortcut
+        self.convs.iter().map(ConvBn::weight_bytes).sum::<u64>() + shortcut
+    }
+}
+
+/// The layers before the first block: a convolution (its ReLU the network's site 0) and, in
+/// the ImageNet stem, a 3x3 stride-2 max-pool with padding 1 after it.
+#[derive(Debug, Clone)]
+pub struct StemLayers {
+    /// The convolution, batch norm folded.
+    pub conv: ConvBn,
+    /// Whether the 3x3 stride-2 max-pool follows.
+    pub max_pool: bool,
+}
+
+impl StemLayers {
+    /// Folds `conv1`/`bn1` of `model` for `stem`.
+    pub fn fold(model: &ModelFile, stem: Stem) -> Result<Self> {
+        let (stride, max_pool) = match stem {
+            Stem::Cifar3x3 { .. } => (1, false),
+            Stem::ImageNet7x7 { .. } => (2, true),
+        };
+        Ok(StemLayers { conv: ConvBn::fold(model, "conv1", "bn1", stride)?, max_pool })
+    }
+
+    /// The stem on candle's operations, `hook` seeing site 0 (the ReLU before the pool).
+    pub fn forward_hooked(&self, x: &Tensor, hook: &mut dyn ReluHook) -> candle_core::Result<Tensor> {
+        let x = hook.after_relu(0, self.conv.forward(x)?.relu()?)?;
+        if !self.max_pool {
+            return Ok(x);
+        }
+        // PyTorch pads a max-pool with -inf; padding with a copy of the edge is the same here,
+        // as each padded value's original lies in the same 3x3 window.
+        // Windows at 2i-1..=2i+1 of the unpadded plane, ceil(n/2) of them (candle's max-pool has
+        // no padding of its own, hence the copies).
+        let x = x.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?;
+        x.max_pool2d_with_stride(3, 2)
+    }
+
+    /// The same stem computing in `dtype`.
+    pub fn to_dtype(&self, dtype: DType) -> candle_core::Result<Self> {
+        Ok(StemLayers { conv: self.conv.to_dtype(dtype)?, max_pool: self.max_pool })
     }
 }

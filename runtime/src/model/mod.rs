@@ -1,8 +1,10 @@
-//! The base network: its architecture ([`ResNetConfig`]), its input ([`InputSpec`]), the
+//! The base network: its architecture ([`Architecture`]: a CIFAR [`ResNetConfig`] or a whole
+//! network description), its input ([`InputSpec`]), the
 //! self-describing model file it is imported into ([`ModelFile`]) and the eval-mode graph that
 //! runs it ([`ResNet`]) from its folded layers ([`ConvBn`], [`Block`]), the key that names
 //! it ([`ModelKey`]), and a compact module's branch ([`Branch`]) built from the same layers.
 
+pub mod arch;
 pub mod branch;
 pub mod config;
 pub mod file;
@@ -13,6 +15,7 @@ pub mod layers;
 pub(crate) mod linear;
 pub mod network;
 
+pub use arch::Architecture;
 pub use branch::{Branch, BranchSpec, BranchWeights};
 pub use config::{ResNetConfig, Shortcut};
 pub use file::{ModelFile, ModelMeta};

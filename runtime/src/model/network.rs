@@ -7,8 +7,7 @@
 //! Two families are described: the CIFAR ResNets (a 3x3 stem, three stages of basic blocks,
 //! [`crate::ResNetConfig::network`]) and torchvision's ImageNet ResNets (a 7x7 stride-2 stem and
 //! a max-pool, four stages of basic or bottleneck blocks, [`Network::torchvision`]). Nothing here
-//! assumes three stages or one block type; which networks an engine can run is the engine's to
-//! say ([`Network::unsupported_by_engines`]).
+//! assumes three stages or one block type, and both engines run all of them.
 
 use serde::{Deserialize, Serialize};
 
@@ -258,19 +257,6 @@ impl Network {
         Ok(())
     }
 
-    /// Why no engine of this build runs the network, or `None` when they all do. The engines
-    /// run the CIFAR stem and basic blocks today; the ImageNet stem and bottleneck blocks are
-    /// described (so models can be checked and counted) but not yet built.
-    pub fn unsupported_by_engines(&self) -> Option<String> {
-        if let Stem::ImageNet7x7 { .. } = self.stem {
-            return Some("the ImageNet 7x7 stem with max-pool".into());
-        }
-        if self.stages.iter().any(|s| matches!(s.block, BlockKind::Bottleneck { .. })) {
-            return Some("bottleneck blocks".into());
-        }
-        None
-    }
-
     /// Channels of the pooled features (the classifier's input): the last stage's.
     pub fn features(&self) -> usize {
         self.stages.last().map_or(self.stem.channels(), |s| s.channels)
@@ -495,7 +481,7 @@ mod tests {
     /// A four-stage network of the next issue's shapes, described and walked without an engine:
     /// ResNet-18's 17 ReLU sites (stem, two a basic block) and ResNet-50's 49 (three a
     /// bottleneck), the planes of 224x224 (112 at the stem's ReLU, 56 after its max-pool, 7 at
-    /// the end), the trunk boundaries, and the engines saying they do not run it yet.
+    /// the end), and the trunk boundaries.
     #[test]
     fn a_four_stage_network_is_described_through_stages_and_block_kinds() {
         let r18 = Network::torchvision(18, 64, 200).unwrap();
@@ -525,7 +511,6 @@ mod tests {
                 "{bad:?}: {err}"
             );
         }
-        assert!(r18.unsupported_by_engines().is_some());
         let shapes = r18.tensor_shapes();
         assert!(shapes.contains(&("conv1.weight".into(), vec![64, 3, 7, 7])));
         assert!(shapes.contains(&("layer2.0.shortcut.0.weight".into(), vec![128, 64, 1, 1])));

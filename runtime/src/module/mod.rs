@@ -76,7 +76,7 @@ impl ModuleKind {
     /// branch's for a compact one.
     pub fn features(&self, base: &ResNet) -> usize {
         match self {
-            ModuleKind::Mask(_) => base.config().widths[2],
+            ModuleKind::Mask(_) => base.network().features(),
             ModuleKind::Compact(b) => b.spec().width,
         }
     }
@@ -117,7 +117,7 @@ impl ModuleKind {
                 Some("its masks do not fit the base network".into())
             }
             ModuleKind::Mask(_) => None,
-            ModuleKind::Compact(b) => b.spec().fits(base.config()).err(),
+            ModuleKind::Compact(b) => b.spec().fits(base.network()).err(),
         }
     }
 }
@@ -171,7 +171,7 @@ impl ClassModule {
         if let Some(reason) = self.kind.misfit(base) {
             return Err(misfit(reason));
         }
-        let (classes, features) = (base.config().num_classes, self.kind.features(base));
+        let (classes, features) = (base.network().num_classes, self.kind.features(base));
         if self.class_id.0 as usize >= classes {
             return Err(misfit(format!("class id {} but the base has {classes} classes", self.class_id.0)));
         }

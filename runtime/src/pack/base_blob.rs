@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use classmod_blob::{Blob, BlobKind, BlobWriter, DType, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use crate::model::config::ResNetConfig;
+use crate::model::arch::Architecture;
 use crate::model::file::json;
 use crate::model::key::{input_key, sorted_params, KeyHasher};
 use crate::Result;
@@ -19,7 +19,7 @@ const FORMAT: &str = "classmod-base";
 #[derive(Serialize, Deserialize)]
 struct BaseMeta {
     format: String,
-    arch: ResNetConfig,
+    arch: Architecture,
     input: InputSpec,
     class_names: Vec<String>,
 }

@@ -1,11 +1,14 @@
-//! A small random ResNet for unit tests that must not depend on ../shared: ResNet-8, widths
-//! [4, 8, 16], one 8x8 gray input channel, three classes; seeded, plausible BN statistics.
+//! Small random ResNets for unit tests that must not depend on ../shared: ResNet-8, widths
+//! [4, 8, 16], one 8x8 gray input channel, three classes; and four-stage networks of
+//! torchvision's layout (the ImageNet stem, basic or bottleneck blocks) on small RGB images;
+//! seeded, plausible BN statistics.
 
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::{InputSpec, ModelFile, ModelMeta, ResNetConfig, Shortcut};
+use crate::model::network::{BlockKind, Network};
+use crate::{Architecture, InputSpec, ModelFile, ModelMeta, ResNetConfig, Shortcut};
 
 /// Values in [-0.5, 0.5) from a xorshift stream starting at `state` (non-zero).
 fn uniform(mut state: u64) -> impl FnMut() -> f32 {
@@ -37,6 +40,28 @@ fn tiny_model_with(seed: u64, shortcut: Shortcut) -> ModelFile {
 
 fn tiny_model_blocks(seed: u64, shortcut: Shortcut, blocks_per_stage: usize) -> ModelFile {
     let arch = ResNetConfig { blocks_per_stage, widths: [4, 8, 16], shortcut, in_channels: 1, num_classes: 3 };
+    let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] };
+    random_model(arch.into(), input, seed)
+}
+
+/// A four-stage network of torchvision's layout (the 7x7 stride-2 stem and its max-pool) with
+/// stages of `[8, 16, 24, 32]` channels (bottleneck blocks: four times that out, a quarter
+/// inside) and `blocks` blocks a stage, on 3x`side`x`side` images, five classes.
+pub fn tiny_torchvision(seed: u64, bottleneck: bool, blocks: [usize; 4], side: usize) -> ModelFile {
+    let mut net = Network::torchvision(if bottleneck { 50 } else { 18 }, 64, 5).expect("a torchvision depth");
+    net.stem = crate::model::network::Stem::ImageNet7x7 { channels: 8 };
+    for (s, stage) in net.stages.iter_mut().enumerate() {
+        let planes = [8, 16, 24, 32][s];
+        stage.blocks = blocks[s];
+        (stage.block, stage.channels) =
+            if bottleneck { (BlockKind::Bottleneck { width: planes }, 4 * planes) } else { (BlockKind::Basic, planes) };
+    }
+    let input = InputSpec::imagenet(side, side);
+    random_model(net.into(), input, seed)
+}
+
+/// A model of `arch` on `input` with seeded random weights and plausible BN statistics.
+pub fn random_model(arch: Architecture, input: InputSpec, seed: u64) -> ModelFile {
     let mut next = uniform(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1);
     let tensors: HashMap<String, Tensor> = arch
         .tensor_shapes()
@@ -46,9 +71,10 @@ fn tiny_model_blocks(seed: u64, shortcut: Shortcut, blocks_per_stage: usize) -> 
             let values: Vec<f32> = (0..n)
                 .map(|_| {
                     let r = next();
+                    let bn_scale = ["bn1.weight", "bn2.weight", "bn3.weight"];
                     if name.ends_with("running_var") {
                         1.0 + r
-                    } else if name.ends_with("bn1.weight") || name.ends_with("bn2.weight") || name == "bn1.weight" {
+                    } else if bn_scale.iter().any(|b| name.ends_with(b)) {
                         1.0 + 0.2 * r
                     } else {
                         r
@@ -58,11 +84,8 @@ fn tiny_model_blocks(seed: u64, shortcut: Shortcut, blocks_per_stage: usize) -> 
             (name, Tensor::from_vec(values, shape, &Device::Cpu).expect("shape matches"))
         })
         .collect();
-    let meta = ModelMeta {
-        arch,
-        input: InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] },
-        class_names: vec!["a".into(), "b".into(), "c".into()],
-    };
+    let class_names = (0..arch.num_classes()).map(|c| ((b'a' + c as u8) as char).to_string()).collect();
+    let meta = ModelMeta { arch, input, class_names };
     ModelFile::new(meta, tensors).expect("a valid tiny model")
 }
 
@@ -95,7 +118,7 @@ pub fn compact_after(
     seed: u64,
 ) -> crate::ClassModule {
     use crate::{BranchSpec, BranchWeights, ClassId, ClassModule, ModelKey, ModuleHead, ModuleKind};
-    let spec = BranchSpec::after(end, &base.meta.arch, width, blocks);
+    let spec = BranchSpec::after(end, &base.meta.arch.network(), width, blocks);
     let mut next = uniform(seed.wrapping_mul(2862933555777941757).wrapping_add(3037000493) | 1);
     let tensors = spec
         .tensor_shapes()

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor, Var, D};
 use classmod_runtime::host::subsample;
 use classmod_runtime::host::BN_EPS;
-use classmod_runtime::host::{ModelFile, ModelMeta, ResNetConfig, Shortcut};
+use classmod_runtime::host::{ModelFile, ModelMeta, Shortcut};
 
 use crate::init::resnet_values;
 use crate::{TrainError, BN_MOMENTUM};
@@ -73,6 +73,10 @@ impl AutogradResNet {
 
     /// Starts from an existing model (fine-tuning).
     pub fn from_model(model: &ModelFile, device: &Device) -> Result<Self, TrainError> {
+        if model.meta.arch.as_cifar().is_none() {
+            // Its forward is the CIFAR family's: the 3x3 stem, basic blocks.
+            return Err(TrainError::Unsupported { what: format!("{} on candle's autograd", model.meta.arch.name()) });
+        }
         let mut params = Vec::new();
         let mut running = HashMap::new();
         for (name, _) in model.meta.arch.tensor_shapes() {
@@ -155,7 +159,7 @@ impl AutogradResNet {
         stages: usize,
         mut updates: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<Tensor, TrainError> {
-        let arch: &ResNetConfig = &self.meta.arch;
+        let arch = self.meta.arch.network();
         let mut x = match stages {
             0 => self.conv_bn(x, "conv1", "bn1", 1, updates.as_deref_mut())?.relu()?,
             _ => x.clone(),
