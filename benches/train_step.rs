@@ -19,7 +19,7 @@ fn train_step(c: &mut Criterion) {
     let dev = Device::Cpu;
     let meta = ModelMeta {
         arch: ResNetConfig::cifar(8, 1, 10).unwrap().into(),
-        input: InputSpec { channels: 1, height: 28, width: 28, mean: vec![0.29], std: vec![0.35] },
+        input: InputSpec::new(1, 28, 28, vec![0.29], vec![0.35]),
         class_names: (0..10).map(|i| i.to_string()).collect(),
     };
     let batch = 64;

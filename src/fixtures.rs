@@ -42,7 +42,7 @@ pub struct Packed {
 pub fn packed_resnet20(shared: &Path, classes: &[usize], n_pos: usize, golden: usize, out: &Path) -> Result<Packed> {
     let model = resnet20(shared)?;
     let spec = &model.meta.input;
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(spec);
     let data = shared.join("data/cifar10-jpeg.tar.gz");
     let names = &model.meta.class_names;
     let train = dataset::load(&data, Split::Train, shape, Some(names))?;

@@ -24,7 +24,7 @@ fn masks_are_deterministic_and_monotone_in_the_rates() {
     };
     let model =
         import_bytes(&std::fs::read(shared.join("models/resnet20-cifar10.safetensors")).unwrap(), &opts).unwrap();
-    let shape = ImageShape { channels: 3, height: 32, width: 32 };
+    let shape = ImageShape::new(3, 32, 32);
     // 60 training images per class keep this test quick; positives come from them.
     let train = dataset::load(&shared.join("data/cifar10-jpeg.tar.gz"), Split::Train, shape, Some(&names))
         .unwrap()

@@ -12,7 +12,7 @@ use classmod::runtime::Device;
 use classmod::train::TrainableResNet;
 use indicatif::ProgressBar;
 
-const SHAPE: ImageShape = ImageShape { channels: 1, height: 28, width: 28 };
+const SHAPE: ImageShape = ImageShape::new(1, 28, 28);
 
 fn options(steps: usize, checkpoint: Option<std::path::PathBuf>) -> TrainOptions {
     let mut arch = ResNetConfig::cifar(8, 1, 10).unwrap();

@@ -478,7 +478,16 @@ def decode(raw, inp, name, counters):
         img = img.convert(mode)
     except Exception as e:  # PIL raises many types
         raise InputError(f"{name}: cannot decode image: {e}")
-    if img.size != (inp["width"], inp["height"]):
+    crop = (inp.get("resize") or {}).get("CentreCrop") if isinstance(inp.get("resize"), dict) else None
+    if crop is not None and img.size != (inp["width"], inp["height"]):
+        # torchvision's Resize(shorter_side) + CenterCrop(H, W), as classmod reads the spec.
+        side, (w, h) = crop["shorter_side"], img.size
+        size = (side, side * h // w) if w <= h else (side * w // h, side)
+        img = img.resize(size, Image.BILINEAR)
+        left, top = int(round((size[0] - inp["width"]) / 2.0)), int(round((size[1] - inp["height"]) / 2.0))
+        img = img.crop((left, top, left + inp["width"], top + inp["height"]))
+        counters["resized"] += 1
+    elif img.size != (inp["width"], inp["height"]):
         img = img.resize((inp["width"], inp["height"]), Image.BILINEAR)
         counters["resized"] += 1
     arr = np.asarray(img, dtype=np.uint8)

@@ -1,5 +1,6 @@
 //! Image files to the raw pixels an input spec wants (channels, size): decoded with `image`,
-//! converted to gray or RGB, resized when their size differs, laid out channel-major.
+//! converted to gray or RGB, brought to the input's size as its spec says (stretched, or scaled
+//! and cut from the centre as torchvision does), laid out channel-major.
 
 use std::path::Path;
 
@@ -36,7 +37,12 @@ pub fn pixels(path: &Path, spec: &InputSpec, max_side: u32) -> Result<Vec<u8>> {
     decoder.limits(limits);
     let img = decoder.decode().map_err(|e| undecodable(&e))?;
     let (w, h) = (spec.width as u32, spec.height as u32);
-    let img = if img.width() != w || img.height() != h { img.resize_exact(w, h, FilterType::Triangle) } else { img };
+    // The model's own way to its size (stretched, or torchvision's scale and centre crop).
+    let plan = spec.resize.plan((img.width() as usize, img.height() as usize), (spec.width, spec.height));
+    let (sw, sh) = (plan.scaled.0 as u32, plan.scaled.1 as u32);
+    let img =
+        if img.width() != sw || img.height() != sh { img.resize_exact(sw, sh, FilterType::Triangle) } else { img };
+    let img = if (sw, sh) != (w, h) { img.crop_imm(plan.crop.0 as u32, plan.crop.1 as u32, w, h) } else { img };
     Ok(match spec.channels {
         1 => img.to_luma8().into_raw(),
         3 => {
@@ -52,7 +58,7 @@ mod tests {
     use super::*;
 
     fn spec(channels: usize, size: usize) -> InputSpec {
-        InputSpec { channels, height: size, width: size, mean: vec![0.5; channels], std: vec![0.5; channels] }
+        InputSpec::new(channels, size, size, vec![0.5; channels], vec![0.5; channels])
     }
 
     #[test]
@@ -67,6 +73,17 @@ mod tests {
         assert_eq!((rgb[1], rgb[16 + 4], rgb[32]), (10, 10, 200), "channel-major");
         assert_eq!(pixels(&p, &spec(1, 4), 4096).unwrap().len(), 16);
         assert_eq!(pixels(&p, &spec(3, 8), 4096).unwrap().len(), 3 * 64, "resized");
+        // torchvision's way for its models: 12x6 to a shorter side of 5 (10x5), cut at (3, 0).
+        let wide = image::RgbImage::from_fn(12, 6, |x, y| image::Rgb([(20 * x) as u8, (40 * y) as u8, (x * y) as u8]));
+        wide.save(&p).unwrap();
+        let crop = InputSpec { resize: classmod_runtime::Resize::CentreCrop { shorter_side: 5 }, ..spec(3, 4) };
+        let got = pixels(&p, &crop, 4096).unwrap();
+        let want = image::DynamicImage::ImageRgb8(wide).resize_exact(10, 5, FilterType::Triangle).crop_imm(3, 0, 4, 4);
+        let want = want.to_rgb8();
+        assert_eq!(
+            (got[0], got[16 + 5], got[32 + 15]),
+            (want.get_pixel(0, 0).0[0], want.get_pixel(1, 1).0[1], want.get_pixel(3, 3).0[2])
+        );
         std::fs::write(&p, b"not a png").unwrap();
         assert!(pixels(&p, &spec(1, 4), 4096).unwrap_err().to_string().contains("x.png"));
         assert!(pixels(&dir.join("missing.png"), &spec(1, 4), 4096).is_err());

@@ -20,7 +20,7 @@ fn file() -> &'static PathBuf {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let spec = InputSpec { channels: 3, height: 32, width: 32, mean: vec![0.5; 3], std: vec![0.25; 3] };
+    let spec = InputSpec::new(3, 32, 32, vec![0.5; 3], vec![0.25; 3]);
     std::fs::write(file(), data).unwrap();
     if let Ok(px) = classmod_edge::pixels(file(), &spec, 4096) {
         assert_eq!(px.len(), 3 * 32 * 32);

@@ -82,7 +82,7 @@ pub fn device_demo(
     let read = |p: &Path| ModelFile::read(p, &Device::Cpu).map_err(|e| anyhow!("{}: {e}", p.display()));
     let (model, other) = (read(model_path)?, read(other_path)?);
     let spec = &model.meta.input;
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(spec);
     let names = &model.meta.class_names;
     let train = dataset::load(data, Split::Train, shape, Some(names))?;
     let test = dataset::load(data, Split::Test, shape, Some(names))?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use classmod_runtime::host::{check_tensors, read_safetensors};
 use classmod_runtime::host::{Architecture, BlockKind, Network, Stage, Stem};
 use classmod_runtime::host::{ModelFile, ModelMeta, ResNetConfig, Shortcut, Tensor};
-use classmod_runtime::{Device, InputSpec};
+use classmod_runtime::{Device, InputSpec, Resize};
 
 /// What the user says about the model beyond its tensors.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,9 @@ pub struct ImportOptions {
     /// Input height and width; `None` = 224x224 for a network with the ImageNet stem (with
     /// torchvision's resize to 256 and centre crop), else 32x32 for 3 channels, 28x28 for 1.
     pub input_size: Option<(usize, usize)>,
+    /// How images of another size are made the input's; `None` = torchvision's resize to 256/224
+    /// of the input and centre crop for a network with the ImageNet stem, else a stretch.
+    pub resize: Option<Resize>,
 }
 
 /// Generic names given to classes of a model imported without `--class-names`.
@@ -210,12 +213,15 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<ModelFile, Hos
         true => (InputSpec::imagenet(height, width).mean, InputSpec::imagenet(height, width).std),
         false => (vec![0.0; c], vec![1.0; c]),
     };
+    // torchvision's resize and centre crop for its models, unless the options say.
+    let resize = opts.resize.unwrap_or(if imagenet { Resize::torchvision(height, width) } else { Resize::Stretch });
     let input = InputSpec {
         channels: c,
         height,
         width,
         mean: opts.mean.clone().or(from_file.mean).unwrap_or(mean),
         std: opts.std.clone().or(from_file.std).unwrap_or(std),
+        resize,
     };
     let class_names =
         opts.class_names.clone().or(from_file.class_names).unwrap_or_else(|| generic_class_names(arch.num_classes()));

@@ -110,6 +110,14 @@ fn broken_model_files() {
     // A valid import, then broken copies of the model file given to eval.
     let p = dir.join("good.safetensors");
     write(&p, &good);
+    // A resize that is neither a stretch nor a crop, or a crop smaller than the input.
+    for (resize, names) in
+        [("squash", "--resize `squash`"), ("crop:x", "--resize `crop:x`"), ("crop:4", "shorter side of 4")]
+    {
+        let mut args = import(&p, &out);
+        args.extend(["--resize".into(), resize.into()]);
+        fails_cleanly(&args.iter().map(String::as_str).collect::<Vec<_>>(), names);
+    }
     let args = import(&p, &out);
     assert!(common::classmod(&args.iter().map(String::as_str).collect::<Vec<_>>()).status.success());
     let model = std::fs::read(&out).unwrap();

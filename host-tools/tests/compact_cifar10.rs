@@ -334,7 +334,7 @@ fn a_branch_learns_its_class_and_the_same_seed_gives_the_same_branch() {
     let model = dir.join("r20.safetensors");
     common::import_shared(&shared, "resnet20-cifar10.safetensors", &model);
     let model = ModelFile::read(&model, &Device::Cpu).unwrap();
-    let shape = ImageShape { channels: 3, height: 32, width: 32 };
+    let shape = ImageShape::new(3, 32, 32);
     let data = shared.join("data/cifar10-jpeg.tar.gz");
     let train = load_sample(&data, Split::Train, shape, Some(&model.meta.class_names), Some(2000), 5).unwrap();
     let opts = CompactOptions { epochs: 20, batch: 64, held_out: 400, ..CompactOptions::new(Some(vec![1]), 3) };

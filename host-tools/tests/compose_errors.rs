@@ -30,7 +30,7 @@ fn module_dir(dir: &Path, mean: f32) {
             )
         })
         .collect();
-    let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![mean], std: vec![0.5] };
+    let input = InputSpec::new(1, 8, 8, vec![mean], vec![0.5]);
     let model = ModelFile::new(
         ModelMeta { arch: arch.into(), input: input.clone(), class_names: vec!["a".into(), "b".into()] },
         tensors,

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use classmod_host::dataset::{self, ImageShape, Split};
 
-const RGB64: ImageShape = ImageShape { channels: 3, height: 64, width: 64 };
+const RGB64: ImageShape = ImageShape::new(3, 64, 64);
 
 #[test]
 fn the_validation_split_is_the_test_split_with_200_named_classes() {
@@ -51,7 +51,7 @@ fn the_train_split_is_500_images_of_each_class() {
     let Some(shared) = common::shared() else { return };
     let archive = shared.join("data/tiny-imagenet-200.tar.gz");
     let t0 = Instant::now();
-    let train = dataset::load(&archive, Split::Train, ImageShape { channels: 3, height: 32, width: 32 }, None).unwrap();
+    let train = dataset::load(&archive, Split::Train, ImageShape::new(3, 32, 32), None).unwrap();
     eprintln!("{} training images read (resized to 32x32) in {:.1} s", train.len(), t0.elapsed().as_secs_f64());
     assert_eq!(train.class_names.len(), 200);
     assert_eq!(train.class_names[0], "goldfish (n01443537)");

@@ -60,7 +60,7 @@
 //! #             tensors.insert(name, Tensor::from_vec(v, shape, &Device::Cpu)?);
 //! #         }
 //! #         let classes: Vec<String> = ["cat", "dog", "ship"].map(String::from).to_vec();
-//! #         let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] };
+//! #         let input = InputSpec::new(1, 8, 8, vec![0.5], vec![0.25]);
 //! #         let model = ModelFile::new(ModelMeta { arch: arch.into(), input: input.clone(), class_names: classes.clone() }, tensors)?;
 //! #         let (net, key) = (ResNet::new(&model, &Device::Cpu)?, ModelKey::of(&model)?);
 //! #         let base = encode(&model, None)?;
@@ -109,7 +109,7 @@ pub use classmod_blob::{parse_public_key, AlignedBytes, BlobError, VerifyingKey}
 
 pub use device::{cuda, Precision, CUDA_BUILT};
 pub use error::{Error, ErrorKind, Result};
-pub use model::{InputSpec, ModelKey};
+pub use model::{InputSpec, ModelKey, Resize};
 pub use module::compose::{MinScore, Rule};
 pub use pack::manifest::{
     Manifest, ManifestBase, ManifestModule, PendingUpdate, PreviousModule, FILE_NAME as MANIFEST_FILE,

@@ -328,7 +328,7 @@ mod tests {
         arch.shortcut = shortcut;
         ModelMeta {
             arch: arch.into(),
-            input: InputSpec { channels: 3, height: 8, width: 8, mean: vec![0.5; 3], std: vec![0.25; 3] },
+            input: InputSpec::new(3, 8, 8, vec![0.5; 3], vec![0.25; 3]),
             class_names: (0..5).map(|i| format!("c{i}")).collect(),
         }
     }

@@ -83,7 +83,7 @@ fn classmod_side(a: &Args) -> Result<serde_json::Value> {
     let model = read_model(&a.model, &device)?;
     let net = ResNet::new(&model, &device).map_err(|e| model_error(&a.model, e))?;
     let spec = net.input_spec().clone();
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(&spec);
     let t0 = Instant::now();
     let data = load_data(&a.data, a.split.into(), shape, Some(net.class_names()), a.limit, 0)?;
     let decode_seconds = t0.elapsed().as_secs_f64();
@@ -111,7 +111,7 @@ fn peers_side(a: &Args) -> Result<()> {
     let device = a.device.device()?;
     let net = ResNet::new(&read_model(&a.model, &device)?, &device).map_err(|e| model_error(&a.model, e))?;
     let spec = net.input_spec().clone();
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(&spec);
     anyhow::ensure!(a.batch >= 1 && a.rounds >= 1, "--batch and --rounds must be at least 1");
     let data = load_data(&a.data, a.split.into(), shape, Some(net.class_names()), Some(a.peer_images), 0)?;
     let n = data.len() / a.batch * a.batch;

@@ -53,7 +53,7 @@ pub fn run(args: Args) -> Result<()> {
     let device = a.device.device()?;
     let mut c = compose_eval::load(&args.modules, &device, a.precision.into())?;
     let spec = c.input_spec();
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(spec);
     if args.recalibrate {
         let t0 = std::time::Instant::now();
         let (train, _) = composed_images(&c, &args.data, Split::Train, a.seed, shape)?;

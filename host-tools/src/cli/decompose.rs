@@ -162,7 +162,7 @@ pub fn run(a: Args) -> Result<()> {
         return Err(anyhow!("--keep-rate must be in [0, 1] and --tangle-rate at least 0"));
     }
     let spec = &model.meta.input;
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(spec);
     let mut train = load_data(&a.data, Split::Train, shape, Some(names), None, a.seed)?;
     if let Some(n) = a.max_images.filter(|&n| n < train.len()) {
         train = train.balanced_sample(n, a.seed);

@@ -28,7 +28,7 @@ pub fn run(args: Args) -> Result<()> {
         .and_then(|n| n.with_precision(a.precision.into()))
         .map_err(|e| model_error(model_path, e))?;
     let spec = net.input_spec();
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(spec);
     let t0 = std::time::Instant::now();
     let data = load_data(&args.data, a.split.into(), shape, Some(net.class_names()), a.limit, a.seed)?;
     let load_seconds = t0.elapsed().as_secs_f64();

@@ -299,7 +299,7 @@ pub struct CostArgs {
 /// Train and test splits for `model`'s input and classes.
 fn splits(model: &ModelFile, data: &std::path::Path, limit: Option<usize>, seed: u64) -> Result<(ImageSet, ImageSet)> {
     let spec = &model.meta.input;
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(spec);
     let names = &model.meta.class_names;
     Ok((
         load_data(data, Split::Train, shape, Some(names), None, seed)?,
@@ -374,7 +374,7 @@ fn packed_with_test(
         return Err(anyhow!("{}: a module for every class of its base ({}), please", dir.display(), names.len()));
     }
     let spec = group.base().input_spec();
-    let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+    let shape = ImageShape::from(spec);
     let test = load_data(data, Split::Test, shape, Some(&names), limit, seed)?;
     Ok((c, test))
 }

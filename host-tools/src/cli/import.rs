@@ -6,6 +6,7 @@ use anyhow::{anyhow, Result};
 use classmod_host::import::{file_metadata, import_bytes, ImportOptions};
 use classmod_runtime::host::MAX_MODEL_BYTES;
 use classmod_runtime::io::regular;
+use classmod_runtime::Resize;
 
 use super::{check_output_dir, model_error, print_json};
 
@@ -34,6 +35,11 @@ pub struct Args {
     /// for RGB, 28 for grayscale).
     #[arg(long)]
     input_size: Option<String>,
+    /// How images of another size become the input's: `stretch`, or `crop:S` (the shorter side
+    /// scaled to S, then the centre cut, torchvision's evaluation transform). Default: `crop:256`
+    /// at 224x224 (256/224 of the input) for a network with the ImageNet stem, else `stretch`.
+    #[arg(long)]
+    resize: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -45,6 +51,15 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
         [a] => Ok((n(a)?, n(a)?)),
         [a, b] => Ok((n(a)?, n(b)?)),
         _ => Err(anyhow!("--input-size `{s}`: expected HxW or S")),
+    }
+}
+
+fn parse_resize(s: &str) -> Result<Resize> {
+    let bad = || anyhow!("--resize `{s}`: expected stretch or crop:S (e.g. crop:256)");
+    match s.split_once(':') {
+        None if s == "stretch" => Ok(Resize::Stretch),
+        Some(("crop", side)) => Ok(Resize::CentreCrop { shorter_side: side.trim().parse().map_err(|_| bad())? }),
+        _ => Err(bad()),
     }
 }
 
@@ -60,6 +75,7 @@ pub fn run(a: Args) -> Result<()> {
         std: a.std,
         class_names: a.class_names,
         input_size: a.input_size.as_deref().map(parse_size).transpose()?,
+        resize: a.resize.as_deref().map(parse_resize).transpose()?,
     };
     check_output_dir(&a.out)?;
     let bytes = regular::read(&a.input, MAX_MODEL_BYTES).map_err(|e| model_error(&a.input, e))?;
@@ -71,13 +87,14 @@ pub fn run(a: Args) -> Result<()> {
     let widths: Vec<usize> = net.stages.iter().map(|s| s.channels).collect();
     eprintln!(
         "imported {} ({blocks:?} blocks, stage widths {widths:?}, shortcut {:?}, {} input channel(s), {} classes, \
-         {}x{} input) -> {}",
+         {}x{} input, {:?}) -> {}",
         m.arch.name(),
         net.shortcut,
         net.in_channels,
         net.num_classes,
         m.input.height,
         m.input.width,
+        m.input.resize,
         a.out.display()
     );
     // Say what came from the file rather than from the flags: it decides every later result.

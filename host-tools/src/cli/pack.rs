@@ -60,7 +60,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut sets = Vec::new();
     for (i, g) in groups.iter().enumerate() {
         let spec = &g.model.meta.input;
-        let shape = ImageShape { channels: spec.channels, height: spec.height, width: spec.width };
+        let shape = ImageShape::from(spec);
         let path = &a.data[i.min(a.data.len() - 1)];
         sets.push(load_data(path, Split::Test, shape, Some(&g.model.meta.class_names), None, a.seed)?);
     }

@@ -17,7 +17,7 @@ const SIDE: usize = 32;
 const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
 const RECORD: usize = 1 + IMAGE_BYTES;
 /// The images' own geometry.
-pub(super) const SHAPE: ImageShape = ImageShape { channels: 3, height: SIDE, width: SIDE };
+pub(super) const SHAPE: ImageShape = ImageShape::new(3, SIDE, SIDE);
 /// CIFAR-10's class count, when `batches.meta.txt` does not list the names.
 const CLASSES: usize = 10;
 
@@ -133,7 +133,7 @@ mod tests {
     use crate::dataset::fixtures::{cifar_records, TempDir};
     use crate::dataset::load;
 
-    const CIFAR: ImageShape = ImageShape { channels: 3, height: 32, width: 32 };
+    const CIFAR: ImageShape = ImageShape::new(3, 32, 32);
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -186,7 +186,7 @@ mod tests {
     fn converts_to_gray_and_resizes() {
         let t = TempDir::new("cifar-gray");
         t.write("test_batch.bin", &cifar_records(&[2]));
-        let set = load(t.root(), Split::Test, ImageShape { channels: 1, height: 8, width: 8 }, None).unwrap();
+        let set = load(t.root(), Split::Test, ImageShape::new(1, 8, 8), None).unwrap();
         let want = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb([20, 21, 22])))
             .to_luma8()
             .as_raw()[0];

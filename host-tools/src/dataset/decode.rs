@@ -124,7 +124,7 @@ pub(super) fn probe_shape(bytes: &[u8]) -> Result<ImageShape, String> {
     let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
     let (width, height) = decoder.dimensions();
     let channels = if decoder.color_type().has_color() { 3 } else { 1 };
-    Ok(ImageShape { channels, height: height as usize, width: width as usize })
+    Ok(ImageShape::new(channels, height as usize, width as usize))
 }
 
 /// Raw pixels of a numeric-label format, converted to `shape` into `out`.
@@ -171,7 +171,14 @@ fn write_chw(image: DynamicImage, shape: ImageShape, out: &mut [u8]) {
 
 fn planar<P: Pixel<Subpixel = u8> + 'static>(image: ImageBuffer<P, Vec<u8>>, shape: ImageShape, out: &mut [u8]) {
     let (w, h) = (shape.width as u32, shape.height as u32);
-    let image = if image.dimensions() != (w, h) { imageops::resize(&image, w, h, FilterType::Triangle) } else { image };
+    let (iw, ih) = image.dimensions();
+    let plan = shape.resize.plan((iw as usize, ih as usize), (shape.width, shape.height));
+    let (sw, sh) = (plan.scaled.0 as u32, plan.scaled.1 as u32);
+    let image = if (iw, ih) != (sw, sh) { imageops::resize(&image, sw, sh, FilterType::Triangle) } else { image };
+    let image = match (sw, sh) == (w, h) {
+        true => image,
+        false => imageops::crop_imm(&image, plan.crop.0 as u32, plan.crop.1 as u32, w, h).to_image(),
+    };
     let c = shape.channels;
     let plane = shape.height * shape.width;
     let raw = image.as_raw();
@@ -190,8 +197,9 @@ fn planar<P: Pixel<Subpixel = u8> + 'static>(image: ImageBuffer<P, Vec<u8>>, sha
 mod tests {
     use super::*;
     use crate::dataset::fixtures::{png_bytes, rgb_pattern};
+    use classmod_runtime::Resize;
 
-    const RGB4: ImageShape = ImageShape { channels: 3, height: 4, width: 4 };
+    const RGB4: ImageShape = ImageShape::new(3, 4, 4);
 
     #[test]
     fn rgb_png_to_chw() {
@@ -212,7 +220,7 @@ mod tests {
     fn rgb_to_gray_uses_luma() {
         let img = rgb_pattern(4, 4, 3);
         let mut out = vec![0; 16];
-        decode_into(&png_bytes(&img), ImageShape { channels: 1, height: 4, width: 4 }, &mut out).unwrap();
+        decode_into(&png_bytes(&img), ImageShape::new(1, 4, 4), &mut out).unwrap();
         let luma = DynamicImage::ImageRgb8(img).to_luma8();
         assert_eq!(out, luma.as_raw().as_slice());
     }
@@ -234,7 +242,7 @@ mod tests {
         // A uniform image stays uniform at any size.
         let img = RgbImage::from_pixel(9, 5, image::Rgb([10, 200, 30]));
         let mut out = vec![0; 3 * 2 * 3];
-        decode_into(&png_bytes(&img), ImageShape { channels: 3, height: 2, width: 3 }, &mut out).unwrap();
+        decode_into(&png_bytes(&img), ImageShape::new(3, 2, 3), &mut out).unwrap();
         assert_eq!(out, [vec![10; 6], vec![200; 6], vec![30; 6]].concat());
         // And matches imageops::resize with Triangle.
         let img = rgb_pattern(8, 8, 1);
@@ -245,13 +253,30 @@ mod tests {
         assert_eq!(out[16 + 5], small.get_pixel(1, 1).0[1]);
     }
 
+    /// torchvision's resize and centre crop: a 12x6 image for a 4x4 input from a shorter side
+    /// of 5 is scaled to 10x5 (`int(5 * 12 / 6)`) and cut at (3, 0) (`round(6 / 2)`,
+    /// `round(1 / 2)` = 0, halves to even); every pixel is that of imageops' own resize, cut.
+    #[test]
+    fn a_centre_crop_scales_the_shorter_side_and_cuts_the_middle() {
+        let img = rgb_pattern(12, 6, 3);
+        let shape = ImageShape { resize: Resize::CentreCrop { shorter_side: 5 }, ..RGB4 };
+        let mut out = vec![0; 48];
+        decode_into(&png_bytes(&img), shape, &mut out).unwrap();
+        let scaled = imageops::resize(&img, 10, 5, FilterType::Triangle);
+        for (c, plane) in out.chunks_exact(16).enumerate() {
+            for (i, &v) in plane.iter().enumerate() {
+                assert_eq!(v, scaled.get_pixel(3 + (i % 4) as u32, (i / 4) as u32).0[c], "channel {c}, pixel {i}");
+            }
+        }
+    }
+
     #[test]
     fn jpeg_decodes() {
         let img = RgbImage::from_pixel(8, 8, image::Rgb([120, 60, 200]));
         let mut bytes = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg).unwrap();
         let mut out = vec![0; 3 * 64];
-        decode_into(&bytes, ImageShape { channels: 3, height: 8, width: 8 }, &mut out).unwrap();
+        decode_into(&bytes, ImageShape::new(3, 8, 8), &mut out).unwrap();
         assert!(
             (out[0] as i32 - 120).abs() <= 3 && (out[64] as i32 - 60).abs() <= 3 && (out[128] as i32 - 200).abs() <= 3
         );
@@ -272,7 +297,7 @@ mod tests {
 
     #[test]
     fn raw_conversions() {
-        let shape = ImageShape { channels: 3, height: 2, width: 2 };
+        let shape = ImageShape::new(3, 2, 2);
         let planes: Vec<u8> = (0..12).collect();
         let mut out = vec![0; 12];
         raw_into(Raw::RgbPlanes { pixels: &planes, height: 2, width: 2 }, shape, &mut out);
@@ -281,11 +306,7 @@ mod tests {
         raw_into(Raw::Gray { pixels: &gray, height: 2, width: 2 }, shape, &mut out);
         assert_eq!(out, [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4]);
         let mut out1 = vec![0; 4];
-        raw_into(
-            Raw::Gray { pixels: &gray, height: 2, width: 2 },
-            ImageShape { channels: 1, height: 2, width: 2 },
-            &mut out1,
-        );
+        raw_into(Raw::Gray { pixels: &gray, height: 2, width: 2 }, ImageShape::new(1, 2, 2), &mut out1);
         assert_eq!(out1, gray);
         let mut big = vec![0; 3 * 16];
         let flat = [9u8; 12];
@@ -297,8 +318,8 @@ mod tests {
     fn shape_checks() {
         let p = Path::new("x");
         assert!(check_shape(p, RGB4).is_ok());
-        assert!(check_shape(p, ImageShape { channels: 2, height: 4, width: 4 }).is_err());
-        assert!(check_shape(p, ImageShape { channels: 3, height: 0, width: 4 }).is_err());
+        assert!(check_shape(p, ImageShape::new(2, 4, 4)).is_err());
+        assert!(check_shape(p, ImageShape::new(3, 0, 4)).is_err());
         assert!(alloc_pixels(p, usize::MAX / 2, RGB4).is_err());
     }
 }

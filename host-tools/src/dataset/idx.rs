@@ -219,7 +219,7 @@ mod tests {
     use crate::dataset::fixtures::{gzip, idx_images, idx_labels, TempDir};
     use crate::dataset::load;
 
-    const GRAY: ImageShape = ImageShape { channels: 1, height: 2, width: 3 };
+    const GRAY: ImageShape = ImageShape::new(1, 2, 3);
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -263,12 +263,12 @@ mod tests {
     fn converts_gray_to_rgb_and_resizes() {
         let t = TempDir::new("idx-rgb");
         write_set(&t, "t10k", true, &[0, 1]);
-        let set = load(t.root(), Split::Test, ImageShape { channels: 3, height: 2, width: 3 }, None).unwrap();
+        let set = load(t.root(), Split::Test, ImageShape::new(3, 2, 3), None).unwrap();
         assert_eq!(set.image(1), &[[10u8, 11, 12, 13, 14, 15]; 3].concat()[..]);
         let uniform = idx_images(1, 4, 4, &[77; 16]);
         t.write("t10k-images-idx3-ubyte.gz", &gzip(&uniform));
         t.write("t10k-labels-idx1-ubyte.gz", &gzip(&idx_labels(&[0])));
-        let set = load(t.root(), Split::Test, ImageShape { channels: 3, height: 7, width: 5 }, None).unwrap();
+        let set = load(t.root(), Split::Test, ImageShape::new(3, 7, 5), None).unwrap();
         assert_eq!(set.pixels, vec![77; 105]);
     }
 

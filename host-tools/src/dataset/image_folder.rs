@@ -128,7 +128,7 @@ mod tests {
     use crate::dataset::fixtures::{png_bytes, rgb_pattern, solid, TempDir};
     use crate::dataset::load;
 
-    const RGB4: ImageShape = ImageShape { channels: 3, height: 4, width: 4 };
+    const RGB4: ImageShape = ImageShape::new(3, 4, 4);
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -214,7 +214,7 @@ mod tests {
     fn converts_channels_and_size() {
         let t = TempDir::new("if-convert");
         t.write("c/x.png", &png_bytes(&solid(8, 6, [90, 90, 90])));
-        let set = load(t.root(), Split::Test, ImageShape { channels: 1, height: 3, width: 5 }, None).unwrap();
+        let set = load(t.root(), Split::Test, ImageShape::new(1, 3, 5), None).unwrap();
         assert_eq!(set.pixels, vec![90; 15]);
     }
 

@@ -17,6 +17,8 @@
 
 use std::path::{Path, PathBuf};
 
+use classmod_runtime::{InputSpec, Resize};
+
 mod cifar_binary;
 mod classes;
 mod decode;
@@ -39,12 +41,28 @@ pub enum Split {
 }
 
 /// The image geometry a consumer wants: images are converted to this many channels (RGB <->
-/// gray) and resized to this size when they differ.
+/// gray) and brought to this size when they differ, as `resize` says (stretched, or scaled and
+/// cut from the centre as torchvision does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageShape {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    pub resize: Resize,
+}
+
+impl ImageShape {
+    /// `channels` x `height` x `width`, other sizes stretched to it.
+    pub const fn new(channels: usize, height: usize, width: usize) -> Self {
+        ImageShape { channels, height, width, resize: Resize::Stretch }
+    }
+}
+
+/// The images a model takes, made as its input spec says.
+impl From<&InputSpec> for ImageShape {
+    fn from(spec: &InputSpec) -> Self {
+        ImageShape { channels: spec.channels, height: spec.height, width: spec.width, resize: spec.resize }
+    }
 }
 
 /// Decoded images of one split, all of one shape.
@@ -222,7 +240,7 @@ fn is_image_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    const RGB4: ImageShape = ImageShape { channels: 3, height: 4, width: 4 };
+    const RGB4: ImageShape = ImageShape::new(3, 4, 4);
 
     #[test]
     fn missing_path_and_bad_shape_are_errors() {
@@ -233,7 +251,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         t.write("a/1.png", &fixtures::png_bytes(&fixtures::solid(4, 4, [1, 2, 3])));
-        let shape = ImageShape { channels: 2, height: 4, width: 4 };
+        let shape = ImageShape::new(2, 4, 4);
         assert!(matches!(load(t.root(), Split::Test, shape, None), Err(DatasetError::Unrecognised { .. })));
         let set = load(t.root(), Split::Test, RGB4, None).unwrap();
         assert_eq!((set.len(), set.image_len(), set.is_empty()), (1, 48, false));

@@ -10,7 +10,7 @@ pub(super) fn native_shape(path: &Path, split: Split) -> Result<ImageShape, Data
         Format::CifarBinary(_) => Ok(cifar_binary::SHAPE),
         Format::Idx(dir) => {
             let (height, width) = idx::image_size(&dir, split)?;
-            Ok(ImageShape { channels: 1, height, width })
+            Ok(ImageShape::new(1, height, width))
         }
         Format::ImageFolder(dir) => probe_file(&image_folder::first_image(&dir, split)?),
         Format::Archive(file) => {
@@ -43,17 +43,11 @@ mod tests {
     fn shapes_of_each_format() {
         let t = TempDir::new("native");
         t.write("cifar/test_batch.bin", &cifar_records(&[1]));
-        assert_eq!(
-            native_shape(&t.path("cifar"), Split::Test).unwrap(),
-            ImageShape { channels: 3, height: 32, width: 32 }
-        );
+        assert_eq!(native_shape(&t.path("cifar"), Split::Test).unwrap(), ImageShape::new(3, 32, 32));
 
         t.write("idx/train-images-idx3-ubyte.gz", &gzip(&idx_images(1, 28, 27, &[0; 28 * 27])));
         t.write("idx/train-labels-idx1-ubyte.gz", &gzip(&idx_labels(&[0])));
-        assert_eq!(
-            native_shape(&t.path("idx"), Split::Train).unwrap(),
-            ImageShape { channels: 1, height: 28, width: 27 }
-        );
+        assert_eq!(native_shape(&t.path("idx"), Split::Train).unwrap(), ImageShape::new(1, 28, 27));
         assert!(matches!(native_shape(&t.path("idx"), Split::Test), Err(DatasetError::Empty { .. })));
 
         let gray = image::GrayImage::new(5, 6);
@@ -61,21 +55,15 @@ mod tests {
         gray.write_to(&mut std::io::Cursor::new(&mut gray_png), image::ImageFormat::Png).unwrap();
         t.write("folder/train/a/1.png", &gray_png);
         t.write("folder/test/a/1.png", &png_bytes(&rgb_pattern(7, 3, 0)));
-        assert_eq!(
-            native_shape(&t.path("folder"), Split::Train).unwrap(),
-            ImageShape { channels: 1, height: 6, width: 5 }
-        );
-        assert_eq!(
-            native_shape(&t.path("folder"), Split::Test).unwrap(),
-            ImageShape { channels: 3, height: 3, width: 7 }
-        );
+        assert_eq!(native_shape(&t.path("folder"), Split::Train).unwrap(), ImageShape::new(1, 6, 5));
+        assert_eq!(native_shape(&t.path("folder"), Split::Test).unwrap(), ImageShape::new(3, 3, 7));
 
         let archive = t.write(
             "a.tar.gz",
             &tar_gz(&[("x/train/a/1.png", gray_png.clone()), ("x/test/a/1.png", png_bytes(&rgb_pattern(7, 3, 0)))]),
         );
-        assert_eq!(native_shape(&archive, Split::Test).unwrap(), ImageShape { channels: 3, height: 3, width: 7 });
-        assert_eq!(native_shape(&archive, Split::Train).unwrap(), ImageShape { channels: 1, height: 6, width: 5 });
+        assert_eq!(native_shape(&archive, Split::Test).unwrap(), ImageShape::new(3, 3, 7));
+        assert_eq!(native_shape(&archive, Split::Train).unwrap(), ImageShape::new(1, 6, 5));
 
         t.write("bad/a/1.png", b"junk");
         assert!(matches!(native_shape(&t.path("bad"), Split::Test), Err(DatasetError::BadImage { .. })));

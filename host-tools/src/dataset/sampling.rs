@@ -131,7 +131,7 @@ mod tests {
         let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
         ImageSet {
             class_names: (0..classes).map(|i| i.to_string()).collect(),
-            shape: ImageShape { channels: 1, height: 1, width: 1 },
+            shape: ImageShape::new(1, 1, 1),
             pixels: (0..labels.len()).map(|i| i as u8).collect(),
             labels: labels.to_vec(),
         }

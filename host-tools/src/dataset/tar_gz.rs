@@ -352,7 +352,7 @@ mod tests {
     use crate::dataset::fixtures::{png_bytes, rgb_pattern, solid, tar_gz, TempDir};
     use crate::dataset::load;
 
-    const RGB4: ImageShape = ImageShape { channels: 3, height: 4, width: 4 };
+    const RGB4: ImageShape = ImageShape::new(3, 4, 4);
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -426,7 +426,7 @@ mod tests {
         let t = TempDir::new("tgz-model");
         let path = t.write("d.tar.gz", &split_archive(""));
         let model = s(&["dog", "cat"]);
-        let set = load(&path, Split::Test, ImageShape { channels: 1, height: 2, width: 2 }, Some(&model)).unwrap();
+        let set = load(&path, Split::Test, ImageShape::new(1, 2, 2), Some(&model)).unwrap();
         assert_eq!(set.class_names, model);
         assert_eq!(set.labels, vec![0, 1, 1]);
         assert_eq!(set.pixels, [vec![11; 4], vec![21; 4], vec![22; 4]].concat());

@@ -208,7 +208,7 @@ mod tests {
     use crate::dataset::fixtures::{png_bytes, solid, tar_gz, TempDir};
     use crate::dataset::{load, native_shape, Split};
 
-    const RGB4: ImageShape = ImageShape { channels: 3, height: 4, width: 4 };
+    const RGB4: ImageShape = ImageShape::new(3, 4, 4);
 
     fn gray_png(v: u8) -> Vec<u8> {
         let mut out = Vec::new();

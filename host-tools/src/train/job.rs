@@ -224,7 +224,7 @@ pub fn train_and_eval(
         (None, Some(m)) => (m.meta.input.height, m.meta.input.width),
         (None, None) => (native.height, native.width),
     };
-    let shape = ImageShape { channels: from.map_or(native.channels, |m| m.meta.input.channels), height, width };
+    let shape = ImageShape::new(from.map_or(native.channels, |m| m.meta.input.channels), height, width);
     let t_load = Instant::now();
     let mut train_set = dataset::load(&job.data, Split::Train, shape, None)?;
     if let Some(names) = &job.class_names {

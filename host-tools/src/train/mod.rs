@@ -93,7 +93,7 @@ pub fn meta_for(set: &ImageSet, opts: &TrainOptions) -> ModelMeta {
     let (mean, std) = opts.mean_std.clone().unwrap_or_else(|| channel_stats(set));
     ModelMeta {
         arch: opts.arch.clone(),
-        input: InputSpec { channels: set.shape.channels, height: set.shape.height, width: set.shape.width, mean, std },
+        input: InputSpec::new(set.shape.channels, set.shape.height, set.shape.width, mean, std),
         class_names: set.class_names.clone(),
     }
 }

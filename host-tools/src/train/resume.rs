@@ -177,7 +177,7 @@ mod tests {
         arch.widths = [4, 8, 16];
         let meta = ModelMeta {
             arch: arch.into(),
-            input: InputSpec { channels: 3, height: 8, width: 8, mean: vec![0.5; 3], std: vec![0.25; 3] },
+            input: InputSpec::new(3, 8, 8, vec![0.5; 3], vec![0.25; 3]),
             class_names: (0..4).map(|i| format!("c{i}")).collect(),
         };
         let net = TrainableResNet::init(meta, 1).unwrap();

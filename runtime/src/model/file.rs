@@ -262,7 +262,7 @@ mod tests {
                 (n, Tensor::from_vec(v, s, &Device::Cpu).unwrap())
             })
             .collect();
-        let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] };
+        let input = InputSpec::new(1, 8, 8, vec![0.5], vec![0.25]);
         let meta = ModelMeta { arch, input, class_names: vec!["a".into(), "b".into(), "c".into()] };
         ModelFile::new(meta, tensors).unwrap()
     }

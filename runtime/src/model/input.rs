@@ -6,6 +6,71 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::Result;
 
+/// How an image of another size becomes the network's input. The runtime takes pixels of the
+/// input's size; this is for what makes them (the host's datasets, the device program's image
+/// files), and it is part of the input's identity: modules of bases whose images are made
+/// differently do not compose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Resize {
+    /// Scaled to the input's height and width, the aspect not kept: the CIFAR models, whose
+    /// images have their size already.
+    #[default]
+    Stretch,
+    /// torchvision's evaluation transform (`Resize(shorter_side)`, `CenterCrop(H, W)`): the
+    /// shorter side scaled to `shorter_side`, the aspect kept, then the input's height and width
+    /// cut from the centre.
+    CentreCrop {
+        /// The shorter side after scaling (256 for a 224x224 input).
+        shorter_side: usize,
+    },
+}
+
+impl Resize {
+    /// torchvision's ImageNet transform for an input of `height` x `width`: the shorter side to
+    /// 256/224 of the crop's (256 for 224, as its models are evaluated).
+    pub fn torchvision(height: usize, width: usize) -> Self {
+        let side = height.max(width);
+        Resize::CentreCrop { shorter_side: (side * 256 + 112) / 224 }
+    }
+
+    fn is_stretch(&self) -> bool {
+        *self == Resize::Stretch
+    }
+
+    /// For a `src_w` x `src_h` image and an input of `width` x `height`: the size to scale the
+    /// image to, and the top-left corner of the part kept (torchvision's rounding: the size by
+    /// `int(shorter_side * longer / shorter)`, the corner by Python's `round((scaled - input) / 2)`,
+    /// halves to even).
+    pub fn plan(&self, (src_w, src_h): (usize, usize), (width, height): (usize, usize)) -> ResizePlan {
+        match *self {
+            Resize::CentreCrop { shorter_side } if src_w > 0 && src_h > 0 => {
+                let scaled = if src_w <= src_h {
+                    (shorter_side, shorter_side * src_h / src_w)
+                } else {
+                    (shorter_side * src_w / src_h, shorter_side)
+                };
+                // Python's round: halves to even.
+                let corner = |scaled: usize, want: usize| {
+                    let diff = scaled.saturating_sub(want);
+                    diff / 2 + usize::from(diff % 2 == 1 && (diff / 2) % 2 == 1)
+                };
+                ResizePlan { scaled, crop: (corner(scaled.0, width), corner(scaled.1, height)) }
+            }
+            _ => ResizePlan { scaled: (width, height), crop: (0, 0) },
+        }
+    }
+}
+
+/// What [`Resize::plan`] gives: scale the image to `scaled` (width, height), then keep the
+/// input's size from `crop` (x, y).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResizePlan {
+    /// Width and height to scale to.
+    pub scaled: (usize, usize),
+    /// Left and top of the part kept.
+    pub crop: (usize, usize),
+}
+
 /// Pixels are 8-bit, scaled to [0, 1], then normalised per channel: `(x/255 - mean[c]) / std[c]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
@@ -19,24 +84,29 @@ pub struct InputSpec {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation the centred pixels are divided by.
     pub std: Vec<f32>,
+    /// How images of another size are made this size. Absent from the JSON when it stretches,
+    /// as every input spec was before it existed (so their keys stay).
+    #[serde(default, skip_serializing_if = "Resize::is_stretch")]
+    pub resize: Resize,
 }
 
 impl InputSpec {
-    /// The normalisation of the pretrained CIFAR-10 ResNets in `shared/` (ImageNet statistics).
-    pub fn cifar10_imagenet_stats() -> Self {
-        InputSpec {
-            channels: 3,
-            height: 32,
-            width: 32,
-            mean: vec![0.485, 0.456, 0.406],
-            std: vec![0.229, 0.224, 0.225],
-        }
+    /// `channels` x `height` x `width` images normalised by `mean` and `std`, other sizes
+    /// stretched to it.
+    pub fn new(channels: usize, height: usize, width: usize, mean: Vec<f32>, std: Vec<f32>) -> Self {
+        InputSpec { channels, height, width, mean, std, resize: Resize::Stretch }
     }
 
-    /// torchvision's normalisation of ImageNet models (the same statistics) for `height` x
-    /// `width` RGB images.
+    /// The normalisation of the pretrained CIFAR-10 ResNets in `shared/` (ImageNet statistics).
+    pub fn cifar10_imagenet_stats() -> Self {
+        InputSpec::new(3, 32, 32, vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
+    }
+
+    /// torchvision's input for its ImageNet models at `height` x `width` RGB: ImageNet's
+    /// statistics, the shorter side scaled to 256/224 of the input's and the centre cut
+    /// ([`Resize::torchvision`]).
     pub fn imagenet(height: usize, width: usize) -> Self {
-        InputSpec { height, width, ..Self::cifar10_imagenet_stats() }
+        InputSpec { height, width, resize: Resize::torchvision(height, width), ..Self::cifar10_imagenet_stats() }
     }
 
     /// Checks sizes and statistics (finite means, positive finite standard deviations).
@@ -61,6 +131,17 @@ impl InputSpec {
         }
         if self.mean.iter().any(|m| !m.is_finite()) || self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad("mean must be finite and std finite and positive".into());
+        }
+        if let Resize::CentreCrop { shorter_side } = self.resize {
+            if shorter_side < self.height.max(self.width) || shorter_side > 4 * 4096 {
+                return bad(format!(
+                    "a centre crop of {}x{} from a shorter side of {shorter_side}: it needs {} to {}",
+                    self.height,
+                    self.width,
+                    self.height.max(self.width),
+                    4 * 4096
+                ));
+            }
         }
         Ok(())
     }
@@ -122,7 +203,7 @@ mod tests {
 
     #[test]
     fn normalisation_matches_the_two_step_formula() {
-        let spec = InputSpec { channels: 2, height: 4, width: 4, mean: vec![0.5, 0.25], std: vec![0.2, 0.5] };
+        let spec = InputSpec::new(2, 4, 4, vec![0.5, 0.25], vec![0.2, 0.5]);
         let pixels: Vec<u8> = (0..64).map(|i| (i * 4) as u8).collect(); // two images
         let mut out = vec![0.0; 64];
         spec.normalize_into(&pixels, &mut out);
@@ -142,5 +223,30 @@ mod tests {
         let mut s = InputSpec::cifar10_imagenet_stats();
         s.height = 30;
         assert!(s.validate().is_err());
+    }
+
+    /// torchvision's `Resize(256)` + `CenterCrop(224)` sizes and corners (computed by hand from
+    /// its code: `int(256 * long / short)`, `int(round((scaled - 224) / 2))`); a stretch keeps
+    /// nothing out; the JSON of a stretching spec is what it was before the field.
+    #[test]
+    fn resize_plans_are_torchvisions() {
+        let crop = Resize::torchvision(224, 224);
+        assert_eq!(crop, Resize::CentreCrop { shorter_side: 256 });
+        assert_eq!(Resize::torchvision(64, 64), Resize::CentreCrop { shorter_side: 73 });
+        let p = crop.plan((500, 375), (224, 224));
+        assert_eq!((p.scaled, p.crop), ((341, 256), (58, 16)));
+        let p = crop.plan((64, 64), (224, 224));
+        assert_eq!((p.scaled, p.crop), ((256, 256), (16, 16)));
+        let p = crop.plan((300, 1000), (224, 224));
+        assert_eq!((p.scaled, p.crop), ((256, 853), (16, 314)));
+        let p = Resize::Stretch.plan((500, 375), (32, 32));
+        assert_eq!((p.scaled, p.crop), ((32, 32), (0, 0)));
+        let json = serde_json::to_string(&InputSpec::cifar10_imagenet_stats()).unwrap();
+        assert!(!json.contains("resize"), "{json}");
+        let tv = InputSpec::imagenet(224, 224);
+        assert_eq!(serde_json::from_str::<InputSpec>(&serde_json::to_string(&tv).unwrap()).unwrap(), tv);
+        let mut bad = tv.clone();
+        bad.resize = Resize::CentreCrop { shorter_side: 200 };
+        assert!(bad.validate().unwrap_err().to_string().contains("shorter side of 200"));
     }
 }

@@ -20,7 +20,7 @@ pub use branch::{Branch, BranchSpec, BranchWeights};
 pub use config::{ResNetConfig, Shortcut};
 pub use file::{ModelFile, ModelMeta};
 pub use graph::ResNet;
-pub use input::InputSpec;
+pub use input::{InputSpec, Resize};
 pub use key::ModelKey;
 pub use layers::{Block, BlockShortcut, ConvBn};
 pub use network::ReluSite;

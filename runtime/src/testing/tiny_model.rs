@@ -40,7 +40,7 @@ fn tiny_model_with(seed: u64, shortcut: Shortcut) -> ModelFile {
 
 fn tiny_model_blocks(seed: u64, shortcut: Shortcut, blocks_per_stage: usize) -> ModelFile {
     let arch = ResNetConfig { blocks_per_stage, widths: [4, 8, 16], shortcut, in_channels: 1, num_classes: 3 };
-    let input = InputSpec { channels: 1, height: 8, width: 8, mean: vec![0.5], std: vec![0.25] };
+    let input = InputSpec::new(1, 8, 8, vec![0.5], vec![0.25]);
     random_model(arch.into(), input, seed)
 }
 
