@@ -133,5 +133,50 @@ fn layers_batch1(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_peak, layers, layers_batch1);
+/// ResNet-50's distinct convolutions at 224x224 (torchvision's layout): (name, in, out, kernel,
+/// input size, stride). The 1x1s are nearly half its work; the 3x3s run Winograd where they can.
+const RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize); 17] = [
+    ("stem_7x7_3x64_224s2", 3, 64, 7, 224, 2),
+    ("l1_1x1_64x64_56", 64, 64, 1, 56, 1),
+    ("l1_3x3_64x64_56", 64, 64, 3, 56, 1),
+    ("l1_1x1_64x256_56", 64, 256, 1, 56, 1),
+    ("l1_1x1_256x64_56", 256, 64, 1, 56, 1),
+    ("l2_1x1_256x128_56", 256, 128, 1, 56, 1),
+    ("l2_3x3_128x128_56s2", 128, 128, 3, 56, 2),
+    ("l2_1x1_256x512_56s2", 256, 512, 1, 56, 2),
+    ("l2_3x3_128x128_28", 128, 128, 3, 28, 1),
+    ("l2_1x1_128x512_28", 128, 512, 1, 28, 1),
+    ("l2_1x1_512x128_28", 512, 128, 1, 28, 1),
+    ("l3_3x3_256x256_14", 256, 256, 3, 14, 1),
+    ("l3_1x1_256x1024_14", 256, 1024, 1, 14, 1),
+    ("l3_1x1_1024x256_14", 1024, 256, 1, 14, 1),
+    ("l4_3x3_512x512_7", 512, 512, 3, 7, 1),
+    ("l4_1x1_512x2048_7", 512, 2048, 1, 7, 1),
+    ("l4_1x1_2048x512_7", 2048, 512, 1, 7, 1),
+];
+
+/// Each of ResNet-50's distinct layers at batch 1 as a forward runs it (the fastest kernel and
+/// method, shared with the team's helpers), in GFLOP/s of the direct convolution's work: where
+/// the time of a 224x224 image goes, against `gemm_peak`.
+fn resnet50_batch1(c: &mut Criterion) {
+    let mut g = c.benchmark_group("resnet50_b1");
+    g.sample_size(10);
+    g.measurement_time(std::time::Duration::from_secs(2));
+    let kernel = Microkernel::best();
+    for (name, cin, cout, k, hw, s) in RESNET50_LAYERS {
+        let p = Plane { height: hw, width: hw };
+        let conv = PackedConv::for_plane(&values(cout * cin * k * k), values(cout), [cout, cin, k, k], s, k / 2, p);
+        let op = conv.out_plane(p);
+        let x = values(hw * hw * cin);
+        let mut out = vec![0f32; op.height * op.width * cout];
+        g.throughput(Throughput::Elements((2 * op.height * op.width * cout * cin * k * k) as u64));
+        let e = Epilogue { residual: None, relu: true, mask: None };
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| conv.forward_with(kernel, Method::Winograd4x4, &x, 1, p, &e, &mut out, Threads::Tiles))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_peak, layers, layers_batch1, resnet50_batch1);
 criterion_main!(benches);

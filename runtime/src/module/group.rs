@@ -187,10 +187,20 @@ mod tests {
     use candle_core::Device;
 
     /// Masks applied inside the CPU path's convolutions (NHWC bytes) against the same masks
-    /// applied by the hook to candle's operations (the reference), for three modules at once.
+    /// applied by the hook to candle's operations (the reference), for three modules at once;
+    /// on a CIFAR ResNet and on a four-stage bottleneck network with the ImageNet stem (its site
+    /// 0 before the max-pool).
     #[test]
     fn masks_in_the_cpu_epilogue_match_masks_applied_by_the_hook() {
-        let model = tiny_model(6);
+        for model in [tiny_model(6), crate::testing::tiny_model::tiny_torchvision(6, true, [1, 2, 1, 1], 28)] {
+            masks_match_on(&model);
+        }
+    }
+
+    fn masks_match_on(model: &crate::ModelFile) {
+        let model = model.clone();
+        let spec = model.meta.input.clone();
+        let dims = (4, spec.channels, spec.height, spec.width);
         let fast = ResNet::new(&model, &Device::Cpu).unwrap();
         let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
         let sites = fast.relu_sites();
@@ -217,19 +227,20 @@ mod tests {
                 }
             })
             .collect();
-        let x: Vec<f32> = (0..4 * 64).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
-        let x = Tensor::from_vec(x, (4, 1, 8, 8), &Device::Cpu).unwrap();
+        let x: Vec<f32> = (0..4 * spec.image_len()).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
+        let x = Tensor::from_vec(x, dims, &Device::Cpu).unwrap();
         let unmasked = fast.forward(&x).unwrap().to_vec2::<f32>().unwrap();
         let a = ModuleGroup::new(fast, modules.clone()).unwrap().run(&x).unwrap();
         let b = ModuleGroup::new(reference, modules.clone()).unwrap().run(&x).unwrap();
         for (p, q) in a.pos.iter().zip(&b.pos).chain(a.neg.iter().zip(&b.neg)) {
-            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+            // The 1e-4 of the logit: the bottleneck network's run deeper than ResNet-8's.
+            assert!((p - q).abs() < 1e-4 * (1.0 + q.abs()), "{p} vs {q}");
         }
         // Raw pixels through the CPU path's own normalisation and linear layer: the same outputs.
-        let pixels: Vec<u8> = (0..4 * 64).map(|i| (i * 53 % 256) as u8).collect();
+        let pixels: Vec<u8> = (0..4 * spec.image_len()).map(|i| (i * 53 % 256) as u8).collect();
         let mut xn = vec![0f32; pixels.len()];
         model.meta.input.normalize_into(&pixels, &mut xn);
-        let xn = Tensor::from_vec(xn, (4, 1, 8, 8), &Device::Cpu).unwrap();
+        let xn = Tensor::from_vec(xn, dims, &Device::Cpu).unwrap();
         let fast = ResNet::new(&model, &Device::Cpu).unwrap();
         let reference = ResNet::build(&model, &Device::Cpu, false).unwrap();
         for group in
@@ -237,7 +248,7 @@ mod tests {
         {
             let (p, t) = (group.run_pixels(&pixels).unwrap(), group.run(&xn).unwrap());
             for (u, v) in p.pos.iter().zip(&t.pos).chain(p.neg.iter().zip(&t.neg)) {
-                assert!((u - v).abs() < 1e-5, "{u} vs {v}");
+                assert!((u - v).abs() < 1e-4 * (1.0 + v.abs()), "{u} vs {v}");
             }
         }
         // Module 0's positive logit on image 0 is class 0's logit of the masked network.
