@@ -396,6 +396,45 @@ mod tests {
         let _ = std::fs::remove_dir_all(&f.dir);
     }
 
+    /// A four-stage base of torchvision's layout (the ImageNet stem and its max-pool,
+    /// bottleneck blocks) through the whole device path: its base blob and mask modules packed
+    /// and loaded (each module's golden self-test on that base), classified as each module
+    /// alone, a module updated in the field while served, and the update kept over a restart.
+    #[test]
+    fn a_four_stage_bottleneck_base_packs_serves_and_takes_a_field_update() {
+        let m = crate::testing::tiny_model::tiny_torchvision(21, true, [1, 2, 1, 1], 28);
+        let net = ResNet::new(&m, &Device::Cpu).unwrap();
+        let (a, b) = (module(&m, &net, 0, "a", 3), module(&m, &net, 1, "b", 5));
+        let dir = scratch();
+        pack(&dir, &[&m], &[&a, &b], None);
+        let rt = ModuleRuntime::open(&dir, config(None, None)).unwrap();
+        rt.load("a").unwrap();
+        rt.load("b").unwrap();
+        let px = images_of(&m.meta.input, 3);
+        let close = |got: &[Vec<f32>], col: usize, want: &[f32]| {
+            got.iter().zip(want).all(|(row, w)| (row[col] - w).abs() < 1e-4 * (1.0 + w.abs()))
+        };
+        let r = rt.classify(&px).unwrap();
+        assert_eq!(r.classes, ["a", "b"]);
+        assert!(close(&r.scores, 0, &alone(&net, &a, &px)) && close(&r.scores, 1, &alone(&net, &b, &px)));
+        // b's next release, another mask, arrives as a blob while b is served.
+        let mut b2 = module(&m, &net, 1, "b", 2);
+        b2.version = 1;
+        match rt.apply_update(&mut crate::OsFs, &b2.encode(None).unwrap()).unwrap() {
+            Applied::Module(report) => assert_eq!(report.class_name, "b"),
+            other => panic!("{other:?}"),
+        }
+        let want = alone(&net, &b2, &px);
+        let old = alone(&net, &b, &px);
+        assert!(old.iter().zip(&want).any(|(o, w)| (o - w).abs() > 1e-4), "b2 scores differently from b");
+        assert!(close(&rt.classify(&px).unwrap().scores, 1, &want), "the update is served at once");
+        drop(rt);
+        let rt = ModuleRuntime::open(&dir, config(None, None)).unwrap();
+        rt.load("b").unwrap();
+        assert!(close(&rt.classify(&px).unwrap().scores, 0, &want), "and after a restart");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn budget_refusal_and_bad_files_change_nothing() {
         // Mask modules only; then a mask module beside compact ones (b on a's base, c on another).

@@ -121,12 +121,18 @@ pub fn config(budget: Option<u64>, key: Option<VerifyingKey>) -> ServingConfig {
     ServingConfig::new(Device::Cpu).with_key(key).with_budget(budget)
 }
 
+/// `n` images of `spec`'s size (for the tiny 8x8 models, `images(n)`).
+pub fn images_of(spec: &crate::InputSpec, n: usize) -> Vec<u8> {
+    (0..n * spec.image_len()).map(|i| (i * 53 % 256) as u8).collect()
+}
+
 /// What module `mb` alone scores on `pixels` (the reference for served scores).
 pub fn alone(net: &ResNet, mb: &ModuleBlob, pixels: &[u8]) -> Vec<f32> {
-    let n = pixels.len() / 64;
+    let spec = &mb.module.input;
+    let n = pixels.len() / spec.image_len();
     let mut x = vec![0f32; pixels.len()];
-    mb.module.input.normalize_into(pixels, &mut x);
-    let x = Tensor::from_vec(x, (n, 1, 8, 8), &Device::Cpu).unwrap();
+    spec.normalize_into(pixels, &mut x);
+    let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), &Device::Cpu).unwrap();
     let out = ModuleGroup::new(net.clone(), vec![mb.module.clone()]).unwrap().run(&x).unwrap();
     (0..n).map(|i| out.score(0, i)).collect()
 }
