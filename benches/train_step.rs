@@ -47,7 +47,7 @@ fn train_step(c: &mut Criterion) {
 fn branch_step(c: &mut Criterion) {
     use classmod::runtime::host::BranchSpec;
     let dev = Device::Cpu;
-    let spec = BranchSpec { trunk_stages: 2, trunk_blocks: 0, in_channels: 32, width: 16, blocks: 2 };
+    let spec = BranchSpec::cifar(2, 0, 32, 16, 2);
     let (batch, classes, plane) = (128, 10, 16);
     let x = Tensor::randn(0f32, 1., (batch, 32, plane, plane), &dev).unwrap().relu().unwrap();
     // The set reads channel-major activations, as the trunk cache gathers them.

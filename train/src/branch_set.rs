@@ -196,7 +196,7 @@ mod tests {
         let dev = Device::Cpu;
         let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
         for (trunk_stages, trunk_blocks, plane, blocks) in [(2, 0, 8, 2), (1, 0, 9, 2), (2, 1, 4, 1)] {
-            let spec = BranchSpec { trunk_stages, trunk_blocks, in_channels: 3, width: 4, blocks };
+            let spec = BranchSpec::cifar(trunk_stages, trunk_blocks, 3, 4, blocks);
             let (batch, classes, t) = (CHUNK_IMAGES + 4, 5, 4.0); // two chunks of images
             let acts: Vec<f32> = stream(batch * 3 * plane * plane, 7).iter().map(|v| v.max(0.0) * 2.0).collect();
             let acts_cm = channel_major(&acts, batch, 3, plane * plane);
@@ -265,7 +265,7 @@ mod tests {
     /// Minibatches that do not fit the set are errors, not panics.
     #[test]
     fn a_minibatch_of_the_wrong_size_is_refused() -> Result<(), TrainError> {
-        let spec = BranchSpec { trunk_stages: 2, trunk_blocks: 0, in_channels: 3, width: 4, blocks: 2 };
+        let spec = BranchSpec::cifar(2, 0, 3, 4, 2);
         let mut set = BranchSet::new(spec, 8, 8, vec![(4, Branch::init(spec, 1)?)])?;
         let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.0 };
         let acts = vec![0.5f32; 2 * 3 * 64];

@@ -2,14 +2,17 @@
 //! and first stages, computed once for every loaded class of that base) to the base's last plane,
 //! at its own reduced width, and ends in pooled features for the module's head.
 //!
-//! The family is fixed by five numbers ([`BranchSpec`]): an entry 3x3 convolution from the
-//! trunk's channels to `width` (ReLU after), then `blocks` BasicBlocks at `width`. A trunk of
+//! The family is fixed by seven numbers ([`BranchSpec`]): an entry 3x3 convolution from the
+//! trunk's channels to `width` (ReLU after), then `blocks` BasicBlocks at `width`; the base's
+//! stage count and the stride of its stem say where its last plane is (a CIFAR ResNet's three
+//! stages after the 3x3 stem, or torchvision's four after the ImageNet stem and its max-pool,
+//! where a bottleneck base still gets a branch of basic blocks). A trunk of
 //! whole stages ends on the plane of its last stage, and the entry convolution halves it (stride
 //! 2); a trunk that also runs the first blocks of the next stage (`trunk_blocks`, what a base of
 //! many classes needs: there the branch starts from features its base learnt for its own
-//! classes) ends on that stage's plane, and the entry keeps it (stride 1). With a trunk of one
-//! stage the first block halves the plane too (a 1x1 projection shortcut), so every branch ends
-//! on the plane the base's last stage has. Batch norm is folded in before the weights are
+//! classes) ends on that stage's plane, and the entry keeps it (stride 1). The first blocks halve
+//! the plane for each base stage the entry did not reach (a 1x1 projection shortcut each), so
+//! every branch ends on the plane the base's last stage has. Batch norm is folded in before the weights are
 //! stored, so a branch is convolutions, bias adds, ReLUs and residual adds only, on the same
 //! layers ([`ConvBn`], [`Block`]) and CPU path as the base.
 
@@ -21,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::model::graph::NoHook;
 use crate::model::layers::{Block, BlockShortcut, ConvBn};
-use crate::model::network::{Network, TrunkEnd};
+use crate::model::network::{Network, Stem, TrunkEnd};
 use crate::{Error, Result};
 
 /// The widest branch and the most blocks a stored branch may name (bounds on untrusted metadata
@@ -47,19 +50,61 @@ pub struct BranchSpec {
     pub width: usize,
     /// BasicBlocks after the entry convolution.
     pub blocks: usize,
+    /// Stages of the base (3 for the CIFAR ResNets, 4 for torchvision's): the branch ends on
+    /// the last one's plane. Absent from the metadata of three-stage bases, as before it existed.
+    #[serde(default = "three", skip_serializing_if = "is_three")]
+    pub base_stages: usize,
+    /// How many input pixels a side of one pixel of the base's first stage covers: 1 after the
+    /// CIFAR stem, 4 after the ImageNet stem's stride-2 convolution and max-pool. Absent where 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub stem_stride: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+fn three() -> usize {
+    3
+}
+
+fn is_three(n: &usize) -> bool {
+    *n == 3
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 impl BranchSpec {
     /// A branch of `width` channels and `blocks` blocks after a trunk of `base` that ends at
     /// `end` (its channels the base's there).
     pub fn after(end: TrunkEnd, base: &Network, width: usize, blocks: usize) -> Self {
-        let spec = BranchSpec { trunk_stages: end.stages, trunk_blocks: end.blocks, in_channels: 0, width, blocks };
+        let stem_stride = match base.stem {
+            Stem::Cifar3x3 { .. } => 1,
+            Stem::ImageNet7x7 { .. } => 4,
+        };
+        let spec = BranchSpec {
+            trunk_stages: end.stages,
+            trunk_blocks: end.blocks,
+            in_channels: 0,
+            width,
+            blocks,
+            base_stages: base.stages.len(),
+            stem_stride,
+        };
         let in_channels = base.stages.get(spec.trunk_stage().max(1) - 1).map_or(0, |s| s.channels);
         BranchSpec { in_channels, ..spec }
+    }
+
+    /// A branch on a CIFAR ResNet (three stages after the 3x3 stem): what tests and the
+    /// experiments of that family build.
+    pub fn cifar(trunk_stages: usize, trunk_blocks: usize, in_channels: usize, width: usize, blocks: usize) -> Self {
+        BranchSpec { trunk_stages, trunk_blocks, in_channels, width, blocks, base_stages: 3, stem_stride: 1 }
     }
 
     /// Where the trunk the branch runs on ends.
@@ -85,8 +130,11 @@ impl BranchSpec {
     /// Checks the numbers on their own (not against a base).
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(Error::InvalidArchitecture { reason: format!("a branch with {reason}") });
-        if !(1..=2).contains(&self.trunk_stages) {
-            return bad(format!("a trunk of {} stages (1 or 2)", self.trunk_stages));
+        if !(2..=8).contains(&self.base_stages) || ![1, 2, 4].contains(&self.stem_stride) {
+            return bad(format!("a base of {} stages after a stem of stride {}", self.base_stages, self.stem_stride));
+        }
+        if !(1..self.base_stages).contains(&self.trunk_stages) {
+            return bad(format!("a trunk of {} stages (1 to {})", self.trunk_stages, self.base_stages - 1));
         }
         if self.width == 0 || self.width > MAX_WIDTH || self.in_channels == 0 || self.in_channels > MAX_WIDTH {
             return bad(format!("width {} from {} channels", self.width, self.in_channels));
@@ -104,7 +152,7 @@ impl BranchSpec {
     /// entry convolution reaches (the same whether the trunk runs into a stage or not: then it
     /// reached that stage's plane and the entry keeps it).
     fn downsampling_blocks(&self) -> usize {
-        2 - self.trunk_stages.min(2)
+        self.base_stages.saturating_sub(1 + self.trunk_stages)
     }
 
     /// The stride of block `j` (2 for the blocks that halve the plane, else 1).
@@ -120,8 +168,12 @@ impl BranchSpec {
     /// the branch takes.
     pub fn fits(&self, base: &Network) -> Result<(), String> {
         self.validate().map_err(|e| e.to_string())?;
-        if base.stages.len() != 3 {
-            return Err(format!("branches run on three-stage bases; this one has {}", base.stages.len()));
+        let made_for = BranchSpec::after(self.trunk_end(), base, self.width, self.blocks);
+        if (self.base_stages, self.stem_stride) != (made_for.base_stages, made_for.stem_stride) {
+            return Err(format!(
+                "it was made for a base of {} stages after a stem of stride {}, this one has {} after one of {}",
+                self.base_stages, self.stem_stride, made_for.base_stages, made_for.stem_stride
+            ));
         }
         let stage_blocks = base.stages[self.trunk_stages].blocks;
         if self.trunk_blocks >= stage_blocks {
@@ -162,10 +214,12 @@ impl BranchSpec {
         t
     }
 
-    /// The plane of the trunk's activation for an input of `h` x `w`: stage 1 keeps the
-    /// input's plane, stages 2 and 3 halve it each.
+    /// The plane of the trunk's activation for an input of `h` x `w`: the stem's (the input's,
+    /// or a quarter of it each way after the ImageNet stem), halved by each stage after the
+    /// first.
     pub fn trunk_plane(&self, h: usize, w: usize) -> (usize, usize) {
-        (1..self.trunk_stage()).fold((h, w), |(h, w), _| (h.div_ceil(2), w.div_ceil(2)))
+        let halvings = self.stem_stride.trailing_zeros() as usize + self.trunk_stage() - 1;
+        (0..halvings).fold((h, w), |(h, w), _| (h.div_ceil(2), w.div_ceil(2)))
     }
 
     /// The plane after the entry convolution, on a trunk activation of plane `h` x `w`.
@@ -365,26 +419,38 @@ mod tests {
 
     /// The branch on the CPU path (packed convolutions, Winograd, fused epilogues) against the
     /// same network written out op by op with plain candle operations on the stored values (the
-    /// reference), after a trunk of one and of two stages, and of those and a block of the next.
+    /// reference), after a trunk of one and of two stages, and of those and a block of the next;
+    /// and on four-stage bases of torchvision's layout (the ImageNet stem, basic and bottleneck
+    /// blocks) after one, two and three stages, where the branch halves the plane once more.
     #[test]
     fn the_branch_computes_what_plain_candle_operations_compute() {
+        use crate::testing::tiny_model::tiny_torchvision;
         let end = |stages, blocks| TrunkEnd { stages, blocks };
-        for (model, end) in [
-            (tiny_model(3), end(1, 0)),
-            (tiny_model(4), end(2, 0)),
-            (tiny_model_b(5), end(1, 0)),
-            (tiny_model_b(6), end(2, 0)),
-            (tiny_model_14(7), end(1, 1)),
-            (tiny_model_14(8), end(2, 1)),
+        // Each case: the base, the trunk's end, and the strides of the branch's two blocks (the
+        // entry halves the plane after whole stages; the blocks halve it for the stages left).
+        for (model, end, strides) in [
+            (tiny_model(3), end(1, 0), [2, 1]),
+            (tiny_model(4), end(2, 0), [1, 1]),
+            (tiny_model_b(5), end(1, 0), [2, 1]),
+            (tiny_model_b(6), end(2, 0), [1, 1]),
+            (tiny_model_14(7), end(1, 1), [2, 1]),
+            (tiny_model_14(8), end(2, 1), [1, 1]),
+            (tiny_torchvision(9, true, [1, 1, 1, 1], 64), end(1, 0), [2, 2]),
+            (tiny_torchvision(10, false, [1, 1, 1, 1], 64), end(2, 0), [2, 1]),
+            (tiny_torchvision(11, true, [1, 1, 2, 1], 64), end(2, 1), [2, 1]),
+            (tiny_torchvision(12, true, [1, 1, 1, 1], 64), end(3, 0), [1, 1]),
         ] {
-            let stages = end.stages;
             let m = compact_after(&model, 1, end, 8, 2, 11);
             let weights = m.as_compact().unwrap();
+            let spec = weights.spec();
             let base = ResNet::new(&model, &Device::Cpu).unwrap();
-            let x: Vec<f32> = (0..5 * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-            let x = Tensor::from_vec(x, (5, 1, 8, 8), &Device::Cpu).unwrap();
+            let input = &model.meta.input;
+            let x: Vec<f32> = (0..5 * input.image_len()).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+            let x = Tensor::from_vec(x, (5, input.channels, input.height, input.width), &Device::Cpu).unwrap();
             let act = base.trunk(Images::Nchw(&x), end).unwrap();
-            assert_eq!((act.height, act.channels), [(8, 4), (4, 8), (2, 16)][stages - 1 + end.blocks], "{end:?}");
+            // The spec's arithmetic of the trunk's plane is the engine's.
+            assert_eq!((act.height, act.width), spec.trunk_plane(input.height, input.width), "{end:?}");
+            assert_eq!(act.channels, spec.in_channels, "{end:?}");
             let (h, w) = (act.height, act.width);
             let trunk = Tensor::from_vec(act.to_nchw(), (5, act.channels, h, w), &Device::Cpu).unwrap();
             let t: BTreeMap<&str, (Vec<usize>, &[f32])> = weights.tensors().map(|(n, s, v)| (n, (s, v))).collect();
@@ -396,8 +462,7 @@ mod tests {
                 x.conv2d(&wt, ws[3] / 2, stride, 1, 1).unwrap().broadcast_add(&bt).unwrap()
             };
             let mut a = conv(&trunk, "entry", if end.blocks == 0 { 2 } else { 1 }).relu().unwrap();
-            for j in 0..2 {
-                let stride = if stages == 1 && j == 0 { 2 } else { 1 };
+            for (j, stride) in strides.into_iter().enumerate() {
                 let hidden = conv(&a, &format!("block{j}.conv1"), stride).relu().unwrap();
                 let out = conv(&hidden, &format!("block{j}.conv2"), 1);
                 let short = if stride == 2 { conv(&a, &format!("block{j}.shortcut"), 2) } else { a.clone() };
@@ -424,11 +489,11 @@ mod tests {
 
     #[test]
     fn specs_are_checked_and_counted() {
-        let spec = BranchSpec { trunk_stages: 2, trunk_blocks: 0, in_channels: 32, width: 16, blocks: 2 };
+        let spec = BranchSpec::cifar(2, 0, 32, 16, 2);
         // The reference branch of the issue: 5.2 % of ResNet-20's parameters, 2.2 % of its MACs.
         assert_eq!(spec.params(), 32 * 16 * 9 + 16 + 4 * (16 * 16 * 9 + 16));
         assert_eq!(spec.macs(16, 16), 64 * 16 * 32 * 9 + 4 * 64 * 16 * 16 * 9);
-        let one = BranchSpec { trunk_stages: 1, trunk_blocks: 0, in_channels: 16, width: 16, blocks: 2 };
+        let one = BranchSpec::cifar(1, 0, 16, 16, 2);
         assert!(one.tensor_shapes().iter().any(|(n, s)| n == "block0.shortcut.weight" && s == &[16, 16, 1, 1]));
         // Into stage 3 by one block: 64 channels on stage 3's 8x8, which the entry keeps.
         let into = BranchSpec { trunk_blocks: 1, in_channels: 64, ..spec };
@@ -467,6 +532,26 @@ mod tests {
         let mut extra: BTreeMap<String, Vec<f32>> = zeros(&spec).collect();
         extra.insert("stowaway".into(), vec![1.0]);
         assert!(matches!(BranchWeights::new(spec, extra), Err(Error::UnexpectedTensor { .. })));
+
+        // torchvision's ResNet-18: a trunk of one to three of its four stages; the branch ends on
+        // layer4's 7x7 at 224x224 whatever the trunk; a CIFAR branch does not fit it.
+        let r18 = Network::torchvision(18, 64, 10).unwrap();
+        for (stages, plane, halvings) in [(1, 56, 3), (2, 28, 2), (3, 14, 1)] {
+            let s = BranchSpec::after(stages.into(), &r18, 32, 2);
+            assert_eq!((s.base_stages, s.stem_stride, s.in_channels), (4, 4, 64 << (stages - 1)));
+            assert_eq!(s.trunk_plane(224, 224), (plane, plane));
+            let strides: Vec<usize> = (0..2).map(|j| s.block_stride(j)).collect();
+            assert_eq!(1 + strides.iter().filter(|&&st| st == 2).count(), halvings, "T={stages}");
+            assert!(s.fits(&r18).is_ok(), "T={stages}");
+            // Stored as before for three-stage bases; with the base's stages and stem here.
+            let json = serde_json::to_string(&s).unwrap();
+            assert!(json.contains("\"base_stages\":4") && json.contains("\"stem_stride\":4"), "{json}");
+            assert_eq!(serde_json::from_str::<BranchSpec>(&json).unwrap(), s);
+        }
+        assert!(!serde_json::to_string(&spec).unwrap().contains("base_stages"), "a CIFAR branch's JSON is unchanged");
+        assert!(BranchSpec { trunk_stages: 4, ..BranchSpec::after(3.into(), &r18, 32, 2) }.validate().is_err());
+        let err = BranchSpec::cifar(2, 0, 128, 32, 2).fits(&r18).unwrap_err();
+        assert!(err.contains("a base of 3 stages") && err.contains("this one has 4"), "{err}");
     }
 
     /// A served branch's estimated bytes are its values plus what the CPU path packs for it,
@@ -477,7 +562,7 @@ mod tests {
         let zeros = |s: &BranchSpec| s.tensor_shapes().into_iter().map(|(n, sh)| (n, vec![0.5; sh.iter().product()]));
         for (trunk_stages, trunk_blocks, in_channels, plane) in [(1, 0, 16, 32), (2, 0, 32, 16), (2, 1, 64, 8)] {
             for (width, blocks) in [(16, 1), (16, 2), (24, 2), (12, 2)] {
-                let spec = BranchSpec { trunk_stages, trunk_blocks, in_channels, width, blocks };
+                let spec = BranchSpec::cifar(trunk_stages, trunk_blocks, in_channels, width, blocks);
                 let Ok(weights) = BranchWeights::new(spec, zeros(&spec).collect()) else { continue };
                 let (h, w) = spec.trunk_plane(32, 32);
                 assert_eq!((h, w), (plane, plane));

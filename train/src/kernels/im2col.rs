@@ -114,8 +114,11 @@ fn im2col_row(x: &[f32], g: &ConvGeometry, order: PlaneOrder, images: Range<usiz
             let hi = end.min(((h * w) as isize - off).max(0) as usize).max(lo);
             out[..lo].iter_mut().for_each(|v| *v = 0.0);
             out[hi..].iter_mut().for_each(|v| *v = 0.0);
-            let from = (lo as isize + off) as usize;
-            out[lo..hi].copy_from_slice(&plane[from..from + (hi - lo)]);
+            // Nothing to copy where the tap lies wholly in the padding (a 1x1 plane's corner taps).
+            if hi > lo {
+                let from = (lo as isize + off) as usize;
+                out[lo..hi].copy_from_slice(&plane[from..from + (hi - lo)]);
+            }
             if xs.len() < wo {
                 for line in out[first..end].chunks_mut(wo) {
                     line[..xs.start].iter_mut().for_each(|v| *v = 0.0);
@@ -226,6 +229,7 @@ mod tests {
             (1, 1, 1, 3, 3, 1, 1),
             (2, 3, 2, 6, 5, 1, 2),  // "same" stride 1 with a wider kernel
             (1, 2, 3, 2, 3, 1, 1),  // a plane smaller than the kernel
+            (3, 4, 5, 1, 3, 1, 1),  // a 1x1 plane (a branch on a four-stage base's last stage)
             (19, 2, 3, 6, 3, 2, 1), // a larger batch
         ] {
             let x = Tensor::randn(0f32, 1., (b, c, h, h), &dev)?;
