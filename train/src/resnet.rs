@@ -48,12 +48,13 @@ type Layers = (ConvBn, Vec<(usize, BasicBlock)>, Head);
 /// `values`.
 fn build(net: &Network, values: HashMap<String, Vec<f32>>) -> Result<Layers, TrainError> {
     let unsupported = |what: &str| Err(TrainError::Unsupported { what: what.into() });
-    let first = match net.stem {
-        Stem::Cifar3x3 { channels } => channels,
-        Stem::ImageNet7x7 { .. } => return unsupported("an ImageNet stem (7x7 convolution and max pool)"),
+    // The ImageNet stem: a 7x7 stride-2 convolution (its max-pool is the stack's, `Stack::with_max_pool`).
+    let (first, k, stride) = match net.stem {
+        Stem::Cifar3x3 { channels } => (channels, 3, 1),
+        Stem::ImageNet7x7 { channels } => (channels, 7, 2),
     };
     let mut v = Values(values);
-    let entry = ConvBn::from_values("conv1".into(), "bn1".into(), first, net.in_channels, 3, 1, &mut v)?;
+    let entry = ConvBn::from_values("conv1".into(), "bn1".into(), first, net.in_channels, k, stride, &mut v)?;
     let mut blocks = Vec::new();
     for b in net.blocks() {
         if b.kind != BlockKind::Basic {
@@ -122,7 +123,11 @@ impl TrainableResNet {
         let (entry, blocks, head) = build(&net, values)?;
         // One network steps at a time: its products spread over rayon's threads.
         let trainable = if frozen_stages == 0 {
-            Trainable::Whole(Stack::new(entry, Body::new(blocks.into_iter().map(|(_, b)| b).collect(), head, true)))
+            let body = Body::new(blocks.into_iter().map(|(_, b)| b).collect(), head, true);
+            match net.stem {
+                Stem::Cifar3x3 { .. } => Trainable::Whole(Stack::new(entry, body)),
+                Stem::ImageNet7x7 { .. } => Trainable::Whole(Stack::with_max_pool(entry, body)),
+            }
         } else {
             let mut frozen = Vec::new();
             entry.values(&mut frozen);
@@ -333,8 +338,24 @@ mod tests {
         }
     }
 
+    /// A four-stage network of torchvision's ResNet-18 layout (the 7x7 stride-2 stem, its
+    /// max-pool, basic blocks, projections) at small widths, on 3x20x20 images.
+    fn torchvision_meta() -> ModelMeta {
+        let mut net = classmod_runtime::host::Network::torchvision(18, 64, 5).unwrap();
+        net.stem = Stem::ImageNet7x7 { channels: 4 };
+        for (s, stage) in net.stages.iter_mut().enumerate() {
+            (stage.channels, stage.blocks) = (4 << s, 1);
+        }
+        ModelMeta {
+            arch: net.into(),
+            input: InputSpec::new(3, 20, 20, vec![0.5; 3], vec![0.25; 3]),
+            class_names: (0..5).map(|i| format!("c{i}")).collect(),
+        }
+    }
+
     /// Two SGD steps here against the same two steps through candle's autograd and [`Sgd`]
-    /// (the reference: candle derives that backward itself), for both shortcut options: the
+    /// (the reference: candle derives that backward itself), for both shortcut options and a
+    /// four-stage network with the ImageNet stem (its max-pool's backward included): the
     /// losses, every parameter and running statistic after the steps; then the saved model run
     /// by the runtime's inference engine gives this network's eval-mode logits (a second,
     /// independent forward), and reloads to the same values.
@@ -342,16 +363,18 @@ mod tests {
     fn steps_match_candle_autograd_and_the_runtime_runs_the_result() -> Result<(), TrainError> {
         let dev = Device::Cpu;
         let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-        for shortcut in [Shortcut::A, Shortcut::B] {
-            let meta = meta(shortcut);
+        for (shortcut, meta) in
+            [(Shortcut::A, meta(Shortcut::A)), (Shortcut::B, meta(Shortcut::B)), (Shortcut::B, torchvision_meta())]
+        {
+            let i = &meta.input;
             let batch = 20; // two chunks of images
-            let x: Vec<f32> = stream(batch * 3 * 64, 5).iter().map(|v| v * 2.0).collect();
+            let x: Vec<f32> = stream(batch * i.image_len(), 5).iter().map(|v| v * 2.0).collect();
             let labels: Vec<u32> = (0..batch as u32).map(|i| i * 3 % 5).collect();
             let mut ours = TrainableResNet::init(meta.clone(), 9)?;
             let mut twin = AutogradResNet::init(meta.clone(), 9, &dev)?;
             let mut opt = Sgd::new(twin.vars(), sgd);
-            let (xt, yt) =
-                (Tensor::from_vec(x.clone(), (batch, 3, 8, 8), &dev)?, Tensor::new(labels.as_slice(), &dev)?);
+            let dims = (batch, i.channels, i.height, i.width);
+            let (xt, yt) = (Tensor::from_vec(x.clone(), dims, &dev)?, Tensor::new(labels.as_slice(), &dev)?);
             for lr in [0.1, 0.05] {
                 let got = ours.step(&x, &labels, &sgd, lr)?;
                 let loss = candle_nn::loss::cross_entropy(&twin.forward(&xt, true)?, &yt)?;
@@ -389,11 +412,13 @@ mod tests {
         use classmod_runtime::host::Images;
         let dev = Device::Cpu;
         let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-        for shortcut in [Shortcut::A, Shortcut::B] {
-            let meta = meta(shortcut);
+        for (shortcut, meta) in
+            [(Shortcut::A, meta(Shortcut::A)), (Shortcut::B, meta(Shortcut::B)), (Shortcut::B, torchvision_meta())]
+        {
+            let i = &meta.input;
             let mut model = TrainableResNet::init(meta.clone(), 4)?;
             let batch = 18;
-            let x: Vec<f32> = stream(batch * 3 * 64, 8).iter().map(|v| v * 2.0).collect();
+            let x: Vec<f32> = stream(batch * i.image_len(), 8).iter().map(|v| v * 2.0).collect();
             let labels: Vec<u32> = (0..batch as u32).map(|i| i * 2 % 5).collect();
             // A few steps first, so that the running statistics are not the initial ones.
             for _ in 0..3 {
@@ -401,7 +426,7 @@ mod tests {
             }
             let model = model.to_model()?;
             let runtime = ResNet::new(&model, &dev)?;
-            let xt = Tensor::from_vec(x.clone(), (batch, 3, 8, 8), &dev)?;
+            let xt = Tensor::from_vec(x.clone(), (batch, i.channels, i.height, i.width), &dev)?;
             let whole = runtime.forward(&xt)?.flatten_all()?.to_vec1::<f32>()?;
             for frozen in 1..=3 {
                 let trunk = runtime.trunk(Images::Nchw(&xt), frozen)?;

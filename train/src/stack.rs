@@ -1,11 +1,12 @@
 //! Network bodies as both engines' networks are made. A [`Body`] is basic blocks and the pooled
 //! linear head, reading whatever comes before it (a stem's output, or a frozen trunk's cached
 //! activations when only the last stages train). A [`Stack`] puts an entry convolution with its
-//! norm and ReLU in front (a ResNet's stem, a branch's strided entry); its forward and backward
+//! norm and ReLU in front (a ResNet's stem, with the ImageNet stem's max-pool after it, or a
+//! branch's strided entry); its forward and backward
 //! are split at the entry convolution's output so that a [`crate::BranchSet`] can run the entry
 //! convolutions of many branches as one product.
 
-use crate::layers::{relu, relu_backward, BasicBlock, ConvBn, Head, Plane, Scratch};
+use crate::layers::{relu, relu_backward, BasicBlock, ConvBn, Head, MaxPool, Plane, Scratch};
 use crate::sgd::{Param, SgdConfig};
 
 /// Blocks and head, with the buffers of the last step.
@@ -103,19 +104,36 @@ impl Body {
 #[derive(Debug)]
 pub(crate) struct Stack {
     pub(crate) entry: ConvBn,
+    /// The ImageNet stem's max-pool after the entry's ReLU, where there is one.
+    pool: Option<MaxPool>,
     pub(crate) body: Body,
     /// The entry's output `relu(bn(.))`.
     entry_out: Vec<f32>,
+    /// The gradient at the entry's output, where a pool lies between it and the body.
+    d_entry: Vec<f32>,
 }
 
 impl Stack {
     pub(crate) fn new(entry: ConvBn, body: Body) -> Self {
-        Stack { entry, body, entry_out: Vec::new() }
+        Stack { entry, pool: None, body, entry_out: Vec::new(), d_entry: Vec::new() }
     }
 
-    /// The plane the entry gives for input plane `p`.
+    /// The same with the ImageNet stem's 3x3 stride-2 max-pool between the entry and the body.
+    pub(crate) fn with_max_pool(entry: ConvBn, body: Body) -> Self {
+        Stack { pool: Some(MaxPool::default()), ..Self::new(entry, body) }
+    }
+
+    /// The plane the entry convolution gives for input plane `p`.
     pub(crate) fn entry_plane(&self, p: Plane) -> Plane {
         self.entry.out_plane(p)
+    }
+
+    /// The plane the body reads, from the entry's plane `p0`.
+    fn body_plane(&self, p0: Plane) -> Plane {
+        match self.pool {
+            Some(_) => MaxPool::out_plane(p0),
+            None => p0,
+        }
     }
 
     /// The forward of channel-major `x` on plane `p` to the logits ([`Head`]'s, `(B, outputs)`).
@@ -128,7 +146,14 @@ impl Stack {
     pub(crate) fn forward_from_entry(&mut self, p0: Plane, train: bool) -> &[f32] {
         self.entry.normalise(&mut self.entry_out, train, self.body.scratch.parallel);
         relu(&mut self.entry_out);
-        self.body.forward(&self.entry_out, p0, train)
+        let q = self.body_plane(p0);
+        match &mut self.pool {
+            Some(pool) => {
+                pool.forward(&self.entry_out, p0, self.entry.out);
+                self.body.forward(&pool.out, q, train)
+            }
+            None => self.body.forward(&self.entry_out, q, train),
+        }
     }
 
     /// The backward of a training-mode forward from `x` (plane `p`), given the gradient at the
@@ -141,11 +166,22 @@ impl Stack {
     /// The backward from `dlogits` to the gradient at the entry convolution's output (left in
     /// `entry.dpre`): every parameter gradient but the entry weight's.
     pub(crate) fn backward_to_entry(&mut self, dlogits: &[f32], p0: Plane) {
-        self.body.backward(dlogits, &self.entry_out, p0);
+        let q = self.body_plane(p0);
         let parallel = self.body.scratch.parallel;
-        let d = self.body.input_grad();
-        relu_backward(d, &self.entry_out);
-        self.entry.normalise_backward(d, parallel);
+        match &self.pool {
+            Some(pool) => {
+                self.body.backward(dlogits, &pool.out, q);
+                pool.backward(self.body.input_grad(), p0, &mut self.d_entry);
+                relu_backward(&mut self.d_entry, &self.entry_out);
+                self.entry.normalise_backward(&self.d_entry, parallel);
+            }
+            None => {
+                self.body.backward(dlogits, &self.entry_out, q);
+                let d = self.body.input_grad();
+                relu_backward(d, &self.entry_out);
+                self.entry.normalise_backward(d, parallel);
+            }
+        }
     }
 
     /// The convolutions in forward order (entry, then each block's).

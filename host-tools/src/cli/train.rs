@@ -17,7 +17,9 @@ pub struct Args {
     /// Where to write the trained model (also the checkpoint, rewritten atomically every epoch).
     #[arg(long)]
     pub out: PathBuf,
-    /// Architecture `resnetN` with N = 6n+2 (resnet8, resnet14, resnet20, ...).
+    /// Architecture: `resnetN` with N = 6n+2 (resnet8, resnet14, resnet20, ...: CIFAR ResNets of
+    /// `--widths`), or `resnet18` / `resnet34` (torchvision's layout: the 7x7 stride-2 stem and
+    /// its max-pool, four stages of 64 to 512 channels; `--widths` and `--shortcut` do not apply).
     #[arg(long, default_value = "resnet20")]
     pub arch: String,
     /// Stage widths.
@@ -103,11 +105,9 @@ impl Args {
         let device = self.device.device()?;
         check_output_dir(&self.out)?;
         let init = self.init.as_ref().map(|p| read_model(p, &device)).transpose()?;
-        let depth = self
-            .arch
-            .strip_prefix("resnet")
-            .and_then(|d| d.parse::<usize>().ok())
-            .ok_or_else(|| anyhow!("--arch `{}`: expected resnetN (e.g. resnet20)", self.arch))?;
+        let depth = self.arch.strip_prefix("resnet").and_then(|d| d.parse::<usize>().ok()).ok_or_else(|| {
+            anyhow!("--arch `{}`: expected resnetN (e.g. resnet20, or resnet18 in torchvision's layout)", self.arch)
+        })?;
         let widths =
             <[usize; 3]>::try_from(self.widths.as_slice()).map_err(|_| anyhow!("--widths needs three values"))?;
         let shortcut = match self.shortcut {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
-use classmod_runtime::host::{ModelFile, ResNet, ResNetConfig, Shortcut};
+use classmod_runtime::host::{Architecture, ModelFile, Network, ResNet, ResNetConfig, Shortcut};
 use indicatif::ProgressBar;
 
 use crate::dataset::{self, ImageSet, ImageShape, Split};
@@ -15,10 +15,15 @@ use crate::eval::{self, EvalReport};
 use crate::train::{self, RunState, Schedule, SgdConfig, TrainData, TrainOptions, TrainReport, Trainer, TrunkCache};
 use crate::HostError;
 
+/// The depths of torchvision's ResNets of basic blocks (which no CIFAR ResNet-(6n+2) has): what
+/// `--arch resnet18` and `resnet34` train, in torchvision's layout.
+pub const TORCHVISION_BASIC: [usize; 2] = [18, 34];
+
 /// The network a fresh run builds (a run from `init` takes that model's).
 #[derive(Debug, Clone)]
 pub struct ArchSpec {
-    /// ResNet-(6n+2) depth.
+    /// ResNet-(6n+2) depth, or torchvision's 18 or 34 (its layout: the ImageNet stem, four
+    /// stages of basic blocks; `widths` and `shortcut` are then its own).
     pub depth: usize,
     /// Stage widths.
     pub widths: [usize; 3],
@@ -259,6 +264,10 @@ pub fn train_and_eval(
         job.steps.unwrap_or(((job.epochs * train_set.len() as f64) / job.batch as f64).ceil().max(1.0) as usize);
     let arch = match &start {
         Some(m) => m.meta.arch.clone(),
+        None if TORCHVISION_BASIC.contains(&job.arch.depth) => {
+            let net = Network::torchvision(job.arch.depth, 64, train_set.class_names.len())?;
+            Architecture::from(Network { in_channels: shape.channels, ..net })
+        }
         None => {
             let mut cfg = ResNetConfig::cifar(job.arch.depth, shape.channels, train_set.class_names.len())?;
             cfg.widths = job.arch.widths;

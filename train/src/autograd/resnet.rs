@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor, Var, D};
 use classmod_runtime::host::subsample;
 use classmod_runtime::host::BN_EPS;
-use classmod_runtime::host::{ModelFile, ModelMeta, Shortcut};
+use classmod_runtime::host::{ModelFile, ModelMeta, Shortcut, Stem};
 
 use crate::init::resnet_values;
 use crate::{TrainError, BN_MOMENTUM};
@@ -58,6 +58,28 @@ pub struct AutogradResNet {
     running: HashMap<String, Tensor>,
 }
 
+/// PyTorch's `MaxPool2d(3, 2, 1)` of ReLU outputs, as the maximum of its nine strided views:
+/// candle derives the backward of `maximum` but not of an overlapping `max_pool2d`. The inputs
+/// are at least 0, so padding with -1 is PyTorch's -inf padding here.
+fn max_pool_3x3_s2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    // One more row and column on the far side, so that every view is 2*ho by 2*wo.
+    let padded = (x + 1.0)?.pad_with_zeros(2, 1, 2)?.pad_with_zeros(3, 1, 2)?.affine(1.0, -1.0)?;
+    let mut out: Option<Tensor> = None;
+    for dy in 0..3 {
+        for dx in 0..3 {
+            let view = padded.narrow(2, dy, 2 * ho)?.narrow(3, dx, 2 * wo)?.contiguous()?;
+            let view = view.reshape((b, c, ho, 2, wo, 2))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((b, c, ho, wo))?;
+            out = Some(match out {
+                None => view,
+                Some(o) => o.maximum(&view)?,
+            });
+        }
+    }
+    Ok(out.expect("nine views"))
+}
+
 impl AutogradResNet {
     /// A freshly initialised network, seeded: the same values as [`crate::TrainableResNet::init`]'s.
     pub fn init(meta: ModelMeta, seed: u64, device: &Device) -> Result<Self, TrainError> {
@@ -73,8 +95,9 @@ impl AutogradResNet {
 
     /// Starts from an existing model (fine-tuning).
     pub fn from_model(model: &ModelFile, device: &Device) -> Result<Self, TrainError> {
-        if model.meta.arch.as_cifar().is_none() {
-            // Its forward is the CIFAR family's: the 3x3 stem, basic blocks.
+        let net = model.meta.arch.network();
+        if net.stages.iter().any(|s| s.block != classmod_runtime::host::BlockKind::Basic) {
+            // Its forward runs basic blocks only.
             return Err(TrainError::Unsupported { what: format!("{} on candle's autograd", model.meta.arch.name()) });
         }
         let mut params = Vec::new();
@@ -160,8 +183,12 @@ impl AutogradResNet {
         mut updates: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<Tensor, TrainError> {
         let arch = self.meta.arch.network();
-        let mut x = match stages {
-            0 => self.conv_bn(x, "conv1", "bn1", 1, updates.as_deref_mut())?.relu()?,
+        let mut x = match (stages, arch.stem) {
+            (0, Stem::Cifar3x3 { .. }) => self.conv_bn(x, "conv1", "bn1", 1, updates.as_deref_mut())?.relu()?,
+            (0, Stem::ImageNet7x7 { .. }) => {
+                let y = self.conv_bn(x, "conv1", "bn1", 2, updates.as_deref_mut())?.relu()?;
+                max_pool_3x3_s2(&y)?
+            }
             _ => x.clone(),
         };
         for b in arch.blocks().into_iter().filter(|b| b.stage >= stages) {
