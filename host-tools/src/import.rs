@@ -208,20 +208,19 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<ModelFile, Hos
         (false, 1) => (28, 28),
         (false, _) => (32, 32),
     });
-    // torchvision's ImageNet statistics for its models, unless the options or the file say.
-    let (mean, std) = match imagenet && c == 3 {
-        true => (InputSpec::imagenet(height, width).mean, InputSpec::imagenet(height, width).std),
-        false => (vec![0.0; c], vec![1.0; c]),
+    // torchvision's input for its models (ImageNet statistics, resize and centre crop), unless
+    // the options or the file say otherwise.
+    let plain = InputSpec::new(c, height, width, vec![0.0; c], vec![1.0; c]);
+    let defaults = match (imagenet, c) {
+        (true, 3) => InputSpec::imagenet(height, width),
+        (true, _) => InputSpec { resize: Resize::torchvision(height, width), ..plain },
+        (false, _) => plain,
     };
-    // torchvision's resize and centre crop for its models, unless the options say.
-    let resize = opts.resize.unwrap_or(if imagenet { Resize::torchvision(height, width) } else { Resize::Stretch });
     let input = InputSpec {
-        channels: c,
-        height,
-        width,
-        mean: opts.mean.clone().or(from_file.mean).unwrap_or(mean),
-        std: opts.std.clone().or(from_file.std).unwrap_or(std),
-        resize,
+        mean: opts.mean.clone().or(from_file.mean).unwrap_or(defaults.mean),
+        std: opts.std.clone().or(from_file.std).unwrap_or(defaults.std),
+        resize: opts.resize.unwrap_or(defaults.resize),
+        ..defaults
     };
     let class_names =
         opts.class_names.clone().or(from_file.class_names).unwrap_or_else(|| generic_class_names(arch.num_classes()));

@@ -411,8 +411,8 @@ fn compact_modules(
     let t0 = Instant::now();
     let device = Device::Cpu;
     let net = ResNet::new(model, &device)?;
-    let cfg = net.network().clone();
-    let classes = cfg.num_classes;
+    let network = net.network().clone();
+    let classes = network.num_classes;
     let wanted: Vec<usize> = opts.classes.clone().unwrap_or_else(|| (0..classes).collect());
     if let Some(&bad) = wanted.iter().find(|&&c| c >= classes) {
         return Err(HostError::ClassOutOfRange { index: bad, classes });
@@ -421,9 +421,10 @@ fn compact_modules(
         return Err(HostError::NoTrainingImages);
     }
     let end = TrunkEnd { stages: opts.trunk_stages, blocks: opts.trunk_blocks };
-    let spec = BranchSpec::after(end, &cfg, opts.width, opts.blocks);
+    let spec = BranchSpec::after(end, &network, opts.width, opts.blocks);
     spec.validate()?;
-    spec.fits(&cfg).map_err(|why| HostError::Options { what: format!("a compact module that does not fit: {why}") })?;
+    spec.fits(&network)
+        .map_err(|why| HostError::Options { what: format!("a compact module that does not fit: {why}") })?;
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed));
     let held = opts.held_out.min(train.len() / 5);
@@ -502,7 +503,7 @@ fn compact_modules(
                 ));
                 train_these(these, spec)
             };
-            Some(grow(&mut set, &caches, &cfg, growth, first_seconds, &retrain)?)
+            Some(grow(&mut set, &caches, &network, growth, first_seconds, &retrain)?)
         }
         _ => None,
     };
@@ -536,9 +537,8 @@ fn compact_modules(
         modules.push(module);
     }
     let spec_in = net.input_spec();
-    let base_macs = cfg.macs(spec_in.height, spec_in.width);
+    let base_macs = network.macs(spec_in.height, spec_in.width);
     // The network's own count: an option-B trunk's shortcut projections included.
-    let network = cfg.clone();
     let trunk_macs = network.macs_until_blocks(network.blocks_until_end(end)?, spec_in.height, spec_in.width);
     let base_params =
         model.tensors.iter().filter(|(n, _)| !n.contains("running_")).map(|(_, t)| t.elem_count() as u64).sum();
