@@ -8,7 +8,8 @@
 //! Reference for what the device serves after each step: a fresh runtime opened on the device
 //! directory as the step left it (the monolithic truth of the manifest on disk), classifying the
 //! same 20 lossless CIFAR-10 PNGs; the serving process must answer the same class with the same
-//! score. Needs root (Mender's client reads its update modules from /usr/share/mender/modules/v3
+//! score. The second test takes a four-stage bottleneck ResNet in torchvision's layout the same
+//! way. Needs root (Mender's client reads its update modules from /usr/share/mender/modules/v3
 //! and /etc/mender/artifact_info, which it cannot be told otherwise), `mender-client` and
 //! `mender-artifact` (CI installs them), and ../shared: absent, the test says so and skips, and
 //! fails under CI.
@@ -22,8 +23,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use classmod::runtime::host::{ResNet, Tensor};
 use classmod::runtime::testing::config;
-use classmod::runtime::{ModuleRuntime, Rule};
+use classmod::runtime::{Device, ModuleRuntime, Rule};
 
 /// A binary the workspace built beside this test's own (`cargo test --workspace` builds them all).
 fn built(name: &str) -> PathBuf {
@@ -248,6 +250,32 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Installs `dog` (an artifact of a new module of dog, the first) while the directory is
+/// served, then rolls it back: the same bytes as before, and the serving process follows back
+/// to answering `expected`. The directory's files.
+fn install_then_roll_back(
+    client: &Client,
+    serving: &Serving,
+    device: &Path,
+    dog: &Path,
+    pngs: &[PathBuf],
+    expected: &BTreeMap<String, (String, f64)>,
+) -> BTreeMap<String, Vec<u8>> {
+    let before = files(device);
+    ok(client.mender("install", Some(dog)), "mender install dog");
+    serving.wait_log("now serving the new module of dog");
+    assert_ne!(files(device), before);
+    ok(client.mender("rollback", None), "mender rollback");
+    assert_eq!(files(device), before, "rolled back to the same bytes");
+    let t = Instant::now();
+    while serving.log.lock().unwrap().iter().filter(|l| l.contains("now serving the new module of dog")).count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(30), "the rollback is not followed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_same(&serving.classify(pngs), expected, "after rollback");
+    before
+}
+
 fn artifact(packed: &Path, classes: &str, out: &Path, extra: &[&str]) {
     let o = run(Command::new(built("classmod"))
         .args(["mender-artifact", "--packed", s(packed), "--classes", classes, "--no-base"])
@@ -256,19 +284,72 @@ fn artifact(packed: &Path, classes: &str, out: &Path, extra: &[&str]) {
     ok(o, "classmod mender-artifact");
 }
 
+/// Whether the Mender test can run; a skip says why (and is a failure under CI).
+fn mender_or_skip() -> bool {
+    match mender_ready() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => panic!("the Mender test cannot run but CI is set: {why}"),
+        Err(why) => {
+            eprintln!("SKIPPED the Mender test: {why}");
+            false
+        }
+    }
+}
+
+/// A scratch root for one test, emptied first.
+fn fleet_root(name: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("classmod-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+/// `classmod decompose` (mask modules) of `classes`, with `n_pos` positive images per class.
+fn decompose(model: &Path, data: &Path, out: &Path, n_pos: &str, classes: &str) {
+    ok(
+        run(Command::new(built("classmod"))
+            .args(["decompose", "--model", s(model), "--data", s(data), "--out", s(out)])
+            .args(["--classes", classes, "--n-pos", n_pos, "--golden", "4"])),
+        "decompose",
+    );
+}
+
+/// `classmod pack` of a decomposition, signed, as release `version`.
+fn pack(modules: &Path, data: &Path, out: &Path, secret: &Path, version: &str) {
+    ok(
+        run(Command::new(built("classmod"))
+            .args(["pack", "--modules", s(modules), "--data", s(data), "--out", s(out), "--key", s(secret)])
+            .args(["--golden", "4", "--version", version])),
+        "pack",
+    );
+}
+
+/// The 20 lossless CIFAR-10 test PNGs of ../shared, in order.
+fn lossless_pngs(shared: &Path) -> Vec<PathBuf> {
+    (0..20)
+        .map(|i| {
+            std::fs::read_dir(shared.join("data/cifar10-lossless-20"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("cifar10_{i:02}_")))
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A signing key pair for the device: (secret, public).
+fn keygen(root: &Path) -> (PathBuf, PathBuf) {
+    ok(run(Command::new(built("classmod")).args(["keygen", "--out", s(&root.join("device"))])), "keygen");
+    (root.join("device.secret"), root.join("device.public"))
+}
+
 #[test]
 fn mender_installs_commits_and_rolls_back_class_modules_on_a_serving_device() {
     let Some(shared) = common::shared() else { return };
-    if let Err(why) = mender_ready() {
-        if std::env::var_os("CI").is_some() {
-            panic!("the Mender test cannot run but CI is set: {why}");
-        }
-        eprintln!("SKIPPED the Mender test: {why}");
+    if !mender_or_skip() {
         return;
     }
-    let root = std::env::temp_dir().join(format!("classmod-mender-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = fleet_root("mender");
     let classmod = built("classmod");
     let data = shared.join("data/cifar10-jpeg.tar.gz");
     let model = root.join("r20.safetensors");
@@ -285,47 +366,22 @@ fn mender_installs_commits_and_rolls_back_class_modules_on_a_serving_device() {
         ])),
         "import",
     );
-    ok(run(Command::new(&classmod).args(["keygen", "--out", s(&root.join("device"))])), "keygen");
-    let (secret, public) = (root.join("device.secret"), root.join("device.public"));
+    let (secret, public) = keygen(&root);
     // Release 100 on the device; release 200 (other masks: fewer positives) and release 50
     // (older) for the fleet.
-    let decompose = |out: &Path, n_pos: &str, classes: &str| {
-        ok(
-            run(Command::new(&classmod)
-                .args(["decompose", "--model", s(&model), "--data", s(&data), "--out", s(out)])
-                .args(["--classes", classes, "--n-pos", n_pos, "--golden", "4"])),
-            "decompose",
-        );
-    };
-    let pack = |modules: &Path, out: &Path, version: &str| {
-        ok(
-            run(Command::new(&classmod)
-                .args(["pack", "--modules", s(modules), "--data", s(&data), "--out", s(out), "--key", s(&secret)])
-                .args(["--golden", "4", "--version", version])),
-            "pack",
-        );
-    };
     let (m1, m2) = (root.join("m1"), root.join("m2"));
-    decompose(&m1, "40", "cat,dog");
-    decompose(&m2, "25", "cat,dog");
+    decompose(&model, &data, &m1, "40", "cat,dog");
+    decompose(&model, &data, &m2, "25", "cat,dog");
     let (device, v200, v50) = (root.join("device-dir"), root.join("v200"), root.join("v50"));
-    pack(&m1, &device, "100");
-    pack(&m2, &v200, "200");
-    pack(&m1, &v50, "50");
+    pack(&m1, &data, &device, &secret, "100");
+    pack(&m2, &data, &v200, &secret, "200");
+    pack(&m1, &data, &v50, &secret, "50");
     let (cat200, dog200, cat50) =
         (root.join("cat-200.mender"), root.join("dog-200.mender"), root.join("cat-50.mender"));
     artifact(&v200, "cat", &cat200, &[]);
     artifact(&v200, "dog", &dog200, &[]);
     artifact(&v50, "cat", &cat50, &[]);
-    let pngs: Vec<PathBuf> = (0..20)
-        .map(|i| {
-            std::fs::read_dir(shared.join("data/cifar10-lossless-20"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("cifar10_{i:02}_")))
-                .unwrap()
-        })
-        .collect();
+    let pngs = lossless_pngs(&shared);
 
     let client = Client::new(&root, &device, &public, None);
     let serving = Serving::start(&device, &public, &root.join("frames"));
@@ -353,18 +409,7 @@ fn mender_installs_commits_and_rolls_back_class_modules_on_a_serving_device() {
     assert_same(&serving.classify(&pngs), &r1, "after commit and a restart");
 
     // 3. Install, then roll back: the old module serves again, the same files byte for byte.
-    let before = files(&device);
-    ok(client.mender("install", Some(&dog200)), "mender install dog-200");
-    serving.wait_log("now serving the new module of dog");
-    assert_ne!(files(&device), before);
-    ok(client.mender("rollback", None), "mender rollback");
-    assert_eq!(files(&device), before, "rolled back to the same bytes");
-    let t = Instant::now();
-    while serving.log.lock().unwrap().iter().filter(|l| l.contains("now serving the new module of dog")).count() < 2 {
-        assert!(t.elapsed() < Duration::from_secs(30), "the rollback is not followed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_same(&serving.classify(&pngs), &r1, "after rollback");
+    let before = install_then_roll_back(&client, &serving, &device, &dog200, &pngs, &r1);
 
     // 4. An older release than the committed one: the install fails, Mender rolls back, nothing
     // changes.
@@ -447,6 +492,100 @@ fn mender_installs_commits_and_rolls_back_class_modules_on_a_serving_device() {
     ok(checking.mender("commit", None), "commit");
     let r2 = reference(&device, &pngs);
     assert_same(&serving.classify(&pngs), &r2, "after the signed update");
+    let log = serving.stop();
+    assert!(!log.iter().any(|l| l.contains("cannot be served")), "{}", log.join("\n"));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The same fleet path for the network shape users deploy: a small four-stage bottleneck ResNet
+/// in torchvision's layout (7x7 stride-2 stem and max-pool, stride on the 3x3, projection
+/// shortcuts; seeded random weights and BN statistics), written as a plain state dict under
+/// torchvision's tensor names as PyTorch would save it, imported at 64x64 (the 32x32 PNGs
+/// scaled and centre-cropped as torchvision's evaluation transform does), decomposed into mask
+/// modules, packed, and delivered by the real Mender client to a serving `classmod-edge`: hot
+/// swap on install, `verify`, commit, a restart, a rollback to the same bytes. Nothing on the way
+/// is told it is not a CIFAR ResNet. Reference as above: a fresh runtime on the directory.
+#[test]
+fn a_four_stage_bottleneck_resnet_takes_the_same_fleet_path() {
+    let Some(shared) = common::shared() else { return };
+    if !mender_or_skip() {
+        return;
+    }
+    let root = fleet_root("mender-bottleneck");
+    let data = shared.join("data/cifar10-jpeg.tar.gz");
+    let tiny = classmod::runtime::testing::tiny_model::tiny_torchvision(21, true, [1, 2, 1, 1], 64);
+    let arch = tiny.meta.arch.with_classes(10);
+    let net = classmod::runtime::testing::tiny_model::random_model(arch.clone(), tiny.meta.input.clone(), 21);
+    // Random weights make a class or two win almost every image: the head's biases are shifted
+    // by each class's mean logit over the 20 PNGs, so that predictions spread over the classes
+    // and the decomposer finds training images the model calls cat and dog (what the device
+    // serves is checked against the directory, not against labels).
+    let pngs = lossless_pngs(&shared);
+    let spec = net.meta.input.clone();
+    let resnet = ResNet::new(&net, &Device::Cpu).unwrap();
+    let mut mean = vec![0f32; 10];
+    for png in &pngs {
+        let px = classmod::edge::pixels(png, &spec, 4096).unwrap();
+        let mut x = vec![0f32; px.len()];
+        spec.normalize_into(&px, &mut x);
+        let x = Tensor::from_vec(x, (1, 3, spec.height, spec.width), &Device::Cpu).unwrap();
+        let logits = resnet.forward(&x).unwrap().to_vec2::<f32>().unwrap().remove(0);
+        mean.iter_mut().zip(logits).for_each(|(m, l)| *m += l / pngs.len() as f32);
+    }
+    let centred = (net.tensor("linear.bias").unwrap() - Tensor::new(mean, &Device::Cpu).unwrap()).unwrap();
+    // torchvision's names for what classmod calls the shortcut and the classifier.
+    let state_dict: Vec<(String, Tensor)> = arch
+        .tensor_shapes()
+        .into_iter()
+        .map(|(name, _)| {
+            let t = if name == "linear.bias" { centred.clone() } else { net.tensor(&name).unwrap().clone() };
+            (name.replace(".shortcut.", ".downsample.").replace("linear.", "fc."), t)
+        })
+        .collect();
+    assert!(state_dict.iter().any(|(n, _)| n == "layer2.0.downsample.0.weight"), "torchvision's names");
+    let state_dict_file = root.join("resnet-bottleneck.safetensors");
+    std::fs::write(&state_dict_file, safetensors::serialize(state_dict, None).unwrap()).unwrap();
+    let model = root.join("model.safetensors");
+    let o = ok(
+        run(Command::new(built("classmod"))
+            .args(["import", s(&state_dict_file), "--out", s(&model), "--input-size", "64", "--json"])
+            .args(["--class-names", &common::CIFAR10_CLASSES.join(",")])),
+        "import",
+    );
+    let imported: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(imported["name"].as_str().unwrap().contains("bottleneck"), "{imported}");
+    assert_eq!(imported["input"]["height"], 64, "{imported}");
+    assert!(!imported["input"]["resize"].is_null(), "torchvision's crop by default: {imported}");
+
+    let (secret, public) = keygen(&root);
+    let (m1, m2) = (root.join("m1"), root.join("m2"));
+    decompose(&model, &data, &m1, "40", "cat,dog");
+    decompose(&model, &data, &m2, "25", "cat,dog");
+    let (device, v200) = (root.join("device-dir"), root.join("v200"));
+    pack(&m1, &data, &device, &secret, "100");
+    pack(&m2, &data, &v200, &secret, "200");
+    let (cat200, dog200) = (root.join("cat-200.mender"), root.join("dog-200.mender"));
+    artifact(&v200, "cat", &cat200, &[]);
+    artifact(&v200, "dog", &dog200, &[]);
+
+    let client = Client::new(&root, &device, &public, None);
+    let serving = Serving::start(&device, &public, &root.join("frames"));
+    let r0 = reference(&device, &pngs);
+    assert_same(&serving.classify(&pngs), &r0, "before any update");
+
+    ok(client.mender("install", Some(&cat200)), "mender install cat-200");
+    serving.wait_log("now serving the new module of cat (update classmod-cat-v200, not yet committed)");
+    let r1 = reference(&device, &pngs);
+    assert_ne!(r1, r0, "release 200's cat answers differently somewhere");
+    assert_same(&serving.classify(&pngs), &r1, "after install");
+    ok(run(Command::new(built("classmod")).args(["verify", s(&device), "--key", s(&public)])), "verify");
+    ok(client.mender("commit", None), "mender commit");
+    serving.stop();
+    let serving = Serving::start(&device, &public, &root.join("frames"));
+    assert_same(&serving.classify(&pngs), &r1, "after commit and a restart");
+
+    let before = install_then_roll_back(&client, &serving, &device, &dog200, &pngs, &r1);
+    ok(run(Command::new(built("classmod")).args(["verify", s(&device), "--key", s(&public)])), "verify");
     let log = serving.stop();
     assert!(!log.iter().any(|l| l.contains("cannot be served")), "{}", log.join("\n"));
     let _ = std::fs::remove_dir_all(&root);

@@ -85,6 +85,12 @@ enum Resume<'a> {
 /// and their padded copies stay in one core's L2 cache.
 const SLICE: usize = 4;
 
+/// Floats a slice's largest activation may take (4 MiB): fewer images a slice where one image's
+/// is larger. At 224x224 one image's stem output is already 3 MiB, and the slices in flight
+/// (one a thread) then hold one image each: a batch's activation memory is bounded by the
+/// threads, not by the batch (tests/activation_memory.rs).
+const SLICE_FLOATS: usize = 1 << 20;
+
 impl CpuNet {
     /// The ReLU site of block `block`'s first convolution (the stem's is 0); of the block past
     /// the last, the number of sites.
@@ -107,10 +113,28 @@ impl CpuNet {
         Ok(())
     }
 
-    /// Images per parallel slice of a batch: up to [`SLICE`], at least two slices per thread;
-    /// 0 when the batch is too small to split (it then runs whole, tiles in parallel).
-    fn slice_len(batch: usize) -> usize {
-        SLICE.min(batch / (2 * rayon::current_num_threads().max(1)))
+    /// Images per parallel slice of a batch: up to [`SLICE`] and [`SLICE_FLOATS`] of activation,
+    /// at least two slices per thread; 0 when the batch is too small to split (it then runs
+    /// whole, tiles in parallel).
+    fn slice_len(&self, batch: usize) -> usize {
+        let fit = (SLICE_FLOATS / self.largest_activation().max(1)).clamp(1, SLICE);
+        fit.min(batch / (2 * rayon::current_num_threads().max(1)))
+    }
+
+    /// Floats of the largest activation of one image: the stem's output or a convolution's.
+    fn largest_activation(&self) -> usize {
+        let mut p = self.stem.out_plane(self.input);
+        let mut largest = p.height * p.width * self.stem.out_channels();
+        if self.stem_pool {
+            p = super::pool::max_pooled(p);
+        }
+        for block in &self.blocks {
+            for conv in &block.convs {
+                p = conv.out_plane(p);
+                largest = largest.max(p.height * p.width * conv.out_channels());
+            }
+        }
+        largest
     }
 
     /// `run(images, count, first, threads)` over `x` (`per_image` floats an image; `first` the
@@ -126,7 +150,7 @@ impl CpuNet {
         per_image: usize,
         run: impl Fn(&[f32], usize, usize, Threads) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
-        match Self::slice_len(batch) {
+        match self.slice_len(batch) {
             0 => Ok(vec![self.small_batch.run(kind, |threads| run(x, batch, 0, threads))?]),
             slice => x
                 .par_chunks(slice * per_image)

@@ -84,7 +84,11 @@ pub fn random_model(arch: Architecture, input: InputSpec, seed: u64) -> ModelFil
             (name, Tensor::from_vec(values, shape, &Device::Cpu).expect("shape matches"))
         })
         .collect();
-    let class_names = (0..arch.num_classes()).map(|c| ((b'a' + c as u8) as char).to_string()).collect();
+    // Letters for the tiny models' few classes; numbered past 26 (ImageNet's 1000).
+    let classes = arch.num_classes();
+    let class_names = (0..classes)
+        .map(|c| if classes <= 26 { ((b'a' + c as u8) as char).to_string() } else { format!("class{c}") })
+        .collect();
     let meta = ModelMeta { arch, input, class_names };
     ModelFile::new(meta, tensors).expect("a valid tiny model")
 }
