@@ -584,7 +584,7 @@ fn a_four_stage_bottleneck_resnet_takes_the_same_fleet_path() {
     let serving = Serving::start(&device, &public, &root.join("frames"));
     assert_same(&serving.classify(&pngs), &r1, "after commit and a restart");
 
-    let before = install_then_roll_back(&client, &serving, &device, &dog200, &pngs, &r1);
+    install_then_roll_back(&client, &serving, &device, &dog200, &pngs, &r1);
     ok(run(Command::new(built("classmod")).args(["verify", s(&device), "--key", s(&public)])), "verify");
     let log = serving.stop();
     assert!(!log.iter().any(|l| l.contains("cannot be served")), "{}", log.join("\n"));
