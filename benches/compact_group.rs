@@ -8,14 +8,21 @@
 //! (each classification timed against a base forward right after it); this bench is the profile
 //! behind them: `cargo bench --bench compact_group`, or under `perf record` with
 //! `-- --profile-time 10 <filter>`. Skips (with a message) when ../shared is absent.
+//!
+//! `compact_group_resnet18_224`: the same on torchvision's ResNet-18 layout at 224x224 (seeded
+//! random weights, 10 classes), what serving k of a Jetson user's classes costs against the
+//! base: trunk of 2 stages (stem and stages 1-2), branches of 64 channels (the width measured on
+//! the classmod-trained ResNet-18, `results/compact-resnet18-tv-cifar10/`) and of 128 (the
+//! default for a 10-class ResNet-18), two blocks, at batch 1 and 8.
 
 use std::path::Path;
 
 use classmod::fixtures;
 use classmod::runtime::host::Images;
 use classmod::runtime::host::{ModelFile, ModuleGroup, ResNet, Tensor};
-use classmod::runtime::testing::tiny_model::compact_with_blocks;
-use classmod::runtime::Device;
+use classmod::runtime::host::Network;
+use classmod::runtime::testing::tiny_model::{compact_with_blocks, random_model};
+use classmod::runtime::{Device, InputSpec};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn resnet20() -> Option<ModelFile> {
@@ -59,5 +66,32 @@ fn compact_group(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, compact_group);
+fn compact_group_224(c: &mut Criterion) {
+    let arch = Network::torchvision(18, 64, 10).expect("ResNet-18").into();
+    let model = random_model(arch, InputSpec::imagenet(224, 224), 18);
+    let net = ResNet::new(&model, &Device::Cpu).expect("the graph builds");
+    let spec = net.input_spec().clone();
+    let mut g = c.benchmark_group("compact_group_resnet18_224");
+    g.sample_size(10);
+    for batch in [1usize, 8] {
+        let pixels: Vec<u8> = (0..batch * spec.image_len()).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut nhwc = vec![0f32; pixels.len()];
+        spec.normalize_into_nhwc(&pixels, &mut nhwc);
+        let images = Images::Nhwc { values: &nhwc, count: batch };
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_function(BenchmarkId::new("base", batch), |b| b.iter(|| net.logits(images).unwrap()));
+        g.bench_function(BenchmarkId::new("trunk", batch), |b| b.iter(|| net.trunk(images, 2).unwrap()));
+        for width in [64usize, 128] {
+            for k in [1u32, 5, 10] {
+                let modules = (0..k).map(|c| compact_with_blocks(&model, c, 2, width, 2, u64::from(c)));
+                let group = ModuleGroup::new(net.clone(), modules).unwrap();
+                let id = BenchmarkId::new(format!("compact_w{width}_k{k}"), batch);
+                g.bench_function(id, |b| b.iter(|| group.run_pixels(&pixels).unwrap()));
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, compact_group, compact_group_224);
 criterion_main!(benches);
