@@ -19,8 +19,8 @@ use std::path::Path;
 
 use classmod::fixtures;
 use classmod::runtime::host::Images;
-use classmod::runtime::host::{ModelFile, ModuleGroup, ResNet, Tensor};
 use classmod::runtime::host::Network;
+use classmod::runtime::host::{ModelFile, ModuleGroup, ResNet, Tensor};
 use classmod::runtime::testing::tiny_model::{compact_with_blocks, random_model};
 use classmod::runtime::{Device, InputSpec};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -12,6 +12,7 @@
 
 pub use super::epilogue::{Epilogue, StackedMask};
 use super::microkernel::{BlockOut, Microkernel, Receptive, MAX_MR, NR};
+use super::recycled;
 use super::team;
 use super::winograd::{Form, WinogradWeights};
 use std::ops::Range;
@@ -168,6 +169,33 @@ impl SharedOut {
     }
 }
 
+/// The `op` part of each image of `tiled` (plane `tp`, NHWC, `cout` channels, the bias added)
+/// into `out`, through the epilogue: what Winograd's tiles computed past an odd plane dropped.
+fn crop(tiled: &[f32], tp: Plane, op: Plane, cout: usize, e: &Epilogue, out: &mut [f32], threads: Threads) {
+    let row = op.width * cout;
+    let rows = out.len() / row;
+    let per = match threads {
+        Threads::Tiles => per_thread_share(rows),
+        Threads::Caller => rows,
+    };
+    for_each_chunk(out, per * row, threads, |i, part| {
+        for (r, dst) in (i * per..).zip(part.chunks_exact_mut(row)) {
+            let (image, y) = (r / op.height, r % op.height);
+            dst.copy_from_slice(&tiled[(image * tp.height + y) * tp.width * cout..][..row]);
+            if let Some(res) = e.residual {
+                dst.iter_mut().zip(&res[r * row..][..row]).for_each(|(d, s)| *d += s);
+            }
+            if e.relu {
+                dst.iter_mut().for_each(|d| *d = d.max(0.0));
+            }
+            if let Some(m) = e.mask {
+                let keep = &m.plane(image, op.height * op.width, cout)[y * row..][..row];
+                dst.iter_mut().zip(keep).for_each(|(d, &k)| *d *= f32::from(k));
+            }
+        }
+    });
+}
+
 fn keep_padded(buf: Vec<f32>) {
     if buf.capacity() <= KEEP_FLOATS {
         PADDED.set(buf);
@@ -288,9 +316,9 @@ impl PackedConv {
     /// The Winograd weights a call with `method` on output plane `op` runs with; `None`: direct.
     /// A convolution packed for one plane has one set and runs it on that plane.
     fn winograd_for(&self, method: Method, op: Plane) -> Option<&WinogradWeights> {
-        let form = |f: Form| self.winograd.iter().find(|w| w.form() == f && f.covers(op));
+        let form = |f: Form| self.winograd.iter().find(|w| w.form() == f && f.runs(op));
         match method {
-            _ if self.direct.is_none() => self.winograd.first().filter(|w| w.form().covers(op)),
+            _ if self.direct.is_none() => self.winograd.first().filter(|w| w.form().runs(op)),
             Method::Direct => None,
             Method::Winograd2x2 => form(Form::F2x2),
             Method::Winograd4x4 => form(Form::F4x4).or_else(|| form(Form::F2x2)),
@@ -328,32 +356,47 @@ impl PackedConv {
         // Taken out of the thread-local, not borrowed: a thread that steals another
         // convolution's work while this one runs gets a buffer of its own.
         let mut padded = PADDED.take();
-        let (input, pp) = self.pad(x, batch, p, &mut padded, threads);
         let panels = cout.div_ceil(NR);
-        let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };
-        match self.winograd_for(method, op) {
+        let wg = self.winograd_for(method, op);
+        // Winograd's tiles may run past the plane (F(2x2) on an odd one): they compute the
+        // tiled plane, from an input padded with zeros to match, into a buffer of their own.
+        let tp = wg.map_or(op, |w| w.form().tiled(op));
+        let extra = (tp.height - op.height, tp.width - op.width);
+        let (input, pp) = self.pad(x, batch, p, extra, &mut padded, threads);
+        match wg {
             Some(wg) => {
+                let mut tiled = if tp == op { Vec::new() } else { recycled::take(batch * tp.height * tp.width * cout) };
+                let (dst, e_tiles) = match tp == op {
+                    true => (&mut *out, e),
+                    false => (&mut tiled[..], &Epilogue { residual: None, relu: false, mask: None }),
+                };
+                let shared = SharedOut { ptr: dst.as_mut_ptr(), len: dst.len() };
                 // Work in tile rows: a tile's output rows of one image, contiguous in NHWC.
                 let m = wg.form().outputs();
-                let tile_rows = batch * op.height / m;
+                let tile_rows = batch * tp.height / m;
                 let per = match threads {
                     Threads::Tiles => per_thread_share(tile_rows),
                     Threads::Caller => tile_rows,
                 };
                 // Each unit's matrix products pick their block height for its tiles.
-                let mr = kernel.for_rows(per * (op.width / m)).mr();
-                match channel_parts(threads, panels, per * (op.width / m), mr) {
-                    1 => for_each_chunk(out, per * m * op.width * cout, threads, |i, dst| {
-                        wg.tile_rows(kernel, input, pp, &self.bias, e, i * per, dst)
+                let mr = kernel.for_rows(per * (tp.width / m)).mr();
+                match channel_parts(threads, panels, per * (tp.width / m), mr) {
+                    1 => for_each_chunk(dst, per * m * tp.width * cout, threads, |i, dst| {
+                        wg.tile_rows(kernel, input, pp, &self.bias, e_tiles, i * per, dst)
                     }),
-                    // SAFETY: `shared` is `out`, whole and held here; the parts' panels are disjoint.
+                    // SAFETY: `shared` is `dst`, whole and held here; the parts' panels are disjoint.
                     parts => by_panels(parts, panels, |range| unsafe {
                         let (dst, len) = shared.get();
-                        wg.tile_rows_of(kernel, input, pp, &self.bias, e, 0, dst, len, range)
+                        wg.tile_rows_of(kernel, input, pp, &self.bias, e_tiles, 0, dst, len, range)
                     }),
+                }
+                if tp != op {
+                    crop(&tiled, tp, op, cout, e, out, threads);
+                    recycled::give(tiled);
                 }
             }
             None => {
+                let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };
                 let weights = self.direct.as_deref().expect("a convolution packed for one plane runs on that plane");
                 // Rows per tile: whole register blocks, and (in parallel) enough tiles for every
                 // thread even for one small image.
@@ -387,22 +430,24 @@ impl PackedConv {
     }
 
     /// The input with its zero padding stored, and the padded plane: `x` itself without padding.
-    /// Copied in parallel for small batches (`Threads::Tiles`): at batch 1 the copy was the
-    /// largest part of a layer left on one core.
+    /// `extra` (rows, columns) more zeros on the bottom and the right. Copied in parallel for
+    /// small batches (`Threads::Tiles`): at batch 1 the copy was the largest part of a layer
+    /// left on one core.
     fn pad<'a>(
         &self,
         x: &'a [f32],
         batch: usize,
         p: Plane,
+        extra: (usize, usize),
         buf: &'a mut Vec<f32>,
         threads: Threads,
     ) -> (&'a [f32], Plane) {
         let pad = self.padding;
-        if pad == 0 {
+        if pad == 0 && extra == (0, 0) {
             return (x, p);
         }
         let cin = self.in_channels;
-        let pp = Plane { height: p.height + 2 * pad, width: p.width + 2 * pad };
+        let pp = Plane { height: p.height + 2 * pad + extra.0, width: p.width + 2 * pad + extra.1 };
         let (row, prow) = (p.width * cin, pp.width * cin);
         // Every float is written below (borders zeroed, the rest copied): no need to clear, and
         // a longer buffer is not shortened (growing it again would write zeros first).
@@ -685,8 +730,8 @@ mod tests {
     }
 
     /// A network's convolution keeps one set of weights: F(4x4)'s 36 per input and output
-    /// channel on a plane large enough for it, F(2x2)'s 16 on a smaller even one, the direct 9
-    /// elsewhere.
+    /// channel on a plane large enough for it, F(2x2)'s 16 on a smaller one (an odd one too,
+    /// its last tiles running past it), the direct 9 on a plane too small for that to pay.
     #[test]
     fn packing_for_a_plane_keeps_one_set_of_weights() {
         let (cout, cin) = (32, 16);
@@ -700,7 +745,10 @@ mod tests {
         };
         let bias = (cout * 4) as u64;
         let per = |n: usize| (n * cin * cout * 4) as u64 + bias;
-        assert_eq!(bytes(Some(Plane { height: 7, width: 8 })), per(9));
+        assert_eq!(bytes(Some(Plane { height: 7, width: 8 })), per(16), "odd: F(2x2) past the plane");
+        assert_eq!(bytes(Some(Plane { height: 7, width: 7 })), per(16), "ResNet-50's stage 4 at 224x224");
+        assert_eq!(bytes(Some(Plane { height: 3, width: 3 })), per(9), "16 of 4 tiles against 81 of 9: direct");
+        assert_eq!(bytes(Some(Plane { height: 1, width: 1 })), per(9));
         assert_eq!(bytes(Some(Plane { height: 8, width: 8 })), per(16));
         assert_eq!(bytes(Some(Plane { height: 16, width: 18 })), per(16), "not in fours: F(2x2)");
         assert_eq!(bytes(Some(Plane { height: 16, width: 16 })), per(36));
@@ -737,7 +785,8 @@ mod tests {
         }
 
         /// The shapes Winograd takes (3x3, stride 1, padding 1, input channels in eights), even
-        /// and odd planes (odd ones fall back to direct), partial output panels.
+        /// and odd planes (odd ones on F(2x2) tiles run past the plane where that pays, else
+        /// direct), partial output panels.
         #[test]
         fn winograd_matches_the_definition(
             batch in 1usize..5, eights in 1usize..5, cout in 1usize..40, h in 1usize..11, w in 1usize..11,

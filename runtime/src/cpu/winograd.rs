@@ -11,7 +11,8 @@
 //! F(4x4) also does fewer transform operations and stores per output, which is what the narrow
 //! 16-channel layers of stage 1 spend their time on; its weights are 36/9 of the direct ones
 //! (F(2x2)'s: 16/9), and its constants (up to 8 and 1/24) round more. `Form::for_plane` says which
-//! a network's layer gets. `U = G g Gᵀ` is computed once at load, in f64. The ResNet-20/56 logits
+//! a network's layer gets; on an odd plane F(2x2)'s last tiles run past it (the caller pads the
+//! input and cuts the plane out, `conv.rs`). `U = G g Gᵀ` is computed once at load, in f64. The ResNet-20/56 logits
 //! stay within the golden tests' bound of PyTorch's (`tests/golden_logits.rs`). The transforms
 //! are written once over [`Lanes`] and compiled for AVX-512, AVX2, NEON and one lane, following the
 //! micro-kernel's instruction set.
@@ -71,13 +72,29 @@ impl Form {
         op.height.is_multiple_of(self.outputs()) && op.width.is_multiple_of(self.outputs())
     }
 
-    /// The form a convolution with output plane `op` runs in, if any: F(4x4) on large planes,
-    /// F(2x2) on smaller even ones.
+    /// The plane its tiles compute for output plane `op`: `op` rounded up to whole tiles.
+    pub fn tiled(self, op: Plane) -> Plane {
+        let m = self.outputs();
+        Plane { height: op.height.next_multiple_of(m), width: op.width.next_multiple_of(m) }
+    }
+
+    /// Whether a convolution with output plane `op` runs in this form: where its tiles cover
+    /// the plane exactly, or (F(2x2)) where the tiles that run past it still do at most 3/4 of
+    /// the direct convolution's multiplications: the 7x7 planes of a ResNet at 224x224 (16
+    /// tiles of 16 against 49 pixels of 9), not a 3x3 or smaller plane.
+    pub fn runs(self, op: Plane) -> bool {
+        let tiles = |p: Plane| p.height * p.width / (self.outputs() * self.outputs());
+        self.covers(op)
+            || self == Form::F2x2 && 4 * self.positions() * tiles(self.tiled(op)) <= 3 * 9 * op.height * op.width
+    }
+
+    /// The form a convolution with output plane `op` runs in, if any: F(4x4) on large planes
+    /// its tiles cover, F(2x2) on smaller ones.
     pub fn for_plane(op: Plane) -> Option<Form> {
         if Form::F4x4.covers(op) && op.height * op.width >= F4X4_MIN_PIXELS {
             Some(Form::F4x4)
         } else {
-            Some(Form::F2x2).filter(|f| f.covers(op))
+            Some(Form::F2x2).filter(|f| f.runs(op))
         }
     }
 
@@ -159,7 +176,8 @@ impl WinogradWeights {
     }
 
     /// Tile rows `first_tile_row..` of the call (a tile row is `m` output rows of one image;
-    /// `dst` holds whole ones, NHWC) from the padded input `x` (plane `pp`, padding 1), plus
+    /// `dst` holds whole ones, NHWC) from the padded input `x` (plane `pp`, padding 1, and on
+    /// the bottom and right whatever more the tiles need to cover the plane), plus
     /// `bias` (`NR` per panel) and the epilogue.
     #[allow(clippy::too_many_arguments)]
     pub fn tile_rows(
