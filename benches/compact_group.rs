@@ -13,7 +13,8 @@
 //! random weights, 10 classes), what serving k of a Jetson user's classes costs against the
 //! base: trunk of 2 stages (stem and stages 1-2), branches of 64 channels (the width measured on
 //! the classmod-trained ResNet-18, `results/compact-resnet18-tv-cifar10/`) and of 128 (the
-//! default for a 10-class ResNet-18), two blocks, at batch 1 and 8.
+//! default width for a 10-class ResNet-18, whose default has one block), two blocks, at batch 1
+//! and 8.
 
 use std::path::Path;
 
