@@ -13,9 +13,9 @@
 //! (F(2x2)'s: 16/9), and its constants (up to 8 and 1/24) round more. `Form::for_plane` says
 //! which a network's layer gets; on an odd plane F(2x2)'s last tiles run past it (the caller
 //! pads the input and cuts the plane out, `conv.rs`). `U = G g Gᵀ` is computed once at load, in
-//! f64. The ResNet-20/56 logits stay within the golden tests' bound of PyTorch's (`tests/golden_logits.rs`). The transforms
-//! are written once over [`Lanes`] and compiled for AVX-512, AVX2, NEON and one lane, following the
-//! micro-kernel's instruction set.
+//! f64. The ResNet-20/56 logits stay within the golden tests' bound of PyTorch's
+//! (`tests/golden_logits.rs`). The transforms are written once over [`Lanes`] and compiled for
+//! AVX-512, AVX2, NEON and one lane, following the micro-kernel's instruction set.
 
 use std::ops::Range;
 
