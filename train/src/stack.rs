@@ -2,9 +2,9 @@
 //! linear head, reading whatever comes before it (a stem's output, or a frozen trunk's cached
 //! activations when only the last stages train). A [`Stack`] puts an entry convolution with its
 //! norm and ReLU in front (a ResNet's stem, with the ImageNet stem's max-pool after it, or a
-//! branch's strided entry); its forward and backward
-//! are split at the entry convolution's output so that a [`crate::BranchSet`] can run the entry
-//! convolutions of many branches as one product.
+//! branch's strided entry); its forward and backward are split at the entry convolution's
+//! output so that a [`crate::BranchSet`] can run the entry convolutions of many branches as one
+//! product.
 
 use crate::layers::{relu, relu_backward, BasicBlock, ConvBn, Head, MaxPool, Plane, Scratch};
 use crate::sgd::{Param, SgdConfig};

@@ -101,6 +101,15 @@ fn per_thread_share(units: usize) -> usize {
     units.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
+/// Units (rows, tile rows) a part of a call takes: a thread's share when tiles run in parallel,
+/// all of them on the calling thread.
+fn units_per_part(units: usize, threads: Threads) -> usize {
+    match threads {
+        Threads::Tiles => per_thread_share(units),
+        Threads::Caller => units,
+    }
+}
+
 /// `one(i, chunk)` for each chunk of `len` floats of `out`: in parallel or on this thread.
 fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one: impl Fn(usize, &mut [f32]) + Sync) {
     match threads {
@@ -173,11 +182,7 @@ impl SharedOut {
 /// into `out`, through the epilogue: what Winograd's tiles computed past an odd plane dropped.
 fn crop(tiled: &[f32], tp: Plane, op: Plane, cout: usize, e: &Epilogue, out: &mut [f32], threads: Threads) {
     let row = op.width * cout;
-    let rows = out.len() / row;
-    let per = match threads {
-        Threads::Tiles => per_thread_share(rows),
-        Threads::Caller => rows,
-    };
+    let per = units_per_part(out.len() / row, threads);
     for_each_chunk(out, per * row, threads, |i, part| {
         for (r, dst) in (i * per..).zip(part.chunks_exact_mut(row)) {
             let (image, y) = (r / op.height, r % op.height);
@@ -365,19 +370,16 @@ impl PackedConv {
         let (input, pp) = self.pad(x, batch, p, extra, &mut padded, threads);
         match wg {
             Some(wg) => {
-                let mut tiled = if tp == op { Vec::new() } else { recycled::take(batch * tp.height * tp.width * cout) };
-                let (dst, e_tiles) = match tp == op {
-                    true => (&mut *out, e),
-                    false => (&mut tiled[..], &Epilogue { residual: None, relu: false, mask: None }),
+                let mut tiled = (tp != op).then(|| recycled::take(batch * tp.height * tp.width * cout));
+                let plain = Epilogue { residual: None, relu: false, mask: None };
+                let (dst, e_tiles) = match tiled.as_mut() {
+                    Some(t) => (&mut t[..], &plain),
+                    None => (&mut *out, e),
                 };
                 let shared = SharedOut { ptr: dst.as_mut_ptr(), len: dst.len() };
                 // Work in tile rows: a tile's output rows of one image, contiguous in NHWC.
                 let m = wg.form().outputs();
-                let tile_rows = batch * tp.height / m;
-                let per = match threads {
-                    Threads::Tiles => per_thread_share(tile_rows),
-                    Threads::Caller => tile_rows,
-                };
+                let per = units_per_part(batch * tp.height / m, threads);
                 // Each unit's matrix products pick their block height for its tiles.
                 let mr = kernel.for_rows(per * (tp.width / m)).mr();
                 match channel_parts(threads, panels, per * (tp.width / m), mr) {
@@ -390,9 +392,9 @@ impl PackedConv {
                         wg.tile_rows_of(kernel, input, pp, &self.bias, e_tiles, 0, dst, len, range)
                     }),
                 }
-                if tp != op {
-                    crop(&tiled, tp, op, cout, e, out, threads);
-                    recycled::give(tiled);
+                if let Some(t) = tiled {
+                    crop(&t, tp, op, cout, e, out, threads);
+                    recycled::give(t);
                 }
             }
             None => {
@@ -456,10 +458,7 @@ impl PackedConv {
             buf.resize(rows * prow, 0.0);
         }
         let buf = &mut buf[..rows * prow];
-        let per = match threads {
-            Threads::Tiles => per_thread_share(rows),
-            Threads::Caller => rows,
-        };
+        let per = units_per_part(rows, threads);
         for_each_chunk(buf, per * prow, threads, |i, part| {
             for (r, dst) in (i * per..).zip(part.chunks_exact_mut(prow)) {
                 let (image, y) = (r / pp.height, r % pp.height);
