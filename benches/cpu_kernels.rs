@@ -6,7 +6,8 @@
 //! machine's GEMM peak measured the same way: a large square f32 GEMM through the `gemm` crate
 //! (candle's matmul) on all threads, the figure the "60 % of the FMA peak" is taken
 //! against.
-//! `conv3x3_b1`: the same layers at batch 1, on two cores and on one.
+//! `conv3x3_b1`: the same layers at batch 1, on two cores and on one. `fma_peak`: the CPU's
+//! f32 FMA peak on all threads, what `resnet50_b1`'s layers are reported against.
 //! Run: `cargo bench --bench cpu_kernels`.
 
 use classmod::runtime::bench::Microkernel;
@@ -55,6 +56,60 @@ fn gemm_peak(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// The CPU's f32 FMA peak on every thread of the pool: twelve independent chains of vector FMAs
+/// in registers, nothing loaded (the widest vectors the CPU has: AVX-512, else AVX2). What the
+/// GFLOP/s of the layers below are measured against (`results/engines-224/README.md`).
+fn fma_peak(c: &mut Criterion) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        const CHAINS: usize = 12;
+        const STEPS: usize = 1 << 16;
+        #[target_feature(enable = "avx512f")]
+        unsafe fn zmm() -> f32 {
+            let (b, c) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+            let mut a = [_mm512_set1_ps(1.0); CHAINS];
+            for _ in 0..STEPS {
+                for a in a.iter_mut() {
+                    *a = _mm512_fmadd_ps(*a, b, c);
+                }
+            }
+            _mm512_reduce_add_ps(a.into_iter().fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, a)))
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn ymm() -> f32 {
+            let (b, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+            let mut a = [_mm256_set1_ps(1.0); CHAINS];
+            for _ in 0..STEPS {
+                for a in a.iter_mut() {
+                    *a = _mm256_fmadd_ps(*a, b, c);
+                }
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), a.into_iter().fold(_mm256_setzero_ps(), |s, a| _mm256_add_ps(s, a)));
+            lanes.iter().sum()
+        }
+        let (name, lanes, run): (&str, usize, unsafe fn() -> f32) = if is_x86_feature_detected!("avx512f") {
+            ("avx512", 16, zmm)
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            ("avx2-fma", 8, ymm)
+        } else {
+            return;
+        };
+        let threads = rayon::current_num_threads();
+        let mut g = c.benchmark_group("fma_peak");
+        g.sample_size(10);
+        g.throughput(Throughput::Elements((threads * STEPS * CHAINS * lanes * 2) as u64));
+        g.bench_function(BenchmarkId::new(name, threads), |b| {
+            b.iter(|| {
+                // SAFETY: the instruction set was detected above.
+                (0..threads).into_par_iter().map(|_| unsafe { run() }).sum::<f32>()
+            })
+        });
+        g.finish();
+    }
 }
 
 /// ResNet-20's convolutions: (name, in, out, input size, stride).
@@ -178,5 +233,5 @@ fn resnet50_batch1(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_peak, layers, layers_batch1, resnet50_batch1);
+criterion_group!(benches, fma_peak, gemm_peak, layers, layers_batch1, resnet50_batch1);
 criterion_main!(benches);

@@ -8,7 +8,9 @@
 //! ones, 2.25x fewer; on the same micro-kernels). For small batches the work is split across
 //! the cores (`team.rs`), by tiles of blocks or, where the tiles would be too few rows and the
 //! channels are many, by panels of output channels, so a batch of one image still uses every
-//! core; large batches arrive here as one slice per core.
+//! core; large batches arrive here as one slice per core. Where a block's input pixels would lie
+//! a multiple of 4 KB apart (the deep 1x1s of a bottleneck ResNet), they are copied spread out
+//! first, as Winograd leaves a gap after each tile: else a block's rows evict each other in L1.
 
 pub use super::epilogue::{Epilogue, StackedMask};
 use super::microkernel::{BlockOut, Microkernel, Receptive, MAX_MR, NR};
@@ -108,6 +110,37 @@ fn units_per_part(units: usize, threads: Threads) -> usize {
         Threads::Tiles => per_thread_share(units),
         Threads::Caller => units,
     }
+}
+
+/// What a direct call reads: NHWC images of `plane`, `pixel` floats a pixel (the channels, then
+/// unused ones where spread), at `stride`.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    x: &'a [f32],
+    plane: Plane,
+    pixel: usize,
+    stride: usize,
+}
+
+/// Floats after each pixel of a spread input (`PackedConv::spread`): one cache line.
+const SPREAD: usize = 16;
+
+/// Rows per tile when tiles run in parallel: tiles of at most [`TILE_BLOCKS`] blocks of `mr`
+/// rows, as many as a multiple of the threads, of equal size, so each thread ends with the
+/// same work. (Whole blocks a tile left one thread a block more: ResNet-50's 14x14 layers at
+/// batch 1 split 108 and 88 rows.) A tile's last block, short, runs on a lower kernel.
+fn balanced_tile(rows: usize, mr: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let tiles = rows.div_ceil(TILE_BLOCKS * mr).div_ceil(threads) * threads;
+    rows.div_ceil(tiles).max(1)
+}
+
+/// The micro-kernels of a direct call: `main` for whole blocks, and for a tile's short last
+/// block `tail`'s lowest that holds it (`Microkernel::for_rows`; a fixed kernel is its own).
+#[derive(Clone, Copy)]
+struct Blocks<'a> {
+    main: &'a Microkernel,
+    tail: &'a Microkernel,
 }
 
 /// `one(i, chunk)` for each chunk of `len` floats of `out`: in parallel or on this thread.
@@ -367,7 +400,11 @@ impl PackedConv {
         // tiled plane, from an input padded with zeros to match, into a buffer of their own.
         let tp = wg.map_or(op, |w| w.form().tiled(op));
         let extra = (tp.height - op.height, tp.width - op.width);
-        let (input, pp) = self.pad(x, batch, p, extra, &mut padded, threads);
+        let src = match wg.is_none() && self.spreads() {
+            true => self.spread(x, batch, p, &mut padded, threads),
+            false => self.pad(x, batch, p, extra, &mut padded, threads),
+        };
+        let (input, pp) = (src.x, src.plane);
         match wg {
             Some(wg) => {
                 let mut tiled = (tp != op).then(|| recycled::take(batch * tp.height * tp.width * cout));
@@ -400,30 +437,29 @@ impl PackedConv {
             None => {
                 let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };
                 let weights = self.direct.as_deref().expect("a convolution packed for one plane runs on that plane");
-                // Rows per tile: whole register blocks, and (in parallel) enough tiles for every
-                // thread even for one small image.
-                let share = per_thread_share(batch * pixels);
+                let rows = batch * pixels;
+                let share = per_thread_share(rows);
+                let family = kernel;
                 let kernel = &kernel.for_rows(match threads {
                     Threads::Tiles => share,
-                    Threads::Caller => batch * pixels,
+                    Threads::Caller => rows,
                 });
                 let mr = kernel.mr();
                 let tile = match threads {
-                    Threads::Tiles => share.div_ceil(mr).min(TILE_BLOCKS) * mr,
+                    Threads::Tiles => balanced_tile(rows, mr),
                     Threads::Caller => TILE_BLOCKS * mr,
                 };
+                let blocks = Blocks { main: kernel, tail: family };
                 match channel_parts(threads, panels, share, mr) {
                     1 => for_each_chunk(out, tile * cout, threads, |t, dst| {
                         let all = 0..panels;
                         // SAFETY: `dst` is this tile's alone, every channel of it.
-                        unsafe {
-                            self.tile(kernel, weights, input, pp, op, e, t * tile, dst.as_mut_ptr(), dst.len(), all)
-                        }
+                        unsafe { self.tile(blocks, weights, src, op, e, t * tile, dst.as_mut_ptr(), dst.len(), all) }
                     }),
                     // SAFETY: as above.
                     parts => by_panels(parts, panels, |range| unsafe {
                         let (dst, len) = shared.get();
-                        self.tile(kernel, weights, input, pp, op, e, 0, dst, len, range)
+                        self.tile(blocks, weights, src, op, e, 0, dst, len, range)
                     }),
                 }
             }
@@ -431,8 +467,8 @@ impl PackedConv {
         keep_padded(padded);
     }
 
-    /// The input with its zero padding stored, and the padded plane: `x` itself without padding.
-    /// `extra` (rows, columns) more zeros on the bottom and the right. Copied in parallel for
+    /// The input with its zero padding stored, on the padded plane (`x` itself without padding),
+    /// pixels packed, at the convolution's stride. `extra` (rows, columns) more zeros on the bottom and the right. Copied in parallel for
     /// small batches (`Threads::Tiles`): at batch 1 the copy was the largest part of a layer
     /// left on one core.
     fn pad<'a>(
@@ -443,12 +479,12 @@ impl PackedConv {
         extra: (usize, usize),
         buf: &'a mut Vec<f32>,
         threads: Threads,
-    ) -> (&'a [f32], Plane) {
+    ) -> Source<'a> {
         let pad = self.padding;
+        let (cin, stride) = (self.in_channels, self.stride);
         if pad == 0 && extra == (0, 0) {
-            return (x, p);
+            return Source { x, plane: p, pixel: cin, stride };
         }
-        let cin = self.in_channels;
         let pp = Plane { height: p.height + 2 * pad + extra.0, width: p.width + 2 * pad + extra.1 };
         let (row, prow) = (p.width * cin, pp.width * cin);
         // Every float is written below (borders zeroed, the rest copied): no need to clear, and
@@ -474,11 +510,47 @@ impl PackedConv {
                 right.fill(0.0);
             }
         });
-        (buf, pp)
+        Source { x: buf, plane: pp, pixel: cin, stride }
+    }
+
+    /// Whether the pixels a block reads would lie a multiple of 4 KB apart (a 1x1 convolution
+    /// of 1024 or more input channels, or of 512 at stride 2): all of a block's rows then fall
+    /// into one set of the L1 cache, more than it has ways, and evict each other at every step.
+    /// ResNet-50's 1024->256 1x1 at 14x14 ran at 130 GFLOP/s, the same with 1040 channels at 206.
+    fn spreads(&self) -> bool {
+        self.kernel == 1 && self.padding == 0 && (self.stride * self.in_channels * 4).is_multiple_of(4096)
+    }
+
+    /// For a convolution that [`Self::spreads`]: the pixels it reads (every `stride`-th of each
+    /// `stride`-th row), each followed by [`SPREAD`] floats that are never read, so that
+    /// consecutive pixels fall into different sets of the L1 cache. The copy is a few percent
+    /// of the layer.
+    fn spread<'a>(&self, x: &[f32], batch: usize, p: Plane, buf: &'a mut Vec<f32>, threads: Threads) -> Source<'a> {
+        let (cin, s) = (self.in_channels, self.stride);
+        let op = self.out_plane(p);
+        let pixel = cin + SPREAD;
+        let (rows, row) = (batch * op.height, op.width * pixel);
+        if buf.len() < rows * row {
+            buf.resize(rows * row, 0.0);
+        }
+        let buf = &mut buf[..rows * row];
+        let per = units_per_part(rows, threads);
+        for_each_chunk(buf, per * row, threads, |i, part| {
+            for (r, dst) in (i * per..).zip(part.chunks_exact_mut(row)) {
+                let (image, y) = (r / op.height, r % op.height);
+                let src = &x[(image * p.height + y * s) * p.width * cin..][..p.width * cin];
+                for (ox, d) in dst.chunks_exact_mut(pixel).enumerate() {
+                    let (used, gap) = d.split_at_mut(cin);
+                    used.copy_from_slice(&src[ox * s * cin..][..cin]);
+                    gap.fill(0.0);
+                }
+            }
+        });
+        Source { x: buf, plane: op, pixel, stride: 1 }
     }
 
     /// Output rows `r0..` (pixels in NHWC order over the call), the channels of `panels`, into
-    /// the `dst_len` floats at `dst`, finished; `x` is padded (plane `pp`). The other channels
+    /// the `dst_len` floats at `dst`, finished; `src` is padded or spread. The other channels
     /// there are neither read nor written.
     ///
     /// # Safety
@@ -487,10 +559,9 @@ impl PackedConv {
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         &self,
-        kernel: &Microkernel,
+        blocks: Blocks<'_>,
         weights: &[f32],
-        x: &[f32],
-        pp: Plane,
+        src: Source<'_>,
         op: Plane,
         e: &Epilogue,
         r0: usize,
@@ -498,13 +569,16 @@ impl PackedConv {
         dst_len: usize,
         panels: Range<usize>,
     ) {
-        let (cin, cout, k, s) = (self.in_channels, self.out_channels, self.kernel, self.stride);
-        let mr = kernel.mr();
+        let (cin, cout, k) = (self.in_channels, self.out_channels, self.kernel);
+        let Source { x, plane: pp, pixel, stride: s } = src;
+        // A pixel's channels and its kernel row's are contiguous only where pixels are packed.
+        assert!(k == 1 || pixel == cin, "spread pixels of a {k}x{k} convolution");
+        let mr = blocks.main.mr();
         assert!(dst_len.is_multiple_of(cout) && panels.end <= cout.div_ceil(NR), "output size or panels");
         let m = dst_len / cout;
         let pixels = op.height * op.width;
-        let image_len = pp.height * pp.width * cin;
-        let f = Receptive { taps: k, run: k * cin, tap_stride: pp.width * cin };
+        let image_len = pp.height * pp.width * pixel;
+        let f = Receptive { taps: k, run: k * cin, tap_stride: pp.width * pixel };
         let panel_len = k * f.run * NR;
         // The last input a receptive field reads, from its top-left: what each pointer must have.
         let field = (k - 1) * f.tap_stride + f.run;
@@ -516,7 +590,7 @@ impl PackedConv {
             let mut a = [std::ptr::null::<f32>(); MAX_MR];
             let mut masks = [std::ptr::null::<u8>(); MAX_MR];
             for i in 0..rows {
-                a[i] = x[image * image_len + (oy * s * pp.width + ox * s) * cin..][..field].as_ptr();
+                a[i] = x[image * image_len + (oy * s * pp.width + ox * s) * pixel..][..field].as_ptr();
                 if let Some(m) = e.mask {
                     masks[i] = m.keep(image, oy * op.width + ox, pixels, cout).as_ptr();
                 }
@@ -532,6 +606,9 @@ impl PackedConv {
             for i in rows..MAX_MR {
                 a[i] = a[rows - 1];
             }
+            // A short last block runs on the lowest kernel that holds it.
+            let tail = (rows < mr).then(|| blocks.tail.for_rows(rows)).filter(|t| t.mr() < mr);
+            let kernel = tail.as_ref().unwrap_or(blocks.main);
             for panel in panels.clone() {
                 let cols = NR.min(cout - panel * NR);
                 let at = c0 * cout + panel * NR;
@@ -802,6 +879,19 @@ mod tests {
             s in 1usize..3, seed in 0u64..1000, with_epilogue in any::<bool>(), ipm in 1usize..3, first in 0usize..3,
         ) {
             check(batch, 8 * eights, cout, Plane { height: h, width: w }, 3, s, 1, seed, with_epilogue, (ipm, first))?;
+        }
+
+        /// 1x1 convolutions whose pixels are copied spread out first (1024 or 2048 input
+        /// channels, 512 at stride 2: ResNet-50's deep layers and their shortcuts), with partial
+        /// panels and the epilogue.
+        #[test]
+        fn spread_1x1_convolutions_match_the_definition(
+            batch in 1usize..3, (cin, s) in prop::sample::select(vec![(1024usize, 1usize), (2048, 1), (512, 2), (1024, 2)]),
+            cout in 1usize..40, h in 1usize..6, w in 1usize..6, seed in 0u64..1000, with_epilogue in any::<bool>(),
+        ) {
+            let conv = PackedConv::new(&values(cout * cin, 1), values(cout, 2), [cout, cin, 1, 1], s, 0);
+            prop_assert!(conv.spreads(), "{cin} channels at stride {s} are spread");
+            check(batch, cin, cout, Plane { height: h, width: w }, 1, s, 0, seed, with_epilogue, (1, 0))?;
         }
 
         /// Planes in fours, where F(4x4) runs (and F(2x2) beside it), from one tile to several

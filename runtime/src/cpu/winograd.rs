@@ -216,7 +216,7 @@ impl WinogradWeights {
         panels: Range<usize>,
     ) {
         let (cin, cout, form) = (self.cin, self.cout, self.form);
-        let (m, xi) = (form.outputs(), form.positions());
+        let m = form.outputs();
         assert!(pp.height >= 3 && pp.width >= 3, "plane {pp:?}");
         let op = Plane { height: pp.height - 2, width: pp.width - 2 };
         assert!(form.covers(op), "{form:?} tiles on a {op:?} output");
@@ -232,7 +232,7 @@ impl WinogradWeights {
         let rows_per_unit = (form.unit_tiles() / tiles_across).max(1);
         let mut scratch = SCRATCH.take();
         let unit_tiles = rows_per_unit * tiles_across;
-        let (v_len, m_len) = (xi * unit_tiles * cin, xi * unit_tiles * cout);
+        let (v_len, m_len) = (unit_tiles * tile_len(form, cin), unit_tiles * tile_len(form, cout));
         // Never shortened: growing it again would write zeros that are overwritten anyway.
         if scratch.len() < v_len + m_len {
             scratch.resize(v_len + m_len, 0.0);
@@ -247,15 +247,16 @@ impl WinogradWeights {
                 per_image: op.height / m,
             };
             let tiles = u.rows * u.across;
-            transform_input(kernel.isa(), form, x, pp, cin, u, &mut v[..xi * tiles * cin]);
-            self.multiply(kernel, &v[..xi * tiles * cin], tiles, &mut mm[..xi * tiles * cout], panels.clone());
+            let (vt, mt) = (tiles * tile_len(form, cin), tiles * tile_len(form, cout));
+            transform_input(kernel.isa(), form, x, pp, cin, u, &mut v[..vt]);
+            self.multiply(kernel, &v[..vt], tiles, &mut mm[..mt], panels.clone());
             // SAFETY: the unit's tile rows are the `len` floats from `start` of `dst` (the
             // caller's), of which this call writes `channels` only.
             unsafe {
                 transform_output(
                     kernel.isa(),
                     form,
-                    &mm[..xi * tiles * cout],
+                    &mm[..mt],
                     op,
                     cout,
                     bias,
@@ -276,6 +277,7 @@ impl WinogradWeights {
     fn multiply(&self, kernel: &Microkernel, v: &[f32], tiles: usize, m: &mut [f32], panels: Range<usize>) {
         let kernel = kernel.for_rows(tiles);
         let (cin, cout, mr, xis) = (self.cin, self.cout, kernel.mr(), self.form.positions());
+        let (v_tile, m_tile) = (tile_len(self.form, cin), tile_len(self.form, cout));
         let all = cout.div_ceil(NR);
         let f = Receptive { taps: 1, run: cin, tap_stride: 0 };
         let zeros = [0f32; NR];
@@ -285,17 +287,17 @@ impl WinogradWeights {
                 let mut a = [std::ptr::null::<f32>(); MAX_MR];
                 for (i, p) in a.iter_mut().enumerate() {
                     // Rows past the unit repeat its last tile: computed, never stored.
-                    *p = v[((t0 + i.min(rows - 1)) * xis + xi) * cin..][..cin].as_ptr();
+                    *p = v[(t0 + i.min(rows - 1)) * v_tile + xi * cin..][..cin].as_ptr();
                 }
                 for panel in panels.clone() {
                     let cols = NR.min(cout - panel * NR);
-                    let at = (t0 * xis + xi) * cout + panel * NR;
-                    let len = (rows - 1) * xis * cout + cols;
+                    let at = t0 * m_tile + xi * cout + panel * NR;
+                    let len = (rows - 1) * m_tile + cols;
                     let out = BlockOut {
                         rows,
                         cols,
                         c: m[at..][..len].as_mut_ptr(),
-                        stride: xis * cout,
+                        stride: m_tile,
                         residual: std::ptr::null(),
                         relu: false,
                         masks: [std::ptr::null(); MAX_MR],
@@ -331,10 +333,22 @@ impl UnitTiles {
     }
 }
 
-/// `V[t][ξ][ci]` of the unit's tiles.
+/// Unused floats after each tile's `positions x channels` in `V` and `M`. Without them a
+/// block's rows (one position of consecutive tiles, `16 * Cin` floats apart for F(2x2): a
+/// multiple of 4 KB) all fall into one set of the L1 cache, more than it has ways, and evict
+/// each other at every step: ResNet-50's 3x3 at 14x14 (F(2x2), 256 channels) ran at 263-284
+/// effective GFLOP/s, 406 with the gap.
+const TILE_GAP: usize = 16;
+
+/// Floats of one tile's `V` or `M` (`channels` per position) and the gap after it.
+fn tile_len(form: Form, channels: usize) -> usize {
+    form.positions() * channels + TILE_GAP
+}
+
+/// `V[t][ξ][ci]` of the unit's tiles (tile `t` at `t * tile_len(form, Cin)`).
 fn transform_input(isa: Isa, form: Form, x: &[f32], pp: Plane, cin: usize, u: UnitTiles, v: &mut [f32]) {
     let (m, a) = (form.outputs(), form.patch());
-    let v = &mut v[..u.rows * u.across * form.positions() * cin];
+    let v = &mut v[..u.rows * u.across * tile_len(form, cin)];
     // The `a` padded input rows a tile row reads; every tile's patch is `a` runs of `a*Cin`
     // floats in them, one padded row apart.
     let band = |b: usize, ty: usize| &x[(b * pp.height + m * ty) * pp.width * cin..][..a * pp.width * cin];
@@ -443,7 +457,7 @@ unsafe fn input_tiles<V: Lanes, T: Transforms<A, M>, const A: usize, const M: us
         let rows = band(b, ty).as_ptr();
         for tx in 0..u.across {
             let d = rows.add(M * tx * cin);
-            let vt = v.add((t0 + tx) * A * A * cin);
+            let vt = v.add((t0 + tx) * (A * A * cin + TILE_GAP));
             for c0 in (0..cin).step_by(V::N) {
                 // Bᵀ d on every column (`t[col][r]` is row r of column col) ...
                 // (Plain loops, not `std::array::from_fn` closures: a closure does not get this
@@ -538,7 +552,7 @@ unsafe fn transform_output(
 ) {
     let row_len = form.outputs() * op.width * cout;
     assert_eq!(out_len, u.rows * row_len);
-    assert!(m.len() >= u.rows * u.across * form.positions() * cout && bias.len() >= cout && channels.end <= cout);
+    assert!(m.len() >= u.rows * u.across * tile_len(form, cout) && bias.len() >= cout && channels.end <= cout);
     if let Some(r) = e.residual {
         assert!(r.len() >= (u.first + u.rows) * row_len, "residual size");
     }
@@ -601,7 +615,7 @@ unsafe fn output_tiles<V: Lanes, T: Transforms<A, M>, const A: usize, const M: u
     for (b, ty, t0) in u.rows() {
         for tx in 0..u.across {
             let t = o.tile::<M>(b, ty, tx);
-            let mt = m.as_ptr().add((t0 + tx) * A * A * cout);
+            let mt = m.as_ptr().add((t0 + tx) * (A * A * cout + TILE_GAP));
             output_tile::<V, T, A, M>(mt, cout, channels.start..whole, bias.as_ptr(), &t);
             output_tile::<f32, T, A, M>(mt, cout, whole..channels.end, bias.as_ptr(), &t);
         }
