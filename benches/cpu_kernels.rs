@@ -190,7 +190,7 @@ fn layers_batch1(c: &mut Criterion) {
 
 /// ResNet-50's distinct convolutions at 224x224 (torchvision's layout): (name, in, out, kernel,
 /// input size, stride). The 1x1s are nearly half its work; the 3x3s run Winograd where they can.
-const RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize); 17] = [
+const RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize); 23] = [
     ("stem_7x7_3x64_224s2", 3, 64, 7, 224, 2),
     ("l1_1x1_64x64_56", 64, 64, 1, 56, 1),
     ("l1_3x3_64x64_56", 64, 64, 3, 56, 1),
@@ -202,9 +202,15 @@ const RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize); 17] = [
     ("l2_3x3_128x128_28", 128, 128, 3, 28, 1),
     ("l2_1x1_128x512_28", 128, 512, 1, 28, 1),
     ("l2_1x1_512x128_28", 512, 128, 1, 28, 1),
+    ("l3_1x1_512x256_28", 512, 256, 1, 28, 1),
+    ("l3_3x3_256x256_28s2", 256, 256, 3, 28, 2),
+    ("l3_1x1_512x1024_28s2", 512, 1024, 1, 28, 2),
     ("l3_3x3_256x256_14", 256, 256, 3, 14, 1),
     ("l3_1x1_256x1024_14", 256, 1024, 1, 14, 1),
     ("l3_1x1_1024x256_14", 1024, 256, 1, 14, 1),
+    ("l4_1x1_1024x512_14", 1024, 512, 1, 14, 1),
+    ("l4_3x3_512x512_14s2", 512, 512, 3, 14, 2),
+    ("l4_1x1_1024x2048_14s2", 1024, 2048, 1, 14, 2),
     ("l4_3x3_512x512_7", 512, 512, 3, 7, 1),
     ("l4_1x1_512x2048_7", 512, 2048, 1, 7, 1),
     ("l4_1x1_2048x512_7", 2048, 512, 1, 7, 1),

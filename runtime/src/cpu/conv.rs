@@ -112,17 +112,19 @@ fn units_per_part(units: usize, threads: Threads) -> usize {
     }
 }
 
-/// What a direct call reads: NHWC images of `plane`, `pixel` floats a pixel (the channels, then
-/// unused ones where spread), at `stride`.
+/// What a direct call reads: NHWC images of `plane`, `pixel` floats a pixel, at `stride`; a
+/// pixel is the input's channels, or where `gathered` an output pixel's whole receptive field
+/// (`PackedConv::spread`), then unused floats.
 #[derive(Clone, Copy)]
 struct Source<'a> {
     x: &'a [f32],
     plane: Plane,
     pixel: usize,
     stride: usize,
+    gathered: bool,
 }
 
-/// Floats after each pixel of a spread input (`PackedConv::spread`): one cache line.
+/// Floats after each receptive field of a spread input (`PackedConv::spread`): one cache line.
 const SPREAD: usize = 16;
 
 /// Rows per tile when tiles run in parallel: tiles of at most [`TILE_BLOCKS`] blocks of `mr`
@@ -483,7 +485,7 @@ impl PackedConv {
         let pad = self.padding;
         let (cin, stride) = (self.in_channels, self.stride);
         if pad == 0 && extra == (0, 0) {
-            return Source { x, plane: p, pixel: cin, stride };
+            return Source { x, plane: p, pixel: cin, stride, gathered: false };
         }
         let pp = Plane { height: p.height + 2 * pad + extra.0, width: p.width + 2 * pad + extra.1 };
         let (row, prow) = (p.width * cin, pp.width * cin);
@@ -510,25 +512,27 @@ impl PackedConv {
                 right.fill(0.0);
             }
         });
-        Source { x: buf, plane: pp, pixel: cin, stride }
+        Source { x: buf, plane: pp, pixel: cin, stride, gathered: false }
     }
 
-    /// Whether the pixels a block reads would lie a multiple of 4 KB apart (a 1x1 convolution
-    /// of 1024 or more input channels, or of 512 at stride 2): all of a block's rows then fall
-    /// into one set of the L1 cache, more than it has ways, and evict each other at every step.
-    /// ResNet-50's 1024->256 1x1 at 14x14 ran at 130 GFLOP/s, the same with 1040 channels at 206.
+    /// Whether the receptive fields a block reads would start a multiple of 4 KB apart (a 1x1
+    /// convolution of 1024 or more input channels; 512 at stride 2, 1x1 or 3x3): all of a
+    /// block's rows then fall into one set of the L1 cache, more than it has ways, and evict
+    /// each other at every step. ResNet-50's 1024->256 1x1 at 14x14 ran at 130 GFLOP/s, the same
+    /// with 1040 channels at 206. (A larger kernel at stride 1 is left alone: its gathered
+    /// fields would take `k*k` times its input.)
     fn spreads(&self) -> bool {
-        self.kernel == 1 && self.padding == 0 && (self.stride * self.in_channels * 4).is_multiple_of(4096)
+        (self.kernel == 1 || self.stride > 1) && (self.stride * self.in_channels * 4).is_multiple_of(4096)
     }
 
-    /// For a convolution that [`Self::spreads`]: the pixels it reads (every `stride`-th of each
-    /// `stride`-th row), each followed by [`SPREAD`] floats that are never read, so that
-    /// consecutive pixels fall into different sets of the L1 cache. The copy is a few percent
-    /// of the layer.
+    /// For a convolution that [`Self::spreads`]: each output pixel's receptive field gathered
+    /// (`k` kernel rows of `k*Cin` floats, zeros where it runs over the padding; a 1x1's one
+    /// input pixel), followed by [`SPREAD`] floats that are never read, so that consecutive
+    /// fields fall into different sets of the L1 cache. The copy is a few percent of the layer.
     fn spread<'a>(&self, x: &[f32], batch: usize, p: Plane, buf: &'a mut Vec<f32>, threads: Threads) -> Source<'a> {
-        let (cin, s) = (self.in_channels, self.stride);
+        let (cin, k, s, pad) = (self.in_channels, self.kernel, self.stride, self.padding);
         let op = self.out_plane(p);
-        let pixel = cin + SPREAD;
+        let pixel = k * k * cin + SPREAD;
         let (rows, row) = (batch * op.height, op.width * pixel);
         if buf.len() < rows * row {
             buf.resize(rows * row, 0.0);
@@ -537,16 +541,23 @@ impl PackedConv {
         let per = units_per_part(rows, threads);
         for_each_chunk(buf, per * row, threads, |i, part| {
             for (r, dst) in (i * per..).zip(part.chunks_exact_mut(row)) {
-                let (image, y) = (r / op.height, r % op.height);
-                let src = &x[(image * p.height + y * s) * p.width * cin..][..p.width * cin];
-                for (ox, d) in dst.chunks_exact_mut(pixel).enumerate() {
-                    let (used, gap) = d.split_at_mut(cin);
-                    used.copy_from_slice(&src[ox * s * cin..][..cin]);
+                let (image, oy) = (r / op.height, r % op.height);
+                for (ox, field) in dst.chunks_exact_mut(pixel).enumerate() {
+                    let (taps, gap) = field.split_at_mut(k * k * cin);
+                    for (t, tap) in taps.chunks_exact_mut(cin).enumerate() {
+                        let (iy, ix) = ((oy * s + t / k).checked_sub(pad), (ox * s + t % k).checked_sub(pad));
+                        match (iy, ix) {
+                            (Some(iy), Some(ix)) if iy < p.height && ix < p.width => {
+                                tap.copy_from_slice(&x[((image * p.height + iy) * p.width + ix) * cin..][..cin])
+                            }
+                            _ => tap.fill(0.0),
+                        }
+                    }
                     gap.fill(0.0);
                 }
             }
         });
-        Source { x: buf, plane: op, pixel, stride: 1 }
+        Source { x: buf, plane: op, pixel, stride: 1, gathered: true }
     }
 
     /// Output rows `r0..` (pixels in NHWC order over the call), the channels of `panels`, into
@@ -570,18 +581,20 @@ impl PackedConv {
         panels: Range<usize>,
     ) {
         let (cin, cout, k) = (self.in_channels, self.out_channels, self.kernel);
-        let Source { x, plane: pp, pixel, stride: s } = src;
-        // A pixel's channels and its kernel row's are contiguous only where pixels are packed.
-        assert!(k == 1 || pixel == cin, "spread pixels of a {k}x{k} convolution");
+        let Source { x, plane: pp, pixel, stride: s, gathered } = src;
         let mr = blocks.main.mr();
         assert!(dst_len.is_multiple_of(cout) && panels.end <= cout.div_ceil(NR), "output size or panels");
         let m = dst_len / cout;
         let pixels = op.height * op.width;
         let image_len = pp.height * pp.width * pixel;
-        let f = Receptive { taps: k, run: k * cin, tap_stride: pp.width * pixel };
-        let panel_len = k * f.run * NR;
+        // A gathered field is one run, in the order of the weights (kernel row, column, channel).
+        let f = match gathered {
+            true => Receptive { taps: 1, run: k * k * cin, tap_stride: 0 },
+            false => Receptive { taps: k, run: k * cin, tap_stride: pp.width * pixel },
+        };
+        let panel_len = k * k * cin * NR;
         // The last input a receptive field reads, from its top-left: what each pointer must have.
-        let field = (k - 1) * f.tap_stride + f.run;
+        let field = (f.taps - 1) * f.tap_stride + f.run;
         let residual = e.residual.map(|r| &r[r0 * cout..][..dst_len]);
         // The next row's image and output pixel, stepped rather than divided out per row.
         let (mut image, mut oy, mut ox) = (r0 / pixels, r0 % pixels / op.width, r0 % op.width);
@@ -833,6 +846,25 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Convolutions whose receptive fields are gathered spread out first (1x1s of 1024 or
+        /// 2048 input channels, 1x1s and 3x3s of 512 or 1024 at stride 2: ResNet-50's deep layers,
+        /// its shortcuts and its last stage's first 3x3), with partial panels and the epilogue.
+        #[test]
+        fn spread_convolutions_match_the_definition(
+            batch in 1usize..3,
+            (cin, k, s) in prop::sample::select(vec![(1024usize, 1usize, 1usize), (2048, 1, 1), (512, 1, 2), (1024, 1, 2), (512, 3, 2), (1024, 3, 2)]),
+            cout in 1usize..40, h in 1usize..6, w in 1usize..6, seed in 0u64..1000, with_epilogue in any::<bool>(),
+        ) {
+            let pad = k / 2;
+            let conv = PackedConv::new(&values(cout * cin * k * k, 1), values(cout, 2), [cout, cin, k, k], s, pad);
+            prop_assert!(conv.spreads(), "{k}x{k} of {cin} channels at stride {s} is spread");
+            check(batch, cin, cout, Plane { height: h, width: w }, k, s, pad, seed, with_epilogue, (1, 0))?;
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// The estimate of a convolution's packed size is what packing it holds.
@@ -879,19 +911,6 @@ mod tests {
             s in 1usize..3, seed in 0u64..1000, with_epilogue in any::<bool>(), ipm in 1usize..3, first in 0usize..3,
         ) {
             check(batch, 8 * eights, cout, Plane { height: h, width: w }, 3, s, 1, seed, with_epilogue, (ipm, first))?;
-        }
-
-        /// 1x1 convolutions whose pixels are copied spread out first (1024 or 2048 input
-        /// channels, 512 at stride 2: ResNet-50's deep layers and their shortcuts), with partial
-        /// panels and the epilogue.
-        #[test]
-        fn spread_1x1_convolutions_match_the_definition(
-            batch in 1usize..3, (cin, s) in prop::sample::select(vec![(1024usize, 1usize), (2048, 1), (512, 2), (1024, 2)]),
-            cout in 1usize..40, h in 1usize..6, w in 1usize..6, seed in 0u64..1000, with_epilogue in any::<bool>(),
-        ) {
-            let conv = PackedConv::new(&values(cout * cin, 1), values(cout, 2), [cout, cin, 1, 1], s, 0);
-            prop_assert!(conv.spreads(), "{cin} channels at stride {s} are spread");
-            check(batch, cin, cout, Plane { height: h, width: w }, 1, s, 0, seed, with_epilogue, (1, 0))?;
         }
 
         /// Planes in fours, where F(4x4) runs (and F(2x2) beside it), from one tile to several
