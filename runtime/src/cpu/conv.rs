@@ -105,7 +105,7 @@ fn per_thread_share(units: usize) -> usize {
 
 /// Units (rows, tile rows) a part of a call takes: a thread's share when tiles run in parallel,
 /// all of them on the calling thread.
-fn units_per_part(units: usize, threads: Threads) -> usize {
+pub(crate) fn units_per_part(units: usize, threads: Threads) -> usize {
     match threads {
         Threads::Tiles => per_thread_share(units),
         Threads::Caller => units,
@@ -146,7 +146,7 @@ struct Blocks<'a> {
 }
 
 /// `one(i, chunk)` for each chunk of `len` floats of `out`: in parallel or on this thread.
-fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one: impl Fn(usize, &mut [f32]) + Sync) {
+pub(crate) fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one: impl Fn(usize, &mut [f32]) + Sync) {
     match threads {
         Threads::Tiles => {
             let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };

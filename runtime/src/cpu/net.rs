@@ -374,7 +374,7 @@ impl CpuNet {
                 let c = self.stem.out_channels();
                 pass.visit(&mut visitor, 0, &mut x, p, c)?;
                 if self.stem_pool {
-                    let pooled = max_pool_3x3_s2(&x, batch, p, c);
+                    let pooled = max_pool_3x3_s2(&x, batch, p, c, pass.threads);
                     recycled::give(std::mem::replace(&mut x, pooled));
                     (x, super::pool::max_pooled(p), c, 1)
                 } else {
