@@ -4,7 +4,8 @@
 //! each a contiguous run of `k*Cin` floats (NHWC with the padding stored), broadcasting those
 //! inputs against a panel of packed weights. Nothing is gathered, copied or looked up per tap,
 //! which is what the small-channel layers of a CIFAR ResNet need: there, gathering patches for a
-//! GEMM cost a third of the time.
+//! GEMM cost a third of the time. (Only where a block's rows would evict each other from L1 does
+//! `conv.rs` gather each receptive field into one run first.)
 //!
 //! The instruction set is chosen once at run time: AVX-512 or AVX2+FMA on x86-64 where the CPU
 //! has it, NEON on aarch64 (every AArch64 CPU has it), and a portable scalar kernel everywhere

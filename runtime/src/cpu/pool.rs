@@ -20,6 +20,9 @@ pub fn max_pool_3x3_s2(x: &[f32], batch: usize, p: Plane, c: usize, threads: Thr
     let op = max_pooled(p);
     // Every float is written below.
     let mut out = recycled::take(batch * op.height * op.width * c);
+    if out.is_empty() {
+        return out;
+    }
     let row = op.width * c;
     let per = units_per_part(batch * op.height, threads);
     for_each_chunk(&mut out, per * row, threads, |i, part| {
@@ -68,6 +71,10 @@ mod tests {
             let x: Vec<f32> = (0..batch * h * w * c).map(|i| ((i * 37 % 23) as f32) - 15.0).collect();
             let p = Plane { height: h, width: w };
             let out = max_pool_3x3_s2(&x, batch, p, c, Threads::Caller);
+            // An empty batch pools to nothing, either way.
+            for threads in [Threads::Caller, Threads::Tiles] {
+                assert!(max_pool_3x3_s2(&[], 0, p, c, threads).is_empty());
+            }
             // Shared among the threads: the same values.
             assert_eq!(max_pool_3x3_s2(&x, batch, p, c, Threads::Tiles), out);
             let op = max_pooled(p);

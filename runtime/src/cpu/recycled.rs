@@ -26,13 +26,14 @@ pub(crate) fn take(len: usize) -> Vec<f32> {
     let found = FREE.with_borrow_mut(|free| {
         // The shortest buffer that holds `len` floats already (none to write), else the one of
         // least capacity that holds them (zeros to write, no copy), else the largest (the fewest
-        // to copy as it grows); of equals the one given back last, the likeliest still in cache.
+        // zeros to write as it grows); of equals the one given back last, the likeliest still in
+        // cache (`min_by_key` keeps the first of equals, `max_by_key` the last).
         let by = |fits: &dyn Fn(&Vec<f32>) -> bool, size: &dyn Fn(&Vec<f32>) -> usize| {
             (0..free.len()).rev().filter(|&i| fits(&free[i])).min_by_key(|&i| size(&free[i]))
         };
         let pick = by(&|b| b.len() >= len, &Vec::len)
             .or_else(|| by(&|b| b.capacity() >= len, &Vec::capacity))
-            .or_else(|| (0..free.len()).rev().max_by_key(|&i| free[i].capacity()));
+            .or_else(|| (0..free.len()).max_by_key(|&i| free[i].capacity()));
         pick.map(|i| free.remove(i))
     });
     match found {
