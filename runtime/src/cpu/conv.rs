@@ -472,9 +472,9 @@ impl PackedConv {
     }
 
     /// The input with its zero padding stored, on the padded plane (`x` itself without
-    /// padding), pixels packed, at the convolution's stride. `extra` (rows, columns) more zeros on the bottom and the right. Copied in parallel for
-    /// small batches (`Threads::Tiles`): at batch 1 the copy was the largest part of a layer
-    /// left on one core.
+    /// padding), pixels packed, at the convolution's stride; `extra` (rows, columns) more zeros
+    /// on the bottom and the right. Copied in parallel for small batches (`Threads::Tiles`): at
+    /// batch 1 the copy was the largest part of a layer left on one core.
     fn pad<'a>(
         &self,
         x: &'a [f32],
