@@ -106,7 +106,7 @@ fn per_thread_share(units: usize) -> usize {
 
 /// Units (rows, tile rows) a part of a call takes: a thread's share when tiles run in parallel,
 /// all of them on the calling thread.
-pub(crate) fn units_per_part(units: usize, threads: Threads) -> usize {
+fn units_per_part(units: usize, threads: Threads) -> usize {
     match threads {
         Threads::Tiles => per_thread_share(units),
         Threads::Caller => units,
@@ -148,7 +148,7 @@ struct Blocks<'a> {
 }
 
 /// `one(i, chunk)` for each chunk of `len` floats of `out`: in parallel or on this thread.
-pub(crate) fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one: impl Fn(usize, &mut [f32]) + Sync) {
+fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one: impl Fn(usize, &mut [f32]) + Sync) {
     match threads {
         Threads::Tiles => {
             let shared = SharedOut { ptr: out.as_mut_ptr(), len: out.len() };
@@ -161,6 +161,29 @@ pub(crate) fn for_each_chunk(out: &mut [f32], len: usize, threads: Threads, one:
         }
         Threads::Caller => out.chunks_mut(len).enumerate().for_each(|(i, c)| one(i, c)),
     }
+}
+
+/// `one(r, row)` for each row `r` of `row_len` floats of `out`: a thread's share of the rows a
+/// part when tiles run in parallel, all of them on this thread otherwise.
+pub(crate) fn for_each_row(out: &mut [f32], row_len: usize, threads: Threads, one: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.is_empty() || row_len == 0 {
+        return;
+    }
+    let per = units_per_part(out.len() / row_len, threads);
+    for_each_chunk(out, per * row_len, threads, |i, part| {
+        for (r, row) in (i * per..).zip(part.chunks_exact_mut(row_len)) {
+            one(r, row);
+        }
+    });
+}
+
+/// The first `len` floats of `buf`, grown to hold them where it is shorter. A longer buffer is
+/// not shortened: growing it again would write zeros that the caller overwrites anyway.
+pub(crate) fn at_least(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
 }
 
 /// Parts to split a call into by output channels instead of by tiles (1: by tiles). Where each
@@ -219,21 +242,18 @@ impl SharedOut {
 /// into `out`, through the epilogue: what Winograd's tiles computed past an odd plane dropped.
 fn crop(tiled: &[f32], tp: Plane, op: Plane, cout: usize, e: &Epilogue, out: &mut [f32], threads: Threads) {
     let row = op.width * cout;
-    let per = units_per_part(out.len() / row, threads);
-    for_each_chunk(out, per * row, threads, |i, part| {
-        for (r, dst) in (i * per..).zip(part.chunks_exact_mut(row)) {
-            let (image, y) = (r / op.height, r % op.height);
-            dst.copy_from_slice(&tiled[(image * tp.height + y) * tp.width * cout..][..row]);
-            if let Some(res) = e.residual {
-                dst.iter_mut().zip(&res[r * row..][..row]).for_each(|(d, s)| *d += s);
-            }
-            if e.relu {
-                dst.iter_mut().for_each(|d| *d = d.max(0.0));
-            }
-            if let Some(m) = e.mask {
-                let keep = &m.plane(image, op.height * op.width, cout)[y * row..][..row];
-                dst.iter_mut().zip(keep).for_each(|(d, &k)| *d *= f32::from(k));
-            }
+    for_each_row(out, row, threads, |r, dst| {
+        let (image, y) = (r / op.height, r % op.height);
+        dst.copy_from_slice(&tiled[(image * tp.height + y) * tp.width * cout..][..row]);
+        if let Some(res) = e.residual {
+            dst.iter_mut().zip(&res[r * row..][..row]).for_each(|(d, s)| *d += s);
+        }
+        if e.relu {
+            dst.iter_mut().for_each(|d| *d = d.max(0.0));
+        }
+        if let Some(m) = e.mask {
+            let keep = &m.plane(image, op.height * op.width, cout)[y * row..][..row];
+            dst.iter_mut().zip(keep).for_each(|(d, &k)| *d *= f32::from(k));
         }
     });
 }
@@ -491,28 +511,20 @@ impl PackedConv {
         }
         let pp = Plane { height: p.height + 2 * pad + extra.0, width: p.width + 2 * pad + extra.1 };
         let (row, prow) = (p.width * cin, pp.width * cin);
-        // Every float is written below (borders zeroed, the rest copied): no need to clear, and
-        // a longer buffer is not shortened (growing it again would write zeros first).
-        let rows = batch * pp.height;
-        if buf.len() < rows * prow {
-            buf.resize(rows * prow, 0.0);
-        }
-        let buf = &mut buf[..rows * prow];
-        let per = units_per_part(rows, threads);
-        for_each_chunk(buf, per * prow, threads, |i, part| {
-            for (r, dst) in (i * per..).zip(part.chunks_exact_mut(prow)) {
-                let (image, y) = (r / pp.height, r % pp.height);
-                if y < pad || y >= pad + p.height {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let src = &x[(image * p.height + y - pad) * row..][..row];
-                let (left, rest) = dst.split_at_mut(pad * cin);
-                let (inside, right) = rest.split_at_mut(row);
-                left.fill(0.0);
-                inside.copy_from_slice(src);
-                right.fill(0.0);
+        // Every float is written below (borders zeroed, the rest copied): no need to clear.
+        let buf = at_least(buf, batch * pp.height * prow);
+        for_each_row(buf, prow, threads, |r, dst| {
+            let (image, y) = (r / pp.height, r % pp.height);
+            if y < pad || y >= pad + p.height {
+                dst.fill(0.0);
+                return;
             }
+            let src = &x[(image * p.height + y - pad) * row..][..row];
+            let (left, rest) = dst.split_at_mut(pad * cin);
+            let (inside, right) = rest.split_at_mut(row);
+            left.fill(0.0);
+            inside.copy_from_slice(src);
+            right.fill(0.0);
         });
         Source { x: buf, plane: pp, pixel: cin, stride, gathered: false }
     }
@@ -535,28 +547,23 @@ impl PackedConv {
         let (cin, k, s, pad) = (self.in_channels, self.kernel, self.stride, self.padding);
         let op = self.out_plane(p);
         let pixel = k * k * cin + SPREAD;
-        let (rows, row) = (batch * op.height, op.width * pixel);
-        if buf.len() < rows * row {
-            buf.resize(rows * row, 0.0);
-        }
-        let buf = &mut buf[..rows * row];
-        let per = units_per_part(rows, threads);
-        for_each_chunk(buf, per * row, threads, |i, part| {
-            for (r, dst) in (i * per..).zip(part.chunks_exact_mut(row)) {
-                let (image, oy) = (r / op.height, r % op.height);
-                for (ox, field) in dst.chunks_exact_mut(pixel).enumerate() {
-                    let (taps, gap) = field.split_at_mut(k * k * cin);
-                    for (t, tap) in taps.chunks_exact_mut(cin).enumerate() {
-                        let (iy, ix) = ((oy * s + t / k).checked_sub(pad), (ox * s + t % k).checked_sub(pad));
-                        match (iy, ix) {
-                            (Some(iy), Some(ix)) if iy < p.height && ix < p.width => {
-                                tap.copy_from_slice(&x[((image * p.height + iy) * p.width + ix) * cin..][..cin])
-                            }
-                            _ => tap.fill(0.0),
+        let row = op.width * pixel;
+        // Every float is written below (fields copied or zeroed, gaps zeroed).
+        let buf = at_least(buf, batch * op.height * row);
+        for_each_row(buf, row, threads, |r, dst| {
+            let (image, oy) = (r / op.height, r % op.height);
+            for (ox, field) in dst.chunks_exact_mut(pixel).enumerate() {
+                let (taps, gap) = field.split_at_mut(k * k * cin);
+                for (t, tap) in taps.chunks_exact_mut(cin).enumerate() {
+                    let (iy, ix) = ((oy * s + t / k).checked_sub(pad), (ox * s + t % k).checked_sub(pad));
+                    match (iy, ix) {
+                        (Some(iy), Some(ix)) if iy < p.height && ix < p.width => {
+                            tap.copy_from_slice(&x[((image * p.height + iy) * p.width + ix) * cin..][..cin])
                         }
+                        _ => tap.fill(0.0),
                     }
-                    gap.fill(0.0);
                 }
+                gap.fill(0.0);
             }
         });
         Source { x: buf, plane: op, pixel, stride: 1, gathered: true }

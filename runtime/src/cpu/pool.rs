@@ -2,7 +2,7 @@
 //! and the global average pool before the classifier. Both run along the channels, contiguous in
 //! NHWC, so the compiler vectorises the inner loops.
 
-use super::conv::{for_each_chunk, units_per_part, Plane, Threads};
+use super::conv::{for_each_row, Plane, Threads};
 use super::recycled;
 
 /// The plane a 3x3 stride-2 max-pool with padding 1 gives: `ceil(n / 2)` each way, as PyTorch's
@@ -20,24 +20,17 @@ pub fn max_pool_3x3_s2(x: &[f32], batch: usize, p: Plane, c: usize, threads: Thr
     let op = max_pooled(p);
     // Every float is written below.
     let mut out = recycled::take(batch * op.height * op.width * c);
-    if out.is_empty() {
-        return out;
-    }
-    let row = op.width * c;
-    let per = units_per_part(batch * op.height, threads);
-    for_each_chunk(&mut out, per * row, threads, |i, part| {
-        for (r, dst) in (i * per..).zip(part.chunks_exact_mut(row)) {
-            let (b, oy) = (r / op.height, r % op.height);
-            let image = &x[b * p.height * p.width * c..][..p.height * p.width * c];
-            let rows = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(p.height);
-            for (ox, dst) in dst.chunks_exact_mut(c).enumerate() {
-                let cols = (2 * ox).saturating_sub(1)..(2 * ox + 2).min(p.width);
-                dst.fill(f32::NEG_INFINITY);
-                for y in rows.clone() {
-                    for xx in cols.clone() {
-                        let src = &image[(y * p.width + xx) * c..][..c];
-                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o = o.max(v));
-                    }
+    for_each_row(&mut out, op.width * c, threads, |r, dst| {
+        let (b, oy) = (r / op.height, r % op.height);
+        let image = &x[b * p.height * p.width * c..][..p.height * p.width * c];
+        let rows = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(p.height);
+        for (ox, dst) in dst.chunks_exact_mut(c).enumerate() {
+            let cols = (2 * ox).saturating_sub(1)..(2 * ox + 2).min(p.width);
+            dst.fill(f32::NEG_INFINITY);
+            for y in rows.clone() {
+                for xx in cols.clone() {
+                    let src = &image[(y * p.width + xx) * c..][..c];
+                    dst.iter_mut().zip(src).for_each(|(o, &v)| *o = o.max(v));
                 }
             }
         }

@@ -233,11 +233,7 @@ impl WinogradWeights {
         let mut scratch = SCRATCH.take();
         let unit_tiles = rows_per_unit * tiles_across;
         let (v_len, m_len) = (unit_tiles * tile_len(form, cin), unit_tiles * tile_len(form, cout));
-        // Never shortened: growing it again would write zeros that are overwritten anyway.
-        if scratch.len() < v_len + m_len {
-            scratch.resize(v_len + m_len, 0.0);
-        }
-        let (v, mm) = scratch[..v_len + m_len].split_at_mut(v_len);
+        let (v, mm) = super::conv::at_least(&mut scratch, v_len + m_len).split_at_mut(v_len);
         for (i, start) in (0..dst_len).step_by(rows_per_unit * row_len).enumerate() {
             let len = (rows_per_unit * row_len).min(dst_len - start);
             let u = UnitTiles {
