@@ -169,7 +169,7 @@ pub mod host {
     pub use crate::model::file::{check_tensors, read_safetensors};
     pub use crate::model::graph::{subsample, NoHook, ReluHook};
     pub use crate::model::key::{input_key, key_hex};
-    pub use crate::model::network::{BlockKind, BlockSpec, Network, Stage, Stem, TrunkEnd};
+    pub use crate::model::network::{BlockConv, BlockKind, BlockSpec, Network, Stage, Stem, TrunkEnd};
     pub use crate::model::{
         Architecture, Block, BlockShortcut, Branch, BranchSpec, BranchWeights, ConvBn, ModelFile, ModelMeta, ReluSite,
         ResNet, ResNetConfig, Shortcut,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use classmod_runtime::host::{BranchSpec, BranchWeights};
 
 use crate::init::branch_values;
-use crate::layers::{BasicBlock, ConvBn, Head, Plane, Shortcut, Values};
+use crate::layers::{ConvBn, Head, Plane, ResidualBlock, Shortcut, Values};
 use crate::stack::{Body, Stack};
 use crate::TrainError;
 
@@ -47,7 +47,7 @@ impl Branch {
                     1 => Shortcut::Identity,
                     _ => Shortcut::Projection(Box::new(layer(format!("block{j}.shortcut"), w, w, 1, s)?)),
                 };
-                Ok(BasicBlock::new(conv1, conv2, shortcut))
+                Ok(ResidualBlock::new(vec![conv1, conv2], shortcut))
             })
             .collect::<Result<Vec<_>, TrainError>>()?;
         let head = Head::from_values("linear", 1, w, &mut v)?;

@@ -11,13 +11,6 @@ pub enum TrainError {
         name: String,
     },
 
-    /// A network the slice engine cannot build yet (e.g. an ImageNet stem, bottleneck blocks).
-    #[error("the training engine does not build {what} yet")]
-    Unsupported {
-        /// What.
-        what: String,
-    },
-
     /// A minibatch whose sizes do not match the network or each other.
     #[error("minibatch: {what}")]
     Minibatch {

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use classmod_runtime::host::{BlockKind, ModelFile, ModelMeta, Network, Shortcut, Stem};
+use classmod_runtime::host::{ModelFile, ModelMeta, Network, Shortcut, Stem};
 
 use crate::init::resnet_values;
-use crate::layers::{channel_major_into, BasicBlock, ConvBn, Head, Plane, Shortcut as BlockShortcut, Values};
+use crate::layers::{channel_major_into, ConvBn, Head, Plane, ResidualBlock, Shortcut as BlockShortcut, Values};
 use crate::loss::cross_entropy;
 use crate::stack::{Body, Stack};
 use crate::{SgdConfig, TrainError};
@@ -42,12 +42,11 @@ pub struct TrainableResNet {
 }
 
 /// A network's layers as built: the stem, each block with its stage, the head.
-type Layers = (ConvBn, Vec<(usize, BasicBlock)>, Head);
+type Layers = (ConvBn, Vec<(usize, ResidualBlock)>, Head);
 
 /// The stem, the blocks with their stage, and the head of `net`, their values taken from
 /// `values`.
 fn build(net: &Network, values: HashMap<String, Vec<f32>>) -> Result<Layers, TrainError> {
-    let unsupported = |what: &str| Err(TrainError::Unsupported { what: what.into() });
     // The ImageNet stem: a 7x7 stride-2 convolution (its max-pool is the stack's, `Stack::with_max_pool`).
     let (first, k, stride) = match net.stem {
         Stem::Cifar3x3 { channels } => (channels, 3, 1),
@@ -57,21 +56,18 @@ fn build(net: &Network, values: HashMap<String, Vec<f32>>) -> Result<Layers, Tra
     let entry = ConvBn::from_values("conv1".into(), "bn1".into(), first, net.in_channels, k, stride, &mut v)?;
     let mut blocks = Vec::new();
     for b in net.blocks() {
-        if b.kind != BlockKind::Basic {
-            return unsupported("bottleneck blocks");
-        }
         let p = b.prefix();
-        let conv = |name: &str, bn: &str, out: usize, inp: usize, k: usize, stride: usize, v: &mut Values| {
-            ConvBn::from_values(format!("{p}.{name}"), format!("{p}.{bn}"), out, inp, k, stride, v)
-        };
-        let conv1 = conv("conv1", "bn1", b.planes, b.in_planes, 3, b.stride, &mut v)?;
-        let conv2 = conv("conv2", "bn2", b.planes, b.planes, 3, 1, &mut v)?;
+        let convs = b
+            .convs()
+            .into_iter()
+            .map(|c| ConvBn::from_values(c.conv, c.bn, c.out, c.inp, c.kernel, c.stride, &mut v))
+            .collect::<Result<Vec<_>, _>>()?;
         let shortcut = match (b.changes_shape(), net.shortcut) {
             (false, _) => BlockShortcut::Identity,
             (true, Shortcut::A) => BlockShortcut::Pad { pad: (b.planes - b.in_planes) / 2, stride: b.stride },
-            (true, Shortcut::B) => BlockShortcut::Projection(Box::new(conv(
-                "shortcut.0",
-                "shortcut.1",
+            (true, Shortcut::B) => BlockShortcut::Projection(Box::new(ConvBn::from_values(
+                format!("{p}.shortcut.0"),
+                format!("{p}.shortcut.1"),
                 b.planes,
                 b.in_planes,
                 1,
@@ -79,7 +75,7 @@ fn build(net: &Network, values: HashMap<String, Vec<f32>>) -> Result<Layers, Tra
                 &mut v,
             )?)),
         };
-        blocks.push((b.stage, BasicBlock::new(conv1, conv2, shortcut)));
+        blocks.push((b.stage, ResidualBlock::new(convs, shortcut)));
     }
     let width = blocks.last().map_or(first, |(_, b)| b.channels());
     let head = Head::from_values("linear", net.num_classes, width, &mut v)?;
@@ -353,19 +349,39 @@ mod tests {
         }
     }
 
+    /// A four-stage network of torchvision's bottleneck layout (ResNet-50's: a 1x1, a strided
+    /// 3x3 and a 1x1 to twice the inner width, as the wide ResNets have it), at small widths, on
+    /// 3x20x20 images; stage 2 has a second block, whose shortcut is the identity.
+    fn bottleneck_meta() -> ModelMeta {
+        let mut net = classmod_runtime::host::Network::torchvision(50, 64, 5).unwrap();
+        net.stem = Stem::ImageNet7x7 { channels: 4 };
+        for (s, stage) in net.stages.iter_mut().enumerate() {
+            stage.block = classmod_runtime::host::BlockKind::Bottleneck { width: 4 << s };
+            (stage.channels, stage.blocks) = (8 << s, if s == 1 { 2 } else { 1 });
+        }
+        ModelMeta {
+            arch: net.into(),
+            input: InputSpec::new(3, 20, 20, vec![0.5; 3], vec![0.25; 3]),
+            class_names: (0..5).map(|i| format!("c{i}")).collect(),
+        }
+    }
+
     /// Two SGD steps here against the same two steps through candle's autograd and [`Sgd`]
     /// (the reference: candle derives that backward itself), for both shortcut options and a
-    /// four-stage network with the ImageNet stem (its max-pool's backward included): the
-    /// losses, every parameter and running statistic after the steps; then the saved model run
-    /// by the runtime's inference engine gives this network's eval-mode logits (a second,
-    /// independent forward), and reloads to the same values.
+    /// four-stage network with the ImageNet stem (its max-pool's backward included) of basic and
+    /// of bottleneck blocks: the losses, every parameter and running statistic after the steps;
+    /// then the saved model run by the runtime's inference engine gives this network's
+    /// eval-mode logits (a second, independent forward), and reloads to the same values.
     #[test]
     fn steps_match_candle_autograd_and_the_runtime_runs_the_result() -> Result<(), TrainError> {
         let dev = Device::Cpu;
         let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-        for (shortcut, meta) in
-            [(Shortcut::A, meta(Shortcut::A)), (Shortcut::B, meta(Shortcut::B)), (Shortcut::B, torchvision_meta())]
-        {
+        for (label, meta) in [
+            ("option A", meta(Shortcut::A)),
+            ("option B", meta(Shortcut::B)),
+            ("basic blocks, ImageNet stem", torchvision_meta()),
+            ("bottlenecks, ImageNet stem", bottleneck_meta()),
+        ] {
             let i = &meta.input;
             let batch = 20; // two chunks of images
             let x: Vec<f32> = stream(batch * i.image_len(), 5).iter().map(|v| v * 2.0).collect();
@@ -379,7 +395,7 @@ mod tests {
                 let got = ours.step(&x, &labels, &sgd, lr)?;
                 let loss = candle_nn::loss::cross_entropy(&twin.forward(&xt, true)?, &yt)?;
                 let want = loss.to_scalar::<f32>()? as f64;
-                assert!((got - want).abs() < 1e-4 * want.max(1.0), "{shortcut:?}: loss {got} vs {want}");
+                assert!((got - want).abs() < 1e-4 * want.max(1.0), "{label}: loss {got} vs {want}");
                 opt.set_lr(lr);
                 opt.step(&loss.backward()?)?;
             }
@@ -388,14 +404,14 @@ mod tests {
                 let a = model.tensor(&name)?.flatten_all()?.to_vec1::<f32>()?;
                 let b = reference.tensor(&name)?.flatten_all()?.to_vec1::<f32>()?;
                 let d = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(d < 1e-4, "{shortcut:?}: `{name}` differs by {d} after two steps");
+                assert!(d < 1e-4, "{label}: `{name}` differs by {d} after two steps");
             }
             let logits = ours.logits(&x, batch)?;
             let runtime = ResNet::new(&model, &dev)?.forward(&xt)?.flatten_all()?.to_vec1::<f32>()?;
             let d = logits.iter().zip(&runtime).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(d < 1e-3, "{shortcut:?}: eval logits and the runtime's differ by {d}");
+            assert!(d < 1e-3, "{label}: eval logits and the runtime's differ by {d}");
             let mut again = TrainableResNet::from_model(&model)?;
-            assert_eq!(again.logits(&x, batch)?, logits, "{shortcut:?}: a saved model reloads exactly");
+            assert_eq!(again.logits(&x, batch)?, logits, "{label}: a saved model reloads exactly");
         }
         Ok(())
     }
@@ -412,9 +428,12 @@ mod tests {
         use classmod_runtime::host::Images;
         let dev = Device::Cpu;
         let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
-        for (shortcut, meta) in
-            [(Shortcut::A, meta(Shortcut::A)), (Shortcut::B, meta(Shortcut::B)), (Shortcut::B, torchvision_meta())]
-        {
+        for (label, meta) in [
+            ("option A", meta(Shortcut::A)),
+            ("option B", meta(Shortcut::B)),
+            ("basic blocks, ImageNet stem", torchvision_meta()),
+            ("bottlenecks, ImageNet stem", bottleneck_meta()),
+        ] {
             let i = &meta.input;
             let mut model = TrainableResNet::init(meta.clone(), 4)?;
             let batch = 18;
@@ -437,7 +456,7 @@ mod tests {
                 let input = channel_major(&acts, batch, c, h * w);
                 let eval = ours.logits_cached(&input, batch)?;
                 let d = eval.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(d < 1e-3, "{shortcut:?} T{frozen}: the tail's eval logits and the runtime's differ by {d}");
+                assert!(d < 1e-3, "{label} T{frozen}: the tail's eval logits and the runtime's differ by {d}");
                 assert!(matches!(ours.step(&x, &labels, &sgd, 0.1), Err(TrainError::Minibatch { .. })));
                 let mut twin = AutogradResNet::from_model(&model, &dev)?;
                 let mut opt = Sgd::new(twin.vars(), sgd);
@@ -447,7 +466,7 @@ mod tests {
                     let got = ours.step_cached(&input, &labels, &sgd, lr)?;
                     let loss = candle_nn::loss::cross_entropy(&twin.forward_from(&at, frozen, true)?, &yt)?;
                     let want = loss.to_scalar::<f32>()? as f64;
-                    assert!((got - want).abs() < 1e-4 * want.max(1.0), "{shortcut:?} T{frozen}: loss {got} vs {want}");
+                    assert!((got - want).abs() < 1e-4 * want.max(1.0), "{label} T{frozen}: loss {got} vs {want}");
                     opt.set_lr(lr);
                     opt.step(&loss.backward()?)?;
                 }
@@ -457,17 +476,17 @@ mod tests {
                     let v = |m: &ModelFile| m.tensor(&name).and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?));
                     let (a, b, before) = (v(&trained)?, v(&reference)?, v(&model)?);
                     let d = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                    assert!(d < 1e-4, "{shortcut:?} T{frozen}: `{name}` differs by {d} after two steps");
+                    assert!(d < 1e-4, "{label} T{frozen}: `{name}` differs by {d} after two steps");
                     let frozen_tensor = name.starts_with("conv1")
                         || name.starts_with("bn1")
                         || (1..=frozen).any(|s| name.starts_with(&format!("layer{s}.")));
                     if frozen_tensor {
-                        assert_eq!(a, before, "{shortcut:?} T{frozen}: frozen `{name}` changed");
+                        assert_eq!(a, before, "{label} T{frozen}: frozen `{name}` changed");
                     } else if a != before {
                         changed += 1;
                     }
                 }
-                assert!(changed > 0, "{shortcut:?} T{frozen}: nothing trained");
+                assert!(changed > 0, "{label} T{frozen}: nothing trained");
             }
         }
         Ok(())

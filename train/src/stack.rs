@@ -1,4 +1,4 @@
-//! Network bodies as both engines' networks are made. A [`Body`] is basic blocks and the pooled
+//! Network bodies as both engines' networks are made. A [`Body`] is residual blocks and the pooled
 //! linear head, reading whatever comes before it (a stem's output, or a frozen trunk's cached
 //! activations when only the last stages train). A [`Stack`] puts an entry convolution with its
 //! norm and ReLU in front (a ResNet's stem, with the ImageNet stem's max-pool after it, or a
@@ -6,13 +6,13 @@
 //! output so that a [`crate::BranchSet`] can run the entry convolutions of many branches as one
 //! product.
 
-use crate::layers::{relu, relu_backward, BasicBlock, ConvBn, Head, MaxPool, Plane, Scratch};
+use crate::layers::{relu, relu_backward, ConvBn, Head, MaxPool, Plane, ResidualBlock, Scratch};
 use crate::sgd::{Param, SgdConfig};
 
 /// Blocks and head, with the buffers of the last step.
 #[derive(Debug)]
 pub(crate) struct Body {
-    blocks: Vec<BasicBlock>,
+    blocks: Vec<ResidualBlock>,
     pub(crate) head: Head,
     /// Gradients at two consecutive levels' activations; after a backward, `grads[0]` is the
     /// gradient at the body's input.
@@ -21,7 +21,7 @@ pub(crate) struct Body {
 }
 
 impl Body {
-    pub(crate) fn new(blocks: Vec<BasicBlock>, head: Head, parallel: bool) -> Self {
+    pub(crate) fn new(blocks: Vec<ResidualBlock>, head: Head, parallel: bool) -> Self {
         Body { blocks, head, grads: Default::default(), scratch: Scratch::new(parallel) }
     }
 

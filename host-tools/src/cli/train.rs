@@ -17,9 +17,11 @@ pub struct Args {
     /// Where to write the trained model (also the checkpoint, rewritten atomically every epoch).
     #[arg(long)]
     pub out: PathBuf,
-    /// Architecture: `resnetN` with N = 6n+2 (resnet8, resnet14, resnet20, ...: CIFAR ResNets of
-    /// `--widths`), or `resnet18` / `resnet34` (torchvision's layout: the 7x7 stride-2 stem and
-    /// its max-pool, four stages of 64 to 512 channels; `--widths` and `--shortcut` do not apply).
+    /// Architecture: `resnet18`, `resnet34` (basic blocks), `resnet50`, `resnet101`, `resnet152`,
+    /// `wide_resnet50_2`, `wide_resnet101_2` (bottlenecks) in torchvision's layout (the 7x7
+    /// stride-2 stem and its max-pool, four stages; `--widths` and `--shortcut` do not apply), or
+    /// `resnetN` with N = 6n+2 (resnet8, resnet20, resnet56, resnet110, ...: CIFAR ResNets of
+    /// `--widths`); `cifar_resnetN` names a CIFAR ResNet of any such depth, 50 and 152 included.
     #[arg(long, default_value = "resnet20")]
     pub arch: String,
     /// Stage widths.
@@ -105,15 +107,7 @@ impl Args {
         let device = self.device.device()?;
         check_output_dir(&self.out)?;
         let init = self.init.as_ref().map(|p| read_model(p, &device)).transpose()?;
-        let depth = self.arch.strip_prefix("resnet").and_then(|d| d.parse::<usize>().ok()).ok_or_else(|| {
-            anyhow!("--arch `{}`: expected resnetN (e.g. resnet20, or resnet18 in torchvision's layout)", self.arch)
-        })?;
-        let widths =
-            <[usize; 3]>::try_from(self.widths.as_slice()).map_err(|_| anyhow!("--widths needs three values"))?;
-        let shortcut = match self.shortcut {
-            ShortcutArg::A => Shortcut::A,
-            ShortcutArg::B => Shortcut::B,
-        };
+        let arch = parse_arch(&self.arch, &self.widths, self.shortcut)?;
         if self.time_limit.is_some_and(|m| !(m >= 0.0 && m.is_finite())) {
             return Err(anyhow!("--time-limit: minutes, 0 or more"));
         }
@@ -130,7 +124,7 @@ impl Args {
             input_size: self.input_size,
             resume: self.resume,
             time_limit_minutes: self.time_limit,
-            arch: ArchSpec { depth, widths, shortcut },
+            arch,
             steps: self.steps,
             epochs: self.epochs,
             batch: self.batch,
@@ -175,4 +169,68 @@ pub fn run(a: Args) -> Result<()> {
         print_json(&v);
     }
     Ok(())
+}
+
+/// torchvision's ResNet depths: `resnet{N}` names its layout for these.
+const TORCHVISION_DEPTHS: [usize; 5] = [18, 34, 50, 101, 152];
+
+/// The network `--arch` names (see [`Args::arch`]).
+fn parse_arch(name: &str, widths: &[usize], shortcut: ShortcutArg) -> Result<ArchSpec> {
+    let depth = |digits: &str| digits.parse::<usize>().ok();
+    let cifar = |depth: usize| -> Result<ArchSpec> {
+        let widths = <[usize; 3]>::try_from(widths).map_err(|_| anyhow!("--widths needs three values"))?;
+        let shortcut = match shortcut {
+            ShortcutArg::A => Shortcut::A,
+            ShortcutArg::B => Shortcut::B,
+        };
+        Ok(ArchSpec::Cifar { depth, widths, shortcut })
+    };
+    let wide = name.strip_prefix("wide_resnet").and_then(|r| r.strip_suffix("_2")).and_then(depth);
+    match (wide, name.strip_prefix("cifar_resnet").and_then(depth), name.strip_prefix("resnet").and_then(depth)) {
+        (Some(d @ (50 | 101)), _, _) => Ok(ArchSpec::Torchvision { depth: d, width_per_group: 128 }),
+        (_, Some(d), _) => cifar(d),
+        (_, _, Some(d)) if TORCHVISION_DEPTHS.contains(&d) => {
+            Ok(ArchSpec::Torchvision { depth: d, width_per_group: 64 })
+        }
+        (_, _, Some(d)) => cifar(d),
+        _ => Err(anyhow!(
+            "--arch `{name}`: expected resnet18/34/50/101/152 or wide_resnet50_2/101_2 (torchvision's layout), \
+             or resnetN / cifar_resnetN with N = 6n+2 (a CIFAR ResNet)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// torchvision's names mean its layout (as `classmod import --arch` reads them), other
+    /// `resnetN` the CIFAR ResNets, and `cifar_resnetN` reaches the CIFAR depths torchvision
+    /// shares (50, 152).
+    #[test]
+    fn arch_names_pick_the_layout() {
+        let arch = |name: &str| parse_arch(name, &[16, 32, 64], ShortcutArg::A);
+        let tv = |depth, width_per_group| ArchSpec::Torchvision { depth, width_per_group };
+        let cifar = |depth| ArchSpec::Cifar { depth, widths: [16, 32, 64], shortcut: Shortcut::A };
+        for (name, want) in [
+            ("resnet18", tv(18, 64)),
+            ("resnet34", tv(34, 64)),
+            ("resnet50", tv(50, 64)),
+            ("resnet101", tv(101, 64)),
+            ("resnet152", tv(152, 64)),
+            ("wide_resnet50_2", tv(50, 128)),
+            ("wide_resnet101_2", tv(101, 128)),
+            ("resnet20", cifar(20)),
+            ("resnet110", cifar(110)),
+            ("cifar_resnet50", cifar(50)),
+            ("cifar_resnet20", cifar(20)),
+        ] {
+            assert_eq!(arch(name).unwrap(), want, "{name}");
+        }
+        for bad in ["resnet", "vgg16", "wide_resnet18_2", "wide_resnet50", "resnet50x", "cifar_resnet"] {
+            let e = arch(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
+        }
+        assert!(parse_arch("resnet20", &[16, 32], ShortcutArg::A).is_err(), "two widths");
+    }
 }

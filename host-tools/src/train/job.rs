@@ -15,20 +15,47 @@ use crate::eval::{self, EvalReport};
 use crate::train::{self, RunState, Schedule, SgdConfig, TrainData, TrainOptions, TrainReport, Trainer, TrunkCache};
 use crate::HostError;
 
-/// The depths of torchvision's ResNets of basic blocks (which no CIFAR ResNet-(6n+2) has): what
-/// `--arch resnet18` and `resnet34` train, in torchvision's layout.
-pub const TORCHVISION_BASIC: [usize; 2] = [18, 34];
-
 /// The network a fresh run builds (a run from `init` takes that model's).
-#[derive(Debug, Clone)]
-pub struct ArchSpec {
-    /// ResNet-(6n+2) depth, or torchvision's 18 or 34 (its layout: the ImageNet stem, four
-    /// stages of basic blocks; `widths` and `shortcut` are then its own).
-    pub depth: usize,
-    /// Stage widths.
-    pub widths: [usize; 3],
-    /// Shortcut option.
-    pub shortcut: Shortcut,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchSpec {
+    /// A CIFAR ResNet-(6n+2): the 3x3 stem, three stages of basic blocks of `widths` channels.
+    Cifar {
+        /// 6n+2.
+        depth: usize,
+        /// Stage widths.
+        widths: [usize; 3],
+        /// Shortcut option.
+        shortcut: Shortcut,
+    },
+    /// torchvision's `resnet{depth}` in its layout: the 7x7 stride-2 stem and its max-pool, four
+    /// stages, projection shortcuts; basic blocks for 18 and 34, bottlenecks (the stride on the
+    /// 3x3) for 50, 101 and 152.
+    Torchvision {
+        /// 18, 34, 50, 101 or 152.
+        depth: usize,
+        /// A bottleneck's inner width per 64 output channels of a stage's base: 64, or 128 for
+        /// `wide_resnet50_2` / `wide_resnet101_2`.
+        width_per_group: usize,
+    },
+}
+
+impl ArchSpec {
+    /// The network for `classes` classes of `channels`-channel images.
+    pub fn network(&self, channels: usize, classes: usize) -> Result<Architecture, HostError> {
+        Ok(match *self {
+            ArchSpec::Torchvision { depth, width_per_group } => {
+                let net = Network::torchvision(depth, width_per_group, classes)?;
+                Architecture::from(Network { in_channels: channels, ..net })
+            }
+            ArchSpec::Cifar { depth, widths, shortcut } => {
+                let mut cfg = ResNetConfig::cifar(depth, channels, classes)?;
+                cfg.widths = widths;
+                cfg.shortcut = shortcut;
+                cfg.validate()?;
+                cfg.into()
+            }
+        })
+    }
 }
 
 /// What to train, on what, and how.
@@ -264,17 +291,7 @@ pub fn train_and_eval(
         job.steps.unwrap_or(((job.epochs * train_set.len() as f64) / job.batch as f64).ceil().max(1.0) as usize);
     let arch = match &start {
         Some(m) => m.meta.arch.clone(),
-        None if TORCHVISION_BASIC.contains(&job.arch.depth) => {
-            let net = Network::torchvision(job.arch.depth, 64, train_set.class_names.len())?;
-            Architecture::from(Network { in_channels: shape.channels, ..net })
-        }
-        None => {
-            let mut cfg = ResNetConfig::cifar(job.arch.depth, shape.channels, train_set.class_names.len())?;
-            cfg.widths = job.arch.widths;
-            cfg.shortcut = job.arch.shortcut;
-            cfg.validate()?;
-            cfg.into()
-        }
+        None => job.arch.network(shape.channels, train_set.class_names.len())?,
     };
     let mut opts = TrainOptions {
         arch,

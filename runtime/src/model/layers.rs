@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor};
 use crate::cpu::conv::{PackedConv, Plane};
 use crate::model::config::BN_EPS;
 use crate::model::graph::{subsample, ReluHook};
-use crate::model::network::{BlockKind, BlockSpec, Stem};
+use crate::model::network::{BlockSpec, Stem};
 use crate::{ModelFile, Result, Shortcut};
 
 /// A convolution with the following batch norm folded in.
@@ -129,17 +129,8 @@ impl Block {
                 b.stride,
             )?),
         };
-        // torchvision puts a bottleneck's stride on its 3x3 (ResNet v1.5), a basic block's on
-        // its first convolution.
-        let strides: &[usize] = match b.kind {
-            BlockKind::Basic => &[b.stride, 1],
-            BlockKind::Bottleneck { .. } => &[1, b.stride, 1],
-        };
-        let convs = strides
-            .iter()
-            .enumerate()
-            .map(|(i, &stride)| ConvBn::fold(model, &format!("{p}.conv{}", i + 1), &format!("{p}.bn{}", i + 1), stride))
-            .collect::<Result<Vec<_>>>()?;
+        let convs =
+            b.convs().iter().map(|c| ConvBn::fold(model, &c.conv, &c.bn, c.stride)).collect::<Result<Vec<_>>>()?;
         Ok(Block { convs, shortcut })
     }
 

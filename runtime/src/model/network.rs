@@ -130,6 +130,47 @@ impl BlockSpec {
     pub fn changes_shape(&self) -> bool {
         self.stride != 1 || self.in_planes != self.planes
     }
+
+    /// The block's convolutions in forward order, each followed by its batch norm and, but
+    /// for the last, a ReLU. torchvision puts a bottleneck's stride on its 3x3 (ResNet v1.5),
+    /// a basic block's on its first convolution.
+    pub fn convs(&self) -> Vec<BlockConv> {
+        let (p, s) = (self.planes, self.stride);
+        let shapes: &[(usize, usize, usize, usize)] = match self.kind {
+            BlockKind::Basic => &[(p, self.in_planes, 3, s), (p, p, 3, 1)],
+            BlockKind::Bottleneck { width: w } => &[(w, self.in_planes, 1, 1), (w, w, 3, s), (p, w, 1, 1)],
+        };
+        let prefix = self.prefix();
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(out, inp, kernel, stride))| BlockConv {
+                conv: format!("{prefix}.conv{}", i + 1),
+                bn: format!("{prefix}.bn{}", i + 1),
+                out,
+                inp,
+                kernel,
+                stride,
+            })
+            .collect()
+    }
+}
+
+/// One convolution of a block (padding `kernel / 2`, no bias) and the batch norm after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockConv {
+    /// The convolution's tensor-name prefix, e.g. `layer2.0.conv1`.
+    pub conv: String,
+    /// Its batch norm's, e.g. `layer2.0.bn1`.
+    pub bn: String,
+    /// Output channels.
+    pub out: usize,
+    /// Input channels.
+    pub inp: usize,
+    /// Square kernel size.
+    pub kernel: usize,
+    /// Stride (2 where the block halves the plane).
+    pub stride: usize,
 }
 
 /// Shape of one ReLU site's activation for one image.
@@ -332,16 +373,16 @@ impl Network {
         let mut out = vec![site("relu0".into(), self.stem.channels(), self.stem.relu_plane(h, w))];
         let mut p = self.stem.out_plane(h, w);
         for b in self.blocks() {
-            let after = if b.stride == 2 { (p.0.div_ceil(2), p.1.div_ceil(2)) } else { p };
-            match b.kind {
-                BlockKind::Basic => out.push(site(format!("{}.relu1", b.prefix()), b.planes, after)),
-                BlockKind::Bottleneck { width } => {
-                    out.push(site(format!("{}.relu1", b.prefix()), width, p));
-                    out.push(site(format!("{}.relu2", b.prefix()), width, after));
+            let convs = b.convs();
+            for (i, c) in convs.iter().enumerate() {
+                if c.stride == 2 {
+                    p = (p.0.div_ceil(2), p.1.div_ceil(2));
+                }
+                if i + 1 < convs.len() {
+                    out.push(site(format!("{}.relu{}", b.prefix(), i + 1), c.out, p));
                 }
             }
-            out.push(site(format!("{}.out", b.prefix()), b.planes, after));
-            p = after;
+            out.push(site(format!("{}.out", b.prefix()), b.planes, p));
         }
         out
     }
@@ -380,21 +421,9 @@ impl Network {
         bn(&mut t, "bn1".into(), self.stem.channels());
         for b in self.blocks() {
             let p = b.prefix();
-            match b.kind {
-                BlockKind::Basic => {
-                    conv(&mut t, format!("{p}.conv1"), b.planes, b.in_planes, 3);
-                    bn(&mut t, format!("{p}.bn1"), b.planes);
-                    conv(&mut t, format!("{p}.conv2"), b.planes, b.planes, 3);
-                    bn(&mut t, format!("{p}.bn2"), b.planes);
-                }
-                BlockKind::Bottleneck { width } => {
-                    conv(&mut t, format!("{p}.conv1"), width, b.in_planes, 1);
-                    bn(&mut t, format!("{p}.bn1"), width);
-                    conv(&mut t, format!("{p}.conv2"), width, width, 3);
-                    bn(&mut t, format!("{p}.bn2"), width);
-                    conv(&mut t, format!("{p}.conv3"), b.planes, width, 1);
-                    bn(&mut t, format!("{p}.bn3"), b.planes);
-                }
+            for c in b.convs() {
+                conv(&mut t, c.conv, c.out, c.inp, c.kernel);
+                bn(&mut t, c.bn, c.out);
             }
             if self.shortcut == Shortcut::B && b.changes_shape() {
                 conv(&mut t, format!("{p}.shortcut.0"), b.planes, b.in_planes, 1);
@@ -430,17 +459,13 @@ impl Network {
         let mut macs = (sh * sw * self.stem.channels() * self.in_channels * k * k) as u64;
         let (mut h, mut w) = self.stem.out_plane(h, w);
         for b in self.blocks().into_iter().take(blocks) {
-            let before = (h * w) as u64;
-            if b.stride == 2 {
-                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+            for c in b.convs() {
+                if c.stride == 2 {
+                    (h, w) = (h.div_ceil(2), w.div_ceil(2));
+                }
+                macs += (h * w * c.out * c.inp * c.kernel * c.kernel) as u64;
             }
             let hw = (h * w) as u64;
-            macs += match b.kind {
-                BlockKind::Basic => hw * (b.planes * b.in_planes * 9 + b.planes * b.planes * 9) as u64,
-                BlockKind::Bottleneck { width } => {
-                    before * (width * b.in_planes) as u64 + hw * (width * width * 9 + b.planes * width) as u64
-                }
-            };
             if self.shortcut == Shortcut::B && b.changes_shape() {
                 macs += hw * (b.planes * b.in_planes) as u64;
             }

@@ -95,11 +95,6 @@ impl AutogradResNet {
 
     /// Starts from an existing model (fine-tuning).
     pub fn from_model(model: &ModelFile, device: &Device) -> Result<Self, TrainError> {
-        let net = model.meta.arch.network();
-        if net.stages.iter().any(|s| s.block != classmod_runtime::host::BlockKind::Basic) {
-            // Its forward runs basic blocks only.
-            return Err(TrainError::Unsupported { what: format!("{} on candle's autograd", model.meta.arch.name()) });
-        }
         let mut params = Vec::new();
         let mut running = HashMap::new();
         for (name, _) in model.meta.arch.tensor_shapes() {
@@ -193,10 +188,14 @@ impl AutogradResNet {
         };
         for b in arch.blocks().into_iter().filter(|b| b.stage >= stages) {
             let p = b.prefix();
-            let h = self
-                .conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride, updates.as_deref_mut())?
-                .relu()?;
-            let h = self.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, updates.as_deref_mut())?;
+            let convs = b.convs();
+            let mut h = x.clone();
+            for (i, c) in convs.iter().enumerate() {
+                h = self.conv_bn(&h, &c.conv, &c.bn, c.stride, updates.as_deref_mut())?;
+                if i + 1 < convs.len() {
+                    h = h.relu()?;
+                }
+            }
             let short = match (b.changes_shape(), arch.shortcut) {
                 (false, _) => x,
                 (true, Shortcut::A) => {

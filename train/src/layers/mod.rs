@@ -1,19 +1,19 @@
 //! The layers networks are built of, each with its forward (training or eval mode) and its
 //! backward on channel-major `(C, B, H, W)` slices: [`ConvBn`] (a convolution without bias and a
-//! batch norm), [`BasicBlock`] (two of them, a shortcut, ReLUs) and [`Head`] (global average
+//! batch norm), [`ResidualBlock`] (a chain of them, a shortcut, ReLUs) and [`Head`] (global average
 //! pool, linear), and the ImageNet stem's [`MaxPool`]. Each layer keeps the activations its
 //! backward needs and its scratch between steps, so a step allocates nothing once the buffers
 //! have grown.
 
-pub mod basic_block;
 pub mod conv_bn;
 pub mod head;
 pub mod max_pool;
+pub mod residual_block;
 
-pub use basic_block::{BasicBlock, Shortcut};
 pub use conv_bn::ConvBn;
 pub use head::Head;
 pub use max_pool::MaxPool;
+pub use residual_block::{ResidualBlock, Shortcut};
 
 use std::collections::HashMap;
 
