@@ -62,19 +62,14 @@ impl ResidualBlock {
         }
     }
 
-    /// The plane each convolution reads for input plane `p`, then the block's output plane.
-    fn planes(&self, p: Plane) -> Vec<Plane> {
-        std::iter::once(p)
-            .chain(self.convs.iter().scan(p, |p, c| {
-                *p = c.out_plane(*p);
-                Some(*p)
-            }))
-            .collect()
+    /// The plane convolution `i` reads for input plane `p` (`i` = the count: the block's output).
+    fn plane_before(&self, i: usize, p: Plane) -> Plane {
+        self.convs[..i].iter().fold(p, |p, c| c.out_plane(p))
     }
 
     /// The output plane for input plane `p`.
     pub(crate) fn out_plane(&self, p: Plane) -> Plane {
-        self.convs.iter().fold(p, |p, c| c.out_plane(p))
+        self.plane_before(self.convs.len(), p)
     }
 
     /// The output channels.
@@ -85,12 +80,14 @@ impl ResidualBlock {
     /// The forward of channel-major `x` on plane `p` into `self.out`.
     pub(crate) fn forward(&mut self, x: &[f32], p: Plane, train: bool, scratch: &mut Scratch) {
         let par = scratch.parallel;
-        let planes = self.planes(p);
+        let q = self.out_plane(p);
         let inner = self.mids.len();
+        let mut plane = p;
         for (i, conv) in self.convs.iter_mut().enumerate() {
             let (before, rest) = self.mids.split_at_mut(i.min(inner));
             let input: &[f32] = if i == 0 { x } else { &before[i - 1] };
-            conv.convolve(input, planes[i], scratch);
+            conv.convolve(input, plane, scratch);
+            plane = conv.out_plane(plane);
             match rest.first_mut() {
                 Some(mid) => {
                     conv.normalise(mid, train, par);
@@ -99,7 +96,6 @@ impl ResidualBlock {
                 None => conv.normalise(&mut self.out, train, par),
             }
         }
-        let q = planes[self.convs.len()];
         match &mut self.shortcut {
             Shortcut::Identity => self.out.iter_mut().zip(x).for_each(|(o, s)| *o += s),
             Shortcut::Pad { pad, stride } => {
@@ -121,8 +117,7 @@ impl ResidualBlock {
         relu_backward(d, &self.out);
         dx.clear();
         dx.resize(x.len(), 0.0);
-        let planes = self.planes(p);
-        let q = planes[self.convs.len()];
+        let q = self.out_plane(p);
         match &mut self.shortcut {
             Shortcut::Identity => dx.iter_mut().zip(d.iter()).for_each(|(g, d)| *g += d),
             Shortcut::Pad { pad, stride } => pad_pairs(self.convs[0].inp, p, q, *pad, *stride, |i, o| dx[i] += d[o]),
@@ -133,10 +128,11 @@ impl ResidualBlock {
         for i in (0..=last).rev() {
             // `dmids[i]` is the gradient at convolution i's output (the last one's is `d`),
             // `dmids[i - 1]` the one it writes.
+            let plane = self.plane_before(i, p);
             let upper = &mut self.dmids[i.saturating_sub(1)..];
             if i == 0 {
                 let dy: &[f32] = if last == 0 { d } else { &upper[0] };
-                self.convs[0].backward(dy, x, planes[0], Some(dx), scratch);
+                self.convs[0].backward(dy, x, p, Some(dx), scratch);
                 continue;
             }
             let (target, above) = upper.split_first_mut().expect("a gradient below convolution i");
@@ -144,7 +140,7 @@ impl ResidualBlock {
             let mid = &self.mids[i - 1];
             target.clear();
             target.resize(mid.len(), 0.0);
-            self.convs[i].backward(dy, mid, planes[i], Some(target), scratch);
+            self.convs[i].backward(dy, mid, plane, Some(target), scratch);
             relu_backward(target, mid);
         }
     }
