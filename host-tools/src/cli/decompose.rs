@@ -41,14 +41,16 @@ pub struct Args {
     /// stage has) [default: 1 for a base of 100 classes or more, else 0: measured, see results/]
     #[arg(long)]
     trunk_blocks: Option<usize>,
-    /// Compact: the branch's channel width [default: a share of the base's last stage, 16 of
-    /// its 64 channels for a base of up to 3 blocks a stage (ResNet-20), 24 for deeper ones
-    /// (ResNet-56), 10 for a base of 100 classes or more: measured, see results/]
+    /// Compact: the branch's channel width [default: a share of the width of the base's last
+    /// stage's 3x3s, 16 of its 64 channels for a base of up to 3 blocks a stage (ResNet-20), 24
+    /// for deeper ones (ResNet-56), 64 of 512 for a four-stage base (torchvision's ResNet-18
+    /// to 152; 128 for wide_resnet50_2), 10 of 64 for a base of 100 classes or more: measured,
+    /// see results/]
     #[arg(long)]
     branch_width: Option<usize>,
     /// Compact: blocks after the branch's entry convolution [default: 1 for a base of up to 3
-    /// blocks a stage (ResNet-20) or of 100 classes or more, 2 for deeper ones (ResNet-56):
-    /// measured, see results/]
+    /// blocks a stage (ResNet-20) or of 100 classes or more, 2 for deeper ones (ResNet-56) and
+    /// for four-stage bases: measured, see results/]
     #[arg(long)]
     branch_blocks: Option<usize>,
     /// Compact: passes over the cached training images per branch.
