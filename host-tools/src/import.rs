@@ -103,14 +103,13 @@ pub fn detect_arch(tensors: &HashMap<String, Tensor>) -> Result<Architecture, Ho
         } else {
             (BlockKind::Basic, conv(0, 1)?.first().copied().unwrap_or(0))
         };
+        let stage = Stage { block, blocks, channels, stride: if s == 1 { 1 } else { 2 } };
         // A grouped 3x3 (ResNeXt) takes width/groups channels: name it, as nothing here runs it.
-        let inner = match block {
-            BlockKind::Bottleneck { width } => width,
-            BlockKind::Basic => channels,
-        };
+        let inner = stage.inner_width();
         let name = format!("layer{s}.0.conv2.weight");
         let conv2 = conv(0, 2)?;
-        if conv2.len() == 4 && conv2[0] == inner && conv2[1] != inner && conv2[1] > 0 && inner % conv2[1] == 0 {
+        if conv2.len() == 4 && conv2[0] == inner && conv2[1] != inner && conv2[1] > 0 && inner.is_multiple_of(conv2[1])
+        {
             return Err(HostError::Import {
                 reason: format!(
                     "`{name}` is {conv2:?}: a grouped convolution of {} groups (ResNeXt), which classmod does not run; \
@@ -119,8 +118,7 @@ pub fn detect_arch(tensors: &HashMap<String, Tensor>) -> Result<Architecture, Ho
                 ),
             });
         }
-        let stride = if s == 1 { 1 } else { 2 };
-        stages.push(Stage { block, blocks, channels, stride });
+        stages.push(stage);
     }
     let shortcut = if tensors.keys().any(|k| k.contains(".shortcut.")) { Shortcut::B } else { Shortcut::A };
     let cifar = stem == Stem::Cifar3x3 { channels: stem_channels }

@@ -99,11 +99,7 @@ pub fn has_four_stages(net: &classmod_runtime::host::Network) -> bool {
 /// number, at least 2. A branch is made of basic blocks, so it is sized against the base's 3x3s,
 /// not against a bottleneck's expanded output.
 fn share_of_last_stage(net: &classmod_runtime::host::Network, (n, d): (usize, usize)) -> usize {
-    use classmod_runtime::host::BlockKind;
-    let width = net.stages.last().map_or(0, |s| match s.block {
-        BlockKind::Basic => s.channels,
-        BlockKind::Bottleneck { width } => width,
-    });
+    let width = net.stages.last().map_or(0, |s| s.inner_width());
     let exact = width as f64 * n as f64 / d as f64;
     ((exact / 2.0).round() as usize * 2).max(2)
 }

@@ -104,6 +104,17 @@ pub struct Stage {
     pub stride: usize,
 }
 
+impl Stage {
+    /// Channels of the stage's 3x3 convolutions: its output channels for basic blocks, a
+    /// bottleneck's inner width.
+    pub fn inner_width(&self) -> usize {
+        match self.block {
+            BlockKind::Basic => self.channels,
+            BlockKind::Bottleneck { width } => width,
+        }
+    }
+}
+
 /// One block position: `layer{stage+1}.{index}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockSpec {
@@ -278,10 +289,7 @@ impl Network {
             if st.blocks == 0 || st.blocks > 200 {
                 return bad(format!("stage {} has {} blocks (1 to 200)", s + 1, st.blocks));
             }
-            let inner = match st.block {
-                BlockKind::Basic => st.channels,
-                BlockKind::Bottleneck { width } => width,
-            };
+            let inner = st.inner_width();
             if too_wide(st.channels) || too_wide(inner) {
                 return bad(format!("stage {} is {} channels wide, {inner} inside (1 to 8192)", s + 1, st.channels));
             }
