@@ -10,8 +10,8 @@
 //! f32 FMA peak on all threads, what `resnet50_b1`'s layers are reported against.
 //! Run: `cargo bench --bench cpu_kernels`.
 
-use classmod::runtime::bench::Microkernel;
-use classmod::runtime::bench::{split_by_channels, Epilogue, Method, PackedConv, Plane, Threads};
+use classmod::runtime::bench::{panel_outer, split_by_channels, Epilogue, Method, PackedConv, Plane, Threads};
+use classmod::runtime::bench::{prefetch_weights, Microkernel};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
 
@@ -242,5 +242,46 @@ fn resnet50_batch1(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fma_peak, gemm_peak, layers, layers_batch1, resnet50_batch1);
+/// Bytes of weights a cold layer cycles through: three times this CPU's L3 (32 MB), as a
+/// forward of ResNet-50 (about 130 MB packed) meets each layer's weights after the rest.
+const COLD_BYTES: u64 = 96 << 20;
+
+/// [`resnet50_batch1`] with the weights cold: each iteration runs the next of enough copies of
+/// the layer that their weights pass [`COLD_BYTES`], so every call reads its weights from memory,
+/// as a forward at batch 1 does; the input stays warm, as the previous layer left it. The gap to
+/// `resnet50_b1` is what streaming the weights costs each layer.
+fn resnet50_batch1_cold(c: &mut Criterion) {
+    let mut g = c.benchmark_group("resnet50_b1_cold");
+    g.sample_size(10);
+    g.measurement_time(std::time::Duration::from_secs(2));
+    let kernel = Microkernel::best();
+    for (name, cin, cout, k, hw, s) in RESNET50_LAYERS {
+        let p = Plane { height: hw, width: hw };
+        let conv = PackedConv::for_plane(&values(cout * cin * k * k), values(cout), [cout, cin, k, k], s, k / 2, p);
+        let copies = COLD_BYTES.div_ceil(conv.weight_bytes()).max(2) as usize;
+        let convs = vec![conv; copies];
+        let op = convs[0].out_plane(p);
+        let x = values(hw * hw * cin);
+        let mut out = vec![0f32; op.height * op.width * cout];
+        g.throughput(Throughput::Elements((2 * op.height * op.width * cout * cin * k * k) as u64));
+        let e = Epilogue { residual: None, relu: true, mask: None };
+        let mut next = 0;
+        // As a forward runs it; without the prefetch; and the block-by-block order before both.
+        for (way, panels, ahead) in [("default", true, 1024), ("no_prefetch", true, 0), ("by_blocks", false, 0)] {
+            panel_outer(panels);
+            prefetch_weights(ahead);
+            g.bench_function(BenchmarkId::new(way, name), |b| {
+                b.iter(|| {
+                    next = (next + 1) % copies;
+                    convs[next].forward_with(kernel, Method::Winograd4x4, &x, 1, p, &e, &mut out, Threads::Tiles)
+                })
+            });
+        }
+        panel_outer(true);
+        prefetch_weights(1024);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fma_peak, gemm_peak, layers, layers_batch1, resnet50_batch1, resnet50_batch1_cold);
 criterion_main!(benches);

@@ -191,7 +191,7 @@ pub mod host {
 /// The CPU path's kernels and knobs, for `benches/` only: not a stable API.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::cpu::conv::{split_by_channels, Epilogue, Method, PackedConv, Plane, Threads};
-    pub use crate::cpu::microkernel::{Isa, Microkernel};
+    pub use crate::cpu::conv::{panel_outer, split_by_channels, Epilogue, Method, PackedConv, Plane, Threads};
+    pub use crate::cpu::microkernel::{prefetch_weights, Isa, Microkernel};
     pub use crate::cpu::small_batch::SmallBatch;
 }

@@ -56,6 +56,17 @@ pub struct BlockOut {
 /// - `bias`: `NR` floats, the accumulators' start.
 type KernelFn = unsafe fn(f: Receptive, a: *const *const f32, w: *const f32, bias: *const f32, out: &BlockOut);
 
+/// Two panels at once (`2 * NR` channels): as [`KernelFn`], the second panel's weights at `w2`,
+/// `bias` `2 * NR` floats (both panels'), `out.cols` up to `2 * NR`.
+type PairFn =
+    unsafe fn(f: Receptive, a: *const *const f32, w: *const f32, w2: *const f32, bias: *const f32, out: &BlockOut);
+
+/// The panels of `panels` two at a time (the last alone where they are odd): `(first, count)`,
+/// for [`Microkernel::run_pair`] and [`Microkernel::run`].
+pub(crate) fn panel_pairs(panels: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize)> {
+    panels.clone().step_by(2).map(move |p| (p, (panels.end - p).min(2)))
+}
+
 /// An instruction set the CPU path has code for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -83,6 +94,8 @@ pub struct Microkernel {
     isa: Isa,
     mr: usize,
     run: KernelFn,
+    /// Its two-panel kernel of the same height, where the instruction set has registers for one.
+    pair: Option<PairFn>,
     adaptive: bool,
 }
 
@@ -105,6 +118,20 @@ const BLOCK_OVERHEAD_ROWS: usize = 4;
 /// `classmod bench` names them; unset, the fastest the CPU has.
 pub const KERNEL_ENV: &str = "CLASSMOD_CPU_KERNEL";
 
+/// Floats ahead of the weights it reads that an x86 kernel prefetches, one cache line an input
+/// channel (0: none). A forward at batch 1 meets each layer's weights cold (ResNet-50's are
+/// about 130 MB packed, four times the L3): without it, the first block of each panel waited on
+/// memory, and ResNet-50's layers summed to 24.0 ms cold against 17.8 ms warm; 4 KB ahead (the
+/// next panel, read by the next call, is on its way while this one runs) made them 20.0 ms and
+/// the forward 23.1 -> 20.1 ms (2-core Zen 5 EPYC, 2026-12-08, `benches/cpu_kernels.rs`
+/// `resnet50_b1_cold`). Between 1 and 4 KB ahead measured the same.
+static PREFETCH_AHEAD: AtomicUsize = AtomicUsize::new(1024);
+
+/// Sets how far ahead the kernels prefetch weights (floats; 0 for not at all): for benchmarks.
+pub fn prefetch_weights(floats: usize) {
+    PREFETCH_AHEAD.store(floats, Ordering::Relaxed);
+}
+
 /// The kernel [`Microkernel::best`] returns: an index into `all()`.
 static CHOSEN: AtomicUsize = AtomicUsize::new(usize::MAX);
 
@@ -117,10 +144,10 @@ fn all() -> &'static [Microkernel] {
 fn detect() -> Vec<Microkernel> {
     let mut ks = Vec::new();
     // An instruction set's adaptive kernel, then its fixed ones, tallest first.
-    let mut family = |name: &'static str, isa: Isa, fixed: &[(&'static str, usize, KernelFn)]| {
-        let (_, mr, run) = fixed[0];
-        ks.push(Microkernel { name, isa, mr, run, adaptive: true });
-        ks.extend(fixed.iter().map(|&(name, mr, run)| Microkernel { name, isa, mr, run, adaptive: false }));
+    let mut family = |name: &'static str, isa: Isa, fixed: &[(&'static str, usize, KernelFn, Option<PairFn>)]| {
+        let (_, mr, run, pair) = fixed[0];
+        ks.push(Microkernel { name, isa, mr, run, pair, adaptive: true });
+        ks.extend(fixed.iter().map(|&(name, mr, run, pair)| Microkernel { name, isa, mr, run, pair, adaptive: false }));
     };
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -129,17 +156,21 @@ fn detect() -> Vec<Microkernel> {
                 "avx512",
                 Isa::Avx512,
                 &[
-                    ("avx512-12x16", 12, x86::avx512::<12>),
-                    ("avx512-8x16", 8, x86::avx512::<8>),
-                    ("avx512-4x16", 4, x86::avx512::<4>),
+                    ("avx512-12x16", 12, x86::avx512::<12>, Some(x86::avx512_pair::<12>)),
+                    ("avx512-8x16", 8, x86::avx512::<8>, Some(x86::avx512_pair::<8>)),
+                    ("avx512-4x16", 4, x86::avx512::<4>, Some(x86::avx512_pair::<4>)),
                 ],
             );
         }
-        family("avx2-fma", Isa::Avx2Fma, &[("avx2-fma-6x16", 6, x86::avx2::<6>), ("avx2-fma-4x16", 4, x86::avx2::<4>)]);
+        family(
+            "avx2-fma",
+            Isa::Avx2Fma,
+            &[("avx2-fma-6x16", 6, x86::avx2::<6>, None), ("avx2-fma-4x16", 4, x86::avx2::<4>, None)],
+        );
     }
     #[cfg(target_arch = "aarch64")]
-    family("neon", Isa::Neon, &[("neon-6x16", 6, arm::neon_6x16)]);
-    family("scalar", Isa::Portable, &[("scalar-4x16", 4, scalar_4x16)]);
+    family("neon", Isa::Neon, &[("neon-6x16", 6, arm::neon_6x16, None)]);
+    family("scalar", Isa::Portable, &[("scalar-4x16", 4, scalar_4x16, None)]);
     ks
 }
 
@@ -209,6 +240,40 @@ impl Microkernel {
     pub unsafe fn run(&self, f: Receptive, a: *const *const f32, w: *const f32, bias: *const f32, out: &BlockOut) {
         debug_assert!(out.rows >= 1 && out.rows <= self.mr && out.cols >= 1 && out.cols <= NR);
         (self.run)(f, a, w, bias, out)
+    }
+
+    /// [`Self::run`] for the `out.cols` (up to `2 * NR`) channels of two consecutive panels,
+    /// the second's weights at `w2`, `bias` both panels' (`2 * NR` floats): on the two-panel
+    /// kernel where the instruction set has one, else as two blocks.
+    ///
+    /// # Safety
+    /// As [`Self::run`], with `w2` a panel like `w`, `bias` `2 * NR` floats and `out.cols` up
+    /// to `2 * NR` (masks `cols` bytes a row).
+    #[inline]
+    pub unsafe fn run_pair(
+        &self,
+        f: Receptive,
+        a: *const *const f32,
+        w: *const f32,
+        w2: *const f32,
+        bias: *const f32,
+        out: &BlockOut,
+    ) {
+        debug_assert!(out.rows >= 1 && out.rows <= self.mr && out.cols > NR && out.cols <= 2 * NR);
+        match self.pair {
+            Some(pair) => pair(f, a, w, w2, bias, out),
+            None => {
+                (self.run)(f, a, w, bias, &BlockOut { cols: NR, ..*out });
+                let second = BlockOut {
+                    cols: out.cols - NR,
+                    c: out.c.add(NR),
+                    residual: if out.residual.is_null() { out.residual } else { out.residual.add(NR) },
+                    masks: if out.masks[0].is_null() { out.masks } else { out.masks.map(|m| m.wrapping_add(NR)) },
+                    ..*out
+                };
+                (self.run)(f, a, w2, bias.add(NR), &second)
+            }
+        }
     }
 
     /// The kernel the CPU path runs: the fastest this CPU has (adaptive), unless
@@ -312,9 +377,13 @@ mod x86 {
         let (b0, b1) = (_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8)));
         let mut acc = [[b0, b1]; R];
         let mut w = w;
+        let ahead = super::PREFETCH_AHEAD.load(std::sync::atomic::Ordering::Relaxed);
         for t in 0..f.taps {
             let p: [*const f32; R] = std::array::from_fn(|i| (*a.add(i)).add(t * f.tap_stride));
             for ci in 0..f.run {
+                if ahead != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(ahead) as *const i8);
+                }
                 let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
                 for i in 0..R {
                     let x = _mm256_broadcast_ss(&*p[i].add(ci));
@@ -358,9 +427,11 @@ mod x86 {
 
     /// `R` x 16 with AVX-512: one ZMM register a row, `R` accumulators and 1 weight vector of
     /// the 32; per input channel 1 load and `R` FMAs, each broadcasting its input from memory
-    /// (`vfmadd231ps zmm, zmm, [p]{1to16}`): `R + 1` loads feed `R` FMAs, so the two load ports
-    /// keep the two FMA ports near busy, with `R` independent chains hiding the FMA latency.
-    /// The epilogue stores partial blocks under a lane mask.
+    /// (`vfmadd231ps zmm, zmm, [p]{1to16}`): `R + 1` loads feed `R` FMAs, with `R` independent
+    /// chains hiding the FMA latency. Enough where a 512-bit FMA takes two halves (Zen 4); where
+    /// two full-width FMAs issue a cycle (Zen 5), the loads bind, and a call's panels run in pairs
+    /// on [`avx512_pair`] instead (this one takes an odd last panel). The epilogue stores partial
+    /// blocks under a lane mask.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn avx512<const R: usize>(
         f: Receptive,
@@ -371,9 +442,13 @@ mod x86 {
     ) {
         let mut acc = [_mm512_loadu_ps(bias); R];
         let mut w = w;
+        let ahead = super::PREFETCH_AHEAD.load(std::sync::atomic::Ordering::Relaxed);
         for t in 0..f.taps {
             let p: [*const f32; R] = std::array::from_fn(|i| (*a.add(i)).add(t * f.tap_stride));
             for ci in 0..f.run {
+                if ahead != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(ahead) as *const i8);
+                }
                 let wv = _mm512_loadu_ps(w);
                 for i in 0..R {
                     acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*p[i].add(ci)), wv, acc[i]);
@@ -399,6 +474,79 @@ mod x86 {
                 v = _mm512_mul_ps(v, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)));
             }
             _mm512_mask_storeu_ps(out.c.add(i * out.stride), lanes, v);
+        }
+    }
+
+    /// `R` x 32 with AVX-512: two panels, two ZMM registers a row (`2R` accumulators and 2
+    /// weight vectors of the 32). Per input channel `R + 2` loads feed `2R` FMAs, against `R + 1`
+    /// for `R` in [`avx512`]: where the two FMA ports are 512 bits wide (Zen 5), the single-panel
+    /// kernel is bound by its loads, this one by its FMAs. On the 2-core Zen 5 EPYC, ResNet-50 at
+    /// 224x224: batch 1 19.2-21.9 -> 18.0-19.3 ms, batch 8 146-148 -> 129-133 ms (alternating
+    /// binaries, three rounds, 2026-12-08). At `R = 12` four of the input pointers live on the
+    /// stack (x86-64 has too few general registers); measured faster all the same.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn avx512_pair<const R: usize>(
+        f: Receptive,
+        a: *const *const f32,
+        w: *const f32,
+        w2: *const f32,
+        bias: *const f32,
+        out: &BlockOut,
+    ) {
+        let mut acc = [[_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(NR))]; R];
+        let (mut w, mut w2) = (w, w2);
+        let ahead = super::PREFETCH_AHEAD.load(std::sync::atomic::Ordering::Relaxed);
+        for t in 0..f.taps {
+            let p: [*const f32; R] = std::array::from_fn(|i| (*a.add(i)).add(t * f.tap_stride));
+            for ci in 0..f.run {
+                if ahead != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(ahead) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(w2.wrapping_add(ahead) as *const i8);
+                }
+                let (wv, wv2) = (_mm512_loadu_ps(w), _mm512_loadu_ps(w2));
+                for i in 0..R {
+                    let x = _mm512_set1_ps(*p[i].add(ci));
+                    acc[i][0] = _mm512_fmadd_ps(x, wv, acc[i][0]);
+                    acc[i][1] = _mm512_fmadd_ps(x, wv2, acc[i][1]);
+                }
+                w = w.add(NR);
+                w2 = w2.add(NR);
+            }
+        }
+        let lanes = |cols: usize| -> __mmask16 {
+            match cols {
+                0 => 0,
+                c if c >= NR => !0,
+                c => (1u16 << c) - 1,
+            }
+        };
+        let (first, second) = (lanes(out.cols), lanes(out.cols.saturating_sub(NR)));
+        let zero = _mm512_setzero_ps();
+        // By value, half by half: iterating the accumulators by reference here made the compiler
+        // keep them in memory, storing all of them on every step of the loop above.
+        let store = |mut v: __m512, at: usize, m: __mmask16, keep: *const u8| {
+            if !out.residual.is_null() {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, out.residual.add(at)));
+            }
+            if out.relu {
+                v = _mm512_max_ps(v, zero);
+            }
+            if !keep.is_null() {
+                let bytes = _mm_loadu_si128(keep as *const __m128i);
+                v = _mm512_mul_ps(v, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)));
+            }
+            _mm512_mask_storeu_ps(out.c.add(at), m, v);
+        };
+        for (i, [lo, hi]) in acc.into_iter().enumerate().take(out.rows) {
+            let mut keep = [0u8; 2 * NR];
+            let masked = !out.masks[0].is_null();
+            if masked {
+                // The row's `cols` mask bytes: no byte past them is read.
+                std::ptr::copy_nonoverlapping(out.masks[i], keep.as_mut_ptr(), out.cols);
+            }
+            let keep_at = |h: usize| if masked { keep.as_ptr().add(h * NR) } else { std::ptr::null() };
+            store(lo, i * out.stride, first, keep_at(0));
+            store(hi, i * out.stride + NR, second, keep_at(1));
         }
     }
 }
@@ -474,6 +622,76 @@ mod tests {
         }
         for k in all.iter().filter(|k| !k.is_adaptive()) {
             assert_eq!(k.for_rows(3).name(), k.name(), "a fixed kernel stays itself");
+        }
+    }
+
+    /// A two-panel block is the same bits as its two panels' blocks one after the other (the
+    /// same sums in the same order), for every kernel, height and width of the second panel,
+    /// with and without the epilogue's residual, ReLU and mask: checked against `run` itself,
+    /// whose kernels the convolution tests check against the definition.
+    #[test]
+    fn a_pair_of_panels_is_the_same_as_each_panel() {
+        let (taps, run, tap_stride) = (2, 37, 41);
+        let input: Vec<f32> =
+            (0..MAX_MR * 100 + taps * tap_stride + run).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
+        let w: Vec<f32> = (0..2 * taps * run * NR).map(|i| ((i * 11) % 19) as f32 / 9.0 - 1.0).collect();
+        let (w1, w2) = w.split_at(taps * run * NR);
+        let bias: Vec<f32> = (0..2 * NR).map(|i| i as f32 / 4.0 - 3.0).collect();
+        let stride = 2 * NR + 3;
+        let residual: Vec<f32> = (0..MAX_MR * stride).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+        let mask: Vec<u8> = (0..MAX_MR * stride).map(|i| u8::from(i % 3 != 0)).collect();
+        let f = Receptive { taps, run, tap_stride };
+        for k in Microkernel::available().iter().filter(|k| !k.is_adaptive()) {
+            for rows in 1..=k.mr() {
+                let a: Vec<*const f32> = (0..MAX_MR).map(|i| input[i.min(rows - 1) * 100..].as_ptr()).collect();
+                for cols in NR + 1..=2 * NR {
+                    for epilogue in [false, true] {
+                        let (mut pair, mut apart) = (vec![f32::NAN; MAX_MR * stride], vec![f32::NAN; MAX_MR * stride]);
+                        let masks: [*const u8; MAX_MR] = std::array::from_fn(|i| match epilogue {
+                            true => mask[i * stride..].as_ptr(),
+                            false => std::ptr::null(),
+                        });
+                        let block = |c: *mut f32| BlockOut {
+                            rows,
+                            cols,
+                            c,
+                            stride,
+                            residual: if epilogue { residual.as_ptr() } else { std::ptr::null() },
+                            relu: epilogue,
+                            masks,
+                        };
+                        // SAFETY: every pointer addresses what `run_pair` and `run` read or
+                        // write: `rows` rows of `stride >= cols` floats (and mask bytes), inputs
+                        // of `taps` runs, two panels of weights and their bias.
+                        unsafe {
+                            k.run_pair(
+                                f,
+                                a.as_ptr(),
+                                w1.as_ptr(),
+                                w2.as_ptr(),
+                                bias.as_ptr(),
+                                &block(pair.as_mut_ptr()),
+                            );
+                            let whole = block(apart.as_mut_ptr());
+                            k.run(f, a.as_ptr(), w1.as_ptr(), bias.as_ptr(), &BlockOut { cols: NR, ..whole });
+                            let second = BlockOut {
+                                cols: cols - NR,
+                                c: apart.as_mut_ptr().add(NR),
+                                residual: if epilogue { residual.as_ptr().add(NR) } else { std::ptr::null() },
+                                masks: if epilogue { masks.map(|m| m.wrapping_add(NR)) } else { masks },
+                                ..whole
+                            };
+                            k.run(f, a.as_ptr(), w2.as_ptr(), bias[NR..].as_ptr(), &second);
+                        }
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&pair),
+                            bits(&apart),
+                            "{k:?}, {rows} rows, {cols} columns, epilogue {epilogue}"
+                        );
+                    }
+                }
+            }
         }
     }
 

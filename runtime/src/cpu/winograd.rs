@@ -19,10 +19,10 @@
 
 use std::ops::Range;
 
-use super::conv::Plane;
+use super::conv::{Plane, MAX_CHUNK_BLOCKS};
 use super::epilogue::Epilogue;
 use super::lanes::Lanes;
-use super::microkernel::{BlockOut, Isa, Microkernel, Receptive, MAX_MR, NR};
+use super::microkernel::{panel_pairs, BlockOut, Isa, Microkernel, Receptive, MAX_MR, NR};
 
 /// A Winograd form: the output tile it computes from one input patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,33 +276,54 @@ impl WinogradWeights {
         let (v_tile, m_tile) = (tile_len(self.form, cin), tile_len(self.form, cout));
         let all = cout.div_ceil(NR);
         let f = Receptive { taps: 1, run: cin, tap_stride: 0 };
-        let zeros = [0f32; NR];
+        let zeros = [0f32; 2 * NR];
+        let chunk = super::conv::blocks_per_chunk(mr, cin) * mr;
         for xi in 0..xis {
-            for t0 in (0..tiles).step_by(mr) {
-                let rows = mr.min(tiles - t0);
-                let mut a = [std::ptr::null::<f32>(); MAX_MR];
-                for (i, p) in a.iter_mut().enumerate() {
-                    // Rows past the unit repeat its last tile: computed, never stored.
-                    *p = v[(t0 + i.min(rows - 1)) * v_tile + xi * cin..][..cin].as_ptr();
+            for c0 in (0..tiles).step_by(chunk) {
+                let n = chunk.min(tiles - c0).div_ceil(mr);
+                let mut a = [[std::ptr::null::<f32>(); MAX_MR]; MAX_CHUNK_BLOCKS];
+                for (b, a) in a.iter_mut().enumerate().take(n) {
+                    let (t0, rows) = (c0 + b * mr, mr.min(tiles - c0 - b * mr));
+                    for (i, p) in a.iter_mut().enumerate() {
+                        // Rows past the unit repeat its last tile: computed, never stored.
+                        *p = v[(t0 + i.min(rows - 1)) * v_tile + xi * cin..][..cin].as_ptr();
+                    }
                 }
-                for panel in panels.clone() {
-                    let cols = NR.min(cout - panel * NR);
-                    let at = t0 * m_tile + xi * cout + panel * NR;
-                    let len = (rows - 1) * m_tile + cols;
-                    let out = BlockOut {
-                        rows,
-                        cols,
-                        c: m[at..][..len].as_mut_ptr(),
-                        stride: m_tile,
-                        residual: std::ptr::null(),
-                        relu: false,
-                        masks: [std::ptr::null(); MAX_MR],
-                    };
-                    let w = &self.weights[((xi * all + panel) * cin) * NR..][..cin * NR];
-                    // SAFETY: each pointer has the `cin` floats of one tile's position ξ (sliced
-                    // above); `out` spans `rows` rows of stride positions*Cout with `cols` floats
-                    // in the last (sliced above); `w` is one panel of U[ξ], `zeros` NR floats.
-                    unsafe { kernel.run(f, a.as_ptr(), w.as_ptr(), zeros.as_ptr(), &out) };
+                // Panel by panel over the chunk's blocks, as `PackedConv::tile` does.
+                for (panel, count) in panel_pairs(panels.clone()) {
+                    let cols = (count * NR).min(cout - panel * NR);
+                    let w = &self.weights[((xi * all + panel) * cin) * NR..][..count * cin * NR];
+                    for (b, a) in a.iter().enumerate().take(n) {
+                        let (t0, rows) = (c0 + b * mr, mr.min(tiles - c0 - b * mr));
+                        let at = t0 * m_tile + xi * cout + panel * NR;
+                        let len = (rows - 1) * m_tile + cols;
+                        let out = BlockOut {
+                            rows,
+                            cols,
+                            c: m[at..][..len].as_mut_ptr(),
+                            stride: m_tile,
+                            residual: std::ptr::null(),
+                            relu: false,
+                            masks: [std::ptr::null(); MAX_MR],
+                        };
+                        // SAFETY: each pointer has the `cin` floats of one tile's position ξ
+                        // (sliced above); `out` spans `rows` rows of stride positions*Cout with
+                        // `cols` floats in the last (sliced above); `w` is `count` panels of
+                        // U[ξ], `zeros` two panels' floats.
+                        unsafe {
+                            match count {
+                                2 => kernel.run_pair(
+                                    f,
+                                    a.as_ptr(),
+                                    w.as_ptr(),
+                                    w[cin * NR..].as_ptr(),
+                                    zeros.as_ptr(),
+                                    &out,
+                                ),
+                                _ => kernel.run(f, a.as_ptr(), w.as_ptr(), zeros.as_ptr(), &out),
+                            }
+                        };
+                    }
                 }
             }
         }
