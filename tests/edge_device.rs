@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::path::Path;
 
 use classmod::boards::{Status, Trigger};
+use classmod::edge::pins::ValueFilePin;
 use classmod::edge::{DeviceChoice, Edge, EdgeOptions, LogPin};
 use classmod::fixtures::packed_resnet20;
 use classmod::runtime::host::{ResNet, Tensor};
@@ -109,6 +110,30 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     let mut t = press();
     let verdicts: Vec<_> = (0..3).filter_map(|_| edge.poll_trigger(&mut t, &frame).unwrap()).collect();
     assert_eq!(verdicts.len(), 1);
+    assert_eq!(edge.led_status(), Status::Serving);
+
+    // The trigger's value file replaced by a FIFO with no writer, then by a directory: every
+    // poll returns at once, reads as not pressed, and each fault is said once; a value file
+    // again, pressed: one classification, and the recovery said.
+    let value = dir.join("trigger-value");
+    let fifo = std::process::Command::new("mkfifo").arg(&value).status().unwrap();
+    assert!(fifo.success(), "mkfifo");
+    let (mut t, error) = Trigger::new_or_low(ValueFilePin { path: value.clone() }, 2);
+    assert!(format!("{error:?}").contains("a FIFO"), "{error:?}");
+    let polls = |edge: &mut Edge<LogPin>, t: &mut Trigger<ValueFilePin>| {
+        (0..5).filter_map(|_| edge.poll_trigger(t, &frame).unwrap()).count()
+    };
+    assert_eq!(polls(&mut edge, &mut t), 0);
+    std::fs::remove_file(&value).unwrap();
+    std::fs::create_dir(&value).unwrap();
+    assert_eq!(polls(&mut edge, &mut t), 0);
+    let failed: Vec<&String> = edge.log.iter().filter(|l| l.contains("trigger input failed")).collect();
+    assert_eq!(failed.len(), 2, "once per cause: {failed:?}");
+    assert!(failed[0].contains("a FIFO") && failed[1].contains("a directory"), "{failed:?}");
+    std::fs::remove_dir(&value).unwrap();
+    std::fs::write(&value, "1\n").unwrap();
+    assert_eq!(polls(&mut edge, &mut t), 1);
+    assert!(edge.log.iter().any(|l| l.contains("trigger input: readable again")), "{:?}", edge.log);
     assert_eq!(edge.led_status(), Status::Serving);
 
     // A watched directory with two real images and one broken one: two verdicts (the base model's

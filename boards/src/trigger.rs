@@ -19,6 +19,16 @@ impl<P: InputPin> Trigger<P> {
         Ok(Trigger { pin, stable: stable.max(1), level, differing: 0 })
     }
 
+    /// [`Trigger::new`], or where the pin cannot be read yet, a trigger starting low (the first
+    /// rising edge once it can be read counts) and the error, for the caller to report.
+    pub fn new_or_low(mut pin: P, stable: u8) -> (Self, Option<P::Error>) {
+        let (level, error) = match pin.is_high() {
+            Ok(level) => (level, None),
+            Err(e) => (false, Some(e)),
+        };
+        (Trigger { pin, stable: stable.max(1), level, differing: 0 }, error)
+    }
+
     /// Polls once; true exactly when a debounced rising edge completes.
     pub fn poll(&mut self) -> Result<bool, P::Error> {
         let raw = self.pin.is_high()?;
@@ -55,6 +65,20 @@ mod tests {
         let mut t = Trigger::new(Mock::new(&expect), 2).unwrap();
         let edges: std::vec::Vec<bool> = (0..levels.len() - 1).map(|_| t.poll().unwrap()).collect();
         assert_eq!(edges, [false, false, false, true, false, false, false, false, true]);
+        t.release().done();
+    }
+
+    /// A pin that cannot be read at the start gives a trigger that starts low and the error;
+    /// a press once it can be read is an edge.
+    #[test]
+    fn a_pin_unreadable_at_the_start_starts_low() {
+        use embedded_hal_mock::eh1::MockError;
+        use State::High as H;
+        let unreadable = MockError::Io(std::io::ErrorKind::PermissionDenied);
+        let expect = [T::get(H).with_error(unreadable), T::get(H), T::get(H)];
+        let (mut t, error) = Trigger::new_or_low(Mock::new(&expect), 2);
+        assert!(error.is_some());
+        assert_eq!([t.poll().unwrap(), t.poll().unwrap()], [false, true]);
         t.release().done();
     }
 }

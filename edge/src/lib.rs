@@ -187,6 +187,8 @@ pub struct Edge<P: OutputPin> {
     noted: inbox::Noted,
     /// The last scan of the watched directory left images for the next batch.
     watch_backlog: bool,
+    /// Why the trigger's last poll failed, while it fails: said once, not every 10 ms.
+    trigger_fault: Option<String>,
     /// What updates are written through: the real file system, or a test's failing one.
     fs: Box<dyn DurableFs>,
     counts: InboxCounts,
@@ -229,6 +231,7 @@ impl<P: OutputPin> Edge<P> {
             started: Instant::now(),
             noted: inbox::Noted::default(),
             watch_backlog: false,
+            trigger_fault: None,
             fs: Box::new(OsFs),
             counts: InboxCounts::default(),
             results: ResultFormat::default(),
@@ -382,8 +385,25 @@ impl<P: OutputPin> Edge<P> {
     /// keeps current). A frame that cannot be read is logged and shows the error pattern; the
     /// next good frame restores serving.
     pub fn poll_trigger<I: InputPin>(&mut self, trigger: &mut Trigger<I>, frame: &Path) -> Result<Option<Verdict>> {
-        if !trigger.poll().map_err(|e| anyhow!("trigger input failed: {e:?}"))? {
-            return Ok(None);
+        // A pin that cannot be read is low, said once while it lasts: a trigger file replaced by
+        // a directory or made unreadable must not stop the device's other work.
+        match trigger.poll() {
+            Ok(pressed) => {
+                if self.trigger_fault.take().is_some() {
+                    self.say("trigger input: readable again".to_string());
+                }
+                if !pressed {
+                    return Ok(None);
+                }
+            }
+            Err(e) => {
+                let why = format!("{e:?}");
+                if self.trigger_fault.as_ref() != Some(&why) {
+                    self.say(format!("trigger input failed, read as not pressed until it can be read: {why}"));
+                    self.trigger_fault = Some(why);
+                }
+                return Ok(None);
+            }
         }
         self.say(format!("trigger: classifying {}", frame.display()));
         let (mut verdicts, unreadable) = self.classify_readable(std::slice::from_ref(&frame.to_path_buf()))?;

@@ -141,14 +141,29 @@ fn run(a: Args) -> Result<ExitCode> {
         Some(spec) => gpio_led(spec, board)?,
         None => LedPin::Log(LogPin::default()),
     };
-    let mut trigger = match (&a.trigger_file, &a.trigger_gpio) {
-        (Some(path), _) => Some(TriggerPin::File(ValueFilePin { path: path.clone() })),
+    let pin = match (&a.trigger_file, &a.trigger_gpio) {
+        (Some(path), _) => {
+            let pin = ValueFilePin { path: path.clone() };
+            if !pin.exists() {
+                eprintln!(
+                    "classmod-edge: warning: trigger file {} does not exist: it reads as not pressed until it does",
+                    path.display()
+                );
+            }
+            Some(TriggerPin::File(pin))
+        }
         (None, Some(spec)) => Some(gpio_trigger(spec, board)?),
         (None, None) => None,
-    }
-    .map(|pin| Trigger::new(pin, a.debounce))
-    .transpose()
-    .map_err(|e| anyhow!("trigger input: {e}"))?;
+    };
+    // A trigger that cannot be read at the start is not a reason to stop serving: it starts low,
+    // and `poll_trigger` says why it fails while it does.
+    let mut trigger = pin.map(|pin| {
+        let (trigger, error) = Trigger::new_or_low(pin, a.debounce);
+        if let Some(e) = error {
+            eprintln!("classmod-edge: warning: trigger input cannot be read ({e}): read as not pressed until it can");
+        }
+        trigger
+    });
     let opts = EdgeOptions {
         dir: a.dir.clone(),
         classes: a.classes.clone(),

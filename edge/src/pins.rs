@@ -31,8 +31,24 @@ impl embedded_hal::digital::Error for PinError {
 /// legacy sysfs GPIO interface (`/sys/class/gpio/gpioN/value`), and on a host any file a script
 /// writes (`echo 1 > FILE` presses the button, `echo 0 > FILE` releases it). A missing or empty
 /// file reads low.
+///
+/// It is read every 10 ms, so every read is bounded: opened without blocking (a FIFO put in its
+/// place would otherwise stop the device until someone writes to it), refused unless it is a
+/// regular file (`/dev/zero` never ends), and no more than [`VALUE_FILE_BYTES`] read (a huge file
+/// costs nothing).
 pub struct ValueFilePin {
     pub path: PathBuf,
+}
+
+/// Bytes of a value file read: its level and some whitespace before it.
+pub const VALUE_FILE_BYTES: u64 = 64;
+
+impl ValueFilePin {
+    /// Whether the file exists: a trigger file that does not is read as low, silently, so the
+    /// device program warns about one (a typo would otherwise never trigger).
+    pub fn exists(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok()
+    }
 }
 
 impl ErrorType for ValueFilePin {
@@ -41,11 +57,27 @@ impl ErrorType for ValueFilePin {
 
 impl InputPin for ValueFilePin {
     fn is_high(&mut self) -> Result<bool, PinError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => Ok(bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'1')),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(PinError(format!("{}: {e}", self.path.display()))),
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let fail = |what: String| PinError(format!("{}: {what}", self.path.display()));
+        let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let kind = file.metadata().map_err(|e| fail(e.to_string()))?.file_type();
+        if !kind.is_file() {
+            let what = match () {
+                _ if kind.is_dir() => "a directory",
+                _ if std::os::unix::fs::FileTypeExt::is_fifo(&kind) => "a FIFO",
+                _ if std::os::unix::fs::FileTypeExt::is_char_device(&kind) => "a character device",
+                _ => "not a regular file",
+            };
+            return Err(fail(format!("{what}, not a value file")));
         }
+        let mut bytes = Vec::with_capacity(VALUE_FILE_BYTES as usize);
+        file.take(VALUE_FILE_BYTES).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+        Ok(bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'1'))
     }
 
     fn is_low(&mut self) -> Result<bool, PinError> {
@@ -136,7 +168,39 @@ mod tests {
         }
         // A directory where the file should be: an error, not a level.
         let mut dir_pin = ValueFilePin { path: dir.clone() };
-        assert!(dir_pin.is_high().is_err());
+        assert!(dir_pin.is_high().unwrap_err().to_string().contains("a directory"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What an operator or an attacker may put where the value file should be: each read returns
+    /// at once, with an error naming the file and what it is, or a level; none blocks, none reads
+    /// without end, none costs memory beyond a few bytes.
+    #[test]
+    fn a_value_file_read_is_bounded_whatever_the_file_is() {
+        let dir = std::env::temp_dir().join(format!("classmod-edge-pins-odd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO with no writer: opening it to read would block forever without O_NONBLOCK.
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let e = ValueFilePin { path: fifo.clone() }.is_high().unwrap_err().to_string();
+        assert!(e.contains("a FIFO") && e.contains("fifo"), "{e}");
+        // A device that never ends.
+        let e = ValueFilePin { path: "/dev/zero".into() }.is_high().unwrap_err().to_string();
+        assert!(e.contains("character device") && e.contains("/dev/zero"), "{e}");
+        // A 1 GiB sparse file whose level is high: read in a few bytes.
+        let huge = dir.join("huge");
+        std::fs::write(&huge, b"1\n").unwrap();
+        std::fs::OpenOptions::new().write(true).open(&huge).unwrap().set_len(1 << 30).unwrap();
+        assert!(ValueFilePin { path: huge.clone() }.is_high().unwrap());
+        // A symlink to a value file reads as the file (sysfs's GPIO values are links too).
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&huge, &link).unwrap();
+        assert!(ValueFilePin { path: link }.is_high().unwrap());
+        // Missing: low, and `exists` says so for the warning.
+        let missing = ValueFilePin { path: dir.join("typo") };
+        assert!(!missing.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
