@@ -219,6 +219,26 @@ const RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize); 23] = [
     ("l4_1x1_2048x512_7", 2048, 512, 1, 7, 1),
 ];
 
+/// One of [`RESNET50_LAYERS`] packed for its plane, with an input, an output and its work in
+/// FLOP of the direct convolution.
+struct Layer {
+    p: Plane,
+    conv: PackedConv,
+    x: Vec<f32>,
+    out: Vec<f32>,
+    flops: u64,
+}
+
+impl Layer {
+    fn new(cin: usize, cout: usize, k: usize, hw: usize, s: usize) -> Layer {
+        let p = Plane { height: hw, width: hw };
+        let conv = PackedConv::for_plane(&values(cout * cin * k * k), values(cout), [cout, cin, k, k], s, k / 2, p);
+        let op = conv.out_plane(p);
+        let flops = (2 * op.height * op.width * cout * cin * k * k) as u64;
+        Layer { p, conv, x: values(hw * hw * cin), out: vec![0f32; op.height * op.width * cout], flops }
+    }
+}
+
 /// Each of ResNet-50's distinct layers at batch 1 as a forward runs it (the fastest kernel and
 /// method, shared with the team's helpers), in GFLOP/s of the direct convolution's work: where
 /// the time of a 224x224 image goes, against `gemm_peak`.
@@ -228,12 +248,8 @@ fn resnet50_batch1(c: &mut Criterion) {
     g.measurement_time(std::time::Duration::from_secs(2));
     let kernel = Microkernel::best();
     for (name, cin, cout, k, hw, s) in RESNET50_LAYERS {
-        let p = Plane { height: hw, width: hw };
-        let conv = PackedConv::for_plane(&values(cout * cin * k * k), values(cout), [cout, cin, k, k], s, k / 2, p);
-        let op = conv.out_plane(p);
-        let x = values(hw * hw * cin);
-        let mut out = vec![0f32; op.height * op.width * cout];
-        g.throughput(Throughput::Elements((2 * op.height * op.width * cout * cin * k * k) as u64));
+        let Layer { p, conv, x, mut out, flops } = Layer::new(cin, cout, k, hw, s);
+        g.throughput(Throughput::Elements(flops));
         let e = Epilogue { residual: None, relu: true, mask: None };
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| conv.forward_with(kernel, Method::Winograd4x4, &x, 1, p, &e, &mut out, Threads::Tiles))
@@ -256,14 +272,10 @@ fn resnet50_batch1_cold(c: &mut Criterion) {
     g.measurement_time(std::time::Duration::from_secs(2));
     let kernel = Microkernel::best();
     for (name, cin, cout, k, hw, s) in RESNET50_LAYERS {
-        let p = Plane { height: hw, width: hw };
-        let conv = PackedConv::for_plane(&values(cout * cin * k * k), values(cout), [cout, cin, k, k], s, k / 2, p);
+        let Layer { p, conv, x, mut out, flops } = Layer::new(cin, cout, k, hw, s);
         let copies = COLD_BYTES.div_ceil(conv.weight_bytes()).max(2) as usize;
         let convs = vec![conv; copies];
-        let op = convs[0].out_plane(p);
-        let x = values(hw * hw * cin);
-        let mut out = vec![0f32; op.height * op.width * cout];
-        g.throughput(Throughput::Elements((2 * op.height * op.width * cout * cin * k * k) as u64));
+        g.throughput(Throughput::Elements(flops));
         let e = Epilogue { residual: None, relu: true, mask: None };
         let mut next = 0;
         // As a forward runs it; without the prefetch; and the block-by-block order before both.

@@ -67,11 +67,15 @@ impl InputPin for ValueFilePin {
         };
         let kind = file.metadata().map_err(|e| fail(e.to_string()))?.file_type();
         if !kind.is_file() {
-            let what = match () {
-                _ if kind.is_dir() => "a directory",
-                _ if std::os::unix::fs::FileTypeExt::is_fifo(&kind) => "a FIFO",
-                _ if std::os::unix::fs::FileTypeExt::is_char_device(&kind) => "a character device",
-                _ => "not a regular file",
+            use std::os::unix::fs::FileTypeExt;
+            let what = if kind.is_dir() {
+                "a directory"
+            } else if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_char_device() {
+                "a character device"
+            } else {
+                "not a regular file"
             };
             return Err(fail(format!("{what}, not a value file")));
         }

@@ -608,13 +608,17 @@ impl PackedConv {
         let residual = e.residual.map(|r| &r[r0 * cout..][..dst_len]);
         // The next row's image and output pixel, stepped rather than divided out per row.
         let (mut image, mut oy, mut ox) = (r0 / pixels, r0 % pixels / op.width, r0 % op.width);
+        // Only the tile's last block may be short: it runs on the lowest kernel that holds it.
+        let short = m % mr;
+        let tail = Some(blocks.tail.for_rows(short))
+            .filter(|t| short > 0 && short <= t.mr() && t.mr() < mr)
+            .unwrap_or(*blocks.main);
         let chunk = blocks_per_chunk(mr, f.taps * f.run);
         let mut c0 = 0;
         while c0 < m {
             let n = chunk.min((m - c0).div_ceil(mr));
             let mut a = [[std::ptr::null::<f32>(); MAX_MR]; MAX_CHUNK_BLOCKS];
             let mut masks = [[std::ptr::null::<u8>(); MAX_MR]; MAX_CHUNK_BLOCKS];
-            let mut kernels = [*blocks.main; MAX_CHUNK_BLOCKS];
             for b in 0..n {
                 let rows = mr.min(m - c0 - b * mr);
                 for i in 0..rows {
@@ -633,12 +637,6 @@ impl PackedConv {
                 // Rows past the tile repeat its last row: computed, never stored.
                 for i in rows..MAX_MR {
                     a[b][i] = a[b][rows - 1];
-                }
-                // A short last block runs on the lowest kernel that holds it.
-                if let Some(t) =
-                    (rows < mr).then(|| blocks.tail.for_rows(rows)).filter(|t| rows <= t.mr() && t.mr() < mr)
-                {
-                    kernels[b] = t;
                 }
             }
             // Panel by panel over the chunk's blocks: a panel's weights come from memory once and
@@ -663,24 +661,13 @@ impl PackedConv {
                         relu: e.relu,
                         masks: if e.mask.is_some() { masks[b].map(|p| p.wrapping_add(panel * NR)) } else { masks[b] },
                     };
+                    let kernel = if rows < mr { &tail } else { blocks.main };
                     // SAFETY: each of the mr pointers has the `field` floats of its receptive
                     // field, and `out`'s output and residual the `len` floats of `rows` rows of
                     // stride `cout` (sliced or asserted above; the output's channels of this panel
                     // are the caller's to write); each mask row has `cout` bytes from the panel's
                     // start (`StackedMask::keep`); `w` and the bias are `count` whole panels.
-                    unsafe {
-                        match count {
-                            2 => kernels[b].run_pair(
-                                f,
-                                a[b].as_ptr(),
-                                w.as_ptr(),
-                                w[panel_len..].as_ptr(),
-                                bias.as_ptr(),
-                                &out,
-                            ),
-                            _ => kernels[b].run(f, a[b].as_ptr(), w.as_ptr(), bias.as_ptr(), &out),
-                        }
-                    };
+                    unsafe { kernel.run_panels(count, f, a[b].as_ptr(), w.as_ptr(), panel_len, bias.as_ptr(), &out) };
                 }
             }
             c0 += n * mr;

@@ -276,6 +276,30 @@ impl Microkernel {
         }
     }
 
+    /// One block of `count` (1 or 2) consecutive panels, as [`panel_pairs`] gives them, the
+    /// second's weights `panel_len` floats after the first's: [`Self::run`] or
+    /// [`Self::run_pair`].
+    ///
+    /// # Safety
+    /// As [`Self::run`] for one panel, [`Self::run_pair`] for two (`w` holds `count` panels).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub unsafe fn run_panels(
+        &self,
+        count: usize,
+        f: Receptive,
+        a: *const *const f32,
+        w: *const f32,
+        panel_len: usize,
+        bias: *const f32,
+        out: &BlockOut,
+    ) {
+        match count {
+            2 => self.run_pair(f, a, w, w.add(panel_len), bias, out),
+            _ => self.run(f, a, w, bias, out),
+        }
+    }
+
     /// The kernel the CPU path runs: the fastest this CPU has (adaptive), unless
     /// `CLASSMOD_CPU_KERNEL` or [`Microkernel::choose`] names another.
     pub fn best() -> &'static Microkernel {

@@ -310,19 +310,7 @@ impl WinogradWeights {
                         // (sliced above); `out` spans `rows` rows of stride positions*Cout with
                         // `cols` floats in the last (sliced above); `w` is `count` panels of
                         // U[ξ], `zeros` two panels' floats.
-                        unsafe {
-                            match count {
-                                2 => kernel.run_pair(
-                                    f,
-                                    a.as_ptr(),
-                                    w.as_ptr(),
-                                    w[cin * NR..].as_ptr(),
-                                    zeros.as_ptr(),
-                                    &out,
-                                ),
-                                _ => kernel.run(f, a.as_ptr(), w.as_ptr(), zeros.as_ptr(), &out),
-                            }
-                        };
+                        unsafe { kernel.run_panels(count, f, a.as_ptr(), w.as_ptr(), cin * NR, zeros.as_ptr(), &out) };
                     }
                 }
             }
