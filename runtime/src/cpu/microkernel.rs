@@ -276,7 +276,7 @@ impl Microkernel {
         }
     }
 
-    /// One block of `count` (1 or 2) consecutive panels, as [`panel_pairs`] gives them, the
+    /// One block of `count` (1 or 2) consecutive panels, as `panel_pairs` gives them, the
     /// second's weights `panel_len` floats after the first's: [`Self::run`] or
     /// [`Self::run_pair`].
     ///
