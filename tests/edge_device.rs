@@ -12,7 +12,7 @@ use std::path::Path;
 
 use classmod::boards::{Status, Trigger};
 use classmod::edge::pins::ValueFilePin;
-use classmod::edge::{DeviceChoice, Edge, EdgeOptions, LogPin};
+use classmod::edge::{DeviceChoice, Edge, EdgeOptions, LogPin, TriggerSampler};
 use classmod::fixtures::packed_resnet20;
 use classmod::runtime::host::{ResNet, Tensor};
 use classmod::runtime::{Device, MinScore};
@@ -85,10 +85,10 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     // (H, H). Debounce 2: exactly two edges, at the 4th and the 9th poll.
     use std::iter::once;
     let script: VecDeque<bool> = once(false).chain([true, false, true, true, true, false, false, true, true]).collect();
-    let mut trigger = Trigger::new(ScriptedPin(script), 2).unwrap();
+    let mut trigger = TriggerSampler::new(Trigger::new(ScriptedPin(script), 2).unwrap(), &frame);
     let mut fired = Vec::new();
     for poll in 0..12 {
-        if let Some(v) = edge.poll_trigger(&mut trigger, &frame).unwrap() {
+        if let Some(v) = edge.poll_trigger(&mut trigger).unwrap() {
             assert_eq!(v.class.as_ref(), Some(&expected), "poll {poll}");
             fired.push(poll);
         }
@@ -98,17 +98,19 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
 
     // The camera left a half-written frame: logged, the LED shows the error, the device goes on;
     // the next good frame restores serving.
-    let press = || Trigger::new(ScriptedPin([false, true, true].into_iter().collect()), 2).unwrap();
+    let press = || {
+        TriggerSampler::new(Trigger::new(ScriptedPin([false, true, true].into_iter().collect()), 2).unwrap(), &frame)
+    };
     let good = std::fs::read(&frame).unwrap();
     std::fs::write(&frame, &good[..good.len() / 3]).unwrap();
     let mut t = press();
-    let verdicts: Vec<_> = (0..3).filter_map(|_| edge.poll_trigger(&mut t, &frame).unwrap()).collect();
+    let verdicts: Vec<_> = (0..3).filter_map(|_| edge.poll_trigger(&mut t).unwrap()).collect();
     assert!(verdicts.is_empty());
     assert_eq!(edge.led_status(), Status::Error);
     assert!(edge.log.iter().any(|l| l.contains("frame unreadable")), "{:?}", edge.log);
     std::fs::write(&frame, &good).unwrap();
     let mut t = press();
-    let verdicts: Vec<_> = (0..3).filter_map(|_| edge.poll_trigger(&mut t, &frame).unwrap()).collect();
+    let verdicts: Vec<_> = (0..3).filter_map(|_| edge.poll_trigger(&mut t).unwrap()).collect();
     assert_eq!(verdicts.len(), 1);
     assert_eq!(edge.led_status(), Status::Serving);
 
@@ -118,10 +120,11 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     let value = dir.join("trigger-value");
     let fifo = std::process::Command::new("mkfifo").arg(&value).status().unwrap();
     assert!(fifo.success(), "mkfifo");
-    let (mut t, error) = Trigger::new_or_low(ValueFilePin { path: value.clone() }, 2);
+    let (t, error) = Trigger::new_or_low(ValueFilePin { path: value.clone() }, 2);
     assert!(format!("{error:?}").contains("a FIFO"), "{error:?}");
-    let polls = |edge: &mut Edge<LogPin>, t: &mut Trigger<ValueFilePin>| {
-        (0..5).filter_map(|_| edge.poll_trigger(t, &frame).unwrap()).count()
+    let mut t = TriggerSampler::new(t, &frame);
+    let polls = |edge: &mut Edge<LogPin>, t: &mut TriggerSampler<ValueFilePin>| {
+        (0..5).filter_map(|_| edge.poll_trigger(t).unwrap()).count()
     };
     assert_eq!(polls(&mut edge, &mut t), 0);
     std::fs::remove_file(&value).unwrap();

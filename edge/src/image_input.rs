@@ -19,9 +19,13 @@ pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 pub fn pixels(path: &Path, spec: &InputSpec, max_side: u32) -> Result<Vec<u8>> {
     // A regular file of bounded size first: a FIFO or device named like an image cannot hang or
     // flood the device.
-    let bytes = regular::read(path, MAX_IMAGE_BYTES)?;
+    decode(&regular::read(path, MAX_IMAGE_BYTES)?, path, spec, max_side)
+}
+
+/// [`pixels`] of an image file's bytes, read before (`path` names it in errors).
+pub fn decode(bytes: &[u8], path: &Path, spec: &InputSpec, max_side: u32) -> Result<Vec<u8>> {
     let undecodable = |e: &dyn std::fmt::Display| anyhow!("{}: cannot decode image: {e}", path.display());
-    let reader = || ImageReader::new(Cursor::new(&bytes)).with_guessed_format().map_err(|e| undecodable(&e));
+    let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| undecodable(&e));
     let (width, height) = reader()?.into_dimensions().map_err(|e| undecodable(&e))?;
     if width > max_side || height > max_side {
         return Err(anyhow!(

@@ -14,6 +14,7 @@ pub mod inbox;
 mod log_pin;
 pub mod mender;
 pub mod pins;
+pub mod trigger_watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,6 +28,7 @@ use embedded_hal::digital::{InputPin, OutputPin};
 pub use classmod_boards::{Status, Trigger};
 pub use image_input::pixels;
 pub use log_pin::LogPin;
+pub use trigger_watch::{TriggerEvent, TriggerSampler, TriggerWatch};
 
 /// Where the device computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -187,8 +189,6 @@ pub struct Edge<P: OutputPin> {
     noted: inbox::Noted,
     /// The last scan of the watched directory left images for the next batch.
     watch_backlog: bool,
-    /// Why the trigger's last poll failed, while it fails: said once, not every 10 ms.
-    trigger_fault: Option<String>,
     /// What updates are written through: the real file system, or a test's failing one.
     fs: Box<dyn DurableFs>,
     counts: InboxCounts,
@@ -231,7 +231,6 @@ impl<P: OutputPin> Edge<P> {
             started: Instant::now(),
             noted: inbox::Noted::default(),
             watch_backlog: false,
-            trigger_fault: None,
             fs: Box::new(OsFs),
             counts: InboxCounts::default(),
             results: ResultFormat::default(),
@@ -335,30 +334,36 @@ impl<P: OutputPin> Edge<P> {
     /// Classifies the readable ones of `files` in one batch with one consistent set of modules;
     /// returns the verdicts and the files that could not be read, each with why.
     fn classify_readable(&mut self, files: &[PathBuf]) -> Result<(Vec<Verdict>, Vec<Unreadable>)> {
-        let snap = self.runtime.snapshot();
-        let spec = snap.input_spec().ok_or(Error::NoClassesLoaded)?.clone();
+        let spec = self.runtime.snapshot().input_spec().ok_or(Error::NoClassesLoaded)?.clone();
         let mut px = Vec::with_capacity(files.len() * spec.image_len());
         let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
         for f in files {
             match pixels(f, &spec, self.board.max_image_side) {
                 Ok(p) => {
                     px.extend(p);
-                    readable.push(f);
+                    readable.push(f.clone());
                 }
                 Err(e) => unreadable.push((f.clone(), e)),
             }
         }
-        if readable.is_empty() {
-            return Ok((vec![], unreadable));
+        Ok((self.classify_pixels(&readable, &px)?, unreadable))
+    }
+
+    /// Classifies the images `files` decoded to (`px`, one after the other) in one batch with
+    /// one consistent set of modules, and says each verdict.
+    fn classify_pixels(&mut self, files: &[PathBuf], px: &[u8]) -> Result<Vec<Verdict>> {
+        if files.is_empty() {
+            return Ok(vec![]);
         }
+        let snap = self.runtime.snapshot();
         let t = Instant::now();
         let config = self.runtime.config();
-        let r = snap.classify(&px, config.rule, config.min_score)?;
-        let latency_ms = t.elapsed().as_secs_f64() * 1e3 / readable.len() as f64;
-        let verdicts: Vec<Verdict> = readable
+        let r = snap.classify(px, config.rule, config.min_score)?;
+        let latency_ms = t.elapsed().as_secs_f64() * 1e3 / files.len() as f64;
+        let verdicts: Vec<Verdict> = files
             .iter()
             .zip(r.predictions.iter().zip(&r.scores))
-            .map(|(&f, (&p, s))| Verdict {
+            .map(|(f, (&p, s))| Verdict {
                 file: f.clone(),
                 class: p.map(|p| r.classes[p].clone()),
                 score: p.map_or_else(|| s.iter().copied().fold(0.0, f32::max), |p| s[p]),
@@ -378,40 +383,63 @@ impl<P: OutputPin> Edge<P> {
                 ResultFormat::JsonLines => println!("{}", v.json()),
             }
         }
-        Ok((verdicts, unreadable))
+        Ok(verdicts)
     }
 
-    /// Polls the trigger once; on a debounced rising edge classifies `frame` (the image a camera
-    /// keeps current). A frame that cannot be read is logged and shows the error pattern; the
-    /// next good frame restores serving.
-    pub fn poll_trigger<I: InputPin>(&mut self, trigger: &mut Trigger<I>, frame: &Path) -> Result<Option<Verdict>> {
-        // A pin that cannot be read is low, said once while it lasts: a trigger file replaced by
-        // a directory or made unreadable must not stop the device's other work.
-        match trigger.poll() {
-            Ok(pressed) => {
-                if self.trigger_fault.take().is_some() {
-                    self.say("trigger input: readable again".to_string());
-                }
-                if !pressed {
-                    return Ok(None);
-                }
-            }
-            Err(e) => {
-                let why = format!("{e:?}");
-                if self.trigger_fault.as_ref() != Some(&why) {
-                    self.say(format!("trigger input failed, read as not pressed until it can be read: {why}"));
-                    self.trigger_fault = Some(why);
-                }
+    /// Polls the trigger once and serves what it found ([`Edge::serve_trigger`]).
+    pub fn poll_trigger<I: InputPin>(&mut self, trigger: &mut TriggerSampler<I>) -> Result<Option<Verdict>> {
+        match trigger.sample() {
+            Some(event) => self.serve_trigger(event),
+            None => Ok(None),
+        }
+    }
+
+    /// Serves what the trigger did: a press classifies the frame it captured (the image a camera
+    /// keeps current, as it was at the press); a frame that cannot be read or decoded is logged
+    /// and shows the error pattern, and the next good frame restores serving. A trigger input that
+    /// cannot be read (a value file replaced by a directory or made unreadable) is said, and when
+    /// it can be read again: it never stops the device's other work.
+    pub fn serve_trigger(&mut self, event: TriggerEvent) -> Result<Option<Verdict>> {
+        let press = match event {
+            TriggerEvent::Fault(why) => {
+                self.say(format!("trigger input failed, read as not pressed until it can be read: {why}"));
                 return Ok(None);
             }
+            TriggerEvent::Readable => {
+                self.say("trigger input: readable again".to_string());
+                return Ok(None);
+            }
+            TriggerEvent::Pressed(press) => press,
+        };
+        if press.missed > 0 {
+            self.say(format!(
+                "trigger: {} press(es) not served: {} were waiting already, the device busy",
+                press.missed,
+                trigger_watch::PRESS_QUEUE
+            ));
         }
-        self.say(format!("trigger: classifying {}", frame.display()));
-        let (mut verdicts, unreadable) = self.classify_readable(std::slice::from_ref(&frame.to_path_buf()))?;
-        if let Some((_, e)) = unreadable.into_iter().next() {
-            self.say(format!("trigger: frame unreadable, nothing classified: {e:#}"));
-            self.status(Status::Error);
-            return Ok(None);
-        }
+        // Served later than pressed: the device was busy (a batch of watched images, an update).
+        let waited = press.at.elapsed();
+        let late = if waited.as_millis() >= 100 {
+            format!(" (pressed {:.2} s ago)", waited.as_secs_f64())
+        } else {
+            String::new()
+        };
+        self.say(format!("trigger: classifying {}{late}", press.frame.display()));
+        let spec = self.runtime.snapshot().input_spec().ok_or(Error::NoClassesLoaded)?.clone();
+        let decoded = press
+            .bytes
+            .map_err(|e| anyhow!(e))
+            .and_then(|bytes| image_input::decode(&bytes, &press.frame, &spec, self.board.max_image_side));
+        let px = match decoded {
+            Ok(px) => px,
+            Err(e) => {
+                self.say(format!("trigger: frame unreadable, nothing classified: {e:#}"));
+                self.status(Status::Error);
+                return Ok(None);
+            }
+        };
+        let mut verdicts = self.classify_pixels(std::slice::from_ref(&press.frame), &px)?;
         self.status(Status::Serving);
         Ok(verdicts.pop())
     }

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 use clap::Parser;
 use classmod_boards::{BoardProfile, Trigger};
 use classmod_edge::pins::{LedPin, TriggerPin, ValueFilePin};
-use classmod_edge::{DeviceChoice, Edge, EdgeOptions, LogPin, ResultFormat};
+use classmod_edge::{DeviceChoice, Edge, EdgeOptions, LogPin, ResultFormat, TriggerSampler, TriggerWatch};
 use classmod_runtime::{parse_public_key, MinScore, Precision};
 
 #[derive(Parser)]
@@ -156,14 +156,21 @@ fn run(a: Args) -> Result<ExitCode> {
         (None, None) => None,
     };
     // A trigger that cannot be read at the start is not a reason to stop serving: it starts low,
-    // and `poll_trigger` says why it fails while it does.
-    let mut trigger = pin.map(|pin| {
-        let (trigger, error) = Trigger::new_or_low(pin, a.debounce);
-        if let Some(e) = error {
-            eprintln!("classmod-edge: warning: trigger input cannot be read ({e}): read as not pressed until it can");
+    // and the trigger's thread says why it fails while it does.
+    let trigger = match (pin, &a.frame) {
+        (Some(pin), Some(frame)) => {
+            let (trigger, error) = Trigger::new_or_low(pin, a.debounce);
+            if let Some(e) = error {
+                eprintln!(
+                    "classmod-edge: warning: trigger input cannot be read ({e}): read as not pressed until it can"
+                );
+            }
+            // Polled on a thread of its own, so that a press is seen while a batch is classified.
+            let sampler = TriggerSampler::new(trigger, frame);
+            Some(TriggerWatch::spawn(sampler, TICK).map_err(|e| anyhow!("trigger thread: {e}"))?)
         }
-        trigger
-    });
+        _ => None,
+    };
     let opts = EdgeOptions {
         dir: a.dir.clone(),
         classes: a.classes.clone(),
@@ -217,7 +224,7 @@ fn run(a: Args) -> Result<ExitCode> {
                 edge.process_watch(watch)?;
             }
         } else if let (true, Some(watch)) = (edge.watch_backlog(), &a.watch) {
-            // A backlog is worked off batch by batch, one per tick, the trigger polled between.
+            // A backlog is worked off batch by batch, one per tick, the trigger's presses served between.
             edge.process_watch(watch)?;
         }
         if a.once && !edge.watch_backlog() {
@@ -230,13 +237,14 @@ fn run(a: Args) -> Result<ExitCode> {
             }
             return Ok(if c.refused > 0 { ExitCode::from(REFUSED_EXIT) } else { ExitCode::SUCCESS });
         }
-        if let (Some(t), Some(frame)) = (trigger.as_mut(), &a.frame) {
-            if edge.poll_trigger(t, frame)?.is_some() {
+        // Presses the trigger's thread saw since, each with its frame as it was then.
+        while let Some(event) = trigger.as_ref().and_then(|t| t.try_next()) {
+            if edge.serve_trigger(event)?.is_some() {
                 triggered += 1;
             }
-        }
-        if a.max_triggers.is_some_and(|n| triggered >= n) {
-            return Ok(ExitCode::SUCCESS);
+            if a.max_triggers.is_some_and(|n| triggered >= n) {
+                return Ok(ExitCode::SUCCESS);
+            }
         }
         std::thread::sleep(TICK);
         edge.tick(TICK.as_millis() as u32);

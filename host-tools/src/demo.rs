@@ -166,10 +166,11 @@ pub fn device_demo(
     // camera keeps current: the press is written to the file, the debounced edge fires once.
     let value = out.join("trigger-value");
     std::fs::write(&value, "0\n")?;
-    let mut trigger =
+    let trigger =
         classmod_edge::Trigger::new(ValueFilePin { path: value.clone() }, 2).map_err(|e| anyhow!("trigger: {e}"))?;
+    let mut trigger = classmod_edge::TriggerSampler::new(trigger, &files[0]);
     std::fs::write(&value, "1\n")?;
-    let fired = (0..3).filter_map(|_| edge.poll_trigger(&mut trigger, &files[0]).transpose()).count();
+    let fired = (0..3).filter_map(|_| edge.poll_trigger(&mut trigger).transpose()).count();
     println!("device program: trigger pressed, {fired} classification");
     // The updates arrive: the other model's base and class-0 module, and this model's class 3.
     let inbox = out.join("inbox");

@@ -1,0 +1,120 @@
+//! A `classmod-edge` process running as on a device, for tests that act on it from outside
+//! while it serves (press its trigger, hold its lock, change its files): its stdout (results)
+//! and stderr (log) are collected line by line on threads, waited for with a deadline, and the
+//! process is killed when the test ends, however it ends.
+
+#![allow(dead_code)] // Each test file uses its part.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for what it expects before it fails (a loaded CI machine is slow).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Running {
+    child: Child,
+    /// Result lines (stdout), in order.
+    pub out: Arc<Mutex<Vec<String>>>,
+    /// Log lines (stderr), in order.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    pub fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_classmod-edge"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let into = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    into.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let out = collect(Box::new(child.stdout.take().unwrap()));
+        let log = collect(Box::new(child.stderr.take().unwrap()));
+        Running { child, out, log }
+    }
+
+    /// Waits until `lines` has a line `want` takes; panics with the log after [`PATIENCE`] or
+    /// when the process ended without one.
+    fn wait(&mut self, lines: &Arc<Mutex<Vec<String>>>, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            if let Some(l) = lines.lock().unwrap().iter().find(|l| want(l)) {
+                return l.clone();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The readers may still hold the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                if let Some(l) = lines.lock().unwrap().iter().find(|l| want(l)) {
+                    return l.clone();
+                }
+                panic!("classmod-edge ended ({status}) before {what}:\n{}", self.log_text());
+            }
+            if t0.elapsed() > PATIENCE {
+                panic!("no {what} after {PATIENCE:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for a result line containing `text`.
+    pub fn wait_result(&mut self, text: &str) -> String {
+        let out = self.out.clone();
+        self.wait(&out, &format!("result `{text}`"), |l| l.contains(text))
+    }
+
+    /// Waits for a log line containing `text`.
+    pub fn wait_log(&mut self, text: &str) -> String {
+        let log = self.log.clone();
+        self.wait(&log, &format!("log line `{text}`"), |l| l.contains(text))
+    }
+
+    /// How many log lines contain `text` so far.
+    pub fn count_log(&self, text: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(text)).count()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Drops an image into the watched directory the way a producer should: written elsewhere,
+/// renamed in.
+pub fn drop_image(watch: &Path, name: &str, seed: u32) {
+    let tmp = watch.join(format!(".{name}.tmp"));
+    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 31 + y * 7 + seed) as u8]))
+        .save_with_format(&tmp, image::ImageFormat::Png)
+        .unwrap();
+    std::fs::rename(&tmp, watch.join(name)).unwrap();
+}
+
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
