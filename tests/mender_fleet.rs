@@ -240,12 +240,11 @@ fn assert_same(got: &BTreeMap<String, (String, f64)>, want: &BTreeMap<String, (S
     }
 }
 
-/// Every file of the device directory but the lock, with its bytes.
+/// Every file of the device directory, with its bytes.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != ".writer.lock")
         .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
         .collect()
 }

@@ -189,6 +189,9 @@ pub struct Edge<P: OutputPin> {
     noted: inbox::Noted,
     /// The last scan of the watched directory left images for the next batch.
     watch_backlog: bool,
+    /// What a crash left behind is still to be removed: the directory was held by another
+    /// writer at the start (tried again as the manifest is followed).
+    clean_deferred: bool,
     /// What updates are written through: the real file system, or a test's failing one.
     fs: Box<dyn DurableFs>,
     counts: InboxCounts,
@@ -212,7 +215,10 @@ impl<P: OutputPin> Edge<P> {
             .with_key(opts.key)
             .with_budget(Some(u64::from(board.module_budget_mib) << 20))
             .with_min_score(opts.min_score)
-            .with_downgrades(opts.allow_downgrade);
+            .with_downgrades(opts.allow_downgrade)
+            // Serving never waits for another writer (the Mender update module installing): a
+            // change that finds the directory held is tried again on a later scan.
+            .with_lock_wait(LockWait::Never);
         let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| {
             // Blobs without a manifest: a directory `classmod pack` has not finished (or run on).
             let hint = if opts.dir.join(MANIFEST_FILE).exists() {
@@ -231,6 +237,7 @@ impl<P: OutputPin> Edge<P> {
             started: Instant::now(),
             noted: inbox::Noted::default(),
             watch_backlog: false,
+            clean_deferred: false,
             fs: Box::new(OsFs),
             counts: InboxCounts::default(),
             results: ResultFormat::default(),
@@ -248,15 +255,26 @@ impl<P: OutputPin> Edge<P> {
         if unsigned {
             edge.say("warning: no --key given: unsigned blobs and updates are accepted".into());
         }
-        let removed = edge.runtime.clean(edge.fs.as_mut())?;
-        if !removed.is_empty() {
-            edge.say(format!("removed {} file(s) a crash left behind: {}", removed.len(), removed.join(", ")));
-        }
+        edge.clean_leftovers();
         // Classes updates added (with --serve-new) are served again beside `classes`, unless told.
         let added = if opts.classes_only {
-            let forgotten = edge.runtime.forget_added_classes(edge.fs.as_mut())?;
-            if !forgotten.is_empty() {
-                edge.say(format!("--classes-only: no longer serving {}, added by updates", forgotten.join(", ")));
+            // Served or not is this process's choice; what the manifest records is only for the
+            // next start, so a directory that cannot be written now (held, read-only) serves too.
+            match edge.runtime.forget_added_classes(edge.fs.as_mut()) {
+                Ok(forgotten) => {
+                    // Those also given are served all the same: not said as dropped.
+                    let dropped: Vec<&String> = forgotten.iter().filter(|c| !opts.classes.contains(c)).collect();
+                    if !dropped.is_empty() {
+                        let dropped: Vec<&str> = dropped.iter().map(|c| c.as_str()).collect();
+                        edge.say(format!(
+                            "--classes-only: not serving {}, added by updates (forgotten in the manifest)",
+                            dropped.join(", ")
+                        ));
+                    }
+                }
+                Err(e) => edge.say(format!(
+                    "--classes-only: serving exactly the classes given; the classes updates added stay recorded ({e})"
+                )),
             }
             Vec::new()
         } else {
@@ -288,6 +306,26 @@ impl<P: OutputPin> Edge<P> {
         }
         edge.status(Status::Serving);
         Ok(edge)
+    }
+
+    /// Removes what a crash left behind (temp files, blobs no manifest names), under the writer
+    /// lock; never a reason not to serve: a directory another writer holds is cleaned later
+    /// (its files are that writer's work in progress), one that cannot be written (read-only)
+    /// is said so and served as it is.
+    fn clean_leftovers(&mut self) {
+        self.clean_deferred = false;
+        match self.runtime.clean(self.fs.as_mut()) {
+            Ok(removed) if !removed.is_empty() => {
+                self.say(format!("removed {} file(s) a crash left behind: {}", removed.len(), removed.join(", ")))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Busy => {
+                self.clean_deferred = true;
+                let dir = self.runtime.dir().to_path_buf();
+                self.say_once(&dir, format!("{e}: serving meanwhile; leftover files are looked for once it is done"));
+            }
+            Err(e) => self.say(format!("leftover files cannot be removed ({e}): serving the directory as it is")),
+        }
     }
 
     fn say(&mut self, line: String) {
@@ -544,6 +582,9 @@ impl<P: OutputPin> Edge<P> {
     /// are swapped in one snapshot, without a restart and between two classifications; classes
     /// an update recorded as added are loaded. Returns whether anything served changed.
     pub fn follow_manifest(&mut self) -> Result<bool> {
+        if self.clean_deferred {
+            self.clean_leftovers();
+        }
         let followed = match self.runtime.follow() {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(false),

@@ -72,7 +72,12 @@ pub fn run_state(state: &str, work: &Path, settings: &ModuleSettings, out: &mut 
 
 fn runtime(settings: &ModuleSettings) -> Result<ModuleRuntime> {
     // It only installs: what it needs are the key and the downgrade rule.
-    let config = ServingConfig::new(Device::Cpu).with_key(settings.key).with_downgrades(settings.allow_downgrade);
+    // A serving device's inbox may be applying an update: this waits for it, and says so in
+    // Mender's log.
+    let config = ServingConfig::new(Device::Cpu)
+        .with_key(settings.key)
+        .with_downgrades(settings.allow_downgrade)
+        .with_lock_wait(LockWait::telling(|line| eprintln!("classmod-module: {line}")));
     ModuleRuntime::open(&settings.dir, config).map_err(|e| anyhow!("{}: {e}", settings.dir.display()))
 }
 

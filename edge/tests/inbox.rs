@@ -369,7 +369,7 @@ fn classes_added_with_serve_new_are_served_after_a_restart() {
     drop(edge);
     let edge = Edge::start(EdgeOptions { classes_only: true, ..options(&dir) }, LogPin::default()).unwrap();
     assert_eq!(serving(&edge), ["a", "b"]);
-    assert!(edge.log.iter().any(|l| l.contains("no longer serving c")), "{:#?}", edge.log);
+    assert!(edge.log.iter().any(|l| l.contains("--classes-only: not serving c, added by updates")), "{:#?}", edge.log);
     drop(edge);
     assert_eq!(serving(&start(&dir)), ["a", "b"], "forgotten for good");
 

@@ -406,6 +406,16 @@ pub enum Error {
         id: String,
     },
 
+    /// Another process holds the directory's writer lock (an update installing, a rollback),
+    /// and this runtime does not wait for writers ([`crate::LockWait::Never`]: a serving device).
+    #[error("{}: another process is changing this directory{held_by}: the change waits until it is done", dir.display())]
+    DirectoryBusy {
+        /// The device directory.
+        dir: PathBuf,
+        /// Who holds it, as ` (held by PID NAME)`, or empty when the lock table cannot say.
+        held_by: String,
+    },
+
     /// Two modules of one class in one update.
     #[error("the update carries two modules of class `{class}`")]
     DuplicateClass {
@@ -471,7 +481,7 @@ impl Error {
         use Error::*;
         match self {
             Io { error, .. } => ErrorKind::of_io(error),
-            UpdatePending { .. } => ErrorKind::Busy,
+            UpdatePending { .. } | DirectoryBusy { .. } => ErrorKind::Busy,
             AlreadyInstalled { .. } => ErrorKind::AlreadyDone,
             UnsupportedVersion { .. }
             | UnknownModuleKind { .. }
@@ -571,6 +581,7 @@ mod tests {
         assert_eq!(io(Io::PermissionDenied).kind(), ErrorKind::Environment);
         assert_eq!(io(Io::NotFound).kind(), ErrorKind::Environment);
         assert_eq!(Error::UpdatePending { id: "a".into() }.kind(), ErrorKind::Busy);
+        assert_eq!(Error::DirectoryBusy { dir: "d".into(), held_by: String::new() }.kind(), ErrorKind::Busy);
         assert_eq!(Error::AlreadyInstalled { class: "cat".into() }.kind(), ErrorKind::AlreadyDone);
         assert_eq!(Error::blob_file("/b", BlobError::Unsigned).kind(), ErrorKind::Refused);
         assert_eq!(Error::Downgrade { class: "cat".into(), version: 1, highest: 2 }.kind(), ErrorKind::Refused);

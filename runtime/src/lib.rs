@@ -116,7 +116,7 @@ pub use pack::manifest::{
 };
 pub use pack::{DirLock, DurableFs, OsFs, PackedDir};
 pub use serve::{
-    declared_len, Applied, Classification, Followed, LoadedBase, LoadedModule, ModuleRuntime, PendingReport,
+    declared_len, Applied, Classification, Followed, LoadedBase, LoadedModule, LockWait, ModuleRuntime, PendingReport,
     ServingConfig, Snapshot, UpdateKind, UpdateReport, BLOB_HEADER_LEN, BLOB_MAGIC, BLOB_TRAILER_LEN,
 };
 
@@ -146,9 +146,9 @@ pub mod io {
 /// What a device integrator needs: `use classmod_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Applied, Classification, Device, DurableFs, Error, ErrorKind, Followed, InputSpec, MinScore, ModuleRuntime,
-        OsFs, PackedDir, PendingReport, Precision, Result, Rule, ServingConfig, Snapshot, UpdateKind, UpdateReport,
-        VerifyingKey,
+        Applied, Classification, Device, DurableFs, Error, ErrorKind, Followed, InputSpec, LockWait, MinScore,
+        ModuleRuntime, OsFs, PackedDir, PendingReport, Precision, Result, Rule, ServingConfig, Snapshot, UpdateKind,
+        UpdateReport, VerifyingKey,
     };
 }
 

@@ -11,7 +11,8 @@
 //!
 //! Several processes may share a directory: every change is made under the directory's
 //! exclusive lock ([`DirLock`]) by a writer that first takes up what other writers committed
-//! (see [`ModuleRuntime::follow`]); a process that serves follows the manifest the others write.
+//! (see [`ModuleRuntime::follow`]); a process that serves follows the manifest the others write,
+//! and with [`LockWait::Never`] never waits for another writer's lock.
 
 mod added;
 mod clean;
@@ -63,6 +64,68 @@ pub struct ServingConfig {
     /// Accept updates older than the newest committed release of their class (see
     /// [`Error::Downgrade`]); the class's mark then starts again from the version accepted.
     pub allow_downgrade: bool,
+    /// What a change does while another process holds the directory's writer lock.
+    pub lock_wait: LockWait,
+}
+
+/// What a change (an update, a rollback, the start-up clean) does while another process holds
+/// the device directory's writer lock ([`DirLock`]).
+#[derive(Clone)]
+pub enum LockWait {
+    /// Wait until it is free. A wait that does not end at once is told to the notice (when
+    /// given): who holds the lock, then how long the wait took, so that a writer never waits in
+    /// silence (the Mender update module, `classmod` on a device directory).
+    Wait(Option<LockNotice>),
+    /// Never wait: the change fails at once with [`Error::DirectoryBusy`] (kind `Busy`), to be
+    /// tried again. A serving device: its classifications never stop for another writer.
+    Never,
+}
+
+/// Where a writer that waits for the lock says so (a line each: who holds it, how long it took).
+pub type LockNotice = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl LockWait {
+    /// Waits, telling each line of a wait to `notice`.
+    pub fn telling(notice: impl Fn(&str) + Send + Sync + 'static) -> LockWait {
+        LockWait::Wait(Some(Arc::new(notice)))
+    }
+
+    /// The directory's lock, exclusively, as this policy says.
+    fn take(&self, dir: &Path) -> Result<DirLock> {
+        if let Some(lock) = DirLock::try_exclusive(dir)? {
+            return Ok(lock);
+        }
+        let held_by = describe_holders(dir);
+        match self {
+            LockWait::Never => Err(Error::DirectoryBusy { dir: dir.to_path_buf(), held_by }),
+            LockWait::Wait(notice) => {
+                let tell = |line: String| {
+                    if let Some(n) = notice {
+                        n(&line)
+                    }
+                };
+                tell(format!("{}: another process is changing the directory{held_by}: waiting for it", dir.display()));
+                let t = std::time::Instant::now();
+                let lock = DirLock::exclusive(dir)?;
+                tell(format!(
+                    "{}: the directory is free again after {:.1} s",
+                    dir.display(),
+                    t.elapsed().as_secs_f64()
+                ));
+                Ok(lock)
+            }
+        }
+    }
+}
+
+/// ` (held by PID NAME, ...)` for the holders of `dir`'s lock, or empty when unknown.
+fn describe_holders(dir: &Path) -> String {
+    let holders = DirLock::holders(dir);
+    if holders.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = holders.iter().map(|(pid, name)| format!("{pid} {name}").trim_end().to_string()).collect();
+    format!(" (held by process {})", named.join(", "))
 }
 
 impl ServingConfig {
@@ -77,6 +140,7 @@ impl ServingConfig {
             rule: Rule::Max,
             min_score: MinScore::Calibrated,
             allow_downgrade: false,
+            lock_wait: LockWait::Wait(None),
         }
     }
 
@@ -113,6 +177,12 @@ impl ServingConfig {
     /// Whether updates older than the newest committed release of their class are accepted.
     pub fn with_downgrades(mut self, allow: bool) -> Self {
         self.allow_downgrade = allow;
+        self
+    }
+
+    /// What a change does while another process holds the directory's writer lock.
+    pub fn with_lock_wait(mut self, wait: LockWait) -> Self {
+        self.lock_wait = wait;
         self
     }
 }
@@ -154,12 +224,12 @@ impl ModuleRuntime {
         })
     }
 
-    /// Starts a change: waits for the directory's exclusive lock, then takes up the manifest
-    /// another process may have committed meanwhile (serving its new modules), so that the change
-    /// builds on what is on disk.
+    /// Starts a change: takes the directory's exclusive lock (waiting for it or not, as the
+    /// config's [`LockWait`] says), then takes up the manifest another process may have committed
+    /// meanwhile (serving its new modules), so that the change builds on what is on disk.
     pub(crate) fn writer(&self) -> Result<Writer<'_>> {
         let mut manifest = self.lock_manifest();
-        let lock = DirLock::exclusive(&self.dir)?;
+        let lock = self.config.lock_wait.take(&self.dir)?;
         if self.changed_on_disk() {
             let on_disk = Manifest::read(&self.dir)?;
             if on_disk != *manifest {

@@ -258,12 +258,11 @@ mod tests {
     use crate::testing::*;
     use crate::{Device, MinScore, ResNet, Rule};
 
-    /// Every file of the directory but the lock, with its bytes.
+    /// Every file of the directory, with its bytes.
     fn files(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap())
-            .filter(|e| e.file_name() != crate::pack::dir_lock::LOCK_FILE)
             .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
             .collect()
     }
