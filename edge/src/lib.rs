@@ -102,6 +102,20 @@ fn select_device(
     }
 }
 
+/// None of the classes to serve can be served (each line says why): a restart changes nothing
+/// until the directory or the command line does, so the program says so with its own exit code
+/// (4), on which the systemd unit does not restart.
+#[derive(Debug)]
+pub struct NothingToServe(pub String);
+
+impl std::fmt::Display for NothingToServe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\nnothing to serve: none of the classes given can be served from this directory", self.0)
+    }
+}
+
+impl std::error::Error for NothingToServe {}
+
 /// What one applied inbox entry was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -290,19 +304,30 @@ impl<P: OutputPin> Edge<P> {
                 Err(e) => edge.say(format!("cannot serve `{class}`, added by an update: {e}")),
             }
         }
+        // A class that cannot be served (not in the directory: a rollback took it, or a typo; a
+        // module that fails its checks) is said, and the others serve: one bad class never stops
+        // the device. None at all is an error of its own (`Edge::start` returns `NothingToServe`).
+        let mut unserved = Vec::new();
         for class in &opts.classes {
-            if let Err(e) = edge.runtime.load(class) {
-                edge.status(Status::Error);
-                let known = match e {
-                    Error::UnknownClass(_) => format!("; the directory has {}", edge.runtime.available().join(", ")),
-                    _ => String::new(),
-                };
-                return Err(anyhow!("cannot load class `{class}`: {e}{known}"));
+            match edge.runtime.load(class) {
+                Ok(snap) => edge.say(format!("loaded `{class}` ({} KiB resident in all)", snap.resident_bytes() >> 10)),
+                Err(e) => {
+                    let known = match e {
+                        Error::UnknownClass(_) => {
+                            format!("; the directory has {}", edge.runtime.available().join(", "))
+                        }
+                        _ => String::new(),
+                    };
+                    unserved.push(format!("cannot load class `{class}`: {e}{known}"));
+                }
             }
-            edge.say(format!(
-                "loaded `{class}` ({} KiB resident in all)",
-                edge.runtime.snapshot().resident_bytes() >> 10
-            ));
+        }
+        if edge.runtime.snapshot().modules().is_empty() {
+            edge.status(Status::Error);
+            return Err(NothingToServe(unserved.join("\n")).into());
+        }
+        for why in unserved {
+            edge.say(format!("warning: {why}: serving the others"));
         }
         edge.status(Status::Serving);
         Ok(edge)
@@ -558,7 +583,9 @@ impl<P: OutputPin> Edge<P> {
                     self.say_once(&path, format!("update {name}: waits ({e}), will retry"));
                     self.status(Status::Serving);
                 }
-                Err(e) if e.kind() == ErrorKind::Transient => {
+                // A fault of the device (a full disk, its manifest unreadable for a moment, a
+                // file it cannot write) is not the update's: it stays, and is tried again.
+                Err(e) if matches!(e.kind(), ErrorKind::Transient | ErrorKind::Environment) => {
                     self.say_once(&path, format!("update {name}: cannot be applied now ({e}), will retry"));
                     self.status(Status::Serving);
                 }
@@ -606,6 +633,14 @@ impl<P: OutputPin> Edge<P> {
             self.say(format!(
                 "manifest changed: {} no longer in the directory, not served",
                 followed.dropped.join(", ")
+            ));
+        }
+        if !followed.kept.is_empty() {
+            self.say(format!(
+                "manifest changed: {} no longer in the directory, but still served: {} all this device served \
+                 (an update adding a class, or a restart with classes the directory has, changes that)",
+                followed.kept.join(", "),
+                if followed.kept.len() == 1 { "it was" } else { "they were" }
             ));
         }
         for (class, why) in &followed.failed {

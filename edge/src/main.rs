@@ -18,7 +18,9 @@ struct Args {
     dir: PathBuf,
     /// Classes to serve, comma-separated. Classes that updates added while running with
     /// --serve-new are recorded in the directory's manifest and served too, after a restart as
-    /// before it; --classes-only serves exactly these and forgets the added ones.
+    /// before it; --classes-only serves exactly these and forgets the added ones. A class that
+    /// cannot be served (not in the directory, a module failing its checks) is warned about and
+    /// the others serve; when none can be, the program exits 4.
     #[arg(long, value_delimiter = ',', required = true)]
     classes: Vec<String>,
     /// Serve exactly --classes: forget the classes updates added (their modules stay).
@@ -284,12 +286,18 @@ fn gpio_trigger(_: &str, _: &BoardProfile) -> Result<TriggerPin> {
     Err(anyhow!("--trigger-gpio needs GPIO support: rebuild with `--features linux` (or use --trigger-file)"))
 }
 
+/// Exit code when none of the classes can be served (the unit does not restart on it).
+const NOTHING_TO_SERVE_EXIT: u8 = 4;
+
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("classmod-edge: {e:#}");
-            ExitCode::from(2)
+            let code = if e.is::<classmod_edge::NothingToServe>() { NOTHING_TO_SERVE_EXIT } else { 2 };
+            for line in format!("{e:#}").lines() {
+                eprintln!("classmod-edge: {line}");
+            }
+            ExitCode::from(code)
         }
     }
 }

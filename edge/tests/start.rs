@@ -19,10 +19,17 @@ fn start_up_messages_say_what_to_do() {
     let dir = f.dir.to_str().unwrap();
     let base = ["--board", "host-sim", "--device", "cpu", "--once"];
 
+    // None of the classes given can be served: exit 4 (the unit does not restart on it).
     let o = edge(&[&[dir, "--classes", "bb"][..], &base].concat());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("cannot load class `bb`") && err.contains("the directory has a, b, c"), "{err}");
+    assert!(err.contains("nothing to serve"), "{err}");
+    // One of them: the others serve, the misspelt one warned about.
+    let o = edge(&[&[dir, "--classes", "a,bb"][..], &base].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("warning: cannot load class `bb`") && err.contains("serving the others"), "{err}");
 
     // Nothing to do: said, and exit 0 at once.
     let o = edge(&[&[dir, "--classes", "a"][..], &base].concat());

@@ -416,6 +416,11 @@ pub enum Error {
         held_by: String,
     },
 
+    /// The device directory's own manifest cannot be read while a change starts (missing for a
+    /// moment, replaced by garbage): the device's fault, not the update's, and retried.
+    #[error("the device directory's manifest cannot be read now: {0}")]
+    DeviceManifest(Box<Error>),
+
     /// Two modules of one class in one update.
     #[error("the update carries two modules of class `{class}`")]
     DuplicateClass {
@@ -482,6 +487,7 @@ impl Error {
         match self {
             Io { error, .. } => ErrorKind::of_io(error),
             UpdatePending { .. } | DirectoryBusy { .. } => ErrorKind::Busy,
+            DeviceManifest(_) => ErrorKind::Environment,
             AlreadyInstalled { .. } => ErrorKind::AlreadyDone,
             UnsupportedVersion { .. }
             | UnknownModuleKind { .. }

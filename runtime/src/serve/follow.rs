@@ -1,8 +1,9 @@
 //! Following the manifest that another process commits: the Mender update module (or any writer
 //! of the directory) switches modules by an atomic manifest rename, and a serving runtime takes
 //! the new manifest up on its next look: the served classes whose module changed are swapped in
-//! one snapshot, classes the manifest no longer has stop being served, and classifications never
-//! stop. A writer does the same before it changes anything ([`ModuleRuntime::writer`]).
+//! one snapshot, classes the manifest no longer has stop being served (unless they are all that
+//! is served: a manifest change never leaves a device serving nothing), and classifications
+//! never stop. A writer does the same before it changes anything ([`ModuleRuntime::writer`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -42,6 +43,9 @@ pub struct Followed {
     pub swapped: Vec<String>,
     /// Served classes the manifest no longer has: no longer served.
     pub dropped: Vec<String>,
+    /// Served classes the manifest no longer has, served on all the same: they were all that
+    /// was served, and a manifest change never leaves a device serving nothing.
+    pub kept: Vec<String>,
     /// Served classes whose new module could not be served (each with why): the old one serves
     /// on until a later manifest fixes it.
     pub failed: Vec<(String, String)>,
@@ -54,7 +58,11 @@ pub struct Followed {
 impl Followed {
     /// Whether nothing served changed.
     pub fn is_quiet(&self) -> bool {
-        self.swapped.is_empty() && self.dropped.is_empty() && self.failed.is_empty() && self.newly_added.is_empty()
+        self.swapped.is_empty()
+            && self.dropped.is_empty()
+            && self.kept.is_empty()
+            && self.failed.is_empty()
+            && self.newly_added.is_empty()
     }
 }
 
@@ -109,6 +117,12 @@ impl ModuleRuntime {
                     }
                 },
             }
+        }
+        if modules.is_empty() && !now.modules.is_empty() {
+            // Every served class gone (a manifest without them, a rollback of the only one): the
+            // last good set serves on, its files mapped, until a manifest serves something.
+            modules = now.modules.clone();
+            followed.kept = std::mem::take(&mut followed.dropped);
         }
         followed.newly_added =
             on_disk.added_classes.iter().filter(|c| !manifest.added_classes.contains(c)).cloned().collect();
