@@ -56,6 +56,10 @@ pub struct BoardProfile {
     /// Images of the watched directory classified in one batch; the trigger and the inbox are
     /// served between batches, and the batch bounds the memory a backlog costs.
     pub watch_batch: u32,
+    /// Golden images a module's self-test runs at most (the first ones of its set), in batches
+    /// of `watch_batch`: each load and restart pays it for every module, and its memory is a
+    /// watch batch's.
+    pub golden_images: u32,
     /// Output line for the status LED (`None`: no header, e.g. the host simulation).
     pub status_led: Option<GpioLine>,
     /// Input line for the trigger.
@@ -75,6 +79,7 @@ pub const PROFILES: &[BoardProfile] = &[
         max_update_mib: 64,
         max_image_side: 4096,
         watch_batch: 16,
+        golden_images: 8,
         status_led: NANO_PINS.0,
         trigger: NANO_PINS.1,
     },
@@ -89,6 +94,7 @@ pub const PROFILES: &[BoardProfile] = &[
         max_update_mib: 128,
         max_image_side: 4096,
         watch_batch: 64,
+        golden_images: 16,
         status_led: XAVIER_NX_PINS.0,
         trigger: XAVIER_NX_PINS.1,
     },
@@ -103,6 +109,7 @@ pub const PROFILES: &[BoardProfile] = &[
         max_update_mib: 64,
         max_image_side: 4096,
         watch_batch: 32,
+        golden_images: 16,
         status_led: ORIN_NX_PINS.0,
         trigger: ORIN_NX_PINS.1,
     },
@@ -117,6 +124,7 @@ pub const PROFILES: &[BoardProfile] = &[
         max_update_mib: 128,
         max_image_side: 4096,
         watch_batch: 64,
+        golden_images: 32,
         status_led: ORIN_NX_PINS.0,
         trigger: ORIN_NX_PINS.1,
     },
@@ -131,6 +139,7 @@ pub const PROFILES: &[BoardProfile] = &[
         max_update_mib: 256,
         max_image_side: 8192,
         watch_batch: 64,
+        golden_images: 64,
         status_led: AGX_ORIN_PINS.0,
         trigger: AGX_ORIN_PINS.1,
     },
@@ -145,6 +154,7 @@ pub const PROFILES: &[BoardProfile] = &[
         max_update_mib: 256,
         max_image_side: 8192,
         watch_batch: 64,
+        golden_images: 64,
         status_led: None,
         trigger: None,
     },

@@ -232,7 +232,9 @@ impl<P: OutputPin> Edge<P> {
             .with_downgrades(opts.allow_downgrade)
             // Serving never waits for another writer (the Mender update module installing): a
             // change that finds the directory held is tried again on a later scan.
-            .with_lock_wait(LockWait::Never);
+            .with_lock_wait(LockWait::Never)
+            // The board's share of each module's golden set, a watch batch at a time.
+            .with_self_test(SelfTest { images: board.golden_images as usize, batch: board.watch_batch as usize });
         let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| {
             // Blobs without a manifest: a directory `classmod pack` has not finished (or run on).
             let hint = if opts.dir.join(MANIFEST_FILE).exists() {

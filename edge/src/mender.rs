@@ -39,6 +39,8 @@ pub struct ModuleSettings {
     pub allow_downgrade: bool,
     /// The largest payload file read, bytes (the board profile's).
     pub max_blob_bytes: u64,
+    /// How much of each module's golden set the install's self-test runs (the board profile's).
+    pub self_test: SelfTest,
 }
 
 /// Runs `state` for the payload in `work`; what the client reads goes to `out`. Returns a line
@@ -77,7 +79,8 @@ fn runtime(settings: &ModuleSettings) -> Result<ModuleRuntime> {
     let config = ServingConfig::new(Device::Cpu)
         .with_key(settings.key)
         .with_downgrades(settings.allow_downgrade)
-        .with_lock_wait(LockWait::telling(|line| eprintln!("classmod-module: {line}")));
+        .with_lock_wait(LockWait::telling(|line| eprintln!("classmod-module: {line}")))
+        .with_self_test(settings.self_test);
     ModuleRuntime::open(&settings.dir, config).map_err(|e| anyhow!("{}: {e}", settings.dir.display()))
 }
 

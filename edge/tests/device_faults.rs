@@ -1,8 +1,8 @@
 //! Faults of the device, not of what it is sent, against the real binaries (issue 36, items 5
-//! and 6): they never park a valid update in `rejected/` (it waits and applies once the device
+//! to 7): they never park a valid update in `rejected/` (it waits and applies once the device
 //! is whole again), and a manifest change never leaves the device serving nothing; a restart
 //! with none of its classes in the directory says so with exit 4 (no restart loop), and serves
-//! what the directory has of them otherwise.
+//! what the directory has of them otherwise. A module's golden set costs what the board allows.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use classmod_runtime::host::ResNet;
-use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
+use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model, with_golden_images};
 use classmod_runtime::{Device, Manifest};
 use common::{drop_image, Running};
 
@@ -175,4 +175,43 @@ fn a_rollback_of_the_only_class_served_leaves_it_served() {
     drop(device);
     let o = edge_once(&f.dir, "c");
     assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Item 7: a module carrying more golden images than a module may (65 of 64; `pack --golden
+/// 1000000` made one of a million) is refused by name, before its images are read, and the
+/// device serves on; one with the full 64 is self-tested on a Jetson Nano's 8 at every load.
+#[test]
+fn the_golden_self_test_costs_what_the_board_allows() {
+    let f = fixture(None);
+    let (watch, inbox) = (f.dir.with_extension("watch"), f.dir.with_extension("inbox"));
+    std::fs::create_dir_all(&watch).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    let b2 = b_update(2);
+    std::fs::write(inbox.join("b-65.blob"), with_golden_images(&b2, 65)).unwrap();
+    // A module of 64 golden images whose scores past the 8th are wrong: a Nano tests 8, so it
+    // loads; a board testing all 64 refuses it (the test runs where it should).
+    let mut full = module(&tiny_model(1), &ResNet::new(&tiny_model(1), &Device::Cpu).unwrap(), 1, "b", 3);
+    let per = full.module.input.image_len();
+    full.golden.images = full.golden.images.iter().copied().cycle().take(64 * per).collect();
+    full.golden.scores = full.golden.scores.iter().copied().cycle().take(64).collect();
+    full.golden.scores[8] += 0.5;
+    std::fs::write(inbox.join("b-64.blob"), full.encode(None).unwrap()).unwrap();
+    let nano = |classes: &str| {
+        Command::new(env!("CARGO_BIN_EXE_classmod-edge"))
+            .args([f.dir.to_str().unwrap(), "--classes", classes, "--board", "jetson-nano", "--device", "cpu"])
+            .args(["--once", "--inbox", inbox.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let o = nano("a,b");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "one refused: {err}");
+    assert!(err.contains("update b-65.blob REFUSED") && err.contains("65 golden images, more than the 64"), "{err}");
+    assert!(err.contains("update b-64.blob: class `b` updated"), "{err}");
+    assert_eq!(names(&inbox.join("rejected")), ["b-65.blob"]);
+    // The host simulation tests all 64: the same module fails its self-test there.
+    let o = edge_once(&f.dir, "a,b");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot load class `b`") && err.contains("golden"), "{err}");
+    assert!(o.status.success(), "a serves: {err}");
 }

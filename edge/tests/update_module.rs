@@ -17,6 +17,7 @@ fn settings(dir: &Path) -> ModuleSettings {
         serve_new: false,
         allow_downgrade: false,
         max_blob_bytes: 1 << 20,
+        self_test: classmod_runtime::SelfTest::default(),
     }
 }
 

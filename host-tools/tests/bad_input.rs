@@ -188,14 +188,18 @@ fn bad_flags_exit_with_2_and_no_panic() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nonexistent-dir"));
     // `--golden 0` printed an internal matmul error with a 26-frame backtrace (issue 13, item 11):
     // now a usage error naming the flag, before anything is read.
-    for args in [
-        &["pack", "--golden", "0", "--modules", "m", "--data", "d", "--out", "o"][..],
-        &["decompose", "--golden", "0", "--model", "m", "--data", "d", "--out", "o"],
+    // `--golden 1000000` made a 30 MB module whose self-test took 7.6 s and 463 MB at every
+    // device start (issue 36, item 7): at most 64 (`MAX_GOLDEN_IMAGES`), else a usage error.
+    for (n, args) in [
+        ("0", &["pack", "--golden", "0", "--modules", "m", "--data", "d", "--out", "o"][..]),
+        ("0", &["decompose", "--golden", "0", "--model", "m", "--data", "d", "--out", "o"]),
+        ("65", &["pack", "--golden", "65", "--modules", "m", "--data", "d", "--out", "o"]),
+        ("1000000", &["decompose", "--golden", "1000000", "--model", "m", "--data", "d", "--out", "o"]),
     ] {
         let (cmd, o) = (args[0], common::classmod(args));
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-        assert!(err.lines().next().unwrap_or("").contains("'0' for '--golden"), "{cmd}: {err}");
+        assert!(err.lines().next().unwrap_or("").contains(&format!("'{n}' for '--golden")), "{cmd}: {err}");
         assert!(!err.contains("panicked") && !err.contains("matmul"), "{cmd}: {err}");
     }
     for (flag, value) in [("--max-loss", "-1"), ("--grow-minutes", "NaN")] {

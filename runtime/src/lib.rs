@@ -114,6 +114,7 @@ pub use module::compose::{MinScore, Rule};
 pub use pack::manifest::{
     Manifest, ManifestBase, ManifestModule, PendingUpdate, PreviousModule, FILE_NAME as MANIFEST_FILE,
 };
+pub use pack::module_blob::{SelfTest, MAX_GOLDEN_IMAGES};
 pub use pack::{DirLock, DurableFs, OsFs, PackedDir};
 pub use serve::{
     declared_len, Applied, Classification, Followed, LoadedBase, LoadedModule, LockWait, ModuleRuntime, PendingReport,
@@ -147,8 +148,8 @@ pub mod io {
 pub mod prelude {
     pub use crate::{
         Applied, Classification, Device, DurableFs, Error, ErrorKind, Followed, InputSpec, LockWait, MinScore,
-        ModuleRuntime, OsFs, PackedDir, PendingReport, Precision, Result, Rule, ServingConfig, Snapshot, UpdateKind,
-        UpdateReport, VerifyingKey,
+        ModuleRuntime, OsFs, PackedDir, PendingReport, Precision, Result, Rule, SelfTest, ServingConfig, Snapshot,
+        UpdateKind, UpdateReport, VerifyingKey,
     };
 }
 

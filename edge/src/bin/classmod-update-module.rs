@@ -47,6 +47,7 @@ fn run(a: Args) -> Result<()> {
             serve_new: false,
             allow_downgrade: false,
             max_blob_bytes: 0,
+            self_test: classmod_runtime::SelfTest::default(),
         };
         run_state(&a.state, &a.workdir, &settings, &mut std::io::stdout())?;
         return Ok(());
@@ -71,6 +72,10 @@ fn run(a: Args) -> Result<()> {
         serve_new: a.serve_new,
         allow_downgrade: a.allow_downgrade,
         max_blob_bytes: u64::from(board.max_update_mib) << 20,
+        self_test: classmod_runtime::SelfTest {
+            images: board.golden_images as usize,
+            batch: board.watch_batch as usize,
+        },
     };
     if let Some(line) = run_state(&a.state, &a.workdir, &settings, &mut std::io::stdout())? {
         eprintln!("classmod-module {}: {line}", a.state);

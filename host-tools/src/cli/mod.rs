@@ -209,10 +209,11 @@ impl From<PrecisionArg> for Precision {
     }
 }
 
-/// `--golden`: one image or more. With none, a module's self-test checks nothing (and
-/// `Golden::record` refuses to record it), so zero is a usage error, exit 2.
+/// `--golden`: one image or more, at most `MAX_GOLDEN_IMAGES` (64). With none, a module's
+/// self-test checks nothing (and `Golden::record` refuses to record it); with more, a device
+/// would refuse the module (each load pays for them), so both are usage errors, exit 2.
 pub fn at_least_one_golden() -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::new().range(1..)
+    clap::builder::RangedU64ValueParser::new().range(1..=classmod_runtime::MAX_GOLDEN_IMAGES as u64)
 }
 
 /// An error about the file at `path`, with the file named once (errors that carry their own

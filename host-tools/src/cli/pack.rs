@@ -24,8 +24,8 @@ pub struct Args {
     /// Sign every blob with this secret key (`classmod keygen`).
     #[arg(long = "sign-key", visible_alias = "key")]
     key: Option<PathBuf>,
-    /// Golden images per module.
-    /// At least one: a module without golden vectors cannot be health-checked on the device.
+    /// Golden images per module: 1 to 64. A device self-tests as many of them as its board
+    /// profile says (8 on a Jetson Nano) at every load.
     #[arg(long, default_value_t = 8, value_parser = at_least_one_golden())]
     golden: usize,
     #[arg(long, default_value_t = 0)]

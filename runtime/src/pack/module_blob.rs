@@ -22,6 +22,28 @@ const FORMAT: &str = "classmod-module";
 /// same module on another CPU (other SIMD widths, other summation orders) differs by ~1e-6.
 pub const GOLDEN_TOLERANCE: f32 = 1e-4;
 
+/// The most golden images a module blob carries: a health check needs a few, and each costs a
+/// device memory and time at every load (a blob with more is refused before they are read).
+pub const MAX_GOLDEN_IMAGES: usize = 64;
+
+/// How much of its golden set a module's self-test runs: the first `images` of them (at least
+/// one), `batch` at a time, so that its memory is that of classifying a batch. A device takes
+/// both from its board profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelfTest {
+    /// Golden images tested at most, the first ones of the set.
+    pub images: usize,
+    /// Images run at once.
+    pub batch: usize,
+}
+
+impl Default for SelfTest {
+    /// The whole set (at most [`MAX_GOLDEN_IMAGES`]), 16 images a batch.
+    fn default() -> Self {
+        SelfTest { images: MAX_GOLDEN_IMAGES, batch: 16 }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct ModuleMeta {
     format: String,
@@ -58,12 +80,13 @@ impl Golden {
     #[cfg(feature = "host")]
     /// Runs `module` on `images` (on `base`) and records its scores.
     pub fn record(base: &ResNet, module: &ClassModule, images: Vec<u8>) -> Result<Golden> {
-        let scores = golden_scores(base, module, &images)?;
+        let scores = golden_scores(base, module, &images, SelfTest::default().batch)?;
         Ok(Golden { images, scores })
     }
 }
 
-fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<Vec<f32>> {
+/// The module's scores on `images`, `batch` images at a time.
+fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8], batch: usize) -> Result<Vec<f32>> {
     let spec = base.input_spec();
     let per = spec.image_len();
     if per == 0 || !images.len().is_multiple_of(per) {
@@ -76,9 +99,21 @@ fn golden_scores(base: &ResNet, module: &ClassModule, images: &[u8]) -> Result<V
             reason: "no golden images (a module needs at least one for its self-test)".into(),
         });
     }
+    if n > MAX_GOLDEN_IMAGES {
+        return Err(too_many_golden(n));
+    }
     // The route serving takes: pixels normalised into the engine's own layout.
-    let out = ModuleGroup::new(base.clone(), vec![module.clone()])?.run_pixels(images)?;
-    Ok((0..n).map(|i| out.score(0, i)).collect())
+    let group = ModuleGroup::new(base.clone(), vec![module.clone()])?;
+    let mut scores = Vec::with_capacity(n);
+    for chunk in images.chunks(batch.max(1) * per) {
+        let out = group.run_pixels(chunk)?;
+        scores.extend((0..chunk.len() / per).map(|i| out.score(0, i)));
+    }
+    Ok(scores)
+}
+
+fn too_many_golden(n: usize) -> Error {
+    Error::BadGolden { reason: format!("{n} golden images, more than the {MAX_GOLDEN_IMAGES} a module may carry") }
 }
 
 /// A module read from a blob.
@@ -123,6 +158,9 @@ impl ModuleBlob {
         let spec = &m.input;
         let per = spec.image_len();
         let n = self.golden.scores.len();
+        if n > MAX_GOLDEN_IMAGES {
+            return Err(too_many_golden(n));
+        }
         if n == 0 || self.golden.images.len() != n * per {
             return Err(Error::BadGolden {
                 reason: format!("{n} scores for {} bytes of {per}-byte images", self.golden.images.len()),
@@ -186,6 +224,10 @@ impl ModuleBlob {
         let spec = &module.input;
         let images = blob.tensor("golden.images")?;
         let n = images.shape.first().copied().unwrap_or(0);
+        // Before a byte is copied: a hostile blob's golden set could be most of its size.
+        if n > MAX_GOLDEN_IMAGES {
+            return Err(too_many_golden(n));
+        }
         images.expect(DType::U8, &[n, spec.channels, spec.height, spec.width])?;
         let scores = blob.tensor("golden.scores")?;
         scores.expect(DType::F32, &[n])?;
@@ -195,13 +237,16 @@ impl ModuleBlob {
 
     /// The health check of a field update: the module, run on `base` (whose key is `base_key`),
     /// reproduces its golden scores within [`GOLDEN_TOLERANCE`] (f32; the base's
-    /// [`crate::Precision::golden_tolerance`] when it computes in half precision). Returns the
-    /// largest difference.
-    pub fn self_test(&self, base: &ResNet, base_key: &ModelKey) -> Result<f32> {
+    /// [`crate::Precision::golden_tolerance`] when it computes in half precision), on as many of
+    /// them as `test` says. Returns the largest difference and how many images were tested.
+    pub fn self_test(&self, base: &ResNet, base_key: &ModelKey, test: SelfTest) -> Result<(f32, usize)> {
         if *base_key != self.module.base_key {
             return Err(Error::WrongBase { class: self.module.class_name.clone() });
         }
-        let found = golden_scores(base, &self.module, &self.golden.images)?;
+        let n = self.golden.scores.len().min(test.images.max(1));
+        let per = self.module.input.image_len();
+        let images = self.golden.images.get(..n * per).unwrap_or(&self.golden.images);
+        let found = golden_scores(base, &self.module, images, test.batch)?;
         let (mut worst, tolerance) = (0f32, base.precision().golden_tolerance());
         for (image, (&e, &f)) in self.golden.scores.iter().zip(&found).enumerate() {
             let d = (e - f).abs();
@@ -210,7 +255,7 @@ impl ModuleBlob {
             }
             worst = worst.max(d);
         }
-        Ok(worst)
+        Ok((worst, found.len()))
     }
 }
 
@@ -257,6 +302,42 @@ mod tests {
         assert_eq!(bytes, base_blob::encode(&model, None).unwrap(), "deterministic");
     }
 
+    /// Issue 36, item 7: the golden set is bounded when packed and when read (a blob carrying
+    /// more than [`MAX_GOLDEN_IMAGES`] is refused before they are copied), and a device tests
+    /// the first ones of it, a batch at a time, with the same scores as all at once.
+    #[test]
+    fn the_golden_set_is_bounded_and_tested_in_batches() {
+        let model = tiny_model(1);
+        let key = ModelKey::of(&model).unwrap();
+        let base = ResNet::new(&model, &Device::Cpu).unwrap();
+        let mut m = module(&base, &key, ModuleHead::Channel { class_index: 1 });
+        let per = m.module.input.image_len();
+        let many: Vec<u8> = (0..(MAX_GOLDEN_IMAGES + 1) * per).map(|i| (i * 31 % 253) as u8).collect();
+        let e = Golden::record(&base, &m.module, many.clone()).unwrap_err();
+        assert!(e.to_string().contains("65 golden images, more than the 64"), "{e}");
+        m.golden = Golden::record(&base, &m.module, many[..MAX_GOLDEN_IMAGES * per].to_vec()).unwrap();
+        let bytes = m.encode(None).unwrap();
+        // The same blob with one golden image more, written as a packer that ignores the bound
+        // would: refused when read.
+        let hostile = AlignedBytes::new(&crate::testing::with_golden_images(&bytes, MAX_GOLDEN_IMAGES + 1));
+        let e = ModuleBlob::decode(&Blob::open(hostile.bytes(), None).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::BadGolden { .. }) && e.to_string().contains("65 golden images"), "{e}");
+        let store = AlignedBytes::new(&bytes);
+        let blob = Blob::open(store.bytes(), None).unwrap();
+        // A device testing 5 of the 64, 2 at a time: the same as all 64 at once, on 5.
+        let back = ModuleBlob::decode(&blob).unwrap();
+        assert_eq!(back.self_test(&base, &key, SelfTest::default()).unwrap(), (0.0, MAX_GOLDEN_IMAGES));
+        assert_eq!(back.self_test(&base, &key, SelfTest { images: 5, batch: 2 }).unwrap(), (0.0, 5));
+        // Only those are tested: a wrong score past them is not looked at.
+        let mut wrong = back.clone();
+        wrong.golden.scores[5] += 0.5;
+        assert_eq!(wrong.self_test(&base, &key, SelfTest { images: 5, batch: 3 }).unwrap().1, 5);
+        assert!(matches!(
+            wrong.self_test(&base, &key, SelfTest::default()),
+            Err(Error::GoldenMismatch { image: 5, .. })
+        ));
+    }
+
     #[test]
     fn module_blob_round_trips_and_passes_its_self_test() {
         let model = tiny_model(1);
@@ -272,14 +353,15 @@ mod tests {
             assert_eq!(blob.base_key(), key.0);
             let back = ModuleBlob::decode(&blob).unwrap();
             assert_eq!(back, m);
-            assert_eq!(back.self_test(&base, &key).unwrap(), 0.0, "same machine, same scores");
-            assert!(matches!(back.self_test(&base, &ModelKey([7; 32])), Err(Error::WrongBase { .. })));
+            let all = SelfTest::default();
+            assert_eq!(back.self_test(&base, &key, all).unwrap().0, 0.0, "same machine, same scores");
+            assert!(matches!(back.self_test(&base, &ModelKey([7; 32]), all), Err(Error::WrongBase { .. })));
             let mut wrong = back.clone();
             wrong.golden.scores[2] += 0.01;
-            assert!(matches!(wrong.self_test(&base, &key), Err(Error::GoldenMismatch { image: 2, .. })));
+            assert!(matches!(wrong.self_test(&base, &key, all), Err(Error::GoldenMismatch { image: 2, .. })));
             // The same module on another base (same key claimed) fails its golden check.
             let other = ResNet::new(&tiny_model(3), &Device::Cpu).unwrap();
-            assert!(back.self_test(&other, &key).is_err());
+            assert!(back.self_test(&other, &key, all).is_err());
         }
     }
 
@@ -381,7 +463,7 @@ mod tests {
             assert!(blob.tensor("branch.entry.weight").is_ok() && blob.tensor("mask.000").is_err());
             let back = ModuleBlob::decode(&blob).unwrap();
             assert_eq!(back, m);
-            assert_eq!(back.self_test(&base, &key).unwrap(), 0.0);
+            assert_eq!(back.self_test(&base, &key, SelfTest::default()).unwrap().0, 0.0);
             let rebuilt_with = |meta: String, skip: &str, nan: bool| {
                 let mut w = BlobWriter::new(BlobKind::Module, blob.base_key(), blob.input_key(), meta);
                 for t in blob.tensors().filter(|t| t.name != skip) {

@@ -33,6 +33,7 @@ use crate::module::compose::MinScore;
 use crate::module::compose::Rule;
 use crate::pack::dir_lock::DirLock;
 use crate::pack::manifest::{Manifest, ManifestModule};
+use crate::pack::module_blob::SelfTest;
 use crate::pack::packed_dir::{read_base, read_module};
 use crate::Result;
 use crate::{Error, ModelKey, ResNet};
@@ -66,6 +67,8 @@ pub struct ServingConfig {
     pub allow_downgrade: bool,
     /// What a change does while another process holds the directory's writer lock.
     pub lock_wait: LockWait,
+    /// How much of each module's golden set its self-test runs (a device: its board's).
+    pub self_test: SelfTest,
 }
 
 /// What a change (an update, a rollback, the start-up clean) does while another process holds
@@ -141,6 +144,7 @@ impl ServingConfig {
             min_score: MinScore::Calibrated,
             allow_downgrade: false,
             lock_wait: LockWait::Wait(None),
+            self_test: SelfTest::default(),
         }
     }
 
@@ -183,6 +187,12 @@ impl ServingConfig {
     /// What a change does while another process holds the directory's writer lock.
     pub fn with_lock_wait(mut self, wait: LockWait) -> Self {
         self.lock_wait = wait;
+        self
+    }
+
+    /// How much of each module's golden set its self-test runs, and how many images at a time.
+    pub fn with_self_test(mut self, test: SelfTest) -> Self {
+        self.self_test = test;
         self
     }
 }
@@ -319,9 +329,8 @@ impl ModuleRuntime {
     fn prepare(&self, manifest: &Manifest, entry: &ManifestModule, file: &Path) -> Result<LoadedModule> {
         let mb = read_module(file, entry, self.config.key.as_ref())?;
         let base = self.base(manifest, &entry.base_key)?;
-        let self_test_diff = mb.self_test(&base.net, &base.key)?;
+        let (self_test_diff, golden_images) = mb.self_test(&base.net, &base.key, self.config.self_test)?;
         let resident_bytes = mb.module.resident_bytes();
-        let golden_images = mb.golden.scores.len();
         // The golden images and the site list go with `mb`: only the module is kept.
         let module = Arc::new(mb.module);
         Ok(LoadedModule { module, file: file.to_path_buf(), base, self_test_diff, golden_images, resident_bytes })

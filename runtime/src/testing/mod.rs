@@ -63,6 +63,28 @@ pub fn module(model: &ModelFile, net: &ResNet, id: u32, name: &str, drop: usize)
     ModuleBlob { module, sites, golden, version: 0 }
 }
 
+/// `blob` (a module blob's bytes) rewritten with `n` golden images (patterned pixels, scores 0),
+/// as a packer that ignores [`crate::MAX_GOLDEN_IMAGES`] would write it: hostile input for tests.
+pub fn with_golden_images(blob: &[u8], n: usize) -> Vec<u8> {
+    use classmod_blob::{AlignedBytes, Blob, BlobKind, BlobWriter};
+    let store = AlignedBytes::new(blob);
+    let blob = Blob::open(store.bytes(), None).unwrap();
+    let mut w = BlobWriter::new(BlobKind::Module, blob.base_key(), blob.input_key(), blob.meta());
+    for t in blob.tensors() {
+        let (shape, data) = match t.name {
+            "golden.images" => {
+                let shape = [&[n][..], &t.shape[1..]].concat();
+                let len = shape.iter().product::<usize>();
+                (shape, (0..len).map(|i| (i * 31 % 253) as u8).collect())
+            }
+            "golden.scores" => (vec![n], vec![0; 4 * n]),
+            _ => (t.shape.clone(), t.bytes.to_vec()),
+        };
+        w.tensor(t.name, t.dtype, &shape, data).unwrap();
+    }
+    w.finish(None)
+}
+
 /// A compact module of `model` for output `id` (random branch of width 8 after 2 stages, seeded)
 /// with golden vectors recorded on `net`.
 pub fn compact_module(model: &ModelFile, net: &ResNet, id: u32, name: &str, seed: u64) -> ModuleBlob {
