@@ -33,3 +33,26 @@ fn verify_checks_the_rollback_copy_too() {
     assert!(rows.iter().find(|r| r.file == copy).unwrap().result.is_err());
     let _ = std::fs::remove_dir_all(&f.dir);
 }
+
+/// Issue 36, item 8: after an update that moves class `a` to the other base (the demo does
+/// one), and after its rollback, the real `classmod verify` passes: the rollback copy was checked
+/// on the new module's base and exited 2 on a healthy device.
+#[test]
+fn verify_passes_after_a_cross_base_update_and_its_rollback() {
+    let f = fixture(None);
+    let config = ServingConfig::new(Device::Cpu).with_min_score(MinScore::Off);
+    let rt = ModuleRuntime::open(&f.dir, config).unwrap();
+    let m2 = tiny_model(2);
+    let a_on_2 = module(&m2, &ResNet::new(&m2, &Device::Cpu).unwrap(), 0, "a", 3).encode(None).unwrap();
+    rt.update(&mut OsFs, &a_on_2).unwrap();
+    let verify = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_classmod")).arg("verify").arg(&f.dir).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{text}");
+        text
+    };
+    verify();
+    rt.rollback(&mut OsFs, "a").unwrap();
+    verify();
+    let _ = std::fs::remove_dir_all(&f.dir);
+}

@@ -78,6 +78,8 @@ impl ManifestModule {
             bytes: p.bytes,
             version: p.version,
             highest_version: p.highest_version,
+            base_key: p.base_key.unwrap_or(self.base_key),
+            class_id: p.class_id.unwrap_or(self.class_id),
             previous: None,
             ..self.clone()
         })
@@ -100,6 +102,14 @@ pub struct PreviousModule {
     /// back an unconfirmed update is not a downgrade, and leaves no trace of the update).
     #[serde(default)]
     pub highest_version: u64,
+    /// The base the rollback copy runs on: an update may move a class to another base
+    /// (ResNet-20's `cat` replaced by ResNet-56's). Absent in manifests written before
+    /// 2026-12-08: the entry's own, as those readers assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_key: Option<ModelKey>,
+    /// The class's output index in that base (absent: the entry's own, as for `base_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_id: Option<u32>,
 }
 
 /// An update installed as one transaction (all the blobs of a Mender artifact) and not yet
@@ -205,6 +215,9 @@ impl Manifest {
             }
             if !bases.contains(&x.base_key) {
                 return Err(bad(format!("module `{}` needs a base that is not listed", x.class_name)));
+            }
+            if x.previous.as_ref().and_then(|p| p.base_key).is_some_and(|k| !bases.contains(&k)) {
+                return Err(bad(format!("the rollback copy of `{}` needs a base that is not listed", x.class_name)));
             }
         }
         let mut added: HashSet<&str> = HashSet::new();

@@ -160,6 +160,8 @@ pub(crate) fn module_entry(rt: &ModuleRuntime, manifest: &Manifest, bytes: &[u8]
             bytes: o.bytes,
             version: o.version,
             highest_version: o.highest_version,
+            base_key: Some(o.base_key),
+            class_id: Some(o.class_id),
         }),
     };
     Ok(ModuleUpdate { entry, old })
@@ -618,6 +620,36 @@ mod tests {
         let m = Manifest::read(&f.dir).unwrap();
         assert_eq!(m.module("b").unwrap().file, report.file);
         assert!(m.module("b").unwrap().previous.is_none());
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    /// Issue 36, item 8: after an update that moves class `a` to the other base, the rollback
+    /// copy is checked on its own base (it was checked on the new module's, so `classmod verify`
+    /// called a healthy device broken), the rollback serves it on that base, and a restart reads
+    /// the manifest the same way.
+    #[test]
+    fn a_cross_base_update_keeps_its_rollback_copy_on_its_own_base() {
+        let f = fixture(None);
+        let (k1, k2) = (ModelKey::of(&tiny_model(1)).unwrap(), ModelKey::of(&tiny_model(2)).unwrap());
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        rt.load("a").unwrap();
+        let a_on_2 = crate::testing::module(&tiny_model(2), &f.nets[1], 0, "a", 3).encode(None).unwrap();
+        rt.update(&mut OsFs, &a_on_2).unwrap();
+        let m = Manifest::read(&f.dir).unwrap();
+        assert_eq!(
+            (m.module("a").unwrap().base_key, m.module("a").unwrap().previous.as_ref().unwrap().base_key),
+            (k2, Some(k1))
+        );
+        let copy = rt.check_rollback_copy("a").unwrap().expect("a rollback copy");
+        assert_eq!(copy.base.key, k1);
+        drop(rt);
+        let rt = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        assert!(rt.check_rollback_copy("a").unwrap().is_some(), "after a restart too");
+        rt.load("a").unwrap();
+        rt.rollback(&mut OsFs, "a").unwrap();
+        assert_eq!(served_file(&rt, "a"), "a.blob");
+        assert_eq!(rt.snapshot().modules()[0].base.key, k1);
+        assert_eq!(Manifest::read(&f.dir).unwrap().module("a").unwrap().base_key, k1);
         let _ = std::fs::remove_dir_all(&f.dir);
     }
 }
