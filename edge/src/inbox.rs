@@ -208,6 +208,11 @@ impl Noted {
         self.skip.get(path).is_some_and(|s| Stamp::of(path) == Some(*s))
     }
 
+    /// How many entries of `dir` are skipped now (noted and unchanged).
+    pub fn skipped_in(&self, dir: &Path) -> usize {
+        self.skip.keys().filter(|p| p.parent() == Some(dir) && self.skipped(p)).count()
+    }
+
     /// Skips `path` until its length or modification time differ from `seen`: the stamp taken
     /// *before* the entry was looked at, so that bytes its writer adds meanwhile (the last
     /// ones, say) count as a change instead of being skipped for good. `None` skips nothing.

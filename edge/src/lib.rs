@@ -201,6 +201,8 @@ pub struct Edge<P: OutputPin> {
     started: Instant,
     /// What the inbox and the watched directory remember between scans.
     noted: inbox::Noted,
+    /// Inbox entries the last scan left where they are, to be tried again.
+    inbox_waiting: usize,
     /// The last scan of the watched directory left images for the next batch.
     watch_backlog: bool,
     /// What a crash left behind is still to be removed: the directory was held by another
@@ -252,6 +254,7 @@ impl<P: OutputPin> Edge<P> {
             classes_only: opts.classes_only,
             started: Instant::now(),
             noted: inbox::Noted::default(),
+            inbox_waiting: 0,
             watch_backlog: false,
             clean_deferred: false,
             fs: Box::new(OsFs),
@@ -387,6 +390,12 @@ impl<P: OutputPin> Edge<P> {
         self.counts
     }
 
+    /// Inbox entries the last scan left waiting: incomplete, or not applicable now (another
+    /// writer at work, a full disk, an update pending its commit), or skipped until they change.
+    pub fn inbox_waiting(&self) -> usize {
+        self.inbox_waiting
+    }
+
     /// Classifies image files with one consistent set of modules; any unreadable file is an error.
     pub fn classify_files(&mut self, files: &[PathBuf]) -> Result<Vec<Verdict>> {
         let (verdicts, unreadable) = self.classify_readable(files)?;
@@ -394,6 +403,16 @@ impl<P: OutputPin> Edge<P> {
             Some((_, e)) => Err(e),
             None => Ok(verdicts),
         }
+    }
+
+    /// [`Edge::classify_files`] for a device with more to do (a watched directory, an inbox, a
+    /// trigger): an unreadable file is said and skipped, never the end of the device.
+    pub fn classify_files_skipping_unreadable(&mut self, files: &[PathBuf]) -> Result<Vec<Verdict>> {
+        let (verdicts, unreadable) = self.classify_readable(files)?;
+        for (f, e) in &unreadable {
+            self.say(format!("{}: unreadable, not classified: {e:#}", file_name(f)));
+        }
+        Ok(verdicts)
     }
 
     /// Classifies the readable ones of `files` in one batch with one consistent set of modules;
@@ -515,7 +534,9 @@ impl<P: OutputPin> Edge<P> {
     /// `inbox.rs`). No entry stops the device. Returns how many changed the device (added or
     /// updated; [`Edge::inbox_counts`] has every outcome).
     pub fn process_inbox(&mut self, dir: &Path) -> Result<usize> {
+        self.inbox_waiting = 0;
         let Some(entries) = self.entries(dir, |name| !inbox::ignored(name)) else { return Ok(0) };
+        self.inbox_waiting = self.noted.skipped_in(dir);
         // Bases sort first, so modules of a new base find it.
         let mut files: Vec<(Option<UpdateKind>, PathBuf)> =
             entries.into_iter().map(|p| (inbox::peek_kind(&p), p)).collect();
@@ -536,10 +557,12 @@ impl<P: OutputPin> Edge<P> {
                         format!("update {name}: incomplete ({have} bytes of {want}), waiting for the rest"),
                     );
                     self.noted.skip_until_changed(&path, seen);
+                    self.inbox_waiting += 1;
                     continue;
                 }
                 inbox::Entry::Retry(why) => {
                     self.say_once(&path, format!("update {name}: cannot be read now ({why}), will retry"));
+                    self.inbox_waiting += 1;
                     continue;
                 }
                 inbox::Entry::Refused(why) => {
@@ -583,12 +606,14 @@ impl<P: OutputPin> Edge<P> {
                 // A Mender update waits for its commit or rollback: this one after it.
                 Err(e) if e.kind() == ErrorKind::Busy => {
                     self.say_once(&path, format!("update {name}: waits ({e}), will retry"));
+                    self.inbox_waiting += 1;
                     self.status(Status::Serving);
                 }
                 // A fault of the device (a full disk, its manifest unreadable for a moment, a
                 // file it cannot write) is not the update's: it stays, and is tried again.
                 Err(e) if matches!(e.kind(), ErrorKind::Transient | ErrorKind::Environment) => {
                     self.say_once(&path, format!("update {name}: cannot be applied now ({e}), will retry"));
+                    self.inbox_waiting += 1;
                     self.status(Status::Serving);
                 }
                 Err(e) => {

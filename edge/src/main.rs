@@ -92,7 +92,8 @@ struct Args {
     #[arg(long, num_args = 0..=1, default_missing_value = "board")]
     led_gpio: Option<String>,
     /// Process the images, the inbox and the watched directory once (all its images, batch by
-    /// batch), then exit (the trigger is not waited for): 0, or 3 when an update was refused.
+    /// batch), then exit (the trigger is not waited for): 0, 3 when an update was refused, 5
+    /// when inbox entries wait (incomplete, or not applicable now).
     #[arg(long)]
     once: bool,
     /// Exit after this many trigger classifications.
@@ -123,6 +124,10 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// `--once` exit code when an update was refused (2 is an error that stops the program).
 const REFUSED_EXIT: u8 = 3;
+
+/// `--once` exit code when nothing was refused but inbox entries wait (incomplete, or not
+/// applicable now): a script's cue to run again, where 0 said all was done.
+const WAITING_EXIT: u8 = 5;
 
 fn run(a: Args) -> Result<ExitCode> {
     if a.require_key && a.key.is_none() {
@@ -211,7 +216,12 @@ fn run(a: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if !a.images.is_empty() {
-        edge.classify_files(&a.images)?;
+        if a.watch.is_some() || a.inbox.is_some() || trigger.is_some() {
+            // A device with more to do: one bad file given at start never ends it.
+            edge.classify_files_skipping_unreadable(&a.images)?;
+        } else {
+            edge.classify_files(&a.images)?;
+        }
     }
     let (mut triggered, mut last_scan) = (0u64, None::<Instant>);
     loop {
@@ -230,14 +240,24 @@ fn run(a: Args) -> Result<ExitCode> {
             edge.process_watch(watch)?;
         }
         if a.once && !edge.watch_backlog() {
-            let c = edge.inbox_counts();
+            let (c, waiting) = (edge.inbox_counts(), edge.inbox_waiting());
             if a.inbox.is_some() {
                 eprintln!(
-                    "classmod-edge: inbox: {} added, {} updated, {} already present, {} refused",
+                    "classmod-edge: inbox: {} added, {} updated, {} already present, {} refused, {waiting} waiting",
                     c.added, c.updated, c.already_present, c.refused
                 );
             }
-            return Ok(if c.refused > 0 { ExitCode::from(REFUSED_EXIT) } else { ExitCode::SUCCESS });
+            return Ok(if c.refused > 0 {
+                ExitCode::from(REFUSED_EXIT)
+            } else if waiting > 0 {
+                eprintln!(
+                    "classmod-edge: {waiting} inbox entr{} not applied yet (incomplete, or not applicable now: see the log); run again later",
+                    if waiting == 1 { "y" } else { "ies" }
+                );
+                ExitCode::from(WAITING_EXIT)
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         // Presses the trigger's thread saw since, each with its frame as it was then.
         while let Some(event) = trigger.as_ref().and_then(|t| t.try_next()) {

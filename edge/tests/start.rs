@@ -90,4 +90,36 @@ fn results_go_to_stdout_and_refusals_have_their_own_exit_code() {
     // Nothing refused: exit 0.
     let o = edge(&[&base[..], &["--inbox", inbox.to_str().unwrap()]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A blob still being written (half of it): nothing refused, but not done either; it said
+    // exit 0 (issue 36, item 9). Now exit 5, saying so.
+    let whole = module(&m1, &net, 1, "b", 4).encode(None).unwrap();
+    std::fs::write(inbox.join("b4.blob"), &whole[..whole.len() / 2]).unwrap();
+    let o = edge(&[&base[..], &["--inbox", inbox.to_str().unwrap()]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("0 refused, 1 waiting") && err.contains("1 inbox entry not applied yet"), "{err}");
+    std::fs::write(inbox.join("b4.blob"), &whole).unwrap();
+    let o = edge(&[&base[..], &["--inbox", inbox.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Issue 36, item 9: one unreadable `--images` file ended a device that was also told to
+/// `--watch`; now it is said and the device goes on (alone, a bad file given is still exit 2).
+#[test]
+fn an_unreadable_image_given_at_start_never_ends_a_watching_device() {
+    let f = fixture(None);
+    let dir = f.dir.to_str().unwrap();
+    let watch = f.dir.with_extension("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 3 + y) as u8])).save(watch.join("w.png")).unwrap();
+    let bad = f.dir.with_extension("bad.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    let base = [dir, "--classes", "a,b", "--board", "host-sim", "--device", "cpu", "--once", "--images"];
+    let o = edge(&[&base[..], &[bad.to_str().unwrap(), "--watch", watch.to_str().unwrap()]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("bad.png: unreadable, not classified"), "{err}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("w.png"), "the watched image is classified: {err}");
+    let o = edge(&[&base[..], &[bad.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }
