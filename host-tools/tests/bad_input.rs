@@ -202,6 +202,27 @@ fn bad_flags_exit_with_2_and_no_panic() {
         assert!(err.lines().next().unwrap_or("").contains(&format!("'{n}' for '--golden")), "{cmd}: {err}");
         assert!(!err.contains("panicked") && !err.contains("matmul"), "{cmd}: {err}");
     }
+    // Nonsense numbers were taken, with exit 0 (issue 36, item 9): each is now a usage error
+    // naming the flag, before anything is read.
+    for args in [
+        &["eval", "--limit", "0"][..],
+        &["eval", "--batch", "0"],
+        &["eval", "--batch", "1000000"],
+        &["train", "--epochs", "0"],
+        &["train", "--time-limit", "nan"],
+        &["decompose", "--epochs", "0"],
+        &["throughput", "--seconds", "nan"],
+        &["throughput", "--batches", "1,0"],
+        &["bench", "--min-seconds=-1"],
+        &["experiment", "cost", "--watts-per-core=-5"],
+        &["experiment", "open-set", "--sizes", "0"],
+    ] {
+        let o = common::classmod(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let flag = args.iter().find(|a| a.starts_with("--")).unwrap().split('=').next().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.lines().next().unwrap_or("").contains(flag), "{args:?}: {err}");
+    }
     for (flag, value) in [("--max-loss", "-1"), ("--grow-minutes", "NaN")] {
         let arg = format!("{flag}={value}");
         let o =

@@ -24,9 +24,9 @@ pub struct Args {
     data: PathBuf,
     #[arg(long, value_enum, default_value = "test")]
     split: SplitArg,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     limit: Option<usize>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::batch_size())]
     batch: usize,
     /// Single-image forwards timed for the batch-1 latency (default 100; with --peers 300 per
     /// engine and round).
@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long)]
     peers: bool,
     /// With --peers: rounds (each measures every engine once).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::at_least_one())]
     rounds: usize,
     /// With --peers: the peer engines, of pytorch, onnxruntime, openvino-latency, openvino-throughput.
     #[arg(long, value_delimiter = ',', default_values_t = peers::PEER_ENGINES.map(String::from))]
@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long, default_value_t = 640)]
     peer_images: usize,
     /// With --peers: least seconds of each throughput figure.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::positive)]
     min_seconds: f64,
     /// With --peers: the Python environment of the peers (default ~/.cache/classmod/peer-engines).
     #[arg(long)]

@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long)]
     branch_blocks: Option<usize>,
     /// Compact: passes over the cached training images per branch.
-    #[arg(long, default_value_t = compact::EPOCHS)]
+    #[arg(long, default_value_t = compact::EPOCHS, value_parser = super::at_least_one())]
     epochs: usize,
     /// Compact: peak learning rate of the branches' training (SGD, Nesterov, cosine).
     #[arg(long, default_value_t = compact::LR)]
@@ -84,16 +84,16 @@ pub struct Args {
     /// Compact: points of top-1 the modules may lose against the base on half the check images
     /// (the other half is only reported); beyond it the branches of the classes that lose most
     /// grow (a block deeper, then half as wide again) and train again, while the time budget lasts.
-    #[arg(long, default_value_t = growth::MAX_LOSS, value_parser = non_negative)]
+    #[arg(long, default_value_t = growth::MAX_LOSS, value_parser = super::non_negative)]
     max_loss: f64,
     /// Compact: minutes the growth may take [default: as long as the first training took].
-    #[arg(long, value_parser = non_negative)]
+    #[arg(long, value_parser = super::non_negative)]
     grow_minutes: Option<f64>,
     /// The split of --check-data that the base did not train on.
     #[arg(long, value_enum, default_value = "test")]
     check_split: super::SplitArg,
     /// At most this many --check-data images (a seeded class-balanced sample; default all).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     check_limit: Option<usize>,
     /// Compact: at most this many training images (a class-balanced sample; default all).
     #[arg(long)]
@@ -120,7 +120,7 @@ pub struct Args {
     tangle_rate: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::batch_size())]
     batch: usize,
     /// Accepted for scripts written when module files were the default: blobs are always written.
     #[arg(long = "blobs", hide = true)]
@@ -220,14 +220,6 @@ pub fn run(a: Args) -> Result<()> {
         }));
     }
     Ok(())
-}
-
-/// A number of at least 0 (not NaN).
-fn non_negative(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}`: a number of at least 0")),
-    }
 }
 
 /// The images the decomposition is checked on (`--check-data`, by default for compact modules

@@ -52,7 +52,7 @@ pub struct PackedOnTestArgs {
     #[arg(long)]
     data: PathBuf,
     /// Test images (seeded class-balanced sample); default all.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -111,7 +111,7 @@ pub struct TransplantArgs {
     #[arg(long)]
     out: PathBuf,
     /// Passes over the cached training images.
-    #[arg(long, default_value_t = decompose::compact::EPOCHS)]
+    #[arg(long, default_value_t = decompose::compact::EPOCHS, value_parser = super::at_least_one())]
     epochs: usize,
     /// At most this many training images (a class-balanced sample; default all).
     #[arg(long)]
@@ -121,7 +121,7 @@ pub struct TransplantArgs {
     #[arg(long)]
     held_out: Option<usize>,
     /// Test images (seeded class-balanced sample); default all.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -137,7 +137,7 @@ pub struct OpenSetArgs {
     #[arg(long)]
     out: PathBuf,
     /// Subset sizes (classes loaded); every subset of each size is measured, up to `--subsets`.
-    #[arg(long, value_delimiter = ',', default_value = "3,5")]
+    #[arg(long, value_delimiter = ',', default_value = "3,5", value_parser = super::at_least_one())]
     sizes: Vec<usize>,
     /// At most this many subsets of each size: where there are more (5 of 200 classes: 2.5
     /// billion), a seeded sample of distinct ones, the same for every method.
@@ -158,10 +158,10 @@ pub struct ServingArgs {
     #[arg(long)]
     out: PathBuf,
     /// Batch sizes whose latency is measured.
-    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,64", value_parser = super::batch_size())]
     batches: Vec<usize>,
     /// Timed classifications per number of classes and batch size.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = super::at_least_one())]
     iters: usize,
     #[arg(long, default_value_t = 3)]
     cold_starts: usize,
@@ -202,7 +202,7 @@ pub struct ModuleExperimentArgs {
     #[arg(long)]
     out: PathBuf,
     /// Test images (seeded class-balanced sample); default all.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     limit: Option<usize>,
     #[arg(long, value_enum, default_value = "calibrated")]
     head: super::HeadArg,
@@ -280,14 +280,14 @@ pub struct CostArgs {
     /// Training steps to measure; default one epoch of the training split.
     #[arg(long)]
     train_steps: Option<usize>,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = super::batch_size())]
     batch: usize,
     /// Epochs of the standard recipe (akamaster/pytorch_resnet_cifar10: 200).
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 200.0, value_parser = super::positive)]
     recipe_epochs: f64,
     /// Assumed power per busy core, watts: about 4.4 W of package power per core of a 64-core,
     /// 280 W server CPU, doubled for memory, board and power-supply losses.
-    #[arg(long, default_value_t = 9.0)]
+    #[arg(long, default_value_t = 9.0, value_parser = super::positive)]
     watts_per_core: f64,
     /// Grid carbon intensity, kg CO2e per kWh (IEA world average, about 0.475).
     #[arg(long, default_value_t = 0.475)]
@@ -388,6 +388,15 @@ fn run_open_set(a: OpenSetArgs) -> Result<()> {
     for each in a.scored.each() {
         let (dir, c, test) = each?;
         let group = &c.groups()[0];
+        // Open-set needs classes left out: sizes of 1 to N - 1 of the base's N (before the
+        // scoring, which takes a while).
+        let n = group.base().class_names().len();
+        if let Some(k) = a.sizes.iter().find(|&&k| k >= n) {
+            return Err(anyhow!(
+                "--sizes: {k} classes loaded of the base's {n} leaves no class out; give sizes of 1 to {}",
+                n - 1
+            ));
+        }
         let pb = progress::bar(test.len() as u64, "score");
         let table = ScoreTable::compute(group, &test, 64, &pb)?;
         pb.finish_and_clear();
@@ -521,7 +530,7 @@ pub struct TradeoffArgs {
     #[arg(long)]
     out: PathBuf,
     /// Test images (seeded class-balanced sample); default all.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     limit: Option<usize>,
     /// `keep:tangle` pairs, comma-separated.
     #[arg(
@@ -558,13 +567,13 @@ pub struct CompactTradeoffArgs {
     #[arg(long)]
     branch_blocks: Option<usize>,
     /// Passes over the cached training images.
-    #[arg(long, default_value_t = decompose::compact::EPOCHS)]
+    #[arg(long, default_value_t = decompose::compact::EPOCHS, value_parser = super::at_least_one())]
     epochs: usize,
     /// At most this many training images (a class-balanced sample; default all).
     #[arg(long)]
     max_images: Option<usize>,
     /// Test images (seeded class-balanced sample); default all.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -98,12 +98,12 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value = "test")]
     pub split: SplitArg,
     /// Evaluate a seeded class-balanced sample of N images.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     pub limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Images per forward pass (32 keeps the im2col buffers in cache on small CPUs).
-    #[arg(long, default_value_t = 32)]
+    /// Images per forward pass, 1 to 1024 (32 keeps the im2col buffers in cache on small CPUs).
+    #[arg(long, default_value_t = 32, value_parser = batch_size())]
     pub batch: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
@@ -206,6 +206,38 @@ impl From<PrecisionArg> for Precision {
             PrecisionArg::F16 => Precision::F16,
             PrecisionArg::Bf16 => Precision::Bf16,
         }
+    }
+}
+
+/// A count that must be at least one (images, epochs, rounds, iterations, a size): 0 is a
+/// usage error, exit 2, instead of a run that does nothing and exits 0.
+pub fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// The most images a batch may hold: a batch is allocated up front (`eval --batch 1000000`
+/// asked for 12 GB and aborted).
+pub const MAX_BATCH: u64 = 1024;
+
+/// `--batch` and `--batches`: 1 to [`MAX_BATCH`] images.
+pub fn batch_size() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=MAX_BATCH)
+}
+
+/// Seconds, minutes, epochs, watts: a finite number above 0 (NaN, infinities, 0 and negative
+/// numbers are usage errors: `--watts-per-core -5` printed "-inf Wh").
+pub fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}`: a number above 0")),
+    }
+}
+
+/// A number of at least 0 (not NaN).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}`: a number of at least 0")),
     }
 }
 

@@ -27,10 +27,10 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     classes: usize,
     /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256", value_parser = super::batch_size())]
     batches: Vec<usize>,
     /// Seconds of timed passes per batch size, after a warm-up.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::positive)]
     seconds: f64,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,

@@ -46,14 +46,14 @@ pub struct Args {
     pub resume: bool,
     /// Stop at the first epoch end after this many minutes (checkpoint written; --resume goes
     /// on). The JSON says `"finished": false`.
-    #[arg(long)]
+    #[arg(long, value_parser = super::non_negative)]
     pub time_limit: Option<f64>,
     /// Optimiser steps; default: `--epochs` worth.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     pub steps: Option<usize>,
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = super::positive)]
     pub epochs: f64,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = super::batch_size())]
     pub batch: usize,
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
@@ -68,10 +68,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Train on a seeded class-balanced sample of N training images.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     pub limit: Option<usize>,
     /// Evaluate on a sample of N test images (default: all).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     pub eval_limit: Option<usize>,
     /// Names for a dataset whose labels are numbers (IDX, CIFAR binary), comma-separated.
     #[arg(long, value_delimiter = ',')]
