@@ -62,7 +62,7 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
     }
     for m in &manifest.modules {
         let path = dir.join(&m.file);
-        let result = rt.check_module(&m.class_name).map(|l| {
+        let result = rt.check_module_entry(m).map(|l| {
             format!(
                 "layout, hash, signature, golden self-test ({} images, max diff {:.1e})",
                 l.golden_images(),
@@ -72,12 +72,12 @@ pub fn verify_dir(dir: &Path, key: Option<&VerifyingKey>) -> Result<Vec<VerifyRo
         rows.push(row(&path, "module", Some(m.class_name.clone()), signer(&path), result.map_err(|e| e.to_string())));
         // An unconfirmed update's rollback copy must be as sound as the module: a rollback
         // would serve it.
-        if let Some(p) = &m.previous {
-            let path = dir.join(&p.file);
-            let result = rt.check_rollback_copy(&m.class_name).map(|l| {
+        if let Some(copy) = m.rolled_back() {
+            let path = dir.join(&copy.file);
+            let result = rt.check_module_entry(&copy).map(|l| {
                 format!(
                     "rollback copy: layout, hash, signature, golden self-test (max diff {:.1e})",
-                    l.map_or(0.0, |l| l.self_test_diff())
+                    l.self_test_diff()
                 )
             });
             rows.push(row(

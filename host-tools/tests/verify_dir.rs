@@ -56,3 +56,29 @@ fn verify_passes_after_a_cross_base_update_and_its_rollback() {
     verify();
     let _ = std::fs::remove_dir_all(&f.dir);
 }
+
+/// Issue 36, item 9: `classmod verify` looked each module up by class name, quadratic in the
+/// entries (100,003 took 94 s). A manifest of 100,003 entries whose files are missing: every
+/// row is there and names its file. (The time is printed, not asserted: `cargo test --
+/// --nocapture` shows it.)
+#[test]
+fn verify_is_linear_in_the_manifest_entries() {
+    let f = fixture(None);
+    let mut m = classmod_runtime::Manifest::read(&f.dir).unwrap();
+    let template = m.modules[0].clone();
+    for i in 0..100_000 {
+        m.modules.push(classmod_runtime::ManifestModule {
+            file: format!("missing-{i}.blob"),
+            class_name: format!("extra{i}"),
+            ..template.clone()
+        });
+    }
+    m.write(&f.dir).unwrap();
+    let t = std::time::Instant::now();
+    let rows = verify_dir(&f.dir, None).unwrap();
+    eprintln!("verify of {} entries: {:.2} s", m.modules.len() + m.bases.len(), t.elapsed().as_secs_f64());
+    assert_eq!(rows.len(), 2 + 3 + 100_000);
+    let last = rows.iter().find(|r| r.file == "missing-99999.blob").unwrap();
+    assert!(last.result.as_ref().is_err_and(|e| e.contains("missing-99999.blob")), "{last:?}");
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
