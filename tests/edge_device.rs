@@ -56,7 +56,8 @@ fn options(dir: &Path, device: DeviceChoice) -> EdgeOptions {
 /// The base model's choice among the served classes for a PNG.
 fn base_choice(net: &ResNet, png: &Path) -> String {
     let spec = net.input_spec().clone();
-    let px = classmod::edge::pixels(png, &spec, 4096).unwrap();
+    let px = classmod::edge::pixels(png, &spec, classmod::edge::ImageLimits { max_bytes: 64 << 20, max_side: 4096 })
+        .unwrap();
     let mut x = vec![0f32; px.len()];
     spec.normalize_into(&px, &mut x);
     let logits = net.forward(&Tensor::from_vec(x, (1, 3, 32, 32), &Device::Cpu).unwrap()).unwrap();
@@ -85,7 +86,7 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     // (H, H). Debounce 2: exactly two edges, at the 4th and the 9th poll.
     use std::iter::once;
     let script: VecDeque<bool> = once(false).chain([true, false, true, true, true, false, false, true, true]).collect();
-    let mut trigger = TriggerSampler::new(Trigger::new(ScriptedPin(script), 2).unwrap(), &frame);
+    let mut trigger = TriggerSampler::new(Trigger::new(ScriptedPin(script), 2).unwrap(), &frame, 64 << 20);
     let mut fired = Vec::new();
     for poll in 0..12 {
         if let Some(v) = edge.poll_trigger(&mut trigger).unwrap() {
@@ -99,7 +100,11 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     // The camera left a half-written frame: logged, the LED shows the error, the device goes on;
     // the next good frame restores serving.
     let press = || {
-        TriggerSampler::new(Trigger::new(ScriptedPin([false, true, true].into_iter().collect()), 2).unwrap(), &frame)
+        TriggerSampler::new(
+            Trigger::new(ScriptedPin([false, true, true].into_iter().collect()), 2).unwrap(),
+            &frame,
+            64 << 20,
+        )
     };
     let good = std::fs::read(&frame).unwrap();
     std::fs::write(&frame, &good[..good.len() / 3]).unwrap();
@@ -122,7 +127,7 @@ fn trigger_edges_classify_the_frame_and_bad_images_never_stop_the_device() {
     assert!(fifo.success(), "mkfifo");
     let (t, error) = Trigger::new_or_low(ValueFilePin { path: value.clone() }, 2);
     assert!(format!("{error:?}").contains("a FIFO"), "{error:?}");
-    let mut t = TriggerSampler::new(t, &frame);
+    let mut t = TriggerSampler::new(t, &frame, 64 << 20);
     let polls = |edge: &mut Edge<LogPin>, t: &mut TriggerSampler<ValueFilePin>| {
         (0..5).filter_map(|_| edge.poll_trigger(t).unwrap()).count()
     };

@@ -221,7 +221,9 @@ fn reference(device: &Path, pngs: &[PathBuf]) -> BTreeMap<String, (String, f64)>
     let spec = snap.input_spec().unwrap().clone();
     pngs.iter()
         .map(|p| {
-            let px = classmod::edge::pixels(p, &spec, 4096).unwrap();
+            let px =
+                classmod::edge::pixels(p, &spec, classmod::edge::ImageLimits { max_bytes: 64 << 20, max_side: 4096 })
+                    .unwrap();
             let r = snap.classify(&px, Rule::Max, classmod::runtime::MinScore::Off).unwrap();
             let i = r.predictions[0].unwrap();
             (p.file_name().unwrap().to_string_lossy().into_owned(), (r.classes[i].clone(), f64::from(r.scores[0][i])))
@@ -524,7 +526,9 @@ fn a_four_stage_bottleneck_resnet_takes_the_same_fleet_path() {
     let resnet = ResNet::new(&net, &Device::Cpu).unwrap();
     let mut mean = vec![0f32; 10];
     for png in &pngs {
-        let px = classmod::edge::pixels(png, &spec, 4096).unwrap();
+        let px =
+            classmod::edge::pixels(png, &spec, classmod::edge::ImageLimits { max_bytes: 64 << 20, max_side: 4096 })
+                .unwrap();
         let mut x = vec![0f32; px.len()];
         spec.normalize_into(&px, &mut x);
         let x = Tensor::from_vec(x, (1, 3, spec.height, spec.width), &Device::Cpu).unwrap();

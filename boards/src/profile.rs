@@ -53,6 +53,9 @@ pub struct BoardProfile {
     /// The largest image width and height the device decodes, checked from the file's header
     /// before decoding (a 12000 x 12000 PNG of 420 KB would cost 440 MB).
     pub max_image_side: u32,
+    /// The largest image file the device reads, in MiB (a camera's JPEG is a few MiB; a PNG
+    /// with a 60 MB text chunk cost 189 MB when every board read 64 MiB).
+    pub max_image_mib: u32,
     /// Images of the watched directory classified in one batch; the trigger and the inbox are
     /// served between batches, and the batch bounds the memory a backlog costs.
     pub watch_batch: u32,
@@ -78,6 +81,7 @@ pub const PROFILES: &[BoardProfile] = &[
         module_budget_mib: 512,
         max_update_mib: 64,
         max_image_side: 4096,
+        max_image_mib: 16,
         watch_batch: 16,
         golden_images: 8,
         status_led: NANO_PINS.0,
@@ -93,6 +97,7 @@ pub const PROFILES: &[BoardProfile] = &[
         module_budget_mib: 1024,
         max_update_mib: 128,
         max_image_side: 4096,
+        max_image_mib: 32,
         watch_batch: 64,
         golden_images: 16,
         status_led: XAVIER_NX_PINS.0,
@@ -108,6 +113,7 @@ pub const PROFILES: &[BoardProfile] = &[
         module_budget_mib: 512,
         max_update_mib: 64,
         max_image_side: 4096,
+        max_image_mib: 32,
         watch_batch: 32,
         golden_images: 16,
         status_led: ORIN_NX_PINS.0,
@@ -123,6 +129,7 @@ pub const PROFILES: &[BoardProfile] = &[
         module_budget_mib: 1024,
         max_update_mib: 128,
         max_image_side: 4096,
+        max_image_mib: 48,
         watch_batch: 64,
         golden_images: 32,
         status_led: ORIN_NX_PINS.0,
@@ -138,6 +145,7 @@ pub const PROFILES: &[BoardProfile] = &[
         module_budget_mib: 4096,
         max_update_mib: 256,
         max_image_side: 8192,
+        max_image_mib: 64,
         watch_batch: 64,
         golden_images: 64,
         status_led: AGX_ORIN_PINS.0,
@@ -153,6 +161,7 @@ pub const PROFILES: &[BoardProfile] = &[
         module_budget_mib: 2048,
         max_update_mib: 256,
         max_image_side: 8192,
+        max_image_mib: 64,
         watch_batch: 64,
         golden_images: 64,
         status_led: None,

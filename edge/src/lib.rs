@@ -26,7 +26,7 @@ use classmod_runtime::MANIFEST_FILE;
 use embedded_hal::digital::{InputPin, OutputPin};
 
 pub use classmod_boards::{Status, Trigger};
-pub use image_input::pixels;
+pub use image_input::{pixels, ImageLimits};
 pub use log_pin::LogPin;
 pub use trigger_watch::{TriggerEvent, TriggerSampler, TriggerWatch};
 
@@ -422,7 +422,7 @@ impl<P: OutputPin> Edge<P> {
         let mut px = Vec::with_capacity(files.len() * spec.image_len());
         let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
         for f in files {
-            match pixels(f, &spec, self.board.max_image_side) {
+            match pixels(f, &spec, ImageLimits::of(self.board)) {
                 Ok(p) => {
                     px.extend(p);
                     readable.push(f.clone());
@@ -514,7 +514,7 @@ impl<P: OutputPin> Edge<P> {
         let decoded = press
             .bytes
             .map_err(|e| anyhow!(e))
-            .and_then(|bytes| image_input::decode(&bytes, &press.frame, &spec, self.board.max_image_side));
+            .and_then(|bytes| image_input::decode(&bytes, &press.frame, &spec, ImageLimits::of(self.board)));
         let px = match decoded {
             Ok(px) => px,
             Err(e) => {

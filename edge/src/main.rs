@@ -173,7 +173,7 @@ fn run(a: Args) -> Result<ExitCode> {
                 );
             }
             // Polled on a thread of its own, so that a press is seen while a batch is classified.
-            let sampler = TriggerSampler::new(trigger, frame);
+            let sampler = TriggerSampler::new(trigger, frame, u64::from(board.max_image_mib) << 20);
             Some(TriggerWatch::spawn(sampler, TICK).map_err(|e| anyhow!("trigger thread: {e}"))?)
         }
         _ => None,

@@ -16,8 +16,6 @@ use classmod_boards::Trigger;
 use classmod_runtime::io::regular;
 use embedded_hal::digital::InputPin;
 
-use crate::image_input::MAX_IMAGE_BYTES;
-
 /// Presses waiting to be served at most: each holds a frame's bytes, so this bounds their memory.
 /// More presses while the device is busy are counted, and said with the last one kept.
 pub const PRESS_QUEUE: usize = 4;
@@ -48,13 +46,16 @@ pub struct Press {
 pub struct TriggerSampler<P: InputPin> {
     trigger: Trigger<P>,
     frame: PathBuf,
+    /// The largest frame file read (the board's `max_image_mib`).
+    max_frame_bytes: u64,
     /// Why the last poll failed, while polls fail.
     fault: Option<String>,
 }
 
 impl<P: InputPin> TriggerSampler<P> {
-    pub fn new(trigger: Trigger<P>, frame: &Path) -> Self {
-        TriggerSampler { trigger, frame: frame.to_path_buf(), fault: None }
+    /// Classifying `frame` on each press, a file of at most `max_frame_bytes`.
+    pub fn new(trigger: Trigger<P>, frame: &Path, max_frame_bytes: u64) -> Self {
+        TriggerSampler { trigger, frame: frame.to_path_buf(), max_frame_bytes, fault: None }
     }
 
     /// Polls once. A pin that cannot be read is not pressed: said on the first failing poll of
@@ -72,7 +73,7 @@ impl<P: InputPin> TriggerSampler<P> {
                 // A fault that cleared on a press: the press is what matters; it ends the fault.
                 self.fault = None;
                 let bytes = if room {
-                    regular::read(&self.frame, MAX_IMAGE_BYTES).map_err(|e| format!("{e:#}"))
+                    regular::read(&self.frame, self.max_frame_bytes).map_err(|e| format!("{e:#}"))
                 } else {
                     Err(String::new())
                 };
@@ -217,7 +218,7 @@ mod tests {
     }
 
     fn watch(button: &Button, frame: &Path) -> TriggerWatch {
-        let sampler = TriggerSampler::new(Trigger::new(button.clone(), 3).unwrap(), frame);
+        let sampler = TriggerSampler::new(Trigger::new(button.clone(), 3).unwrap(), frame, 1 << 20);
         TriggerWatch::spawn(sampler, Duration::from_millis(2)).unwrap()
     }
 

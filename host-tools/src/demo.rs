@@ -36,7 +36,7 @@ fn print_latencies(edge: &Edge<LogPin>, model: &ModelFile, files: &[std::path::P
         Ok(t[t.len() / 2])
     };
     for f in files {
-        let px = classmod_edge::pixels(f, &spec, edge.board.max_image_side)?;
+        let px = classmod_edge::pixels(f, &spec, classmod_edge::ImageLimits::of(edge.board))?;
         let r = snap.classify(&px, classmod_runtime::Rule::Max, edge.runtime.config().min_score)?;
         let served = median(&mut || {
             snap.classify(&px, classmod_runtime::Rule::Max, classmod_runtime::MinScore::Off)
@@ -168,7 +168,7 @@ pub fn device_demo(
     std::fs::write(&value, "0\n")?;
     let trigger =
         classmod_edge::Trigger::new(ValueFilePin { path: value.clone() }, 2).map_err(|e| anyhow!("trigger: {e}"))?;
-    let mut trigger = classmod_edge::TriggerSampler::new(trigger, &files[0]);
+    let mut trigger = classmod_edge::TriggerSampler::new(trigger, &files[0], 64 << 20);
     std::fs::write(&value, "1\n")?;
     let fired = (0..3).filter_map(|_| edge.poll_trigger(&mut trigger).transpose()).count();
     println!("device program: trigger pressed, {fired} classification");
