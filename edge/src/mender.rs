@@ -91,6 +91,17 @@ fn install(work: &Path, settings: &ModuleSettings) -> Result<String> {
         .with_context(|| format!("{}: the artifact's name", name_file.display()))?
         .trim()
         .to_string();
+    // The name goes into the manifest and every log line: a name, not an empty or a forged one.
+    if id.is_empty() {
+        return Err(anyhow!("{}: the artifact's name is empty", name_file.display()));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(anyhow!(
+            "{}: the artifact's name `{}` holds control characters",
+            name_file.display(),
+            crate::inbox::loggable(&id)
+        ));
+    }
     let files = work.join("files");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&files)
         .with_context(|| format!("{}: the payload", files.display()))?
@@ -114,7 +125,12 @@ fn install(work: &Path, settings: &ModuleSettings) -> Result<String> {
                 settings.max_blob_bytes
             ));
         }
-        maps.push(MappedFile::open(p).map_err(|e| anyhow!("artifact {id}: payload file {name}: {e}"))?);
+        let map = MappedFile::open(p).map_err(|e| anyhow!("artifact {id}: payload file {name}: {e}"))?;
+        // Layout, hash and signature per file first, so that a bad one is named (the install
+        // checks them again, all together, and names classes, not files).
+        classmod_blob::Blob::open(map.bytes(), settings.key.as_ref())
+            .map_err(|e| anyhow!("artifact {id}: payload file {name}: {e}"))?;
+        maps.push(map);
     }
     let blobs: Vec<&[u8]> = maps.iter().map(MappedFile::bytes).collect();
     let rt = runtime(settings)?;
@@ -130,6 +146,9 @@ fn install(work: &Path, settings: &ModuleSettings) -> Result<String> {
         if !list.is_empty() {
             parts.push(format!("{what}: {}", list.join(", ")));
         }
+    }
+    if parts.is_empty() {
+        parts.push("nothing new: the device has every blob of it".into());
     }
     Ok(format!("update {id} installed, unconfirmed ({})", parts.join("; ")))
 }

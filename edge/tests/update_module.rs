@@ -86,6 +86,47 @@ fn each_state_does_its_part_and_reruns_change_nothing() {
     assert!(Manifest::read(&f.dir).unwrap().pending.is_none());
 }
 
+/// Issue 36, item 9: Mender's payloads and names are the update module's to check. A corrupt
+/// payload file is named; an empty name and one with control characters are refused (they went
+/// into the manifest and the log raw); a different payload under the pending artifact's name was
+/// "already installed" and was not; an artifact that changes nothing says so, not "()".
+#[test]
+fn payloads_and_names_are_checked_and_said_truly() {
+    let f = fixture(None);
+    let set = settings(&f.dir);
+    let m1 = tiny_model(1);
+    let net = ResNet::new(&m1, &Device::Cpu).unwrap();
+    let b2 = module(&m1, &net, 1, "b", 8).encode(None).unwrap();
+    let mut flipped = b2.clone();
+    let last = flipped.len() - 100;
+    flipped[last] ^= 1;
+    let bad =
+        workdir(&f.dir, "bad", &[("a.blob", module(&m1, &net, 0, "a", 9).encode(None).unwrap()), ("b.blob", flipped)]);
+    let e = format!("{:#}", state("ArtifactInstall", &bad, &set).0.unwrap_err());
+    assert!(e.contains("payload file b.blob"), "{e}");
+    for (name, why) in [("", "is empty"), ("evil\x1b[2Jname", "control characters")] {
+        let w = workdir(&f.dir, "named", &[("b.blob", b2.clone())]);
+        std::fs::write(w.join("header/artifact_name"), name).unwrap();
+        let e = format!("{:#}", state("ArtifactInstall", &w, &set).0.unwrap_err());
+        assert!(e.contains(why) && !e.contains('\x1b'), "{e}");
+    }
+    assert!(Manifest::read(&f.dir).unwrap().pending.is_none());
+    let work = workdir(&f.dir, "b-8", &[("b.blob", b2)]);
+    state("ArtifactInstall", &work, &set).0.unwrap();
+    // Another payload under the same name: refused, and the pending update is the first one.
+    let other = workdir(&f.dir, "b-8", &[("b.blob", module(&m1, &net, 1, "b", 6).encode(None).unwrap())]);
+    let e = format!("{:#}", state("ArtifactInstall", &other, &set).0.unwrap_err());
+    assert!(e.contains("with other contents"), "{e}");
+    let work = workdir(&f.dir, "b-8", &[("b.blob", module(&m1, &net, 1, "b", 8).encode(None).unwrap())]);
+    assert!(state("ArtifactInstall", &work, &set).0.unwrap().unwrap().contains("already installed, pending"));
+    state("ArtifactCommit", &work, &set).0.unwrap();
+    // Only the base the device has: nothing new, said so.
+    let base =
+        workdir(&f.dir, "base-again", &[("base.blob", classmod_runtime::host::base_blob::encode(&m1, None).unwrap())]);
+    let line = state("ArtifactInstall", &base, &set).0.unwrap().unwrap();
+    assert!(line.contains("nothing new") && !line.contains("()"), "{line}");
+}
+
 /// A serving device follows what the update module commits: an artifact that adds a base and a
 /// class (recorded as served) and updates another is served at once, its rollback undone at
 /// once, and the inbox waits while it is pending.

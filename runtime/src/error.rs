@@ -421,6 +421,14 @@ pub enum Error {
     #[error("the device directory's manifest cannot be read now: {0}")]
     DeviceManifest(Box<Error>),
 
+    /// An update under the name of the pending one, with other contents: not the same update
+    /// delivered again, and not to be reported installed.
+    #[error("update `{id}` is installed and pending, with other contents than these: not installed again (a new update needs a new name, after this one is committed or rolled back)")]
+    PendingContentsDiffer {
+        /// The pending update's name.
+        id: String,
+    },
+
     /// Two modules of one class in one update.
     #[error("the update carries two modules of class `{class}`")]
     DuplicateClass {
@@ -488,6 +496,7 @@ impl Error {
             Io { error, .. } => ErrorKind::of_io(error),
             UpdatePending { .. } | DirectoryBusy { .. } => ErrorKind::Busy,
             DeviceManifest(_) => ErrorKind::Environment,
+            PendingContentsDiffer { .. } => ErrorKind::Refused,
             AlreadyInstalled { .. } => ErrorKind::AlreadyDone,
             UnsupportedVersion { .. }
             | UnknownModuleKind { .. }

@@ -56,8 +56,19 @@ impl ModuleRuntime {
         let mut w = self.writer()?;
         let manifest = &mut *w.manifest;
         if let Some(p) = &manifest.pending {
+            // The same update again (Mender re-runs a state after a crash) only when it is the
+            // same contents: a different payload under its name was said installed and was not.
             if p.id == id {
-                return Ok(PendingReport { id: id.into(), already_pending: true, ..Default::default() });
+                let installed: HashSet<&str> = (manifest.modules.iter().map(|m| m.content_hash.as_str()))
+                    .chain(manifest.bases.iter().map(|b| b.content_hash.as_str()))
+                    .collect();
+                let hash = |b: &[u8]| {
+                    classmod_blob::Blob::parse(b).ok().map(|b| crate::model::key::key_hex(&b.content_hash()))
+                };
+                if blobs.iter().all(|b| hash(b).is_some_and(|h| installed.contains(h.as_str()))) {
+                    return Ok(PendingReport { id: id.into(), already_pending: true, ..Default::default() });
+                }
+                return Err(Error::PendingContentsDiffer { id: id.into() });
             }
             return Err(Error::UpdatePending { id: p.id.clone() });
         }
