@@ -670,6 +670,14 @@ impl<P: OutputPin> Edge<P> {
                 if followed.kept.len() == 1 { "it was" } else { "they were" }
             ));
         }
+        if !followed.marks_kept.is_empty() {
+            let marks: Vec<String> = followed.marks_kept.iter().map(|(c, v)| format!("{c} at release {v}")).collect();
+            self.say(format!(
+                "manifest changed: it lowers downgrade marks, kept ({}): older releases stay refused \
+                 (start with --allow-downgrade to accept them)",
+                marks.join(", ")
+            ));
+        }
         for (class, why) in &followed.failed {
             self.say(format!(
                 "manifest changed: the new module of `{class}` cannot be served ({why}); the old one serves on"

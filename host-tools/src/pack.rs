@@ -8,7 +8,7 @@ use classmod_blob::{AlignedBytes, Blob, SigningKey};
 use classmod_runtime::host::write_atomically;
 use classmod_runtime::host::{base_blob, key_hex};
 use classmod_runtime::host::{ClassModule, Golden, ModelFile, ModuleBlob, ResNet};
-use classmod_runtime::{Device, ModelKey};
+use classmod_runtime::{Device, DirLock, ModelKey};
 use classmod_runtime::{Manifest, ManifestBase, ManifestModule};
 
 use crate::compose_eval::{read_packed, ComposeError};
@@ -76,6 +76,20 @@ pub fn pack(
     golden: impl Fn(usize, &ClassModule) -> Vec<u8>,
 ) -> Result<Manifest, HostError> {
     std::fs::create_dir_all(out).map_err(|e| HostError::io(out, e))?;
+    // A device directory (a device may be serving it, the Mender update module writing it) is
+    // written under its writer lock, waited for and said so.
+    let _lock = match DirLock::try_exclusive(out)? {
+        Some(lock) => lock,
+        None => {
+            eprintln!("classmod pack: {}: another process is changing the directory: waiting for it", out.display());
+            DirLock::exclusive(out)?
+        }
+    };
+    // The downgrade marks a device directory already has stay (a re-pack must not reopen the
+    // door to replayed old modules): unreadable or absent, there are none.
+    let marks: std::collections::HashMap<String, u64> = Manifest::read(out)
+        .map(|m| m.modules.into_iter().map(|e| (e.class_name, e.highest_version.max(e.version))).collect())
+        .unwrap_or_default();
     let (mut bases, mut modules) = (Vec::new(), Vec::new());
     for (gi, g) in groups.iter().enumerate() {
         let bkey = g.key;
@@ -109,7 +123,7 @@ pub fn pack(
                 content_hash: content_hash_hex(&bytes)?,
                 bytes: bytes.len() as u64,
                 version,
-                highest_version: version,
+                highest_version: marks.get(&blob.module.class_name).map_or(version, |&m| m.max(version)),
                 previous: None,
             });
         }
@@ -159,4 +173,38 @@ pub fn decompose_compact_and_pack(
 /// classes are the base's), raw pixels.
 pub fn golden_sample(images: &ImageSet, n: usize, seed: u64) -> Vec<u8> {
     images.balanced_sample(n, seed).pixels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use classmod_runtime::testing::{module, tiny_model::tiny_model};
+
+    /// Issue 36, item 9: `pack --out` into a device directory reset its downgrade marks to the
+    /// pack's release. A re-pack at an older release keeps the marks (its modules serve, and a
+    /// replayed release below the mark stays refused), and it writes under the writer lock.
+    #[test]
+    fn a_re_pack_keeps_the_directorys_downgrade_marks() {
+        let model = tiny_model(1);
+        let net = ResNet::new(&model, &Device::Cpu).unwrap();
+        let modules: Vec<ClassModule> =
+            (0..2).map(|c| module(&model, &net, c, ["a", "b"][c as usize], 3).module).collect();
+        let dir = classmod_runtime::testing::scratch();
+        let images = |_: usize, _: &ClassModule| vec![100; 2 * 64];
+        let group = || PackGroup::new(model.clone(), modules.clone()).unwrap();
+        pack(&[group()], &dir, None, 10, images).unwrap();
+        let m = pack(&[group()], &dir, None, 3, images).unwrap();
+        let a = m.module("a").unwrap();
+        assert_eq!((a.version, a.highest_version), (3, 10));
+        assert_eq!(Manifest::read(&dir).unwrap(), m);
+        // Held by another writer: the pack waits for it.
+        let held = DirLock::exclusive(&dir).unwrap();
+        let (d, g) = (dir.clone(), group());
+        let packing = std::thread::spawn(move || pack(&[g], &d, None, 4, images).map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!packing.is_finished(), "waits for the lock");
+        drop(held);
+        packing.join().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

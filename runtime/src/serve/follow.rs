@@ -51,6 +51,11 @@ pub struct Followed {
     pub failed: Vec<(String, String)>,
     /// Classes the manifest now records as added by an update (to be served) that were not.
     pub newly_added: Vec<String>,
+    /// Classes whose downgrade mark the new manifest lowers, not by rolling back an update this
+    /// runtime saw pending (a restored older manifest): each with the release its mark stays at.
+    /// Without [`crate::ServingConfig::allow_downgrade`] the marks stay, and a served class's
+    /// module older than its mark is not swapped in (it is in `failed`).
+    pub marks_kept: Vec<(String, u64)>,
     /// The update pending in the new manifest, if any.
     pub pending: Option<String>,
 }
@@ -61,6 +66,7 @@ impl Followed {
         self.swapped.is_empty()
             && self.dropped.is_empty()
             && self.kept.is_empty()
+            && self.marks_kept.is_empty()
             && self.failed.is_empty()
             && self.newly_added.is_empty()
     }
@@ -86,6 +92,33 @@ impl ModuleRuntime {
         self.take_up(&mut manifest, on_disk).map(Some)
     }
 
+    /// Raises the downgrade marks `on_disk` lowers below `manifest`'s (this runtime's) to where
+    /// they were, unless the drop is a rollback of the update `manifest` has pending (a rollback
+    /// restores the marks from before it) or downgrades are allowed; returns the classes raised.
+    /// A manifest restored from a backup must not reopen the door to replayed old modules.
+    fn keep_marks(&self, manifest: &Manifest, on_disk: &mut Manifest) -> Vec<(String, u64)> {
+        if self.config().allow_downgrade {
+            return vec![];
+        }
+        let rolled_back = manifest.pending.as_ref().filter(|p| on_disk.pending.as_ref().map(|q| &q.id) != Some(&p.id));
+        let undone = |class: &str| {
+            rolled_back
+                .is_some_and(|p| p.before.iter().any(|b| b.class_name == class) || p.added.iter().any(|c| c == class))
+        };
+        let marks: std::collections::HashMap<&str, u64> =
+            manifest.modules.iter().map(|m| (m.class_name.as_str(), m.highest_version.max(m.version))).collect();
+        let mut kept = Vec::new();
+        for e in &mut on_disk.modules {
+            if let Some(&mark) = marks.get(e.class_name.as_str()) {
+                if mark > e.highest_version && !undone(&e.class_name) {
+                    e.highest_version = mark;
+                    kept.push((e.class_name.clone(), mark));
+                }
+            }
+        }
+        kept
+    }
+
     /// Whether the manifest file is not the one this runtime last read or wrote.
     pub(crate) fn changed_on_disk(&self) -> bool {
         Stamp::of(self.dir()) != *self.seen.lock().unwrap_or_else(|e| e.into_inner())
@@ -97,8 +130,9 @@ impl ModuleRuntime {
     }
 
     /// Makes `on_disk` this runtime's manifest, and serves what it says for the served classes.
-    pub(crate) fn take_up(&self, manifest: &mut Manifest, on_disk: Manifest) -> Result<Followed> {
+    pub(crate) fn take_up(&self, manifest: &mut Manifest, mut on_disk: Manifest) -> Result<Followed> {
         let mut followed = Followed { pending: on_disk.pending.as_ref().map(|p| p.id.clone()), ..Default::default() };
+        followed.marks_kept = self.keep_marks(manifest, &mut on_disk);
         let now = self.snapshot();
         let mut modules = Vec::with_capacity(now.modules.len());
         for m in &now.modules {
@@ -106,6 +140,17 @@ impl ModuleRuntime {
             match on_disk.module(class) {
                 None => followed.dropped.push(class.clone()),
                 Some(e) if self.dir().join(&e.file) == m.file => modules.push(m.clone()),
+                Some(e) if followed.marks_kept.iter().any(|(c, _)| c == class) && e.version < e.highest_version => {
+                    followed.failed.push((
+                        class.clone(),
+                        format!(
+                            "its release {} is older than release {} this device committed (a restored older \
+                             manifest?): a downgrade, refused without --allow-downgrade",
+                            e.version, e.highest_version
+                        ),
+                    ));
+                    modules.push(m.clone());
+                }
                 Some(e) => match self.prepare(&on_disk, e, &self.dir().join(&e.file)) {
                     Ok(l) => {
                         followed.swapped.push(class.clone());
@@ -210,6 +255,44 @@ mod tests {
         assert_ne!(file_of(&serving, "b"), old_b, "and served");
         stop.store(true, Ordering::Relaxed);
         assert!(load.join().unwrap() > 0);
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    /// Issue 36, item 9: a manifest restored from before a committed release (a backup put back)
+    /// lowered the device's downgrade marks, reopening the door to replayed old modules. The
+    /// follower keeps the marks, does not swap the older module in, and its next change refuses
+    /// the old release; a rollback of the pending update it saw lowers them, as it should.
+    #[test]
+    fn a_restored_older_manifest_keeps_the_downgrade_marks() {
+        let f = fixture(None);
+        let serving = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        serving.load("b").unwrap();
+        let before = std::fs::read(f.dir.join("manifest.json")).unwrap();
+        let b_at = |drop: usize, version: u64| {
+            let mut mb = module(&tiny_model(1), &f.nets[0], 1, "b", drop);
+            mb.version = version;
+            mb.encode(None).unwrap()
+        };
+        let writer = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        // A rollback of an update seen pending lowers the mark: no downgrade.
+        writer.install_pending(&mut OsFs, "b-7", &[&b_at(8, 7)], false).unwrap();
+        serving.follow().unwrap().expect("pending");
+        writer.roll_back_pending(&mut OsFs).unwrap();
+        let followed = serving.follow().unwrap().expect("rolled back");
+        assert!(followed.marks_kept.is_empty(), "{followed:?}");
+        // Release 5 committed, then the old manifest put back.
+        writer.install_pending(&mut OsFs, "b-5", &[&b_at(8, 5)], false).unwrap();
+        writer.commit_pending(&mut OsFs).unwrap();
+        serving.follow().unwrap().expect("committed");
+        let served = file_of(&serving, "b");
+        std::fs::write(f.dir.join(".restore.tmp"), &before).unwrap();
+        std::fs::rename(f.dir.join(".restore.tmp"), f.dir.join("manifest.json")).unwrap();
+        let followed = serving.follow().unwrap().expect("restored");
+        assert_eq!(followed.marks_kept, [("b".to_string(), 5)]);
+        assert!(followed.failed.iter().any(|(c, why)| c == "b" && why.contains("a downgrade")), "{followed:?}");
+        assert_eq!(file_of(&serving, "b"), served, "release 5 serves on");
+        let e = serving.update(&mut OsFs, &b_at(3, 3)).unwrap_err();
+        assert!(matches!(e, crate::Error::Downgrade { highest: 5, .. }), "{e}");
         let _ = std::fs::remove_dir_all(&f.dir);
     }
 }
