@@ -345,9 +345,11 @@ impl<P: OutputPin> Edge<P> {
     fn clean_leftovers(&mut self) {
         self.clean_deferred = false;
         match self.runtime.clean(self.fs.as_mut()) {
-            Ok(removed) if !removed.is_empty() => {
-                self.say(format!("removed {} file(s) a crash left behind: {}", removed.len(), removed.join(", ")))
-            }
+            Ok(removed) if !removed.is_empty() => self.say(format!(
+                "removed {} file(s) an interrupted update left behind (temp files, blobs no manifest names): {}",
+                removed.len(),
+                removed.join(", ")
+            )),
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Busy => {
                 self.clean_deferred = true;

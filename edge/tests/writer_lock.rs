@@ -129,7 +129,9 @@ fn a_writer_lock_held_by_another_process_never_stops_serving() {
         .unwrap();
     assert!(commit.status.success(), "{}", String::from_utf8_lossy(&commit.stderr));
     device.wait_log("update b2.blob: class `b` updated");
-    device.wait_log("removed 1 file(s) a crash left behind: .manifest.json.tmp");
+    device.wait_log(
+        "removed 1 file(s) an interrupted update left behind (temp files, blobs no manifest names): .manifest.json.tmp",
+    );
     assert_eq!(names(&inbox.join("done")), ["b2.blob"]);
     assert!(names(&inbox.join("rejected")).is_empty());
     drop_image(&watch, "after.png", 9);

@@ -187,6 +187,17 @@ pub enum Error {
         arch: String,
     },
 
+    /// A tensor stored flat with the wrong number of values (its shape is the metadata's).
+    #[error("tensor `{name}` holds {found} values; its shape {expected:?} wants {}", expected.iter().product::<usize>())]
+    TensorLength {
+        /// Its name.
+        name: String,
+        /// The shape the metadata gives it.
+        expected: Vec<usize>,
+        /// The values found.
+        found: usize,
+    },
+
     /// A tensor of the wrong shape.
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     TensorShape {
@@ -521,6 +532,7 @@ impl Error {
             | MissingTensor { .. }
             | UnexpectedTensor { .. }
             | TensorShape { .. }
+            | TensorLength { .. }
             | TensorDtype { .. }
             | NonFinite { .. }
             | NegativeVariance { .. }

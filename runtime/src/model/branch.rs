@@ -270,10 +270,10 @@ impl BranchWeights {
                 return Err(Error::MissingTensor { name: format!("branch.{name}"), expected: shape.clone() });
             };
             if values.len() != n {
-                return Err(Error::TensorShape {
+                return Err(Error::TensorLength {
                     name: format!("branch.{name}"),
                     expected: shape.clone(),
-                    found: vec![values.len()],
+                    found: values.len(),
                 });
             }
             if values.iter().any(|v| !v.is_finite()) {
@@ -526,7 +526,8 @@ mod tests {
         t.get_mut("entry.bias").unwrap()[3] = f32::NAN;
         assert!(matches!(BranchWeights::new(spec, t.clone()), Err(Error::NonFinite { .. })));
         t.get_mut("entry.bias").unwrap().pop();
-        assert!(matches!(BranchWeights::new(spec, t.clone()), Err(Error::TensorShape { .. })));
+        let e = BranchWeights::new(spec, t.clone()).unwrap_err();
+        assert!(matches!(e, Error::TensorLength { .. }) && e.to_string().contains("values; its shape ["), "{e}");
         t.remove("entry.bias");
         assert!(matches!(BranchWeights::new(spec, t.clone()), Err(Error::MissingTensor { .. })));
         let mut extra: BTreeMap<String, Vec<f32>> = zeros(&spec).collect();

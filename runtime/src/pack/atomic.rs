@@ -55,11 +55,16 @@ impl DurableFs for OsFs {
 /// fsync of the directory. On error the temp file is removed (when `fs` still can).
 pub fn write_with(fs: &mut dyn DurableFs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_path(path);
+    // Each failure says which step and which file failed (the caller names `path`): a temp file
+    // that cannot be written is not "manifest.json: Is a directory". The kind is kept, so that
+    // a full disk is still a full disk.
+    let name = tmp.file_name().map_or_else(|| tmp.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let at = |step: String| move |e: io::Error| io::Error::new(e.kind(), format!("{step}: {e}"));
     let result = (|| {
-        fs.write_file(&tmp, bytes)?;
-        fs.sync_file(&tmp)?;
-        fs.rename(&tmp, path)?;
-        fs.sync_dir(path)
+        fs.write_file(&tmp, bytes).map_err(at(format!("writing the temp file {name}")))?;
+        fs.sync_file(&tmp).map_err(at(format!("syncing the temp file {name}")))?;
+        fs.rename(&tmp, path).map_err(at(format!("renaming the temp file {name} into place")))?;
+        fs.sync_dir(path).map_err(at("syncing the directory".to_string()))
     })();
     if result.is_err() {
         let _ = fs.remove(&tmp);
@@ -102,6 +107,12 @@ mod tests {
         assert!(!temp_path(&p).exists());
         // A target in a missing directory fails cleanly.
         assert!(write(&dir.join("missing/f.bin"), b"x").is_err());
+        // Issue 36, item 9: a directory where the temp file goes was reported as the target's
+        // fault ("f.bin: Is a directory"): now the step and the temp file are named.
+        fs::create_dir(temp_path(&p)).unwrap();
+        let e = write(&p, b"x").unwrap_err();
+        assert!(e.to_string().starts_with("writing the temp file .f.bin.tmp"), "{e}");
+        assert_eq!(e.kind(), io::ErrorKind::IsADirectory, "the kind is kept");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -159,11 +159,7 @@ pub(crate) fn decode(
             let weight = f32s(tensor("head.weight", false)?);
             let bias = f32s(tensor("head.bias", false)?);
             let [bias] = bias[..] else {
-                return Err(Error::TensorShape {
-                    name: "head.bias".into(),
-                    expected: vec![1],
-                    found: vec![bias.len()],
-                });
+                return Err(Error::TensorLength { name: "head.bias".into(), expected: vec![1], found: bias.len() });
             };
             if weight.iter().chain([&bias]).any(|v| !v.is_finite()) {
                 return Err(Error::NonFinite { name: "head".into() });
