@@ -22,7 +22,9 @@ fn file() -> &'static PathBuf {
 fuzz_target!(|data: &[u8]| {
     let spec = InputSpec::new(3, 32, 32, vec![0.5; 3], vec![0.25; 3]);
     std::fs::write(file(), data).unwrap();
-    if let Ok(px) = classmod_edge::pixels(file(), &spec, 4096) {
+    if let Ok(px) =
+        classmod_edge::pixels(file(), &spec, classmod_edge::ImageLimits { max_bytes: 64 << 20, max_side: 4096 })
+    {
         assert_eq!(px.len(), 3 * 32 * 32);
     }
 });
