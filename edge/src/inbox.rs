@@ -203,14 +203,15 @@ pub struct Noted {
 }
 
 impl Noted {
-    /// Whether `path` is to be skipped: noted with [`Noted::skip_until_changed`] and unchanged.
+    /// Whether `path` is to be skipped: noted with [`Noted::skip_until_changed`] and unchanged
+    /// (one `stat`: a blob written in place is applied at the first scan after its last byte).
     pub fn skipped(&self, path: &Path) -> bool {
         self.skip.get(path).is_some_and(|s| Stamp::of(path) == Some(*s))
     }
 
-    /// How many entries of `dir` are skipped now (noted and unchanged).
+    /// How many entries of `dir` are skipped (noted, and unchanged when last looked at).
     pub fn skipped_in(&self, dir: &Path) -> usize {
-        self.skip.keys().filter(|p| p.parent() == Some(dir) && self.skipped(p)).count()
+        self.skip.keys().filter(|p| p.parent() == Some(dir)).count()
     }
 
     /// Skips `path` until its length or modification time differ from `seen`: the stamp taken
@@ -231,10 +232,12 @@ impl Noted {
         true
     }
 
-    /// Forgets entries that are no longer in the inbox.
-    pub fn retain_present(&mut self) {
-        self.skip.retain(|p, _| std::fs::symlink_metadata(p).is_ok());
-        self.said.retain(|p, _| std::fs::symlink_metadata(p).is_ok());
+    /// Forgets the entries of `dir` that its listing (`listed`, the paths read from it now)
+    /// no longer has: from the listing, not a `stat` each.
+    pub fn retain_listed(&mut self, dir: &Path, listed: &std::collections::HashSet<PathBuf>) {
+        let keep = |p: &PathBuf| p.parent() != Some(dir) || listed.contains(p);
+        self.skip.retain(|p, _| keep(p));
+        self.said.retain(|p, _| keep(p));
     }
 }
 
@@ -374,9 +377,11 @@ mod tests {
         std::fs::write(&p, b"abcde").unwrap();
         noted.skip_until_changed(&p, seen);
         assert!(!noted.skipped(&p), "bytes added while the entry was examined");
+        noted.skip_until_changed(&p, Stamp::of(&p));
+        assert_eq!(noted.skipped_in(&d), 1);
         assert!(noted.fresh(&p, "waiting") && !noted.fresh(&p, "waiting") && noted.fresh(&p, "refused"));
         std::fs::remove_file(&p).unwrap();
-        noted.retain_present();
+        noted.retain_listed(&d, &Default::default());
         assert!(noted.skip.is_empty() && noted.said.is_empty());
     }
 }

@@ -748,10 +748,11 @@ impl<P: OutputPin> Edge<P> {
                 return None;
             }
         };
-        self.noted.retain_present();
         // An entry that cannot be read from the listing is looked at on the next scan.
-        let paths = listing.filter_map(|e| e.ok()).filter(|e| wanted(&e.file_name())).map(|e| e.path());
-        Some(paths.filter(|p| !self.noted.skipped(p)).collect())
+        let listed: std::collections::HashSet<PathBuf> = listing.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        self.noted.retain_listed(dir, &listed);
+        let wanted = listed.into_iter().filter(|p| p.file_name().is_some_and(&wanted));
+        Some(wanted.filter(|p| !self.noted.skipped(p)).collect())
     }
 
     /// Moves an entry of `dir` into `dir/<dest>/`; when it cannot be, says why once and leaves
