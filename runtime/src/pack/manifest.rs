@@ -253,10 +253,24 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Reads and checks `dir/manifest.json`.
+    /// Reads and checks `dir/manifest.json` (a symlink to one is followed: a deployment may set
+    /// one up before anything is written).
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(FILE_NAME);
         let text = crate::pack::regular::read_to_string(&path, MAX_MANIFEST_BYTES)?;
+        Self::from_json(&text).map_err(|e| e.in_file(&path))
+    }
+
+    /// [`Manifest::read`] of a manifest another writer committed, which is the directory's own
+    /// file (writers replace it by a rename): a symlink put in its place, to a manifest from
+    /// elsewhere, is refused, not taken up.
+    pub fn read_committed(dir: &Path) -> Result<Manifest> {
+        use std::io::Read;
+        let path = dir.join(FILE_NAME);
+        let (file, len) =
+            crate::pack::regular::open(&path, MAX_MANIFEST_BYTES, crate::pack::regular::Symlinks::Refuse)?;
+        let mut text = String::with_capacity(len as usize);
+        file.take(MAX_MANIFEST_BYTES).read_to_string(&mut text).map_err(|e| Error::io(&path, e))?;
         Self::from_json(&text).map_err(|e| e.in_file(&path))
     }
 

@@ -84,7 +84,7 @@ impl ModuleRuntime {
         let Some(_reading) = DirLock::try_shared(self.dir())? else { return Ok(None) };
         let mut manifest = self.lock_manifest();
         let stamp = Stamp::of(self.dir());
-        let on_disk = Manifest::read(self.dir())?;
+        let on_disk = Manifest::read_committed(self.dir())?;
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         if on_disk == *manifest {
             return Ok(None);
@@ -256,6 +256,28 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         assert!(load.join().unwrap() > 0);
         let _ = std::fs::remove_dir_all(&f.dir);
+    }
+
+    /// Issue 36, item 9: a manifest symlinked in from elsewhere was taken up silently. Writers
+    /// replace the manifest by a rename, so a symlink in its place is nobody's commit: refused,
+    /// and what is served stays.
+    #[test]
+    fn a_manifest_symlinked_from_elsewhere_is_not_taken_up() {
+        let f = fixture(None);
+        let serving = ModuleRuntime::open(&f.dir, config(None, None)).unwrap();
+        serving.load("b").unwrap();
+        let mut m = crate::pack::manifest::Manifest::read(&f.dir).unwrap();
+        m.modules.retain(|e| e.class_name != "b");
+        let elsewhere = f.dir.with_extension("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        m.write(&elsewhere).unwrap();
+        std::fs::remove_file(f.dir.join("manifest.json")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("manifest.json"), f.dir.join("manifest.json")).unwrap();
+        let e = serving.follow().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(serving.snapshot().class_names(), ["b"]);
+        let _ = std::fs::remove_dir_all(&f.dir);
+        let _ = std::fs::remove_dir_all(&elsewhere);
     }
 
     /// Issue 36, item 9: a manifest restored from before a committed release (a backup put back)

@@ -242,7 +242,7 @@ impl ModuleRuntime {
         let lock = self.config.lock_wait.take(&self.dir)?;
         if self.changed_on_disk() {
             // Not the change's fault: whoever asked for it tries again (a device keeps its update).
-            let on_disk = Manifest::read(&self.dir).map_err(|e| Error::DeviceManifest(Box::new(e)))?;
+            let on_disk = Manifest::read_committed(&self.dir).map_err(|e| Error::DeviceManifest(Box::new(e)))?;
             if on_disk != *manifest {
                 self.take_up(&mut manifest, on_disk)?;
             }
