@@ -37,21 +37,7 @@ fn replace(path: &Path, bytes: &[u8]) {
 }
 
 fn serve(dir: &Path, classes: &str, watch: &Path, inbox: &Path) -> Running {
-    Running::start(&[
-        dir.to_str().unwrap(),
-        "--classes",
-        classes,
-        "--board",
-        "host-sim",
-        "--device",
-        "cpu",
-        "--watch",
-        watch.to_str().unwrap(),
-        "--inbox",
-        inbox.to_str().unwrap(),
-        "--poll-ms",
-        "50",
-    ])
+    Running::serve(dir, classes, "host-sim", &[("--watch", watch), ("--inbox", inbox)])
 }
 
 fn edge_once(dir: &Path, classes: &str) -> std::process::Output {

@@ -47,23 +47,12 @@ fn a_press_during_a_watch_backlog_is_served_between_batches() {
     image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 9 + y) as u8])).save(&frame).unwrap();
     let value = f.dir.with_extension("value");
     set(&value, "0\n");
-    let mut device = Running::start(&[
-        f.dir.to_str().unwrap(),
-        "--classes",
+    let mut device = Running::serve(
+        &f.dir,
         "a,b",
-        "--board",
         "jetson-nano",
-        "--device",
-        "cpu",
-        "--watch",
-        watch.to_str().unwrap(),
-        "--trigger-file",
-        value.to_str().unwrap(),
-        "--frame",
-        frame.to_str().unwrap(),
-        "--poll-ms",
-        "50",
-    ]);
+        &[("--watch", &watch), ("--trigger-file", &value), ("--frame", &frame)],
+    );
     // The first batch is out: the second is being classified.
     device.wait_result("img015.png");
     set(&value, "1\n");
@@ -93,23 +82,12 @@ fn whatever_the_trigger_file_becomes_the_device_serves_on() {
     let frame = f.dir.with_extension("frame.png");
     image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 9 + y) as u8])).save(&frame).unwrap();
     let value = f.dir.with_extension("value");
-    let mut device = Running::start(&[
-        f.dir.to_str().unwrap(),
-        "--classes",
+    let mut device = Running::serve(
+        &f.dir,
         "a,b",
-        "--board",
         "host-sim",
-        "--device",
-        "cpu",
-        "--watch",
-        watch.to_str().unwrap(),
-        "--trigger-file",
-        value.to_str().unwrap(),
-        "--frame",
-        frame.to_str().unwrap(),
-        "--poll-ms",
-        "50",
-    ]);
+        &[("--watch", &watch), ("--trigger-file", &value), ("--frame", &frame)],
+    );
     device.wait_log("does not exist: it reads as not pressed until it does");
     let still_serves = |device: &mut Running, i: u32| {
         drop_image(&watch, &format!("after{i}.png"), i);

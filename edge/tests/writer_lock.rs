@@ -61,21 +61,7 @@ fn a_writer_lock_held_by_another_process_never_stops_serving() {
     // working on it.
     std::fs::write(f.dir.join(".manifest.json.tmp"), b"half").unwrap();
     let holder = hold(&f.dir);
-    let mut device = Running::start(&[
-        f.dir.to_str().unwrap(),
-        "--classes",
-        "a,b",
-        "--board",
-        "host-sim",
-        "--device",
-        "cpu",
-        "--watch",
-        watch.to_str().unwrap(),
-        "--inbox",
-        inbox.to_str().unwrap(),
-        "--poll-ms",
-        "50",
-    ]);
+    let mut device = Running::serve(&f.dir, "a,b", "host-sim", &[("--watch", &watch), ("--inbox", &inbox)]);
     // It starts (before: it waited for the lock in silence), and says who holds the directory.
     let line = device.wait_log("another process is changing this directory");
     assert!(line.contains("held by process") && line.contains("flock"), "{line}");

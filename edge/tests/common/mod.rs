@@ -23,6 +23,17 @@ pub struct Running {
 }
 
 impl Running {
+    /// `classmod-edge DIR --classes CLASSES --board BOARD --device cpu --poll-ms 50`, then each
+    /// `(flag, path)` of `inputs` (`--watch`, `--inbox`, `--trigger-file`, `--frame`).
+    pub fn serve(dir: &Path, classes: &str, board: &str, inputs: &[(&str, &Path)]) -> Running {
+        let mut args = vec![dir.to_str().unwrap(), "--classes", classes, "--board", board, "--device", "cpu"];
+        args.extend(["--poll-ms", "50"]);
+        for (flag, path) in inputs {
+            args.extend([*flag, path.to_str().unwrap()]);
+        }
+        Running::start(&args)
+    }
+
     pub fn start(args: &[&str]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_classmod-edge"))
             .args(args)
