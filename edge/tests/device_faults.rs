@@ -12,7 +12,7 @@ use std::process::Command;
 use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model, with_golden_images};
 use classmod_runtime::{Device, Manifest};
-use common::{drop_image, Running};
+use common::{drop_image, verify, Running};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -83,6 +83,7 @@ fn a_fault_of_the_device_never_parks_a_valid_update_in_rejected() {
     assert!(device.alive());
     drop(device);
     assert!(edge_once(&f.dir, "a,b").status.success(), "the directory serves after a restart");
+    verify(&f.dir);
 }
 
 /// Item 6: a valid manifest without the served classes (written by an operator, or a Mender
@@ -120,6 +121,7 @@ fn a_manifest_change_never_leaves_the_device_serving_nothing() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("loaded `c`") && err.contains("warning: cannot load class `a`"), "{err}");
+    verify(&f.dir);
 }
 
 /// Item 6, the Mender way: the device serves only class c, added by a Mender artifact not yet
@@ -161,6 +163,7 @@ fn a_rollback_of_the_only_class_served_leaves_it_served() {
     drop(device);
     let o = edge_once(&f.dir, "c");
     assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    verify(&f.dir);
 }
 
 /// Item 7: a module carrying more golden images than a module may (65 of 64; `pack --golden
@@ -200,4 +203,5 @@ fn the_golden_self_test_costs_what_the_board_allows() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cannot load class `b`") && err.contains("golden"), "{err}");
     assert!(o.status.success(), "a serves: {err}");
+    assert!(names(&inbox.join("rejected")) == ["b-65.blob"], "only the bad module is set aside");
 }

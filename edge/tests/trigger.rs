@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use classmod_runtime::testing::fixture;
-use common::{drop_image, mkfifo, Running};
+use common::{drop_image, mkfifo, root, Running, NOBODY};
 
 /// Sets the value file to `level` (written elsewhere and renamed, as a script should).
 fn set(value: &Path, level: &str) {
@@ -126,4 +126,46 @@ fn whatever_the_trigger_file_becomes_the_device_serves_on() {
     // Fault lines are said once however long they last: 50 polls a second would say them often.
     assert!(device.alive(), "{}", device.log_text());
     std::fs::remove_file(&value).unwrap();
+}
+
+/// Issue 36, item 1, the last case: a trigger value file the device may not read (root's, 0600,
+/// the device run as `nobody`; CI runs as root, which reads any file). Said once, read as not
+/// pressed, and the device serves; before, it ended with exit 2.
+#[test]
+fn a_trigger_file_the_device_may_not_read_is_not_pressed() {
+    use std::os::unix::fs::PermissionsExt;
+    if !root() {
+        eprintln!("SKIPPED: needs root, to run the device as another user than the file's owner");
+        return;
+    }
+    let f = fixture(None);
+    let watch = f.dir.with_extension("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    std::os::unix::fs::chown(&watch, Some(NOBODY), Some(NOBODY)).unwrap();
+    let frame = f.dir.with_extension("frame.png");
+    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 9 + y) as u8])).save(&frame).unwrap();
+    let value = f.dir.with_extension("value");
+    std::fs::write(&value, "1\n").unwrap();
+    std::fs::set_permissions(&value, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let args = [f.dir.to_str().unwrap(), "--classes", "a,b", "--board", "host-sim", "--device", "cpu"];
+    let inputs = ["--watch", watch.to_str().unwrap(), "--trigger-file", value.to_str().unwrap()];
+    let more = ["--frame", frame.to_str().unwrap(), "--poll-ms", "50"];
+    let mut device = match Running::start_as(&[&args[..], &inputs, &more].concat(), NOBODY) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("SKIPPED: `nobody` cannot run the test binary here ({e})");
+            return;
+        }
+    };
+    device.wait_log("Permission denied");
+    drop_image(&watch, "served.png", 1);
+    device.wait_result("served.png");
+    assert_eq!(
+        device.count_log("Permission denied"),
+        2,
+        "the start's warning and one fault line:\n{}",
+        device.log_text()
+    );
+    assert!(device.out.lock().unwrap().iter().all(|l| !l.contains("frame.png")), "not pressed");
+    assert!(device.alive());
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
 use classmod_runtime::{Device, DirLock};
-use common::{drop_image, Running};
+use common::{drop_image, verify, Running};
 
 /// Another process holding `dir`'s writer lock until [`release`] (`flock -o`: the lock is held
 /// by `flock` alone, not by `cat`, which ends when its input closes).
@@ -122,6 +122,8 @@ fn a_writer_lock_held_by_another_process_never_stops_serving() {
     assert!(names(&inbox.join("rejected")).is_empty());
     drop_image(&watch, "after.png", 9);
     device.wait_result("after.png");
+    drop(device);
+    verify(&f.dir);
 }
 
 /// Issue 36, item 4: a device directory the device may only read (owned by root, run as
@@ -165,4 +167,5 @@ fn a_device_directory_the_device_may_only_read_serves() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.lines().count(), 1, "one result: {out}\n{err}");
     assert!(f.dir.join(".manifest.json.tmp").exists());
+    verify(&f.dir);
 }

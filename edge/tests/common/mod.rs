@@ -35,13 +35,18 @@ impl Running {
     }
 
     pub fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_classmod-edge"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_classmod-edge")).args(args)).unwrap()
+    }
+
+    /// [`Running::start`] as the user and group `uid` (the tests run as root in CI); the
+    /// error when that user cannot run the binary here.
+    pub fn start_as(args: &[&str], uid: u32) -> std::io::Result<Running> {
+        use std::os::unix::process::CommandExt;
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_classmod-edge")).args(args).uid(uid).gid(uid))
+    }
+
+    fn spawn(command: &mut Command) -> std::io::Result<Running> {
+        let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let collect = |stream: Box<dyn std::io::Read + Send>| {
             let lines = Arc::new(Mutex::new(Vec::new()));
             let into = lines.clone();
@@ -54,7 +59,7 @@ impl Running {
         };
         let out = collect(Box::new(child.stdout.take().unwrap()));
         let log = collect(Box::new(child.stderr.take().unwrap()));
-        Running { child, out, log }
+        Ok(Running { child, out, log })
     }
 
     /// Waits until `lines` has a line `want` takes; panics with the log after [`PATIENCE`] or
@@ -128,4 +133,31 @@ pub fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// What `classmod verify` checks of a device directory, through the same runtime calls: every
+/// base, every module and every rollback copy the manifest names loads and passes its self-test.
+/// Panics naming what fails.
+pub fn verify(dir: &Path) {
+    use classmod_runtime::{Device, MinScore, ModuleRuntime, ServingConfig};
+    let rt = ModuleRuntime::open(dir, ServingConfig::new(Device::Cpu).with_min_score(MinScore::Off)).unwrap();
+    let m = rt.manifest();
+    for b in &m.bases {
+        rt.check_base(&b.key).unwrap_or_else(|e| panic!("verify: base {}: {e}", b.file));
+    }
+    for e in &m.modules {
+        rt.check_module_entry(e).unwrap_or_else(|err| panic!("verify: {}: {err}", e.file));
+        if let Some(copy) = e.rolled_back() {
+            rt.check_module_entry(&copy).unwrap_or_else(|err| panic!("verify: rollback copy {}: {err}", copy.file));
+        }
+    }
+}
+
+/// The user tests run the device as when they run as root: `nobody`.
+pub const NOBODY: u32 = 65534;
+
+/// Whether this process runs as root.
+pub fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
