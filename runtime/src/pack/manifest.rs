@@ -265,12 +265,9 @@ impl Manifest {
     /// file (writers replace it by a rename): a symlink put in its place, to a manifest from
     /// elsewhere, is refused, not taken up.
     pub fn read_committed(dir: &Path) -> Result<Manifest> {
-        use std::io::Read;
+        use crate::pack::regular::{read_to_string_with, Symlinks};
         let path = dir.join(FILE_NAME);
-        let (file, len) =
-            crate::pack::regular::open(&path, MAX_MANIFEST_BYTES, crate::pack::regular::Symlinks::Refuse)?;
-        let mut text = String::with_capacity(len as usize);
-        file.take(MAX_MANIFEST_BYTES).read_to_string(&mut text).map_err(|e| Error::io(&path, e))?;
+        let text = read_to_string_with(&path, MAX_MANIFEST_BYTES, Symlinks::Refuse)?;
         Self::from_json(&text).map_err(|e| e.in_file(&path))
     }
 

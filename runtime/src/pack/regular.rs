@@ -76,7 +76,17 @@ pub fn open(path: &Path, max_bytes: u64, symlinks: Symlinks) -> Result<(File, u6
 /// The whole of a regular file of at most `max_bytes` (following symlinks), read without
 /// trusting the length `fstat` gave: a file that grows meanwhile is cut at the bound and refused.
 pub fn read(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
-    let (file, len) = open(path, max_bytes, Symlinks::Follow)?;
+    read_with(path, max_bytes, Symlinks::Follow)
+}
+
+/// [`read`] as UTF-8 text.
+pub fn read_to_string(path: &Path, max_bytes: u64) -> Result<String> {
+    read_to_string_with(path, max_bytes, Symlinks::Follow)
+}
+
+/// [`read`], with a symlink at `path` followed or refused as `symlinks` says.
+pub fn read_with(path: &Path, max_bytes: u64, symlinks: Symlinks) -> Result<Vec<u8>> {
+    let (file, len) = open(path, max_bytes, symlinks)?;
     let mut bytes = Vec::with_capacity(len as usize);
     file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > max_bytes {
@@ -85,9 +95,9 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// [`read`] as UTF-8 text.
-pub fn read_to_string(path: &Path, max_bytes: u64) -> Result<String> {
-    String::from_utf8(read(path, max_bytes)?).map_err(|e| {
+/// [`read_with`] as UTF-8 text.
+pub fn read_to_string_with(path: &Path, max_bytes: u64, symlinks: Symlinks) -> Result<String> {
+    String::from_utf8(read_with(path, max_bytes, symlinks)?).map_err(|e| {
         Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}")))
     })
 }
