@@ -8,7 +8,7 @@ use classmod_blob::{AlignedBytes, Blob, SigningKey};
 use classmod_runtime::host::write_atomically;
 use classmod_runtime::host::{base_blob, key_hex};
 use classmod_runtime::host::{ClassModule, Golden, ModelFile, ModuleBlob, ResNet};
-use classmod_runtime::{Device, DirLock, ModelKey};
+use classmod_runtime::{Device, LockWait, ModelKey};
 use classmod_runtime::{Manifest, ManifestBase, ManifestModule};
 
 use crate::compose_eval::{read_packed, ComposeError};
@@ -78,13 +78,7 @@ pub fn pack(
     std::fs::create_dir_all(out).map_err(|e| HostError::io(out, e))?;
     // A device directory (a device may be serving it, the Mender update module writing it) is
     // written under its writer lock, waited for and said so.
-    let _lock = match DirLock::try_exclusive(out)? {
-        Some(lock) => lock,
-        None => {
-            eprintln!("classmod pack: {}: another process is changing the directory: waiting for it", out.display());
-            DirLock::exclusive(out)?
-        }
-    };
+    let _lock = LockWait::telling(|line| eprintln!("classmod pack: {line}")).take(out)?;
     // The downgrade marks a device directory already has stay (a re-pack must not reopen the
     // door to replayed old modules): unreadable or absent, there are none.
     let marks: std::collections::HashMap<String, u64> = Manifest::read(out)
@@ -198,7 +192,7 @@ mod tests {
         assert_eq!((a.version, a.highest_version), (3, 10));
         assert_eq!(Manifest::read(&dir).unwrap(), m);
         // Held by another writer: the pack waits for it.
-        let held = DirLock::exclusive(&dir).unwrap();
+        let held = classmod_runtime::DirLock::exclusive(&dir).unwrap();
         let (d, g) = (dir.clone(), group());
         let packing = std::thread::spawn(move || pack(&[g], &d, None, 4, images).map(|_| ()));
         std::thread::sleep(std::time::Duration::from_millis(100));

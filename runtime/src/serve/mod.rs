@@ -93,8 +93,9 @@ impl LockWait {
         LockWait::Wait(Some(Arc::new(notice)))
     }
 
-    /// The directory's lock, exclusively, as this policy says.
-    fn take(&self, dir: &Path) -> Result<DirLock> {
+    /// The directory's lock, exclusively, as this policy says (every writer of a device
+    /// directory takes it so: the runtime's changes, `classmod pack`).
+    pub fn take(&self, dir: &Path) -> Result<DirLock> {
         if let Some(lock) = DirLock::try_exclusive(dir)? {
             return Ok(lock);
         }
