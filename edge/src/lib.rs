@@ -102,6 +102,12 @@ fn select_device(
     }
 }
 
+/// The share of each module's golden set a board self-tests (its `golden_images`), a watch batch
+/// at a time: what the device program and the Mender update module run on it.
+pub fn board_self_test(board: &BoardProfile) -> SelfTest {
+    SelfTest { images: board.golden_images as usize, batch: board.watch_batch as usize }
+}
+
 /// None of the classes to serve can be served (each line says why): a restart changes nothing
 /// until the directory or the command line does, so the program says so with its own exit code
 /// (4), on which the systemd unit does not restart.
@@ -235,8 +241,7 @@ impl<P: OutputPin> Edge<P> {
             // Serving never waits for another writer (the Mender update module installing): a
             // change that finds the directory held is tried again on a later scan.
             .with_lock_wait(LockWait::Never)
-            // The board's share of each module's golden set, a watch batch at a time.
-            .with_self_test(SelfTest { images: board.golden_images as usize, batch: board.watch_batch as usize });
+            .with_self_test(board_self_test(board));
         let runtime = ModuleRuntime::open(&opts.dir, config).map_err(|e| {
             // Blobs without a manifest: a directory `classmod pack` has not finished (or run on).
             let hint = if opts.dir.join(MANIFEST_FILE).exists() {

@@ -72,10 +72,7 @@ fn run(a: Args) -> Result<()> {
         serve_new: a.serve_new,
         allow_downgrade: a.allow_downgrade,
         max_blob_bytes: u64::from(board.max_update_mib) << 20,
-        self_test: classmod_runtime::SelfTest {
-            images: board.golden_images as usize,
-            batch: board.watch_batch as usize,
-        },
+        self_test: classmod_edge::board_self_test(board),
     };
     if let Some(line) = run_state(&a.state, &a.workdir, &settings, &mut std::io::stdout())? {
         eprintln!("classmod-module {}: {line}", a.state);
