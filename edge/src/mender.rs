@@ -111,7 +111,7 @@ fn install(work: &Path, settings: &ModuleSettings) -> Result<String> {
     if paths.is_empty() {
         return Err(anyhow!("artifact {id}: the payload holds no file"));
     }
-    let mut maps = Vec::new();
+    let (mut maps, mut names) = (Vec::new(), Vec::new());
     for p in &paths {
         let name = p.file_name().map(|n| crate::inbox::loggable(&n.to_string_lossy())).unwrap_or_default();
         if !name.ends_with(".blob") {
@@ -125,17 +125,23 @@ fn install(work: &Path, settings: &ModuleSettings) -> Result<String> {
                 settings.max_blob_bytes
             ));
         }
-        let map = MappedFile::open(p).map_err(|e| anyhow!("artifact {id}: payload file {name}: {e}"))?;
-        // Layout, hash and signature per file first, so that a bad one is named (the install
-        // checks them again, all together, and names classes, not files).
-        classmod_blob::Blob::open(map.bytes(), settings.key.as_ref())
-            .map_err(|e| anyhow!("artifact {id}: payload file {name}: {e}"))?;
-        maps.push(map);
+        maps.push(MappedFile::open(p).map_err(|e| anyhow!("artifact {id}: payload file {name}: {e}"))?);
+        names.push(name);
     }
     let blobs: Vec<&[u8]> = maps.iter().map(MappedFile::bytes).collect();
     let rt = runtime(settings)?;
-    let r =
-        rt.install_pending(&mut OsFs, &id, &blobs, settings.serve_new).map_err(|e| anyhow!("artifact {id}: {e}"))?;
+    let r = rt.install_pending(&mut OsFs, &id, &blobs, settings.serve_new).map_err(|e| {
+        // The install names classes, not files: a payload file whose blob is bad (layout, hash,
+        // signature) is named, looked for only when the install failed.
+        let bad = names
+            .iter()
+            .zip(&blobs)
+            .find_map(|(name, b)| classmod_blob::Blob::open(b, settings.key.as_ref()).err().map(|be| (name, be)));
+        match bad {
+            Some((name, be)) => anyhow!("artifact {id}: payload file {name}: {be}"),
+            None => anyhow!("artifact {id}: {e}"),
+        }
+    })?;
     let mut parts = Vec::new();
     if r.already_pending {
         parts.push("already installed, pending".to_string());
