@@ -736,7 +736,8 @@ fn run_serving(a: ServingArgs) -> Result<()> {
     use classmod_host::experiment::serving::{self, ServingOptions};
     use classmod_host::pack::{decompose_and_pack, decompose_compact_and_pack};
     let t0 = std::time::Instant::now();
-    if a.batches.is_empty() || a.batches.contains(&0) {
+    // Each size is 1 to 1024 already (clap's `batch_size`); none at all is still possible.
+    if a.batches.is_empty() {
         return Err(anyhow!("--batches: give batch sizes of at least 1"));
     }
     let model = read_model(&a.model, &Device::Cpu)?;
