@@ -12,15 +12,7 @@ use std::process::Command;
 use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model, with_golden_images};
 use classmod_runtime::{Device, Manifest};
-use common::{drop_image, verify, Running};
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
+use common::{drop_image, mender_workdir, names, verify, Running};
 
 /// Another module of class `b` (mask seed `drop`), as bytes of a blob.
 fn b_update(drop: usize) -> Vec<u8> {
@@ -34,6 +26,13 @@ fn replace(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("swap");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Rewrites `dir`'s manifest (as a writer does) with only the classes `keep` takes.
+fn keep_only(dir: &Path, keep: impl Fn(&str) -> bool) {
+    let mut m = Manifest::read(dir).unwrap();
+    m.modules.retain(|e| keep(&e.class_name));
+    replace(&dir.join("manifest.json"), serde_json::to_string_pretty(&m).unwrap().as_bytes());
 }
 
 fn serve(dir: &Path, classes: &str, watch: &Path, inbox: &Path) -> Running {
@@ -99,9 +98,7 @@ fn a_manifest_change_never_leaves_the_device_serving_nothing() {
     let mut device = serve(&f.dir, "a,b", &watch, &inbox);
     device.wait_log("loaded `b`");
     // Only class c (of the other base) left in the manifest.
-    let mut m = Manifest::read(&f.dir).unwrap();
-    m.modules.retain(|e| e.class_name == "c");
-    replace(&f.dir.join("manifest.json"), serde_json::to_string_pretty(&m).unwrap().as_bytes());
+    keep_only(&f.dir, |class| class == "c");
     let said = device.wait_log("no longer in the directory, but still served");
     assert!(said.contains("a, b"), "{said}");
     drop_image(&watch, "after.png", 4);
@@ -132,17 +129,11 @@ fn a_rollback_of_the_only_class_served_leaves_it_served() {
     let f = fixture(None);
     let (watch, inbox) = (f.dir.with_extension("watch"), f.dir.with_extension("inbox"));
     std::fs::create_dir_all(&watch).unwrap();
-    let work = f.dir.with_extension("work");
-    std::fs::create_dir_all(work.join("header")).unwrap();
-    std::fs::create_dir_all(work.join("files")).unwrap();
-    std::fs::write(work.join("header/artifact_name"), "c-1\n").unwrap();
     // A directory without class c: the artifact adds it.
-    let mut m = Manifest::read(&f.dir).unwrap();
-    m.modules.retain(|e| e.class_name != "c");
-    replace(&f.dir.join("manifest.json"), serde_json::to_string_pretty(&m).unwrap().as_bytes());
+    keep_only(&f.dir, |class| class != "c");
     let m1 = tiny_model(1);
     let net = ResNet::new(&m1, &Device::Cpu).unwrap();
-    std::fs::write(work.join("files/c.blob"), module(&m1, &net, 2, "c", 1).encode(None).unwrap()).unwrap();
+    let work = mender_workdir(&f.dir, "c-1", &[("c.blob", module(&m1, &net, 2, "c", 1).encode(None).unwrap())]);
     let module_state = |state: &str| {
         let o = Command::new(env!("CARGO_BIN_EXE_classmod-update-module"))
             .arg(state)

@@ -3,12 +3,15 @@
 //! the client, install as one pending update, re-runs, commit, rollback, refusals, states it does
 //! not know.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use classmod_edge::mender::{run_state, ModuleSettings};
 use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
 use classmod_runtime::{Device, Manifest};
+use common::mender_workdir;
 
 fn settings(dir: &Path) -> ModuleSettings {
     ModuleSettings {
@@ -19,20 +22,6 @@ fn settings(dir: &Path) -> ModuleSettings {
         max_blob_bytes: 1 << 20,
         self_test: classmod_runtime::SelfTest::default(),
     }
-}
-
-/// A payload work directory as Mender's client lays it out: `header/artifact_name`, `files/`.
-fn workdir(root: &Path, name: &str, blobs: &[(&str, Vec<u8>)]) -> PathBuf {
-    let w = root.with_file_name(format!("{}-work-{name}", root.file_name().unwrap().to_string_lossy()));
-    let _ = std::fs::remove_dir_all(&w);
-    std::fs::create_dir_all(w.join("header")).unwrap();
-    std::fs::create_dir_all(w.join("files")).unwrap();
-    std::fs::create_dir_all(w.join("tmp")).unwrap();
-    std::fs::write(w.join("header/artifact_name"), format!("{name}\n")).unwrap();
-    for (file, bytes) in blobs {
-        std::fs::write(w.join("files").join(file), bytes).unwrap();
-    }
-    w
 }
 
 fn state(s: &str, work: &Path, set: &ModuleSettings) -> (anyhow::Result<Option<String>>, String) {
@@ -49,7 +38,7 @@ fn each_state_does_its_part_and_reruns_change_nothing() {
     let net = ResNet::new(&m1, &Device::Cpu).unwrap();
     let a2 = module(&m1, &net, 0, "a", 9).encode(None).unwrap();
     let b2 = module(&m1, &net, 1, "b", 8).encode(None).unwrap();
-    let work = workdir(&f.dir, "ab-2", &[("a.blob", a2), ("b.blob", b2)]);
+    let work = mender_workdir(&f.dir, "ab-2", &[("a.blob", a2), ("b.blob", b2)]);
     assert_eq!(state("SupportsRollback", &work, &set).1, "Yes\n");
     assert_eq!(state("NeedsArtifactReboot", &work, &set).1, "No\n");
     for unknown in ["Download", "Cleanup", "ArtifactVerifyReboot", "SomethingNew"] {
@@ -73,15 +62,15 @@ fn each_state_does_its_part_and_reruns_change_nothing() {
     assert!(Manifest::read(&f.dir).unwrap().pending.is_none());
 
     // Refusals: a file that is no blob, one larger than the board takes, an empty payload.
-    let junk = workdir(&f.dir, "junk", &[("x.blob", vec![7u8; 300])]);
+    let junk = mender_workdir(&f.dir, "junk", &[("x.blob", vec![7u8; 300])]);
     assert!(state("ArtifactInstall", &junk, &set).0.is_err());
-    let other = workdir(&f.dir, "other", &[("notes.txt", b"hello".to_vec())]);
+    let other = mender_workdir(&f.dir, "other", &[("notes.txt", b"hello".to_vec())]);
     let e = state("ArtifactInstall", &other, &set).0.unwrap_err().to_string();
     assert!(e.contains("notes.txt is not a classmod blob"), "{e}");
-    let big = workdir(&f.dir, "big", &[("a.blob", vec![0u8; 2 << 20])]);
+    let big = mender_workdir(&f.dir, "big", &[("a.blob", vec![0u8; 2 << 20])]);
     let e = state("ArtifactInstall", &big, &set).0.unwrap_err().to_string();
     assert!(e.contains("more than this device takes"), "{e}");
-    let empty = workdir(&f.dir, "empty", &[]);
+    let empty = mender_workdir(&f.dir, "empty", &[]);
     assert!(state("ArtifactInstall", &empty, &set).0.unwrap_err().to_string().contains("holds no file"));
     assert!(Manifest::read(&f.dir).unwrap().pending.is_none());
 }
@@ -100,29 +89,35 @@ fn payloads_and_names_are_checked_and_said_truly() {
     let mut flipped = b2.clone();
     let last = flipped.len() - 100;
     flipped[last] ^= 1;
-    let bad =
-        workdir(&f.dir, "bad", &[("a.blob", module(&m1, &net, 0, "a", 9).encode(None).unwrap()), ("b.blob", flipped)]);
+    let bad = mender_workdir(
+        &f.dir,
+        "bad",
+        &[("a.blob", module(&m1, &net, 0, "a", 9).encode(None).unwrap()), ("b.blob", flipped)],
+    );
     let e = format!("{:#}", state("ArtifactInstall", &bad, &set).0.unwrap_err());
     assert!(e.contains("payload file b.blob"), "{e}");
     for (name, why) in [("", "is empty"), ("evil\x1b[2Jname", "control characters")] {
-        let w = workdir(&f.dir, "named", &[("b.blob", b2.clone())]);
+        let w = mender_workdir(&f.dir, "named", &[("b.blob", b2.clone())]);
         std::fs::write(w.join("header/artifact_name"), name).unwrap();
         let e = format!("{:#}", state("ArtifactInstall", &w, &set).0.unwrap_err());
         assert!(e.contains(why) && !e.contains('\x1b'), "{e}");
     }
     assert!(Manifest::read(&f.dir).unwrap().pending.is_none());
-    let work = workdir(&f.dir, "b-8", &[("b.blob", b2)]);
+    let work = mender_workdir(&f.dir, "b-8", &[("b.blob", b2)]);
     state("ArtifactInstall", &work, &set).0.unwrap();
     // Another payload under the same name: refused, and the pending update is the first one.
-    let other = workdir(&f.dir, "b-8", &[("b.blob", module(&m1, &net, 1, "b", 6).encode(None).unwrap())]);
+    let other = mender_workdir(&f.dir, "b-8", &[("b.blob", module(&m1, &net, 1, "b", 6).encode(None).unwrap())]);
     let e = format!("{:#}", state("ArtifactInstall", &other, &set).0.unwrap_err());
     assert!(e.contains("with other contents"), "{e}");
-    let work = workdir(&f.dir, "b-8", &[("b.blob", module(&m1, &net, 1, "b", 8).encode(None).unwrap())]);
+    let work = mender_workdir(&f.dir, "b-8", &[("b.blob", module(&m1, &net, 1, "b", 8).encode(None).unwrap())]);
     assert!(state("ArtifactInstall", &work, &set).0.unwrap().unwrap().contains("already installed, pending"));
     state("ArtifactCommit", &work, &set).0.unwrap();
     // Only the base the device has: nothing new, said so.
-    let base =
-        workdir(&f.dir, "base-again", &[("base.blob", classmod_runtime::host::base_blob::encode(&m1, None).unwrap())]);
+    let base = mender_workdir(
+        &f.dir,
+        "base-again",
+        &[("base.blob", classmod_runtime::host::base_blob::encode(&m1, None).unwrap())],
+    );
     let line = state("ArtifactInstall", &base, &set).0.unwrap().unwrap();
     assert!(line.contains("nothing new") && !line.contains("()"), "{line}");
 }
@@ -146,7 +141,7 @@ fn a_serving_device_follows_installs_and_rollbacks_and_its_inbox_waits() {
     };
     let mut edge = Edge::start(opts, LogPin::default()).unwrap();
     let served = |e: &Edge<LogPin>| e.runtime.snapshot().class_names();
-    let work = workdir(
+    let work = mender_workdir(
         &dir,
         "add-c",
         &[

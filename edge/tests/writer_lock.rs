@@ -13,7 +13,7 @@ use std::time::Duration;
 use classmod_runtime::host::ResNet;
 use classmod_runtime::testing::{fixture, module, tiny_model::tiny_model};
 use classmod_runtime::{Device, DirLock};
-use common::{drop_image, verify, Running};
+use common::{drop_image, mender_workdir, names, verify, Running};
 
 /// Another process holding `dir`'s writer lock until [`release`] (`flock -o`: the lock is held
 /// by `flock` alone, not by `cat`, which ends when its input closes).
@@ -39,14 +39,6 @@ fn hold(dir: &Path) -> Child {
 fn release(mut holder: Child) {
     drop(holder.stdin.take());
     assert!(holder.wait().unwrap().success());
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 #[test]
@@ -76,11 +68,8 @@ fn a_writer_lock_held_by_another_process_never_stops_serving() {
     std::fs::write(inbox.join("b2.blob"), module(&tiny_model(1), &net, 1, "b", 2).encode(None).unwrap()).unwrap();
     device.wait_log("update b2.blob: waits (");
     // The Mender update module, installing meanwhile, waits and says so.
-    let work = f.dir.with_extension("work");
-    std::fs::create_dir_all(work.join("header")).unwrap();
-    std::fs::create_dir_all(work.join("files")).unwrap();
-    std::fs::write(work.join("header/artifact_name"), "a-9\n").unwrap();
-    std::fs::write(work.join("files/a.blob"), module(&tiny_model(1), &net, 0, "a", 9).encode(None).unwrap()).unwrap();
+    let work =
+        mender_workdir(&f.dir, "a-9", &[("a.blob", module(&tiny_model(1), &net, 0, "a", 9).encode(None).unwrap())]);
     let install = Command::new(env!("CARGO_BIN_EXE_classmod-update-module"))
         .arg("ArtifactInstall")
         .arg(&work)

@@ -161,3 +161,27 @@ pub fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The names in `dir`, sorted (none when it cannot be listed).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A payload work directory as Mender's client lays it out (`header/artifact_name`, `files/`,
+/// `tmp/`) beside `root`, for the artifact `name` carrying `blobs`.
+pub fn mender_workdir(root: &Path, name: &str, blobs: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
+    let w = root.with_file_name(format!("{}-work-{name}", root.file_name().unwrap().to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&w);
+    for sub in ["header", "files", "tmp"] {
+        std::fs::create_dir_all(w.join(sub)).unwrap();
+    }
+    std::fs::write(w.join("header/artifact_name"), format!("{name}\n")).unwrap();
+    for (file, bytes) in blobs {
+        std::fs::write(w.join("files").join(file), bytes).unwrap();
+    }
+    w
+}
